@@ -16,13 +16,14 @@ import { OutputScanner } from "../gateway/safety/output_scanner.ts";
 import { WordList } from "../gateway/safety/word_list.ts";
 import { type CorpusSample, loadCorpus, stableFraction } from "./safety_data.ts";
 import { ClassifierWeightsSchema, InjectionClassifier } from "../gateway/safety/classifier.ts";
+import { compileRuleSet } from "../gateway/safety/rules.ts";
 import weightsFile from "../gateway/safety/classifier_weights.json" with { type: "json" };
 
 const RESULTS = new URL("./results/safety.json", import.meta.url);
 const test = loadCorpus().filter((s) => s.split === "test");
 const injectionOnly = { categories: new Set<Category>(["prompt_injection"]) };
 const rulesOnly = { rules: BUILTIN_DETECTORS.rules };
-const classifierOnly = { rules: { rules: [], versions: BUILTIN_DETECTORS.rules.versions } };
+const classifierOnly = { rules: { ...compileRuleSet([]), versions: BUILTIN_DETECTORS.rules.versions } };
 
 // ---- Detection ------------------------------------------------------------------------------
 type Detector = (text: string) => boolean;

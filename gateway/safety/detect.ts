@@ -4,7 +4,13 @@
  * exception covers. Findings carry spans in the ORIGINAL text and never the matched text, so they
  * can be logged and returned without echoing a secret.
  */
-import { BUILTIN_RULES, type RuleCategory, type RuleSet } from "./rules.ts";
+import {
+  BUILTIN_RULES,
+  type RuleAnchors,
+  type RuleCategory,
+  type RuleSet,
+  type View,
+} from "./rules.ts";
 import { ClassifierWeightsSchema, InjectionClassifier } from "./classifier.ts";
 import weightsFile from "./classifier_weights.json" with { type: "json" };
 import { type NormalizedText, originalSpan, type TextViews, textViews } from "./normalize.ts";
@@ -57,7 +63,7 @@ export interface Detection {
   readonly injectionScore?: number;
 }
 
-function viewOf(views: TextViews, name: "canonical" | "folded"): NormalizedText {
+function viewOf(views: TextViews, name: View): NormalizedText {
   return name === "canonical" ? views.canonical : views.folded;
 }
 
@@ -68,10 +74,18 @@ export function detect(
 ): Detection {
   const views = textViews(text);
   const findings: Finding[] = [];
+  const starts = new Map<View, ReturnType<RuleAnchors["startsIn"]>>();
   for (const rule of detectors.rules.rules) {
     if (!options.categories.has(rule.category)) continue;
     const view = viewOf(views, rule.view);
-    for (const [from, to] of rule.find(view.text)) {
+    let ruleStarts: readonly number[] | undefined;
+    if (rule.anchors) {
+      if (!starts.has(rule.view)) {
+        starts.set(rule.view, detectors.rules.anchors[rule.view].startsIn(view.text));
+      }
+      ruleStarts = starts.get(rule.view)?.get(rule);
+    }
+    for (const [from, to] of rule.find(view.text, ruleStarts)) {
       const [start, end] = originalSpan(view, from, to);
       findings.push({ category: rule.category, rule: rule.id, start, end });
     }

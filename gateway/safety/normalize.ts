@@ -23,9 +23,9 @@ export interface NormalizedText {
   /** The normalized text. */
   readonly text: string;
   /** start[i]: index in the original text where normalized unit i's source begins. */
-  readonly start: Int32Array;
+  readonly start: readonly number[];
   /** end[i]: index in the original text just past normalized unit i's source. */
-  readonly end: Int32Array;
+  readonly end: readonly number[];
   /** Length of the original text. */
   readonly originalLength: number;
 }
@@ -77,12 +77,16 @@ class Builder {
   }
 
   build(originalLength: number): NormalizedText {
-    return {
-      text: decode(this.codes.subarray(0, this.length)),
-      start: this.start.slice(0, this.length),
-      end: this.end.slice(0, this.length),
-      originalLength,
-    };
+    // Plain arrays, not typed ones: a typed array's backing store is allocated and freed outside
+    // the JavaScript heap, and a stream scanner builds two per token.
+    const n = this.length;
+    const start: number[] = new Array(n);
+    const end: number[] = new Array(n);
+    for (let i = 0; i < n; i++) {
+      start[i] = this.start[i];
+      end[i] = this.end[i];
+    }
+    return { text: decode(this.codes.subarray(0, n)), start, end, originalLength };
   }
 }
 const canonicalBuffer = new Builder();
@@ -298,8 +302,8 @@ export function foldedView(original: string): NormalizedText {
 /** fold() over the first `n` canonical codes and their original spans. */
 function foldCodes(
   src: Uint16Array,
-  srcStart: Int32Array,
-  srcEnd: Int32Array,
+  srcStart: ArrayLike<number>,
+  srcEnd: ArrayLike<number>,
   n: number,
   originalLength: number,
 ): NormalizedText {

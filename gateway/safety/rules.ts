@@ -8,6 +8,8 @@ import payloadRules from "./rules/dangerous_payload.json" with { type: "json" };
 import secretRules from "./rules/secrets.json" with { type: "json" };
 import piiRules from "./rules/pii.json" with { type: "json" };
 import { isChineseIdValid, isLuhnValid } from "./validators.ts";
+import { leadingLiterals } from "./leading_literals.ts";
+import { AhoCorasick } from "./aho_corasick.ts";
 
 /** Categories the rule files cover; tenant word lists add `banned_words`. */
 export const RULE_CATEGORIES = ["prompt_injection", "dangerous_payload", "secrets", "pii"] as const;
@@ -80,13 +82,24 @@ export const RuleFileSchema = z.object({
 });
 export type RuleFile = z.infer<typeof RuleFileSchema>;
 
+export type View = "canonical" | "folded";
+
 export interface CompiledRule {
   /** `<category>/<rule id>`, unique across files. */
   readonly id: string;
   readonly category: RuleCategory;
-  readonly view: "canonical" | "folded";
-  /** Spans `[start, end)` of the view's text that the rule matches. */
-  find(text: string): [number, number][];
+  readonly view: View;
+  /**
+   * Literals every match begins with, lowercased (see leading_literals.ts); absent when the
+   * pattern has none to offer, and then `find` scans every position.
+   */
+  readonly anchors?: readonly string[];
+  /**
+   * Spans `[start, end)` of the view's text that the rule matches. With `starts` (ascending),
+   * matches are only tried there: the caller vouches that no match begins anywhere else
+   * (RuleAnchors gives such positions).
+   */
+  find(text: string, starts?: readonly number[]): [number, number][];
 }
 
 function patternFinder(
@@ -95,11 +108,26 @@ function patternFinder(
   validate?: (match: string) => boolean,
   requires?: string,
 ) {
+  // exec() on compiled expressions kept for the process: matchAll() would clone them every call.
   const regex = new RegExp(pattern, `gu${flags}`);
-  // exec() on the one compiled expression: matchAll() would clone it on every call.
-  return (text: string) => {
+  const sticky = new RegExp(pattern, `yu${flags}`);
+  return (text: string, starts?: readonly number[]) => {
     const spans: [number, number][] = [];
     if (requires !== undefined && !text.includes(requires)) return spans;
+    if (starts !== undefined) {
+      // What the global scan below would find: a match consumed up to its end, even one the
+      // validator rejects, and empty matches skipped.
+      let until = 0;
+      for (const start of starts) {
+        if (start < until) continue;
+        sticky.lastIndex = start;
+        const m = sticky.exec(text);
+        if (m === null || m[0].length === 0) continue;
+        until = start + m[0].length;
+        if (!validate || validate(m[0])) spans.push([start, until]);
+      }
+      return spans;
+    }
     regex.lastIndex = 0;
     for (let m = regex.exec(text); m !== null; m = regex.exec(text)) {
       if (m[0].length === 0) {
@@ -110,6 +138,58 @@ function patternFinder(
     }
     return spans;
   };
+}
+
+/**
+ * The anchors of a pattern rule, lowercased as RuleAnchors reads the text. Under the `i` flag an
+ * anchor must be ASCII: JavaScript's case folding maps a few other characters onto ASCII letters
+ * in ways lowercasing does not.
+ */
+function ruleAnchors(pattern: string, flags: string): string[] | undefined {
+  const literals = leadingLiterals(pattern);
+  if (literals === undefined) return undefined;
+  // deno-lint-ignore no-control-regex -- the ASCII range, control characters included
+  if (flags.includes("i") && literals.some((l) => /[^\x00-\x7f]/.test(l))) return undefined;
+  return [...new Set(literals.map((l) => l.toLowerCase()))];
+}
+
+/**
+ * Where each anchored rule of one view may match in a text: one Aho-Corasick pass over the
+ * lowercased text for the anchors of all of them, instead of every expression tried everywhere.
+ */
+export class RuleAnchors {
+  private readonly automaton: AhoCorasick;
+  /** For each anchor (automaton pattern), the indexes in `rules` of the rules it opens. */
+  private readonly rulesOf: number[][] = [];
+
+  constructor(readonly rules: readonly CompiledRule[]) {
+    const index = new Map<string, number>();
+    rules.forEach((rule, r) => {
+      for (const anchor of rule.anchors ?? []) {
+        let a = index.get(anchor);
+        if (a === undefined) index.set(anchor, a = this.rulesOf.push([]) - 1);
+        this.rulesOf[a].push(r);
+      }
+    });
+    this.automaton = new AhoCorasick([...index.keys()]);
+  }
+
+  /**
+   * For each anchored rule, the ascending positions where its matches may begin (none: no match);
+   * `undefined` when the text cannot be read this way (lowercasing changed its length).
+   */
+  startsIn(text: string): ReadonlyMap<CompiledRule, readonly number[]> | undefined {
+    let lower = text.toLowerCase();
+    if (lower.length !== text.length) return undefined;
+    // The one character /iu folds to an ASCII letter that toLowerCase leaves alone (long s).
+    if (lower.includes("\u017f")) lower = lower.replaceAll("\u017f", "s");
+    const starts: number[][] = this.rules.map(() => []);
+    for (const m of this.automaton.findAll(lower)) {
+      for (const r of this.rulesOf[m.pattern]) starts[r].push(m.start);
+    }
+    for (const s of starts) s.sort((a, b) => a - b);
+    return new Map(this.rules.map((rule, r) => [rule, starts[r]]));
+  }
 }
 
 function repetitionFinder(maxUnit: number, minRepeats: number) {
@@ -140,6 +220,8 @@ function repetitionFinder(maxUnit: number, minRepeats: number) {
 
 export interface RuleSet {
   readonly rules: readonly CompiledRule[];
+  /** The anchored rules of each view, with their automaton. */
+  readonly anchors: Readonly<Record<View, RuleAnchors>>;
   /** Versions of the rule files, by category. */
   readonly versions: Readonly<Record<RuleCategory, string>>;
 }
@@ -161,6 +243,7 @@ export function compileRuleSet(files: readonly unknown[]): RuleSet {
         id: `${file.category}/${rule.id}`,
         category: file.category,
         view: rule.view,
+        anchors: "pattern" in rule ? ruleAnchors(rule.pattern, rule.flags) : undefined,
         find: "pattern" in rule
           ? patternFinder(
             rule.pattern,
@@ -172,7 +255,13 @@ export function compileRuleSet(files: readonly unknown[]): RuleSet {
       });
     }
   }
-  return { rules, versions };
+  const anchoredOn = (view: View) =>
+    new RuleAnchors(rules.filter((r) => r.view === view && r.anchors));
+  return {
+    rules,
+    versions,
+    anchors: { canonical: anchoredOn("canonical"), folded: anchoredOn("folded") },
+  };
 }
 
 /** The rule files shipped in rules/. */
