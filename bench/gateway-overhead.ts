@@ -7,11 +7,19 @@
  *
  *   node --import tsx bench/gateway-overhead.ts [--quick] [--own-redis] [--tokens-per-second 20]
  *
+ * What the client and the machine cost by themselves is measured beside it:
+ * probes alternate between the gateway and a do-nothing streaming server on
+ * the same runtime and framework (gateway-overhead-floor.ts), under the same
+ * background load. "Added" is through-the-gateway minus that floor, at each
+ * percentile: the usual definition of a gateway's overhead (through it minus
+ * direct to the provider), which is how the published figures it is compared
+ * with were measured. Both raw series are printed and kept too.
+ *
  * At 1, 32 and 256 concurrent streams (the others decoding, by default at 20
- * tokens/s) it prints p50/p99 of the added time to first token of a new
- * stream, then requests/s for short non-streaming completions; writes
- * bench/results/gateway-overhead-<tokens per second>tps.json. Targets: p50 <= 3 ms, p99 <= 15 ms at
- * 256 streams.
+ * tokens/s) it prints p50/p90/p99 of the time to first token of a new stream,
+ * then requests/s for short non-streaming completions; writes
+ * bench/results/gateway-overhead-<tokens per second>tps.json. Targets: added
+ * p50 <= 3 ms, p99 <= 15 ms at 256 streams.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
@@ -23,6 +31,7 @@ import {
   freePort,
   type ManagedProcess,
   redisAnswers,
+  DENO,
   ROOT,
   spawnManaged,
   startGateway,
@@ -56,16 +65,21 @@ interface LevelResult {
   concurrency: number;
   probes: number;
   errors: number;
+  /** Through the gateway. */
   ttftMs: Summary;
+  /** The same client against the do-nothing server, probes interleaved with the gateway's. */
+  floorTtftMs: Summary;
+  /** ttftMs minus floorTtftMs, percentile by percentile. */
+  addedMs: { p50: number; p90: number; p99: number };
 }
 
 /**
  * Keeps `concurrency - 1` background streams open (each replaced when it
  * ends, lengths spread so replacements do not come in waves) and meanwhile
- * sends PROBES streams one after another, each one more concurrent stream;
- * returns the probes' times to first token.
+ * sends PROBES streams one after another, each one more concurrent stream,
+ * alternating with as many probes of the floor server; returns both series.
  */
-async function streamLevel(target: Target, concurrency: number): Promise<LevelResult> {
+async function streamLevel(target: Target, floor: Target, concurrency: number): Promise<LevelResult> {
   const stop = new AbortController();
   let salt = 0;
   const background = Array.from({ length: concurrency - 1 }, async () => {
@@ -76,15 +90,26 @@ async function streamLevel(target: Target, concurrency: number): Promise<LevelRe
   });
   await new Promise((resolve) => setTimeout(resolve, concurrency > 1 ? RAMP_MS : 0));
   const ttfts: number[] = [];
+  const floorTtfts: number[] = [];
   let errors = 0;
   for (let i = 0; i < PROBES; i++) {
     const outcome = await runRequest(target, { promptWords: 20, maxTokens: 1 }, salt++);
     if (outcome.ok && outcome.ttftMs !== undefined) ttfts.push(outcome.ttftMs);
     else errors++;
+    const direct = await runRequest(floor, { promptWords: 20, maxTokens: 1 }, salt++);
+    if (direct.ok && direct.ttftMs !== undefined) floorTtfts.push(direct.ttftMs);
+    else errors++;
   }
   stop.abort();
   await Promise.all(background);
-  return { concurrency, probes: PROBES, errors, ttftMs: summarize(ttfts) };
+  const ttftMs = summarize(ttfts);
+  const floorTtftMs = summarize(floorTtfts);
+  const addedMs = {
+    p50: ttftMs.p50 - floorTtftMs.p50,
+    p90: ttftMs.p90 - floorTtftMs.p90,
+    p99: ttftMs.p99 - floorTtftMs.p99,
+  };
+  return { concurrency, probes: PROBES, errors, ttftMs, floorTtftMs, addedMs };
 }
 
 /** Short non-streaming completions for `seconds`, `concurrency` at a time. */
@@ -143,20 +168,30 @@ async function main() {
     processes.push(gateway.process);
     await waitUntilReady(gateway.url, 30_000);
     const target: Target = { baseUrl: gateway.url, apiKey, model: MODEL };
+    const floorServer = spawnManaged("floor", DENO, ["run", "--allow-net", "bench/gateway-overhead-floor.ts"], {
+      env: process.env,
+    });
+    processes.push(floorServer);
+    const [, floorPort] = await floorServer.waitForLine(/floor listening on (\d+)/, 30_000);
+    const floor: Target = { baseUrl: `http://127.0.0.1:${floorPort}`, apiKey, model: MODEL };
 
-    await streamLevel(target, 32);
+    await streamLevel(target, floor, 32);
     const levels: LevelResult[] = [];
-    for (const concurrency of LEVELS) levels.push(await streamLevel(target, concurrency));
+    for (const concurrency of LEVELS) levels.push(await streamLevel(target, floor, concurrency));
     const rps = await requestsPerSecond(target, RPS_CONCURRENCY, RPS_SECONDS);
 
     console.log(
-      `\nadded time to first token (engine TTFT = 0; other streams decoding at ${TOKENS_PER_SECOND} tokens/s), ms`,
+      `\ntime to first token (engine TTFT = 0; other streams decoding at ${TOKENS_PER_SECOND} tokens/s), ms`,
     );
-    console.log("streams    probes  errors      p50      p90      p99      max");
+    console.log(
+      "streams  probes errors |  gateway p50      p90      p99 |    floor p50      p90      p99 |    added p50      p90      p99",
+    );
     for (const l of levels) {
       console.log(
-        `${String(l.concurrency).padStart(7)}  ${String(l.probes).padStart(8)}  ${String(l.errors).padStart(6)} ` +
-          `${fmt(l.ttftMs.p50)} ${fmt(l.ttftMs.p90)} ${fmt(l.ttftMs.p99)} ${fmt(l.ttftMs.max)}`,
+        `${String(l.concurrency).padStart(7)} ${String(l.probes).padStart(7)} ${String(l.errors).padStart(6)} | ` +
+          `${fmt(l.ttftMs.p50).padStart(12)} ${fmt(l.ttftMs.p90)} ${fmt(l.ttftMs.p99)} | ` +
+          `${fmt(l.floorTtftMs.p50).padStart(12)} ${fmt(l.floorTtftMs.p90)} ${fmt(l.floorTtftMs.p99)} | ` +
+          `${fmt(l.addedMs.p50).padStart(12)} ${fmt(l.addedMs.p90)} ${fmt(l.addedMs.p99)}`,
       );
     }
     console.log(
@@ -164,8 +199,8 @@ async function main() {
         `(${RPS_CONCURRENCY} concurrent, ${rps.requests} ok, ${rps.errors} errors in ${rps.seconds.toFixed(1)} s)`,
     );
     const at256 = levels.find((l) => l.concurrency === 256)!;
-    const met = at256.ttftMs.p50 <= 3 && at256.ttftMs.p99 <= 15;
-    console.log(`target at 256 streams (p50 <= 3 ms, p99 <= 15 ms): ${met ? "met" : "NOT met"}`);
+    const met = at256.addedMs.p50 <= 3 && at256.addedMs.p99 <= 15;
+    console.log(`target at 256 streams (added p50 <= 3 ms, p99 <= 15 ms): ${met ? "met" : "NOT met"}`);
 
     mkdirSync(`${ROOT}bench/results`, { recursive: true });
     const result = {
@@ -178,7 +213,7 @@ async function main() {
       loadAverage: loadavg(),
       levels,
       rps,
-      target: { p50Ms: 3, p99Ms: 15, met },
+      target: { addedP50Ms: 3, addedP99Ms: 15, met },
     };
     writeFileSync(`${ROOT}bench/results/gateway-overhead-${TOKENS_PER_SECOND}tps.json`, JSON.stringify(result, null, 2));
   } finally {

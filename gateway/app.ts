@@ -2,8 +2,9 @@
  * Composes the gateway: one middleware per concern, in the order a request
  * meets them, each owning its errors:
  *
- *   request id -> body size limit -> auth -> validation -> [input filters]
- *   -> token count + context check -> [rate limits] -> admission -> enqueue + relay
+ *   request id -> body size limit -> auth -> validation -> subscribe (not awaited)
+ *   -> [input filters] -> token count + context check -> [rate limits] -> admission
+ *   -> enqueue (once subscribed) + relay
  *
  * Bracketed slots belong to other modules (safety, tenancy) and are passed in.
  * Other route groups (web UI, admin) mount on the returned app; /metrics is
@@ -27,6 +28,7 @@ import type { JobQueue } from "./queue/job-queue.ts";
 import type { EventHub } from "./relay/event-hub.ts";
 import type { GenerationDeps } from "./relay/generation.ts";
 import type { OutputFilterFactory } from "./relay/output-filter.ts";
+import { subscribeEvents } from "./relay/subscription.ts";
 import { chatShapes, completionShapes, generationHandler } from "./routes/generation.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { modelRoutes } from "./routes/models.ts";
@@ -90,8 +92,13 @@ export interface GatewayDeps {
 /** The response for anything thrown in the chain; also ends the request as failed. */
 function errorResponse(err: Error, c: Context<AppEnv>): Response {
   const mapped = toOpenAIError(err);
-  if (mapped.status >= 500 && !(err instanceof GatewayError)) c.var.log?.error("request failed", { err });
-  c.var.requestEnd?.end({ status: "failed", failure: err instanceof GatewayError ? err.failure : undefined });
+  if (mapped.status >= 500 && !(err instanceof GatewayError)) {
+    c.var.log?.error("request failed", { err });
+  }
+  c.var.requestEnd?.end({
+    status: "failed",
+    failure: err instanceof GatewayError ? err.failure : undefined,
+  });
   return c.json(mapped.body, mapped.status, mapped.headers);
 }
 
@@ -101,7 +108,10 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
 
   app.onError(errorResponse);
   app.notFound((c) =>
-    errorResponse(new GatewayError({ reason: "route_not_found", method: c.req.method, path: c.req.path }), c)
+    errorResponse(
+      new GatewayError({ reason: "route_not_found", method: c.req.method, path: c.req.path }),
+      c,
+    )
   );
 
   app.use("*", requestId(), requestLog(deps.log));
@@ -117,6 +127,13 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
   for (const [path, routes] of Object.entries(deps.v1Routes ?? {})) app.route(path, routes);
 
   const beforeEnqueue = [
+    subscribeEvents({
+      hub: deps.hub,
+      keys: deps.keys,
+      requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
+      idleTimeoutMs: config.STREAM_IDLE_TIMEOUT_MS,
+      registry: deps.registry,
+    }),
     ...(deps.inputFilters ?? []),
     preparePrompt({
       tokenizer: deps.tokenizer,
@@ -127,12 +144,8 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
     admission({ queue: deps.queue, registry: deps.registry, maxWaiting: config.QUEUE_MAX_WAITING }),
   ];
   const routeDeps = {
-    hub: deps.hub,
     queue: deps.queue,
-    keys: deps.keys,
     requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
-    idleTimeoutMs: config.STREAM_IDLE_TIMEOUT_MS,
-    registry: deps.registry,
     keepAliveMs: config.KEEPALIVE_MS,
     slowClient: {
       writeTimeoutMs: config.STREAM_WRITE_TIMEOUT_MS,
@@ -141,7 +154,8 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
     outputFilter: deps.outputFilter,
     priority: deps.priority,
     observe: metrics &&
-      ((c: Context<AppEnv>) => new GenerationTimer(metrics, c.var.generation.model, c.var.receivedAt)),
+      ((c: Context<AppEnv>) =>
+        new GenerationTimer(metrics, c.var.generation.model, c.var.receivedAt)),
   };
   app.post(
     "/v1/chat/completions",

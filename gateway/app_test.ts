@@ -6,7 +6,14 @@
 import assert from "node:assert/strict";
 import { renderChat } from "../shared/harmony.ts";
 import { getTokenizer } from "../shared/tokenizer.ts";
-import { parseSSE, sleep, TEST_MAX_MODEL_LEN, TEST_MODEL, testGateway, type WorkerScript } from "./test_gateway.ts";
+import {
+  parseSSE,
+  sleep,
+  TEST_MAX_MODEL_LEN,
+  TEST_MODEL,
+  testGateway,
+  type WorkerScript,
+} from "./test_gateway.ts";
 
 const messages = [{ role: "system", content: "Be brief." }, { role: "user", content: "Hi there" }];
 
@@ -19,7 +26,11 @@ const answer: WorkerScript = async function* (job) {
     tokens: 2,
     logprobs: [{ token: "Hello", logprob: -0.5, bytes: [72, 101, 108, 108, 111], topLogprobs: [] }],
   };
-  yield { type: "done", finishReason: "length", usage: { promptTokens: job.promptTokenIds.length, completionTokens: 2 } };
+  yield {
+    type: "done",
+    finishReason: "length",
+    usage: { promptTokens: job.promptTokenIds.length, completionTokens: 2 },
+  };
 };
 
 async function errorOf(res: Response) {
@@ -68,7 +79,11 @@ Deno.test("chat: the chat.completion object, with reasoning_content and logprobs
   try {
     await g.heartbeat();
     await g.startWorker(answer);
-    const res = await g.post("/v1/chat/completions", { model: TEST_MODEL, messages, logprobs: true });
+    const res = await g.post("/v1/chat/completions", {
+      model: TEST_MODEL,
+      messages,
+      logprobs: true,
+    });
     const body = await res.json();
     const id = res.headers.get("x-request-id");
     const promptTokens = body.usage.prompt_tokens;
@@ -88,7 +103,12 @@ Deno.test("chat: the chat.completion object, with reasoning_content and logprobs
           annotations: [],
         },
         logprobs: {
-          content: [{ token: "Hello", logprob: -0.5, bytes: [72, 101, 108, 108, 111], top_logprobs: [] }],
+          content: [{
+            token: "Hello",
+            logprob: -0.5,
+            bytes: [72, 101, 108, 108, 111],
+            top_logprobs: [],
+          }],
           refusal: null,
         },
         finish_reason: "length",
@@ -106,7 +126,11 @@ Deno.test("completions: raw prompt (no template) and the text_completion object"
   try {
     await g.heartbeat();
     const jobs = await g.startWorker(answer);
-    const res = await g.post("/v1/completions", { model: TEST_MODEL, prompt: "Once upon a time", logprobs: 0 });
+    const res = await g.post("/v1/completions", {
+      model: TEST_MODEL,
+      prompt: "Once upon a time",
+      logprobs: 0,
+    });
     const body = await res.json();
     assert.deepEqual(jobs[0].promptTokenIds, getTokenizer().encode("Once upon a time"));
     assert.equal(jobs[0].kind, "completion");
@@ -148,22 +172,74 @@ Deno.test("refusals before enqueue: OpenAI errors with status, code and param", 
     );
 
     const cases: [Response, number, string | null, string | null][] = [
-      [await post({ model: TEST_MODEL, messages: [{ role: "user" }] }), 400, "invalid_value", "messages[0].content"],
-      [await post({ model: TEST_MODEL, messages, tools: [{ type: "function" }] }), 400, "unsupported_parameter", "tools"],
+      [
+        await post({ model: TEST_MODEL, messages: [{ role: "user" }] }),
+        400,
+        "invalid_value",
+        "messages[0].content",
+      ],
+      [
+        await post({ model: TEST_MODEL, messages, tools: [{ type: "function" }] }),
+        400,
+        "unsupported_parameter",
+        "tools",
+      ],
       [await post({ model: TEST_MODEL, messages, n: 2 }), 400, "unsupported_value", "n"],
       [await post({ model: "gpt-5", messages }), 404, "model_not_found", "model"],
-      [await post({ model: TEST_MODEL, messages, max_tokens: TEST_MAX_MODEL_LEN }), 400, "context_length_exceeded", "messages"],
-      [await g.post("/v1/completions", { model: TEST_MODEL, prompt: "" }), 400, "invalid_value", "prompt"],
-      [await post({ model: TEST_MODEL, messages: [{ role: "user", content: "x".repeat(4000) }] }), 413, "request_too_large", null],
-      [await g.post("/v1/chat/completions", { model: TEST_MODEL, messages }, { headers: { authorization: "Bearer sk-nope" } }), 401, "invalid_api_key", null],
-      [await g.post("/v1/chat/completions", { model: TEST_MODEL, messages }, { headers: {} }), 401, "invalid_api_key", null],
+      [
+        await post({ model: TEST_MODEL, messages, max_tokens: TEST_MAX_MODEL_LEN }),
+        400,
+        "context_length_exceeded",
+        "messages",
+      ],
+      [
+        await g.post("/v1/completions", { model: TEST_MODEL, prompt: "" }),
+        400,
+        "invalid_value",
+        "prompt",
+      ],
+      [
+        await post({ model: TEST_MODEL, messages: [{ role: "user", content: "x".repeat(4000) }] }),
+        413,
+        "request_too_large",
+        null,
+      ],
+      [
+        await g.post("/v1/chat/completions", { model: TEST_MODEL, messages }, {
+          headers: { authorization: "Bearer sk-nope" },
+        }),
+        401,
+        "invalid_api_key",
+        null,
+      ],
+      [
+        await g.post("/v1/chat/completions", { model: TEST_MODEL, messages }, { headers: {} }),
+        401,
+        "invalid_api_key",
+        null,
+      ],
       [await g.get("/v1/nowhere"), 404, "unknown_url", null],
     ];
     for (const [res, status, code, param] of cases) {
       const err = await errorOf(res);
-      assert.deepEqual({ status: err.status, code: err.code, param: err.param }, { status, code, param }, err.message);
+      assert.deepEqual({ status: err.status, code: err.code, param: err.param }, {
+        status,
+        code,
+        param,
+      }, err.message);
     }
     assert.equal(await g.queue.waitingCount(), 0, "nothing refused was enqueued");
+
+    // Refused after the subscription step (which runs before the prompt is counted): the request's
+    // channel is unsubscribed again, in Redis as well as in the gateway.
+    const late = await post({ model: TEST_MODEL, messages, max_tokens: TEST_MAX_MODEL_LEN });
+    assert.equal(late.status, 400);
+    const channel = g.t.keys.eventChannel(late.headers.get("x-request-id")!);
+    await late.body?.cancel();
+    for (let i = 0; i < 50 && (await g.t.redis.pubsub("NUMSUB", channel))[1] !== 0; i++) {
+      await sleep(10);
+    }
+    assert.deepEqual(await g.t.redis.pubsub("NUMSUB", channel), [channel, 0]);
   } finally {
     await g.close();
   }
@@ -173,7 +249,10 @@ Deno.test("a prompt longer than the context is refused even without max_tokens",
   const g = await testGateway("app-long-prompt");
   try {
     await g.heartbeat();
-    const res = await g.post("/v1/completions", { model: TEST_MODEL, prompt: Array(TEST_MAX_MODEL_LEN).fill(7) });
+    const res = await g.post("/v1/completions", {
+      model: TEST_MODEL,
+      prompt: Array(TEST_MAX_MODEL_LEN).fill(7),
+    });
     const err = await errorOf(res);
     assert.equal(err.code, "context_length_exceeded");
     assert.equal(err.param, "prompt");
@@ -192,7 +271,11 @@ Deno.test("no live worker: 503 with Retry-After, and readyz says not ready", asy
     assert.equal((await g.get("/readyz")).status, 503);
 
     await g.heartbeat("w-old", Date.now() - 60_000);
-    const stale = await g.post("/v1/chat/completions", { model: TEST_MODEL, messages, stream: true });
+    const stale = await g.post("/v1/chat/completions", {
+      model: TEST_MODEL,
+      messages,
+      stream: true,
+    });
     assert.equal(stale.status, 503, "a stale heartbeat is no worker");
     assert.equal((await stale.json()).error.code, "no_worker_available");
 
@@ -214,7 +297,11 @@ Deno.test("a full queue: 503 overloaded with Retry-After, before anything is enq
       await g.post("/v1/chat/completions", { model: TEST_MODEL, messages, stream: true }),
       await g.post("/v1/chat/completions", { model: TEST_MODEL, messages, stream: true }),
     ];
-    const refused = await g.post("/v1/chat/completions", { model: TEST_MODEL, messages, stream: true });
+    const refused = await g.post("/v1/chat/completions", {
+      model: TEST_MODEL,
+      messages,
+      stream: true,
+    });
     assert.equal(refused.status, 503);
     assert.equal(refused.headers.get("retry-after"), "1");
     assert.equal((await refused.json()).error.code, "overloaded");
@@ -232,7 +319,10 @@ Deno.test("models: the list and one model, learned from heartbeats", async () =>
     await g.heartbeat();
     const list = await (await g.get("/v1/models")).json();
     assert.equal(list.object, "list");
-    assert.deepEqual(list.data.map((m: { id: string; object: string; owned_by: string }) => [m.id, m.object]), [[TEST_MODEL, "model"]]);
+    assert.deepEqual(
+      list.data.map((m: { id: string; object: string; owned_by: string }) => [m.id, m.object]),
+      [[TEST_MODEL, "model"]],
+    );
     const one = await (await g.get(`/v1/models/${TEST_MODEL}`)).json();
     assert.deepEqual(Object.keys(one).sort(), ["created", "id", "object", "owned_by"]);
     assert.equal((await errorOf(await g.get("/v1/models/openai/unknown"))).code, "model_not_found");
@@ -246,11 +336,18 @@ Deno.test("SSE stream and JSON response both carry x-request-id = job id", async
   try {
     await g.heartbeat();
     const jobs = await g.startWorker(answer);
-    const stream = await g.post("/v1/chat/completions", { model: TEST_MODEL, messages, stream: true });
+    const stream = await g.post("/v1/chat/completions", {
+      model: TEST_MODEL,
+      messages,
+      stream: true,
+    });
     parseSSE(await stream.text());
     const json = await g.post("/v1/chat/completions", { model: TEST_MODEL, messages });
     await json.json();
-    assert.deepEqual(jobs.map((j) => j.requestId), [stream.headers.get("x-request-id"), json.headers.get("x-request-id")]);
+    assert.deepEqual(jobs.map((j) => j.requestId), [
+      stream.headers.get("x-request-id"),
+      json.headers.get("x-request-id"),
+    ]);
   } finally {
     await g.close();
   }

@@ -8,6 +8,7 @@ import type { RequestEnd } from "./request-end.ts";
 import type { Logger } from "../shared/log.ts";
 import type { TenancyVariables } from "./tenancy/context.ts";
 import type { SafetyVariables } from "./safety/context.ts";
+import type { EventSubscription } from "./relay/subscription.ts";
 
 /** The prompt as the model will see it, checked against the model's context length. */
 export interface PreparedPrompt {
@@ -28,6 +29,8 @@ export interface GatewayVariables {
   requestEnd: RequestEnd;
   /** Set by validation. */
   generation: GenerationRequest;
+  /** Set by the subscription step: the request's event stream, being opened. */
+  events: EventSubscription;
   /** Set by the prompt middleware (token count and context check). */
   prompt: PreparedPrompt;
 }

@@ -17,7 +17,7 @@
  * A worker `error` event is raised as a `worker_error`. Iteration ends after
  * the `done` event.
  */
-import { type StreamEvent, StreamEventSchema } from "../../shared/protocol.ts";
+import { parseStreamEvent, type StreamEvent } from "../../shared/protocol.ts";
 import { type Failure, GatewayError } from "../errors.ts";
 import type { EventHub } from "./event-hub.ts";
 
@@ -43,6 +43,8 @@ export class RequestEventStream implements AsyncIterableIterator<ProgressEvent> 
   #failure: Failure | undefined;
   #finished = false;
   #wake: (() => void) | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timerAt = 0;
   #nextQueuedCheckAt: number;
 
   private constructor(limits: EventStreamLimits) {
@@ -51,7 +53,11 @@ export class RequestEventStream implements AsyncIterableIterator<ProgressEvent> 
   }
 
   /** Subscribes to `channel`; resolves once Redis confirms, so the job may be enqueued. */
-  static async open(hub: EventHub, channel: string, limits: EventStreamLimits): Promise<RequestEventStream> {
+  static async open(
+    hub: EventHub,
+    channel: string,
+    limits: EventStreamLimits,
+  ): Promise<RequestEventStream> {
     const stream = new RequestEventStream(limits);
     stream.#unsubscribe = await hub.subscribe(channel, (message) => stream.#receive(message));
     return stream;
@@ -61,7 +67,7 @@ export class RequestEventStream implements AsyncIterableIterator<ProgressEvent> 
     if (this.#failure || this.#finished) return;
     let event: StreamEvent;
     try {
-      event = StreamEventSchema.parse(JSON.parse(message));
+      event = parseStreamEvent(message);
     } catch {
       this.#fail({ reason: "stream_integrity", detail: "malformed event from the worker" });
       return;
@@ -145,17 +151,28 @@ export class RequestEventStream implements AsyncIterableIterator<ProgressEvent> 
         else await this.#checkQueued();
         continue;
       }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          this.#wake = undefined;
-          resolve();
-        }, limit.ms);
-        this.#wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      this.#armTimer(limit.ms);
+      await new Promise<void>((resolve) => this.#wake = resolve);
     }
+  }
+
+  /**
+   * Wakes the reader in `ms` unless a timer already does so sooner. One timer serves many events:
+   * the idle limit moves later with every event, so a timer set for the old limit just fires
+   * early and `next` sets the next one. A timer per event (armed, then cleared by the event)
+   * made the gateway's collector pauses the tail of every stream's latency.
+   */
+  #armTimer(ms: number): void {
+    const at = Date.now() + ms;
+    if (this.#timer !== undefined) {
+      if (this.#timerAt <= at) return;
+      clearTimeout(this.#timer);
+    }
+    this.#timerAt = at;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#notify();
+    }, ms);
   }
 
   /** Size of the events received and not yet taken: what a slow reader makes the gateway hold. */
@@ -171,6 +188,8 @@ export class RequestEventStream implements AsyncIterableIterator<ProgressEvent> 
   /** Unsubscribes; safe to call more than once. */
   async close(): Promise<void> {
     this.#finished = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     this.#notify();
     const unsubscribe = this.#unsubscribe;
     this.#unsubscribe = undefined;

@@ -6,14 +6,11 @@
  */
 import type { Context } from "hono";
 import type { Job, TokenLogprob, Usage } from "../../shared/protocol.ts";
-import type { RedisKeys } from "../../shared/redis-keys.ts";
 import type { AppEnv } from "../env.ts";
 import type { Logger } from "../../shared/log.ts";
-import { type Failure, GatewayError, needingRedis } from "../errors.ts";
+import { GatewayError, needingRedis } from "../errors.ts";
 import type { JobQueue } from "../queue/job-queue.ts";
-import type { WorkerRegistry } from "../workers/registry.ts";
-import type { EventHub } from "./event-hub.ts";
-import { RequestEventStream } from "./event-stream.ts";
+import type { RequestEventStream } from "./event-stream.ts";
 import type { FilterStep, OutputFilter, OutputFilterFactory } from "./output-filter.ts";
 
 export type ClientFinishReason = "stop" | "length" | "content_filter";
@@ -31,28 +28,14 @@ export interface GenerationObserver {
 }
 
 export interface GenerationDeps {
-  hub: EventHub;
   queue: JobQueue;
-  keys: RedisKeys;
-  /** Whole-request deadline, queue wait included. */
+  /** How long a cancellation marker lives (the whole-request deadline). */
   requestTimeoutMs: number;
-  /** Longest silence from a running worker. */
-  idleTimeoutMs: number;
-  /** Gives up on a queued request once no worker is left to take it. */
-  registry: WorkerRegistry;
   outputFilter?: OutputFilterFactory;
   /** BullMQ priority for this request (1 = highest); absent = FIFO. The tenancy tier hook. */
   priority?: (c: Context<AppEnv>) => number | undefined;
   /** Creates the observer of one generation, just before it is enqueued. */
   observe?: (c: Context<AppEnv>) => GenerationObserver;
-}
-
-/** How often a queued request checks that some worker can still take it. */
-const QUEUED_CHECK_MS = 1_000;
-
-function noWorkerLeft(registry: WorkerRegistry, model: string): () => Promise<Failure | undefined> {
-  const abandoned = registry.abandonedCheck(model);
-  return async () => (await abandoned()) ? { reason: "no_worker", model } : undefined;
 }
 
 export class Generation {
@@ -84,11 +67,15 @@ export class Generation {
     };
   }
 
-  /** Subscribes, then enqueues: no event can be published before the gateway listens. */
+  /**
+   * Waits for the subscription opened early in the chain (subscription.ts), then enqueues: no
+   * event can be published before the gateway listens.
+   */
   static async start(c: Context<AppEnv>, deps: GenerationDeps): Promise<Generation> {
     const now = Date.now();
     const { requestId, generation, prompt, principal } = c.var;
-    const deadline = now + deps.requestTimeoutMs;
+    const subscription = c.var.events;
+    const deadline = subscription.deadline;
     const job: Job = {
       requestId,
       tenantId: principal.tenant.id,
@@ -100,13 +87,7 @@ export class Generation {
       deadline,
       enqueuedAt: now,
     };
-    const events = await needingRedis(() =>
-      RequestEventStream.open(deps.hub, deps.keys.eventChannel(requestId), {
-        deadline,
-        idleTimeoutMs: deps.idleTimeoutMs,
-        whileQueued: { everyMs: QUEUED_CHECK_MS, check: noWorkerLeft(deps.registry, generation.model) },
-      })
-    );
+    const events = await needingRedis(() => subscription.take());
     const observer = deps.observe?.(c);
     try {
       await needingRedis(() => deps.queue.enqueue(job, deps.priority?.(c)));
@@ -139,13 +120,21 @@ export class Generation {
           this.#completionTokens = event.tokens;
           this.#observer?.tokens(event.tokens);
           const content = this.#filter("content", (f) => f.push(event.content), event.content);
-          const reasoning = this.#filter("reasoning", (f) => f.push(event.reasoning), event.reasoning);
+          const reasoning = this.#filter(
+            "reasoning",
+            (f) => f.push(event.reasoning),
+            event.reasoning,
+          );
           yield* this.#text(content, reasoning, event.logprobs);
           if (content.blocked || reasoning.blocked) return yield* this.#blocked();
           continue;
         }
         if (event.finishReason === "cancelled") {
-          throw new GatewayError({ reason: "worker_error", code: "cancelled", message: "the worker cancelled the request" });
+          throw new GatewayError({
+            reason: "worker_error",
+            code: "cancelled",
+            message: "the worker cancelled the request",
+          });
         }
         this.#completionTokens = event.usage.completionTokens;
         const content = this.#filter("content", (f) => f.end(), "");
@@ -158,26 +147,41 @@ export class Generation {
     } catch (err) {
       // A worker error ends the job on the worker's side; anything else
       // (lost events, timeout) may leave it running: stop it.
-      if (!(err instanceof GatewayError && err.failure.reason === "worker_error")) await this.cancel();
+      if (!(err instanceof GatewayError && err.failure.reason === "worker_error")) {
+        await this.cancel();
+      }
       throw err;
     } finally {
       await this.#events.close();
     }
   }
 
-  #filter(field: "content" | "reasoning", step: (f: OutputFilter) => FilterStep, text: string): FilterStep {
+  #filter(
+    field: "content" | "reasoning",
+    step: (f: OutputFilter) => FilterStep,
+    text: string,
+  ): FilterStep {
     const filter = this.#filters[field];
     return filter ? step(filter) : { text, blocked: false };
   }
 
   *#text(content: FilterStep, reasoning: FilterStep, logprobs: TokenLogprob[] | undefined) {
     if (content.text === "" && reasoning.text === "" && !logprobs?.length) return;
-    yield { type: "text", content: content.text, reasoning: reasoning.text, logprobs } satisfies GenerationUpdate;
+    yield {
+      type: "text",
+      content: content.text,
+      reasoning: reasoning.text,
+      logprobs,
+    } satisfies GenerationUpdate;
   }
 
   async *#blocked() {
     await this.cancel();
-    yield { type: "finish", finishReason: "content_filter", usage: this.usage } satisfies GenerationUpdate;
+    yield {
+      type: "finish",
+      finishReason: "content_filter",
+      usage: this.usage,
+    } satisfies GenerationUpdate;
   }
 
   /** Stops the generation wherever it is. Idempotent; never throws (the client is gone anyway). */
@@ -212,8 +216,17 @@ export async function collect(generation: Generation): Promise<CollectedGenerati
       reasoning += update.reasoning;
       if (update.logprobs) logprobs.push(...update.logprobs);
     } else {
-      return { content, reasoning, logprobs, finishReason: update.finishReason, usage: update.usage };
+      return {
+        content,
+        reasoning,
+        logprobs,
+        finishReason: update.finishReason,
+        usage: update.usage,
+      };
     }
   }
-  throw new GatewayError({ reason: "stream_integrity", detail: "the stream ended without a finish" });
+  throw new GatewayError({
+    reason: "stream_integrity",
+    detail: "the stream ended without a finish",
+  });
 }

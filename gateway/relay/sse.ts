@@ -45,9 +45,15 @@ export function relaySSE(
     let lastWrite = Date.now();
     /** When the write in progress started; undefined while none waits on the client. */
     let writingSince: number | undefined;
-    const send = async (data: string) => {
+    /**
+     * Writes events in one write to the client: a token's chunks (the role and first content,
+     * or finish, usage and [DONE]) go out together. Event data is JSON or [DONE], never a line
+     * break, so each event is the one `data:` line writeSSE would make.
+     */
+    const send = async (events: string[]) => {
+      if (events.length === 0) return;
       lastWrite = writingSince = Date.now();
-      await stream.writeSSE({ data });
+      await stream.write(events.map((data) => `data: ${data}\n\n`).join(""));
       writingSince = undefined;
     };
     const keepAlive = setInterval(() => {
@@ -74,17 +80,24 @@ export function relaySSE(
       for await (const update of generation.updates()) {
         if (stream.aborted) break;
         if (update.type === "text") {
-          for (const chunk of format.text(update)) await send(JSON.stringify(chunk));
+          await send(format.text(update).map((chunk) => JSON.stringify(chunk)));
           continue;
         }
-        for (const chunk of format.finish(update.finishReason)) await send(JSON.stringify(chunk));
-        if (options.includeUsage) await send(JSON.stringify(format.usage(update.usage)));
-        await send(DONE_EVENT);
-        requestEnd.end({ status: "completed", finishReason: update.finishReason, usage: update.usage });
+        const last = format.finish(update.finishReason).map((chunk) => JSON.stringify(chunk));
+        if (options.includeUsage) last.push(JSON.stringify(format.usage(update.usage)));
+        await send([...last, DONE_EVENT]);
+        requestEnd.end({
+          status: "completed",
+          finishReason: update.finishReason,
+          usage: update.usage,
+        });
       }
     } catch (err) {
       if (!stream.aborted) await sendError(stream, err, c.var.log);
-      requestEnd.end({ status: "failed", failure: err instanceof GatewayError ? err.failure : undefined });
+      requestEnd.end({
+        status: "failed",
+        failure: err instanceof GatewayError ? err.failure : undefined,
+      });
     } finally {
       clearInterval(keepAlive);
       clearInterval(slowClientCheck);
