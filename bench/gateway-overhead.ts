@@ -52,7 +52,7 @@ const ownRedisWanted = process.argv.includes("--own-redis");
 /** Concurrent streams at which the added time to first token is measured. */
 const LEVELS = [1, 32, 256];
 /** Time-to-first-token samples per level. */
-const PROBES = quick ? 100 : 400;
+const PROBES = quick ? 100 : 1000;
 /** Background streams decode at this rate for 5 to 15 s each (a gpt-oss answer of 100 to 300 tokens). */
 const TOKENS_PER_SECOND = Number(flag("--tokens-per-second") ?? 20);
 const TOKEN_INTERVAL_MS = 1000 / TOKENS_PER_SECOND;

@@ -2,9 +2,9 @@
  * Composes the gateway: one middleware per concern, in the order a request
  * meets them, each owning its errors:
  *
- *   request id -> body size limit -> auth -> validation -> subscribe (not awaited)
- *   -> [input filters] -> token count + context check -> [rate limits] -> admission
- *   -> enqueue (once subscribed) + relay
+ *   request id -> body size limit -> auth -> validation -> subscribe, reserve a
+ *   queue place (both answered meanwhile) -> [input filters] -> token count +
+ *   context check -> [rate limits] -> admission -> enqueue (once subscribed) + relay
  *
  * Bracketed slots belong to other modules (safety, tenancy) and are passed in.
  * Other route groups (web UI, admin) mount on the returned app; /metrics is
@@ -17,7 +17,7 @@ import type { HarmonyTokenizer } from "../shared/tokenizer.ts";
 import type { GatewayConfig } from "../shared/config.ts";
 import type { AppEnv } from "./env.ts";
 import { GatewayError, toOpenAIError } from "./errors.ts";
-import { admission } from "./middleware/admission.ts";
+import { admission, reserveQueuePlace } from "./middleware/admission.ts";
 import { bodyLimit } from "./middleware/body-limit.ts";
 import { preparePrompt } from "./middleware/prompt.ts";
 import { requestId } from "./middleware/request-id.ts";
@@ -134,6 +134,7 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
       idleTimeoutMs: config.STREAM_IDLE_TIMEOUT_MS,
       registry: deps.registry,
     }),
+    reserveQueuePlace({ queue: deps.queue, maxWaiting: config.QUEUE_MAX_WAITING }),
     ...(deps.inputFilters ?? []),
     preparePrompt({
       tokenizer: deps.tokenizer,

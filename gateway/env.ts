@@ -9,6 +9,7 @@ import type { Logger } from "../shared/log.ts";
 import type { TenancyVariables } from "./tenancy/context.ts";
 import type { SafetyVariables } from "./safety/context.ts";
 import type { EventSubscription } from "./relay/subscription.ts";
+import type { Reservation } from "./queue/job-queue.ts";
 
 /** The prompt as the model will see it, checked against the model's context length. */
 export interface PreparedPrompt {
@@ -31,6 +32,8 @@ export interface GatewayVariables {
   generation: GenerationRequest;
   /** Set by the subscription step: the request's event stream, being opened. */
   events: EventSubscription;
+  /** Set by the reservation step: the request's place in the queue, being reserved. */
+  queuePlace: { place: Promise<Reservation>; at: number };
   /** Set by the prompt middleware (token count and context check). */
   prompt: PreparedPrompt;
 }

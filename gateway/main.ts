@@ -52,6 +52,7 @@ const queue = new JobQueue(redis, keys);
 const metrics = createGatewayMetrics();
 const tokenizer = getTokenizer();
 const safety = safetyModule({ redis, keys, tokenizer, metrics });
+await safety.listen(subscriber);
 
 const app = createApp({
   config,

@@ -54,6 +54,8 @@ export function redisKeys(prefix: string) {
     safetyPolicy: (tenantId: string) => `${prefix}:tenant:${tenantId}:safety`,
     /** Tenancy changes (message: JSON `{tenantId, keyHash?}`); gateways drop cached keys. */
     tenancyInvalidation: `${prefix}:tenancy:invalidate`,
+    /** Tenant ids whose safety policy changed (gateway/safety/policy_store.ts). */
+    safetyInvalidation: `${prefix}:safety:invalidate`,
     /**
      * Rate-limit state of one scope: the tenant as a whole (`keyId` absent) or
      * one of its keys. The tenant id is the hash tag, so one admission script

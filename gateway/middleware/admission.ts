@@ -4,6 +4,12 @@
  * place in the queue is reserved atomically, so a burst of requests cannot
  * overshoot the limit; a request that fails before its job is enqueued gives
  * its place back.
+ *
+ * Two steps: `reserveQueuePlace` sends the reservation as soon as the request
+ * is valid, and `admission`, just before enqueueing, decides on the answer,
+ * which has arrived meanwhile (safety, token counting and rate limits ran in
+ * between): one Redis round trip fewer on the way to the first token. A
+ * request refused on the way held a place for that long and gives it back.
  */
 import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../env.ts";
@@ -11,19 +17,46 @@ import { GatewayError, needingRedis } from "../errors.ts";
 import type { JobQueue } from "../queue/job-queue.ts";
 import type { WorkerRegistry } from "../workers/registry.ts";
 
-export interface AdmissionOptions {
+export interface ReserveOptions {
   queue: JobQueue;
-  registry: WorkerRegistry;
   maxWaiting: number;
 }
 
+export interface AdmissionOptions extends ReserveOptions {
+  registry: WorkerRegistry;
+}
+
+/** Starts reserving the request's place (`c.var.queuePlace`); gives it back when the request ends. */
+export function reserveQueuePlace(options: ReserveOptions) {
+  return createMiddleware<AppEnv>(async (c, next) => {
+    const requestId = c.var.requestId;
+    const place = options.queue.reserve(requestId, options.maxWaiting);
+    place.catch(() => {/* a request refused earlier never asks; admission reports it */});
+    c.set("queuePlace", { place, at: Date.now() });
+    try {
+      await next();
+    } finally {
+      // Enqueueing released it already; this covers a request that failed first.
+      void options.queue.release(requestId).catch(() => {/* it expires on its own */});
+    }
+  });
+}
+
+/** Refuses the request unless a live worker serves its model and its place was reserved. */
 export function admission(options: AdmissionOptions) {
   return createMiddleware<AppEnv>(async (c, next) => {
     const model = c.var.generation.model;
     const { models } = await needingRedis(() => options.registry.snapshot());
-    if ((models.get(model)?.liveWorkers ?? 0) === 0) throw new GatewayError({ reason: "no_worker", model });
-    const requestId = c.var.requestId;
-    const place = await needingRedis(() => options.queue.reserve(requestId, options.maxWaiting));
+    if ((models.get(model)?.liveWorkers ?? 0) === 0) {
+      throw new GatewayError({ reason: "no_worker", model });
+    }
+    const { requestId, queuePlace } = c.var;
+    // A request that waited long for a concurrency slot may have outlived its reservation (which
+    // expires, so a dead gateway's places come back): reserve again rather than trust it.
+    const stale = Date.now() - queuePlace.at > options.queue.reservationTtlMs / 2;
+    const place = await needingRedis(() =>
+      stale ? options.queue.reserve(requestId, options.maxWaiting) : queuePlace.place
+    );
     if (!place.reserved) {
       throw new GatewayError({
         reason: "queue_full",
@@ -31,11 +64,6 @@ export function admission(options: AdmissionOptions) {
         limit: options.maxWaiting,
       });
     }
-    try {
-      await next();
-    } finally {
-      // Enqueueing released it already; this covers a request that failed first.
-      void options.queue.release(requestId).catch(() => {/* it expires on its own */});
-    }
+    await next();
   });
 }

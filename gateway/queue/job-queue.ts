@@ -39,6 +39,8 @@ const KEEP_COMPLETED_S = 300;
 const KEEP_FAILED_S = 3600;
 
 export class JobQueue {
+  /** How long a reservation counts before its request must be enqueued or reserve again. */
+  readonly reservationTtlMs = RESERVATION_TTL_MS;
   readonly #queue: Queue;
   readonly #redis: Redis;
   readonly #keys: RedisKeys;

@@ -20,7 +20,9 @@ import {
 } from "../test_gateway.ts";
 import { redactionMarker } from "./input_filter.ts";
 import { safetyModule } from "./mod.ts";
-import type { SafetyPolicy } from "./policy.ts";
+import { type SafetyPolicy, SafetyPolicySchema } from "./policy.ts";
+import type { SafetyPolicyStore } from "./policy_store.ts";
+import type { Redis } from "ioredis";
 
 const SECRET = "sk-proj-Zq81VbT0pLmN3xY7wR5sK2dF9gH4jC6e";
 const ADMIN_TOKEN = "admin-token-for-safety-tests";
@@ -60,9 +62,15 @@ interface Harness {
 async function withSafetyGateway(name: string, test: (h: Harness) => Promise<void>) {
   const metrics = createGatewayMetrics();
   let admin: Hono | undefined;
+  let subscriber: Redis | undefined;
+  let listening: Promise<void> | undefined;
+  let policies: SafetyPolicyStore | undefined;
   const g = await testGateway(name, {
     deps: (t) => {
       const safety = safetyModule({ redis: t.redis, keys: t.keys, tokenizer, metrics });
+      subscriber = t.redis.duplicate();
+      listening = safety.listen(subscriber);
+      policies = safety.policies;
       const store = new TenantStore(t.redis, t.keys);
       admin = new Hono().route(
         "/admin/v1",
@@ -84,6 +92,7 @@ async function withSafetyGateway(name: string, test: (h: Harness) => Promise<voi
       body: body === undefined ? undefined : JSON.stringify(body),
     }));
   try {
+    await listening;
     await g.heartbeat();
     await test({
       g,
@@ -92,6 +101,17 @@ async function withSafetyGateway(name: string, test: (h: Harness) => Promise<voi
       async setPolicy(policy) {
         const res = await adminRequest("PUT", "/tenants/acme/safety-policy", policy);
         assert.equal(res.status, 200, await res.clone().text());
+        // The change reaches the gateway's policy cache as a message: wait for it, as a client
+        // of a real deployment would see it a moment later.
+        const expected = SafetyPolicySchema.parse(policy);
+        const until = Date.now() + 2_000;
+        while (Date.now() < until) {
+          if (JSON.stringify((await policies!.get("acme")).policy) === JSON.stringify(expected)) {
+            return;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+        assert.fail("the policy change never reached the gateway's cache");
       },
       chat: (content, extra = {}) =>
         g.post("/v1/chat/completions", {
@@ -104,6 +124,7 @@ async function withSafetyGateway(name: string, test: (h: Harness) => Promise<voi
         }),
     });
   } finally {
+    subscriber?.disconnect();
     await g.close();
   }
 }

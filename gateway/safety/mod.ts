@@ -31,6 +31,8 @@ export function safetyModule({ redis, keys, tokenizer, metrics }: SafetyModuleDe
   return {
     policies,
     gatewayDeps,
+    /** Subscribes the policy cache to changes made through any gateway. */
+    listen: (subscriber: Redis) => policies.listen(subscriber),
     /** The admin routes; `tenantExists` comes from tenancy's store. */
     adminRoutes: (tenantExists: (tenantId: string) => Promise<boolean>) =>
       safetyAdminRoutes({ policies, tenantExists }),

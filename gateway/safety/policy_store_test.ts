@@ -43,6 +43,46 @@ Deno.test("policy store: default until written, compiled once per stored version
   }
 });
 
+Deno.test("policy store: a listening gateway serves its cache and hears every change", async () => {
+  const t = testRedis("safety-policy-cache");
+  const subscribers = [t.redis.duplicate(), t.redis.duplicate()];
+  try {
+    const [admin, gateway] = subscribers.map(() => new SafetyPolicyStore(t.redis, t.keys));
+    await admin.listen(subscribers[0]);
+    await gateway.listen(subscribers[1]);
+    assert.deepEqual((await gateway.get("acme")).policy, DEFAULT_POLICY);
+
+    // Written behind the store's back (no message): the cached policy stays in force, which
+    // shows requests are served without a read.
+    const flagged = SafetyPolicySchema.parse({ actions: { pii: "flag" } });
+    await t.redis.set(t.keys.safetyPolicy("acme"), JSON.stringify(flagged));
+    assert.deepEqual((await gateway.get("acme")).policy, DEFAULT_POLICY);
+
+    // Written through a store: the change message reaches the other gateway's cache.
+    const blocked = SafetyPolicySchema.parse({ actions: { pii: "block" } });
+    await admin.write(actor, "acme", blocked);
+    const deadline = Date.now() + 2_000;
+    while ((await gateway.get("acme")).policy.actions.pii !== "block" && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.equal((await gateway.get("acme")).policy.actions.pii, "block");
+    await admin.remove(actor, "acme");
+    while ((await gateway.get("acme")).policy.actions.pii !== "redact" && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.deepEqual((await gateway.get("acme")).policy, DEFAULT_POLICY);
+
+    // Subscription lost: changes may be missed, so every request reads Redis again.
+    subscribers[1].disconnect();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await t.redis.set(t.keys.safetyPolicy("acme"), JSON.stringify(flagged));
+    assert.equal((await gateway.get("acme")).policy.actions.pii, "flag");
+  } finally {
+    for (const s of subscribers) s.disconnect();
+    await t.close();
+  }
+});
+
 Deno.test("policy schema: defaults fill gaps, bad values are refused", () => {
   const parsed = SafetyPolicySchema.parse({ actions: { secrets: "block" } });
   assert.equal(parsed.actions.secrets, "block");

@@ -8,6 +8,7 @@
  */
 import type { Redis } from "ioredis";
 import { hashApiKey } from "./api-key.ts";
+import { InvalidationFeed } from "../invalidation-feed.ts";
 import type { Invalidation, KeyLookup, TenantStore } from "./store.ts";
 
 export interface KeyCacheOptions {
@@ -31,7 +32,10 @@ export class KeyCache {
   readonly #maxEntries: number;
   /** Bumped by every invalidation: a lookup that raced one is not cached. */
   #generation = 0;
-  #subscribed = false;
+  readonly #feed = new InvalidationFeed({
+    message: (message) => this.#invalidate(message),
+    reset: () => this.clear(),
+  });
 
   constructor(private readonly store: TenantStore, options: KeyCacheOptions = {}) {
     this.#ttlMs = options.ttlMs ?? 60_000;
@@ -43,25 +47,8 @@ export class KeyCache {
    * Subscribes `subscriber` (a connection in subscriber mode, which may be
    * shared with other channels) to the invalidation channel.
    */
-  async listen(subscriber: Redis, channel: string): Promise<void> {
-    subscriber.on("message", (from: string, message: string) => {
-      if (from === channel) this.#invalidate(message);
-    });
-    // ioredis resubscribes after a reconnect; messages sent meanwhile are lost,
-    // so nothing cached before the gap can be trusted.
-    subscriber.on("close", () => {
-      this.#subscribed = false;
-      this.clear();
-    });
-    subscriber.on("ready", () => {
-      // Trust the cache again only once the subscription is confirmed.
-      subscriber.subscribe(channel).then(() => {
-        this.clear();
-        this.#subscribed = true;
-      }, () => {/* stays untrusted: every lookup goes to Redis */});
-    });
-    await subscriber.subscribe(channel);
-    this.#subscribed = true;
+  listen(subscriber: Redis, channel: string): Promise<void> {
+    return this.#feed.listen(subscriber, channel);
   }
 
   /** The key's record and tenant, or null for an unknown key. Revocation and expiry are the caller's to check. */
@@ -69,11 +56,11 @@ export class KeyCache {
     const hash = hashApiKey(apiKey);
     const now = Date.now();
     const hit = this.#entries.get(hash);
-    if (hit !== undefined && hit.expiresAt > now && this.#subscribed) return hit.lookup;
+    if (hit !== undefined && hit.expiresAt > now && this.#feed.trusted) return hit.lookup;
 
     const generation = this.#generation;
     const lookup = await this.store.lookup(hash);
-    if (this.#subscribed && generation === this.#generation) {
+    if (this.#feed.trusted && generation === this.#generation) {
       if (this.#entries.size >= this.#maxEntries) {
         this.#entries.delete(this.#entries.keys().next().value!);
       }
