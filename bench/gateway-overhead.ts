@@ -24,6 +24,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { randomBytes } from "node:crypto";
+import { Agent, request } from "node:http";
 import { Redis } from "ioredis";
 import { bootstrapTenant } from "../gateway/tenancy/bootstrap.ts";
 import {
@@ -38,7 +39,7 @@ import {
   startRedisServer,
   waitUntilReady,
 } from "../scripts/lib/local-stack.ts";
-import { runRequest, type Target } from "./load/client.ts";
+import { promptOf, runRequest, type Target } from "./load/client.ts";
 import { summarize, type Summary } from "./load/stats.ts";
 
 const MODEL = "bench-instant";
@@ -74,6 +75,41 @@ interface LevelResult {
 }
 
 /**
+ * One background stream, read to its end and otherwise ignored: the load the
+ * probes run beside. Plain node:http, with no SSE parsing: on this machine the
+ * client shares the cores with what it measures, and parsing every event of
+ * 255 streams with fetch would take CPU the gateway and worker then lack.
+ */
+const backgroundAgent = new Agent({ keepAlive: true, maxSockets: Infinity });
+function backgroundStream(target: Target, maxTokens: number, salt: number, signal: AbortSignal): Promise<void> {
+  const url = new URL(`${target.baseUrl}/v1/chat/completions`);
+  const body = JSON.stringify({
+    model: target.model,
+    messages: [{ role: "user", content: promptOf(20, salt) }],
+    max_tokens: maxTokens,
+    stream: true,
+  });
+  return new Promise((resolve) => {
+    const req = request(url, {
+      method: "POST",
+      agent: backgroundAgent,
+      signal,
+      headers: {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(body),
+        authorization: `Bearer ${target.apiKey}`,
+      },
+    }, (res) => {
+      res.resume();
+      res.on("end", resolve);
+      res.on("error", () => resolve());
+    });
+    req.on("error", () => resolve());
+    req.end(body);
+  });
+}
+
+/**
  * Keeps `concurrency - 1` background streams open (each replaced when it
  * ends, lengths spread so replacements do not come in waves) and meanwhile
  * sends PROBES streams one after another, each one more concurrent stream,
@@ -85,7 +121,7 @@ async function streamLevel(target: Target, floor: Target, concurrency: number): 
   const background = Array.from({ length: concurrency - 1 }, async () => {
     while (!stop.signal.aborted) {
       const seconds = 5 + Math.random() * 10;
-      await runRequest(target, { promptWords: 20, maxTokens: Math.round(seconds * TOKENS_PER_SECOND) }, salt++, stop.signal);
+      await backgroundStream(target, Math.round(seconds * TOKENS_PER_SECOND), salt++, stop.signal);
     }
   });
   await new Promise((resolve) => setTimeout(resolve, concurrency > 1 ? RAMP_MS : 0));

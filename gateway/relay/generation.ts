@@ -119,13 +119,10 @@ export class Generation {
         if (event.type === "delta") {
           this.#completionTokens = event.tokens;
           this.#observer?.tokens(event.tokens);
-          const content = this.#filter("content", (f) => f.push(event.content), event.content);
-          const reasoning = this.#filter(
-            "reasoning",
-            (f) => f.push(event.reasoning),
-            event.reasoning,
-          );
-          yield* this.#text(content, reasoning, event.logprobs);
+          const content = this.#push("content", event.content);
+          const reasoning = this.#push("reasoning", event.reasoning);
+          const text = this.#text(content, reasoning, event.logprobs);
+          if (text) yield text;
           if (content.blocked || reasoning.blocked) return yield* this.#blocked();
           continue;
         }
@@ -137,9 +134,10 @@ export class Generation {
           });
         }
         this.#completionTokens = event.usage.completionTokens;
-        const content = this.#filter("content", (f) => f.end(), "");
-        const reasoning = this.#filter("reasoning", (f) => f.end(), "");
-        yield* this.#text(content, reasoning, undefined);
+        const content = this.#end("content");
+        const reasoning = this.#end("reasoning");
+        const text = this.#text(content, reasoning, undefined);
+        if (text) yield text;
         if (content.blocked || reasoning.blocked) return yield* this.#blocked();
         yield { type: "finish", finishReason: event.finishReason, usage: event.usage };
         return;
@@ -156,23 +154,26 @@ export class Generation {
     }
   }
 
-  #filter(
-    field: "content" | "reasoning",
-    step: (f: OutputFilter) => FilterStep,
-    text: string,
-  ): FilterStep {
+  /** `text` through the field's output filter, if it has one. */
+  #push(field: "content" | "reasoning", text: string): FilterStep {
     const filter = this.#filters[field];
-    return filter ? step(filter) : { text, blocked: false };
+    return filter ? filter.push(text) : { text, blocked: false };
   }
 
-  *#text(content: FilterStep, reasoning: FilterStep, logprobs: TokenLogprob[] | undefined) {
-    if (content.text === "" && reasoning.text === "" && !logprobs?.length) return;
-    yield {
-      type: "text",
-      content: content.text,
-      reasoning: reasoning.text,
-      logprobs,
-    } satisfies GenerationUpdate;
+  /** What the field's output filter still holds back, at the end of the answer. */
+  #end(field: "content" | "reasoning"): FilterStep {
+    const filter = this.#filters[field];
+    return filter ? filter.end() : { text: "", blocked: false };
+  }
+
+  /** The text update for the client, if there is anything to send (a plain function: per token). */
+  #text(
+    content: FilterStep,
+    reasoning: FilterStep,
+    logprobs: TokenLogprob[] | undefined,
+  ): GenerationUpdate | undefined {
+    if (content.text === "" && reasoning.text === "" && !logprobs?.length) return undefined;
+    return { type: "text", content: content.text, reasoning: reasoning.text, logprobs };
   }
 
   async *#blocked() {
