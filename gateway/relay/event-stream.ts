@@ -135,24 +135,45 @@ export class RequestEventStream implements AsyncIterableIterator<ProgressEvent> 
     if (failure && !this.#started) this.#fail(failure);
   }
 
+  /**
+   * The next event if one has arrived; `undefined` if none yet (then `wait`), `null` once the
+   * stream is over. Throws the stream's failure. Synchronous, so a reader that finds events
+   * waiting takes them without a promise each.
+   */
+  take(): ProgressEvent | null | undefined {
+    const next = this.#pending.shift();
+    if (next !== undefined) {
+      this.#pendingBytes -= next.bytes;
+      if (next.event.type === "done") this.#finished = true;
+      return next.event;
+    }
+    if (this.#failure) throw new GatewayError(this.#failure);
+    if (this.#finished) return null;
+    const limit = this.#nextLimit();
+    if (limit.ms <= 0 && limit.failure) {
+      this.#fail(limit.failure);
+      throw new GatewayError(this.#failure!);
+    }
+    return undefined;
+  }
+
+  /** Resolves when `take` may have something new: an event, a failure, or a limit reached. */
+  async wait(): Promise<void> {
+    const limit = this.#nextLimit();
+    if (limit.ms <= 0) {
+      if (!limit.failure) await this.#checkQueued();
+      return;
+    }
+    this.#armTimer(limit.ms);
+    await new Promise<void>((resolve) => this.#wake = resolve);
+  }
+
   async next(): Promise<IteratorResult<ProgressEvent>> {
     for (;;) {
-      const { event, bytes } = this.#pending.shift() ?? {};
-      if (event) {
-        this.#pendingBytes -= bytes!;
-        if (event.type === "done") this.#finished = true;
-        return { value: event, done: false };
-      }
-      if (this.#failure) throw new GatewayError(this.#failure);
-      if (this.#finished) return { value: undefined, done: true };
-      const limit = this.#nextLimit();
-      if (limit.ms <= 0) {
-        if (limit.failure) this.#fail(limit.failure);
-        else await this.#checkQueued();
-        continue;
-      }
-      this.#armTimer(limit.ms);
-      await new Promise<void>((resolve) => this.#wake = resolve);
+      const event = this.take();
+      if (event === null) return { value: undefined, done: true };
+      if (event !== undefined) return { value: event, done: false };
+      await this.wait();
     }
   }
 

@@ -10,7 +10,7 @@ import type { AppEnv } from "../env.ts";
 import type { Logger } from "../../shared/log.ts";
 import { GatewayError, needingRedis } from "../errors.ts";
 import type { JobQueue } from "../queue/job-queue.ts";
-import type { RequestEventStream } from "./event-stream.ts";
+import type { ProgressEvent, RequestEventStream } from "./event-stream.ts";
 import type { FilterStep, OutputFilter, OutputFilterFactory } from "./output-filter.ts";
 
 export type ClientFinishReason = "stop" | "length" | "content_filter";
@@ -48,6 +48,10 @@ export class Generation {
   readonly #log: Logger;
   #completionTokens = 0;
   #cancelled = false;
+  /** Updates made by an event and not yet handed out (a text and the finish it ended with). */
+  readonly #queued: GenerationUpdate[] = [];
+  /** A finish has been queued: nothing after it is the client's. */
+  #finished = false;
 
   private constructor(
     c: Context<AppEnv>,
@@ -108,39 +112,24 @@ export class Generation {
     return { promptTokens: this.#promptTokens, completionTokens: this.#completionTokens };
   }
 
-  async *updates(): AsyncGenerator<GenerationUpdate> {
+  /**
+   * The next update for the client, `undefined` after the finish. One call per token, and no
+   * iterator layers between the events and the relay: each layer cost promises and records per
+   * token that the collector then had to copy. The caller closes the generation when done.
+   */
+  async nextUpdate(): Promise<GenerationUpdate | undefined> {
     try {
-      for await (const event of this.#events) {
-        if (event.type === "start") {
-          // A later start is a worker resuming the stream after another one died.
-          if (event.seq === 0) this.#observer?.workerStarted();
+      for (;;) {
+        const queued = this.#queued.shift();
+        if (queued !== undefined) return queued;
+        if (this.#finished) return undefined;
+        const event = this.#events.take();
+        if (event === null) return undefined;
+        if (event === undefined) {
+          await this.#events.wait();
           continue;
         }
-        if (event.type === "delta") {
-          this.#completionTokens = event.tokens;
-          this.#observer?.tokens(event.tokens);
-          const content = this.#push("content", event.content);
-          const reasoning = this.#push("reasoning", event.reasoning);
-          const text = this.#text(content, reasoning, event.logprobs);
-          if (text) yield text;
-          if (content.blocked || reasoning.blocked) return yield* this.#blocked();
-          continue;
-        }
-        if (event.finishReason === "cancelled") {
-          throw new GatewayError({
-            reason: "worker_error",
-            code: "cancelled",
-            message: "the worker cancelled the request",
-          });
-        }
-        this.#completionTokens = event.usage.completionTokens;
-        const content = this.#end("content");
-        const reasoning = this.#end("reasoning");
-        const text = this.#text(content, reasoning, undefined);
-        if (text) yield text;
-        if (content.blocked || reasoning.blocked) return yield* this.#blocked();
-        yield { type: "finish", finishReason: event.finishReason, usage: event.usage };
-        return;
+        await this.#apply(event);
       }
     } catch (err) {
       // A worker error ends the job on the worker's side; anything else
@@ -149,9 +138,59 @@ export class Generation {
         await this.cancel();
       }
       throw err;
-    } finally {
-      await this.#events.close();
     }
+  }
+
+  /** Turns one event into the updates it makes (queued), through the output filters. */
+  async #apply(event: ProgressEvent): Promise<void> {
+    if (event.type === "start") {
+      // A later start is a worker resuming the stream after another one died.
+      if (event.seq === 0) this.#observer?.workerStarted();
+      return;
+    }
+    let content: FilterStep;
+    let reasoning: FilterStep;
+    let finish: GenerationUpdate | undefined;
+    if (event.type === "delta") {
+      this.#completionTokens = event.tokens;
+      this.#observer?.tokens(event.tokens);
+      content = this.#push("content", event.content);
+      reasoning = this.#push("reasoning", event.reasoning);
+    } else {
+      if (event.finishReason === "cancelled") {
+        throw new GatewayError({
+          reason: "worker_error",
+          code: "cancelled",
+          message: "the worker cancelled the request",
+        });
+      }
+      this.#completionTokens = event.usage.completionTokens;
+      content = this.#end("content");
+      reasoning = this.#end("reasoning");
+      finish = { type: "finish", finishReason: event.finishReason, usage: event.usage };
+    }
+    const logprobs = event.type === "delta" ? event.logprobs : undefined;
+    if (content.text !== "" || reasoning.text !== "" || logprobs?.length) {
+      this.#queued.push({
+        type: "text",
+        content: content.text,
+        reasoning: reasoning.text,
+        logprobs,
+      });
+    }
+    if (content.blocked || reasoning.blocked) {
+      await this.cancel();
+      finish = { type: "finish", finishReason: "content_filter", usage: this.usage };
+    }
+    if (finish) {
+      this.#queued.push(finish);
+      this.#finished = true;
+    }
+  }
+
+  /** Unsubscribes; safe to call more than once (the relay's and the collector's last step). */
+  async close(): Promise<void> {
+    await this.#events.close();
   }
 
   /** `text` through the field's output filter, if it has one. */
@@ -164,25 +203,6 @@ export class Generation {
   #end(field: "content" | "reasoning"): FilterStep {
     const filter = this.#filters[field];
     return filter ? filter.end() : { text: "", blocked: false };
-  }
-
-  /** The text update for the client, if there is anything to send (a plain function: per token). */
-  #text(
-    content: FilterStep,
-    reasoning: FilterStep,
-    logprobs: TokenLogprob[] | undefined,
-  ): GenerationUpdate | undefined {
-    if (content.text === "" && reasoning.text === "" && !logprobs?.length) return undefined;
-    return { type: "text", content: content.text, reasoning: reasoning.text, logprobs };
-  }
-
-  async *#blocked() {
-    await this.cancel();
-    yield {
-      type: "finish",
-      finishReason: "content_filter",
-      usage: this.usage,
-    } satisfies GenerationUpdate;
   }
 
   /** Stops the generation wherever it is. Idempotent; never throws (the client is gone anyway). */
@@ -211,20 +231,28 @@ export async function collect(generation: Generation): Promise<CollectedGenerati
   let content = "";
   let reasoning = "";
   const logprobs: TokenLogprob[] = [];
-  for await (const update of generation.updates()) {
-    if (update.type === "text") {
-      content += update.content;
-      reasoning += update.reasoning;
-      if (update.logprobs) logprobs.push(...update.logprobs);
-    } else {
-      return {
-        content,
-        reasoning,
-        logprobs,
-        finishReason: update.finishReason,
-        usage: update.usage,
-      };
+  try {
+    for (
+      let update = await generation.nextUpdate();
+      update;
+      update = await generation.nextUpdate()
+    ) {
+      if (update.type === "text") {
+        content += update.content;
+        reasoning += update.reasoning;
+        if (update.logprobs) logprobs.push(...update.logprobs);
+      } else {
+        return {
+          content,
+          reasoning,
+          logprobs,
+          finishReason: update.finishReason,
+          usage: update.usage,
+        };
+      }
     }
+  } finally {
+    await generation.close();
   }
   throw new GatewayError({
     reason: "stream_integrity",

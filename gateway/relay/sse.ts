@@ -77,7 +77,11 @@ export function relaySSE(
     });
 
     try {
-      for await (const update of generation.updates()) {
+      for (
+        let update = await generation.nextUpdate();
+        update !== undefined;
+        update = await generation.nextUpdate()
+      ) {
         if (stream.aborted) break;
         if (update.type === "text") {
           await send(format.text(update).map((chunk) => JSON.stringify(chunk)));
@@ -101,6 +105,7 @@ export function relaySSE(
     } finally {
       clearInterval(keepAlive);
       clearInterval(slowClientCheck);
+      await generation.close();
     }
   });
 }
