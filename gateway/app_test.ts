@@ -69,6 +69,12 @@ Deno.test("chat: the job carries the harmony-rendered prompt, sampling, limits a
     assert.equal(job.sampling.temperature, 0.2);
     assert.equal(job.sampling.seed, 7);
     assert.ok(job.deadline > job.enqueuedAt);
+    // The queue place reserved for the request was given back once the job was enqueued.
+    const reservations = g.t.keys.queueReservations;
+    for (let i = 0; i < 50 && (await g.t.redis.zscore(reservations, job.requestId)) !== null; i++) {
+      await sleep(10);
+    }
+    assert.equal(await g.t.redis.zscore(reservations, job.requestId), null);
   } finally {
     await g.close();
   }

@@ -65,16 +65,14 @@ export class JobQueue {
       removeOnComplete: { age: KEEP_COMPLETED_S },
       removeOnFail: { age: KEEP_FAILED_S },
     });
-    // The job now counts as waiting, and the reservation no longer does (the script counts only
-    // reservations without a job): removing it is housekeeping, off the request's path.
-    void this.release(job.requestId).catch(() => {/* it expires on its own */});
   }
 
   /**
    * Reserves a place for `requestId` among at most `limit` waiting jobs, in
    * one atomic step, so concurrent admissions (on any number of gateways)
-   * can never take the queue past its limit. The place is released when the
-   * job is enqueued (it then counts as waiting) or by `release`.
+   * can never take the queue past its limit. The caller gives it back with
+   * `release` once the job is enqueued (it then counts as waiting) or the
+   * request has failed; a place never given back expires.
    */
   async reserve(requestId: string, limit: number): Promise<Reservation> {
     const result = await RESERVE.run(
@@ -85,7 +83,11 @@ export class JobQueue {
     return result < 0 ? { reserved: true } : { reserved: false, waiting: result };
   }
 
-  /** Gives a reserved place back (the request failed before it was enqueued). */
+  /**
+   * Gives a reserved place back: once the job is enqueued (it then counts as waiting, and the
+   * script no longer counts the reservation: removing it is housekeeping), or when the request
+   * failed before that.
+   */
   async release(requestId: string): Promise<void> {
     await this.#redis.zrem(this.#keys.queueReservations, requestId);
   }
