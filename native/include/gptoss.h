@@ -42,6 +42,8 @@ typedef struct {
                                      (cuda); 0 = default (0.9) */
   int32_t num_threads;            /* cpu backend threads; 0 = all cores */
   int32_t block_size;             /* tokens per KV block; 0 = default (16) */
+  int32_t token_mask_timeout_ms;  /* how long sampling waits for a constrained request's token mask
+                                     before ending it with GPTOSS_FINISH_MASK_TIMEOUT; 0 = 10000 */
 } gptoss_engine_config;
 
 #define GPTOSS_MAX_TOP_LOGPROBS 20
@@ -59,6 +61,8 @@ typedef struct {
   const int32_t* stop_token_ids;  /* generation ends after emitting one of these */
   int32_t n_stop_token_ids;
   int32_t top_logprobs;           /* -1: no logprobs; 0..20: chosen token's logprob + n alternatives */
+  int32_t constrained;            /* nonzero: every token is sampled only among those the caller's
+                                     mask allows (gptoss_set_token_mask) */
 } gptoss_sampling;
 
 typedef struct {
@@ -74,6 +78,7 @@ typedef enum {
   GPTOSS_FINISH_LENGTH = 2,       /* max_tokens or max_model_len reached */
   GPTOSS_FINISH_CANCELLED = 3,    /* gptoss_cancel; token is -1 */
   GPTOSS_FINISH_ERROR = 4,        /* backend failure; token is -1 */
+  GPTOSS_FINISH_MASK_TIMEOUT = 5, /* a constrained request's mask did not come in time; token is -1 */
 } gptoss_finish;
 
 typedef struct {
@@ -122,6 +127,15 @@ int gptoss_submit(gptoss_engine* e, const gptoss_request* req, uint64_t* out_id,
 /* Cancels a request, waiting or running; its KV blocks are freed before the next step.
    Returns 0 if the request was known and not yet finished. */
 int gptoss_cancel(gptoss_engine* e, uint64_t request_id);
+
+/* Constrained decoding: the tokens a constrained request may sample as its `position`-th
+   generated token (0 = the first), a bitmask of ceil(vocab_size / 32) words, bit (id % 32) of word
+   (id / 32) set when token `id` is allowed. The forward pass does not need it: the engine waits for
+   it only when it samples that position, so the caller computes mask n+1 while the step that
+   samples token n+1 runs. The mask is copied. A mask for a request that has ended meanwhile is
+   dropped (GPTOSS_OK); a wrong size or a mask that allows no token is GPTOSS_ERR_INVALID_ARGUMENT. */
+int gptoss_set_token_mask(gptoss_engine* e, uint64_t request_id, int32_t position, const uint32_t* bits,
+                          size_t n_words, char* err, size_t err_len);
 
 void gptoss_get_stats(gptoss_engine* e, gptoss_stats* out);
 void gptoss_get_model_info(gptoss_engine* e, gptoss_model_info* out);

@@ -49,6 +49,7 @@ const char* finish_name(int32_t finish) {
     case GPTOSS_FINISH_STOP: return "stop";
     case GPTOSS_FINISH_LENGTH: return "length";
     case GPTOSS_FINISH_CANCELLED: return "cancelled";
+    case GPTOSS_FINISH_MASK_TIMEOUT: return "mask_timeout";
     default: return "error";
   }
 }
@@ -186,6 +187,7 @@ gptoss_sampling read_sampling(Napi::Env env, Napi::Value value, std::vector<int3
   s.frequency_penalty = static_cast<float>(number_field(o, "sampling", "frequencyPenalty"));
   s.max_tokens = int_field(o, "sampling", "maxTokens");
   s.top_logprobs = int_field(o, "sampling", "topLogprobs");
+  s.constrained = o.Get("constrained").ToBoolean().Value() ? 1 : 0;
   if (has_field(o, "seed")) {
     const double seed = number_field(o, "sampling", "seed");
     if (!(seed >= 0) || seed != std::trunc(seed) || seed > 9007199254740991.0) {
@@ -261,6 +263,7 @@ EngineConfig read_config(Napi::Env env, Napi::Value value) {
   cfg.gpu_memory_utilization = static_cast<float>(number_field(o, "options", "gpuMemoryUtilization"));
   cfg.num_threads = int_field(o, "options", "numThreads");
   cfg.block_size = has_field(o, "blockSize") ? int_field(o, "options", "blockSize") : 0;
+  cfg.token_mask_timeout_ms = has_field(o, "tokenMaskTimeoutMs") ? int_field(o, "options", "tokenMaskTimeoutMs") : 0;
   return config;
 }
 
@@ -289,6 +292,7 @@ class EngineBinding : public Napi::ObjectWrap<EngineBinding> {
     return DefineClass(env, "Engine",
                        {InstanceMethod<&EngineBinding::Submit>("submit"),
                         InstanceMethod<&EngineBinding::Cancel>("cancel"),
+                        InstanceMethod<&EngineBinding::SetTokenMask>("setTokenMask"),
                         InstanceMethod<&EngineBinding::Stats>("stats"),
                         InstanceMethod<&EngineBinding::Close>("close"),
                         InstanceAccessor<&EngineBinding::ModelInfo>("modelInfo")});
@@ -379,6 +383,26 @@ class EngineBinding : public Napi::ObjectWrap<EngineBinding> {
     const bool known = !closing_ && id >= 0 && id == std::trunc(id) &&
                        gptoss_cancel(engine_, static_cast<uint64_t>(id)) == GPTOSS_OK;
     return Napi::Boolean::New(env, known);
+  }
+
+  // setTokenMask(id, position, mask: Int32Array | Uint32Array): copied, so the caller may reuse it.
+  Napi::Value SetTokenMask(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    require_open(env);
+    if (!info[0].IsNumber() || !info[1].IsNumber()) throw_invalid(env, "setTokenMask(id, position, mask): id and position must be numbers");
+    if (!info[2].IsTypedArray()) throw_invalid(env, "setTokenMask: mask must be an Int32Array or Uint32Array");
+    Napi::TypedArray mask = info[2].As<Napi::TypedArray>();
+    if (mask.TypedArrayType() != napi_int32_array && mask.TypedArrayType() != napi_uint32_array) {
+      throw_invalid(env, "setTokenMask: mask must be an Int32Array or Uint32Array");
+    }
+    const auto* bits = reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(mask.ArrayBuffer().Data()) +
+                                                         mask.ByteOffset());
+    char err[512];
+    const int status = gptoss_set_token_mask(engine_, static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value()),
+                                             info[1].As<Napi::Number>().Int32Value(), bits, mask.ElementLength(), err,
+                                             sizeof err);
+    if (status != GPTOSS_OK) throw engine_error(env, status, err);
+    return env.Undefined();
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {

@@ -26,6 +26,7 @@ interface AddonEngine {
   readonly modelInfo: ModelInfo;
   submit(prompt: Int32Array | number[], sampling: EngineSampling, fairnessKey?: string): number;
   cancel(id: number): boolean;
+  setTokenMask(id: number, position: number, mask: Int32Array | Uint32Array): void;
   stats(): EngineStats;
   close(): Promise<void>;
 }
@@ -129,6 +130,10 @@ export class NativeEngine implements Engine {
 
   cancel(id: number): boolean {
     return this.#engine.cancel(id);
+  }
+
+  setTokenMask(id: number, position: number, mask: Int32Array | Uint32Array): void {
+    this.#engine.setTokenMask(id, position, mask);
   }
 
   stats(): EngineStats {

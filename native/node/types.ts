@@ -17,6 +17,8 @@ export interface EngineOptions {
   numThreads: number;
   /** Tokens per KV block (default 16). */
   blockSize?: number;
+  /** How long sampling waits for a constrained request's token mask (default 10000). */
+  tokenMaskTimeoutMs?: number;
 }
 
 export interface EngineSampling {
@@ -31,9 +33,12 @@ export interface EngineSampling {
   stopTokenIds: number[];
   /** -1: no logprobs; 0..20: chosen token's logprob plus n alternatives. */
   topLogprobs: number;
+  /** Every token is sampled among those `Engine.setTokenMask` allows for its position. */
+  constrained?: boolean;
 }
 
-export type EngineFinish = "stop" | "length" | "cancelled" | "error";
+/** mask_timeout: a constrained request's token mask did not come within the engine's timeout. */
+export type EngineFinish = "stop" | "length" | "cancelled" | "error" | "mask_timeout";
 
 export interface EngineTokenEvent {
   /** -1 when the event only carries `finish`. */
@@ -88,6 +93,13 @@ export interface Engine {
     onEvents: (events: EngineTokenEvent[]) => void,
     fairnessKey?: string,
   ): number;
+  /**
+   * Constrained decoding: the tokens request `id` may sample as its `position`-th generated token
+   * (0 = first), one bit per token id (bit id % 32 of word id / 32). The engine waits for it only
+   * when it samples that position, so it is computed while the step before runs. Dropped when the
+   * request has ended; throws EngineError ("invalid_argument") on a wrong size or an empty mask.
+   */
+  setTokenMask(id: number, position: number, mask: Int32Array | Uint32Array): void;
   /** Cancels a waiting or running request; false when it is unknown or done. */
   cancel(id: number): boolean;
   stats(): EngineStats;

@@ -289,4 +289,74 @@ TEST(model_info_and_logprobs_from_the_real_model) {
   }
 }
 
+// Constrained decoding: the bitmask that allows exactly `ids`.
+std::vector<uint32_t> mask_of(const std::vector<int32_t>& ids) {
+  std::vector<uint32_t> mask((201088 + 31) / 32, 0u);
+  for (int32_t id : ids) mask[id >> 5] |= 1u << (id & 31);
+  return mask;
+}
+
+TEST(a_constrained_request_samples_only_what_each_mask_allows) {
+  EngineHandle h(base_config());
+  gptoss_sampling s = greedy(6);
+  s.temperature = 1.0f, s.seed = 7, s.has_seed = 1, s.constrained = 1;
+  const uint64_t free_id = h.submit(prompt_of_length(20, 1), greedy(6));  // batched beside it, unconstrained
+  const uint64_t id = h.submit(prompt_of_length(12, 2), s);
+  char err[256];
+  for (int32_t position = 0; position < 6; ++position) {
+    // The caller sees token n-1 before it hands over mask n, as the worker does.
+    CHECK(wait_until([&] { return tokens_of(h.events.events_of(id)).size() == size_t(position); }));
+    const std::vector<uint32_t> mask = mask_of({1000 + position * 3, 1001 + position * 3});
+    CHECK_EQ(gptoss_set_token_mask(h.engine, id, position, mask.data(), mask.size(), err, sizeof err), GPTOSS_OK);
+  }
+  const std::vector<int32_t> tokens = tokens_of(h.events.wait_finished(id));
+  CHECK_EQ(tokens.size(), size_t(6));
+  for (size_t i = 0; i < tokens.size(); ++i) CHECK(tokens[i] == 1000 + int32_t(i) * 3 || tokens[i] == 1001 + int32_t(i) * 3);
+  CHECK_EQ(tokens_of(h.events.wait_finished(free_id)).size(), size_t(6));
+}
+
+TEST(a_mask_that_never_comes_ends_the_request_with_mask_timeout_and_spares_the_batch) {
+  gptoss_engine_config cfg = base_config();
+  cfg.token_mask_timeout_ms = 50;
+  EngineHandle h(cfg);
+  gptoss_sampling s = greedy(4);
+  s.constrained = 1;
+  const uint64_t id = h.submit(prompt_of_length(8, 3), s);
+  const uint64_t free_id = h.submit(prompt_of_length(8, 4), greedy(4));
+  const std::vector<gptoss_event> events = h.events.wait_finished(id);
+  CHECK_EQ(events.size(), size_t(1));
+  CHECK_EQ(events.back().finish, GPTOSS_FINISH_MASK_TIMEOUT);
+  CHECK_EQ(events.back().token, -1);
+  CHECK_EQ(tokens_of(h.events.wait_finished(free_id)).size(), size_t(4));
+  CHECK(wait_until([&] { return h.stats().running == 0; }));
+}
+
+TEST(cancelling_a_request_that_waits_for_its_mask_ends_it_cancelled_at_once) {
+  EngineHandle h(base_config());  // the default 10 s timeout
+  gptoss_sampling s = greedy(4);
+  s.constrained = 1;
+  const uint64_t id = h.submit(prompt_of_length(8, 5), s);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const auto started = std::chrono::steady_clock::now();
+  CHECK_EQ(gptoss_cancel(h.engine, id), GPTOSS_OK);
+  const std::vector<gptoss_event> events = h.events.wait_finished(id);
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(2));
+  CHECK_EQ(events.back().finish, GPTOSS_FINISH_CANCELLED);
+  CHECK(tokens_of(events).empty());
+}
+
+TEST(set_token_mask_refuses_a_wrong_size_and_an_empty_mask_and_drops_an_ended_request) {
+  EngineHandle h(base_config());
+  char err[256] = "";
+  std::vector<uint32_t> mask = mask_of({42});
+  CHECK_EQ(gptoss_set_token_mask(h.engine, 12345, 0, mask.data(), mask.size(), err, sizeof err), GPTOSS_OK);
+  CHECK_EQ(gptoss_set_token_mask(h.engine, 1, 0, mask.data(), mask.size() - 1, err, sizeof err),
+           GPTOSS_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(err).find("words") != std::string::npos);
+  const std::vector<uint32_t> empty = mask_of({});
+  CHECK_EQ(gptoss_set_token_mask(h.engine, 1, 0, empty.data(), empty.size(), err, sizeof err),
+           GPTOSS_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(err).find("allows no token") != std::string::npos);
+}
+
 TEST_MAIN()

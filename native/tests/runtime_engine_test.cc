@@ -40,13 +40,14 @@ class DeviceTraceRunner : public TraceRunner {
   bool samples_on_device() const override { return true; }
 
   void forward_sampled(const BatchPlan& plan, const std::vector<RowSampling>& rows,
-                       std::vector<SampledToken>& out) override {
+                       std::vector<SampledToken>& out, const std::function<void()>& await_masks) override {
     ++forward_sampled_calls;
     forward(plan, logits_);
+    if (await_masks) await_masks();  // as a device runner does once the forward is queued
     out.clear();
     for (size_t r = 0; r < rows.size(); ++r) {
       out.push_back(sampler_.sample(logits_.data() + r * kVocab, *rows[r].params, *rows[r].generated_counts,
-                                    rows[r].counter));
+                                    rows[r].counter, rows[r].allowed));
     }
   }
 
@@ -478,6 +479,24 @@ TEST(device_backend_kv_budget_comes_from_gpu_memory_utilization) {
       CHECK(std::string(e.what()).find("gpu_memory_utilization") != std::string::npos);
     }
   }
+}
+
+TEST(device_sampling_runner_applies_the_token_masks_the_engine_waited_for) {
+  DeviceHarness h;
+  Request r = make_request(prompt_of_length(9, 3), 5);
+  r.sampling.temperature = 1.0f;
+  r.sampling.seed = 5;
+  r.sampling.constrained = true;
+  const uint64_t id = h.harness.engine->submit(r);
+  for (int32_t position = 0; position < 5; ++position) {
+    for (int i = 0; i < 3000 && tokens_of(h.harness.events.events_of(id)).size() < size_t(position); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const uint32_t mask[2] = {0u, 1u << position};  // token 32 + position only
+    h.harness.engine->set_token_mask(id, position, mask, 2);
+  }
+  const std::vector<int32_t> tokens = tokens_of(h.harness.events.wait_finished(id));
+  CHECK_EQ(tokens.size(), size_t(5));
+  for (size_t i = 0; i < tokens.size(); ++i) CHECK_EQ(tokens[i], 32 + int32_t(i));
 }
 
 TEST_MAIN()

@@ -157,4 +157,19 @@ TEST(greedy_logprob_uses_temperature_one) {
   CHECK_EQ(t.n_top, 0);
 }
 
+TEST(a_mask_restricts_greedy_draws_and_logprobs_to_the_allowed_tokens) {
+  Sampler s(kVocab);
+  const uint32_t allowed = (1u << 2) | (1u << 5);  // tokens 2 and 5
+  SamplingParams greedy_p;
+  greedy_p.top_logprobs = 4;
+  const SampledToken g = s.sample(kLogits.data(), greedy_p, kNoHistory, 0, &allowed);
+  CHECK_EQ(g.token, 2);
+  CHECK_EQ(g.n_top, 2);  // only allowed tokens are alternatives
+  CHECK_EQ(g.top_ids[1], 5);
+  CHECK(std::fabs(std::exp(g.top_logprobs[0]) + std::exp(g.top_logprobs[1]) - 1.0) < 1e-5);
+  std::set<int32_t> drawn;
+  for (int i = 0; i < 2000; ++i) drawn.insert(s.sample(kLogits.data(), sampled(), kNoHistory, i, &allowed).token);
+  CHECK(drawn == (std::set<int32_t>{2, 5}));
+}
+
 TEST_MAIN()

@@ -69,6 +69,7 @@ int gptoss_engine_create(const gptoss_engine_config* cfg, gptoss_event_fn on_eve
     options.kv_cache_bytes = cfg->kv_cache_bytes;
     if (cfg->gpu_memory_utilization != 0.0f) options.gpu_memory_utilization = cfg->gpu_memory_utilization;
     options.block_size = cfg->block_size == 0 ? 16 : cfg->block_size;
+    if (cfg->token_mask_timeout_ms != 0) options.token_mask_timeout_ms = cfg->token_mask_timeout_ms;
     auto handle = std::make_unique<gptoss_engine>();
     handle->engine = std::make_unique<gptoss::Engine>(
         gptoss::make_model_runner(runner), options,
@@ -88,6 +89,14 @@ int gptoss_submit(gptoss_engine* e, const gptoss_request* req, uint64_t* out_id,
 
 int gptoss_cancel(gptoss_engine* e, uint64_t request_id) {
   return e != nullptr && e->engine->cancel(request_id) ? GPTOSS_OK : GPTOSS_ERR_INVALID_ARGUMENT;
+}
+
+int gptoss_set_token_mask(gptoss_engine* e, uint64_t request_id, int32_t position, const uint32_t* bits,
+                          size_t n_words, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    if (e == nullptr || bits == nullptr) throw gptoss::Error(GPTOSS_ERR_INVALID_ARGUMENT, "engine and bits are required");
+    e->engine->set_token_mask(request_id, position, bits, n_words);
+  });
 }
 
 void gptoss_get_stats(gptoss_engine* e, gptoss_stats* out) { *out = e->engine->stats(); }

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -63,13 +64,18 @@ class ModelRunner {
     const SamplingParams* params = nullptr;
     const std::unordered_map<int32_t, int32_t>* generated_counts = nullptr;  // may be null: none
     uint64_t counter = 0;  // tokens the sequence generated before this one
+    // Constrained decoding: bitmask of the tokens the row may sample (bit id % 32 of word
+    // id / 32); null = every token. Read only after await_masks returns.
+    const uint32_t* allowed = nullptr;
   };
 
   // forward(plan) followed by sampling each logits row (rows[i] for row i)
   // with the Sampler's semantics (runtime/sampler.h). Only for backends whose
-  // samples_on_device() is true.
+  // samples_on_device() is true. `await_masks` (may be empty) is called once
+  // the forward pass is queued on the device and before any row's `allowed`
+  // is read: the caller waits for token masks there while the device computes.
   virtual void forward_sampled(const BatchPlan& plan, const std::vector<RowSampling>& rows,
-                               std::vector<SampledToken>& out);
+                               std::vector<SampledToken>& out, const std::function<void()>& await_masks = {});
 };
 
 // Loads `model_dir` for the CPU backend with `num_threads` threads (0 = all cores).

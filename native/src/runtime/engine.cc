@@ -1,6 +1,7 @@
 #include "runtime/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <sstream>
 #include <string>
@@ -20,6 +21,7 @@ const EngineOptions& validated(const EngineOptions& o, const ModelConfig& model)
   check_positive(o.max_model_len, "max_model_len");
   check_positive(o.max_batched_tokens, "max_batched_tokens");
   check_positive(o.block_size, "block_size");
+  check_positive(o.token_mask_timeout_ms, "token_mask_timeout_ms");
   if (!(o.gpu_memory_utilization > 0.0f && o.gpu_memory_utilization <= 1.0f)) {
     throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "gpu_memory_utilization = " + std::to_string(o.gpu_memory_utilization) +
                                                  " must be in (0, 1]");
@@ -116,6 +118,7 @@ Engine::~Engine() {
     stopping_ = true;
   }
   wake_.notify_one();
+  mask_arrived_.notify_all();
   thread_.join();
 }
 
@@ -152,7 +155,30 @@ bool Engine::cancel(uint64_t id) {
     cancel_requests_.push_back(id);
   }
   wake_.notify_one();
+  mask_arrived_.notify_all();  // a sampling wait for this sequence's mask ends
   return true;
+}
+
+void Engine::set_token_mask(uint64_t id, int32_t position, const uint32_t* bits, size_t n_words) {
+  const int32_t vocab = runner_->config().vocab_size;
+  const size_t expected = (static_cast<size_t>(vocab) + 31) / 32;
+  if (n_words != expected) {
+    throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "token mask has " + std::to_string(n_words) + " words; vocabulary size " +
+                                                 std::to_string(vocab) + " needs " + std::to_string(expected));
+  }
+  // Bits past the vocabulary are not tokens: they cannot make a mask non-empty.
+  const uint32_t last_word_bits = vocab % 32 == 0 ? ~0u : (1u << (vocab % 32)) - 1u;
+  bool any = (bits[n_words - 1] & last_word_bits) != 0;
+  for (size_t w = 0; w + 1 < n_words && !any; ++w) any = bits[w] != 0;
+  if (!any) throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "token mask for position " + std::to_string(position) + " allows no token");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (live_.count(id) == 0) return;  // ended meanwhile
+    PendingMask& slot = masks_[id];
+    slot.position = position;
+    slot.bits.assign(bits, bits + n_words);
+  }
+  mask_arrived_.notify_all();
 }
 
 gptoss_stats Engine::stats() const {
@@ -221,14 +247,44 @@ void Engine::step(std::vector<gptoss_event>& events) {
   publish_stats(static_cast<int32_t>(plan.batch.chunks.size()));
 }
 
+void Engine::await_masks(const StepPlan& plan) {
+  const size_t n_rows = plan.sampled_seqs.size();
+  row_masks_.resize(n_rows);
+  mask_missing_.assign(n_rows, 0);
+  row_sampling_.resize(n_rows);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.token_mask_timeout_ms);
+  std::unique_lock<std::mutex> lock(mu_);
+  for (size_t row = 0; row < n_rows; ++row) {
+    const Sequence& seq = *plan.sampled_seqs[row];
+    row_sampling_[row].allowed = nullptr;
+    if (!seq.sampling.constrained) continue;
+    const int32_t position = seq.num_generated();
+    const auto ready = [&] {
+      const auto it = masks_.find(seq.id);
+      return stopping_ || live_.count(seq.id) == 0 || (it != masks_.end() && it->second.position == position);
+    };
+    mask_arrived_.wait_until(lock, deadline, ready);
+    const auto it = masks_.find(seq.id);
+    if (it == masks_.end() || it->second.position != position) {
+      // Cancelled or stopping (its token is never used), or the mask is late.
+      mask_missing_[row] = 1;
+      continue;
+    }
+    row_masks_[row].swap(it->second.bits);
+    it->second.position = -1;
+    row_sampling_[row].allowed = row_masks_[row].data();
+  }
+}
+
 void Engine::forward_and_sample(const StepPlan& plan) {
+  mask_missing_.assign(plan.sampled_seqs.size(), 0);
   if (runner_->samples_on_device()) {
     row_sampling_.clear();
     for (const Sequence* seq : plan.sampled_seqs) {
       row_sampling_.push_back(
           {&seq->sampling, &seq->generated_counts, static_cast<uint64_t>(seq->num_generated())});
     }
-    runner_->forward_sampled(plan.batch, row_sampling_, sampled_);
+    runner_->forward_sampled(plan.batch, row_sampling_, sampled_, [&] { await_masks(plan); });
     if (sampled_.size() != row_sampling_.size()) {
       throw Error(GPTOSS_ERR_BACKEND, "forward_sampled returned " + std::to_string(sampled_.size()) +
                                           " tokens for " + std::to_string(row_sampling_.size()) + " logits rows");
@@ -236,12 +292,13 @@ void Engine::forward_and_sample(const StepPlan& plan) {
     return;
   }
   runner_->forward(plan.batch, logits_);
+  await_masks(plan);
   const size_t vocab = static_cast<size_t>(runner_->config().vocab_size);
   sampled_.resize(plan.sampled_seqs.size());
   for (size_t row = 0; row < plan.sampled_seqs.size(); ++row) {
     const Sequence& seq = *plan.sampled_seqs[row];
     sampled_[row] = sampler_.sample(logits_.data() + row * vocab, seq.sampling, seq.generated_counts,
-                                    static_cast<uint64_t>(seq.num_generated()));
+                                    static_cast<uint64_t>(seq.num_generated()), row_sampling_[row].allowed);
   }
 }
 
@@ -256,6 +313,12 @@ void Engine::emit_sampled(const StepPlan& plan, std::vector<gptoss_event>& event
 
   for (size_t row = 0; row < plan.sampled_seqs.size(); ++row) {
     Sequence& seq = *plan.sampled_seqs[row];
+    if (mask_missing_[row]) {
+      // Its token was drawn without the constraint: never emitted. A cancelled
+      // sequence is finished by the cancel instead.
+      finish(seq.id, GPTOSS_FINISH_MASK_TIMEOUT, events);
+      continue;
+    }
     const SampledToken& s = sampled_[row];
     seq.append(s.token);
     ++tokens_generated_;
@@ -288,6 +351,11 @@ gptoss_finish Engine::finish_reason(const Sequence& seq, int32_t token) const {
 
 void Engine::finish(uint64_t id, gptoss_finish reason, std::vector<gptoss_event>& events) {
   if (scheduler_.remove(id) == nullptr) return;  // finished on its own before the cancel arrived
+  if (reason == GPTOSS_FINISH_MASK_TIMEOUT) {
+    std::lock_guard<std::mutex> lock(mu_);
+    // A cancel or the engine stopping is what ended the wait.
+    if (stopping_ || live_.count(id) == 0) reason = GPTOSS_FINISH_CANCELLED;
+  }
   events.push_back(finish_event(id, reason));
   finished_.push_back(id);
 }
@@ -310,7 +378,10 @@ void Engine::publish_stats(int32_t batch_size) {
   }
   // Finished ids leave `live_` before their events go out, so a cancel made in
   // reaction to a finish event returns false.
-  for (uint64_t id : finished_) live_.erase(id);
+  for (uint64_t id : finished_) {
+    live_.erase(id);
+    masks_.erase(id);
+  }
   stats_.running = scheduler_.num_running();
   stats_.waiting = scheduler_.num_waiting();
   stats_.kv_blocks_used = kv_.num_used();

@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -38,6 +39,9 @@ struct EngineOptions {
   uint64_t kv_cache_bytes = 0;
   float gpu_memory_utilization = 0.9f;  // (0, 1]: share of device memory for weights, work buffers and KV
   int32_t block_size = 16;
+  // How long sampling waits for a constrained sequence's token mask before
+  // ending it with GPTOSS_FINISH_MASK_TIMEOUT.
+  int32_t token_mask_timeout_ms = 10000;
 };
 
 // Receives every event of one step, on the engine thread. Must not call back
@@ -60,6 +64,10 @@ class Engine {
   // True when the request was waiting or running; its blocks are freed before
   // the next step and it gets one FINISH_CANCELLED event.
   bool cancel(uint64_t id);
+  // Constrained decoding: the tokens sequence `id` may sample as its
+  // `position`-th generated token (see gptoss_set_token_mask). Dropped when
+  // the sequence has ended; throws Error on a wrong size or an empty mask.
+  void set_token_mask(uint64_t id, int32_t position, const uint32_t* bits, size_t n_words);
   gptoss_stats stats() const;
   gptoss_model_info model_info() const;
 
@@ -70,6 +78,10 @@ class Engine {
   // Runs the plan and fills sampled_ with one token per logits row: on the
   // device when the runner samples there, else from logits_ with sampler_.
   void forward_and_sample(const StepPlan& plan);
+  // Waits (up to token_mask_timeout_ms) for the mask of every constrained row
+  // of the plan and points its RowSampling at it; rows still without one are
+  // marked in mask_missing_.
+  void await_masks(const StepPlan& plan);
   void emit_sampled(const StepPlan& plan, std::vector<gptoss_event>& events);
   void finish(uint64_t id, gptoss_finish reason, std::vector<gptoss_event>& events);
   gptoss_finish finish_reason(const Sequence& seq, int32_t token) const;
@@ -86,6 +98,8 @@ class Engine {
   std::vector<float> logits_;                        // host sampling only
   std::vector<ModelRunner::RowSampling> row_sampling_;  // device sampling only
   std::vector<SampledToken> sampled_;                 // this step's token per logits row
+  std::vector<std::vector<uint32_t>> row_masks_;      // this step's mask per logits row (constrained rows)
+  std::vector<char> mask_missing_;                    // per logits row: constrained, and no mask came
   std::vector<uint64_t> finished_;  // ids finished this step
   uint64_t tokens_generated_ = 0;
   uint64_t prompt_tokens_processed_ = 0;
@@ -98,6 +112,14 @@ class Engine {
   std::vector<uint64_t> cancel_requests_;
   std::unordered_set<uint64_t> live_;  // submitted, not finished, not cancelled
   gptoss_stats stats_{};
+  // Token masks handed in by set_token_mask, by sequence id, for the position
+  // it will sample next. Signalled on a new mask, a cancel and stop.
+  struct PendingMask {
+    int32_t position = -1;
+    std::vector<uint32_t> bits;
+  };
+  std::unordered_map<uint64_t, PendingMask> masks_;
+  std::condition_variable mask_arrived_;
 
   std::thread thread_;  // last: starts once everything above is built
 };

@@ -55,6 +55,7 @@ Request request_from_c(const gptoss_request& req, uint64_t seed_if_unset) {
   p.max_tokens = s.max_tokens;
   p.stop_token_ids.assign(s.stop_token_ids, s.stop_token_ids + s.n_stop_token_ids);
   p.top_logprobs = s.top_logprobs;
+  p.constrained = s.constrained != 0;
   return out;
 }
 

@@ -22,6 +22,7 @@ struct SamplingParams {
   int32_t max_tokens = 16;
   std::vector<int32_t> stop_token_ids;
   int32_t top_logprobs = -1;  // -1 = no logprobs
+  bool constrained = false;   // sampled only among the tokens of a caller's mask per position
 };
 
 struct Request {

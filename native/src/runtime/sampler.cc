@@ -8,8 +8,9 @@
 namespace gptoss {
 
 SampledToken Sampler::sample(const float* logits, const SamplingParams& params,
-                             const std::unordered_map<int32_t, int32_t>& generated_counts, uint64_t counter) {
-  process(logits, params, generated_counts);
+                             const std::unordered_map<int32_t, int32_t>& generated_counts, uint64_t counter,
+                             const uint32_t* allowed) {
+  process(logits, params, generated_counts, allowed);
   const bool greedy = params.temperature == 0.0f;
   SampledToken out;
   if (greedy && params.top_logprobs < 0) {
@@ -49,8 +50,13 @@ SampledToken Sampler::sample(const float* logits, const SamplingParams& params,
 }
 
 void Sampler::process(const float* logits, const SamplingParams& params,
-                      const std::unordered_map<int32_t, int32_t>& generated_counts) {
+                      const std::unordered_map<int32_t, int32_t>& generated_counts, const uint32_t* allowed) {
   scaled_.assign(logits, logits + vocab_size_);
+  if (allowed != nullptr) {
+    for (int32_t id = 0; id < vocab_size_; ++id) {
+      if (((allowed[id >> 5] >> (id & 31)) & 1u) == 0) scaled_[id] = -INFINITY;
+    }
+  }
   for (const auto& [token, count] : generated_counts) {
     scaled_[token] -= params.frequency_penalty * static_cast<float>(count) + params.presence_penalty;
   }
@@ -78,7 +84,8 @@ void Sampler::restrict_candidates(const SamplingParams& params) {
   const float floor = params.min_p > 0.0f ? max_logit + std::log(params.min_p) : -INFINITY;
   candidates_.clear();
   for (int32_t id = 0; id < vocab_size_; ++id) {
-    if (scaled_[id] >= floor) candidates_.push_back(id);
+    // > -inf: a token masked out by a constraint is never a candidate, even without min_p.
+    if (scaled_[id] >= floor && scaled_[id] > -INFINITY) candidates_.push_back(id);
   }
   if (params.top_k > 0 && params.top_k < static_cast<int32_t>(candidates_.size())) {
     std::nth_element(candidates_.begin(), candidates_.begin() + params.top_k, candidates_.end(), by_rank());

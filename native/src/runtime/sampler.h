@@ -9,7 +9,9 @@
 //   4. softmax over what is left.
 // Greedy (temperature 0) takes the argmax, lowest id on ties; otherwise the
 // token is drawn from that distribution with the counter-based RNG keyed by
-// (seed, tokens generated so far). Log-probabilities, of the chosen token and
+// (seed, tokens generated so far). A constrained row's mask (`allowed`) comes
+// before everything: tokens it leaves out get -inf logits, so they are never
+// picked and have no probability. Log-probabilities, of the chosen token and
 // of the top alternatives, are log-softmax of that same processed distribution:
 // the probability the token actually had of being picked (with greedy, of the
 // temperature-1 distribution after penalties and filters).
@@ -37,9 +39,12 @@ class Sampler {
   explicit Sampler(int32_t vocab_size) : vocab_size_(vocab_size) {}
 
   // `generated_counts`: occurrences of each generated token (for penalties);
-  // `counter`: how many tokens the sequence generated before this one.
+  // `counter`: how many tokens the sequence generated before this one;
+  // `allowed`: bitmask of the tokens it may pick (bit id % 32 of word id / 32),
+  // null for all. The mask must allow at least one token.
   SampledToken sample(const float* logits, const SamplingParams& params,
-                      const std::unordered_map<int32_t, int32_t>& generated_counts, uint64_t counter);
+                      const std::unordered_map<int32_t, int32_t>& generated_counts, uint64_t counter,
+                      const uint32_t* allowed = nullptr);
 
  private:
   // Higher logit first, lower id on ties: a total order, so results never
@@ -48,7 +53,7 @@ class Sampler {
     return [this](int32_t a, int32_t b) { return scaled_[a] > scaled_[b] || (scaled_[a] == scaled_[b] && a < b); };
   }
   void process(const float* logits, const SamplingParams& params,
-               const std::unordered_map<int32_t, int32_t>& generated_counts);
+               const std::unordered_map<int32_t, int32_t>& generated_counts, const uint32_t* allowed);
   int32_t argmax_all() const;
   int32_t argmax(const std::vector<int32_t>& ids) const;
   void restrict_candidates(const SamplingParams& params);

@@ -39,7 +39,7 @@ class CudaRunner final : public ModelRunner {
   void device_memory(uint64_t* used, uint64_t* total) const override;
   bool samples_on_device() const override { return true; }
   void forward_sampled(const BatchPlan& plan, const std::vector<RowSampling>& rows,
-                       std::vector<SampledToken>& out) override;
+                       std::vector<SampledToken>& out, const std::function<void()>& await_masks = {}) override;
 
   // Decode steps replay CUDA graphs when on (the default); off runs every
   // kernel launch directly (for comparisons and debugging).
@@ -79,6 +79,8 @@ class CudaRunner final : public ModelRunner {
 
   void validate(const BatchPlan& plan) const;
   // Packs the plan into the metadata buffer and returns the step's shape.
+  // Copies the rows' token masks to the device (none when no row is constrained).
+  void upload_token_masks(const std::vector<RowSampling>& rows);
   Step prepare(const BatchPlan& plan);
   void ensure_capacity(const Capacity& need);
   void run_step(const Step& step);
@@ -118,6 +120,11 @@ class CudaRunner final : public ModelRunner {
   cuda::DeviceBuffer<cuda::DeviceSamplingRow> sampling_rows_;
   cuda::DeviceBuffer<SampledToken> sampled_;
   cuda::DeviceBuffer<int32_t> penalty_buf_;
+  // Constrained rows' token masks, packed, and each logits row's mask (-1: none).
+  std::vector<uint32_t> mask_words_host_;
+  std::vector<int32_t> mask_index_host_;
+  cuda::DeviceBuffer<uint32_t> mask_buf_;
+  cuda::DeviceBuffer<int32_t> mask_index_;
 
   // Decode graphs by (padded tokens, block-table widths).
   std::map<std::tuple<int32_t, int32_t, int32_t>, cudaGraphExec_t> graphs_;

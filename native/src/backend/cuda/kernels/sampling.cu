@@ -40,8 +40,9 @@ struct Row {
   int32_t cut_id;
 
   __device__ float s(int32_t i) const { return inv_t == 1.0f ? logits[i] : logits[i] * inv_t; }
+  // -inf is a token a constraint masked out: never kept, as in the Sampler.
   __device__ bool kept(int32_t i, float v) const {
-    return v > cut_value || (v == cut_value && i <= cut_id);
+    return v > -INFINITY && (v > cut_value || (v == cut_value && i <= cut_id));
   }
 };
 
@@ -286,7 +287,33 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) result.n_top = n_top;
 }
 
+// One block per (row, slice of mask words): a disallowed token's logit becomes -inf.
+__global__ void apply_token_masks_kernel(float* logits, int32_t vocab, int32_t words, const uint32_t* masks,
+                                         const int32_t* mask_index) {
+  const int32_t m = mask_index[blockIdx.y];
+  if (m < 0) return;
+  const uint32_t* mask = masks + static_cast<int64_t>(m) * words;
+  float* lg = logits + static_cast<int64_t>(blockIdx.y) * vocab;
+  for (int32_t w = blockIdx.x * blockDim.x + threadIdx.x; w < words; w += gridDim.x * blockDim.x) {
+    const uint32_t bits = mask[w];
+    if (bits == 0xffffffffu) continue;
+    const int32_t end = min(32, vocab - w * 32);
+    for (int32_t b = 0; b < end; ++b)
+      if (((bits >> b) & 1u) == 0) lg[w * 32 + b] = -INFINITY;
+  }
+}
+
 }  // namespace
+
+void apply_token_masks(float* logits, int32_t n_rows, int32_t vocab, const uint32_t* masks,
+                       const int32_t* mask_index, cudaStream_t stream) {
+  if (n_rows == 0) return;
+  constexpr int kMaskThreads = 256;
+  const int32_t words = (vocab + 31) / 32;
+  const dim3 grid((words + kMaskThreads - 1) / kMaskThreads, n_rows);
+  apply_token_masks_kernel<<<grid, kMaskThreads, 0, stream>>>(logits, vocab, words, masks, mask_index);
+  GPTOSS_CUDA_CHECK_LAUNCH();
+}
 
 void sample_rows(float* logits, int32_t n_rows, int32_t vocab, const DeviceSamplingRow* rows,
                  const int32_t* penalty_tokens, const int32_t* penalty_counts, SampledToken* out,

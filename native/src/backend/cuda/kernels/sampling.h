@@ -25,6 +25,13 @@ struct DeviceSamplingRow {
   uint64_t counter = 0;
 };
 
+// Constrained decoding: sets the logits of tokens a row's mask leaves out to
+// -inf, before sample_rows. `masks` holds bitmasks of ceil(vocab / 32) words
+// (bit id % 32 of word id / 32 set = allowed); row r uses mask mask_index[r],
+// or none when it is -1.
+void apply_token_masks(float* logits, int32_t n_rows, int32_t vocab, const uint32_t* masks,
+                       const int32_t* mask_index, cudaStream_t stream);
+
 // Samples each of `n_rows` rows of `logits` (float [n_rows, vocab]; penalties
 // are applied in place). penalty_tokens/counts hold every row's generated
 // tokens and their counts, rows[r] naming its range.

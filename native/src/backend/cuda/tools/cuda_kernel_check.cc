@@ -388,6 +388,69 @@ void check_sampling(Random& rng, Verdicts& v) {
   }
 }
 
+// Constrained decoding: apply_token_masks then sample_rows against the Sampler
+// given the same masks. Every drawn token must be one its mask allows.
+void check_masked_sampling(Random& rng, Verdicts& v) {
+  const int32_t vocab = 201088, words = (vocab + 31) / 32;
+  struct Case { const char* name; float temperature; int32_t allowed; int32_t top_logprobs; };
+  const Case cases[] = {
+      {"greedy, 200 allowed", 0.0f, 200, -1},
+      {"temperature 1, 200 allowed + logprobs", 1.0f, 200, 5},
+      {"temperature 0.7, one allowed", 0.7f, 1, 3},
+      {"temperature 1, half allowed", 1.0f, vocab / 2, -1},
+      {"temperature 1, unconstrained row", 1.0f, 0, -1},
+  };
+  const int32_t n = int32_t(std::size(cases));
+  std::vector<float> logits(size_t(n) * vocab);
+  for (float& x : logits) x = rng.uniform(-4.0f, 4.0f);
+  std::vector<uint32_t> masks;
+  std::vector<int32_t> mask_index(n, -1);
+  std::vector<std::vector<uint32_t>> row_mask(n);
+  std::vector<DeviceSamplingRow> rows(n);
+  std::vector<SampledToken> ref(n);
+  Sampler sampler(vocab);
+  const std::unordered_map<int32_t, int32_t> no_counts;
+  for (int32_t r = 0; r < n; ++r) {
+    const Case& c = cases[r];
+    if (c.allowed > 0) {
+      row_mask[r].assign(words, 0u);
+      for (int32_t i = 0; i < c.allowed; ++i) {
+        const int32_t id = rng.integer(0, vocab - 1);
+        row_mask[r][id >> 5] |= 1u << (id & 31);
+      }
+      mask_index[r] = int32_t(masks.size() / words);
+      masks.insert(masks.end(), row_mask[r].begin(), row_mask[r].end());
+    }
+    SamplingParams p;
+    p.temperature = c.temperature, p.top_logprobs = c.top_logprobs, p.seed = rng.engine()();
+    const uint64_t counter = rng.integer(0, 1000);
+    ref[r] = sampler.sample(logits.data() + size_t(r) * vocab, p, no_counts, counter,
+                            c.allowed > 0 ? row_mask[r].data() : nullptr);
+    DeviceSamplingRow& d = rows[r];
+    d.temperature = p.temperature, d.top_logprobs = p.top_logprobs, d.seed = p.seed, d.counter = counter;
+  }
+  auto d_logits = to_device(logits);
+  auto d_masks = to_device(masks);
+  auto d_index = to_device(mask_index);
+  auto d_rows = to_device(rows);
+  DeviceBuffer<SampledToken> d_out(n);
+  apply_token_masks(d_logits.get(), n, vocab, d_masks.get(), d_index.get(), nullptr);
+  sample_rows(d_logits.get(), n, vocab, d_rows.get(), nullptr, nullptr, d_out.get(), nullptr);
+  const std::vector<SampledToken> got = to_host(d_out, n);
+  for (int32_t r = 0; r < n; ++r) {
+    const Case& c = cases[r];
+    const int32_t t = got[r].token;
+    bool ok = t == ref[r].token && t >= 0 && t < vocab;
+    if (ok && c.allowed > 0) ok = ((row_mask[r][t >> 5] >> (t & 31)) & 1u) != 0;
+    ok &= c.top_logprobs < 0 || std::fabs(got[r].logprob - ref[r].logprob) < 1e-4f;
+    ok &= got[r].n_top == ref[r].n_top;
+    for (int32_t j = 0; ok && j < got[r].n_top; ++j)
+      ok &= got[r].top_ids[j] == ref[r].top_ids[j] && std::fabs(got[r].top_logprobs[j] - ref[r].top_logprobs[j]) < 1e-4f;
+    v.expect(std::string("apply_token_masks + sample_rows ") + c.name, ok,
+             "token " + std::to_string(t) + " (cpu " + std::to_string(ref[r].token) + ")");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -407,6 +470,7 @@ int main(int argc, char** argv) {
     check_router(rng, v);
     check_moe(rng, v);
     check_sampling(rng, v);
+    check_masked_sampling(rng, v);
   } catch (const std::exception& e) {
     std::printf("error: %s\n", e.what());
     return 2;
