@@ -24,6 +24,7 @@ import { requestId } from "./middleware/request-id.ts";
 import { requestLog } from "./middleware/request-log.ts";
 import type { Logger } from "../shared/log.ts";
 import { validateGeneration } from "./middleware/validate.ts";
+import { checkResponseFormat } from "./middleware/response-format.ts";
 import type { JobQueue } from "./queue/job-queue.ts";
 import type { EventHub } from "./relay/event-hub.ts";
 import type { GenerationDeps } from "./relay/generation.ts";
@@ -161,6 +162,7 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
   app.post(
     "/v1/chat/completions",
     validateGeneration(ChatCompletionRequestSchema, chatToGeneration),
+    checkResponseFormat(),
     ...beforeEnqueue,
     generationHandler(chatShapes, routeDeps),
   );

@@ -73,6 +73,10 @@ export const WorkerConfigSchema = z.object({
   ENGINE_MAX_BATCHED_TOKENS: int(2048).pipe(z.number().positive()),
   /** CPU threads for the CPU backend; 0 = all cores. */
   ENGINE_THREADS: int(0).pipe(z.number().min(0)),
+  /** A constrained request whose next token mask is not ready this long after its step needs it fails. */
+  ENGINE_TOKEN_MASK_TIMEOUT_MS: int(10_000).pipe(z.number().positive()),
+  /** Compiled grammars (response_format schemas) a worker keeps, least recently used dropped first. */
+  GRAMMAR_CACHE_SIZE: int(64).pipe(z.number().positive()),
   WORKER_ID: z.string().optional(),
   HEARTBEAT_MS: int(1000).pipe(z.number().positive()),
   /** On SIGTERM, running jobs get this long to finish before they go back to the queue (to be resumed elsewhere). */

@@ -17,6 +17,12 @@ export interface RenderOptions {
   reasoningEffort: ReasoningEffort;
   /** YYYY-MM-DD; omitted from the system message when absent. */
   currentDate?: string;
+  /**
+   * End with the final channel's header (`<|start|>assistant<|channel|>final<|message|>`): the
+   * model writes its answer at once, with no analysis. Structured outputs use it, so the grammar
+   * constrains exactly the answer and reasoning cannot spend the token budget first.
+   */
+  answerOnly?: boolean;
 }
 
 export function systemMessageText(opts: RenderOptions): string {
@@ -52,6 +58,7 @@ export function renderChat(tok: HarmonyTokenizer, turns: ChatTurn[], opts: Rende
     else if (turn.role === "assistant") message("assistant", turn.content, "final");
   }
   ids.push(tok.special("<|start|>"), ...tok.encode("assistant"));
+  if (opts.answerOnly) ids.push(tok.special("<|channel|>"), ...tok.encode("final"), tok.special("<|message|>"));
   return ids;
 }
 

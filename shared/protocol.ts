@@ -22,6 +22,17 @@ export const SamplingSchema = z.object({
 });
 export type Sampling = z.infer<typeof SamplingSchema>;
 
+/**
+ * Structured output: every token of the answer is sampled among those a grammar allows
+ * (constrained decoding in the worker and engine). json_object: any JSON object; json_schema: a
+ * value of this JSON Schema (compact JSON text: also the worker's grammar cache key).
+ */
+export const OutputConstraintSchema = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("json_object") }),
+  z.object({ kind: z.literal("json_schema"), schema: z.string().min(2) }),
+]);
+export type OutputConstraint = z.infer<typeof OutputConstraintSchema>;
+
 export const JobSchema = z.object({
   requestId: z.string().min(1),
   tenantId: z.string().min(1),
@@ -31,6 +42,8 @@ export const JobSchema = z.object({
   promptTokenIds: z.array(z.number().int().min(0)).min(1),
   sampling: SamplingSchema,
   stop: z.array(z.string().min(1)).max(4),
+  /** Absent: free text. */
+  constraint: OutputConstraintSchema.optional(),
   /** Epoch ms after which the worker abandons the request. */
   deadline: z.number().int(),
   enqueuedAt: z.number().int(),

@@ -26,6 +26,7 @@ import type { CancelListener } from "./redis/cancel-listener.ts";
 import { Generation, type Resume } from "./generation/generation.ts";
 import type { StreamError } from "./generation/engine-request.ts";
 import type { WorkerEvents } from "./worker-events.ts";
+import type { GrammarCompiler } from "./constraint/grammar-compiler.ts";
 
 export interface JobProcessorDeps {
   engine: Engine;
@@ -37,6 +38,8 @@ export interface JobProcessorDeps {
   workerId: string;
   publishIntervalMs: number;
   events: WorkerEvents;
+  /** Structured outputs (response_format); absent: constrained jobs fail. */
+  grammars?: GrammarCompiler;
 }
 
 /** setTimeout fires at once for delays above 2^31 - 1 ms; later deadlines wait that long at most. */
@@ -135,6 +138,8 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
         engine: deps.engine,
         tokenizer: deps.tokenizer,
         publisher,
+        ...(deps.grammars ? { grammars: deps.grammars } : {}),
+        onGrammarReady: (compileMs) => deps.events.emit("grammar_ready", { requestId: job.requestId, compileMs }),
         onFirstToken: () =>
           deps.events.emit("first_token", {
             requestId: job.requestId,

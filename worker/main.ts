@@ -23,6 +23,7 @@ import { logJobEvents } from "./job-log.ts";
 import { CancelListener } from "./redis/cancel-listener.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import { createJobProcessor } from "./job-processor.ts";
+import { GrammarCompiler } from "./constraint/grammar-compiler.ts";
 import { createWorkerMetrics } from "./metrics.ts";
 import { startMetricsServer } from "./metrics-server.ts";
 
@@ -30,6 +31,7 @@ async function run(config: WorkerConfig, workerId: string, log: Logger): Promise
   const keys = redisKeys(config.REDIS_PREFIX);
   const tokenizer = getTokenizer();
   const engine = new NativeEngine(engineOptions(config));
+  const grammars = await GrammarCompiler.create(tokenizer, config.GRAMMAR_CACHE_SIZE);
   log.info("engine ready", {
     model: config.MODEL_NAME,
     backend: config.ENGINE_BACKEND,
@@ -94,6 +96,7 @@ async function run(config: WorkerConfig, workerId: string, log: Logger): Promise
     workerId,
     publishIntervalMs: config.PUBLISH_INTERVAL_MS,
     events,
+    grammars,
   });
   const worker = new Worker(keys.queueName, processor, {
     connection: redis.duplicate(),

@@ -92,6 +92,12 @@ export function createWorkerMetrics(options: WorkerMetricsOptions): WorkerMetric
     labelNames: ["model"],
     buckets: LATENCY_BUCKETS_SECONDS,
   });
+  const grammarCompile = registry.histogram({
+    name: "worker_grammar_compile_seconds",
+    help: "Grammar compile time of constrained (response_format) requests; cached grammars count as 0.",
+    labelNames: ["model"],
+    buckets: LATENCY_BUCKETS_SECONDS,
+  });
   const duration = registry.histogram({
     name: "worker_job_duration_seconds",
     help: "Time from the worker taking a job to its end.",
@@ -120,6 +126,7 @@ export function createWorkerMetrics(options: WorkerMetricsOptions): WorkerMetric
     promptTokens.inc(m, e.promptTokens);
   });
   events.on("first_token", (e) => ttft.observe(m, e.timeToFirstTokenMs / 1000));
+  events.on("grammar_ready", (e) => grammarCompile.observe(m, e.compileMs / 1000));
   events.on("job_finished", (e) => {
     duration.observe(m, e.durationMs / 1000);
     completionTokens.inc(m, e.usage.completionTokens);

@@ -24,6 +24,13 @@ export interface FirstToken {
   timeToFirstTokenMs: number;
 }
 
+/** A constrained request's grammar is ready (its compile counts in the time to first token). */
+export interface GrammarReady {
+  requestId: string;
+  /** 0: the grammar came from the worker's cache. */
+  compileMs: number;
+}
+
 export interface JobFinished {
   requestId: string;
   tenantId: string;
@@ -53,6 +60,7 @@ export interface JobRejected {
 export interface WorkerEventMap {
   job_started: [JobStarted];
   first_token: [FirstToken];
+  grammar_ready: [GrammarReady];
   job_finished: [JobFinished];
   job_rejected: [JobRejected];
   job_left: [JobLeft];

@@ -26,6 +26,7 @@ export function renderPrompt(tokenizer: HarmonyTokenizer, prompt: PromptSource, 
       return renderChat(tokenizer, prompt.turns, {
         reasoningEffort: prompt.reasoningEffort,
         currentDate: now.toISOString().slice(0, 10),
+        answerOnly: prompt.answerOnly ?? false,
       });
     case "text":
       return renderCompletion(tokenizer, prompt.text);

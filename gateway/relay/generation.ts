@@ -88,6 +88,7 @@ export class Generation {
       promptTokenIds: prompt.tokenIds,
       sampling: { ...generation.sampling, maxTokens: prompt.maxTokens },
       stop: generation.stop,
+      ...(generation.constraint ? { constraint: generation.constraint } : {}),
       deadline,
       enqueuedAt: now,
     };

@@ -12,6 +12,7 @@ import {
   unsupportedValue,
 } from "./common.ts";
 import type { GenerationRequest } from "./generation.ts";
+import { outputConstraint, ResponseFormatSchema } from "./response-format.ts";
 
 const SUPPORTED_EFFORTS: readonly string[] = ["low", "medium", "high"] satisfies ReasoningEffort[];
 
@@ -59,6 +60,7 @@ export const ChatCompletionRequestSchema = z.preprocess(
         message: "gpt-oss supports reasoning_effort low, medium or high.",
         params: unsupportedValue,
       }).optional(),
+    response_format: ResponseFormatSchema.optional(),
   }).strict().superRefine((req, ctx) => {
     checkStreamOptions(req, ctx);
     if (req.top_logprobs !== undefined && req.logprobs !== true) {
@@ -75,10 +77,17 @@ export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequestSchema>;
 export function chatToGeneration(req: ChatCompletionRequest): GenerationRequest {
   const turns: ChatTurn[] = req.messages.map((m) => ({ role: m.role, content: m.content }));
   const logprobs = req.logprobs ?? false;
+  const constraint = outputConstraint(req.response_format);
   return {
     ...commonGeneration(req, { logprobs, topLogprobs: logprobs ? req.top_logprobs ?? 0 : 0 }),
     endpoint: "chat",
-    prompt: { kind: "chat", turns, reasoningEffort: req.reasoning_effort ?? "medium" },
+    prompt: {
+      kind: "chat",
+      turns,
+      reasoningEffort: req.reasoning_effort ?? "medium",
+      ...(constraint ? { answerOnly: true } : {}),
+    },
     maxTokens: req.max_completion_tokens ?? req.max_tokens,
+    ...(constraint ? { constraint } : {}),
   };
 }

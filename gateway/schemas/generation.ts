@@ -4,11 +4,14 @@
  * (safety, token counting, rate limits, admission, enqueue) works on this type.
  */
 import type { ChatTurn, ReasoningEffort } from "../../shared/harmony.ts";
-import type { Sampling } from "../../shared/protocol.ts";
+import type { OutputConstraint, Sampling } from "../../shared/protocol.ts";
 
 export type PromptSource =
-  /** A conversation, rendered with the harmony chat template. */
-  | { kind: "chat"; turns: ChatTurn[]; reasoningEffort: ReasoningEffort }
+  /**
+   * A conversation, rendered with the harmony chat template. `answerOnly`: the prompt opens the
+   * final channel, so the model writes its answer with no analysis first (structured outputs).
+   */
+  | { kind: "chat"; turns: ChatTurn[]; reasoningEffort: ReasoningEffort; answerOnly?: boolean }
   /** Raw text, tokenized without any template. */
   | { kind: "text"; text: string }
   /** Pre-tokenized prompt (completions accept token ids). */
@@ -25,6 +28,8 @@ export interface GenerationRequest {
   maxTokens: number | undefined;
   sampling: Omit<Sampling, "maxTokens">;
   stop: string[];
+  /** Structured output (response_format); absent: free text. */
+  constraint?: OutputConstraint;
   /** End-user id passed by the client (kept for abuse tracing, never sent to the model). */
   user: string | undefined;
 }

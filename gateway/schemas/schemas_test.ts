@@ -118,10 +118,44 @@ Deno.test("chat: violations name the field path and the right code", () => {
       { code: "unsupported_parameter", param: "messages[0].tool_calls" },
     ],
     [{ model: "m", messages: user, tools: [] }, { code: "unsupported_parameter", param: "tools" }],
-    [{ model: "m", messages: user, response_format: { type: "json_object" } }, {
-      code: "unsupported_parameter",
-      param: "response_format",
+    [{ model: "m", messages: user, response_format: { type: "xml" } }, {
+      code: "invalid_value",
+      param: "response_format.type",
     }],
+    [{
+      model: "m",
+      messages: user,
+      response_format: {
+        type: "json_schema",
+        json_schema: { name: "t", schema: { type: "object", properties: { a: { type: "string", format: "email" } } } },
+      },
+    }, { code: "unsupported_value", param: "response_format.json_schema.schema.properties.a.format" }],
+    [{
+      model: "m",
+      messages: user,
+      response_format: {
+        type: "json_schema",
+        json_schema: { name: "t", schema: { type: "object", properties: { a: { type: "strin" } } } },
+      },
+    }, { code: "invalid_value", param: "response_format.json_schema.schema.properties.a.type" }],
+    [{
+      model: "m",
+      messages: user,
+      response_format: {
+        type: "json_schema",
+        json_schema: { name: "t", schema: { type: "object", properties: { a: { type: "number", maximum: 1 } } } },
+      },
+    }, { code: "unsupported_value", param: "response_format.json_schema.schema.properties.a.maximum" }],
+    [{
+      model: "m",
+      messages: user,
+      response_format: { type: "json_schema", json_schema: { name: "t", schema: { anyOf: [] } } },
+    }, { code: "invalid_value", param: "response_format.json_schema.schema.anyOf" }],
+    [{
+      model: "m",
+      messages: user,
+      response_format: { type: "json_schema", json_schema: { name: "bad name", schema: {} } },
+    }, { code: "invalid_value", param: "response_format.json_schema.name" }],
     [{ model: "m", messages: user, logit_bias: { "1": 2 } }, { code: "unsupported_parameter", param: "logit_bias" }],
     [{ model: "m", messages: user, n: 2 }, { code: "unsupported_value", param: "n" }],
     [{ model: "m", messages: user, reasoning_effort: "minimal" }, { code: "unsupported_value", param: "reasoning_effort" }],

@@ -19,6 +19,8 @@ export interface Policy {
   /** null: every model. */
   allowedModels: readonly string[] | null;
   maxTokens: number | null;
+  /** Largest response_format JSON schema, in bytes of compact JSON. */
+  maxSchemaBytes: number;
   priority: PriorityTier;
   /** Tenant scope first; the key scope follows when the key has limits of its own. */
   scopes: readonly LimitScope[];
@@ -58,6 +60,7 @@ export function effectivePolicy(tenant: Tenant, key: ApiKeyRecord): Policy {
   return {
     allowedModels: intersect(t.allowedModels, k.allowedModels ?? null),
     maxTokens: minOf(t.maxTokens, k.maxTokens ?? null),
+    maxSchemaBytes: t.maxSchemaBytes,
     priority: k.priority ?? t.priority,
     scopes,
   };

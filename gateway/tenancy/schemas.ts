@@ -28,6 +28,11 @@ export const TenantSettingsSchema = z.object({
   /** Upper bound of max_tokens; null: the model's own limit. */
   maxTokens: positiveInt.nullable().default(null),
   priority: PriorityTierSchema.default("standard"),
+  /**
+   * Largest JSON schema (`response_format.json_schema.schema`, as compact JSON bytes) a request may
+   * constrain its output with: every distinct schema costs a grammar compile on a worker.
+   */
+  maxSchemaBytes: positiveInt.default(16_384),
 }).strict();
 export type TenantSettings = z.infer<typeof TenantSettingsSchema>;
 

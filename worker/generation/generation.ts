@@ -9,6 +9,10 @@
  * detokenizer, harmony parser and stop-string state exactly, and the engine
  * continues from prompt + those tokens with what is left of max_tokens.
  *
+ * A constrained request (`job.constraint`: structured output) gets a grammar matcher before it is
+ * submitted; after each token the matcher advances and the next token mask goes to the engine,
+ * which waits for it only when it samples that position (see constraint/token-constraint.ts).
+ *
  * The terminal event (`done` or `error`) is published as soon as the end is
  * decided, so the client never waits on the engine. `run()` resolves later,
  * when the engine has let go of the sequence: the BullMQ concurrency slot is
@@ -20,6 +24,9 @@ import type { Engine, EngineSampling, EngineTokenEvent } from "../../native/node
 import type { EventPublisher } from "../redis/event-publisher.ts";
 import { OutputAssembler, type OutputDelta } from "../output/output-assembler.ts";
 import { type StreamError, submitError, toEngineSampling } from "./engine-request.ts";
+import type { GrammarCompiler } from "../constraint/grammar-compiler.ts";
+import { TokenConstraint } from "../constraint/token-constraint.ts";
+import { GrammarError } from "../../shared/xgrammar.ts";
 
 export type GenerationEnd =
   | { kind: "finished"; result: JobResult }
@@ -52,7 +59,11 @@ export interface GenerationDeps {
   engine: Engine;
   tokenizer: HarmonyTokenizer;
   publisher: EventPublisher;
+  /** Compiles constrained requests' grammars; absent: such requests fail. */
+  grammars?: GrammarCompiler;
   onFirstToken?: () => void;
+  /** A constrained request's grammar is ready; `compileMs` is 0 for a cached grammar. */
+  onGrammarReady?: (compileMs: number) => void;
 }
 
 export class Generation {
@@ -61,6 +72,9 @@ export class Generation {
   readonly #assembler: OutputAssembler;
   #engineId: number | undefined;
   #engineReleased = false;
+  #constraint: TokenConstraint | undefined;
+  /** Tokens the engine generated for this submission (resumed tokens are part of its prompt). */
+  #enginePosition = 0;
   #end: GenerationEnd | undefined;
   #completionTokens = 0;
   #content = "";
@@ -87,8 +101,9 @@ export class Generation {
   }
 
   /** Submits to the engine; resolves once the request has ended and the engine released it. */
-  run(): Promise<GenerationEnd> {
-    const sampling = toEngineSampling(this.#job);
+  async run(): Promise<GenerationEnd> {
+    if (this.#job.constraint !== undefined && this.#end === undefined) await this.#openConstraint();
+    const sampling = { ...toEngineSampling(this.#job), constrained: this.#constraint !== undefined };
     const resumedFinish = this.#finishOfResumedTokens(sampling);
     if (this.#end === undefined && resumedFinish !== undefined) {
       // The previous worker died between the last token and its finish event.
@@ -102,6 +117,7 @@ export class Generation {
           (events) => this.#onEngineEvents(events),
           this.#job.tenantId,
         );
+        this.#sendNextMask();
       } catch (err) {
         this.#engineReleased = true;
         this.#fail(submitError(err));
@@ -111,7 +127,62 @@ export class Generation {
       this.#engineReleased = true;
     }
     this.#settleIfReleased();
-    return this.#settled;
+    const end = await this.#settled;
+    this.#constraint?.dispose();
+    return end;
+  }
+
+  /** The grammar of a constrained request, advanced past the tokens of a resumed stream. */
+  async #openConstraint(): Promise<void> {
+    const constraint = this.#job.constraint!;
+    if (this.#deps.grammars === undefined) {
+      this.#fail({ code: "invalid_request", message: "this worker does not serve structured outputs" });
+      return;
+    }
+    try {
+      const { matcher, compileMs } = await this.#deps.grammars.matcher(constraint);
+      this.#constraint = new TokenConstraint(matcher);
+      this.#deps.onGrammarReady?.(compileMs);
+    } catch (err) {
+      if (!(err instanceof GrammarError)) throw err;
+      if (this.#end === undefined) {
+        this.#fail({ code: "invalid_request", message: `response_format.json_schema.schema: ${err.message}` });
+      }
+      return;
+    }
+    for (const token of this.#resumedTokenIds) {
+      if (!this.#constraint.accept(token)) {
+        this.#fail({ code: "grammar_error", message: "the resumed output does not match its response_format" });
+        return;
+      }
+    }
+  }
+
+  /**
+   * Computes the mask of the engine's next position and hands it over; the engine waits for it
+   * only when it samples that position. A grammar that allows nothing ends the request.
+   */
+  #sendNextMask(): void {
+    const constraint = this.#constraint;
+    const id = this.#engineId;
+    if (constraint === undefined || id === undefined || constraint.complete) return;
+    const position = this.#enginePosition;
+    constraint.nextMask().then((mask) => {
+      if (this.#end !== undefined) return;
+      if (mask === undefined) {
+        this.#fail({
+          code: "grammar_dead_end",
+          message: "the response_format grammar allows no next token: the output cannot be completed",
+        });
+        this.#releaseEngine();
+        return;
+      }
+      this.#deps.engine.setTokenMask(id, position, mask);
+    }).catch((err: unknown) => {
+      if (this.#end !== undefined) return;
+      this.#fail({ code: "grammar_error", message: `computing the next token mask failed: ${String(err)}` });
+      this.#releaseEngine();
+    });
   }
 
   /** How the engine would have finished a request that already ends with the resumed tokens. */
@@ -154,6 +225,15 @@ export class Generation {
 
   #acceptToken(event: EngineTokenEvent): void {
     if (this.#completionTokens++ === 0) this.#deps.onFirstToken?.();
+    if (this.#constraint !== undefined) {
+      this.#enginePosition++;
+      if (!this.#constraint.accept(event.token)) {
+        this.#fail({ code: "grammar_error", message: `the engine sampled token ${event.token}, which the grammar does not allow` });
+        this.#releaseEngine();
+        return;
+      }
+      if (event.finish === undefined) this.#sendNextMask();
+    }
     const delta = this.#assembler.accept(event);
     this.#append(delta, [event.token]);
     if (delta.stopped) {
@@ -179,6 +259,12 @@ export class Generation {
         return;
       case "error":
         this.#fail({ code: "engine_error", message: "the engine failed while generating" });
+        return;
+      case "mask_timeout":
+        this.#fail({
+          code: "grammar_timeout",
+          message: "the response_format grammar did not give the next token mask in time",
+        });
         return;
     }
   }

@@ -72,6 +72,13 @@ export class ScriptedEngine implements Engine {
     return id;
   }
 
+  /** Masks handed over, in order: the script ignores them. */
+  readonly masks: { id: number; position: number }[] = [];
+
+  setTokenMask(id: number, position: number): void {
+    this.masks.push({ id, position });
+  }
+
   cancel(id: number): boolean {
     const running = this.#running.get(id);
     if (!running) return false;

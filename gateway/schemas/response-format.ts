@@ -1,0 +1,180 @@
+/**
+ * `response_format` of a chat request: `text`, `json_object`, or `json_schema` with a JSON Schema
+ * the answer must satisfy (structured outputs, by constrained decoding in the worker).
+ *
+ * The schema is checked here, keyword by keyword, against what the grammar engine (xgrammar)
+ * enforces: a keyword it would ignore is a 400 naming it and where it is, never a constraint
+ * silently dropped. Annotations (title, description, ...) are fine anywhere. What xgrammar itself
+ * refuses, and the tenant's size cap, are checked later in the chain (middleware/response-format.ts).
+ */
+import { z } from "zod";
+import type { OutputConstraint } from "../../shared/protocol.ts";
+import { unsupportedValue } from "./common.ts";
+
+/** Keywords that carry no constraint: accepted and left to the client. */
+const ANNOTATIONS = new Set([
+  "title",
+  "description",
+  "default",
+  "examples",
+  "$schema",
+  "$id",
+  "$comment",
+  "deprecated",
+  "readOnly",
+  "writeOnly",
+]);
+
+const TYPES = new Set(["object", "array", "string", "number", "integer", "boolean", "null"]);
+
+/**
+ * Numeric bounds xgrammar enforces exactly only on integers: on `number` its grammar lets a value
+ * past an integer maximum through (`1.5` for `maximum: 1`) and a fractional bound admits non-JSON
+ * text. So they are accepted with `"type": "integer"` alone.
+ */
+const NUMERIC_BOUNDS = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
+
+type Path = (string | number)[];
+type Report = (path: Path, message: string, unsupported?: boolean) => void;
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+const isCount = (v: unknown) => Number.isInteger(v) && (v as number) >= 0;
+
+/** How each supported keyword's value is checked; sub-schemas are walked by `checkSchema`. */
+const KEYWORDS: Record<string, (value: unknown, path: Path, report: Report) => void> = {
+  type(value, path, report) {
+    const types = Array.isArray(value) ? value : [value];
+    if (types.length === 0 || !types.every((t) => typeof t === "string" && TYPES.has(t))) {
+      report(path, `must be one of ${[...TYPES].join(", ")}, or a non-empty array of them.`);
+    }
+  },
+  properties(value, path, report) {
+    if (!isObject(value)) return report(path, "must be an object of schemas.");
+    for (const [name, sub] of Object.entries(value)) checkSchema(sub, [...path, name], report);
+  },
+  required(value, path, report) {
+    if (!Array.isArray(value) || !value.every((v) => typeof v === "string")) {
+      report(path, "must be an array of property names.");
+    }
+  },
+  additionalProperties(value, path, report) {
+    if (typeof value !== "boolean") checkSchema(value, path, report);
+  },
+  items(value, path, report) {
+    if (typeof value !== "boolean") checkSchema(value, path, report);
+  },
+  prefixItems(value, path, report) {
+    if (!Array.isArray(value)) return report(path, "must be an array of schemas.");
+    value.forEach((sub, i) => checkSchema(sub, [...path, i], report));
+  },
+  anyOf: schemaList,
+  $defs: schemaMap,
+  definitions: schemaMap,
+  $ref(value, path, report) {
+    if (typeof value !== "string" || !/^#(\/(\$defs|definitions)\/[^/]+)?$/.test(value)) {
+      report(path, "must point into this schema: '#', '#/$defs/NAME' or '#/definitions/NAME'.", true);
+    }
+  },
+  enum(value, path, report) {
+    if (!Array.isArray(value) || value.length === 0) report(path, "must be a non-empty array.");
+  },
+  const() {},
+  minimum: number,
+  maximum: number,
+  exclusiveMinimum: number,
+  exclusiveMaximum: number,
+  minLength: count,
+  maxLength: count,
+  minItems: count,
+  maxItems: count,
+  pattern(value, path, report) {
+    if (typeof value !== "string") return report(path, "must be a regular expression string.");
+    try {
+      new RegExp(value, "u");
+    } catch {
+      report(path, "is not a valid regular expression.");
+    }
+  },
+};
+
+function schemaList(value: unknown, path: Path, report: Report): void {
+  if (!Array.isArray(value) || value.length === 0) return report(path, "must be a non-empty array of schemas.");
+  value.forEach((sub, i) => checkSchema(sub, [...path, i], report));
+}
+
+function schemaMap(value: unknown, path: Path, report: Report): void {
+  if (!isObject(value)) return report(path, "must be an object of schemas.");
+  for (const [name, sub] of Object.entries(value)) checkSchema(sub, [...path, name], report);
+}
+
+function number(value: unknown, path: Path, report: Report): void {
+  if (typeof value !== "number" || !Number.isFinite(value)) report(path, "must be a number.");
+}
+
+function count(value: unknown, path: Path, report: Report): void {
+  if (!isCount(value)) report(path, "must be a non-negative integer.");
+}
+
+/** Reports every unsupported keyword and malformed value of one (sub-)schema. */
+function checkSchema(schema: unknown, path: Path, report: Report): void {
+  if (typeof schema === "boolean") return;
+  if (!isObject(schema)) return report(path, "must be a JSON Schema (an object or a boolean).");
+  for (const [keyword, value] of Object.entries(schema)) {
+    if (ANNOTATIONS.has(keyword)) continue;
+    const check = KEYWORDS[keyword];
+    if (check === undefined) {
+      report(
+        [...path, keyword],
+        `The JSON Schema keyword '${keyword}' is not supported in structured outputs.`,
+        true,
+      );
+    } else {
+      check(value, [...path, keyword], report);
+    }
+  }
+  const bound = NUMERIC_BOUNDS.find((keyword) => keyword in schema);
+  if (bound !== undefined && schema.type !== "integer") {
+    report(
+      [...path, bound],
+      `'${bound}' is supported with "type": "integer" only: the grammar engine cannot bound other numbers exactly.`,
+      true,
+    );
+  }
+}
+
+const JsonSchemaFormatSchema = z.object({
+  name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "letters, digits, '_' and '-', at most 64"),
+  description: z.string().optional(),
+  schema: z.record(z.unknown()).default({}),
+  strict: z.boolean().nullable().optional(),
+}).strict().superRefine((format, ctx) => {
+  checkSchema(format.schema, ["schema"], (path, message, unsupported = false) =>
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      path,
+      message,
+      ...(unsupported ? { params: unsupportedValue } : {}),
+    }));
+});
+
+export const ResponseFormatSchema = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("text") }).strict(),
+  z.object({ type: z.literal("json_object") }).strict(),
+  z.object({ type: z.literal("json_schema"), json_schema: JsonSchemaFormatSchema }).strict(),
+]);
+export type ResponseFormat = z.infer<typeof ResponseFormatSchema>;
+
+/** The worker's constraint for a response format; undefined for free text. */
+export function outputConstraint(format: ResponseFormat | undefined): OutputConstraint | undefined {
+  switch (format?.type) {
+    case undefined:
+    case "text":
+      return undefined;
+    case "json_object":
+      return { kind: "json_object" };
+    case "json_schema":
+      // Compact JSON: the text the worker compiles and caches grammars by.
+      return { kind: "json_schema", schema: JSON.stringify(format.json_schema.schema) };
+  }
+}

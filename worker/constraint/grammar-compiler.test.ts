@@ -1,0 +1,84 @@
+/**
+ * The worker's grammar side of structured outputs against the real xgrammar (WASM) and the real
+ * o200k_harmony vocabulary: masks keep harmony's special tokens out of a constrained answer, the
+ * answer can only end once it is complete, refused schemas carry xgrammar's reason, and the cache
+ * is bounded without pulling a grammar from under a running request.
+ */
+import assert from "node:assert/strict";
+import { before, describe, it } from "node:test";
+import { getTokenizer, SPECIAL_TOKENS } from "../../shared/tokenizer.ts";
+import { GrammarError } from "../../shared/xgrammar.ts";
+import { CONSTRAINED_STOP_TOKEN, GrammarCompiler } from "./grammar-compiler.ts";
+import { TokenConstraint } from "./token-constraint.ts";
+
+const allows = (mask: Int32Array, id: number) => ((mask[id >> 5] >>> (id & 31)) & 1) === 1;
+
+const schema = (property: string) =>
+  JSON.stringify({
+    type: "object",
+    properties: { [property]: { type: "string", pattern: "^[a-z]{1,6}$" }, n: { type: "integer", minimum: 0, maximum: 9 } },
+    required: [property, "n"],
+    additionalProperties: false,
+  });
+
+describe("grammar compiler", () => {
+  const tokenizer = getTokenizer();
+  let compiler: GrammarCompiler;
+  before(async () => {
+    compiler = await GrammarCompiler.create(tokenizer, 2);
+  });
+
+  it("walks a valid answer token by token: specials never allowed, the stop token only at the end", async () => {
+    const { matcher, compileMs } = await compiler.matcher({ kind: "json_schema", schema: schema("word") });
+    assert.ok(compileMs > 0);
+    const constraint = new TokenConstraint(matcher);
+    const answer = tokenizer.encode('{"word":"abc","n":7}');
+    for (const token of answer) {
+      const mask = await constraint.nextMask();
+      assert.ok(mask !== undefined);
+      assert.ok(allows(mask, token), `token ${token} of a valid answer is allowed`);
+      for (const special of Object.values(SPECIAL_TOKENS)) assert.ok(!allows(mask, special), `special ${special} masked`);
+      assert.ok(constraint.accept(token));
+    }
+    const last = await constraint.nextMask();
+    assert.ok(last !== undefined && allows(last, CONSTRAINED_STOP_TOKEN), "complete: <|return|> allowed");
+    assert.ok(constraint.accept(CONSTRAINED_STOP_TOKEN));
+    assert.ok(constraint.complete);
+    constraint.dispose();
+  });
+
+  it("rejects a token the grammar does not allow", async () => {
+    const { matcher } = await compiler.matcher({ kind: "json_object" });
+    const constraint = new TokenConstraint(matcher);
+    const mask = (await constraint.nextMask())!;
+    const [letter] = tokenizer.encode("x");
+    assert.ok(!allows(mask, letter), "an object starts with '{'");
+    assert.ok(!constraint.accept(letter));
+    constraint.dispose();
+  });
+
+  it("reports what xgrammar refuses with its reason", async () => {
+    const bad = JSON.stringify({ type: "object", properties: { a: { type: "string", pattern: "(?<=x)y" } } });
+    await assert.rejects(compiler.matcher({ kind: "json_schema", schema: bad }), (err: unknown) => {
+      assert.ok(err instanceof GrammarError);
+      assert.match(err.message, /[Ll]ookbehind/);
+      return true;
+    });
+  });
+
+  it("serves a repeated schema from the cache, bounded, and keeps evicted grammars' matchers working", async () => {
+    const first = await compiler.matcher({ kind: "json_schema", schema: schema("alpha") });
+    const again = await compiler.matcher({ kind: "json_schema", schema: schema("alpha") });
+    assert.equal(again.compileMs, 0);
+    // Two more schemas push "alpha" out of a cache of 2.
+    for (const name of ["beta", "gamma"]) {
+      (await compiler.matcher({ kind: "json_schema", schema: schema(name) })).matcher.dispose();
+    }
+    assert.equal(compiler.cachedGrammars, 2);
+    const constraint = new TokenConstraint(first.matcher);
+    for (const token of tokenizer.encode('{"alpha":"z","n":1}')) assert.ok(constraint.accept(token));
+    assert.ok(allows((await constraint.nextMask())!, CONSTRAINED_STOP_TOKEN));
+    constraint.dispose();
+    again.matcher.dispose();
+  });
+});
