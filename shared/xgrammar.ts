@@ -60,9 +60,15 @@ export function loadXGrammar(): Promise<XGrammarModule> {
 /** Calls that may abort, one after another: the reason read after a failure is then its own. */
 let queue: Promise<unknown> = Promise.resolve();
 
-/** Runs one xgrammar call that may abort; an abort becomes a GrammarError with xgrammar's reason. */
+/**
+ * Runs one xgrammar call that may abort; an abort becomes a GrammarError with xgrammar's reason.
+ * A compile holds the thread for as long as it takes (WASM is synchronous): queued calls first
+ * give the event loop a turn, so timers (heartbeats, deadlines) run between two compiles rather
+ * than after all of them.
+ */
 export function xgrammarCall<T>(call: () => Promise<T>): Promise<T> {
   const run = async () => {
+    await new Promise((resolve) => setTimeout(resolve, 0));
     lastFatal = undefined;
     try {
       return await call();

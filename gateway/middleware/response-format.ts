@@ -4,7 +4,7 @@
  *
  * - its size (compact JSON bytes) against the tenant's `maxSchemaBytes`: each distinct schema costs
  *   a grammar compile on a worker;
- * - that xgrammar turns it into a grammar (the same conversion the worker's compile starts with,
+ * - that it becomes a grammar (`schemaGrammar`: the conversion the worker's compile starts with,
  *   without the vocabulary-wide part): what it refuses, e.g. a regular expression feature or an
  *   unresolvable `$ref`, comes back with xgrammar's reason.
  *
@@ -14,6 +14,7 @@ import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../env.ts";
 import { GatewayError } from "../errors.ts";
 import { GrammarError, loadXGrammar, xgrammarCall } from "../../shared/xgrammar.ts";
+import { schemaGrammar } from "../../shared/json-schema-grammar.ts";
 
 const PARAM = "response_format.json_schema.schema";
 /** Schemas remembered as convertible; the oldest is forgotten first. */
@@ -25,7 +26,7 @@ const encoder = new TextEncoder();
 async function checkConvertible(schema: string): Promise<void> {
   if (accepted.has(schema)) return;
   const xgrammar = await loadXGrammar();
-  const grammar = await xgrammarCall(() => xgrammar.Grammar.fromJSONSchema(schema, false, -1, [",", ":"], true));
+  const grammar = await xgrammarCall(async () => xgrammar.Grammar.fromEBNF(await schemaGrammar(xgrammar, schema, true)));
   grammar.dispose();
   if (accepted.size >= ACCEPTED_CACHE_SIZE) accepted.delete(accepted.values().next().value!);
   accepted.add(schema);

@@ -10,6 +10,7 @@
 import { z } from "zod";
 import type { OutputConstraint } from "../../shared/protocol.ts";
 import { unsupportedValue } from "./common.ts";
+import { integerRange } from "../../shared/json-schema-grammar.ts";
 
 /** Keywords that carry no constraint: accepted and left to the client. */
 const ANNOTATIONS = new Set([
@@ -28,11 +29,33 @@ const ANNOTATIONS = new Set([
 const TYPES = new Set(["object", "array", "string", "number", "integer", "boolean", "null"]);
 
 /**
- * Numeric bounds xgrammar enforces exactly only on integers: on `number` its grammar lets a value
- * past an integer maximum through (`1.5` for `maximum: 1`) and a fractional bound admits non-JSON
- * text. So they are accepted with `"type": "integer"` alone.
+ * Numeric bounds: xgrammar cannot bound non-integers exactly (it lets `1.5` through for
+ * `maximum: 1`), so bounds are taken on integers only, as a closed range; shared/json-schema-grammar.ts
+ * writes that range's grammar itself (xgrammar's own admits out-of-range values). Bounds stay within
+ * ±MAX_INTEGER_BOUND: ranges there were checked exact against xgrammar's matcher, one wider
+ * (27..45828) was not.
  */
-const NUMERIC_BOUNDS = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
+export const MAX_INTEGER_BOUND = 9999;
+
+function checkBounds(schema: Record<string, unknown>, path: Path, report: Report): void {
+  const bound = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"].find((k) => k in schema);
+  if (bound === undefined) return;
+  if (schema.type !== "integer") {
+    return report(
+      [...path, bound],
+      `'${bound}' is supported with "type": "integer" only: the grammar engine cannot bound other numbers exactly.`,
+      true,
+    );
+  }
+  const range = integerRange(schema);
+  if (range === undefined) {
+    return report([...path, bound], "An integer range needs both a lower and an upper bound to be enforced.", true);
+  }
+  if (range.hi < range.lo) return report([...path, bound], "The bounds leave no integer.");
+  if (Math.max(Math.abs(range.lo), Math.abs(range.hi)) > MAX_INTEGER_BOUND) {
+    report([...path, bound], `Integer bounds within ±${MAX_INTEGER_BOUND} are supported.`, true);
+  }
+}
 
 type Path = (string | number)[];
 type Report = (path: Path, message: string, unsupported?: boolean) => void;
@@ -133,14 +156,7 @@ function checkSchema(schema: unknown, path: Path, report: Report): void {
       check(value, [...path, keyword], report);
     }
   }
-  const bound = NUMERIC_BOUNDS.find((keyword) => keyword in schema);
-  if (bound !== undefined && schema.type !== "integer") {
-    report(
-      [...path, bound],
-      `'${bound}' is supported with "type": "integer" only: the grammar engine cannot bound other numbers exactly.`,
-      true,
-    );
-  }
+  checkBounds(schema, path, report);
 }
 
 const JsonSchemaFormatSchema = z.object({

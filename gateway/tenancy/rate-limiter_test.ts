@@ -28,7 +28,7 @@ function policy(
       } as (typeof scopes)[0],
     );
   }
-  return { allowedModels: null, maxTokens: null, priority: "standard", scopes };
+  return { allowedModels: null, maxTokens: null, maxSchemaBytes: 16_384, priority: "standard", scopes };
 }
 
 /** Two limiters on separate connections: two gateway processes as far as Redis can tell. */

@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import { getTokenizer, SPECIAL_TOKENS } from "../../shared/tokenizer.ts";
-import { GrammarError } from "../../shared/xgrammar.ts";
+import { GrammarError, loadXGrammar } from "../../shared/xgrammar.ts";
+import { schemaGrammar } from "../../shared/json-schema-grammar.ts";
 import { CONSTRAINED_STOP_TOKEN, GrammarCompiler } from "./grammar-compiler.ts";
 import { TokenConstraint } from "./token-constraint.ts";
 
@@ -80,5 +81,26 @@ describe("grammar compiler", () => {
     assert.ok(allows((await constraint.nextMask())!, CONSTRAINED_STOP_TOKEN));
     constraint.dispose();
     again.matcher.dispose();
+  });
+
+  it("bounded integers accept exactly their range (xgrammar's own range grammar does not)", async () => {
+    const xgrammar = await loadXGrammar();
+    const ranges = [[-150, 4073], [13000 - 13000, 9999], [-9999, -9000], [-20, 16], [7, 7], [27, 9998], [-1761, -1587]];
+    for (const [lo, hi] of ranges) {
+      const schema = JSON.stringify({
+        type: "object",
+        properties: { n: { anyOf: [{ type: "integer", minimum: lo, maximum: hi }, { type: "null" }] } },
+        required: ["n"],
+      });
+      const grammar = await xgrammar.Grammar.fromEBNF(await schemaGrammar(xgrammar, schema, true));
+      // The bounds, their neighbours, other digit counts and values sharing their prefixes.
+      const probes = [lo, hi, lo - 1, hi + 1, -lo, -hi, 0, 10 * lo, 10 * hi, Math.trunc(lo / 10), Math.trunc(hi / 10)];
+      for (let v = lo - 40; v <= hi + 40; v += Math.max(1, Math.floor((hi - lo) / 300))) probes.push(v);
+      for (const v of probes) {
+        const accepted = await xgrammar.Testings.isGrammarAcceptString(grammar, `{"n":${v}}`);
+        assert.equal(accepted, v >= lo && v <= hi, `${v} in ${lo}..${hi}`);
+      }
+      grammar.dispose();
+    }
   });
 });

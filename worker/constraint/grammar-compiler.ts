@@ -14,6 +14,7 @@
 import { type HarmonyTokenizer, FIRST_SPECIAL_ID, SPECIAL_TOKENS, VOCAB_SIZE } from "../../shared/tokenizer.ts";
 import type { OutputConstraint } from "../../shared/protocol.ts";
 import { loadXGrammar, xgrammarCall, type XGrammarModule } from "../../shared/xgrammar.ts";
+import { schemaGrammar } from "../../shared/json-schema-grammar.ts";
 import type { CompiledGrammar, GrammarCompiler as XGrammarCompiler, GrammarMatcher } from "@mlc-ai/web-xgrammar";
 
 /** The token that ends a constrained answer: the grammar allows it once the value is complete. */
@@ -45,12 +46,6 @@ export function byteLevelVocabulary(tokenizer: HarmonyTokenizer): string[] {
   }
   return vocab;
 }
-
-/**
- * JSON text on one line with "," and ":" as separators: no whitespace to spend tokens on, and no
- * run of spaces a weak model could loop in.
- */
-const JSON_LAYOUT = { anyWhitespace: false, indent: -1, separators: [",", ":"] as [string, string] };
 
 /** The schema text a constraint compiles: json_object is any object, properties unconstrained. */
 function schemaOf(constraint: OutputConstraint): { schema: string; strict: boolean } {
@@ -113,14 +108,8 @@ export class GrammarCompiler {
     if (entry !== undefined) {
       this.#cache.delete(key);
     } else {
-      const grammar = xgrammarCall(() =>
-        this.#compiler.compileJSONSchema(
-          schema,
-          JSON_LAYOUT.anyWhitespace,
-          JSON_LAYOUT.indent,
-          JSON_LAYOUT.separators,
-          strict,
-        )
+      const grammar = xgrammarCall(async () =>
+        this.#compiler.compileGrammar(await schemaGrammar(this.#xgrammar, schema, strict))
       );
       entry = { grammar, users: 0, evicted: false };
       // A refused schema is not kept: the next request with it gets the same error.
