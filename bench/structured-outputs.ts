@@ -1,0 +1,166 @@
+/**
+ * What structured outputs cost: preparing the vocabulary, compiling a typical tool schema (cold
+ * and cached), one token mask, and the step time of a batch with and without constraints on the
+ * engine (the worker's real path: the mask of position n is computed while the step that samples
+ * it runs, and the engine waits for it only at sampling).
+ *
+ *   node --import tsx bench/structured-outputs.ts
+ *   BENCH_MODEL_DIR=/models/gpt-oss-20b BENCH_BACKEND=cuda node --import tsx bench/structured-outputs.ts
+ *
+ * Prints a table and writes bench/results/structured-outputs[-<backend>].json. Targets (issue 18):
+ * masking ≤ 5 % of the step time at batch 64 on the GPU and ≤ 10 % at batch 1; compile of a tool
+ * schema ≤ 10 ms, cached ≤ 0.1 ms.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { NativeEngine } from "../native/node/index.ts";
+import type { EngineSampling, EngineTokenEvent } from "../native/node/types.ts";
+import { getTokenizer, VOCAB_SIZE } from "../shared/tokenizer.ts";
+import { renderChat } from "../shared/harmony.ts";
+import { GrammarCompiler } from "../worker/constraint/grammar-compiler.ts";
+import { TokenConstraint } from "../worker/constraint/token-constraint.ts";
+
+const MODEL_DIR = process.env.BENCH_MODEL_DIR ?? ".models/tiny";
+const BACKEND = (process.env.BENCH_BACKEND ?? "cpu") as "cpu" | "cuda";
+const TOKENS = Number(process.env.BENCH_TOKENS ?? 48);
+const BATCHES = [1, 64];
+
+/** A typical tool's arguments: the shape issue 18's compile target names. */
+const TOOL_SCHEMA = {
+  type: "object",
+  properties: {
+    city: { type: "string" },
+    unit: { type: "string", enum: ["celsius", "fahrenheit"] },
+    days: { enum: Array.from({ length: 14 }, (_, i) => i + 1) },
+    include_hourly: { type: "boolean" },
+  },
+  required: ["city", "unit", "days"],
+  additionalProperties: false,
+};
+/** The engine runs: one long string, so a random model's answer rarely ends before TOKENS. */
+const STEP_SCHEMA = { type: "object", properties: { text: { type: "string" } }, required: ["text"] };
+
+const rows: { case: string; value: number; unit: string }[] = [];
+const ms = (since: number) => performance.now() - since;
+const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))];
+
+const tokenizer = getTokenizer();
+let started = performance.now();
+const compiler = await GrammarCompiler.create(tokenizer, 64);
+rows.push({ case: "prepare the vocabulary (once per worker)", value: ms(started), unit: "ms" });
+
+{
+  // Cold: a schema never seen (a fresh property name each run); the best of 3.
+  const cold: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const schema = JSON.stringify({ ...TOOL_SCHEMA, properties: { ...TOOL_SCHEMA.properties, [`note_${i}`]: { type: "boolean" } } });
+    const { matcher, compileMs } = await compiler.matcher({ kind: "json_schema", schema });
+    cold.push(compileMs);
+    matcher.dispose();
+  }
+  rows.push({ case: "compile a tool schema (cold, best of 3)", value: Math.min(...cold), unit: "ms" });
+  const schema = JSON.stringify(TOOL_SCHEMA);
+  (await compiler.matcher({ kind: "json_schema", schema })).matcher.dispose();
+  const cached: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    started = performance.now();
+    const { matcher } = await compiler.matcher({ kind: "json_schema", schema });
+    cached.push(ms(started));
+    matcher.dispose();
+  }
+  rows.push({ case: "cached grammar + new matcher (p50 of 200)", value: quantile(cached, 0.5), unit: "ms" });
+
+  const answer = tokenizer.encode('{"city":"San Francisco","unit":"celsius","days":3,"include_hourly":false}');
+  const { matcher } = await compiler.matcher({ kind: "json_schema", schema });
+  const constraint = new TokenConstraint(matcher);
+  const perToken: number[] = [];
+  for (const token of answer) {
+    started = performance.now();
+    await constraint.nextMask();
+    perToken.push(ms(started));
+    constraint.accept(token);
+  }
+  constraint.dispose();
+  rows.push({ case: `one token mask, tool schema (p50 of ${answer.length})`, value: quantile(perToken, 0.5), unit: "ms" });
+  rows.push({ case: `one token mask, tool schema (p99 of ${answer.length})`, value: quantile(perToken, 0.99), unit: "ms" });
+}
+
+/** Milliseconds of each mask computed during the engine runs (constrained runs only). */
+const maskTimes: number[] = [];
+/** Once a grammar is complete the row goes on unconstrained-alike, so both runs take TOKENS steps. */
+const ALL_TOKENS = new Int32Array(Math.ceil(VOCAB_SIZE / 32)).fill(-1);
+
+/**
+ * Runs `batch` requests of exactly TOKENS tokens at once and returns the mean step time (wall time
+ * over the engine's steps). Constrained rows get their masks the way the worker hands them over:
+ * mask n computed as soon as token n - 1 arrives, while the engine runs its next forward pass.
+ */
+async function stepTime(engine: NativeEngine, batch: number, constrained: boolean): Promise<number> {
+  const prompt = renderChat(tokenizer, [{ role: "user", content: "Describe the weather." }], {
+    reasoningEffort: "low",
+    answerOnly: true,
+  });
+  const sampling: EngineSampling = {
+    temperature: 1, topP: 1, topK: 0, minP: 0, presencePenalty: 0, frequencyPenalty: 0,
+    maxTokens: TOKENS, stopTokenIds: [], topLogprobs: -1, constrained,
+  };
+  const schema = JSON.stringify(STEP_SCHEMA);
+  const matchers = constrained
+    ? await Promise.all(Array.from({ length: batch }, async () => (await compiler.matcher({ kind: "json_schema", schema })).matcher))
+    : [];
+  const stepsBefore = engine.stats().steps;
+  started = performance.now();
+  await Promise.all(Array.from({ length: batch }, (_, i) => {
+    const constraint = constrained ? new TokenConstraint(matchers[i]) : undefined;
+    let position = 0;
+    return new Promise<void>((resolve, reject) => {
+      const sendMask = async () => {
+        if (constraint!.complete) return engine.setTokenMask(id, position, ALL_TOKENS);
+        const began = performance.now();
+        const mask = await constraint!.nextMask();
+        maskTimes.push(performance.now() - began);
+        if (mask === undefined) throw new Error("dead end");
+        engine.setTokenMask(id, position, mask);
+      };
+      const id = engine.submit(prompt, { ...sampling, seed: i }, (events: EngineTokenEvent[]) => {
+        for (const event of events) {
+          if (event.token >= 0 && constraint) {
+            if (!constraint.complete) constraint.accept(event.token);
+            position++;
+          }
+          if (event.finish !== undefined) {
+            constraint?.dispose();
+            return event.finish === "length" ? resolve() : reject(new Error(event.finish));
+          }
+          if (constraint) sendMask().catch(reject);
+        }
+      });
+      if (constraint) sendMask().catch(reject);
+    });
+  }));
+  return ms(started) / (engine.stats().steps - stepsBefore);
+}
+
+const engine = await NativeEngine.create({
+  modelDir: MODEL_DIR, backend: BACKEND, tensorParallel: 1, maxNumSeqs: 64, maxModelLen: 1024,
+  maxBatchedTokens: 8192, kvCacheBytes: BACKEND === "cuda" ? 0 : 256 << 20, gpuMemoryUtilization: 0.9, numThreads: 0,
+});
+for (const batch of BATCHES) {
+  await stepTime(engine, batch, false); // warm-up
+  const free = Math.min(await stepTime(engine, batch, false), await stepTime(engine, batch, false));
+  const masked = Math.min(await stepTime(engine, batch, true), await stepTime(engine, batch, true));
+  rows.push({ case: `step time, batch ${batch}, unconstrained (best of 2)`, value: free, unit: "ms" });
+  rows.push({ case: `step time, batch ${batch}, every row constrained (best of 2)`, value: masked, unit: "ms" });
+  rows.push({ case: `masking overhead, batch ${batch}`, value: (100 * (masked - free)) / free, unit: "%" });
+}
+rows.push({ case: `mask computed while generating (p50 of ${maskTimes.length})`, value: quantile(maskTimes, 0.5), unit: "ms" });
+rows.push({ case: `mask computed while generating (p99)`, value: quantile(maskTimes, 0.99), unit: "ms" });
+await engine.close();
+
+const width = Math.max(...rows.map((r) => r.case.length));
+console.log(`structured outputs (${BACKEND}, ${MODEL_DIR}, ${TOKENS} tokens per request)`);
+for (const r of rows) console.log(`${r.case.padEnd(width)}  ${r.value.toFixed(r.unit === "ms" ? 3 : 1).padStart(10)} ${r.unit}`);
+mkdirSync("bench/results", { recursive: true });
+const file = `bench/results/structured-outputs${BACKEND === "cpu" ? "" : `-${BACKEND}`}.json`;
+writeFileSync(file, JSON.stringify({ backend: BACKEND, modelDir: MODEL_DIR, tokens: TOKENS, cpus: cpus().length, cpu: cpus()[0]?.model, rows }, null, 2));
+console.log(`wrote ${file}`);
