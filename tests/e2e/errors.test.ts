@@ -83,8 +83,22 @@ describe("errors", () => {
       { status: 400, type: "invalid_request_error", code: "unsupported_parameter", param: "tools" },
     );
     expectError(
-      await apiError(() => client.chat.completions.create({ model: MODEL_NAME, messages, response_format: { type: "json_object" } })),
-      { status: 400, type: "invalid_request_error", code: "unsupported_parameter", param: "response_format" },
+      await apiError(() =>
+        client.chat.completions.create({
+          model: MODEL_NAME,
+          messages,
+          response_format: {
+            type: "json_schema",
+            json_schema: { name: "t", schema: { type: "object", properties: { d: { type: "string", format: "date" } } } },
+          },
+        })
+      ),
+      {
+        status: 400,
+        type: "invalid_request_error",
+        code: "unsupported_value",
+        param: "response_format.json_schema.schema.properties.d.format",
+      },
     );
     expectError(
       await apiError(() => client.chat.completions.create({ model: MODEL_NAME, messages, logit_bias: { "42": 5 } })),
