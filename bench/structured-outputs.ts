@@ -6,6 +6,7 @@
  *
  *   node --import tsx bench/structured-outputs.ts
  *   BENCH_MODEL_DIR=/models/gpt-oss-20b BENCH_BACKEND=cuda node --import tsx bench/structured-outputs.ts
+ *   (on a GPU machine: native/scripts/gpu_structured_outputs.sh builds the CUDA addon first)
  *
  * Prints a table and writes bench/results/structured-outputs[-<backend>].json. Targets (issue 18):
  * masking ≤ 5 % of the step time at batch 64 on the GPU and ≤ 10 % at batch 1; compile of a tool

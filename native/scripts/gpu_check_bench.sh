@@ -18,12 +18,8 @@
 #    the checkpoint through the loader (load time, batch 1, prefill 512);
 # 6. torch's bf16 matmul at the same shapes, the dense-product ceiling;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
-# 7. structured outputs on the CUDA engine (bench/structured-outputs.ts over the
-#    20b checkpoint: token masks applied on the device, step time with and
-#    without constraints at batch 1 and 64; needs node and the repository's
-#    node_modules);
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b structured" leaves out those stages; GPTOSS_JOBS sets build parallelism.
+# loader model20b" leaves out those stages; GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -162,19 +158,6 @@ if want model20b; then
   timeout 240 python3 "$here/scripts/hf_compare.py" --model "$models/20b" --dump "$models/20b.dump" --dtype bfloat16 2>&1 | grep -v Warning | tee "$out/hf_20b.log"
 fi
 
-if want structured; then
-  step "structured outputs: token masks on the CUDA engine (20b checkpoint), batch 1 and 64"
-  root="$(cd "$here/.." && pwd)"
-  if command -v node >/dev/null && [ -d "$root/node_modules/@mlc-ai/web-xgrammar" ]; then
-    # The addon is built here with nvcc, so it links the CUDA backend.
-    (cd "$root" && node scripts/build-native.mjs >"$out/structured_build.log" 2>&1 &&
-      BENCH_MODEL_DIR="$models/20b" BENCH_BACKEND=cuda timeout 400 node --import tsx bench/structured-outputs.ts) 2>&1 |
-      tee "$out/structured.log" || status=1
-  else
-    echo "skipped: needs node and the repository's node_modules (npm ci)" | tee "$out/structured.log"
-  fi
-fi
-
 step "summary"
 {
   grep -h -E "FAIL|checks:|greedy continuations|identical" "$out"/kernel_check.log "$out"/model_check_*.log "$out"/engine_check.log 2>/dev/null
@@ -185,7 +168,6 @@ step "summary"
   grep -h "torch" "$out/torch.log" 2>/dev/null
   cat "$out/depth.log" 2>/dev/null
   grep -h "hf_compare" "$out"/hf_*.log 2>/dev/null
-  grep -h -E "^(structured|prepare|compile|cached|one token mask|step time|masking overhead|skipped)" "$out/structured.log" 2>/dev/null
 } | tee "$out/summary.txt"
 # Everything else in one archive (the GPU tool returns few files).
 (cd "$out" && tar czf logs.tgz --exclude summary.txt --exclude logs.tgz --exclude bench_random.json * && \

@@ -404,6 +404,33 @@ void CudaRunner::forward(const BatchPlan& plan, std::vector<float>& logits) {
   GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
+void CudaRunner::upload_token_masks(const std::vector<RowSampling>& rows) {
+  const size_t words = (static_cast<size_t>(config_.vocab_size) + 31) / 32;
+  mask_index_host_.clear();
+  mask_words_host_.clear();
+  int32_t n_masks = 0;
+  for (const RowSampling& row : rows) {
+    if (row.allowed == nullptr) {
+      mask_index_host_.push_back(-1);
+      continue;
+    }
+    mask_index_host_.push_back(n_masks++);
+    mask_words_host_.insert(mask_words_host_.end(), row.allowed, row.allowed + words);
+  }
+  if (n_masks == 0) {
+    mask_index_host_.clear();  // nothing constrained: no mask kernel this step
+    return;
+  }
+  if (mask_buf_.size() < mask_words_host_.size())
+    mask_buf_ = DeviceBuffer<uint32_t>(static_cast<size_t>(round_up_pow2(n_masks)) * words);
+  if (mask_index_.size() < mask_index_host_.size())
+    mask_index_ = DeviceBuffer<int32_t>(round_up_pow2(static_cast<int32_t>(mask_index_host_.size())));
+  GPTOSS_CUDA_CHECK(cudaMemcpyAsync(mask_buf_.get(), mask_words_host_.data(),
+                                    mask_words_host_.size() * sizeof(uint32_t), cudaMemcpyHostToDevice, stream_));
+  GPTOSS_CUDA_CHECK(cudaMemcpyAsync(mask_index_.get(), mask_index_host_.data(),
+                                    mask_index_host_.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+}
+
 void CudaRunner::forward_sampled(const BatchPlan& plan, const std::vector<RowSampling>& rows,
                                  std::vector<SampledToken>& out, const std::function<void()>& await_masks) {
   validate(plan);
@@ -463,33 +490,6 @@ void CudaRunner::forward_sampled(const BatchPlan& plan, const std::vector<RowSam
                                     cudaMemcpyDeviceToHost, stream_));
   if (timer_) timer_->finish(stream_);
   GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-}
-
-void CudaRunner::upload_token_masks(const std::vector<RowSampling>& rows) {
-  const size_t words = (static_cast<size_t>(config_.vocab_size) + 31) / 32;
-  mask_index_host_.clear();
-  mask_words_host_.clear();
-  int32_t n_masks = 0;
-  for (const RowSampling& row : rows) {
-    if (row.allowed == nullptr) {
-      mask_index_host_.push_back(-1);
-      continue;
-    }
-    mask_index_host_.push_back(n_masks++);
-    mask_words_host_.insert(mask_words_host_.end(), row.allowed, row.allowed + words);
-  }
-  if (n_masks == 0) {
-    mask_index_host_.clear();  // nothing constrained: no mask kernel this step
-    return;
-  }
-  if (mask_buf_.size() < mask_words_host_.size())
-    mask_buf_ = DeviceBuffer<uint32_t>(static_cast<size_t>(round_up_pow2(n_masks)) * words);
-  if (mask_index_.size() < mask_index_host_.size())
-    mask_index_ = DeviceBuffer<int32_t>(round_up_pow2(static_cast<int32_t>(mask_index_host_.size())));
-  GPTOSS_CUDA_CHECK(cudaMemcpyAsync(mask_buf_.get(), mask_words_host_.data(),
-                                    mask_words_host_.size() * sizeof(uint32_t), cudaMemcpyHostToDevice, stream_));
-  GPTOSS_CUDA_CHECK(cudaMemcpyAsync(mask_index_.get(), mask_index_host_.data(),
-                                    mask_index_host_.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
 }
 
 void CudaRunner::fill_kv_cache_random(uint64_t seed) {
