@@ -159,19 +159,53 @@ function checkSchema(schema: unknown, path: Path, report: Report): void {
   checkBounds(schema, path, report);
 }
 
+/**
+ * The compile-cost budget. Each length a string may have (`maxLength`, `minLength`, a `{m,n}` in a
+ * pattern) is one grammar position xgrammar checks against the whole 201 088-token vocabulary when
+ * it compiles, about 0.1 s each in the WASM build (docs/PERFORMANCE.md), on the worker's one
+ * thread. So their sum over the schema is capped: `maxLength: 10000` cannot stall a worker.
+ */
+export const MAX_LENGTH_STATES = 64;
+
+/** Adds up the length bounds of every sub-schema; reports where the sum passes the budget. */
+function checkCompileBudget(schema: unknown, path: Path, report: Report, total = { states: 0 }): void {
+  if (Array.isArray(schema)) return schema.forEach((v, i) => checkCompileBudget(v, [...path, i], report, total));
+  if (!isObject(schema)) return;
+  for (const [key, value] of Object.entries(schema)) {
+    let states = 0;
+    if ((key === "maxLength" || key === "minLength") && typeof value === "number") states = value;
+    if (key === "pattern" && typeof value === "string") {
+      for (const m of value.matchAll(/\{(\d+)(?:,(\d*))?\}/g)) states += Math.max(Number(m[1]), Number(m[2] || 0));
+    }
+    const before = total.states;
+    total.states += states;
+    if (before <= MAX_LENGTH_STATES && total.states > MAX_LENGTH_STATES) {
+      report(
+        [...path, key],
+        `The schema's string length bounds (maxLength, minLength, {m,n} in patterns) add up to more than ` +
+          `${MAX_LENGTH_STATES}: each one costs the grammar engine a compile step over the whole vocabulary.`,
+        true,
+      );
+    }
+    checkCompileBudget(value, [...path, key], report, total);
+  }
+}
+
 const JsonSchemaFormatSchema = z.object({
   name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "letters, digits, '_' and '-', at most 64"),
   description: z.string().optional(),
   schema: z.record(z.unknown()).default({}),
   strict: z.boolean().nullable().optional(),
 }).strict().superRefine((format, ctx) => {
-  checkSchema(format.schema, ["schema"], (path, message, unsupported = false) =>
+  const report: Report = (path, message, unsupported = false) =>
     ctx.addIssue({
       code: z.ZodIssueCode.custom,
       path,
       message,
       ...(unsupported ? { params: unsupportedValue } : {}),
-    }));
+    });
+  checkSchema(format.schema, ["schema"], report);
+  checkCompileBudget(format.schema, ["schema"], report);
 });
 
 export const ResponseFormatSchema = z.discriminatedUnion("type", [

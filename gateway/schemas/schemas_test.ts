@@ -154,6 +154,20 @@ Deno.test("chat: violations name the field path and the right code", () => {
     [{
       model: "m",
       messages: user,
+      response_format: {
+        type: "json_schema",
+        json_schema: {
+          name: "t",
+          schema: {
+            type: "object",
+            properties: { a: { type: "string", maxLength: 40 }, b: { type: "string", pattern: "^[a-z]{2,30}$" } },
+          },
+        },
+      },
+    }, { code: "unsupported_value", param: "response_format.json_schema.schema.properties.b.pattern" }],
+    [{
+      model: "m",
+      messages: user,
       response_format: { type: "json_schema", json_schema: { name: "bad name", schema: {} } },
     }, { code: "invalid_value", param: "response_format.json_schema.name" }],
     [{ model: "m", messages: user, logit_bias: { "1": 2 } }, { code: "unsupported_parameter", param: "logit_bias" }],
