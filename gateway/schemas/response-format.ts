@@ -165,7 +165,7 @@ function checkSchema(schema: unknown, path: Path, report: Report): void {
  * it compiles, about 0.1 s each in the WASM build (docs/PERFORMANCE.md), on the worker's one
  * thread. So their sum over the schema is capped: `maxLength: 10000` cannot stall a worker.
  */
-export const MAX_LENGTH_STATES = 64;
+export const MAX_LENGTH_STATES = 48;
 
 /** Adds up the length bounds of every sub-schema; reports where the sum passes the budget. */
 function checkCompileBudget(schema: unknown, path: Path, report: Report, total = { states: 0 }): void {
