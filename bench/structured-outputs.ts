@@ -1,8 +1,8 @@
 /**
  * What structured outputs cost: preparing the vocabulary, compiling a typical tool schema (cold
  * and cached), one token mask, and the step time of a batch with and without constraints on the
- * engine (the worker's real path: the mask of position n is computed while the step that samples
- * it runs, and the engine waits for it only at sampling).
+ * engine (the worker's real path: the grammar thread computes the mask of position n while the
+ * step that samples it runs, and the engine waits for it only at sampling).
  *
  *   node --import tsx bench/structured-outputs.ts
  *   BENCH_MODEL_DIR=/models/gpt-oss-20b BENCH_BACKEND=cuda node --import tsx bench/structured-outputs.ts
@@ -20,6 +20,7 @@ import { getTokenizer, VOCAB_SIZE } from "../shared/tokenizer.ts";
 import { renderChat } from "../shared/harmony.ts";
 import { GrammarCompiler } from "../worker/constraint/grammar-compiler.ts";
 import { TokenConstraint } from "../worker/constraint/token-constraint.ts";
+import { GrammarService, type RemoteConstraint } from "../worker/constraint/grammar-service.ts";
 
 const MODEL_DIR = process.env.BENCH_MODEL_DIR ?? ".models/tiny";
 const BACKEND = (process.env.BENCH_BACKEND ?? "cpu") as "cpu" | "cuda";
@@ -86,15 +87,17 @@ rows.push({ case: "prepare the vocabulary (once per worker)", value: ms(started)
   rows.push({ case: `one token mask, tool schema (p99 of ${answer.length})`, value: quantile(perToken, 0.99), unit: "ms" });
 }
 
-/** Milliseconds of each mask computed during the engine runs (constrained runs only). */
+/** Milliseconds from a token's arrival to its mask's, through the grammar thread (constrained runs). */
 const maskTimes: number[] = [];
 /** Once a grammar is complete the row goes on unconstrained-alike, so both runs take TOKENS steps. */
 const ALL_TOKENS = new Int32Array(Math.ceil(VOCAB_SIZE / 32)).fill(-1);
+const service = await GrammarService.start(64);
 
 /**
  * Runs `batch` requests of exactly TOKENS tokens at once and returns the mean step time (wall time
- * over the engine's steps). Constrained rows get their masks the way the worker hands them over:
- * mask n computed as soon as token n - 1 arrives, while the engine runs its next forward pass.
+ * over the engine's steps). Constrained rows get their masks as the worker hands them over: from
+ * the grammar thread, mask n asked for as soon as token n - 1 arrives, while the engine runs its
+ * next forward pass.
  */
 async function stepTime(engine: NativeEngine, batch: number, constrained: boolean): Promise<number> {
   const prompt = renderChat(tokenizer, [{ role: "user", content: "Describe the weather." }], {
@@ -106,37 +109,39 @@ async function stepTime(engine: NativeEngine, batch: number, constrained: boolea
     maxTokens: TOKENS, stopTokenIds: [], topLogprobs: -1, constrained,
   };
   const schema = JSON.stringify(STEP_SCHEMA);
-  const matchers = constrained
-    ? await Promise.all(Array.from({ length: batch }, async () => (await compiler.matcher({ kind: "json_schema", schema })).matcher))
+  const remotes = constrained
+    ? await Promise.all(Array.from({ length: batch }, async () => (await service.open({ kind: "json_schema", schema })).constraint))
     : [];
   const stepsBefore = engine.stats().steps;
   started = performance.now();
   await Promise.all(Array.from({ length: batch }, (_, i) => {
-    const constraint = constrained ? new TokenConstraint(matchers[i]) : undefined;
+    const remote = remotes[i] as RemoteConstraint | undefined;
     let position = 0;
+    let complete = false;
     return new Promise<void>((resolve, reject) => {
-      const sendMask = async () => {
-        if (constraint!.complete) return engine.setTokenMask(id, position, ALL_TOKENS);
-        const began = performance.now();
-        const mask = await constraint!.nextMask();
-        maskTimes.push(performance.now() - began);
-        if (mask === undefined) throw new Error("dead end");
-        engine.setTokenMask(id, position, mask);
+      const sendMask = async (token?: number) => {
+        if (complete) return engine.setTokenMask(id, position, ALL_TOKENS);
+        const asked = performance.now();
+        const step = await remote!.advance(token);
+        maskTimes.push(performance.now() - asked);
+        if (step.kind === "complete") {
+          complete = true;
+          return engine.setTokenMask(id, position, ALL_TOKENS);
+        }
+        if (step.kind !== "mask") throw new Error(step.kind);
+        engine.setTokenMask(id, position, step.mask);
       };
       const id = engine.submit(prompt, { ...sampling, seed: i }, (events: EngineTokenEvent[]) => {
         for (const event of events) {
-          if (event.token >= 0 && constraint) {
-            if (!constraint.complete) constraint.accept(event.token);
-            position++;
-          }
+          if (event.token >= 0) position++;
           if (event.finish !== undefined) {
-            constraint?.dispose();
+            remote?.dispose();
             return event.finish === "length" ? resolve() : reject(new Error(event.finish));
           }
-          if (constraint) sendMask().catch(reject);
+          if (remote) sendMask(event.token).catch(reject);
         }
       });
-      if (constraint) sendMask().catch(reject);
+      if (remote) sendMask().catch(reject);
     });
   }));
   return ms(started) / (engine.stats().steps - stepsBefore);
@@ -154,8 +159,9 @@ for (const batch of BATCHES) {
   rows.push({ case: `step time, batch ${batch}, every row constrained (best of 2)`, value: masked, unit: "ms" });
   rows.push({ case: `masking overhead, batch ${batch}`, value: (100 * (masked - free)) / free, unit: "%" });
 }
-rows.push({ case: `mask computed while generating (p50 of ${maskTimes.length})`, value: quantile(maskTimes, 0.5), unit: "ms" });
-rows.push({ case: `mask computed while generating (p99)`, value: quantile(maskTimes, 0.99), unit: "ms" });
+rows.push({ case: `token to mask via the grammar thread (p50 of ${maskTimes.length})`, value: quantile(maskTimes, 0.5), unit: "ms" });
+rows.push({ case: `token to mask via the grammar thread (p99)`, value: quantile(maskTimes, 0.99), unit: "ms" });
+await service.close();
 await engine.close();
 
 const width = Math.max(...rows.map((r) => r.case.length));

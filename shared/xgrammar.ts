@@ -63,8 +63,8 @@ let queue: Promise<unknown> = Promise.resolve();
 /**
  * Runs one xgrammar call that may abort; an abort becomes a GrammarError with xgrammar's reason.
  * A compile holds the thread for as long as it takes (WASM is synchronous): queued calls first
- * give the event loop a turn, so timers (heartbeats, deadlines) run between two compiles rather
- * than after all of them.
+ * give the event loop a turn, so other work (the grammar thread's mask requests, the gateway's
+ * requests) runs between two compiles rather than after all of them.
  */
 export function xgrammarCall<T>(call: () => Promise<T>): Promise<T> {
   const run = async () => {

@@ -26,7 +26,7 @@ import type { CancelListener } from "./redis/cancel-listener.ts";
 import { Generation, type Resume } from "./generation/generation.ts";
 import type { StreamError } from "./generation/engine-request.ts";
 import type { WorkerEvents } from "./worker-events.ts";
-import type { GrammarCompiler } from "./constraint/grammar-compiler.ts";
+import type { GrammarService } from "./constraint/grammar-service.ts";
 
 export interface JobProcessorDeps {
   engine: Engine;
@@ -39,7 +39,7 @@ export interface JobProcessorDeps {
   publishIntervalMs: number;
   events: WorkerEvents;
   /** Structured outputs (response_format); absent: constrained jobs fail. */
-  grammars?: GrammarCompiler;
+  grammars?: GrammarService;
 }
 
 /** setTimeout fires at once for delays above 2^31 - 1 ms; later deadlines wait that long at most. */

@@ -23,7 +23,7 @@ import { logJobEvents } from "./job-log.ts";
 import { CancelListener } from "./redis/cancel-listener.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import { createJobProcessor } from "./job-processor.ts";
-import { GrammarCompiler } from "./constraint/grammar-compiler.ts";
+import { GrammarService } from "./constraint/grammar-service.ts";
 import { createWorkerMetrics } from "./metrics.ts";
 import { startMetricsServer } from "./metrics-server.ts";
 
@@ -31,7 +31,7 @@ async function run(config: WorkerConfig, workerId: string, log: Logger): Promise
   const keys = redisKeys(config.REDIS_PREFIX);
   const tokenizer = getTokenizer();
   const engine = new NativeEngine(engineOptions(config));
-  const grammars = await GrammarCompiler.create(tokenizer, config.GRAMMAR_CACHE_SIZE);
+  const grammars = await GrammarService.start(config.GRAMMAR_CACHE_SIZE);
   log.info("engine ready", {
     model: config.MODEL_NAME,
     backend: config.ENGINE_BACKEND,
@@ -129,6 +129,7 @@ async function run(config: WorkerConfig, workerId: string, log: Logger): Promise
     clearInterval(throughputSampler);
     await metricsServer.close();
     await engine.close();
+    await grammars.close();
     await cancels.close();
     await redis.quit();
   }

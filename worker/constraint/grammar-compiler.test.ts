@@ -11,6 +11,7 @@ import { GrammarError, loadXGrammar } from "../../shared/xgrammar.ts";
 import { schemaGrammar } from "../../shared/json-schema-grammar.ts";
 import { CONSTRAINED_STOP_TOKEN, GrammarCompiler } from "./grammar-compiler.ts";
 import { TokenConstraint } from "./token-constraint.ts";
+import { GrammarService } from "./grammar-service.ts";
 
 const allows = (mask: Int32Array, id: number) => ((mask[id >> 5] >>> (id & 31)) & 1) === 1;
 
@@ -101,6 +102,35 @@ describe("grammar compiler", () => {
         assert.equal(accepted, v >= lo && v <= hi, `${v} in ${lo}..${hi}`);
       }
       grammar.dispose();
+    }
+  });
+
+  it("the grammar thread: masks by message, completion, a refused schema, a resumed stream", async () => {
+    const service = await GrammarService.start(4);
+    try {
+      const constraint = { kind: "json_schema" as const, schema: schema("word") };
+      const { constraint: remote, compileMs } = await service.open(constraint);
+      assert.ok(compileMs >= 0);
+      let step = await remote.advance();
+      for (const token of tokenizer.encode('{"word":"ab","n":3}')) {
+        assert.equal(step.kind, "mask");
+        assert.ok(step.kind === "mask" && allows(step.mask, token));
+        step = await remote.advance(token);
+      }
+      assert.ok(step.kind === "mask" && allows(step.mask, CONSTRAINED_STOP_TOKEN));
+      assert.equal((await remote.advance(CONSTRAINED_STOP_TOKEN)).kind, "complete");
+      remote.dispose();
+
+      const resumed = await service.open(constraint, tokenizer.encode('{"word":"ab",'));
+      const next = await resumed.constraint.advance();
+      assert.ok(next.kind === "mask" && allows(next.mask, tokenizer.encode('"n')[0]));
+      assert.equal((await resumed.constraint.advance(tokenizer.encode("x")[0])).kind, "rejected");
+      resumed.constraint.dispose();
+
+      const bad = JSON.stringify({ type: "object", properties: { a: { type: "string", pattern: "(?<=x)y" } } });
+      await assert.rejects(service.open({ kind: "json_schema", schema: bad }), GrammarError);
+    } finally {
+      await service.close();
     }
   });
 });

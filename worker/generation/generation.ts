@@ -9,9 +9,9 @@
  * detokenizer, harmony parser and stop-string state exactly, and the engine
  * continues from prompt + those tokens with what is left of max_tokens.
  *
- * A constrained request (`job.constraint`: structured output) gets a grammar matcher before it is
- * submitted; after each token the matcher advances and the next token mask goes to the engine,
- * which waits for it only when it samples that position (see constraint/token-constraint.ts).
+ * A constrained request (`job.constraint`: structured output) gets its grammar from the grammar
+ * thread before it is submitted; after each token the grammar advances there and the next token
+ * mask goes to the engine, which waits for it only when it samples that position.
  *
  * The terminal event (`done` or `error`) is published as soon as the end is
  * decided, so the client never waits on the engine. `run()` resolves later,
@@ -24,8 +24,7 @@ import type { Engine, EngineSampling, EngineTokenEvent } from "../../native/node
 import type { EventPublisher } from "../redis/event-publisher.ts";
 import { OutputAssembler, type OutputDelta } from "../output/output-assembler.ts";
 import { type StreamError, submitError, toEngineSampling } from "./engine-request.ts";
-import type { GrammarCompiler } from "../constraint/grammar-compiler.ts";
-import { TokenConstraint } from "../constraint/token-constraint.ts";
+import type { GrammarService, RemoteConstraint } from "../constraint/grammar-service.ts";
 import { GrammarError } from "../../shared/xgrammar.ts";
 
 export type GenerationEnd =
@@ -59,8 +58,8 @@ export interface GenerationDeps {
   engine: Engine;
   tokenizer: HarmonyTokenizer;
   publisher: EventPublisher;
-  /** Compiles constrained requests' grammars; absent: such requests fail. */
-  grammars?: GrammarCompiler;
+  /** Runs constrained requests' grammars; absent: such requests fail. */
+  grammars?: GrammarService;
   onFirstToken?: () => void;
   /** A constrained request's grammar is ready; `compileMs` is 0 for a cached grammar. */
   onGrammarReady?: (compileMs: number) => void;
@@ -72,7 +71,7 @@ export class Generation {
   readonly #assembler: OutputAssembler;
   #engineId: number | undefined;
   #engineReleased = false;
-  #constraint: TokenConstraint | undefined;
+  #constraint: RemoteConstraint | undefined;
   /** Tokens the engine generated for this submission (resumed tokens are part of its prompt). */
   #enginePosition = 0;
   #end: GenerationEnd | undefined;
@@ -117,7 +116,7 @@ export class Generation {
           (events) => this.#onEngineEvents(events),
           this.#job.tenantId,
         );
-        this.#sendNextMask();
+        this.#advanceConstraint();
       } catch (err) {
         this.#engineReleased = true;
         this.#fail(submitError(err));
@@ -134,50 +133,53 @@ export class Generation {
 
   /** The grammar of a constrained request, advanced past the tokens of a resumed stream. */
   async #openConstraint(): Promise<void> {
-    const constraint = this.#job.constraint!;
     if (this.#deps.grammars === undefined) {
       this.#fail({ code: "invalid_request", message: "this worker does not serve structured outputs" });
       return;
     }
     try {
-      const { matcher, compileMs } = await this.#deps.grammars.matcher(constraint);
-      this.#constraint = new TokenConstraint(matcher);
+      const { constraint, compileMs } = await this.#deps.grammars.open(this.#job.constraint!, this.#resumedTokenIds);
+      this.#constraint = constraint;
       this.#deps.onGrammarReady?.(compileMs);
     } catch (err) {
-      if (!(err instanceof GrammarError)) throw err;
-      if (this.#end === undefined) {
-        this.#fail({ code: "invalid_request", message: `response_format.json_schema.schema: ${err.message}` });
-      }
-      return;
-    }
-    for (const token of this.#resumedTokenIds) {
-      if (!this.#constraint.accept(token)) {
-        this.#fail({ code: "grammar_error", message: "the resumed output does not match its response_format" });
-        return;
-      }
+      if (this.#end !== undefined) return;
+      this.#fail(
+        err instanceof GrammarError
+          ? { code: "invalid_request", message: `response_format.json_schema.schema: ${err.message}` }
+          : { code: "grammar_error", message: `the grammar could not be prepared: ${String(err)}` },
+      );
     }
   }
 
   /**
-   * Computes the mask of the engine's next position and hands it over; the engine waits for it
-   * only when it samples that position. A grammar that allows nothing ends the request.
+   * Advances the grammar past `token` (none before the first) and hands the engine the mask of its
+   * next position; the engine waits for it only when it samples that position, so it is computed
+   * while the step runs. A grammar that allows nothing ends the request.
    */
-  #sendNextMask(): void {
+  #advanceConstraint(token?: number): void {
     const constraint = this.#constraint;
     const id = this.#engineId;
-    if (constraint === undefined || id === undefined || constraint.complete) return;
+    if (constraint === undefined || id === undefined) return;
     const position = this.#enginePosition;
-    constraint.nextMask().then((mask) => {
+    constraint.advance(token).then((step) => {
       if (this.#end !== undefined) return;
-      if (mask === undefined) {
-        this.#fail({
-          code: "grammar_dead_end",
-          message: "the response_format grammar allows no next token: the output cannot be completed",
-        });
-        this.#releaseEngine();
-        return;
+      switch (step.kind) {
+        case "mask":
+          this.#deps.engine.setTokenMask(id, position, step.mask);
+          return;
+        case "complete":
+          return; // the stop token was the last one: the engine ends the request
+        case "dead_end":
+          this.#fail({
+            code: "grammar_dead_end",
+            message: "the response_format grammar allows no next token: the output cannot be completed",
+          });
+          break;
+        case "rejected":
+          this.#fail({ code: "grammar_error", message: `the engine sampled token ${token}, which the grammar does not allow` });
+          break;
       }
-      this.#deps.engine.setTokenMask(id, position, mask);
+      this.#releaseEngine();
     }).catch((err: unknown) => {
       if (this.#end !== undefined) return;
       this.#fail({ code: "grammar_error", message: `computing the next token mask failed: ${String(err)}` });
@@ -227,12 +229,7 @@ export class Generation {
     if (this.#completionTokens++ === 0) this.#deps.onFirstToken?.();
     if (this.#constraint !== undefined) {
       this.#enginePosition++;
-      if (!this.#constraint.accept(event.token)) {
-        this.#fail({ code: "grammar_error", message: `the engine sampled token ${event.token}, which the grammar does not allow` });
-        this.#releaseEngine();
-        return;
-      }
-      if (event.finish === undefined) this.#sendNextMask();
+      if (event.finish === undefined) this.#advanceConstraint(event.token);
     }
     const delta = this.#assembler.accept(event);
     this.#append(delta, [event.token]);

@@ -1,0 +1,135 @@
+/**
+ * The worker's handle on the grammar thread (grammar-thread.ts): opens a constraint per request
+ * and advances it token by token, each step answered with the next token mask (transferred, not
+ * copied) or the reason there is none. Everything xgrammar does runs on that thread.
+ */
+import { Worker } from "node:worker_threads";
+import type { OutputConstraint } from "../../shared/protocol.ts";
+import { GrammarError } from "../../shared/xgrammar.ts";
+
+export type ThreadRequest =
+  | { id: number; kind: "open"; constraint: OutputConstraint; resumedTokens: readonly number[] }
+  /** Accept `token` (absent: none yet) and compute the next mask. */
+  | { id: number; kind: "advance"; token?: number }
+  | { id: number; kind: "close" };
+
+export type ThreadReply =
+  | { id: number; kind: "ready" }
+  | { id: number; kind: "opened"; compileMs: number; rejected: boolean }
+  | { id: number; kind: "failed"; grammar: boolean; message: string }
+  | MaskStep & { id: number };
+
+/** What follows a token: the next mask, or why there is none. */
+export type MaskStep =
+  | { kind: "mask"; mask: Int32Array }
+  /** The value is complete (the stop token was accepted). */
+  | { kind: "complete" }
+  /** The grammar allows no next token. */
+  | { kind: "dead_end" }
+  /** The token is not one the grammar allowed (never expected: the engine samples within the mask). */
+  | { kind: "rejected" };
+
+export class GrammarService {
+  readonly #thread: Worker;
+  readonly #pending = new Map<number, (reply: ThreadReply) => void>();
+  #nextId = 1;
+  #failure: Error | undefined;
+
+  private constructor(thread: Worker) {
+    this.#thread = thread;
+    thread.on("message", (reply: ThreadReply) => {
+      const resolve = this.#pending.get(reply.id);
+      this.#pending.delete(reply.id);
+      resolve?.(reply);
+    });
+    thread.on("error", (error) => this.#fail(error));
+    thread.on("exit", (code) => this.#fail(new Error(`the grammar thread exited (code ${code})`)));
+  }
+
+  /** Starts the thread and waits until it has prepared the vocabulary (about a second). */
+  static async start(cacheSize: number): Promise<GrammarService> {
+    const thread = new Worker(new URL("./grammar-thread-entry.mjs", import.meta.url), { workerData: { cacheSize } });
+    await new Promise<void>((resolve, reject) => {
+      thread.once("message", () => resolve());
+      thread.once("error", reject);
+      thread.once("exit", (code) => reject(new Error(`the grammar thread exited (code ${code}) while starting`)));
+    });
+    return new GrammarService(thread);
+  }
+
+  /**
+   * A request's constraint, its grammar compiled (or cached) and advanced past `resumedTokens`;
+   * rejects with GrammarError when xgrammar refuses the schema.
+   */
+  async open(
+    constraint: OutputConstraint,
+    resumedTokens: readonly number[] = [],
+  ): Promise<{ constraint: RemoteConstraint; compileMs: number }> {
+    const id = this.#nextId++;
+    const reply = await this.#ask({ id, kind: "open", constraint, resumedTokens });
+    if (reply.kind === "failed") throw reply.grammar ? new GrammarError(reply.message) : new Error(reply.message);
+    if (reply.kind !== "opened") throw new Error(`unexpected reply ${reply.kind}`);
+    const remote = new RemoteConstraint(this, id);
+    if (reply.rejected) {
+      remote.dispose();
+      throw new GrammarError("the resumed output does not match the grammar");
+    }
+    return { constraint: remote, compileMs: reply.compileMs };
+  }
+
+  /** @internal RemoteConstraint's step. */
+  async advance(id: number, token: number | undefined): Promise<MaskStep> {
+    const reply = await this.#ask({ id, kind: "advance", ...(token !== undefined ? { token } : {}) });
+    if (reply.kind === "failed" || reply.kind === "opened" || reply.kind === "ready") {
+      throw new Error(reply.kind === "failed" ? reply.message : `unexpected reply ${reply.kind}`);
+    }
+    return reply;
+  }
+
+  /** @internal */
+  post(request: ThreadRequest): void {
+    if (this.#failure === undefined) this.#thread.postMessage(request);
+  }
+
+  close(): Promise<number> {
+    return this.#thread.terminate();
+  }
+
+  #ask(request: ThreadRequest): Promise<ThreadReply> {
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    return new Promise((resolve) => {
+      this.#pending.set(request.id, resolve);
+      this.#thread.postMessage(request);
+    });
+  }
+
+  /** A dead thread fails every request waiting on it, and every later one. */
+  #fail(error: Error): void {
+    this.#failure ??= error;
+    for (const [id, resolve] of this.#pending) resolve({ id, kind: "failed", grammar: false, message: error.message });
+    this.#pending.clear();
+  }
+}
+
+/** One request's grammar state, held by the grammar thread. */
+export class RemoteConstraint {
+  readonly #service: GrammarService;
+  readonly #id: number;
+  #closed = false;
+
+  constructor(service: GrammarService, id: number) {
+    this.#service = service;
+    this.#id = id;
+  }
+
+  /** Accepts `token` (none before the first) and gives what may come next. */
+  advance(token?: number): Promise<MaskStep> {
+    return this.#service.advance(this.#id, token);
+  }
+
+  dispose(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#service.post({ id: this.#id, kind: "close" });
+  }
+}
