@@ -233,6 +233,8 @@ export interface WorkerOptions {
   env?: Record<string, string>;
   echo?: boolean;
   name?: string;
+  /** How long loading the model may take (default 60 s; the 20b checkpoint on a GPU takes longer). */
+  startTimeoutMs?: number;
 }
 
 /** Starts a Node worker with the native engine; resolves once it takes jobs. */
@@ -249,7 +251,7 @@ export async function startWorker(options: WorkerOptions): Promise<ManagedProces
     },
     echo: options.echo,
   });
-  await worker.waitForLine(/"msg":"worker started"/, 60_000);
+  await worker.waitForLine(/"msg":"worker started"/, options.startTimeoutMs ?? 60_000);
   return worker;
 }
 

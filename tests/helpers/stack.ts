@@ -35,7 +35,40 @@ import {
   waitUntilReady,
 } from "../../scripts/lib/local-stack.ts";
 
-export const MODEL_NAME = "gpt-oss-tiny";
+/**
+ * A stack that is already running elsewhere, named by STACK_* variables:
+ * bench/stack/main.ts (scripts/gpu-stack.sh) sets them to run the suites that
+ * need no process of their own unchanged against a GPU host's stack.
+ */
+interface ExternalStack {
+  url: string;
+  apiKey: string;
+  model: string;
+  redisUrl: string;
+  prefix: string;
+  metricsUrl: string;
+}
+
+function externalStackFromEnv(): ExternalStack | undefined {
+  if (!process.env.STACK_URL) return undefined;
+  const need = (name: string) => {
+    const value = process.env[name];
+    if (!value) throw new Error(`STACK_URL is set, so ${name} must be too`);
+    return value;
+  };
+  return {
+    url: need("STACK_URL"),
+    apiKey: need("STACK_API_KEY"),
+    model: need("STACK_MODEL"),
+    redisUrl: need("STACK_REDIS_URL"),
+    prefix: need("STACK_REDIS_PREFIX"),
+    metricsUrl: need("STACK_METRICS_URL"),
+  };
+}
+
+const EXTERNAL = externalStackFromEnv();
+
+export const MODEL_NAME = EXTERNAL?.model ?? "gpt-oss-tiny";
 export const MODEL_DIR = `${ROOT}.models/tiny`;
 const ADDON = `${ROOT}native/build/gptoss_node.node`;
 
@@ -103,6 +136,12 @@ export interface Stack {
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  if (EXTERNAL) {
+    if (Object.keys(options).length > 0) {
+      throw new Error(`this suite starts processes of its own (${Object.keys(options).join(", ")}): it cannot run against STACK_URL`);
+    }
+    return externalStack(EXTERNAL);
+  }
   if (!existsSync(ADDON) || !existsSync(`${MODEL_DIR}/config.json`)) {
     throw new Error(
       "the native engine or the tiny model is missing: run `node scripts/build-native.mjs && node scripts/tiny-model.mjs` (npm test does)",
@@ -215,17 +254,56 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         });
         return this.workerById(id!);
       },
-      async heartbeats() {
-        const ids = await redis.zrange(keys.workers, 0, -1);
-        const records = ids.length > 0 ? await redis.mget(ids.map((id) => keys.worker(id))) : [];
-        return records.flatMap((r) => r === null ? [] : [WorkerHeartbeatSchema.parse(JSON.parse(r))]);
-      },
+      heartbeats: () => readHeartbeats(redis, keys),
       stop: stopAll,
     };
   } catch (err) {
     await stopAll();
     throw err;
   }
+}
+
+/** The Stack view of an external stack: what needs its processes throws. */
+function externalStack(ext: ExternalStack): Stack {
+  const redis = new Redis(ext.redisUrl, { maxRetriesPerRequest: 1 });
+  const keys = redisKeys(ext.prefix);
+  const unavailable = (what: string): never => {
+    throw new Error(`${what} is not available against an external stack (STACK_URL)`);
+  };
+  return {
+    url: ext.url,
+    metricsUrl: ext.metricsUrl,
+    baseURL: `${ext.url}/v1`,
+    apiKey: ext.apiKey,
+    prefix: ext.prefix,
+    keys,
+    redisUrl: ext.redisUrl,
+    redis,
+    get gateway() {
+      return unavailable("the gateway process");
+    },
+    get workers() {
+      return unavailable("the worker processes");
+    },
+    redisServer: undefined,
+    stopRedis: () => unavailable("stopRedis"),
+    client: (o = {}) =>
+      new OpenAI({ baseURL: `${ext.url}/v1`, apiKey: o.apiKey ?? ext.apiKey, maxRetries: 0, timeout: o.timeout ?? 120_000 }),
+    addWorker: () => unavailable("addWorker"),
+    addGateway: () => unavailable("addGateway"),
+    heartbeats: () => readHeartbeats(redis, keys),
+    workerById: () => unavailable("workerById"),
+    busyWorker: () => unavailable("busyWorker"),
+    async stop() {
+      redis.disconnect();
+    },
+  };
+}
+
+async function readHeartbeats(redis: Redis, keys: RedisKeys): Promise<WorkerHeartbeat[]> {
+  const ids = await redis.zrange(keys.workers, 0, -1);
+  const records = ids.length > 0 ? await redis.mget(ids.map((id) => keys.worker(id))) : [];
+  return records.flatMap((r) => r === null ? [] : [WorkerHeartbeatSchema.parse(JSON.parse(r))]);
 }
 
 /** The worker's /metrics URL (workers bind METRICS_PORT=0 here and log the port they got). */
