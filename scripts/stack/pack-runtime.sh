@@ -33,12 +33,12 @@ cp /usr/include/node/{node_api.h,node_api_types.h,js_native_api.h,js_native_api_
 tar -C "$work" -c redis node-include | xzc >"$out/redis-headers.tar.xz"
 
 # The packages the gateway, the worker, the tests and the bench import at run
-# time (plus tsx's esbuild), without type declarations, sources or maps.
+# time (plus tsx's esbuild), without type declarations or source maps.
 cd "$root"
 packages=(base64-js bullmq cluster-key-slot cron-parser debug denque detect-libc hono ioredis @ioredis luxon ms
   msgpackr node-abort-controller node-addon-api node-gyp-build-optional-packages openai redis-errors redis-parser
   semver standard-as-callback tslib tsx zod esbuild @esbuild undici-types deno/package.json js-tiktoken)
-tar -c --exclude='*.d.ts' --exclude='*.d.mts' --exclude='*.d.cts' --exclude='*.map' --exclude='*/src/*' \
+tar -c --exclude='*.d.ts' --exclude='*.d.mts' --exclude='*.d.cts' --exclude='*.map' \
   --exclude='js-tiktoken/dist/ranks/[!o]*' \
   "${packages[@]/#/node_modules/}" | xzc >"$out/node_modules.tar.xz"
 du -b "$out"/* | awk '{ s += $1; print } END { printf "total %.1f MiB\n", s / 1048576 }'
