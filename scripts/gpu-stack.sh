@@ -40,7 +40,8 @@ if [ "$backend" = cuda ]; then
   model_name="${MODEL_NAME:-gpt-oss-20b}"
   if [ ! -f "$model_dir/config.json" ]; then
     echo "=== writing the 20b checkpoint (random weights) to $model_dir ($(date +%T))"
-    native/build/gptoss-gen-model --preset 20b --out "$model_dir" >"$out/gen-model.log" 2>&1
+    mkdir -p "$(dirname "$model_dir")"
+    native/build/gptoss-gen-model --preset 20b --out "$model_dir" >"$out/gen-model.log" 2>&1 || { tail -5 "$out/gen-model.log"; exit 1; }
   fi
   device="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) x$gpus"
 else

@@ -10,8 +10,9 @@
  *
  * Each prompt is the harmony rendering the gateway makes of the load tool's
  * message, so prompt tokens match; sampling is the gateway's default
- * (temperature 1, top_p 1). TTFT is submit to the first generated token; the
- * stack's TTFT is send to the first chunk with text.
+ * (temperature 1, top_p 1). Tokens go through the worker's harmony output
+ * parser, so that, as through the stack, TTFT ends at the first text (content
+ * or reasoning) and inter-token gaps are between steps that produced text.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
@@ -28,6 +29,7 @@ import { NativeEngine } from "../../native/node/index.ts";
 import type { Engine, EngineTokenEvent } from "../../native/node/types.ts";
 import { engineOptions } from "../../worker/engine-options.ts";
 import { toEngineSampling } from "../../worker/generation/engine-request.ts";
+import { createOutputParser } from "../../worker/output/output-parser.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -64,16 +66,21 @@ function sendTo(engine: Engine): SendRequest {
     const outcome: RequestOutcome = {
       ok: false, startedAt, e2eMs: 0, chunkGapsMs: [], completionTokens: 0, promptTokens: prompt.length,
     };
+    const parser = createOutputParser("chat", tokenizer);
     return new Promise((resolve) => {
-      let lastAt: number | undefined;
+      let lastTextAt: number | undefined;
+      const textAt = (at: number) => {
+        if (outcome.ttftMs === undefined) outcome.ttftMs = at - startedAt;
+        else if (lastTextAt !== undefined && at > lastTextAt) outcome.chunkGapsMs.push(at - lastTextAt);
+        lastTextAt = at;
+      };
       const onEvents = (events: EngineTokenEvent[]) => {
         const at = performance.now();
         for (const event of events) {
           if (event.token >= 0) {
             outcome.completionTokens++;
-            if (outcome.ttftMs === undefined) outcome.ttftMs = at - startedAt;
-            else if (lastAt !== undefined) outcome.chunkGapsMs.push(at - lastAt);
-            lastAt = at;
+            const piece = parser.push(event.token);
+            if (piece.content !== "" || piece.reasoning !== "") textAt(at);
           }
           if (event.finish !== undefined) {
             outcome.ok = event.finish === "stop" || event.finish === "length";
