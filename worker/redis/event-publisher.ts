@@ -48,6 +48,7 @@ export class EventPublisher {
   /** Only deltas count: the first token's text goes out at once, not an interval after `start`. */
   #lastDeltaAt = -Infinity;
   #timer: NodeJS.Timeout | undefined;
+  #immediate: NodeJS.Immediate | undefined;
   #pending = { content: "", reasoning: "", logprobs: [] as TokenLogprob[] };
   #tokens = 0;
   #unrecordedTokenIds: number[] = [];
@@ -84,9 +85,13 @@ export class EventPublisher {
     pending.logprobs.push(...text.logprobs);
     const hasNews = pending.content !== "" || pending.reasoning !== "" ||
       pending.logprobs.length > 0;
-    if (hasNews && this.#timer === undefined) {
-      const wait = Math.max(0, this.#lastDeltaAt + this.#intervalMs - Date.now());
-      this.#timer = setTimeout(() => this.#flush(), wait);
+    if (hasNews && this.#timer === undefined && this.#immediate === undefined) {
+      const wait = this.#lastDeltaAt + this.#intervalMs - Date.now();
+      // Nothing went out for an interval (the first text above all): publish
+      // as soon as this engine step's events are handled. setTimeout(0) would
+      // wait a millisecond or more, on every request's time to first token.
+      if (wait <= 0) this.#immediate = setImmediate(() => this.#flush());
+      else this.#timer = setTimeout(() => this.#flush(), wait);
     }
   }
 
@@ -126,8 +131,7 @@ export class EventPublisher {
   }
 
   #takePending(): Unnumbered<StreamEvent>[] {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#cancelFlush();
     const { content, reasoning, logprobs } = this.#pending;
     if (content === "" && reasoning === "" && logprobs.length === 0) return [];
     this.#pending = { content: "", reasoning: "", logprobs: [] };
@@ -139,6 +143,13 @@ export class EventPublisher {
       tokens: this.#tokens,
       ...(logprobs.length > 0 ? { logprobs } : {}),
     }];
+  }
+
+  #cancelFlush(): void {
+    clearTimeout(this.#timer);
+    clearImmediate(this.#immediate);
+    this.#timer = undefined;
+    this.#immediate = undefined;
   }
 
   #publish(events: Unnumbered<StreamEvent>[]): void {
@@ -161,8 +172,7 @@ export class EventPublisher {
   #lose(reason: LostReason): void {
     if (this.#lost) return;
     this.#lost = true;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#cancelFlush();
     this.#ended = true;
     this.#onLost?.(reason);
   }
