@@ -116,7 +116,10 @@ function log(message: string): void {
 /** Runs a child process to its end, its output appended to `${out}/${logName}`; resolves with its exit code. */
 function runLogged(logName: string, command: string, argv: string[], env: Record<string, string>): Promise<{ code: number; output: string }> {
   return new Promise((resolve) => {
-    const child = spawn(command, argv, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    // A child `node --test` under a test runner (CI runs this script from one) would report to
+    // that runner instead of printing its summary.
+    const { NODE_TEST_CONTEXT: _, ...inherited } = process.env;
+    const child = spawn(command, argv, { cwd: ROOT, env: { ...inherited, ...env }, stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     child.stdout.on("data", (d) => (output += d));
     child.stderr.on("data", (d) => (output += d));
@@ -227,7 +230,7 @@ async function sweepWithAccounting(stack: RunningStack, workload: Workload, labe
 
 async function runE2e(stack: RunningStack): Promise<{ passed: number; failed: number }> {
   const { output, code } = await runLogged("e2e.log", process.execPath,
-    ["--import", "tsx", "--test", "--test-concurrency=1", ...E2E_SUITES], {
+    ["--import", "tsx", "--test", "--test-concurrency=1", "--test-reporter=tap", ...E2E_SUITES], {
       STACK_URL: stack.url,
       STACK_API_KEY: stack.apiKey,
       STACK_MODEL: args["model-name"]!,
