@@ -1,0 +1,232 @@
+#include "backend/layer_check.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+
+#include "backend/cpu/decoder_layer.h"
+#include "common/error.h"
+#include "common/relative_error.h"
+
+namespace gptoss {
+
+namespace {
+
+constexpr int32_t kRefBlockSize = 16;  // the reference's private KV cache
+
+// Rows `rows` of a row-major matrix of `width` columns.
+template <typename T>
+std::vector<T> gather(const std::vector<T>& m, int32_t width, const std::vector<int32_t>& rows) {
+  std::vector<T> out(rows.size() * static_cast<size_t>(width));
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::copy_n(m.begin() + static_cast<size_t>(rows[i]) * width, width, out.begin() + i * width);
+  return out;
+}
+
+double finite_or_inf(double e) { return std::isfinite(e) ? e : INFINITY; }
+
+}  // namespace
+
+void LayerOutputs::resize(const ModelConfig& c, int32_t n) {
+  rows = n;
+  attn.resize(static_cast<size_t>(n) * c.q_dim());
+  router_logits.resize(static_cast<size_t>(n) * c.num_experts);
+  experts.resize(static_cast<size_t>(n) * c.experts_per_token);
+  moe.resize(static_cast<size_t>(n) * c.hidden_size);
+  residual.resize(static_cast<size_t>(n) * c.hidden_size);
+}
+
+void LayerOutputs::append(const LayerOutputs& other) {
+  rows += other.rows;
+  attn.insert(attn.end(), other.attn.begin(), other.attn.end());
+  router_logits.insert(router_logits.end(), other.router_logits.begin(), other.router_logits.end());
+  experts.insert(experts.end(), other.experts.begin(), other.experts.end());
+  moe.insert(moe.end(), other.moe.begin(), other.moe.end());
+  residual.insert(residual.end(), other.residual.begin(), other.residual.end());
+}
+
+std::vector<int32_t> layer_check_positions(int32_t n_prompt, int32_t n_total, int32_t sliding_window,
+                                           int32_t dense, int32_t spread) {
+  std::vector<int32_t> pos;
+  if (n_total <= dense) {
+    pos.resize(n_total);
+    std::iota(pos.begin(), pos.end(), 0);
+    return pos;
+  }
+  for (int32_t p = 0; p < 4; ++p) pos.push_back(p);
+  for (int32_t p = sliding_window - 2; p <= sliding_window + 1; ++p) pos.push_back(p);
+  for (int32_t i = 1; i <= spread; ++i) pos.push_back(static_cast<int32_t>(int64_t(n_prompt) * i / (spread + 1)));
+  for (int32_t p = n_prompt - 4; p < n_total; ++p) pos.push_back(p);  // the prompt's tail, every decode step
+  pos.erase(std::remove_if(pos.begin(), pos.end(), [&](int32_t p) { return p < 0 || p >= n_total; }), pos.end());
+  std::sort(pos.begin(), pos.end());
+  pos.erase(std::unique(pos.begin(), pos.end()), pos.end());
+  return pos;
+}
+
+TeacherForcedCheck::TeacherForcedCheck(const ModelConfig& config, const Weights& weights, ThreadPool* pool,
+                                       LayerCheckTolerances tolerances)
+    : config_(config),
+      weights_(weights),
+      pool_(pool),
+      tol_(tolerances),
+      rope_(cpu::make_yarn_rope_table(config.head_dim, config.rope)) {}
+
+LayerOutputs TeacherForcedCheck::reference(int32_t layer, const std::vector<float>& x,
+                                           const std::vector<int32_t>& rows,
+                                           std::vector<float>* x_after_attention) const {
+  const ModelConfig& c = config_;
+  const int32_t H = c.hidden_size;
+  const int32_t n = static_cast<int32_t>(x.size() / H);
+  const cpu::DecoderLayer block(c, layer, weights_.layers[layer], rope_, pool_);
+
+  // A private cache of the whole sequence in one table; only the positions
+  // the rows read are filled.
+  const int32_t n_blocks = (n + kRefBlockSize - 1) / kRefBlockSize;
+  std::vector<int32_t> table(n_blocks);
+  std::iota(table.begin(), table.end(), 0);
+  cpu::PagedKvLayer kv;
+  kv.block_size = kRefBlockSize;
+  kv.kv_dim = c.kv_dim();
+  kv.block_floats = 2LL * kRefBlockSize * kv.kv_dim;
+  kv.k_offset = 0;
+  kv.v_offset = static_cast<int64_t>(kRefBlockSize) * kv.kv_dim;
+  std::vector<float> pool(static_cast<size_t>(n_blocks) * kv.block_floats);
+  kv.pool = pool.data();
+
+  std::vector<bool> read(n, false);
+  for (int32_t r : rows)
+    for (int32_t p = cpu::attention_first_pos(r, block.window()); p <= r; ++p) read[p] = true;
+  std::vector<int32_t> kv_rows;
+  for (int32_t p = 0; p < n; ++p)
+    if (read[p]) kv_rows.push_back(p);
+  auto slots_of = [&](const std::vector<int32_t>& ps) {
+    std::vector<cpu::RowSlot> s;
+    for (int32_t p : ps) s.push_back(cpu::RowSlot{p, table.data()});
+    return s;
+  };
+
+  const int32_t m = static_cast<int32_t>(rows.size());
+  std::vector<float> h(static_cast<size_t>(kv_rows.size()) * H);
+  block.attention_norm(gather(x, H, kv_rows).data(), static_cast<int32_t>(kv_rows.size()), h.data());
+  block.store_kv(h.data(), slots_of(kv_rows).data(), static_cast<int32_t>(kv_rows.size()), kv);
+
+  LayerOutputs out;
+  out.resize(c, m);
+  std::vector<float> x_rows = gather(x, H, rows);
+  h.resize(static_cast<size_t>(m) * H);
+  block.attention_norm(x_rows.data(), m, h.data());
+  block.attend(h.data(), slots_of(rows).data(), m, kv, out.attn.data());
+  block.add_attention_output(out.attn.data(), m, x_rows.data());
+  if (x_after_attention) *x_after_attention = x_rows;
+  std::vector<float> expert_weights(out.experts.size());
+  block.moe(x_rows.data(), m, cpu::MoeRouting{out.router_logits.data(), out.experts.data(), expert_weights.data()},
+            out.moe.data());
+  for (size_t i = 0; i < x_rows.size(); ++i) out.residual[i] = x_rows[i] + out.moe[i];
+  return out;
+}
+
+bool TeacherForcedCheck::near_tie(int32_t layer, const float* x_row, const float* logits) const {
+  const ModelConfig& c = config_;
+  const LayerWeights& w = weights_.layers[layer];
+  std::vector<float> h(c.hidden_size);
+  cpu::rmsnorm(x_row, 1, c.hidden_size, w.post_attention_norm, c.rms_norm_eps, h.data());
+  // The reference's order: descending logits, equal ones lower expert first.
+  std::vector<int32_t> order(c.num_experts);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  const int32_t a = order[c.experts_per_token - 1], b = order[c.experts_per_token];
+  double bound = 0.0;
+  for (int32_t i = 0; i < c.hidden_size; ++i) {
+    const float wa = bf16_to_float(w.router_weight[static_cast<size_t>(a) * c.hidden_size + i]);
+    const float wb = bf16_to_float(w.router_weight[static_cast<size_t>(b) * c.hidden_size + i]);
+    bound += std::fabs((double(wa) - wb) * h[i]);
+  }
+  return double(logits[a]) - logits[b] <= std::ldexp(bound, -8);
+}
+
+void TeacherForcedCheck::record(int32_t layer, const char* what, double error, double tolerance,
+                                LayerCheckWorst& worst) {
+  error = finite_or_inf(error);
+  if (error > worst.error || worst.layer < 0) worst = LayerCheckWorst{error, layer};
+  const double ratio = error / tolerance;
+  if (ratio > summary_.worst_ratio || summary_.worst_layer < 0) {
+    summary_.worst_ratio = ratio;
+    summary_.worst_layer = layer;
+    summary_.worst_what = what;
+  }
+}
+
+std::vector<float> TeacherForcedCheck::run(const std::string& name, const LayerCheckSequence& seq,
+                                           LayerUnderTest& backend) {
+  const ModelConfig& c = config_;
+  const int32_t H = c.hidden_size, K = c.experts_per_token, E = c.num_experts;
+  const int32_t n = static_cast<int32_t>(seq.tokens.size());
+  if (seq.n_prompt < 1 || seq.n_prompt > n || seq.checked.empty() || !std::is_sorted(seq.checked.begin(), seq.checked.end()) ||
+      seq.checked.front() < 0 || seq.checked.back() >= n)
+    throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "layer check: a sequence needs a prompt and ascending checked positions");
+  std::vector<float> x(static_cast<size_t>(n) * H);
+  cpu::embed_tokens(seq.tokens.data(), n, weights_.embed_tokens, H, x.data());
+  const std::vector<int32_t>& rows = seq.checked;
+  const int32_t m = static_cast<int32_t>(rows.size());
+
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    LayerOutputs got;
+    backend.run_layer(l, x, seq.n_prompt, got);
+    if (got.rows != n || got.residual.size() != x.size())
+      throw Error(GPTOSS_ERR_BACKEND, "layer check: the backend returned " + std::to_string(got.rows) +
+                                          " rows for " + std::to_string(n) + " positions");
+    std::vector<float> x_mid;
+    const LayerOutputs ref = reference(l, x, rows, &x_mid);
+
+    // Expert choices as sets (the order within a choice only orders the
+    // weighted sum); a differing set is excused at a near tie only.
+    std::vector<int32_t> agreeing;
+    int32_t ties = 0, mismatches = 0;
+    for (int32_t i = 0; i < m; ++i) {
+      std::vector<int32_t> a(ref.experts.begin() + i * K, ref.experts.begin() + (i + 1) * K);
+      std::vector<int32_t> b(got.experts.begin() + static_cast<size_t>(rows[i]) * K,
+                             got.experts.begin() + static_cast<size_t>(rows[i] + 1) * K);
+      std::sort(a.begin(), a.end());
+      std::sort(b.begin(), b.end());
+      if (a == b) agreeing.push_back(i);
+      else if (near_tie(l, &x_mid[static_cast<size_t>(i) * H], &ref.router_logits[static_cast<size_t>(i) * E])) ++ties;
+      else ++mismatches;
+    }
+    std::vector<int32_t> agreeing_pos;
+    for (int32_t i : agreeing) agreeing_pos.push_back(rows[i]);
+    const double e_attn = relative_error(gather(got.attn, c.q_dim(), rows), ref.attn);
+    const double e_router = relative_error(gather(got.router_logits, E, rows), ref.router_logits);
+    const double e_moe = relative_error(gather(got.moe, H, agreeing_pos), gather(ref.moe, H, agreeing));
+    const double e_res = relative_error(gather(got.residual, H, agreeing_pos), gather(ref.residual, H, agreeing));
+    record(l, "attention output", e_attn, tol_.attn, summary_.attn);
+    record(l, "router logits", e_router, tol_.router_logits, summary_.router_logits);
+    record(l, "moe output", e_moe, tol_.moe, summary_.moe);
+    record(l, "residual", e_res, tol_.residual, summary_.residual);
+    summary_.router_rows += m;
+    summary_.router_near_ties += ties;
+    summary_.router_mismatches += mismatches;
+    const bool ok = e_attn <= tol_.attn && e_router <= tol_.router_logits && e_moe <= tol_.moe &&
+                    e_res <= tol_.residual && mismatches == 0;
+    summary_.failures += !ok;
+    std::printf("%s layer %2d %-7s attn %.2e  router %.2e  moe %.2e  residual %.2e  choices %d/%d near-ties %d mismatches %d  %s\n",
+                name.c_str(), l, c.layer_kinds[l] == AttnKind::Sliding ? "sliding" : "full", e_attn, e_router,
+                e_moe, e_res, static_cast<int>(agreeing.size()), m, ties, mismatches, ok ? "PASS" : "FAIL");
+    std::fflush(stdout);
+
+    x = std::move(got.residual);
+    for (int32_t i = 0; i < m; ++i)
+      std::copy_n(ref.residual.begin() + static_cast<size_t>(i) * H, H, x.begin() + static_cast<size_t>(rows[i]) * H);
+  }
+  return x;
+}
+
+void ReferenceLayers::run_layer(int32_t layer, const std::vector<float>& x, int32_t /*n_prompt*/,
+                                LayerOutputs& out) {
+  // A reference row does not depend on how the sequence is chunked.
+  std::vector<int32_t> all(x.size() / check_.config().hidden_size);
+  std::iota(all.begin(), all.end(), 0);
+  out = check_.reference(layer, x, all);
+}
+
+}  // namespace gptoss
