@@ -14,12 +14,16 @@
 #    whole-model checks against the CPU runner: a small model with head_dim 64,
 #    models of 20b width and growing depth, then the 20b checkpoint; and
 #    against transformers' GptOssForCausalLM (hf_compare.py);
+#    the teacher-forced per-layer check (gptoss-cuda-layer-check): every CUDA
+#    layer fed the CPU reference's input, on the small model and then all 24
+#    layers of the 20b checkpoint at prompts of 100, 1000 and 4500 tokens plus
+#    decode steps - the gate every speed figure of the call is read against;
 # 5. benchmarks at the 20b shape: GPU-generated weights (the full table), and
 #    the checkpoint through the loader (load time, batch 1, prefill 512);
 # 6. torch's bf16 matmul at the same shapes, the dense-product ceiling;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b" leaves out those stages; GPTOSS_JOBS sets build parallelism.
+# loader model20b layers" leaves out those stages; GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -64,6 +68,13 @@ small="$models/small64"
 if want modelsmall; then
   step "small model"
   timeout 60 "$tools/gptoss-cuda-model-check" --model "$small" --steps 32 2>&1 | tee "$out/model_check_small.log" || status=1
+fi
+
+if want layers; then
+  step "teacher-forced layer check (small model, every position)"
+  timeout 120 "$tools/gptoss-cuda-layer-check" --model "$small" --prompts 40,300 --decode 4 --dense 400 \
+    >"$out/layer_check_small.log" 2>&1 || status=1
+  grep -E "FAIL|^layer check|layer-check:" "$out/layer_check_small.log"
 fi
 
 step "engine over the CUDA runner (small model): batch invariance, preemption"
@@ -118,6 +129,15 @@ if want hfsmall; then
 fi
 
 [ -n "$gen_pid" ] && wait "$gen_pid" && cat "$out/gen20b.log"
+if want layers; then
+  step "teacher-forced layer check, 20b checkpoint, all 24 layers (prompts 100 dense, 1000 and 4500 sampled)"
+  if ! timeout 420 "$tools/gptoss-cuda-layer-check" --model "$models/20b" --prompts 100,1000,4500 --decode 4 \
+    >"$out/layer_check_20b.log" 2>&1; then
+    status=1
+    echo "LAYER CHECK GATE FAILED: read the speed figures of this call as unverified" | tee -a "$out/layer_check_20b.log"
+  fi
+  grep -E "FAIL|^(sequence|layer check)|layer-check:|GATE" "$out/layer_check_20b.log"
+fi
 if want cli20b; then
   step "engine through gptoss-cli at the 20b shape (checkpoint, --backend cuda, KV from GPU memory)"
   for batch in 1 64; do
@@ -161,6 +181,7 @@ fi
 step "summary"
 {
   grep -h -E "FAIL|checks:|greedy continuations|identical" "$out"/kernel_check.log "$out"/model_check_*.log "$out"/engine_check.log 2>/dev/null
+  grep -h -E "^layer check|GATE" "$out"/layer_check_small.log "$out"/layer_check_20b.log 2>/dev/null
   grep -h -E "ERROR SUMMARY|memcheck exit" "$out/memcheck.log" 2>/dev/null
   cat "$out/cli_agreement.log" "$out/cli_20b.log" 2>/dev/null
   grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|gemv|load checkpoint|weights GB)" "$out/bench_random.log" 2>/dev/null

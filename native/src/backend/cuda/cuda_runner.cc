@@ -459,6 +459,39 @@ void CudaRunner::forward_sampled(const BatchPlan& plan, const std::vector<RowSam
   GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
+void CudaRunner::forward_layer(const BatchPlan& plan, int32_t layer, const std::vector<float>& x,
+                               LayerOutputs& out) {
+  validate(plan);
+  const ModelConfig& m = config_;
+  const int32_t n = static_cast<int32_t>(plan.tokens.size()), H = m.hidden_size;
+  if (layer < 0 || layer >= m.num_layers || n == 0 || x.size() != static_cast<size_t>(n) * H)
+    throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "forward_layer: a layer of the model and one hidden row per token");
+  const Step step = prepare(plan);
+  // Padding rows enter as zeros; no earlier layer left an output in delta_.
+  const size_t row_bytes = static_cast<size_t>(H) * sizeof(float);
+  GPTOSS_CUDA_CHECK(cudaMemsetAsync(x_.get(), 0, step.n_tokens * row_bytes, stream_));
+  GPTOSS_CUDA_CHECK(cudaMemsetAsync(delta_.get(), 0, step.n_tokens * row_bytes, stream_));
+  GPTOSS_CUDA_CHECK(cudaMemcpyAsync(x_.get(), x.data(), n * row_bytes, cudaMemcpyHostToDevice, stream_));
+  enqueue_layer(step, layer);
+
+  // After the layer, x_ holds the stream between attention and MoE and
+  // delta_ the MoE output: the next layer's first norm adds them.
+  out.resize(m, n);
+  std::vector<bf16> attn(static_cast<size_t>(n) * m.q_dim());
+  std::vector<float> after_attention(x.size());
+  auto to_host = [&](void* dst, const void* src, size_t bytes) {
+    GPTOSS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  };
+  to_host(attn.data(), attn_.get(), attn.size() * sizeof(bf16));
+  to_host(out.router_logits.data(), router_logits_.get(), out.router_logits.size() * sizeof(float));
+  to_host(out.experts.data(), experts_.get(), out.experts.size() * sizeof(int32_t));
+  to_host(out.moe.data(), delta_.get(), out.moe.size() * sizeof(float));
+  to_host(after_attention.data(), x_.get(), after_attention.size() * sizeof(float));
+  GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (size_t i = 0; i < attn.size(); ++i) out.attn[i] = bf16_to_float(attn[i]);
+  for (size_t i = 0; i < after_attention.size(); ++i) out.residual[i] = after_attention[i] + out.moe[i];
+}
+
 void CudaRunner::fill_kv_cache_random(uint64_t seed) {
   for (int k = 0; k < kNumAttnKinds; ++k)
     cuda::fill_random_bf16(kv_pool_[k].get(), static_cast<int64_t>(kv_pool_[k].size()), seed + k, 1.0f,
