@@ -63,6 +63,7 @@ CudaRunner::CudaRunner(const ModelConfig& config, cuda::DeviceWeights weights)
     throw Error(GPTOSS_ERR_MODEL, "the CUDA backend supports head_dim 64 only (model has " +
                                       std::to_string(config_.head_dim) + ")");
   GPTOSS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  cuda::prepare_linear_bf16();  // before any decode graph captures a product
   inv_freq_ = DeviceBuffer<float>(rope_.inv_freq.size());
   GPTOSS_CUDA_CHECK(cudaMemcpy(inv_freq_.get(), rope_.inv_freq.data(), inv_freq_.bytes(),
                                cudaMemcpyHostToDevice));

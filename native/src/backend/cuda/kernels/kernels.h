@@ -37,11 +37,24 @@ void add_rmsnorm(float* x, const float* delta, const int32_t* rows, int32_t n_ro
 void linear_bf16(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                  const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
 
-// The two paths of linear_bf16, exposed for checks and benchmarks.
+// The paths of linear_bf16, exposed for checks and benchmarks. Many rows go
+// through cuBLASLt where the build has it (GPTOSS_WITH_CUBLASLT), else
+// through the own tiled kernel.
 void linear_bf16_gemv(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                       const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
 void linear_bf16_tiled(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                        const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
+#if GPTOSS_WITH_CUBLASLT
+void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
+                          const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
+#endif
+
+// Sets up what linear_bf16 needs before a CUDA graph may capture it (the
+// cuBLASLt handle and its workspace); the CUDA runner calls it once.
+void prepare_linear_bf16();
+
+// y[r][o] += bias[o] for r < n_rows, o < out_dim.
+void add_bias_rows(float* y, const bf16* bias, int32_t n_rows, int32_t out_dim, cudaStream_t stream);
 
 // ---- rotary embedding and the paged KV cache ------------------------------------
 

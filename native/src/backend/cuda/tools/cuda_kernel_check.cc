@@ -89,6 +89,19 @@ void check_linear(Random& rng, Verdicts& v) {
     auto y2 = poisoned<float>(ref.size());
     linear_bf16_tiled(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y2.get(), nullptr);
     v.expect_close("linear_bf16 tiled " + shape, relative_error(to_host(y2, ref.size()), ref), kFloatTol);
+#if GPTOSS_WITH_CUBLASLT
+    auto y3 = poisoned<float>(ref.size());
+    linear_bf16_cublaslt(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y3.get(), nullptr);
+    const std::vector<float> all_rows = to_host(y3, ref.size());
+    v.expect_close("linear_bf16 cublaslt " + shape, relative_error(all_rows, ref), kFloatTol);
+    // Batch invariance: the first rows alone give the same bits as in the whole.
+    const int32_t head = (c.rows + 1) / 2;
+    auto y4 = poisoned<float>(size_t(head) * c.out);
+    linear_bf16_cublaslt(d_x.get(), head, c.in, d_w.get(), d_b.get(), c.out, y4.get(), nullptr);
+    const std::vector<float> head_rows = to_host(y4, size_t(head) * c.out);
+    v.expect("linear_bf16 cublaslt " + shape + " rows alone == in the batch",
+             std::equal(head_rows.begin(), head_rows.end(), all_rows.begin()), std::to_string(head) + " rows");
+#endif
   }
 }
 
