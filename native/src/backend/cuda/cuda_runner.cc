@@ -329,13 +329,12 @@ void CudaRunner::enqueue_layer(const Step& step, int32_t layer) {
   cuda::linear_bf16(h_.get(), T, H, w.router_weight, w.router_bias, m.num_experts,
                     router_logits_.get(), stream_);
   const int32_t K = m.experts_per_token, pairs = T * K;
-  cuda::router_top_k(router_logits_.get(), T, m.num_experts, K, experts_.get(),
-                     expert_weights_.get(), stream_);
   const cuda::MoeGroups groups{expert_offsets_.get(), pair_token_.get(), pair_slot_.get(),
                                moe_tiles_.get(), moe_n_tiles_.get()};
-  stage("moe_group");
+  stage("moe_route");
   const cuda::MoePath path = cuda::moe_path_for(pairs, m.num_experts);
-  cuda::moe_group(experts_.get(), T, K, m.num_experts, cuda::moe_tile_rows(path), groups, stream_);
+  cuda::moe_route(router_logits_.get(), T, m.num_experts, K, cuda::moe_tile_rows(path), experts_.get(),
+                  expert_weights_.get(), groups, stream_);
   stage("moe_gate_up_swiglu");
   cuda::moe_gate_up_swiglu(h_.get(), groups, pairs, w.gate_up, m.swiglu_limit, path,
                            expert_act_.get(), stream_);

@@ -154,6 +154,11 @@ inline int32_t moe_max_tiles(int32_t n_pairs, int32_t n_experts, int32_t tile_ro
 void moe_group(const int32_t* experts, int32_t n_rows, int32_t k, int32_t n_experts,
                int32_t tile_rows, const MoeGroups& groups, cudaStream_t stream);
 
+// router_top_k then moe_group: for decode batches (up to 64 rows) one kernel
+// (one launch less a layer), else the two. Same results either way.
+void moe_route(const float* logits, int32_t n_rows, int32_t n_experts, int32_t k, int32_t tile_rows,
+               int32_t* experts, float* weights, const MoeGroups& groups, cudaStream_t stream);
+
 // Which kernel runs an expert product: the GEMV streams each expert's weights
 // once per step (decode, about a pair per expert; its blocks walk only the
 // experts with pairs, listed as one tile each); the tiled kernel runs
