@@ -16,8 +16,9 @@
 #    against transformers' GptOssForCausalLM (hf_compare.py);
 #    the teacher-forced per-layer check (gptoss-cuda-layer-check): every CUDA
 #    layer fed the CPU reference's input, on the small model and then all 24
-#    layers of the 20b checkpoint at prompts of 100, 1000 and 4500 tokens plus
-#    decode steps - the gate every speed figure of the call is read against;
+#    layers of the 20b checkpoint (prompts of 100, 1000 and 4500 tokens in one
+#    step plus 4 decode steps; 160 sequences decoding together) - the gate
+#    every speed figure of the call is read against;
 # 5. benchmarks at the 20b shape: GPU-generated weights (the full table), and
 #    the checkpoint through the loader (load time, batch 1, prefill 512);
 # 6. torch's bf16 matmul at the same shapes, the dense-product ceiling;
@@ -142,7 +143,7 @@ fi
 
 [ -n "$gen_pid" ] && wait "$gen_pid" && cat "$out/gen20b.log"
 if want layers; then
-  step "teacher-forced layer check, 20b checkpoint, all 24 layers (prompts 100 dense, 1000 and 4500 sampled)"
+  step "teacher-forced layer check, 20b checkpoint, all 24 layers (prompts 100, 1000, 4500; decode batch 160)"
   if ! timeout 420 "$tools/gptoss-cuda-layer-check" --model "$models/20b" --prompts 100,1000,4500 --decode 4 \
     >"$out/layer_check_20b.log" 2>&1; then
     status=1

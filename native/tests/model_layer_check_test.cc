@@ -2,8 +2,9 @@
 // reference checked against itself finds no difference, on every position or
 // on the sampled ones (so the sample's K/V reach every position it reads);
 // its residual stream after the last layer gives the CPU runner's logits bit
-// for bit; and a backend with a wrong MoE output or wrong expert choices is
-// caught at the layer that is wrong.
+// for bit; a batch of sequences keeps each one's rows apart; and a backend
+// with a wrong MoE output or wrong expert choices is caught at the layer that
+// is wrong.
 #include <cstring>
 #include <numeric>
 
@@ -33,8 +34,9 @@ class Faulty final : public LayerUnderTest {
   enum class Fault { MoeScale, NextExpert };
   Faulty(const TeacherForcedCheck& check, int32_t layer, Fault fault)
       : reference_(check), config_(check.config()), layer_(layer), fault_(fault) {}
-  void run_layer(int32_t layer, const std::vector<float>& x, int32_t n_prompt, LayerOutputs& out) override {
-    reference_.run_layer(layer, x, n_prompt, out);
+  void run_layer(int32_t layer, const std::vector<LayerCheckSequence>& batch, const std::vector<float>& x,
+                 LayerOutputs& out) override {
+    reference_.run_layer(layer, batch, x, out);
     if (layer != layer_) return;
     const int32_t E = config_.num_experts, K = config_.experts_per_token;
     for (int32_t r = 0; r < out.rows; ++r) {
@@ -93,7 +95,7 @@ int main() {
   check(dense.checked.size() == kPrompt + kDecode, "dense: every position checked");
   TeacherForcedCheck self(config, weights, &pool, LayerCheckTolerances{});
   ReferenceLayers reference(self);
-  const std::vector<float> x_out = self.run("self", dense, reference);
+  const std::vector<float> x_out = self.run("self", {dense}, reference);
   expect_exact(self.summary(), "self-check, every position");
   check(self.summary().router_rows == int64_t(config.num_layers) * (kPrompt + kDecode), "every row's choice compared");
 
@@ -124,16 +126,33 @@ int main() {
   check(sampled.checked.size() < dense.checked.size(), "sampled: fewer positions");
   TeacherForcedCheck sparse(config, weights, &pool, LayerCheckTolerances{});
   ReferenceLayers reference2(sparse);
-  sparse.run("sampled", sampled, reference2);
+  sparse.run("sampled", {sampled}, reference2);
   expect_exact(sparse.summary(), "self-check, sampled positions");
+
+  // A batch: three sequences of different prompt lengths and the same number
+  // of decode steps, one of them unchecked; exact, and each sequence's rows
+  // are its own (the last layer's residual of the checked single sequence
+  // is found again at its place in the batch).
+  {
+    LayerCheckSequence a = dense, b{std::vector<int32_t>(dense.tokens.begin() + 7, dense.tokens.end()), kPrompt - 7, {}},
+                       d{std::vector<int32_t>(dense.tokens.begin(), dense.tokens.begin() + 20), 20 - kDecode, {}};
+    d.checked = layer_check_positions(d.n_prompt, 20, config.sliding_window, 64, 2);
+    TeacherForcedCheck c(config, weights, &pool, LayerCheckTolerances{});
+    ReferenceLayers r(c);
+    const std::vector<float> out = c.run("batch", {b, a, d}, r);
+    expect_exact(c.summary(), "self-check, a batch of three");
+    check(c.summary().router_rows == int64_t(config.num_layers) * (kPrompt + kDecode + 20), "checked rows of two sequences");
+    const size_t first_a = b.tokens.size() * config.hidden_size;
+    check(std::equal(x_out.begin(), x_out.end(), out.begin() + first_a), "sequence a's rows unchanged in the batch");
+  }
 
   // A wrong MoE output at layer 2 fails that layer and no other.
   {
     TeacherForcedCheck c(config, weights, &pool, LayerCheckTolerances{});
     Faulty faulty(c, 2, Faulty::Fault::MoeScale);
-    c.run("moe x1.05", dense, faulty);
+    c.run("moe x1.05", {dense}, faulty);
     const LayerCheckSummary& s = c.summary();
-    check(s.failures == 1 && s.worst_layer == 2 && s.worst_what == "moe output", "moe fault found at layer 2");
+    check(s.failures == 1 && s.worst_layer == 2 && s.worst_what == "moe output (moe x1.05)", "moe fault found at layer 2");
     check(s.moe.layer == 2 && s.moe.error > 0.04 && s.moe.error < 0.06, "moe error is the 5 % injected");
     check(s.router_mismatches == 0, "moe fault: choices still agree");
   }
@@ -142,7 +161,7 @@ int main() {
   {
     TeacherForcedCheck c(config, weights, &pool, LayerCheckTolerances{});
     Faulty faulty(c, 1, Faulty::Fault::NextExpert);
-    c.run("next expert", dense, faulty);
+    c.run("next expert", {dense}, faulty);
     const LayerCheckSummary& s = c.summary();
     check(s.router_mismatches + s.router_near_ties == kPrompt + kDecode, "every row of layer 1 differs");
     check(s.router_mismatches > s.router_near_ties, "most are counted as mismatches");

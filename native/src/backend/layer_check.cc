@@ -37,13 +37,16 @@ void LayerOutputs::resize(const ModelConfig& c, int32_t n) {
   residual.resize(static_cast<size_t>(n) * c.hidden_size);
 }
 
-void LayerOutputs::append(const LayerOutputs& other) {
-  rows += other.rows;
-  attn.insert(attn.end(), other.attn.begin(), other.attn.end());
-  router_logits.insert(router_logits.end(), other.router_logits.begin(), other.router_logits.end());
-  experts.insert(experts.end(), other.experts.begin(), other.experts.end());
-  moe.insert(moe.end(), other.moe.begin(), other.moe.end());
-  residual.insert(residual.end(), other.residual.begin(), other.residual.end());
+void LayerOutputs::set_row(int32_t row, const LayerOutputs& from, int32_t from_row) {
+  auto copy = [&](auto& to, const auto& src) {
+    const size_t width = src.size() / from.rows;
+    std::copy_n(src.begin() + from_row * width, width, to.begin() + row * width);
+  };
+  copy(attn, from.attn);
+  copy(router_logits, from.router_logits);
+  copy(experts, from.experts);
+  copy(moe, from.moe);
+  copy(residual, from.residual);
 }
 
 std::vector<int32_t> layer_check_positions(int32_t n_prompt, int32_t n_total, int32_t sliding_window,
@@ -145,7 +148,7 @@ bool TeacherForcedCheck::near_tie(int32_t layer, const float* x_row, const float
   return double(logits[a]) - logits[b] <= std::ldexp(bound, -8);
 }
 
-void TeacherForcedCheck::record(int32_t layer, const char* what, double error, double tolerance,
+void TeacherForcedCheck::record(int32_t layer, const std::string& what, double error, double tolerance,
                                 LayerCheckWorst& worst) {
   error = finite_or_inf(error);
   if (error > worst.error || worst.layer < 0) worst = LayerCheckWorst{error, layer};
@@ -157,27 +160,53 @@ void TeacherForcedCheck::record(int32_t layer, const char* what, double error, d
   }
 }
 
-std::vector<float> TeacherForcedCheck::run(const std::string& name, const LayerCheckSequence& seq,
+std::vector<float> TeacherForcedCheck::run(const std::string& name, const std::vector<LayerCheckSequence>& batch,
                                            LayerUnderTest& backend) {
   const ModelConfig& c = config_;
   const int32_t H = c.hidden_size, K = c.experts_per_token, E = c.num_experts;
-  const int32_t n = static_cast<int32_t>(seq.tokens.size());
-  if (seq.n_prompt < 1 || seq.n_prompt > n || seq.checked.empty() || !std::is_sorted(seq.checked.begin(), seq.checked.end()) ||
-      seq.checked.front() < 0 || seq.checked.back() >= n)
-    throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "layer check: a sequence needs a prompt and ascending checked positions");
+  // Each sequence's first row in the batch's rows.
+  std::vector<int32_t> first_row;
+  int32_t n = 0;
+  for (const LayerCheckSequence& s : batch) {
+    const int32_t len = static_cast<int32_t>(s.tokens.size());
+    if (s.n_prompt < 1 || s.n_prompt > len || len - s.n_prompt != int32_t(batch[0].tokens.size()) - batch[0].n_prompt ||
+        !std::is_sorted(s.checked.begin(), s.checked.end()) ||
+        (!s.checked.empty() && (s.checked.front() < 0 || s.checked.back() >= len)))
+      throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "layer check: every sequence needs a prompt, the batch's number of "
+                                               "decode positions and ascending checked positions");
+    first_row.push_back(n);
+    n += len;
+  }
+  std::vector<int32_t> tokens;
+  for (const LayerCheckSequence& s : batch) tokens.insert(tokens.end(), s.tokens.begin(), s.tokens.end());
   std::vector<float> x(static_cast<size_t>(n) * H);
-  cpu::embed_tokens(seq.tokens.data(), n, weights_.embed_tokens, H, x.data());
-  const std::vector<int32_t>& rows = seq.checked;
+  cpu::embed_tokens(tokens.data(), n, weights_.embed_tokens, H, x.data());
+  std::vector<int32_t> rows;  // the checked rows of the batch
+  for (size_t s = 0; s < batch.size(); ++s)
+    for (int32_t p : batch[s].checked) rows.push_back(first_row[s] + p);
   const int32_t m = static_cast<int32_t>(rows.size());
 
   for (int32_t l = 0; l < c.num_layers; ++l) {
     LayerOutputs got;
-    backend.run_layer(l, x, seq.n_prompt, got);
+    backend.run_layer(l, batch, x, got);
     if (got.rows != n || got.residual.size() != x.size())
       throw Error(GPTOSS_ERR_BACKEND, "layer check: the backend returned " + std::to_string(got.rows) +
-                                          " rows for " + std::to_string(n) + " positions");
-    std::vector<float> x_mid;
-    const LayerOutputs ref = reference(l, x, rows, &x_mid);
+                                          " rows for " + std::to_string(n));
+    // The reference, sequence by sequence, its rows in the order of `rows`.
+    LayerOutputs ref;
+    ref.resize(c, m);
+    std::vector<float> x_mid(static_cast<size_t>(m) * H);
+    for (size_t s = 0, i = 0; s < batch.size(); ++s) {
+      if (batch[s].checked.empty()) continue;
+      const std::vector<float> xs(x.begin() + static_cast<size_t>(first_row[s]) * H,
+                                  x.begin() + (static_cast<size_t>(first_row[s]) + batch[s].tokens.size()) * H);
+      std::vector<float> mid;
+      const LayerOutputs one = reference(l, xs, batch[s].checked, &mid);
+      for (int32_t r = 0; r < one.rows; ++r, ++i) {
+        ref.set_row(static_cast<int32_t>(i), one, r);
+        std::copy_n(mid.begin() + static_cast<size_t>(r) * H, H, x_mid.begin() + i * H);
+      }
+    }
 
     // Expert choices as sets (the order within a choice only orders the
     // weighted sum); a differing set is excused at a near tie only.
@@ -193,16 +222,16 @@ std::vector<float> TeacherForcedCheck::run(const std::string& name, const LayerC
       else if (near_tie(l, &x_mid[static_cast<size_t>(i) * H], &ref.router_logits[static_cast<size_t>(i) * E])) ++ties;
       else ++mismatches;
     }
-    std::vector<int32_t> agreeing_pos;
-    for (int32_t i : agreeing) agreeing_pos.push_back(rows[i]);
+    std::vector<int32_t> agreeing_rows;
+    for (int32_t i : agreeing) agreeing_rows.push_back(rows[i]);
     const double e_attn = relative_error(gather(got.attn, c.q_dim(), rows), ref.attn);
     const double e_router = relative_error(gather(got.router_logits, E, rows), ref.router_logits);
-    const double e_moe = relative_error(gather(got.moe, H, agreeing_pos), gather(ref.moe, H, agreeing));
-    const double e_res = relative_error(gather(got.residual, H, agreeing_pos), gather(ref.residual, H, agreeing));
-    record(l, "attention output", e_attn, tol_.attn, summary_.attn);
-    record(l, "router logits", e_router, tol_.router_logits, summary_.router_logits);
-    record(l, "moe output", e_moe, tol_.moe, summary_.moe);
-    record(l, "residual", e_res, tol_.residual, summary_.residual);
+    const double e_moe = relative_error(gather(got.moe, H, agreeing_rows), gather(ref.moe, H, agreeing));
+    const double e_res = relative_error(gather(got.residual, H, agreeing_rows), gather(ref.residual, H, agreeing));
+    record(l, "attention output (" + name + ")", e_attn, tol_.attn, summary_.attn);
+    record(l, "router logits (" + name + ")", e_router, tol_.router_logits, summary_.router_logits);
+    record(l, "moe output (" + name + ")", e_moe, tol_.moe, summary_.moe);
+    record(l, "residual (" + name + ")", e_res, tol_.residual, summary_.residual);
     summary_.router_rows += m;
     summary_.router_near_ties += ties;
     summary_.router_mismatches += mismatches;
@@ -221,12 +250,20 @@ std::vector<float> TeacherForcedCheck::run(const std::string& name, const LayerC
   return x;
 }
 
-void ReferenceLayers::run_layer(int32_t layer, const std::vector<float>& x, int32_t /*n_prompt*/,
-                                LayerOutputs& out) {
-  // A reference row does not depend on how the sequence is chunked.
-  std::vector<int32_t> all(x.size() / check_.config().hidden_size);
-  std::iota(all.begin(), all.end(), 0);
-  out = check_.reference(layer, x, all);
+void ReferenceLayers::run_layer(int32_t layer, const std::vector<LayerCheckSequence>& batch,
+                                const std::vector<float>& x, LayerOutputs& out) {
+  // A reference row does not depend on how the sequences are batched or chunked.
+  const size_t H = check_.config().hidden_size;
+  out.resize(check_.config(), static_cast<int32_t>(x.size() / H));
+  size_t first = 0;
+  for (const LayerCheckSequence& s : batch) {
+    std::vector<int32_t> all(s.tokens.size());
+    std::iota(all.begin(), all.end(), 0);
+    const std::vector<float> xs(x.begin() + first * H, x.begin() + (first + s.tokens.size()) * H);
+    const LayerOutputs one = check_.reference(layer, xs, all);
+    for (int32_t r = 0; r < one.rows; ++r) out.set_row(static_cast<int32_t>(first) + r, one, r);
+    first += s.tokens.size();
+  }
 }
 
 }  // namespace gptoss

@@ -11,8 +11,10 @@
 // checked rows (the CPU cannot afford 24 layers of MoE over a 4k prompt), the
 // backend runs every row, so both see identical inputs at every layer.
 //
-// A sequence is a prompt, run as one chunk, followed by decode steps of one
-// token each, so both the prompt (tiled) and the decode kernels are checked.
+// A batch of sequences runs as it would be served: the prompts as chunks of
+// one step (tiled products, prefill attention), then decode steps holding
+// every sequence's next token (GEMVs and split attention for a few
+// sequences, tiles and tensor-core attention for many).
 #pragma once
 
 #include <cstdint>
@@ -36,19 +38,27 @@ struct LayerOutputs {
   std::vector<float> residual;       // [rows, hidden]: the residual stream leaving the layer
 
   void resize(const ModelConfig& config, int32_t n);
-  // Appends `other`'s rows after these.
-  void append(const LayerOutputs& other);
+  // Row `row` of these outputs := row `from_row` of `from`.
+  void set_row(int32_t row, const LayerOutputs& from, int32_t from_row);
+};
+
+// One sequence of a check: a prompt, then decode positions.
+struct LayerCheckSequence {
+  std::vector<int32_t> tokens;   // prompt then decode tokens
+  int32_t n_prompt = 0;
+  std::vector<int32_t> checked;  // ascending positions the reference computes (may be none)
 };
 
 // A backend's decoder layers, one at a time.
 class LayerUnderTest {
  public:
   virtual ~LayerUnderTest() = default;
-  // Runs layer `layer` over one sequence whose residual stream entering the
-  // layer is x ([n, hidden], positions 0..n-1): positions [0, n_prompt) as
-  // one prompt chunk, then each later position as a decode step of its own
-  // (its K/V cached as the steps go). Fills `out` for all n positions.
-  virtual void run_layer(int32_t layer, const std::vector<float>& x, int32_t n_prompt,
+  // Runs layer `layer` over `batch`, whose residual streams entering the
+  // layer are x ([rows, hidden]: each sequence's positions in turn): every
+  // prompt as a chunk of one step, then one decode step per later position
+  // holding every sequence's next token (their K/V cached as the steps go).
+  // Fills `out` for every row of x.
+  virtual void run_layer(int32_t layer, const std::vector<LayerCheckSequence>& batch, const std::vector<float>& x,
                          LayerOutputs& out) = 0;
 };
 
@@ -58,12 +68,6 @@ struct LayerCheckTolerances {
   double router_logits = 1e-2;
   double moe = 2e-2;
   double residual = 1e-2;
-};
-
-struct LayerCheckSequence {
-  std::vector<int32_t> tokens;   // prompt then decode tokens
-  int32_t n_prompt = 0;
-  std::vector<int32_t> checked;  // ascending positions the reference computes
 };
 
 // The positions a sequence's check compares: all of them up to `dense`
@@ -83,7 +87,7 @@ struct LayerCheckSummary {
   LayerCheckWorst attn, router_logits, moe, residual;
   int32_t worst_layer = -1;       // the layer with the largest error / tolerance
   double worst_ratio = 0.0;
-  std::string worst_what;         // which output of that layer
+  std::string worst_what;         // which output of that layer, in which run
   int64_t router_rows = 0;        // rows whose expert choice was compared
   int64_t router_near_ties = 0;   // choices that differ where the reference's k-th and
                                   // (k+1)-th logits are within bf16 rounding
@@ -97,10 +101,11 @@ class TeacherForcedCheck {
   TeacherForcedCheck(const ModelConfig& config, const Weights& weights, ThreadPool* pool,
                      LayerCheckTolerances tolerances);
 
-  // Checks every layer on one sequence, one line per layer on stdout tagged
-  // with `name`. Returns the residual stream leaving the last layer (all
-  // positions; the reference's at checked ones).
-  std::vector<float> run(const std::string& name, const LayerCheckSequence& sequence,
+  // Checks every layer on a batch of sequences (all with the same number of
+  // decode positions), one line per layer on stdout tagged with `name`.
+  // Returns the residual stream leaving the last layer (every row as in
+  // LayerUnderTest::run_layer; the reference's at checked positions).
+  std::vector<float> run(const std::string& name, const std::vector<LayerCheckSequence>& batch,
                          LayerUnderTest& backend);
 
   // The reference layer `layer` at positions `rows` (ascending) of the
@@ -119,7 +124,7 @@ class TeacherForcedCheck {
   // difference is within what rounding the router's input to bf16 can move
   // it: 2^-8 * sum_i |(w_k[i] - w_k1[i]) h[i]|, h the normalised input.
   bool near_tie(int32_t layer, const float* x_row, const float* logits) const;
-  void record(int32_t layer, const char* what, double error, double tolerance,
+  void record(int32_t layer, const std::string& what, double error, double tolerance,
               LayerCheckWorst& worst);
 
   const ModelConfig& config_;
@@ -135,7 +140,8 @@ class TeacherForcedCheck {
 class ReferenceLayers final : public LayerUnderTest {
  public:
   explicit ReferenceLayers(const TeacherForcedCheck& check) : check_(check) {}
-  void run_layer(int32_t layer, const std::vector<float>& x, int32_t n_prompt, LayerOutputs& out) override;
+  void run_layer(int32_t layer, const std::vector<LayerCheckSequence>& batch, const std::vector<float>& x,
+                 LayerOutputs& out) override;
 
  private:
   const TeacherForcedCheck& check_;
