@@ -31,7 +31,7 @@ std::vector<int32_t> sequence_tokens() {
 // The reference with one layer made wrong.
 class Faulty final : public LayerUnderTest {
  public:
-  enum class Fault { MoeScale, NextExpert };
+  enum class Fault { MoeScale, NextExpert, FarExpert };
   Faulty(const TeacherForcedCheck& check, int32_t layer, Fault fault)
       : reference_(check), config_(check.config()), layer_(layer), fault_(fault) {}
   void run_layer(int32_t layer, const std::vector<LayerCheckSequence>& batch, const std::vector<float>& x,
@@ -44,12 +44,12 @@ class Faulty final : public LayerUnderTest {
         for (int32_t d = 0; d < config_.hidden_size; ++d) out.moe[size_t(r) * config_.hidden_size + d] *= 1.05f;
         continue;
       }
-      // The (k+1)-th logit's expert in place of the k-th.
+      // The (k+1)-th (or (k+2)-th) logit's expert in place of the k-th.
       const float* logits = &out.router_logits[size_t(r) * E];
       std::vector<int32_t> order(E);
       std::iota(order.begin(), order.end(), 0);
       std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
-      out.experts[size_t(r) * K + K - 1] = order[K];
+      out.experts[size_t(r) * K + K - 1] = order[fault_ == Fault::NextExpert ? K : K + 1];
     }
   }
 
@@ -166,6 +166,15 @@ int main() {
     check(s.router_mismatches + s.router_near_ties == kPrompt + kDecode, "every row of layer 1 differs");
     check(s.router_mismatches > s.router_near_ties, "most are counted as mismatches");
     check(s.failures == 1, "only layer 1 fails");
+  }
+  // The (k+2)-th expert: never a near tie, whatever the gap.
+  {
+    TeacherForcedCheck c(config, weights, &pool, LayerCheckTolerances{});
+    Faulty faulty(c, 3, Faulty::Fault::FarExpert);
+    c.run("far expert", {dense}, faulty);
+    const LayerCheckSummary& s = c.summary();
+    check(s.router_mismatches == kPrompt + kDecode && s.router_near_ties == 0, "a far expert is always a mismatch");
+    check(s.failures == 1 && s.worst_layer == 3, "only layer 3 fails");
   }
   std::printf("model_layer_check_test: OK\n");
   return 0;

@@ -129,16 +129,23 @@ LayerOutputs TeacherForcedCheck::reference(int32_t layer, const std::vector<floa
   return out;
 }
 
-bool TeacherForcedCheck::near_tie(int32_t layer, const float* x_row, const float* logits) const {
+bool TeacherForcedCheck::near_tie(int32_t layer, const float* x_row, const float* logits,
+                                  const std::vector<int32_t>& chosen) const {
   const ModelConfig& c = config_;
-  const LayerWeights& w = weights_.layers[layer];
-  std::vector<float> h(c.hidden_size);
-  cpu::rmsnorm(x_row, 1, c.hidden_size, w.post_attention_norm, c.rms_norm_eps, h.data());
+  const int32_t K = c.experts_per_token;
   // The reference's order: descending logits, equal ones lower expert first.
   std::vector<int32_t> order(c.num_experts);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
-  const int32_t a = order[c.experts_per_token - 1], b = order[c.experts_per_token];
+  const int32_t a = order[K - 1], b = order[K];
+  std::vector<int32_t> swapped(order.begin(), order.begin() + K);
+  swapped[K - 1] = b;
+  std::sort(swapped.begin(), swapped.end());
+  if (swapped != chosen) return false;  // more than the k-th choice differs
+
+  const LayerWeights& w = weights_.layers[layer];
+  std::vector<float> h(c.hidden_size);
+  cpu::rmsnorm(x_row, 1, c.hidden_size, w.post_attention_norm, c.rms_norm_eps, h.data());
   double bound = 0.0;
   for (int32_t i = 0; i < c.hidden_size; ++i) {
     const float wa = bf16_to_float(w.router_weight[static_cast<size_t>(a) * c.hidden_size + i]);
@@ -219,7 +226,7 @@ std::vector<float> TeacherForcedCheck::run(const std::string& name, const std::v
       std::sort(a.begin(), a.end());
       std::sort(b.begin(), b.end());
       if (a == b) agreeing.push_back(i);
-      else if (near_tie(l, &x_mid[static_cast<size_t>(i) * H], &ref.router_logits[static_cast<size_t>(i) * E])) ++ties;
+      else if (near_tie(l, &x_mid[static_cast<size_t>(i) * H], &ref.router_logits[static_cast<size_t>(i) * E], b)) ++ties;
       else ++mismatches;
     }
     std::vector<int32_t> agreeing_rows;
@@ -232,6 +239,11 @@ std::vector<float> TeacherForcedCheck::run(const std::string& name, const std::v
     record(l, "router logits (" + name + ")", e_router, tol_.router_logits, summary_.router_logits);
     record(l, "moe output (" + name + ")", e_moe, tol_.moe, summary_.moe);
     record(l, "residual (" + name + ")", e_res, tol_.residual, summary_.residual);
+    if (mismatches > 0 && summary_.worst_ratio < INFINITY) {  // the first layer choosing wrong experts
+      summary_.worst_ratio = INFINITY;
+      summary_.worst_layer = l;
+      summary_.worst_what = std::to_string(mismatches) + " router mismatches (" + name + ")";
+    }
     summary_.router_rows += m;
     summary_.router_near_ties += ties;
     summary_.router_mismatches += mismatches;

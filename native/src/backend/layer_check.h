@@ -86,7 +86,7 @@ struct LayerCheckWorst {
 struct LayerCheckSummary {
   LayerCheckWorst attn, router_logits, moe, residual;
   int32_t worst_layer = -1;       // the layer with the largest error / tolerance
-  double worst_ratio = 0.0;
+  double worst_ratio = 0.0;       // (infinite from the first layer with a router mismatch)
   std::string worst_what;         // which output of that layer, in which run
   int64_t router_rows = 0;        // rows whose expert choice was compared
   int64_t router_near_ties = 0;   // choices that differ where the reference's k-th and
@@ -120,10 +120,11 @@ class TeacherForcedCheck {
   const ModelConfig& config() const { return config_; }
 
  private:
-  // The k-th and (k+1)-th reference logits of a row are a near tie when their
-  // difference is within what rounding the router's input to bf16 can move
-  // it: 2^-8 * sum_i |(w_k[i] - w_k1[i]) h[i]|, h the normalised input.
-  bool near_tie(int32_t layer, const float* x_row, const float* logits) const;
+  // True when `chosen` (sorted) is the reference's choice with its k-th
+  // expert replaced by the (k+1)-th and those two logits are within what
+  // rounding the router's input to bf16 can move their difference:
+  // 2^-8 * sum_i |(w_k[i] - w_k1[i]) h[i]|, h the normalised input.
+  bool near_tie(int32_t layer, const float* x_row, const float* logits, const std::vector<int32_t>& chosen) const;
   void record(int32_t layer, const std::string& what, double error, double tolerance,
               LayerCheckWorst& worst);
 

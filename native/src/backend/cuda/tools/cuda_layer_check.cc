@@ -22,6 +22,7 @@
 // Exit status 1 when an output passes its tolerance or an expert choice
 // differs away from a near tie.
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <sstream>
 #include <string>
@@ -169,8 +170,11 @@ int main(int argc, char** argv) {
                 "rounding), %lld mismatches\n",
                 static_cast<long long>(r.router_rows), static_cast<long long>(r.router_near_ties),
                 static_cast<long long>(r.router_mismatches));
-    std::printf("layer check worst layer %d: %s at %.2f of its tolerance\n", r.worst_layer, r.worst_what.c_str(),
-                r.worst_ratio);
+    if (std::isinf(r.worst_ratio))
+      std::printf("layer check worst layer %d: %s\n", r.worst_layer, r.worst_what.c_str());
+    else
+      std::printf("layer check worst layer %d: %s at %.2f of its tolerance\n", r.worst_layer, r.worst_what.c_str(),
+                  r.worst_ratio);
     std::printf("layer checks: %d layer runs failed of %d  %s\n", r.failures,
                 (batch_seqs > 0 ? 2 : 1) * config.num_layers, r.failures ? "FAIL" : "PASS");
     return r.failures ? 1 : 0;
