@@ -144,7 +144,7 @@ fi
 [ -n "$gen_pid" ] && wait "$gen_pid" && cat "$out/gen20b.log"
 if want layers; then
   step "teacher-forced layer check, 20b checkpoint, all 24 layers (prompts 100, 1000, 4500; decode batch 160)"
-  if ! timeout 420 "$tools/gptoss-cuda-layer-check" --model "$models/20b" --prompts 100,1000,4500 --decode 4 \
+  if ! timeout 300 "$tools/gptoss-cuda-layer-check" --model "$models/20b" --prompts 100,1000,4500 --decode 4 \
     >"$out/layer_check_20b.log" 2>&1; then
     status=1
     echo "LAYER CHECK GATE FAILED: read the speed figures of this call as unverified" | tee -a "$out/layer_check_20b.log"
