@@ -1,6 +1,6 @@
 // gptoss-cuda-layer-check --model DIR [--prompts 100,1000,4500] [--decode 4]
 //     [--dense 128] [--spread 12] [--batch 160] [--batch-prompt 24]
-//     [--batch-checked 16] [--threads N] [--seed N]
+//     [--batch-checked 16] [--threads N] [--seed N] [--reference-only]
 //
 // The teacher-forced per-layer check (backend/layer_check.h) of the CUDA
 // runner against the CPU reference, every layer of the checkpoint, each CUDA
@@ -18,7 +18,10 @@
 //   steps of all of them (32-row expert tiles, tensor-core decode attention
 //   from 128 sequences); the reference checks --batch-checked of them at
 //   their last prompt row and both decode rows (--batch 0 leaves it out).
-// Prints one line per layer and batch, then the worst figures and layer.
+// --reference-only checks the CPU reference against itself instead (no GPU:
+// the tool's own self-test, which must find no difference, and the CPU
+// share's time). Prints one line per layer and batch, then the worst
+// figures and layer.
 // Exit status 1 when an output passes its tolerance or an expert choice
 // differs away from a near tie.
 #include <chrono>
@@ -87,13 +90,17 @@ void print_worst(const char* what, const LayerCheckWorst& w, double tol) {
 
 int main(int argc, char** argv) {
   std::string model;
+  bool reference_only = false;
   std::vector<int32_t> prompts = {100, 1000, 4500};
   int32_t decode = 4, dense = 128, spread = 12, threads = 0;
   int32_t batch_seqs = 160, batch_prompt = 24, batch_checked = 16;
   uint64_t seed = std::chrono::steady_clock::now().time_since_epoch().count();
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--reference-only") reference_only = true;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--model") model = argv[i + 1];
+    if (a == "--reference-only") --i;  // a flag without a value
+    else if (a == "--model") model = argv[i + 1];
     else if (a == "--prompts") prompts = parse_lengths(argv[i + 1]);
     else if (a == "--decode") decode = std::atoi(argv[i + 1]);
     else if (a == "--dense") dense = std::atoi(argv[i + 1]);
@@ -106,15 +113,16 @@ int main(int argc, char** argv) {
   }
   if (model.empty() || prompts.empty() || decode < 0 || batch_prompt < 1 || batch_checked < 1) {
     std::fprintf(stderr, "usage: gptoss-cuda-layer-check --model DIR [--prompts L,L,..] [--decode N] [--dense N] "
-                         "[--spread N] [--batch N] [--batch-prompt N] [--batch-checked N] [--threads N] [--seed N]\n");
+                         "[--spread N] [--batch N] [--batch-prompt N] [--batch-checked N] [--threads N] [--seed N] "
+                         "[--reference-only]\n");
     return 2;
   }
   std::printf("gptoss-cuda-layer-check %s seed %llu\n", model.c_str(), static_cast<unsigned long long>(seed));
   try {
     const ModelConfig config = load_model_config(model);
     const Weights weights = load_weights(model, config);
-    auto runner = make_cuda_runner(model);
-    CudaRunner& gpu = static_cast<CudaRunner&>(*runner);  // make_cuda_runner builds a CudaRunner
+    std::unique_ptr<ModelRunner> runner;
+    if (!reference_only) runner = make_cuda_runner(model);
     ThreadPool pool(threads);
     const LayerCheckTolerances tol;
     TeacherForcedCheck check(config, weights, &pool, tol);
@@ -132,11 +140,17 @@ int main(int argc, char** argv) {
         checked += static_cast<int32_t>(s.checked.size());
       }
       const PlanBuilder blocks(static_cast<int32_t>(batch.size()), longest, 16, seed);
-      gpu.allocate_kv_cache(blocks.kv_shape());
       std::printf("%s: %zu sequences, %d positions checked\n", name.c_str(), batch.size(), checked);
       const auto t0 = std::chrono::steady_clock::now();
-      CudaLayers layers(gpu, blocks);
-      check.run(name, batch, layers);
+      if (runner) {
+        CudaRunner& gpu = static_cast<CudaRunner&>(*runner);  // make_cuda_runner builds a CudaRunner
+        gpu.allocate_kv_cache(blocks.kv_shape());
+        CudaLayers layers(gpu, blocks);
+        check.run(name, batch, layers);
+      } else {
+        ReferenceLayers layers(check);
+        check.run(name, batch, layers);
+      }
       std::printf("%s checked in %.1f s\n", name.c_str(),
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     };
