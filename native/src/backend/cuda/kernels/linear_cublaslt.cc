@@ -57,7 +57,9 @@ struct Layouts {
 class CublasLt {
  public:
   // Created on first use and never destroyed: the handle must not outlive
-  // the CUDA runtime at exit.
+  // the CUDA runtime at exit. One workspace for all calls: a process's
+  // products run on one stream at a time (each runner synchronises its
+  // stream at the end of a step).
   static CublasLt& get() {
     static CublasLt* instance = new CublasLt;
     return *instance;
