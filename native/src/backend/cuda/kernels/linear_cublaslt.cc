@@ -56,12 +56,18 @@ struct Layouts {
 
 class CublasLt {
  public:
-  // Created on first use and never destroyed: the handle must not outlive
-  // the CUDA runtime at exit. One workspace for all calls: a process's
-  // products run on one stream at a time (each runner synchronises its
-  // stream at the end of a step).
+  // The current device's instance, created on first use and never
+  // destroyed (a handle must not outlive the CUDA runtime at exit). One
+  // workspace a device: a device's products run on one stream at a time
+  // (each runner synchronises its stream at the end of a step).
   static CublasLt& get() {
-    static CublasLt* instance = new CublasLt;
+    static std::mutex devices_mu;
+    static std::map<int, CublasLt*> devices;
+    int device = 0;
+    GPTOSS_CUDA_CHECK(cudaGetDevice(&device));
+    std::lock_guard<std::mutex> lock(devices_mu);
+    CublasLt*& instance = devices[device];
+    if (!instance) instance = new CublasLt;
     return *instance;
   }
 
