@@ -14,12 +14,17 @@
 #    whole-model checks against the CPU runner: a small model with head_dim 64,
 #    models of 20b width and growing depth, then the 20b checkpoint; and
 #    against transformers' GptOssForCausalLM (hf_compare.py);
+#    the teacher-forced per-layer check (gptoss-cuda-layer-check): every CUDA
+#    layer fed the CPU reference's input, on the small model and then all 24
+#    layers of the 20b checkpoint (prompts of 100, 1000 and 4500 tokens in one
+#    step plus 4 decode steps; 160 sequences decoding together) - the gate
+#    every speed figure of the call is read against;
 # 5. benchmarks at the 20b shape: GPU-generated weights (the full table), and
 #    the checkpoint through the loader (load time, batch 1, prefill 512);
 # 6. torch's bf16 matmul at the same shapes, the dense-product ceiling;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b" leaves out those stages; GPTOSS_JOBS sets build parallelism.
+# loader model20b layers" leaves out those stages; GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -36,15 +41,27 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --f
 nvcc --version | tail -1
 
 step "build"
-cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" >"$out/build.log" 2>&1 &&
+# GPTOSS_CUBLASLT=OFF builds the own tiled kernel for the dense products; a
+# cuBLASLt build that fails is retried that way below.
+configure() {
+  cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" \
+    -DGPTOSS_CUBLASLT="$1" >>"$out/build.log" 2>&1
+}
+configure "${GPTOSS_CUBLASLT:-ON}" &&
   cmake --build "$build" -j"${GPTOSS_JOBS:-$(nproc)}" --target gptoss-gen-model >>"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 # The 20b checkpoint (about 13.7 GB) is written while the rest builds.
 gen_pid=
-if want bench || want loader || want model20b || want cli20b; then
+if want bench || want loader || want model20b || want cli20b || want layers; then
   ( time "$build/gptoss-gen-model" --preset 20b --out "$models/20b" ) >"$out/gen20b.log" 2>&1 &
   gen_pid=$!
 fi
-cmake --build "$build" -j"${GPTOSS_JOBS:-$(nproc)}" >>"$out/build.log" 2>&1 || { grep -E "error" -A3 "$out/build.log" | head -40; exit 1; }
+if ! cmake --build "$build" -j"${GPTOSS_JOBS:-$(nproc)}" >>"$out/build.log" 2>&1; then
+  grep -E "error" -A3 "$out/build.log" | head -40
+  echo "build failed; again with -DGPTOSS_CUBLASLT=OFF (the own tiled kernel)"
+  configure OFF && cmake --build "$build" -j"${GPTOSS_JOBS:-$(nproc)}" >>"$out/build.log" 2>&1 ||
+    { grep -E "error" -A3 "$out/build.log" | tail -40; exit 1; }
+fi
+grep -h "gptoss: dense" "$out/build.log" | tail -1 | tee -a "$out/device.txt"
 tools="$build/src/backend/cuda"
 [ -x "$tools/gptoss-cuda-bench" ] || { echo "CUDA backend not built (no CUDA compiler found?)"; exit 1; }
 echo "built"
@@ -64,6 +81,13 @@ small="$models/small64"
 if want modelsmall; then
   step "small model"
   timeout 60 "$tools/gptoss-cuda-model-check" --model "$small" --steps 32 2>&1 | tee "$out/model_check_small.log" || status=1
+fi
+
+if want layers; then
+  step "teacher-forced layer check (small model, every position)"
+  timeout 120 "$tools/gptoss-cuda-layer-check" --model "$small" --prompts 40,300 --decode 4 --dense 400 \
+    >"$out/layer_check_small.log" 2>&1 || status=1
+  grep -E "FAIL|^layer check|layer-check:" "$out/layer_check_small.log"
 fi
 
 step "engine over the CUDA runner (small model): batch invariance, preemption"
@@ -118,6 +142,15 @@ if want hfsmall; then
 fi
 
 [ -n "$gen_pid" ] && wait "$gen_pid" && cat "$out/gen20b.log"
+if want layers; then
+  step "teacher-forced layer check, 20b checkpoint, all 24 layers (prompts 100, 1000, 4500; decode batch 160)"
+  if ! timeout 300 "$tools/gptoss-cuda-layer-check" --model "$models/20b" --prompts 100,1000,4500 --decode 4 \
+    >"$out/layer_check_20b.log" 2>&1; then
+    status=1
+    echo "LAYER CHECK GATE FAILED: read the speed figures of this call as unverified" | tee -a "$out/layer_check_20b.log"
+  fi
+  grep -E "FAIL|^(sequence|layer check)|layer-check:|GATE" "$out/layer_check_20b.log"
+fi
 if want cli20b; then
   step "engine through gptoss-cli at the 20b shape (checkpoint, --backend cuda, KV from GPU memory)"
   for batch in 1 64; do
@@ -161,9 +194,11 @@ fi
 step "summary"
 {
   grep -h -E "FAIL|checks:|greedy continuations|identical" "$out"/kernel_check.log "$out"/model_check_*.log "$out"/engine_check.log 2>/dev/null
+  grep -h "gptoss: dense" "$out/device.txt" 2>/dev/null
+  grep -h -E "^layer check|GATE" "$out"/layer_check_small.log "$out"/layer_check_20b.log 2>/dev/null
   grep -h -E "ERROR SUMMARY|memcheck exit" "$out/memcheck.log" 2>/dev/null
   cat "$out/cli_agreement.log" "$out/cli_20b.log" 2>/dev/null
-  grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|gemv|load checkpoint|weights GB)" "$out/bench_random.log" 2>/dev/null
+  grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|cublaslt|gemv|load checkpoint|weights GB)" "$out/bench_random.log" 2>/dev/null
   grep -h -E "^(load checkpoint|decode batch 1 tok/s)" "$out/bench_loaded.log" 2>/dev/null | sed 's/^/[loaded] /'
   grep -h "torch" "$out/torch.log" 2>/dev/null
   cat "$out/depth.log" 2>/dev/null
