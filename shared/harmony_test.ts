@@ -7,15 +7,11 @@
 import assert from "node:assert/strict";
 import { type ChatTurn, type FunctionTool, renderChat } from "./harmony.ts";
 import { typeScriptType } from "./harmony-tools.ts";
-import { getTokenizer, SPECIAL_TOKENS, type SpecialToken } from "./tokenizer.ts";
+import { getTokenizer } from "./tokenizer.ts";
+import { harmonyTextIds } from "../worker/test-support/fixtures.ts";
 
 const tok = getTokenizer();
-
-function harmonyIds(text: string): number[] {
-  return text.split(/(<\|[a-z]+\|>)/).flatMap((part) =>
-    part in SPECIAL_TOKENS ? [SPECIAL_TOKENS[part as SpecialToken]] : tok.encode(part)
-  );
-}
+const harmonyIds = (text: string) => harmonyTextIds(tok, text);
 
 const WEATHER_TOOLS: FunctionTool[] = [
   { name: "get_location", description: "Gets the location of the user." },
