@@ -46,7 +46,7 @@ const RULES: ReplyRule[] = [
       call("get_order", '{"order_id": "42"}'),
   },
   {
-    when: '{"status": "shipped"}',
+    when: '"status"',
     reply:
       "<|channel|>analysis<|message|>It shipped.<|end|><|start|>assistant<|channel|>final<|message|>Order 42 has shipped.<|return|>",
   },

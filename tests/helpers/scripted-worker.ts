@@ -37,7 +37,8 @@ function replyTo(prompt: readonly number[]): number[] {
     new Uint8Array(prompt.flatMap((id) => [...tokenizer.tokenBytes(id)])),
   );
   const forced = !text.endsWith("<|start|>assistant");
-  const last = [...text.matchAll(/<\|message\|>([^]*?)<\|end\|>/g)].at(-1)?.[1] ?? "";
+  const complete = text.slice(0, Math.max(0, text.lastIndexOf("<|end|>")));
+  const last = complete.slice(complete.lastIndexOf("<|message|>") + "<|message|>".length);
   const rule = rules.find((r) => last.includes(r.when) && (r.forced ?? false) === forced);
   return harmonyTextIds(tokenizer, rule?.reply ?? NO_MATCH);
 }
