@@ -38,12 +38,18 @@ const tools: OpenAI.ChatCompletionTool[] = [
 
 const call = (name: string, args: string) =>
   `<|start|>assistant<|channel|>commentary to=functions.${name} <|constrain|>json<|message|>${args}<|call|>`;
+/**
+ * With parallel calls allowed (OpenAI's default) the engine goes on after
+ * `<|call|>`; gpt-oss then writes the tool's reply itself, which ends the turn.
+ */
+const IMAGINED_RESULT =
+  "<|start|>functions.get_order to=assistant<|channel|>commentary<|message|>{}<|end|>";
 
 const RULES: ReplyRule[] = [
   {
     when: "Where is order 42?",
     reply: "<|channel|>analysis<|message|>Need the order tool.<|end|>" +
-      call("get_order", '{"order_id": "42"}'),
+      call("get_order", '{"order_id": "42"}') + IMAGINED_RESULT,
   },
   {
     when: '"status"',
@@ -54,25 +60,28 @@ const RULES: ReplyRule[] = [
     when: "Check orders 1 and 2.",
     reply: "<|channel|>commentary<|message|>Checking both.<|end|>" +
       call("get_order", '{"order_id": "1"}') +
-      call("get_order", '{"order_id": "2"}') +
-      "<|start|>functions.get_order to=assistant<|channel|>commentary<|message|>imagined<|end|>",
+      call("get_order", '{"order_id": "2"}') + IMAGINED_RESULT,
   },
   {
     when: "order 2: delayed",
     reply: "<|channel|>final<|message|>One shipped, one delayed.<|return|>",
   },
-  { when: "Where is order 42?", forced: true, reply: '{"order_id": "42"}<|call|>' },
+  {
+    when: "Where is order 42?",
+    forced: true,
+    reply: '{"order_id": "42"}<|call|>' + IMAGINED_RESULT,
+  },
   {
     when: "I want a person.",
     forced: true,
-    reply: "hand_over <|constrain|>json<|message|>{}<|call|>",
+    reply: "hand_over <|constrain|>json<|message|>{}<|call|>" + IMAGINED_RESULT,
   },
   {
     when: "Open a ticket about the secret project.",
-    reply: call("get_order", '{"order_id": "project falcon"}'),
+    reply: call("get_order", '{"order_id": "project falcon"}') + IMAGINED_RESULT,
   },
   {
-    when: "Say something broken.",
+    when: "Where is parcel 9?",
     reply:
       '<|channel|>commentary to=functions.get_order <|constrain|>json<|message|>{"order_id": <|end|>' +
       "<|start|>assistant<|channel|>final<|message|>Sorry,<|constrain|> done.<|return|>",
@@ -280,7 +289,7 @@ describe("function calling, scripted model", () => {
   });
 
   it("output that is not a well-formed call comes back as written, never a 500 or a cut stream", async () => {
-    const whole = await ask("Say something broken.");
+    const whole = await ask("Where is parcel 9?");
     assert.equal(whole.choices[0].message.content, "Sorry, done.");
     assert.equal(
       whole.choices[0].message.tool_calls!.map((c) =>
@@ -290,7 +299,7 @@ describe("function calling, scripted model", () => {
     );
     const stream = await suite.client.chat.completions.create({
       model: MODEL_NAME,
-      messages: [{ role: "user", content: "Say something broken." }],
+      messages: [{ role: "user", content: "Where is parcel 9?" }],
       tools,
       stream: true,
     });

@@ -4,7 +4,9 @@
  * where it is absent the check reports itself skipped). The document is large
  * (3 MB of YAML), so samples are collected during a suite and checked in one
  * pass, by Python's yaml and jsonschema (Draft 2020-12, which OpenAPI 3.1
- * schemas are), as the YAML helper does.
+ * schemas are), as the YAML helper does. The document still marks many
+ * fields OpenAPI 3.0's way (\`nullable: true\`), which JSON Schema ignores: those
+ * are rewritten to also accept null.
  */
 import { existsSync } from "node:fs";
 import { spawnSync } from "node:child_process";
@@ -21,6 +23,18 @@ const CHECK = `
 import json, sys, yaml
 from jsonschema import Draft202012Validator
 spec = yaml.load(open(sys.argv[1]), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+def nullable(node):
+    if isinstance(node, list):
+        return [nullable(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: nullable(v) for k, v in node.items()}
+    if node.pop("nullable", False) is True:
+        return {"anyOf": [node, {"type": "null"}]}
+    return node
+
+spec["components"] = nullable(spec["components"])
 problems = []
 for i, (schema, value) in enumerate(json.load(sys.stdin)):
     root = {"components": spec["components"], "$ref": "#/components/schemas/" + schema}
