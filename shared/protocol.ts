@@ -53,13 +53,7 @@ export const JobSchema = z.object({
 });
 export type Job = z.infer<typeof JobSchema>;
 
-export const FinishReasonSchema = z.enum([
-  "stop",
-  "length",
-  "tool_calls",
-  "content_filter",
-  "cancelled",
-]);
+export const FinishReasonSchema = z.enum(["stop", "length", "tool_calls", "content_filter", "cancelled"]);
 export type FinishReason = z.infer<typeof FinishReasonSchema>;
 
 export const UsageSchema = z.object({

@@ -21,11 +21,7 @@ export interface PromptOptions {
   defaultMaxTokens: number;
 }
 
-export function renderPrompt(
-  tokenizer: HarmonyTokenizer,
-  prompt: PromptSource,
-  now = new Date(),
-): number[] {
+export function renderPrompt(tokenizer: HarmonyTokenizer, prompt: PromptSource, now = new Date()): number[] {
   switch (prompt.kind) {
     case "chat": {
       const { offered, forcedCall } = toolPlan(prompt.tools);

@@ -16,11 +16,7 @@ function toChatLogprob(lp: TokenLogprob) {
     token: lp.token,
     logprob: lp.logprob,
     bytes: lp.bytes,
-    top_logprobs: lp.topLogprobs.map((t) => ({
-      token: t.token,
-      logprob: t.logprob,
-      bytes: t.bytes,
-    })),
+    top_logprobs: lp.topLogprobs.map((t) => ({ token: t.token, logprob: t.logprob, bytes: t.bytes })),
   };
 }
 
@@ -124,10 +120,7 @@ export class ChatChunkFormat implements ChunkFormat {
   }
 
   finish(reason: ClientFinishReason): object[] {
-    return [
-      ...this.#opening(),
-      this.#chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: reason }]),
-    ];
+    return [...this.#opening(), this.#chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: reason }])];
   }
 
   usage(usage: Usage): object {

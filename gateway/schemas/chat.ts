@@ -6,20 +6,20 @@ import { z } from "zod";
 import type { ChatTurn, ReasoningEffort } from "../../shared/harmony.ts";
 import {
   checkStreamOptions,
-  commonGeneration,
   commonRequestFields,
+  commonGeneration,
   dropNullFields,
   unsupportedValue,
 } from "./common.ts";
 import type { GenerationRequest } from "./generation.ts";
 import {
-  AssistantToolCallSchema,
+  assistantToolFields,
+  assistantTurn,
   checkToolReferences,
-  functionTools,
-  toolCallsOf,
-  toolChoiceOf,
+  toolMessageSchema,
   toolRequestFields,
   toolResultTurn,
+  toolUseOf,
 } from "./tools.ts";
 
 const SUPPORTED_EFFORTS: readonly string[] = ["low", "medium", "high"] satisfies ReasoningEffort[];
@@ -40,14 +40,10 @@ const ContentPartSchema = z.object({ type: z.string() }).passthrough().superRefi
 
 const ContentSchema = z.union([z.string(), z.array(ContentPartSchema).min(1)], {
   errorMap: (issue, ctx) => ({
-    message: issue.code === "invalid_union"
-      ? "Expected a string or an array of text content parts."
-      : ctx.defaultError,
+    message: issue.code === "invalid_union" ? "Expected a string or an array of text content parts." : ctx.defaultError,
   }),
 })
-  .transform((content) =>
-    typeof content === "string" ? content : content.map((p) => p.text).join("\n")
-  );
+  .transform((content) => typeof content === "string" ? content : content.map((p) => p.text).join("\n"));
 
 const MessageSchema = z.discriminatedUnion("role", [
   z.object({ role: z.literal("system"), content: ContentSchema }).strict(),
@@ -56,17 +52,9 @@ const MessageSchema = z.discriminatedUnion("role", [
   z.object({
     role: z.literal("assistant"),
     content: ContentSchema.nullable().optional().transform((c) => c ?? ""),
-    tool_calls: z.array(AssistantToolCallSchema).nullable().optional().transform((c) =>
-      c ?? undefined
-    ),
-    /** Our own response's reasoning, sent back: replayed while a tool-calling turn is in progress. */
-    reasoning_content: z.string().nullable().optional(),
-    // A response message appended to the conversation as it came (the SDKs' tool loop) carries these.
-    refusal: z.null().optional(),
-    annotations: z.array(z.unknown()).max(0).optional(),
+    ...assistantToolFields,
   }).strict(),
-  z.object({ role: z.literal("tool"), content: ContentSchema, tool_call_id: z.string().min(1) })
-    .strict(),
+  toolMessageSchema(ContentSchema),
 ]);
 
 export const ChatCompletionRequestSchema = z.preprocess(
@@ -98,34 +86,19 @@ export const ChatCompletionRequestSchema = z.preprocess(
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequestSchema>;
 
 export function chatToGeneration(req: ChatCompletionRequest): GenerationRequest {
-  const turns = req.messages.map((m, i): ChatTurn => {
-    switch (m.role) {
-      case "tool":
-        return toolResultTurn(m, req.messages.slice(0, i));
-      case "assistant":
-        return {
-          role: "assistant",
-          content: m.content,
-          ...(m.reasoning_content ? { reasoning: m.reasoning_content } : {}),
-          ...(m.tool_calls?.length ? { toolCalls: toolCallsOf(m.tool_calls) } : {}),
-        };
-      default:
-        return { role: m.role, content: m.content };
-    }
-  });
+  const turns = req.messages.map((m, i): ChatTurn =>
+    m.role === "tool"
+      ? toolResultTurn(m, req.messages.slice(0, i))
+      : m.role === "assistant"
+      ? assistantTurn(m)
+      : { role: m.role, content: m.content }
+  );
   const logprobs = req.logprobs ?? false;
-  const functions = functionTools(req.tools);
-  const tools = functions.length === 0 ? {} : {
-    tools: {
-      functions,
-      choice: toolChoiceOf(req.tool_choice),
-      parallel: req.parallel_tool_calls ?? true,
-    },
-  };
+  const tools = toolUseOf(req);
   return {
     ...commonGeneration(req, { logprobs, topLogprobs: logprobs ? req.top_logprobs ?? 0 : 0 }),
     endpoint: "chat",
-    prompt: { kind: "chat", turns, reasoningEffort: req.reasoning_effort ?? "medium", ...tools },
+    prompt: { kind: "chat", turns, reasoningEffort: req.reasoning_effort ?? "medium", ...(tools ? { tools } : {}) },
     maxTokens: req.max_completion_tokens ?? req.max_tokens,
   };
 }

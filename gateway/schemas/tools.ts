@@ -131,6 +131,21 @@ export const AssistantToolCallSchema = z.object({
   function: z.object({ name: FunctionNameSchema, arguments: z.string() }).strict(),
 }).strict();
 
+/** Fields an assistant message may carry besides role and content (spread into its schema). */
+export const assistantToolFields = {
+  tool_calls: z.array(AssistantToolCallSchema).nullable().optional().transform((c) => c ?? undefined),
+  /** Our own response's reasoning, sent back: replayed while a tool-calling turn is in progress. */
+  reasoning_content: z.string().nullable().optional(),
+  // A response message appended to the conversation as it came (the SDKs' tool loop) carries these.
+  refusal: z.null().optional(),
+  annotations: z.array(z.unknown()).max(0).optional(),
+};
+
+/** A `tool` message: a function's result, answering the call `tool_call_id`. */
+export function toolMessageSchema<C extends z.ZodTypeAny>(content: C) {
+  return z.object({ role: z.literal("tool"), content, tool_call_id: z.string().min(1) }).strict();
+}
+
 /** The request fields of function calling (spread into the chat request object). */
 export const toolRequestFields = {
   tools: ToolsSchema.optional(),
@@ -176,13 +191,23 @@ export function checkToolReferences(req: ToolRequest, ctx: z.RefinementCtx): voi
   });
 }
 
-/** OpenAI's default with tools offered is `auto`. */
-export function toolChoiceOf(choice: z.infer<typeof ToolChoiceSchema> | undefined): ToolChoice {
-  if (choice === undefined) return "auto";
-  return typeof choice === "string" ? choice : { name: choice.function.name };
+/** The request's tools as the GenerationRequest carries them; undefined when none are offered. */
+export function toolUseOf(req: {
+  tools?: z.infer<typeof ToolsSchema>;
+  tool_choice?: z.infer<typeof ToolChoiceSchema>;
+  parallel_tool_calls?: boolean;
+}): ToolUse | undefined {
+  const functions = functionTools(req.tools);
+  if (functions.length === 0) return undefined;
+  const choice = req.tool_choice ?? "auto"; // OpenAI's default when tools are offered
+  return {
+    functions,
+    choice: typeof choice === "string" ? choice : { name: choice.function.name },
+    parallel: req.parallel_tool_calls ?? true,
+  };
 }
 
-export function functionTools(tools: z.infer<typeof ToolsSchema> | undefined): FunctionTool[] {
+function functionTools(tools: z.infer<typeof ToolsSchema> | undefined): FunctionTool[] {
   return (tools ?? []).map(({ function: f }) => ({
     name: f.name,
     ...(f.description !== undefined ? { description: f.description } : {}),
@@ -190,9 +215,22 @@ export function functionTools(tools: z.infer<typeof ToolsSchema> | undefined): F
   }));
 }
 
-/** An assistant message's calls, as harmony renders them. */
-export function toolCallsOf(calls: z.infer<typeof AssistantToolCallSchema>[]): ToolCall[] {
-  return calls.map((c) => ({ name: c.function.name, arguments: c.function.arguments }));
+/** An assistant message as a harmony turn: its calls and the reasoning sent back with it. */
+export function assistantTurn(message: {
+  content: string;
+  reasoning_content?: string | null;
+  tool_calls?: z.infer<typeof AssistantToolCallSchema>[];
+}): ChatTurn {
+  const calls: ToolCall[] | undefined = message.tool_calls?.map((c) => ({
+    name: c.function.name,
+    arguments: c.function.arguments,
+  }));
+  return {
+    role: "assistant",
+    content: message.content,
+    ...(message.reasoning_content ? { reasoning: message.reasoning_content } : {}),
+    ...(calls?.length ? { toolCalls: calls } : {}),
+  };
 }
 
 /** The function a tool message answers, found through its tool_call_id (checked to exist). */
