@@ -19,6 +19,8 @@ export type ChatMessage =
     role: "assistant";
     content: string | null;
     tool_calls?: { id: string; type: "function"; function: { name: string; arguments: string } }[];
+    /** Sent back with calls: the model continues the reasoning that led to them. */
+    reasoning_content?: string;
   }
   | { role: "tool"; tool_call_id: string; content: string };
 

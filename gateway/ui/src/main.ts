@@ -203,6 +203,7 @@ function toRequestMessage(m: StoredMessage): ChatMessage {
         ? {
           role: "assistant",
           content: m.content || null,
+          ...(m.reasoning ? { reasoning_content: m.reasoning } : {}),
           tool_calls: m.toolCalls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } })),
         }
         : { role: "assistant", content: m.content };
