@@ -14,9 +14,7 @@ function errorOf(schema: z.ZodTypeAny, body: unknown) {
   const err = fromZodError(parsed.error);
   assert.ok(err instanceof GatewayError);
   const f = err.failure;
-  if (f.reason === "unsupported_parameter") {
-    return { code: "unsupported_parameter", param: f.param, message: "" };
-  }
+  if (f.reason === "unsupported_parameter") return { code: "unsupported_parameter", param: f.param, message: "" };
   assert.equal(f.reason, "invalid_request");
   return { code: f.code, param: f.param, message: f.message };
 }
@@ -99,13 +97,7 @@ Deno.test("chat: every supported field is carried over", () => {
 
 Deno.test("chat: null means default, as in OpenAI", () => {
   const gen = chatToGeneration(
-    ChatCompletionRequestSchema.parse({
-      model: "m",
-      messages: user,
-      temperature: null,
-      tools: null,
-      stop: null,
-    }),
+    ChatCompletionRequestSchema.parse({ model: "m", messages: user, temperature: null, tools: null, stop: null }),
   );
   assert.equal(gen.sampling.temperature, 1);
   assert.deepEqual(gen.stop, []);
@@ -115,19 +107,10 @@ Deno.test("chat: violations name the field path and the right code", () => {
   const cases: [unknown, { code: string | null; param: string | null }][] = [
     [{ messages: user }, { code: "invalid_value", param: "model" }],
     [{ model: "m", messages: [] }, { code: "invalid_value", param: "messages" }],
-    [{ model: "m", messages: [{ role: "user", content: 5 }] }, {
-      code: "invalid_value",
-      param: "messages[0].content",
-    }],
-    [{ model: "m", messages: [{ role: "function", content: "x" }] }, {
-      code: "invalid_value",
-      param: "messages[0].role",
-    }],
+    [{ model: "m", messages: [{ role: "user", content: 5 }] }, { code: "invalid_value", param: "messages[0].content" }],
+    [{ model: "m", messages: [{ role: "function", content: "x" }] }, { code: "invalid_value", param: "messages[0].role" }],
     [
-      {
-        model: "m",
-        messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "x" } }] }],
-      },
+      { model: "m", messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "x" } }] }] },
       { code: "unsupported_value", param: "messages[0].content[0].type" },
     ],
     [
@@ -138,32 +121,14 @@ Deno.test("chat: violations name the field path and the right code", () => {
       code: "unsupported_parameter",
       param: "response_format",
     }],
-    [{ model: "m", messages: user, logit_bias: { "1": 2 } }, {
-      code: "unsupported_parameter",
-      param: "logit_bias",
-    }],
+    [{ model: "m", messages: user, logit_bias: { "1": 2 } }, { code: "unsupported_parameter", param: "logit_bias" }],
     [{ model: "m", messages: user, n: 2 }, { code: "unsupported_value", param: "n" }],
-    [{ model: "m", messages: user, reasoning_effort: "minimal" }, {
-      code: "unsupported_value",
-      param: "reasoning_effort",
-    }],
-    [{ model: "m", messages: user, reasoning_effort: "huge" }, {
-      code: "invalid_value",
-      param: "reasoning_effort",
-    }],
-    [{ model: "m", messages: user, temperature: 3 }, {
-      code: "invalid_value",
-      param: "temperature",
-    }],
-    [{ model: "m", messages: user, stop: ["a", "b", "c", "d", "e"] }, {
-      code: "invalid_value",
-      param: "stop",
-    }],
+    [{ model: "m", messages: user, reasoning_effort: "minimal" }, { code: "unsupported_value", param: "reasoning_effort" }],
+    [{ model: "m", messages: user, reasoning_effort: "huge" }, { code: "invalid_value", param: "reasoning_effort" }],
+    [{ model: "m", messages: user, temperature: 3 }, { code: "invalid_value", param: "temperature" }],
+    [{ model: "m", messages: user, stop: ["a", "b", "c", "d", "e"] }, { code: "invalid_value", param: "stop" }],
     [{ model: "m", messages: user, max_tokens: 0 }, { code: "invalid_value", param: "max_tokens" }],
-    [{ model: "m", messages: user, top_logprobs: 2 }, {
-      code: "invalid_value",
-      param: "top_logprobs",
-    }],
+    [{ model: "m", messages: user, top_logprobs: 2 }, { code: "invalid_value", param: "top_logprobs" }],
     [{ model: "m", messages: user, stream_options: { include_usage: true } }, {
       code: "invalid_value",
       param: "stream_options",
@@ -186,8 +151,7 @@ Deno.test("chat: the message says what is wrong with the field", () => {
 });
 
 Deno.test("completions: string, [string], token ids and [token ids] prompts", () => {
-  const prompt = (p: unknown) =>
-    completionToGeneration(CompletionRequestSchema.parse({ model: "m", prompt: p })).prompt;
+  const prompt = (p: unknown) => completionToGeneration(CompletionRequestSchema.parse({ model: "m", prompt: p })).prompt;
   assert.deepEqual(prompt("once upon"), { kind: "text", text: "once upon" });
   assert.deepEqual(prompt(["once upon"]), { kind: "text", text: "once upon" });
   assert.deepEqual(prompt([1, 2, 3]), { kind: "tokens", tokenIds: [1, 2, 3] });
@@ -195,9 +159,7 @@ Deno.test("completions: string, [string], token ids and [token ids] prompts", ()
 });
 
 Deno.test("completions: legacy logprobs count becomes top alternatives", () => {
-  const gen = completionToGeneration(
-    CompletionRequestSchema.parse({ model: "m", prompt: "x", logprobs: 2, max_tokens: 5 }),
-  );
+  const gen = completionToGeneration(CompletionRequestSchema.parse({ model: "m", prompt: "x", logprobs: 2, max_tokens: 5 }));
   assert.equal(gen.endpoint, "completion");
   assert.equal(gen.maxTokens, 5);
   assert.equal(gen.sampling.logprobs, true);
@@ -219,8 +181,5 @@ Deno.test("completions: batches, echo, best_of and out-of-vocabulary ids are ref
     assert.ok(err, `expected ${JSON.stringify(body)} to be refused`);
     assert.deepEqual({ code: err.code, param: err.param }, expected, JSON.stringify(body));
   }
-  assert.equal(
-    errorOf(CompletionRequestSchema, { model: "m", prompt: "a", echo: false, best_of: 1 }),
-    undefined,
-  );
+  assert.equal(errorOf(CompletionRequestSchema, { model: "m", prompt: "a", echo: false, best_of: 1 }), undefined);
 });
