@@ -58,6 +58,7 @@ const E2E_SUITES = [
   "tests/e2e/completions.test.ts",
   "tests/e2e/concurrency.test.ts",
   "tests/e2e/cancellation.test.ts",
+  "tests/e2e/tools.test.ts",
 ];
 
 /** The rendered harmony prompt of an empty user turn: what a prompt costs beyond its words. */

@@ -235,11 +235,13 @@ export interface WorkerOptions {
   name?: string;
   /** How long loading the model may take (default 60 s; the 20b checkpoint on a GPU takes longer). */
   startTimeoutMs?: number;
+  /** Node's arguments for the worker (default WORKER_ARGS: worker/main.ts with the native engine). */
+  args?: string[];
 }
 
 /** Starts a Node worker with the native engine; resolves once it takes jobs. */
 export async function startWorker(options: WorkerOptions): Promise<ManagedProcess> {
-  const worker = spawnManaged(options.name ?? "worker", process.execPath, WORKER_ARGS, {
+  const worker = spawnManaged(options.name ?? "worker", process.execPath, options.args ?? WORKER_ARGS, {
     env: {
       ...process.env,
       REDIS_URL: options.redisUrl,

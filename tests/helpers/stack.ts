@@ -22,6 +22,7 @@ import { type WorkerHeartbeat, WorkerHeartbeatSchema } from "../../shared/protoc
 import { bootstrapTenant } from "../../gateway/tenancy/bootstrap.ts";
 import type { TenantSettings } from "../../gateway/tenancy/schemas.ts";
 import { eventually } from "./eventually.ts";
+import type { ReplyRule } from "./scripted-worker.ts";
 import {
   deleteKeysUnder,
   freePort,
@@ -68,6 +69,9 @@ function externalStackFromEnv(): ExternalStack | undefined {
 
 const EXTERNAL = externalStackFromEnv();
 
+/** The suites run against an external stack: those needing processes of their own skip. */
+export const EXTERNAL_STACK = EXTERNAL !== undefined;
+
 export const MODEL_NAME = EXTERNAL?.model ?? "gpt-oss-tiny";
 export const MODEL_DIR = `${ROOT}.models/tiny`;
 const ADDON = `${ROOT}native/build/gptoss_node.node`;
@@ -91,6 +95,11 @@ export interface StackOptions {
   gatewayEnv?: Record<string, string>;
   /** Extra environment for every worker. */
   workerEnv?: Record<string, string>;
+  /**
+   * Workers whose engine plays these replies instead of running the tiny model
+   * (tests/helpers/scripted-worker.ts): flows a random model never takes.
+   */
+  scriptedReplies?: ReplyRule[];
   /** Settings of the test tenant; by default its limits stay out of the way of load tests. */
   tenantSettings?: Partial<TenantSettings>;
   /** Copy the processes' output to stdout (debugging). */
@@ -199,6 +208,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       env: { HEARTBEAT_MS: "200", WORKER_ID: `worker-${index}`, ...options.workerEnv, ...env },
       echo: options.echo,
       name: `worker-${index}`,
+      ...(options.scriptedReplies
+        ? { args: ["--import", "tsx", "tests/helpers/scripted-worker.ts", JSON.stringify(options.scriptedReplies)] }
+        : {}),
     });
     const workers = await Promise.all(
       Array.from({ length: options.workers ?? 1 }, (_, i) => startWorker(workerOptions({}, i))),

@@ -14,7 +14,8 @@
  * when the engine has let go of the sequence: the BullMQ concurrency slot is
  * only freed when the engine's batch slot is.
  */
-import type { Job, JobResult, TokenLogprob, Usage } from "../../shared/protocol.ts";
+import type { Job, JobResult, TokenLogprob, ToolCall, Usage } from "../../shared/protocol.ts";
+import { accumulateToolCalls } from "../../shared/tool-calls.ts";
 import type { HarmonyTokenizer } from "../../shared/tokenizer.ts";
 import type { Engine, EngineSampling, EngineTokenEvent } from "../../native/node/types.ts";
 import type { EventPublisher } from "../redis/event-publisher.ts";
@@ -27,7 +28,7 @@ export type GenerationEnd =
     kind: "failed";
     error: StreamError;
     usage: Usage;
-    output: { content: string; reasoning: string };
+    output: { content: string; reasoning: string; toolCalls: ToolCall[] };
   }
   /** This worker stopped without ending the stream: another worker continues it. */
   | { kind: "left"; reason: LeaveReason };
@@ -46,6 +47,7 @@ export interface Resume {
   content: string;
   reasoning: string;
   logprobs: readonly TokenLogprob[];
+  toolCalls: readonly ToolCall[];
 }
 
 export interface GenerationDeps {
@@ -66,6 +68,7 @@ export class Generation {
   #content = "";
   #reasoning = "";
   readonly #logprobs: TokenLogprob[] = [];
+  readonly #toolCalls: ToolCall[] = [];
   #resolve!: (end: GenerationEnd) => void;
   readonly #settled = new Promise<GenerationEnd>((resolve) => (this.#resolve = resolve));
 
@@ -83,6 +86,7 @@ export class Generation {
       this.#content = resume.content;
       this.#reasoning = resume.reasoning;
       this.#logprobs.push(...resume.logprobs);
+      this.#toolCalls.push(...resume.toolCalls.map((call) => ({ ...call })));
     }
   }
 
@@ -188,6 +192,7 @@ export class Generation {
     this.#content += delta.content;
     this.#reasoning += delta.reasoning;
     this.#logprobs.push(...delta.logprobs);
+    if (delta.toolCall) accumulateToolCalls(this.#toolCalls, [delta.toolCall]);
     this.#deps.publisher.delta(delta, this.#completionTokens, tokenIds);
   }
 
@@ -198,8 +203,10 @@ export class Generation {
     };
   }
 
-  #finish(finishReason: JobResult["finishReason"]): void {
+  #finish(reason: JobResult["finishReason"]): void {
     const usage = this.#usage();
+    // A turn that called functions ends (at <|call|>, or after the calls) to let the caller run them.
+    const finishReason = reason === "stop" && this.#assembler.madeCalls ? "tool_calls" : reason;
     this.#end = {
       kind: "finished",
       result: {
@@ -208,6 +215,7 @@ export class Generation {
         finishReason,
         usage,
         ...(this.#job.sampling.logprobs ? { logprobs: this.#logprobs } : {}),
+        ...(this.#toolCalls.length > 0 ? { toolCalls: this.#toolCalls } : {}),
       },
     };
     this.#deps.publisher.done(finishReason, usage);
@@ -218,7 +226,7 @@ export class Generation {
       kind: "failed",
       error,
       usage: this.#usage(),
-      output: { content: this.#content, reasoning: this.#reasoning },
+      output: { content: this.#content, reasoning: this.#reasoning, toolCalls: this.#toolCalls },
     };
     this.#deps.publisher.error(error.code, error.message);
   }

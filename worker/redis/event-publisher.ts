@@ -18,7 +18,14 @@
  * worker has taken the stream over), `onLost` is told once and the stream ends
  * here without another event.
  */
-import type { FinishReason, StreamEvent, TokenLogprob, Usage } from "../../shared/protocol.ts";
+import type {
+  FinishReason,
+  StreamEvent,
+  TokenLogprob,
+  ToolCallDelta,
+  Usage,
+} from "../../shared/protocol.ts";
+import { coalesceToolCallDelta } from "../../shared/tool-calls.ts";
 import type { StreamLog } from "./stream-log.ts";
 
 /** An event as written before it gets its sequence number. */
@@ -28,6 +35,7 @@ export interface DeltaText {
   content: string;
   reasoning: string;
   logprobs: TokenLogprob[];
+  toolCall?: ToolCallDelta;
 }
 
 /** Why a stream stopped being this worker's to write. */
@@ -49,7 +57,12 @@ export class EventPublisher {
   #lastDeltaAt = -Infinity;
   #timer: NodeJS.Timeout | undefined;
   #immediate: NodeJS.Immediate | undefined;
-  #pending = { content: "", reasoning: "", logprobs: [] as TokenLogprob[] };
+  #pending = {
+    content: "",
+    reasoning: "",
+    logprobs: [] as TokenLogprob[],
+    toolCalls: [] as ToolCallDelta[],
+  };
   #tokens = 0;
   #unrecordedTokenIds: number[] = [];
   #lost = false;
@@ -83,8 +96,9 @@ export class EventPublisher {
     pending.content += text.content;
     pending.reasoning += text.reasoning;
     pending.logprobs.push(...text.logprobs);
+    if (text.toolCall) coalesceToolCallDelta(pending.toolCalls, text.toolCall);
     const hasNews = pending.content !== "" || pending.reasoning !== "" ||
-      pending.logprobs.length > 0;
+      pending.logprobs.length > 0 || pending.toolCalls.length > 0;
     if (hasNews && this.#timer === undefined && this.#immediate === undefined) {
       const wait = this.#lastDeltaAt + this.#intervalMs - Date.now();
       // Nothing went out for an interval (the first text above all): publish
@@ -132,9 +146,11 @@ export class EventPublisher {
 
   #takePending(): Unnumbered<StreamEvent>[] {
     this.#cancelFlush();
-    const { content, reasoning, logprobs } = this.#pending;
-    if (content === "" && reasoning === "" && logprobs.length === 0) return [];
-    this.#pending = { content: "", reasoning: "", logprobs: [] };
+    const { content, reasoning, logprobs, toolCalls } = this.#pending;
+    if (content === "" && reasoning === "" && logprobs.length === 0 && toolCalls.length === 0) {
+      return [];
+    }
+    this.#pending = { content: "", reasoning: "", logprobs: [], toolCalls: [] };
     this.#lastDeltaAt = Date.now();
     return [{
       type: "delta",
@@ -142,6 +158,7 @@ export class EventPublisher {
       reasoning,
       tokens: this.#tokens,
       ...(logprobs.length > 0 ? { logprobs } : {}),
+      ...(toolCalls.length > 0 ? { toolCalls } : {}),
     }];
   }
 
