@@ -120,8 +120,6 @@ async function chunksOf(
   return chunks;
 }
 
-/** A stack someone else runs (e.g. on a GPU host): its workers cannot be scripted. */
-
 describe("function calling, scripted model", {
   skip: EXTERNAL_STACK && "the stack is external: its workers cannot play scripted replies",
 }, () => {
