@@ -20,7 +20,7 @@ struct Fixture {
   static KvCacheManager make_kv(int32_t full_blocks, int32_t sliding_blocks) {
     const int32_t blocks[kNumAttnKinds] = {full_blocks, sliding_blocks};
     const bool used[kNumAttnKinds] = {true, true};
-    return KvCacheManager(kBlock, blocks, used, 8);
+    return KvCacheManager(kBlock, blocks, used, 8, /*prefix_caching=*/false);
   }
 
   Sequence* add(uint64_t id, int32_t prompt_len, const std::string& key = "") {

@@ -5,6 +5,7 @@
 //   gptoss-cli --model DIR --prompt 1,2,3 [--max-tokens 32] [--temperature 0.7 --seed 1]
 //   gptoss-cli --model DIR --random-prompt 128 --batch 8 --max-tokens 64 --json
 //   gptoss-cli --model DIR --backend cuda [--gpu-memory-utilization 0.9] ...
+//   gptoss-cli ... --no-enable-prefix-caching     (vLLM's flag names; on by default)
 //
 // --kv-cache-mb 0 (the default) sizes the KV cache from
 // --gpu-memory-utilization on the cuda backend, and to what the batch can use
@@ -49,6 +50,7 @@ struct Args {
   uint64_t kv_cache_mb = 0;
   float gpu_memory_utilization = 0.9f;
   int32_t block_size = 0;
+  bool prefix_caching = true;
   bool quiet = false;
   bool json = false;
 };
@@ -60,7 +62,8 @@ struct Args {
                "  [--backend cpu|cuda] [--threads N] [--max-tokens N] [--temperature T] [--top-p P]\n"
                "  [--top-k K] [--min-p P] [--presence-penalty X] [--frequency-penalty X] [--seed S]\n"
                "  [--max-num-seqs N] [--max-model-len N] [--max-batched-tokens N] [--kv-cache-mb N]\n"
-               "  [--gpu-memory-utilization U] [--block-size N] [--quiet] [--json]\n",
+               "  [--gpu-memory-utilization U] [--block-size N] [--enable-prefix-caching |\n"
+               "  --no-enable-prefix-caching] [--quiet] [--json]\n",
                problem);
   std::exit(2);
 }
@@ -86,6 +89,8 @@ Args parse_args(int argc, char** argv) {
     const std::string flag = argv[i];
     if (flag == "--quiet") { a.quiet = true; continue; }
     if (flag == "--json") { a.json = true; continue; }
+    if (flag == "--enable-prefix-caching") { a.prefix_caching = true; continue; }
+    if (flag == "--no-enable-prefix-caching") { a.prefix_caching = false; continue; }
     if (i + 1 >= argc) usage(("missing value for " + flag).c_str());
     const std::string v = argv[++i];
     auto num = [&] {
@@ -188,6 +193,7 @@ int main(int argc, char** argv) {
   cfg.gpu_memory_utilization = args.gpu_memory_utilization;
   cfg.num_threads = args.threads;
   cfg.block_size = args.block_size;
+  cfg.disable_prefix_caching = args.prefix_caching ? 0 : 1;
 
   Run run;
   gptoss_engine* engine = nullptr;
