@@ -27,7 +27,9 @@ export class ScriptedEngine implements Engine {
     hiddenSize: 8,
     weightBytes: 0,
   };
-  readonly submitted: { prompt: number[]; sampling: EngineSampling; fairnessKey?: string }[] = [];
+  readonly submitted: { prompt: number[]; sampling: EngineSampling; fairnessKey?: string; cacheSalt?: string }[] = [];
+  /** Prompt tokens every request reports as found in the prefix cache. */
+  cachedTokens = 0;
   readonly #script: readonly number[];
   readonly #stepMs: number;
   readonly #running = new Map<number, Running>();
@@ -43,6 +45,7 @@ export class ScriptedEngine implements Engine {
     sampling: EngineSampling,
     onEvents: (events: EngineTokenEvent[]) => void,
     fairnessKey?: string,
+    cacheSalt?: string,
   ): number {
     if (promptTokenIds.length >= this.modelInfo.maxModelLen) {
       throw Object.assign(new Error("prompt is longer than the model's context"), {
@@ -53,6 +56,7 @@ export class ScriptedEngine implements Engine {
       prompt: Array.from(promptTokenIds),
       sampling,
       ...(fairnessKey ? { fairnessKey } : {}),
+      ...(cacheSalt ? { cacheSalt } : {}),
     });
     const id = this.#nextId++;
     let step = 0;
@@ -61,6 +65,7 @@ export class ScriptedEngine implements Engine {
       const event: EngineTokenEvent = {
         token,
         ...(sampling.topLogprobs >= 0 ? { logprob: -1, top: [] } : {}),
+        ...(this.cachedTokens > 0 ? { cachedTokens: this.cachedTokens } : {}),
       };
       if (sampling.stopTokenIds.includes(token)) event.finish = "stop";
       else if (step >= sampling.maxTokens || step >= this.#script.length) event.finish = "length";
@@ -93,6 +98,10 @@ export class ScriptedEngine implements Engine {
       lastBatchSize: 0,
       deviceMemoryUsed: 0,
       deviceMemoryTotal: 0,
+      prefixCacheQueriedTokens: 0,
+      prefixCacheHitTokens: 0,
+      prefixCacheBlocks: 0,
+      prefixCacheEvictions: 0,
     };
   }
 
