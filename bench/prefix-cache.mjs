@@ -5,9 +5,10 @@
 //
 //   node bench/prefix-cache.mjs [--threads N] [--repeat N] [--conversations N] [--max-tokens N]
 //
-// TTFT, per model, batch 1, one token: cold (a fresh engine), warm (the
-// prefix cached by an earlier request with another turn), and the same warm
-// run with --no-enable-prefix-caching; the median of --repeat runs (default 3).
+// TTFT, per model, batch 1, one token: cold (after an unrelated request of the
+// same length), warm (after a request with the same prefix and another turn),
+// and the same warm run with --no-enable-prefix-caching; the median of
+// --repeat runs (default 3).
 // Throughput, tiny model: --conversations (default 32) of that shape at once
 // after the prefix is cached, --max-tokens (default 32) each, output tokens/s
 // with caching on and off. Prints a table and writes bench/results/prefix-cache.json.
@@ -38,9 +39,9 @@ for (const model of models) {
     const runs = Array.from({ length: repeat }, () => cli(["--max-tokens", "1", ...args]));
     return { ttft_s: median(runs.map((r) => r.ttft_max_s)), cached_tokens: runs[0].cached_tokens };
   };
-  const cold = ttftOf([]);
-  const warm = ttftOf(["--warm-prefix"]);
-  const off = ttftOf(["--warm-prefix", "--no-enable-prefix-caching"]);
+  const cold = ttftOf(["--warm-up", "unrelated"]);
+  const warm = ttftOf(["--warm-up", "prefix"]);
+  const off = ttftOf(["--warm-up", "prefix", "--no-enable-prefix-caching"]);
   ttft.push({
     model: model.name,
     cold_ms: ms(cold.ttft_s),
@@ -50,7 +51,7 @@ for (const model of models) {
     warm_over_cold: Number((warm.ttft_s / cold.ttft_s).toFixed(3)),
   });
   if (model.name !== "tiny") continue;
-  const batch = ["--batch", String(conversations), "--max-tokens", String(maxTokens), "--warm-prefix"];
+  const batch = ["--batch", String(conversations), "--max-tokens", String(maxTokens), "--warm-up", "prefix"];
   const on = cli(batch);
   const offBatch = cli([...batch, "--no-enable-prefix-caching"]);
   throughput.push({

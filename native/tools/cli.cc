@@ -6,12 +6,14 @@
 //   gptoss-cli --model DIR --random-prompt 128 --batch 8 --max-tokens 64 --json
 //   gptoss-cli --model DIR --backend cuda [--gpu-memory-utilization 0.9] ...
 //   gptoss-cli ... --no-enable-prefix-caching     (vLLM's flag names; on by default)
-//   gptoss-cli --model DIR --shared-prefix 2048 --random-prompt 50 [--warm-prefix] ...
+//   gptoss-cli --model DIR --shared-prefix 2048 --random-prompt 50 [--warm-up prefix|unrelated] ...
 //
 // --shared-prefix N starts every random prompt with the same N random tokens
-// (a system prompt) before its own --random-prompt tokens; --warm-prefix first
-// runs one request with that prefix and another tail to the end, untimed, so
-// the measured batch finds the prefix in the prefix cache.
+// (a system prompt) before its own --random-prompt tokens. --warm-up first
+// runs one untimed request to the end: `prefix` with that prefix and another
+// tail, so the measured batch finds the prefix cached (warm); `unrelated` with
+// a prompt of the same length that shares nothing (cold, but with the
+// engine's one-time costs paid just the same).
 //
 // --kv-cache-mb 0 (the default) sizes the KV cache from
 // --gpu-memory-utilization on the cuda backend, and to what the batch can use
@@ -49,7 +51,8 @@ struct Args {
   std::vector<int32_t> prompt;
   int32_t random_prompt_len = 0;
   int32_t shared_prefix = 0;
-  bool warm_prefix = false;
+  std::string warm_up;  // "", "prefix" or "unrelated"
+
   int32_t batch = 1;
   int32_t max_tokens = 32;
   gptoss_sampling sampling{};
@@ -72,7 +75,7 @@ struct Args {
                "  [--top-k K] [--min-p P] [--presence-penalty X] [--frequency-penalty X] [--seed S]\n"
                "  [--max-num-seqs N] [--max-model-len N] [--max-batched-tokens N] [--kv-cache-mb N]\n"
                "  [--gpu-memory-utilization U] [--block-size N] [--enable-prefix-caching |\n"
-               "  --no-enable-prefix-caching] [--shared-prefix N [--warm-prefix]] [--quiet] [--json]\n",
+               "  --no-enable-prefix-caching] [--shared-prefix N] [--warm-up prefix|unrelated] [--quiet] [--json]\n",
                problem);
   std::exit(2);
 }
@@ -100,7 +103,6 @@ Args parse_args(int argc, char** argv) {
     if (flag == "--json") { a.json = true; continue; }
     if (flag == "--enable-prefix-caching") { a.prefix_caching = true; continue; }
     if (flag == "--no-enable-prefix-caching") { a.prefix_caching = false; continue; }
-    if (flag == "--warm-prefix") { a.warm_prefix = true; continue; }
     if (i + 1 >= argc) usage(("missing value for " + flag).c_str());
     const std::string v = argv[++i];
     auto num = [&] {
@@ -115,6 +117,7 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--prompt") a.prompt = parse_ids(v);
     else if (flag == "--random-prompt") a.random_prompt_len = static_cast<int32_t>(num());
     else if (flag == "--shared-prefix") a.shared_prefix = static_cast<int32_t>(num());
+    else if (flag == "--warm-up") a.warm_up = v;
     else if (flag == "--batch") a.batch = static_cast<int32_t>(num());
     else if (flag == "--max-tokens") a.max_tokens = static_cast<int32_t>(num());
     else if (flag == "--temperature") a.sampling.temperature = static_cast<float>(num());
@@ -135,10 +138,12 @@ Args parse_args(int argc, char** argv) {
   if (a.model_dir.empty()) usage("--model is required");
   if (a.prompt.empty() == (a.random_prompt_len <= 0)) usage("give exactly one of --prompt and --random-prompt");
   if (a.batch < 1) usage("--batch must be >= 1");
-  if ((a.shared_prefix > 0 || a.warm_prefix) && a.random_prompt_len <= 0) {
-    usage("--shared-prefix and --warm-prefix need --random-prompt");
+  if ((a.shared_prefix > 0 || !a.warm_up.empty()) && a.random_prompt_len <= 0) {
+    usage("--shared-prefix and --warm-up need --random-prompt");
   }
-  if (a.warm_prefix && a.shared_prefix <= 0) usage("--warm-prefix needs --shared-prefix");
+  if (!a.warm_up.empty() && a.warm_up != "prefix" && a.warm_up != "unrelated") {
+    usage("--warm-up must be prefix or unrelated");
+  }
   a.sampling.max_tokens = a.max_tokens;
   return a;
 }
@@ -257,9 +262,11 @@ int main(int argc, char** argv) {
     run.done_cv.wait(lock, [&] { return run.finished == n; });
   };
   size_t untimed = 0;
-  if (args.warm_prefix) {
+  if (!args.warm_up.empty()) {
+    const std::vector<int32_t> warm_up =
+        args.warm_up == "prefix" ? random_prompt() : random_tokens(args.shared_prefix + args.random_prompt_len);
     uint64_t id = 0;
-    if (!submit(random_prompt(), &id)) return 1;
+    if (!submit(warm_up, &id)) return 1;
     wait_finished(++untimed);
   }
 
