@@ -44,7 +44,7 @@ cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_CO
   cmake --build "$build" -j"${GPTOSS_JOBS:-$(nproc)}" --target gptoss-gen-model >>"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 # The 20b checkpoint (about 13.7 GB) is written while the rest builds.
 gen_pid=
-if want bench || want loader || want model20b || want cli20b; then
+if want bench || want loader || want model20b || want cli20b || want prefix; then
   ( time "$build/gptoss-gen-model" --preset 20b --out "$models/20b" ) >"$out/gen20b.log" 2>&1 &
   gen_pid=$!
 fi
