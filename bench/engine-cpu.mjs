@@ -60,7 +60,7 @@ printTable(
 
 const samplerBench = `${root}native/build/bench-engine-cpu-sampler`;
 run("g++", ["-O3", "-march=x86-64-v2", "-std=c++17", "-I", `${root}native/src`, "-I", `${root}native/include`,
-  `${root}bench/engine-cpu-sampler.cc`, `${root}native/build/libgptoss.a`, "-lpthread", "-o", samplerBench]);
+  `${root}bench/engine-cpu-sampler.cc`, `${root}native/build/libgptoss.a`, `${root}native/build/libgptoss_core.a`, "-lpthread", "-o", samplerBench]);
 let sampler;
 for (let i = 0; i < repeat; i++) {
   const r = JSON.parse(run(samplerBench, []).trim());
