@@ -73,6 +73,12 @@ export const WorkerConfigSchema = z.object({
   ENGINE_MAX_BATCHED_TOKENS: int(2048).pipe(z.number().positive()),
   /** CPU threads for the CPU backend; 0 = all cores. */
   ENGINE_THREADS: int(0).pipe(z.number().min(0)),
+  /**
+   * Automatic prefix caching (vLLM's --enable-prefix-caching): a prompt's KV
+   * blocks are kept after its request and reused by later requests of the
+   * same tenant that start with the same tokens.
+   */
+  ENGINE_PREFIX_CACHING: bool(true),
   WORKER_ID: z.string().optional(),
   HEARTBEAT_MS: int(1000).pipe(z.number().positive()),
   /** On SIGTERM, running jobs get this long to finish before they go back to the queue (to be resumed elsewhere). */

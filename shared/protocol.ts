@@ -59,6 +59,8 @@ export type FinishReason = z.infer<typeof FinishReasonSchema>;
 export const UsageSchema = z.object({
   promptTokens: z.number().int().min(0),
   completionTokens: z.number().int().min(0),
+  /** Prompt tokens whose KV came from the engine's prefix cache (absent: none known). */
+  cachedTokens: z.number().int().min(0).optional(),
 });
 export type Usage = z.infer<typeof UsageSchema>;
 

@@ -13,5 +13,6 @@ export function engineOptions(config: WorkerConfig): EngineOptions {
     kvCacheBytes: config.ENGINE_KV_CACHE_BYTES,
     gpuMemoryUtilization: config.ENGINE_GPU_MEMORY_UTILIZATION,
     numThreads: config.ENGINE_THREADS,
+    enablePrefixCaching: config.ENGINE_PREFIX_CACHING,
   };
 }

@@ -118,6 +118,20 @@ test("a chat job streams start, deltas and done, and returns the same result", a
   assert.equal(engine.submitted[0].sampling.topLogprobs, -1);
 });
 
+test("the tenant salts the engine's prefix cache, and the cached prompt tokens reach usage", async () => {
+  const job = makeJob({ promptTokenIds: tokenizer.encode("a prompt of several tokens") });
+  const ctx = setup(chatScript, 1);
+  ctx.engine.cachedTokens = 2;
+  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.requestId));
+  const result = await ctx.run(job);
+  const done = (await sink.ended).at(-1)!;
+  assert.equal(ctx.engine.submitted[0].cacheSalt, "tenant-a");
+  const usage = { promptTokens: job.promptTokenIds.length, completionTokens: chatScript.length, cachedTokens: 2 };
+  assert.deepEqual(result.usage, usage);
+  assert.equal(done.type, "done");
+  assert.deepEqual(done.type === "done" ? done.usage : undefined, usage);
+});
+
 test("a stop string truncates the answer, finishes with stop and frees the engine sequence", async () => {
   const { events, result, engine } = await runWithStream(makeJob({ stop: ["Bye"] }));
   assert.equal(streamedText(events).content, "Hello there! 🎉 ");

@@ -17,6 +17,8 @@ export interface EngineOptions {
   numThreads: number;
   /** Tokens per KV block (default 16). */
   blockSize?: number;
+  /** Reuse the KV of prompt prefixes seen before with the same cache salt (default true). */
+  enablePrefixCaching?: boolean;
 }
 
 export interface EngineSampling {
@@ -41,6 +43,8 @@ export interface EngineTokenEvent {
   logprob?: number;
   top?: { token: number; logprob: number }[];
   finish?: EngineFinish;
+  /** Prompt tokens whose KV came from the prefix cache; absent when none. */
+  cachedTokens?: number;
 }
 
 export interface EngineStats {
@@ -54,6 +58,12 @@ export interface EngineStats {
   lastBatchSize: number;
   deviceMemoryUsed: number;
   deviceMemoryTotal: number;
+  /** Prompt tokens looked up in the prefix cache, once per request, and how many were found. */
+  prefixCacheQueriedTokens: number;
+  prefixCacheHitTokens: number;
+  /** KV blocks findable in the prefix cache (in use or not), and cached blocks given up for new KV. */
+  prefixCacheBlocks: number;
+  prefixCacheEvictions: number;
 }
 
 export interface ModelInfo {
@@ -87,6 +97,8 @@ export interface Engine {
     sampling: EngineSampling,
     onEvents: (events: EngineTokenEvent[]) => void,
     fairnessKey?: string,
+    /** Only requests with equal salts share cached prompt prefixes: the tenant. */
+    cacheSalt?: string,
   ): number;
   /** Cancels a waiting or running request; false when it is unknown or done. */
   cancel(id: number): boolean;

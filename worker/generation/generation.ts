@@ -65,6 +65,8 @@ export class Generation {
   #engineReleased = false;
   #end: GenerationEnd | undefined;
   #completionTokens = 0;
+  /** Prompt tokens the engine found in its prefix cache (its events say so when any). */
+  #cachedTokens = 0;
   #content = "";
   #reasoning = "";
   readonly #logprobs: TokenLogprob[] = [];
@@ -104,6 +106,8 @@ export class Generation {
           [...this.#job.promptTokenIds, ...this.#resumedTokenIds],
           { ...sampling, maxTokens: sampling.maxTokens - this.#resumedTokenIds.length },
           (events) => this.#onEngineEvents(events),
+          this.#job.tenantId,
+          // The cache salt: one tenant's prompts never share KV with (nor time) another's.
           this.#job.tenantId,
         );
       } catch (err) {
@@ -147,6 +151,7 @@ export class Generation {
 
   #onEngineEvents(events: EngineTokenEvent[]): void {
     for (const event of events) {
+      if (event.cachedTokens !== undefined) this.#cachedTokens = event.cachedTokens;
       if (event.token >= 0 && this.#end === undefined) this.#acceptToken(event);
       if (event.finish !== undefined) {
         this.#engineReleased = true;
@@ -197,9 +202,13 @@ export class Generation {
   }
 
   #usage(): Usage {
+    const promptTokens = this.#job.promptTokenIds.length;
+    // A resumed stream's engine prompt also holds the tokens generated before.
+    const cachedTokens = Math.min(this.#cachedTokens, promptTokens);
     return {
-      promptTokens: this.#job.promptTokenIds.length,
+      promptTokens,
       completionTokens: this.#completionTokens,
+      ...(cachedTokens > 0 ? { cachedTokens } : {}),
     };
   }
 

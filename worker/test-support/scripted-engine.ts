@@ -23,7 +23,9 @@ interface Running {
 
 export class ScriptedEngine implements Engine {
   readonly modelInfo: ModelInfo;
-  readonly submitted: { prompt: number[]; sampling: EngineSampling; fairnessKey?: string }[] = [];
+  readonly submitted: { prompt: number[]; sampling: EngineSampling; fairnessKey?: string; cacheSalt?: string }[] = [];
+  /** Prompt tokens every request reports as found in the prefix cache. */
+  cachedTokens = 0;
   readonly #script: (prompt: readonly number[]) => readonly number[];
   readonly #stepMs: number;
   readonly #running = new Map<number, Running>();
@@ -45,6 +47,7 @@ export class ScriptedEngine implements Engine {
     sampling: EngineSampling,
     onEvents: (events: EngineTokenEvent[]) => void,
     fairnessKey?: string,
+    cacheSalt?: string,
   ): number {
     if (promptTokenIds.length >= this.modelInfo.maxModelLen) {
       throw Object.assign(new Error("prompt is longer than the model's context"), {
@@ -55,6 +58,7 @@ export class ScriptedEngine implements Engine {
       prompt: Array.from(promptTokenIds),
       sampling,
       ...(fairnessKey ? { fairnessKey } : {}),
+      ...(cacheSalt ? { cacheSalt } : {}),
     });
     const id = this.#nextId++;
     const script = this.#script(this.submitted.at(-1)!.prompt);
@@ -64,6 +68,7 @@ export class ScriptedEngine implements Engine {
       const event: EngineTokenEvent = {
         token,
         ...(sampling.topLogprobs >= 0 ? { logprob: -1, top: [] } : {}),
+        ...(this.cachedTokens > 0 ? { cachedTokens: this.cachedTokens } : {}),
       };
       if (sampling.stopTokenIds.includes(token)) event.finish = "stop";
       else if (step >= sampling.maxTokens || step >= script.length) event.finish = "length";
@@ -96,6 +101,10 @@ export class ScriptedEngine implements Engine {
       lastBatchSize: 0,
       deviceMemoryUsed: 0,
       deviceMemoryTotal: 0,
+      prefixCacheQueriedTokens: 0,
+      prefixCacheHitTokens: 0,
+      prefixCacheBlocks: 0,
+      prefixCacheEvictions: 0,
     };
   }
 

@@ -38,6 +38,9 @@ struct EngineOptions {
   uint64_t kv_cache_bytes = 0;
   float gpu_memory_utilization = 0.9f;  // (0, 1]: share of device memory for weights, work buffers and KV
   int32_t block_size = 16;
+  // Keep prompts' full KV blocks after their requests end and reuse them for
+  // later requests with the same prefix and cache salt (kv_cache_manager.h).
+  bool enable_prefix_caching = true;
 };
 
 // Receives every event of one step, on the engine thread. Must not call back
