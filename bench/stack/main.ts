@@ -59,6 +59,7 @@ const E2E_SUITES = [
   "tests/e2e/concurrency.test.ts",
   "tests/e2e/cancellation.test.ts",
   "tests/e2e/tools.test.ts",
+  "tests/e2e/prefix-cache.test.ts",
 ];
 
 /** The rendered harmony prompt of an empty user turn: what a prompt costs beyond its words. */
@@ -238,6 +239,7 @@ async function runE2e(stack: RunningStack): Promise<{ passed: number; failed: nu
       STACK_REDIS_URL: stack.redisUrl,
       STACK_REDIS_PREFIX: stack.prefix,
       STACK_METRICS_URL: stack.metricsUrl,
+      STACK_WORKER_METRICS_URLS: stack.workerMetrics.join(","),
     });
   const passed = Number(output.match(/^(?:ℹ|#) pass (\d+)/m)?.[1] ?? 0);
   const failed = Number(output.match(/^(?:ℹ|#) fail (\d+)/m)?.[1] ?? (code === 0 ? 0 : 1));

@@ -11,7 +11,7 @@ import type OpenAI from "openai";
 import { bootstrapTenant } from "../../gateway/tenancy/bootstrap.ts";
 import { getTokenizer } from "../../shared/tokenizer.ts";
 import { parsePrometheusText, sampleSum } from "../helpers/prometheus-text.ts";
-import { MODEL_NAME, stackForSuite, workerMetricsUrl } from "../helpers/stack.ts";
+import { MODEL_NAME, stackForSuite } from "../helpers/stack.ts";
 
 /** A multiple of the engine's block size (16): only whole blocks are cached. */
 const SHARED_TOKENS = 2048;
@@ -61,7 +61,7 @@ describe("prefix cache", () => {
     assert.ok(coldA.ms > 3 * warmA.ms, times);
     assert.ok(coldB.ms > 3 * warmA.ms, `tenant B must not get tenant A's timing: ${times}`);
 
-    const metrics = parsePrometheusText(await (await fetch(await workerMetricsUrl(suite.stack.workers[0]))).text());
+    const metrics = parsePrometheusText(await (await fetch((await suite.stack.workerMetricsUrls())[0])).text());
     assert.ok(sampleSum(metrics, "engine_prefix_cache_hits_tokens_total") >= 2 * SHARED_TOKENS);
     assert.ok(sampleSum(metrics, "engine_prefix_cache_blocks") >= SHARED_TOKENS / 16);
   });

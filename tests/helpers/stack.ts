@@ -48,6 +48,7 @@ interface ExternalStack {
   redisUrl: string;
   prefix: string;
   metricsUrl: string;
+  workerMetricsUrls: string[];
 }
 
 function externalStackFromEnv(): ExternalStack | undefined {
@@ -64,6 +65,7 @@ function externalStackFromEnv(): ExternalStack | undefined {
     redisUrl: need("STACK_REDIS_URL"),
     prefix: need("STACK_REDIS_PREFIX"),
     metricsUrl: need("STACK_METRICS_URL"),
+    workerMetricsUrls: need("STACK_WORKER_METRICS_URLS").split(","),
   };
 }
 
@@ -137,6 +139,8 @@ export interface Stack {
   addGateway(env?: Record<string, string>): Promise<StartedGateway>;
   /** The workers' current heartbeats (engine stats included). */
   heartbeats(): Promise<WorkerHeartbeat[]>;
+  /** Each worker's /metrics URL. */
+  workerMetricsUrls(): Promise<string[]>;
   /** The worker process whose heartbeat carries `workerId`. */
   workerById(workerId: string): ManagedProcess;
   /** The worker whose heartbeat reports a running request (waits up to 5 s for one). */
@@ -267,6 +271,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         return this.workerById(id!);
       },
       heartbeats: () => readHeartbeats(redis, keys),
+      workerMetricsUrls: () => Promise.all(workers.map(workerMetricsUrl)),
       stop: stopAll,
     };
   } catch (err) {
@@ -304,6 +309,7 @@ function externalStack(ext: ExternalStack): Stack {
     addWorker: () => unavailable("addWorker"),
     addGateway: () => unavailable("addGateway"),
     heartbeats: () => readHeartbeats(redis, keys),
+    workerMetricsUrls: () => Promise.resolve(ext.workerMetricsUrls),
     workerById: () => unavailable("workerById"),
     busyWorker: () => unavailable("busyWorker"),
     async stop() {
