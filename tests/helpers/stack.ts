@@ -228,12 +228,6 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   }
 }
 
-/** The worker's /metrics URL (workers bind METRICS_PORT=0 here and log the port they got). */
-export async function workerMetricsUrl(worker: ManagedProcess): Promise<string> {
-  const [, port] = await worker.waitForLine(/"msg":"metrics listening".*"port":(\d+)/, 10_000);
-  return `http://127.0.0.1:${port}/metrics`;
-}
-
 /**
  * For a node:test suite: starts a stack before its first test and stops it
  * after its last. Read `stack` and `client` inside the tests.
