@@ -15,7 +15,7 @@ import { filterInput } from "../gateway/safety/input_filter.ts";
 import { compilePolicy, DEFAULT_POLICY } from "../gateway/safety/policy.ts";
 import { OutputScanner } from "../gateway/safety/output_scanner.ts";
 import { WordList } from "../gateway/safety/word_list.ts";
-import { type CorpusSample, loadCorpus, stableFraction } from "./safety_data.ts";
+import { type CorpusSample, loadCorpus, prompt, stableFraction } from "./safety_data.ts";
 import { ClassifierWeightsSchema, InjectionClassifier } from "../gateway/safety/classifier.ts";
 import { compileRuleSet } from "../gateway/safety/rules.ts";
 import weightsFile from "../gateway/safety/classifier_weights.json" with { type: "json" };
@@ -155,15 +155,6 @@ const row = (r: ReturnType<typeof time>) => ({
   "cpu mean": ms(r.cpuMean),
 });
 
-/** Concatenates samples until `bytes` UTF-8 bytes. */
-function prompt(samples: CorpusSample[], bytes: number) {
-  let text = "";
-  for (let i = 0; new TextEncoder().encode(text).length < bytes; i++) {
-    text += samples[i % samples.length].text + "\n";
-  }
-  while (new TextEncoder().encode(text).length > bytes) text = text.slice(0, -1);
-  return text;
-}
 const prompts = {
   "4 KB English instructions": prompt(benign.filter((s) => s.lang === "en"), 4096),
   "4 KB Chinese instructions": prompt(benign.filter((s) => s.lang === "zh"), 4096),
