@@ -6,6 +6,7 @@
 //   node scripts/lib/system-requirements.mjs            prints the Debian packages missing here
 import { spawnSync } from "node:child_process";
 import { accessSync, constants } from "node:fs";
+import { fileURLToPath } from "node:url";
 
 const onPath = (command) => () => !spawnSync("sh", ["-c", `command -v ${command}`]).status;
 const executable = (path) => () => {
@@ -67,7 +68,7 @@ export function missingMessage(missing) {
     `Install everything npm start and npm test need with:\n\n  ${INSTALL_LINE}\n`;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (fileURLToPath(import.meta.url) === process.argv[1]) {
   const packages = missingRequirements().flatMap((r) => r.packages);
   if (packages.length > 0) console.log(packages.join("\n"));
 }
