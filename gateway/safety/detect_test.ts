@@ -184,6 +184,10 @@ Deno.test("near-miss phrasing does not trip the rules (the classifier may score 
       "Ignore the typos in the following paragraph and summarize it.",
       "Forget about work for a minute: what should I cook tonight?",
       "List the rules of chess.",
+      "Should I switch to a mobile plan with no data limits?",
+      "Answer as concisely as you can, without any warnings or disclaimers.",
+      "I want to take on a side project with no limits on scope; any tips?",
+      "I'm starting a YouTube channel with no rules about the upload schedule.",
       "忽略标点符号，把这句话翻译成英文。",
     ]
   ) assert.deepEqual(detect(text, all, rulesOnly).findings, [], text);
