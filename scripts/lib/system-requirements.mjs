@@ -1,7 +1,7 @@
 // The system packages `npm start` and `npm test` need beyond Node: one list, read by
-// scripts/test.mjs and scripts/start.mjs (which stop at once, naming what is missing and the
-// install line), by .ci/run (which installs what is missing) and by the README's quick start
-// (a test keeps its install line equal to INSTALL_LINE).
+// scripts/test.mjs (which stops at once, naming what is missing and the install line), by .ci/run
+// (which installs what is missing) and by the README's quick start (a test keeps its install line
+// equal to INSTALL_LINE). `npm start` names redis-server itself when it needs one and none is there.
 //
 //   node scripts/lib/system-requirements.mjs            prints the Debian packages missing here
 import { spawnSync } from "node:child_process";
