@@ -6,7 +6,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
-import { createServer } from "node:net";
+import { type AddressInfo, createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
 
@@ -116,16 +116,31 @@ export function spawnManaged(name: string, command: string, args: string[], opti
   };
 }
 
-/** A TCP port that was free a moment ago (for processes that cannot report their own). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** The port a listener on `host`:`port` got (0: any free one), or undefined when it could not listen. */
+function probePort(port: number, host: string): Promise<number | undefined> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
+    server.once("error", () => resolve(undefined));
+    server.listen(port, host, () => {
+      const bound = (server.address() as AddressInfo).port;
+      server.close(() => resolve(bound));
     });
   });
+}
+
+/** A TCP port that was free a moment ago (for processes that cannot report their own). */
+export async function freePort(): Promise<number> {
+  const port = await probePort(0, "127.0.0.1");
+  if (port === undefined) throw new Error("no free TCP port on 127.0.0.1");
+  return port;
+}
+
+/**
+ * `port` when nothing listens on it (on any address) a moment ago, else a free port: `npm start`
+ * keeps the documented default ports where it can, and still starts where they are taken.
+ */
+export async function preferredPort(port: number): Promise<number> {
+  return await probePort(port, "0.0.0.0") ?? await freePort();
 }
 
 /** True when a Redis at `url` answers PING within `timeoutMs`. */
@@ -255,6 +270,12 @@ export async function startWorker(options: WorkerOptions): Promise<ManagedProces
   });
   await worker.waitForLine(/"msg":"worker started"/, options.startTimeoutMs ?? 60_000);
   return worker;
+}
+
+/** The worker's /metrics URL, from the port it logs once it listens (METRICS_PORT=0 picks any). */
+export async function workerMetricsUrl(worker: ManagedProcess): Promise<string> {
+  const [, port] = await worker.waitForLine(/"msg":"metrics listening".*"port":(\d+)/, 10_000);
+  return `http://127.0.0.1:${port}/metrics`;
 }
 
 /** Polls GET /readyz until it answers 200 (Redis up, a worker's heartbeat fresh). */

@@ -1,8 +1,8 @@
 /**
  * Queueing end to end, on a worker that runs one sequence at a time so that
  * later requests really wait: keep-alives while queued, a client that leaves
- * is removed from the queue, and a full queue is a 503. (Leaving mid-stream:
- * cancellation.test.ts.)
+ * (streaming or not) is removed from the queue, and a full queue is a 503.
+ * (Leaving mid-stream: cancellation.test.ts.)
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -67,6 +67,29 @@ describe("queue", () => {
     abort.abort();
     await until("the queued job is removed", async () => (await waiting()) === 0, 2_000);
     busy.controller.abort();
+  });
+
+  it("a non-streaming client that leaves while queued is removed from the queue", async () => {
+    const busy = await running();
+    const abort = new AbortController();
+    const pending = fetch(`${stack.baseURL}/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: MODEL_NAME, prompt: "wait for me", max_tokens: 2 }),
+      signal: abort.signal,
+    }).catch((err: Error) => err);
+    await until("the request waits in the queue", async () => (await waiting()) === 1);
+
+    abort.abort();
+    assert.equal((await pending as Error).name, "AbortError");
+    await until("the queued job is removed", async () => (await waiting()) === 0, 2_000);
+    busy.controller.abort();
+  });
+
+  it("the gateway never prints Deno's legacy request.signal warning", () => {
+    // The tests above completed non-streaming requests, each watching its request's signal: under
+    // Deno's legacy abort behaviour the first of them prints the warning.
+    assert.doesNotMatch(stack.gateway.recentOutput(), /request\.signal aborts on successful responses/);
   });
 
   it("a full queue answers 503 overloaded with Retry-After", async () => {

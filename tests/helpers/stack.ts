@@ -34,6 +34,7 @@ import {
   startRedisServer,
   startWorker,
   waitUntilReady,
+  workerMetricsUrl,
 } from "../../scripts/lib/local-stack.ts";
 
 /**
@@ -322,12 +323,6 @@ async function readHeartbeats(redis: Redis, keys: RedisKeys): Promise<WorkerHear
   const ids = await redis.zrange(keys.workers, 0, -1);
   const records = ids.length > 0 ? await redis.mget(ids.map((id) => keys.worker(id))) : [];
   return records.flatMap((r) => r === null ? [] : [WorkerHeartbeatSchema.parse(JSON.parse(r))]);
-}
-
-/** The worker's /metrics URL (workers bind METRICS_PORT=0 here and log the port they got). */
-export async function workerMetricsUrl(worker: ManagedProcess): Promise<string> {
-  const [, port] = await worker.waitForLine(/"msg":"metrics listening".*"port":(\d+)/, 10_000);
-  return `http://127.0.0.1:${port}/metrics`;
 }
 
 /**

@@ -9,7 +9,8 @@ import { readFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import type { Family } from "../helpers/prometheus-text.ts";
 import { parsePrometheusText, sampleSum } from "../helpers/prometheus-text.ts";
-import { MODEL_NAME, type Stack, startStack, workerMetricsUrl } from "../helpers/stack.ts";
+import { MODEL_NAME, type Stack, startStack } from "../helpers/stack.ts";
+import { workerMetricsUrl } from "../../scripts/lib/local-stack.ts";
 import { dashboardMetrics } from "./dashboard.ts";
 
 const CHAT_ROUTE = "/v1/chat/completions";
