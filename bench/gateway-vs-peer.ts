@@ -2,7 +2,7 @@
  * This stack against a peer gateway, side by side on one machine, one command:
  *
  *   node --import tsx bench/gateway-vs-peer.ts [--quick] [--levels 1,32,256] [--phase-seconds 4]
- *     [--rounds 2] [--tokens 16]
+ *     [--rounds 2] [--tokens 16] [--profile DIR]
  *
  * Targets, measured in alternating phases so both see the same machine:
  * - "ours": the Deno gateway, a private Redis and a worker whose engine is infinitely fast
@@ -22,6 +22,10 @@
  * bench/results/gateway-vs-peer.json. Goals (issue 20): at 256 streams ≥ 2× the peer's
  * requests/s, added p50 ≤ 40 ms, gateway + worker + Redis ≤ 0.8 core-ms per request; at 1
  * stream added p50 ≤ 2 ms.
+ *
+ * `--profile DIR` also profiles the processes: V8's sampling log of the gateway
+ * (DIR/gateway-v8.log; `node --prof-process` reads it) and `--cpu-prof` files of the worker and
+ * the peer (DIR/worker, DIR/peer; open them in Chrome DevTools).
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -56,6 +60,9 @@ const MODEL = "bench-instant";
 const PEER_DIR = `${ROOT}bench/peer`;
 const PEER_ENTRY = `${PEER_DIR}/node_modules/@portkey-ai/gateway/build/start-server.js`;
 const CLOCK_TICKS_PER_S = 100;
+const PROFILE_DIR = flag("--profile");
+/** Node's `--cpu-prof` flags for a process named `name`, when profiling. */
+const nodeProfile = (name: string) => PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}/${name}`] : [];
 
 type TargetName = "ours" | "peer" | "floor";
 const TARGETS: TargetName[] = ["ours", "peer", "floor"];
@@ -184,9 +191,12 @@ interface TargetResult {
   ttftMs: Summary;
   /** Core-ms per completed request, per process. */
   cpuMsPerRequest: Record<string, number>;
-  /** Ours only: calls per request by command (the bench's own INFO excluded). */
-  redisCallsPerRequest?: Record<string, number>;
-  redisUsecPerRequest?: number;
+  /**
+   * Ours only, per request by command (the bench's own INFO excluded): calls, and µs of Redis time.
+   * Commands run inside a Lua script count under their own names too, and in the script's
+   * EVALSHA time.
+   */
+  redisPerRequest?: Record<string, { calls: number; usec: number }>;
 }
 
 function combine(target: TargetName, phases: Phase[]): TargetResult {
@@ -205,17 +215,16 @@ function combine(target: TargetName, phases: Phase[]): TargetResult {
     cpuMsPerRequest,
   };
   if (phases[0].redis) {
-    const calls: Record<string, number> = {};
-    let usec = 0;
+    const perRequest: Record<string, { calls: number; usec: number }> = {};
     for (const p of phases) {
       for (const [command, stat] of p.redis!) {
         if (command === "info") continue;
-        calls[command] = (calls[command] ?? 0) + stat.calls / requests;
-        usec += stat.usec / requests;
+        perRequest[command] ??= { calls: 0, usec: 0 };
+        perRequest[command].calls += stat.calls / requests;
+        perRequest[command].usec += stat.usec / requests;
       }
     }
-    result.redisCallsPerRequest = calls;
-    result.redisUsecPerRequest = usec;
+    result.redisPerRequest = perRequest;
   }
   return result;
 }
@@ -242,19 +251,24 @@ async function main() {
       tenantId: "bench",
       settings: { requestsPerMinute: 10_000_000, tokensPerMinute: 1_000_000_000, concurrentRequests: 100_000 },
     });
-    const worker = spawnManaged("bench-worker", process.execPath, ["--import", "tsx", "bench/gateway-overhead-worker.ts"], {
+    const worker = spawnManaged("bench-worker", process.execPath, [...nodeProfile("worker"), "--import", "tsx", "bench/gateway-overhead-worker.ts"], {
       env: { ...process.env, REDIS_URL: own.url, REDIS_PREFIX: prefix, BENCH_MODEL: MODEL, BENCH_TOKEN_INTERVAL_MS: "0" },
     });
     processes.push(worker);
     await worker.waitForLine(/bench worker ready/, 30_000);
-    const gateway = await startGateway({ redisUrl: own.url, prefix, port: 0 });
+    const gateway = await startGateway({
+      redisUrl: own.url,
+      prefix,
+      port: 0,
+      env: PROFILE_DIR ? { DENO_V8_FLAGS: `--prof,--logfile=${PROFILE_DIR}/gateway-v8.log` } : {},
+    });
     processes.push(gateway.process);
     await waitUntilReady(gateway.url, 30_000);
     const floorServer = spawnManaged("floor", DENO, ["run", "--allow-net", "bench/gateway-overhead-floor.ts"], { env: process.env });
     processes.push(floorServer);
     const [, floorPort] = await floorServer.waitForLine(/floor listening on (\d+)/, 30_000);
     const peerPort = await freePort();
-    const peer = spawnManaged("peer", process.execPath, [PEER_ENTRY, `--port=${peerPort}`, "--headless"], { env: process.env });
+    const peer = spawnManaged("peer", process.execPath, [...nodeProfile("peer"), PEER_ENTRY, `--port=${peerPort}`, "--headless"], { env: process.env });
     processes.push(peer);
     await peer.waitForLine(/Ready for connections/, 30_000);
 
@@ -318,10 +332,12 @@ async function main() {
       }
       const ours = level.ours;
       const stack = ["gateway", "worker", "redis"].reduce((n, p) => n + ours.cpuMsPerRequest[p], 0);
-      const calls = Object.entries(ours.redisCallsPerRequest!).sort((a, b) => b[1] - a[1])
-        .map(([command, n]) => `${command} ${n.toFixed(2)}`).join(", ");
+      const commands = Object.entries(ours.redisPerRequest!).sort((a, b) => b[1].usec - a[1].usec);
+      const top = commands.slice(0, 12).map(([command, n]) => `${command} ${n.calls.toFixed(2)} (${n.usec.toFixed(0)} µs)`);
+      const calls = commands.reduce((n, [, c]) => n + c.calls, 0);
       console.log(
-        `        ours: gateway + worker + Redis ${stack.toFixed(3)} core-ms/request; Redis ${ours.redisUsecPerRequest!.toFixed(0)} µs of command time/request: ${calls}`,
+        `        ours: gateway + worker + Redis ${stack.toFixed(3)} core-ms/request; Redis commands/request ${calls.toFixed(1)} ` +
+          `(scripts' inner commands included), by Redis time: ${top.join(", ")}`,
       );
     }
     const at = (n: number) => levels.find((l) => l.concurrency === n);
