@@ -23,9 +23,10 @@
  * requests/s, added p50 ≤ 40 ms, gateway + worker + Redis ≤ 0.8 core-ms per request; at 1
  * stream added p50 ≤ 2 ms.
  *
- * `--profile DIR` also profiles the processes: V8's sampling log of the gateway
- * (DIR/gateway-v8.log; `node --prof-process` reads it) and `--cpu-prof` files of the worker and
- * the peer (DIR/worker, DIR/peer; open them in Chrome DevTools).
+ * `--profile DIR` also profiles the processes after the warm-up: the gateway through its
+ * inspector (DIR/gateway.cpuprofile, summarized in DIR/gateway.txt; needs
+ * `node --experimental-websocket` on Node 20), the worker and the peer with `--cpu-prof`
+ * (DIR/worker, DIR/peer). Open the profiles in Chrome DevTools.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -44,6 +45,7 @@ import {
   startRedisServer,
   waitUntilReady,
 } from "../scripts/lib/local-stack.ts";
+import { InspectorProfiler, summarizeProfile } from "./inspector-profile.ts";
 import { promptOf } from "./load/client.ts";
 import { summarize, type Summary } from "./load/stats.ts";
 
@@ -256,11 +258,12 @@ async function main() {
     });
     processes.push(worker);
     await worker.waitForLine(/bench worker ready/, 30_000);
+    const inspectPort = await freePort();
     const gateway = await startGateway({
       redisUrl: own.url,
       prefix,
       port: 0,
-      env: PROFILE_DIR ? { DENO_V8_FLAGS: `--prof,--logfile=${PROFILE_DIR}/gateway-v8.log` } : {},
+      denoFlags: PROFILE_DIR ? [`--inspect=127.0.0.1:${inspectPort}`] : [],
     });
     processes.push(gateway.process);
     await waitUntilReady(gateway.url, 30_000);
@@ -300,6 +303,8 @@ async function main() {
 
     // Warm-up: JIT, connection pools, the tenant's key cache.
     for (const name of TARGETS) await phase(targets[name], 32, redis);
+    const profiler = PROFILE_DIR ? await InspectorProfiler.connect(inspectPort) : undefined;
+    await profiler?.start();
     const levels = [];
     for (const concurrency of LEVELS) {
       const phases: Record<TargetName, Phase[]> = { ours: [], peer: [], floor: [] };
@@ -317,6 +322,12 @@ async function main() {
       });
     }
     redis.disconnect();
+    if (profiler) {
+      const profile = await profiler.stop();
+      mkdirSync(PROFILE_DIR!, { recursive: true });
+      writeFileSync(`${PROFILE_DIR}/gateway.cpuprofile`, JSON.stringify(profile));
+      writeFileSync(`${PROFILE_DIR}/gateway.txt`, summarizeProfile(profile, 40));
+    }
 
     console.log(`\n${TOKENS} content tokens per stream, ${ROUNDS} × ${PHASE_MS / 1000} s per target and level, load average ${loadavg().map((l) => l.toFixed(1)).join(" ")}`);
     console.log("streams target |  req/s  errors | TTFT p50      p90      p99 | added p50 | core-ms per request");
