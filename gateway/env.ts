@@ -33,12 +33,7 @@ export interface GatewayVariables {
   /** Set by the subscription step: the request's event stream, being opened. */
   events: EventSubscription;
   /** Set by the reservation step: the request's place in the queue, being reserved. */
-  queuePlace: {
-    place: Promise<Reservation>;
-    at: number;
-    /** The job was added, which gave the place back (`JobQueue.enqueue`). */
-    enqueued(): void;
-  };
+  queuePlace: { place: Promise<Reservation>; at: number; release(): void };
   /** Set by the prompt middleware (token count and context check). */
   prompt: PreparedPrompt;
 }

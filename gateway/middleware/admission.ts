@@ -27,21 +27,28 @@ export interface AdmissionOptions extends ReserveOptions {
 }
 
 /**
- * Starts reserving the request's place (`c.var.queuePlace`). Enqueueing gives the place back in
- * the same transaction that adds the job (Generation.start then calls `enqueued`); a request
- * that ends without a job gives it back here.
+ * Starts reserving the request's place (`c.var.queuePlace`). The place is given back once, by
+ * whoever comes first: Generation.start right after enqueueing, or this step when the request
+ * ends without a job.
  */
 export function reserveQueuePlace(options: ReserveOptions) {
   return createMiddleware<AppEnv>(async (c, next) => {
     const requestId = c.var.requestId;
     const place = options.queue.reserve(requestId, options.maxWaiting);
     place.catch(() => {/* a request refused earlier never asks; admission reports it */});
-    let enqueued = false;
-    c.set("queuePlace", { place, at: Date.now(), enqueued: () => enqueued = true });
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      void options.queue.release(requestId).catch(() => {/* it expires on its own */});
+    };
+    c.set("queuePlace", { place, at: Date.now(), release });
     try {
       await next();
     } finally {
-      if (!enqueued) void options.queue.release(requestId).catch(() => {/* it expires on its own */});
+      // Once enqueued the job counts as waiting and Generation.start has released the place;
+      // this covers a request that failed first.
+      release();
     }
   });
 }

@@ -95,7 +95,7 @@ export class Generation {
     const observer = deps.observe?.(c);
     try {
       await needingRedis(() => deps.queue.enqueue(job, deps.priority?.(c)));
-      c.var.queuePlace.enqueued();
+      c.var.queuePlace.release();
     } catch (err) {
       await events.close();
       throw err;
