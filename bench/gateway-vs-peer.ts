@@ -24,7 +24,8 @@
  * stream added p50 ≤ 2 ms.
  *
  * `--profile DIR` also profiles the processes after the warm-up: the gateway through its
- * inspector (DIR/gateway.cpuprofile, summarized in DIR/gateway.txt; needs
+ * inspector (DIR/gateway.cpuprofile and its allocations, DIR/gateway.heapprofile, both
+ * summarized in DIR/gateway.txt; needs
  * `node --experimental-websocket` on Node 20), the worker and the peer with `--cpu-prof`
  * (DIR/worker, DIR/peer). Open the profiles in Chrome DevTools.
  */
@@ -45,7 +46,7 @@ import {
   startRedisServer,
   waitUntilReady,
 } from "../scripts/lib/local-stack.ts";
-import { InspectorProfiler, summarizeProfile } from "./inspector-profile.ts";
+import { InspectorProfiler, summarizeHeap, summarizeProfile } from "./inspector-profile.ts";
 import { promptOf } from "./load/client.ts";
 import { summarize, type Summary } from "./load/stats.ts";
 
@@ -323,10 +324,11 @@ async function main() {
     }
     redis.disconnect();
     if (profiler) {
-      const profile = await profiler.stop();
+      const { cpu, heap } = await profiler.stop();
       mkdirSync(PROFILE_DIR!, { recursive: true });
-      writeFileSync(`${PROFILE_DIR}/gateway.cpuprofile`, JSON.stringify(profile));
-      writeFileSync(`${PROFILE_DIR}/gateway.txt`, summarizeProfile(profile, 40));
+      writeFileSync(`${PROFILE_DIR}/gateway.cpuprofile`, JSON.stringify(cpu));
+      writeFileSync(`${PROFILE_DIR}/gateway.heapprofile`, JSON.stringify(heap));
+      writeFileSync(`${PROFILE_DIR}/gateway.txt`, `${summarizeProfile(cpu, 40)}\n\n${summarizeHeap(heap, 40)}\n`);
     }
 
     console.log(`\n${TOKENS} content tokens per stream, ${ROUNDS} × ${PHASE_MS / 1000} s per target and level, load average ${loadavg().map((l) => l.toFixed(1)).join(" ")}`);
