@@ -35,13 +35,14 @@ export function systemMessageText(opts: RenderOptions): string {
 /** Token ids of a chat conversation, ready for the model to write the assistant turn. */
 export function renderChat(tok: HarmonyTokenizer, turns: ChatTurn[], opts: RenderOptions): number[] {
   const ids: number[] = [];
-  const message = (role: string, text: string, channel?: string) => {
+  const message = (role: string, text: string, channel?: string, recurring = false) => {
     ids.push(tok.special("<|start|>"), ...tok.encode(role));
     if (channel) ids.push(tok.special("<|channel|>"), ...tok.encode(channel));
-    ids.push(tok.special("<|message|>"), ...tok.encode(text), tok.special("<|end|>"));
+    ids.push(tok.special("<|message|>"), ...(recurring ? tok.encodeRecurring(text) : tok.encode(text)), tok.special("<|end|>"));
   };
 
-  message("system", systemMessageText(opts));
+  // The same for every request of a day and reasoning effort.
+  message("system", systemMessageText(opts), undefined, true);
   const instructions = turns
     .filter((t) => t.role === "system" || t.role === "developer")
     .map((t) => t.content);
