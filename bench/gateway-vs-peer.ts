@@ -65,7 +65,8 @@ const PEER_ENTRY = `${PEER_DIR}/node_modules/@portkey-ai/gateway/build/start-ser
 const CLOCK_TICKS_PER_S = 100;
 const PROFILE_DIR = flag("--profile");
 /** Node's `--cpu-prof` flags for a process named `name`, when profiling. */
-const nodeProfile = (name: string) => PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}/${name}`] : [];
+const nodeProfile = (name: string) =>
+  PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}/${name}`] : [];
 
 type TargetName = "ours" | "peer" | "floor";
 const TARGETS: TargetName[] = ["ours", "peer", "floor"];
@@ -121,7 +122,11 @@ function stream(target: HttpTarget, salt: number): Promise<StreamOutcome> {
     const req = request(target.url, {
       method: "POST",
       agent,
-      headers: { ...target.headers, "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+      headers: {
+        ...target.headers,
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(body),
+      },
     }, (res) => {
       let text = "";
       let ttftMs: number | undefined;
@@ -132,7 +137,11 @@ function stream(target: HttpTarget, salt: number): Promise<StreamOutcome> {
       });
       res.on("end", () => {
         const chunks = text.split('"content":"ok').length - 1;
-        resolve({ ttftMs, ok: res.statusCode === 200 && chunks === TOKENS && text.trimEnd().endsWith("data: [DONE]") });
+        resolve({
+          ttftMs,
+          ok: res.statusCode === 200 && chunks === TOKENS &&
+            text.trimEnd().endsWith("data: [DONE]"),
+        });
       });
       res.on("error", () => resolve({ ok: false }));
     });
@@ -155,7 +164,9 @@ let salt = 0;
 /** N clients open streams back to back for PHASE_MS, then the ones in flight finish. */
 async function phase(target: HttpTarget, concurrency: number, redis: Redis): Promise<Phase> {
   const pids = { ...target.processes, client: process.pid };
-  const cpuBefore = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuMs(pid)]));
+  const cpuBefore = Object.fromEntries(
+    Object.entries(pids).map(([name, pid]) => [name, cpuMs(pid)]),
+  );
   const redisBefore = target.name === "ours" ? await commandStats(redis) : undefined;
   const ttfts: number[] = [];
   let requests = 0;
@@ -172,14 +183,19 @@ async function phase(target: HttpTarget, concurrency: number, redis: Redis): Pro
     }
   }));
   const seconds = (performance.now() - started) / 1000;
-  const cpu = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuMs(pid) - cpuBefore[name]]));
+  const cpu = Object.fromEntries(
+    Object.entries(pids).map(([name, pid]) => [name, cpuMs(pid) - cpuBefore[name]]),
+  );
   let redisDelta: Phase["redis"];
   if (redisBefore) {
     redisDelta = new Map();
     for (const [command, after] of await commandStats(redis)) {
       const before = redisBefore.get(command) ?? { calls: 0, usec: 0 };
       if (after.calls > before.calls) {
-        redisDelta.set(command, { calls: after.calls - before.calls, usec: after.usec - before.usec });
+        redisDelta.set(command, {
+          calls: after.calls - before.calls,
+          usec: after.usec - before.usec,
+        });
       }
     }
   }
@@ -207,7 +223,9 @@ function combine(target: TargetName, phases: Phase[]): TargetResult {
   const seconds = phases.reduce((n, p) => n + p.seconds, 0);
   const cpuMsPerRequest: Record<string, number> = {};
   for (const p of phases) {
-    for (const [name, ms] of Object.entries(p.cpuMs)) cpuMsPerRequest[name] = (cpuMsPerRequest[name] ?? 0) + ms / requests;
+    for (const [name, ms] of Object.entries(p.cpuMs)) {
+      cpuMsPerRequest[name] = (cpuMsPerRequest[name] ?? 0) + ms / requests;
+    }
   }
   const result: TargetResult = {
     target,
@@ -236,7 +254,10 @@ function combine(target: TargetName, phases: Phase[]): TargetResult {
 function ensurePeerInstalled(): void {
   if (existsSync(PEER_ENTRY)) return;
   console.log("installing the peer gateway (bench/peer, npm ci)...");
-  const npm = spawnSync("npm", ["ci", "--ignore-scripts", "--no-audit", "--no-fund"], { cwd: PEER_DIR, stdio: "inherit" });
+  const npm = spawnSync("npm", ["ci", "--ignore-scripts", "--no-audit", "--no-fund"], {
+    cwd: PEER_DIR,
+    stdio: "inherit",
+  });
   if (npm.status !== 0) throw new Error("npm ci in bench/peer failed");
 }
 
@@ -252,10 +273,25 @@ async function main() {
     const redis = new Redis(own.url);
     const { apiKey } = await bootstrapTenant(redis, prefix, {
       tenantId: "bench",
-      settings: { requestsPerMinute: 10_000_000, tokensPerMinute: 1_000_000_000, concurrentRequests: 100_000 },
+      settings: {
+        requestsPerMinute: 10_000_000,
+        tokensPerMinute: 1_000_000_000,
+        concurrentRequests: 100_000,
+      },
     });
-    const worker = spawnManaged("bench-worker", process.execPath, [...nodeProfile("worker"), "--import", "tsx", "bench/gateway-overhead-worker.ts"], {
-      env: { ...process.env, REDIS_URL: own.url, REDIS_PREFIX: prefix, BENCH_MODEL: MODEL, BENCH_TOKEN_INTERVAL_MS: "0" },
+    const worker = spawnManaged("bench-worker", process.execPath, [
+      ...nodeProfile("worker"),
+      "--import",
+      "tsx",
+      "bench/gateway-overhead-worker.ts",
+    ], {
+      env: {
+        ...process.env,
+        REDIS_URL: own.url,
+        REDIS_PREFIX: prefix,
+        BENCH_MODEL: MODEL,
+        BENCH_TOKEN_INTERVAL_MS: "0",
+      },
     });
     processes.push(worker);
     await worker.waitForLine(/bench worker ready/, 30_000);
@@ -268,11 +304,20 @@ async function main() {
     });
     processes.push(gateway.process);
     await waitUntilReady(gateway.url, 30_000);
-    const floorServer = spawnManaged("floor", DENO, ["run", "--allow-net", "bench/gateway-overhead-floor.ts"], { env: process.env });
+    const floorServer = spawnManaged("floor", DENO, [
+      "run",
+      "--allow-net",
+      "bench/gateway-overhead-floor.ts",
+    ], { env: process.env });
     processes.push(floorServer);
     const [, floorPort] = await floorServer.waitForLine(/floor listening on (\d+)/, 30_000);
     const peerPort = await freePort();
-    const peer = spawnManaged("peer", process.execPath, [...nodeProfile("peer"), PEER_ENTRY, `--port=${peerPort}`, "--headless"], { env: process.env });
+    const peer = spawnManaged("peer", process.execPath, [
+      ...nodeProfile("peer"),
+      PEER_ENTRY,
+      `--port=${peerPort}`,
+      "--headless",
+    ], { env: process.env });
     processes.push(peer);
     await peer.waitForLine(/Ready for connections/, 30_000);
 
@@ -310,16 +355,23 @@ async function main() {
     for (const concurrency of LEVELS) {
       const phases: Record<TargetName, Phase[]> = { ours: [], peer: [], floor: [] };
       for (let round = 0; round < ROUNDS; round++) {
-        for (const name of TARGETS) phases[name].push(await phase(targets[name], concurrency, redis));
+        for (const name of TARGETS) {
+          phases[name].push(await phase(targets[name], concurrency, redis));
+        }
       }
-      const results = Object.fromEntries(TARGETS.map((name) => [name, combine(name, phases[name])])) as Record<
+      const results = Object.fromEntries(
+        TARGETS.map((name) => [name, combine(name, phases[name])]),
+      ) as Record<
         TargetName,
         TargetResult
       >;
       levels.push({
         concurrency,
         ...results,
-        addedTtftP50Ms: { ours: results.ours.ttftMs.p50 - results.floor.ttftMs.p50, peer: results.peer.ttftMs.p50 - results.floor.ttftMs.p50 },
+        addedTtftP50Ms: {
+          ours: results.ours.ttftMs.p50 - results.floor.ttftMs.p50,
+          peer: results.peer.ttftMs.p50 - results.floor.ttftMs.p50,
+        },
       });
     }
     redis.disconnect();
@@ -328,28 +380,46 @@ async function main() {
       mkdirSync(PROFILE_DIR!, { recursive: true });
       writeFileSync(`${PROFILE_DIR}/gateway.cpuprofile`, JSON.stringify(cpu));
       writeFileSync(`${PROFILE_DIR}/gateway.heapprofile`, JSON.stringify(heap));
-      writeFileSync(`${PROFILE_DIR}/gateway.txt`, `${summarizeProfile(cpu, 40)}\n\n${summarizeHeap(heap, 40)}\n`);
+      writeFileSync(
+        `${PROFILE_DIR}/gateway.txt`,
+        `${summarizeProfile(cpu, 40)}\n\n${summarizeHeap(heap, 40)}\n`,
+      );
     }
 
-    console.log(`\n${TOKENS} content tokens per stream, ${ROUNDS} × ${PHASE_MS / 1000} s per target and level, load average ${loadavg().map((l) => l.toFixed(1)).join(" ")}`);
-    console.log("streams target |  req/s  errors | TTFT p50      p90      p99 | added p50 | core-ms per request");
+    console.log(
+      `\n${TOKENS} content tokens per stream, ${ROUNDS} × ${
+        PHASE_MS / 1000
+      } s per target and level, load average ${loadavg().map((l) => l.toFixed(1)).join(" ")}`,
+    );
+    console.log(
+      "streams target |  req/s  errors | TTFT p50      p90      p99 | added p50 | core-ms per request",
+    );
     for (const level of levels) {
       for (const name of TARGETS) {
         const r = level[name];
         const added = name === "floor" ? "" : fmt(level.addedTtftP50Ms[name]);
-        const cpu = Object.entries(r.cpuMsPerRequest).map(([p, ms]) => `${p} ${ms.toFixed(3)}`).join(", ");
+        const cpu = Object.entries(r.cpuMsPerRequest).map(([p, ms]) => `${p} ${ms.toFixed(3)}`)
+          .join(", ");
         console.log(
-          `${String(level.concurrency).padStart(7)} ${name.padEnd(6)} | ${r.requestsPerSecond.toFixed(0).padStart(6)} ${String(r.errors).padStart(7)} | ` +
-            `${fmt(r.ttftMs.p50)} ${fmt(r.ttftMs.p90)} ${fmt(r.ttftMs.p99)} | ${added.padStart(9)} | ${cpu}`,
+          `${String(level.concurrency).padStart(7)} ${name.padEnd(6)} | ${
+            r.requestsPerSecond.toFixed(0).padStart(6)
+          } ${String(r.errors).padStart(7)} | ` +
+            `${fmt(r.ttftMs.p50)} ${fmt(r.ttftMs.p90)} ${fmt(r.ttftMs.p99)} | ${
+              added.padStart(9)
+            } | ${cpu}`,
         );
       }
       const ours = level.ours;
       const stack = ["gateway", "worker", "redis"].reduce((n, p) => n + ours.cpuMsPerRequest[p], 0);
       const commands = Object.entries(ours.redisPerRequest!).sort((a, b) => b[1].usec - a[1].usec);
-      const top = commands.slice(0, 12).map(([command, n]) => `${command} ${n.calls.toFixed(2)} (${n.usec.toFixed(0)} µs)`);
+      const top = commands.slice(0, 12).map(([command, n]) =>
+        `${command} ${n.calls.toFixed(2)} (${n.usec.toFixed(0)} µs)`
+      );
       const calls = commands.reduce((n, [, c]) => n + c.calls, 0);
       console.log(
-        `        ours: gateway + worker + Redis ${stack.toFixed(3)} core-ms/request; Redis commands/request ${calls.toFixed(1)} ` +
+        `        ours: gateway + worker + Redis ${
+          stack.toFixed(3)
+        } core-ms/request; Redis commands/request ${calls.toFixed(1)} ` +
           `(scripts' inner commands included), by Redis time: ${top.join(", ")}`,
       );
     }
@@ -357,30 +427,40 @@ async function main() {
     const goals: Record<string, boolean> = {};
     const top = at(256);
     if (top) {
-      const stack = ["gateway", "worker", "redis"].reduce((n, p) => n + top.ours.cpuMsPerRequest[p], 0);
-      goals["256 streams: requests/s >= 2x peer"] = top.ours.requestsPerSecond >= 2 * top.peer.requestsPerSecond;
+      const stack = ["gateway", "worker", "redis"].reduce(
+        (n, p) => n + top.ours.cpuMsPerRequest[p],
+        0,
+      );
+      goals["256 streams: requests/s >= 2x peer"] =
+        top.ours.requestsPerSecond >= 2 * top.peer.requestsPerSecond;
       goals["256 streams: added TTFT p50 <= 40 ms"] = top.addedTtftP50Ms.ours <= 40;
       goals["256 streams: gateway + worker + Redis <= 0.8 core-ms/request"] = stack <= 0.8;
     }
     const one = at(1);
     if (one) goals["1 stream: added TTFT p50 <= 2 ms"] = one.addedTtftP50Ms.ours <= 2;
-    for (const [goal, met] of Object.entries(goals)) console.log(`goal ${goal}: ${met ? "met" : "NOT met"}`);
+    for (const [goal, met] of Object.entries(goals)) {
+      console.log(`goal ${goal}: ${met ? "met" : "NOT met"}`);
+    }
 
     mkdirSync(`${ROOT}bench/results`, { recursive: true });
     writeFileSync(
       `${ROOT}bench/results/gateway-vs-peer.json`,
-      JSON.stringify({
-        bench: "gateway-vs-peer",
-        at: new Date().toISOString(),
-        machine: { cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version },
-        peer: "@portkey-ai/gateway 1.15.2 (bench/peer)",
-        tokensPerStream: TOKENS,
-        phaseSeconds: PHASE_MS / 1000,
-        rounds: ROUNDS,
-        loadAverage: loadavg(),
-        levels,
-        goals,
-      }, null, 2),
+      JSON.stringify(
+        {
+          bench: "gateway-vs-peer",
+          at: new Date().toISOString(),
+          machine: { cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version },
+          peer: "@portkey-ai/gateway 1.15.2 (bench/peer)",
+          tokensPerStream: TOKENS,
+          phaseSeconds: PHASE_MS / 1000,
+          rounds: ROUNDS,
+          loadAverage: loadavg(),
+          levels,
+          goals,
+        },
+        null,
+        2,
+      ),
     );
   } finally {
     for (const p of processes.reverse()) await p.stop();

@@ -33,7 +33,9 @@ export class InspectorProfiler {
   /** Connects to the first target the inspector at `port` lists. */
   static async connect(port: number): Promise<InspectorProfiler> {
     if (typeof WebSocket === "undefined") {
-      throw new Error("profiling needs a global WebSocket: run node with --experimental-websocket (Node 20)");
+      throw new Error(
+        "profiling needs a global WebSocket: run node with --experimental-websocket (Node 20)",
+      );
     }
     const [target] = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
     const socket = new WebSocket(target.webSocketDebuggerUrl);
@@ -65,7 +67,9 @@ export class InspectorProfiler {
 
   async stop(): Promise<{ cpu: CpuProfile; heap: HeapProfile }> {
     const { profile: cpu } = await this.#send("Profiler.stop") as { profile: CpuProfile };
-    const { profile: heap } = await this.#send("HeapProfiler.stopSampling") as { profile: HeapProfile };
+    const { profile: heap } = await this.#send("HeapProfiler.stopSampling") as {
+      profile: HeapProfile;
+    };
     this.#socket.close();
     return { cpu, heap };
   }
@@ -92,14 +96,25 @@ export function summarizeHeap(profile: HeapProfile, top = 25): string {
   };
   walk(profile.head);
   const rows = [...bySelf].sort((a, b) => b[1] - a[1]).slice(0, top)
-    .map(([fn, bytes]) => `${(bytes / 2 ** 20).toFixed(1).padStart(8)} MiB ${(100 * bytes / total).toFixed(1).padStart(5)} %  ${fn}`);
-  return `sampled allocation ${(total / 2 ** 20).toFixed(0)} MiB\n-- allocated by function\n${rows.join("\n")}`;
+    .map(([fn, bytes]) =>
+      `${(bytes / 2 ** 20).toFixed(1).padStart(8)} MiB ${
+        (100 * bytes / total).toFixed(1).padStart(5)
+      } %  ${fn}`
+    );
+  return `sampled allocation ${(total / 2 ** 20).toFixed(0)} MiB\n-- allocated by function\n${
+    rows.join("\n")
+  }`;
 }
 
 /** A call frame as `function script:line`, and its script (node_modules packages as one). */
 function label(frame: ProfileNode["callFrame"]): { fn: string; script: string } {
-  const url = frame.url.replace(/^.*node_modules\//, "npm:").replace(/^file:\/\/.*?\/(gateway|shared|bench|worker)\//, "$1/");
-  const script = url.startsWith("npm:") ? url.split("/").slice(0, url.startsWith("npm:@") ? 2 : 1).join("/") : url || "(native)";
+  const url = frame.url.replace(/^.*node_modules\//, "npm:").replace(
+    /^file:\/\/.*?\/(gateway|shared|bench|worker)\//,
+    "$1/",
+  );
+  const script = url.startsWith("npm:")
+    ? url.split("/").slice(0, url.startsWith("npm:@") ? 2 : 1).join("/")
+    : url || "(native)";
   return { fn: `${frame.functionName || "(anonymous)"} ${url}:${frame.lineNumber + 1}`, script };
 }
 
@@ -109,7 +124,9 @@ function label(frame: ProfileNode["callFrame"]): { fn: string; script: string } 
  */
 export function summarizeProfile(profile: CpuProfile, top = 25): string {
   const selfUs = new Map<number, number>();
-  profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  profile.samples.forEach((id, i) =>
+    selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0))
+  );
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const idle = new Set(["(idle)", "(program)"]);
   const bySelf = new Map<string, number>();
@@ -130,13 +147,23 @@ export function summarizeProfile(profile: CpuProfile, top = 25): string {
     for (const child of node.children ?? []) total += walk(child, onStack);
     if (fresh) {
       onStack.delete(fn);
-      if (/^[a-z]+\//.test(script) && !script.startsWith("npm:")) byTotal.set(fn, (byTotal.get(fn) ?? 0) + total);
+      if (/^[a-z]+\//.test(script) && !script.startsWith("npm:")) {
+        byTotal.set(fn, (byTotal.get(fn) ?? 0) + total);
+      }
     }
     return total;
   };
   walk(profile.nodes[0].id, new Set());
   const table = (m: Map<string, number>) =>
     [...m].sort((a, b) => b[1] - a[1]).slice(0, top)
-      .map(([k, us]) => `${(us / 1000).toFixed(0).padStart(7)} ms ${(100 * us / busy).toFixed(1).padStart(5)} %  ${k}`).join("\n");
-  return `busy ${(busy / 1000).toFixed(0)} ms\n-- self time by script\n${table(byScript)}\n-- self time by function\n${table(bySelf)}\n-- total time of the project's functions\n${table(byTotal)}`;
+      .map(([k, us]) =>
+        `${(us / 1000).toFixed(0).padStart(7)} ms ${
+          (100 * us / busy).toFixed(1).padStart(5)
+        } %  ${k}`
+      ).join("\n");
+  return `busy ${(busy / 1000).toFixed(0)} ms\n-- self time by script\n${
+    table(byScript)
+  }\n-- self time by function\n${table(bySelf)}\n-- total time of the project's functions\n${
+    table(byTotal)
+  }`;
 }

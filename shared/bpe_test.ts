@@ -30,7 +30,7 @@ Deno.test("a 1 MiB run of one letter is encoded (eight letters a token)", () => 
 });
 
 Deno.test("a recurring text gets js-tiktoken's ids, the first time and from memory", () => {
-  const text = "You are ChatGPT, a large language model.\n\nReasoning: high\n\n# Valid channels: analysis";
+  const text = "You are ChatGPT, a large language model.\n\nReasoning: high\n\n# Valid channels";
   assert.deepEqual(tokenizer.encodeRecurring(text), referenceEncode(text));
   assert.deepEqual(tokenizer.encodeRecurring(text), referenceEncode(text));
   assert.deepEqual(tokenizer.encodeRecurring(`${text}!`), referenceEncode(`${text}!`));

@@ -38,7 +38,8 @@ export function renderChat(tok: HarmonyTokenizer, turns: ChatTurn[], opts: Rende
   const message = (role: string, text: string, channel?: string, recurring = false) => {
     ids.push(tok.special("<|start|>"), ...tok.encode(role));
     if (channel) ids.push(tok.special("<|channel|>"), ...tok.encode(channel));
-    ids.push(tok.special("<|message|>"), ...(recurring ? tok.encodeRecurring(text) : tok.encode(text)), tok.special("<|end|>"));
+    const body = recurring ? tok.encodeRecurring(text) : tok.encode(text);
+    ids.push(tok.special("<|message|>"), ...body, tok.special("<|end|>"));
   };
 
   // The same for every request of a day and reasoning effort.

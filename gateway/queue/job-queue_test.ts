@@ -26,7 +26,9 @@ Deno.test("places up to the limit are reserved, the next is refused with the cou
   const t = testRedis("queue-places");
   const queue = new JobQueue(t.redis, t.keys);
   try {
-    for (const id of ["a", "b", "c"]) assert.deepEqual(await queue.reserve(id, 3), { reserved: true });
+    for (const id of ["a", "b", "c"]) {
+      assert.deepEqual(await queue.reserve(id, 3), { reserved: true });
+    }
     assert.deepEqual(await queue.reserve("d", 3), { reserved: false, waiting: 3 });
     await queue.release("b");
     assert.deepEqual(await queue.reserve("d", 3), { reserved: true });
