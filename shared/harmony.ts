@@ -98,9 +98,10 @@ export function renderChat(
     ids.push(tok.special("<|start|>"), ...tok.encode(author));
     if (channel) ids.push(tok.special("<|channel|>"), ...tok.encode(channel));
   };
-  const message = (author: string, text: string, channel?: string) => {
+  const message = (author: string, text: string, channel?: string, recurring = false) => {
     header(author, channel);
-    ids.push(tok.special("<|message|>"), ...tok.encode(text), tok.special("<|end|>"));
+    const body = recurring ? tok.encodeRecurring(text) : tok.encode(text);
+    ids.push(tok.special("<|message|>"), ...body, tok.special("<|end|>"));
   };
   const callOpening = (name: string | undefined) => {
     header("assistant", callHeader(name));
@@ -109,7 +110,8 @@ export function renderChat(
     }
   };
 
-  message("system", systemMessageText(opts));
+  // The same for every request of a day and reasoning effort.
+  message("system", systemMessageText(opts), undefined, true);
   const developer = turns.flatMap((t) =>
     t.role === "system" || t.role === "developer" ? [t.content] : []
   );

@@ -126,6 +126,14 @@ export class Generation {
     return this.#events.bufferedBytes;
   }
 
+  /**
+   * True when `nextUpdate` has something at hand without waiting on the worker: the relay then
+   * holds what it has and writes it together with what follows.
+   */
+  get updateAtHand(): boolean {
+    return this.#queued.length > 0 || this.#events.hasPending;
+  }
+
   /** Usage so far: what a cut-short response reports. */
   get usage(): Usage {
     return { promptTokens: this.#promptTokens, completionTokens: this.#completionTokens };

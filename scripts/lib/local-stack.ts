@@ -211,6 +211,8 @@ export interface GatewayOptions {
   port: number;
   env?: Record<string, string>;
   echo?: boolean;
+  /** Extra `deno run` flags (a bench's `--inspect=HOST:PORT`, to profile the gateway). */
+  denoFlags?: string[];
 }
 
 export interface StartedGateway {
@@ -223,7 +225,8 @@ export interface StartedGateway {
 /** Starts the Deno gateway; resolves once it listens, with its base and metrics URLs. */
 export async function startGateway(options: GatewayOptions): Promise<StartedGateway> {
   const metricsPort = options.env?.METRICS_PORT ?? String(await freePort());
-  const gateway = spawnManaged("gateway", DENO, GATEWAY_ARGS, {
+  const [run, ...args] = GATEWAY_ARGS;
+  const gateway = spawnManaged("gateway", DENO, [run, ...options.denoFlags ?? [], ...args], {
     env: {
       ...process.env,
       REDIS_URL: options.redisUrl,
