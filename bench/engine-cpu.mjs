@@ -10,19 +10,11 @@
 // best is the least disturbed one. Then the sampler alone: milliseconds per
 // token over the real vocabulary (engine-cpu-sampler.cc, built here against
 // the engine library).
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { cpus, hostname } from "node:os";
-import { fileURLToPath } from "node:url";
 import { buildNative } from "../scripts/build-native.mjs";
+import { cliReport, ensureModel, numberArg, printTable, root, run, writeResult } from "./lib/native-bench.mjs";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
-const arg = (name, fallback) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : fallback;
-};
-const threads = arg("threads", 0);
-const repeat = arg("repeat", 3);
+const threads = numberArg("threads", 0);
+const repeat = numberArg("repeat", 3);
 
 const models = [
   { name: "tiny", genArgs: ["--preset", "tiny"] },
@@ -39,21 +31,6 @@ const scenarios = [
   { name: "decode, batch 8", args: ["--random-prompt", "16", "--batch", "8", "--max-tokens", "64"], metric: "decode" },
 ];
 
-function run(cmd, args) {
-  const r = spawnSync(cmd, args, { cwd: root, encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed:\n${r.stderr}`);
-  return r.stdout;
-}
-
-function ensureModel(model) {
-  const dir = `${root}.models/bench-${model.name}`;
-  if (!existsSync(`${dir}/config.json`)) {
-    mkdirSync(`${root}.models`, { recursive: true });
-    run(`${root}native/build/gptoss-gen-model`, [...model.genArgs, "--out", dir]);
-  }
-  return dir;
-}
-
 await buildNative({ quiet: true });
 const rows = [];
 for (const model of models) {
@@ -61,10 +38,7 @@ for (const model of models) {
   for (const scenario of scenarios) {
     let best;
     for (let i = 0; i < repeat; i++) {
-      const out = run(`${root}native/build/gptoss-cli`, [
-        "--model", dir, "--threads", String(threads), "--quiet", "--json", "--seed", "1", ...scenario.args,
-      ]);
-      const r = JSON.parse(out.trim().split("\n").at(-1));
+      const r = cliReport(["--model", dir, "--threads", String(threads), "--seed", "1", ...scenario.args]);
       const score = scenario.metric === "prefill" ? r.prefill_tokens_per_s : r.decode_tokens_per_s;
       if (!best || score > best.score) best = { ...r, score };
     }
@@ -79,16 +53,14 @@ for (const model of models) {
   }
 }
 
-const header = ["model", "scenario", "tokens/s", "ttft ms", "peak RSS MiB", "weights MiB"];
-const table = rows.map((r) => [r.model, r.scenario, r.tokens_per_s, r.ttft_ms, r.peak_rss_mb, r.weights_mb].map(String));
-const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i].length)));
-const line = (cells) => cells.map((c, i) => c.padEnd(widths[i])).join("  ");
-console.log(line(header));
-for (const row of table) console.log(line(row));
+printTable(
+  ["model", "scenario", "tokens/s", "ttft ms", "peak RSS MiB", "weights MiB"],
+  rows.map((r) => [r.model, r.scenario, r.tokens_per_s, r.ttft_ms, r.peak_rss_mb, r.weights_mb]),
+);
 
 const samplerBench = `${root}native/build/bench-engine-cpu-sampler`;
 run("g++", ["-O3", "-march=x86-64-v2", "-std=c++17", "-I", `${root}native/src`, "-I", `${root}native/include`,
-  `${root}bench/engine-cpu-sampler.cc`, `${root}native/build/libgptoss.a`, "-lpthread", "-o", samplerBench]);
+  `${root}bench/engine-cpu-sampler.cc`, `${root}native/build/libgptoss.a`, `${root}native/build/libgptoss_core.a`, "-lpthread", "-o", samplerBench]);
 let sampler;
 for (let i = 0; i < repeat; i++) {
   const r = JSON.parse(run(samplerBench, []).trim());
@@ -97,15 +69,4 @@ for (let i = 0; i < repeat; i++) {
 console.log("\nsampler, ms per token (vocabulary 201088):");
 for (const [mode, ms] of Object.entries(sampler)) console.log(`  ${mode.padEnd(24)} ${ms.toFixed(3)}`);
 
-mkdirSync(`${root}bench/results`, { recursive: true });
-const result = {
-  bench: "engine-cpu",
-  date: new Date().toISOString(),
-  machine: { host: hostname(), cpus: cpus().length, cpu: cpus()[0]?.model },
-  threads,
-  repeat,
-  rows,
-  sampler_ms_per_token: sampler,
-};
-writeFileSync(`${root}bench/results/engine-cpu.json`, JSON.stringify(result, null, 2) + "\n");
-console.log("\nwrote bench/results/engine-cpu.json");
+writeResult("engine-cpu", { threads, repeat, rows, sampler_ms_per_token: sampler });

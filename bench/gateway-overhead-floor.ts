@@ -1,10 +1,12 @@
 /**
- * The measurement floor of bench/gateway-overhead.ts: a server that answers a streaming chat
- * completion at once, with the chunks the gateway sends for a one-token answer, and does nothing
- * else (no auth, no queue, no worker). It runs on the gateway's runtime and framework (Deno, Hono's
- * streamSSE), so the same client's time to first token against it is what the client, the HTTP
- * exchange and the machine cost before any gateway work: the "direct to the provider" side of the
- * usual overhead measurement (through the gateway minus direct).
+ * The measurement floor of bench/gateway-overhead.ts and bench/gateway-vs-peer.ts: a server that
+ * answers a streaming chat completion at once, with the chunks the gateway sends for an answer of
+ * `max_tokens` tokens (one chunk each), and does nothing else (no auth, no queue, no worker). It is
+ * also the do-nothing OpenAI-style upstream the peer gateway forwards to. It runs on the gateway's
+ * runtime and framework (Deno, Hono's streamSSE), so the same client's time to first token against
+ * it is what the client, the HTTP exchange and the machine cost before any gateway work: the
+ * "direct to the provider" side of the usual overhead measurement (through the gateway minus
+ * direct).
  *
  *   node_modules/.bin/deno run --allow-net bench/gateway-overhead-floor.ts
  *
@@ -26,7 +28,9 @@ app.post("/v1/chat/completions", async (c) => {
     });
   return streamSSE(c, async (stream) => {
     await stream.writeSSE({ data: chunk({ role: "assistant", content: "" }) });
-    await stream.writeSSE({ data: chunk({ content: "ok " }) });
+    for (let i = 0; i < (request.max_tokens ?? 1); i++) {
+      await stream.writeSSE({ data: chunk({ content: "ok " }) });
+    }
     await stream.writeSSE({ data: chunk({}, "length") });
     await stream.writeSSE({ data: "[DONE]" });
   });

@@ -6,8 +6,12 @@
  * max_tokens, like a decoding sequence, and stops when the gateway cancels. The engine's own time to first token
  * is therefore zero, and a client's time to first token through the gateway is
  * exactly what the gateway, the Redis queue and pub/sub add, while the other
- * streams keep the relay busy. Started by gateway-overhead.ts; env:
- * REDIS_URL, REDIS_PREFIX, BENCH_MODEL, BENCH_TOKEN_INTERVAL_MS.
+ * streams keep the relay busy. With BENCH_TOKEN_INTERVAL_MS=0 (an infinitely
+ * fast engine) every event of the job goes out in one pipeline, one PUBLISH
+ * per token, with no timer between them: even `setTimeout(0)` waits ≥ 1 ms in
+ * Node, which would make the bench measure the timer instead of the stack.
+ * Started by gateway-overhead.ts and gateway-vs-peer.ts; env: REDIS_URL,
+ * REDIS_PREFIX, BENCH_MODEL, BENCH_TOKEN_INTERVAL_MS.
  */
 import { Worker } from "bullmq";
 import { Redis } from "ioredis";
@@ -59,6 +63,12 @@ const worker = new Worker<Job, JobResult>(keys.queueName, async (bullJob) => {
   let seq = 0;
   const event = (body: object) => JSON.stringify({ seq: seq++, ...body });
   const delta = (n: number) => event({ type: "delta", content: "ok ", reasoning: "", tokens: n });
+  if (tokenIntervalMs === 0) {
+    const all = redis.pipeline().publish(channel, event({ type: "start", workerId }));
+    for (let n = 1; n <= tokens; n++) all.publish(channel, delta(n));
+    await all.publish(channel, event({ type: "done", finishReason: "length", usage })).exec();
+    return { content: "ok ".repeat(tokens), reasoning: "", finishReason: "length", usage };
+  }
   await redis.multi().publish(channel, event({ type: "start", workerId })).publish(channel, delta(1)).exec();
   for (let n = 2; n <= tokens; n++) {
     await sleep(tokenIntervalMs);

@@ -1,6 +1,7 @@
 /**
  * Prompt-safety benchmark: detection and false-positive rates on the held-out `test` split of the
- * public corpus (bench/safety_prepare.ts), and the latency targets of gateway/safety/.
+ * public corpus and of the project's role-play set (bench/safety_prepare.ts), and the latency
+ * targets of gateway/safety/.
  *
  *   node_modules/.bin/deno run --allow-all bench/safety.ts
  *
@@ -14,7 +15,7 @@ import { filterInput } from "../gateway/safety/input_filter.ts";
 import { compilePolicy, DEFAULT_POLICY } from "../gateway/safety/policy.ts";
 import { OutputScanner } from "../gateway/safety/output_scanner.ts";
 import { WordList } from "../gateway/safety/word_list.ts";
-import { type CorpusSample, loadCorpus, stableFraction } from "./safety_data.ts";
+import { type CorpusSample, loadCorpus, prompt, stableFraction } from "./safety_data.ts";
 import { ClassifierWeightsSchema, InjectionClassifier } from "../gateway/safety/classifier.ts";
 import { compileRuleSet } from "../gateway/safety/rules.ts";
 import weightsFile from "../gateway/safety/classifier_weights.json" with { type: "json" };
@@ -42,10 +43,14 @@ function rate(samples: CorpusSample[], detector: Detector) {
 
 const bySource = new Map<string, CorpusSample[]>();
 for (const s of test) bySource.set(s.source, [...(bySource.get(s.source) ?? []), s]);
-const attacks = test.filter((s) => s.label === "attack");
+/** The role-play set written for this project: reported apart, so the public figures stay comparable. */
+const isRolePlay = (s: CorpusSample) => s.source.startsWith("roleplay-");
+const attacks = test.filter((s) => s.label === "attack" && !isRolePlay(s));
 const isAnswer = (s: CorpusSample) => s.source.endsWith("-answers");
 /** Benign requests: what the false-positive rate is about. Model answers are reported apart. */
-const benign = test.filter((s) => s.label === "benign" && !isAnswer(s));
+const benign = test.filter((s) => s.label === "benign" && !isAnswer(s) && !isRolePlay(s));
+const rolePlayAttacks = test.filter((s) => s.source === "roleplay-attacks");
+const rolePlayBenign = test.filter((s) => s.source === "roleplay-benign");
 const answers = test.filter((s) => s.label === "benign" && isAnswer(s));
 /** The known jailbreak prompts of the collections (jailbreakchat.com's, through GPTFuzz and a copy). */
 const jailbreakTemplates = attacks.filter((s) =>
@@ -60,14 +65,21 @@ for (const [name, detector] of Object.entries(detectors)) {
   const row: Record<string, ReturnType<typeof rate>> = {
     "jailbreak templates": rate(jailbreakTemplates, detector),
     "all attacks": rate(attacks, detector),
+    "role-play attacks": rate(rolePlayAttacks, detector),
   };
-  for (const [source, samples] of bySource) row[source] = rate(samples, detector);
+  for (const [source, samples] of bySource) {
+    if (!isRolePlay(samples[0])) row[source] = rate(samples, detector);
+  }
   row["benign requests (FP)"] = rate(benign, detector);
   row["benign answers (FP)"] = rate(answers, detector);
+  row["benign role-play (FP)"] = rate(rolePlayBenign, detector);
   detection[name] = row;
   detectionRows[name] = Object.fromEntries(Object.entries(row).map(([k, v]) => [k, pct(v)]));
 }
-console.log("\nprompt_injection detection on the held-out test split (rate = share flagged)");
+console.log(
+  "\nprompt_injection detection on the held-out test split (rate = share flagged; \"all attacks\" " +
+    "and \"benign requests\" are the public sources, the role-play set is apart)",
+);
 console.table(detectionRows);
 
 // Operating points of the classifier (with the rules), for the record: the committed threshold
@@ -82,6 +94,8 @@ for (const threshold of [0.5, 0.6, 0.7, 0.8, 0.9]) {
     "all attacks": pct(rate(attacks, detector)),
     "jailbreak templates": pct(rate(jailbreakTemplates, detector)),
     "benign requests (FP)": pct(rate(benign, detector)),
+    "role-play attacks": pct(rate(rolePlayAttacks, detector)),
+    "benign role-play (FP)": pct(rate(rolePlayBenign, detector)),
   };
 }
 console.log(
@@ -141,15 +155,6 @@ const row = (r: ReturnType<typeof time>) => ({
   "cpu mean": ms(r.cpuMean),
 });
 
-/** Concatenates samples until `bytes` UTF-8 bytes. */
-function prompt(samples: CorpusSample[], bytes: number) {
-  let text = "";
-  for (let i = 0; new TextEncoder().encode(text).length < bytes; i++) {
-    text += samples[i % samples.length].text + "\n";
-  }
-  while (new TextEncoder().encode(text).length > bytes) text = text.slice(0, -1);
-  return text;
-}
 const prompts = {
   "4 KB English instructions": prompt(benign.filter((s) => s.lang === "en"), 4096),
   "4 KB Chinese instructions": prompt(benign.filter((s) => s.lang === "zh"), 4096),

@@ -25,6 +25,16 @@ export function loadCorpus(): CorpusSample[] {
   return raw.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l));
 }
 
+/** A benchmark prompt: samples' texts, one a line, concatenated until `bytes` UTF-8 bytes. */
+export function prompt(samples: CorpusSample[], bytes: number): string {
+  let text = "";
+  for (let i = 0; new TextEncoder().encode(text).length < bytes; i++) {
+    text += samples[i % samples.length].text + "\n";
+  }
+  while (new TextEncoder().encode(text).length > bytes) text = text.slice(0, -1);
+  return text;
+}
+
 /** A number in [0, 1) fixed by the text (FNV-1a), for splits that never change between runs. */
 export function stableFraction(text: string): number {
   let h = 0x811c9dc5;

@@ -183,6 +183,31 @@ function tensorTrust(): Sample[] {
   );
 }
 
+/**
+ * Role-play persona jailbreaks and benign role-play written for this project
+ * (bench/safety_roleplay.json), split like the public sources: the test half is held out.
+ */
+function rolePlay(): Sample[] {
+  const file = JSON.parse(
+    Deno.readTextFileSync(new URL("./safety_roleplay.json", import.meta.url)),
+  );
+  const lang = (text: string) => /[\u3400-\u9fff]/.test(text) ? "zh" as const : "en" as const;
+  return [
+    ...(file.attacks as string[]).map((text) => ({
+      text,
+      label: "attack" as const,
+      source: "roleplay-attacks",
+      lang: lang(text),
+    })),
+    ...(file.benign as string[]).map((text) => ({
+      text,
+      label: "benign" as const,
+      source: "roleplay-benign",
+      lang: lang(text),
+    })),
+  ];
+}
+
 /** Hard negatives written for this project (bench/safety_hard_negatives.json): training only. */
 function hardNegatives(): Sample[] {
   const file = JSON.parse(
@@ -208,6 +233,7 @@ const all = [
   ...jailbreakYaml(),
   ...promptShield(),
   ...tensorTrust(),
+  ...rolePlay(),
   ...hardNegatives(),
 ];
 

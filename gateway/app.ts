@@ -19,6 +19,7 @@ import type { AppEnv } from "./env.ts";
 import { GatewayError, toOpenAIError } from "./errors.ts";
 import { admission, reserveQueuePlace } from "./middleware/admission.ts";
 import { bodyLimit } from "./middleware/body-limit.ts";
+import { contextVariables } from "./middleware/context-variables.ts";
 import { preparePrompt } from "./middleware/prompt.ts";
 import { requestId } from "./middleware/request-id.ts";
 import { requestLog } from "./middleware/request-log.ts";
@@ -115,7 +116,7 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
     )
   );
 
-  app.use("*", requestId(), requestLog(deps.log));
+  app.use("*", contextVariables(), requestId(), requestLog(deps.log));
   const { metrics } = deps;
   if (metrics) {
     app.use("*", requestMetrics(metrics));

@@ -29,7 +29,7 @@ const answer: WorkerScript = async function* (job) {
   yield {
     type: "done",
     finishReason: "length",
-    usage: { promptTokens: job.promptTokenIds.length, completionTokens: 2 },
+    usage: { promptTokens: job.promptTokenIds.length, completionTokens: 2, cachedTokens: 1 },
   };
 };
 
@@ -119,7 +119,12 @@ Deno.test("chat: the chat.completion object, with reasoning_content and logprobs
         },
         finish_reason: "length",
       }],
-      usage: { prompt_tokens: promptTokens, completion_tokens: 2, total_tokens: promptTokens + 2 },
+      usage: {
+        prompt_tokens: promptTokens,
+        completion_tokens: 2,
+        total_tokens: promptTokens + 2,
+        prompt_tokens_details: { cached_tokens: 1 },
+      },
     });
     assert.ok(Math.abs(body.created - Date.now() / 1000) < 5);
   } finally {
@@ -187,8 +192,8 @@ Deno.test("refusals before enqueue: OpenAI errors with status, code and param", 
       [
         await post({ model: TEST_MODEL, messages, tools: [{ type: "function" }] }),
         400,
-        "unsupported_parameter",
-        "tools",
+        "invalid_value",
+        "tools[0].function",
       ],
       [await post({ model: TEST_MODEL, messages, n: 2 }), 400, "unsupported_value", "n"],
       [await post({ model: "gpt-5", messages }), 404, "model_not_found", "model"],

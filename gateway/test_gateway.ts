@@ -47,7 +47,12 @@ export interface TestGateway {
   /** Writes a fresh heartbeat for a worker serving TEST_MODEL. */
   heartbeat(workerId?: string, at?: number): Promise<void>;
   /** Starts a worker that runs `script` for each job; jobs it has seen are recorded. */
-  startWorker(script: WorkerScript): Promise<Job[]>;
+  /**
+   * Runs a scripted worker; returns the jobs it takes, as it takes them. `burst`: each job's
+   * events go out in one pipeline, as from an engine faster than the network (one Redis read
+   * may then carry them all), instead of one awaited PUBLISH each.
+   */
+  startWorker(script: WorkerScript, options?: { burst?: boolean }): Promise<Job[]>;
   close(): Promise<void>;
 }
 
@@ -106,16 +111,21 @@ export async function testGateway(
         }),
       );
     },
-    async startWorker(script) {
+    async startWorker(script, { burst = false } = {}) {
       const seen: Job[] = [];
       const publisher = t.connect();
       const worker = new Worker(t.keys.queueName, async (bullJob: BullJob<Job>) => {
         const job = bullJob.data;
         seen.push(job);
+        const channel = t.keys.eventChannel(job.requestId);
+        const pipeline = publisher.pipeline();
         let seq = 0;
         for await (const event of script(job)) {
-          await publisher.publish(t.keys.eventChannel(job.requestId), JSON.stringify({ seq: seq++, ...event }));
+          const message = JSON.stringify({ seq: seq++, ...event });
+          if (burst) pipeline.publish(channel, message);
+          else await publisher.publish(channel, message);
         }
+        if (burst) await pipeline.exec();
       }, { connection: workerConnection(), prefix: t.keys.bullPrefix, concurrency: 8 });
       workers.push(worker);
       await worker.waitUntilReady();

@@ -5,7 +5,9 @@
 //   2. uses the Redis at REDIS_URL (default redis://127.0.0.1:6379), or starts a local
 //      redis-server on that port when none answers (data in .artifacts/redis);
 //   3. creates the demo tenant and an API key (DEMO_API_KEY, when set, is that key);
-//   4. starts the gateway on PORT (default 8000) and one worker, and prints how to call them.
+//   4. starts the gateway on PORT (default 8000) and one worker, and prints how to call them and
+//      where their /metrics are: on the documented ports (gateway 9401, worker 9400, the
+//      METRICS_PORT defaults of shared/config.ts) when those are free, else on free ones.
 //
 // Ctrl-C stops everything it started. Environment variables of the gateway and the
 // worker (shared/config.ts) pass through, e.g. MODEL_DIR and MODEL_NAME for another model.
@@ -18,6 +20,7 @@ register();
 const stack = await import("./lib/local-stack.ts");
 const { bootstrapTenant } = await import("../gateway/tenancy/bootstrap.ts");
 const { Redis } = await import("ioredis");
+const { GatewayConfigSchema, WorkerConfigSchema } = await import("../shared/config.ts");
 
 const env = process.env;
 const redisUrl = env.REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -66,10 +69,28 @@ try {
   });
   redis.disconnect();
 
-  const gateway = await stack.startGateway({ redisUrl, prefix, port, echo: true, env: { HOST: env.HOST ?? "0.0.0.0" } });
+  const defaultMetricsPort = (schema) => schema.shape.METRICS_PORT.parse(undefined);
+  const gateway = await stack.startGateway({
+    redisUrl,
+    prefix,
+    port,
+    echo: true,
+    env: {
+      HOST: env.HOST ?? "0.0.0.0",
+      METRICS_PORT: String(await stack.preferredPort(defaultMetricsPort(GatewayConfigSchema))),
+    },
+  });
   started.push(gateway.process);
-  const worker = await stack.startWorker({ redisUrl, prefix, modelDir, modelName, echo: true });
+  const worker = await stack.startWorker({
+    redisUrl,
+    prefix,
+    modelDir,
+    modelName,
+    echo: true,
+    env: { METRICS_PORT: String(await stack.preferredPort(defaultMetricsPort(WorkerConfigSchema))) },
+  });
   started.push(worker);
+  const workerMetricsUrl = await stack.workerMetricsUrl(worker);
   await stack.waitUntilReady(gateway.url, 60_000);
 
   for (const child of started) {
@@ -85,6 +106,8 @@ try {
     URL       ${origin}/v1            (web UI: ${origin}/)
     API key   ${demo.apiKey}
     model     ${modelName}
+    metrics   ${gateway.metricsUrl}   (gateway)
+              ${workerMetricsUrl}   (worker)
 
     curl ${origin}/v1/chat/completions \\
       -H "Authorization: Bearer ${demo.apiKey}" -H "Content-Type: application/json" \\

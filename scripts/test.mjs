@@ -7,12 +7,15 @@
 //   deno     gateway unit tests (deno test)
 //
 // `npm test -- --only=node` runs one suite; extra arguments after it go to that runner.
+// Before anything starts, the system packages the chosen tests need are checked
+// (scripts/lib/system-requirements.mjs): a missing one stops the run at once.
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { buildNative } from "./build-native.mjs";
 import { ensureTinyModel } from "./tiny-model.mjs";
 import { buildUi } from "./build-ui.mjs";
+import { missingMessage, missingRequirements } from "./lib/system-requirements.mjs";
 
 const root = new URL("..", import.meta.url).pathname;
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice(7);
@@ -59,7 +62,7 @@ const suites = {
     return { passed: m ? Number(m[3]) - failed : 0, failed: code !== 0 && failed === 0 ? 1 : failed };
   },
   async node() {
-    const files = extra.length > 0 ? extra : findTests(["tests", "worker", "native/node", "bench"]);
+    const files = extra.length > 0 ? extra : findTests(["tests", "worker", "native/node", "bench", "scripts"]);
     const { code, out } = await run("node", ["--import", "tsx", "--test", "--test-concurrency=1", ...files]);
     const passed = Number(out.match(/^(?:ℹ|#) pass (\d+)/m)?.[1] ?? 0);
     const failed = Number(out.match(/^(?:ℹ|#) fail (\d+)/m)?.[1] ?? (code === 0 ? 0 : 1));
@@ -74,6 +77,14 @@ const suites = {
     return { passed: m ? Number(m[1]) : 0, failed: code !== 0 && failed === 0 ? 1 : failed };
   },
 };
+
+// The node suite's files decide which test-only packages are needed (all of them by default).
+const nodeTestFiles = only !== undefined && only !== "node" ? [] : extra.length > 0 ? extra : undefined;
+const missing = missingMessage(missingRequirements(nodeTestFiles));
+if (missing !== undefined) {
+  console.error(`npm test: ${missing}`);
+  process.exit(1);
+}
 
 await buildNative();
 await ensureTinyModel();

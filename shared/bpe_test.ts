@@ -28,3 +28,10 @@ Deno.test("long runs that the pre-tokenizer does not split merge to the same ids
 Deno.test("a 1 MiB run of one letter is encoded (eight letters a token)", () => {
   assert.equal(tokenizer.encode("a".repeat(1 << 20)).length, (1 << 20) / 8);
 });
+
+Deno.test("a recurring text gets js-tiktoken's ids, the first time and from memory", () => {
+  const text = "You are ChatGPT, a large language model.\n\nReasoning: high\n\n# Valid channels";
+  assert.deepEqual(tokenizer.encodeRecurring(text), referenceEncode(text));
+  assert.deepEqual(tokenizer.encodeRecurring(text), referenceEncode(text));
+  assert.deepEqual(tokenizer.encodeRecurring(`${text}!`), referenceEncode(`${text}!`));
+});

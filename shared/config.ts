@@ -77,6 +77,12 @@ export const WorkerConfigSchema = z.object({
   ENGINE_TOKEN_MASK_TIMEOUT_MS: int(10_000).pipe(z.number().positive()),
   /** Compiled grammars (response_format schemas) a worker keeps, least recently used dropped first. */
   GRAMMAR_CACHE_SIZE: int(64).pipe(z.number().positive()),
+  /**
+   * Automatic prefix caching (vLLM's --enable-prefix-caching): a prompt's KV
+   * blocks are kept after its request and reused by later requests of the
+   * same tenant that start with the same tokens.
+   */
+  ENGINE_PREFIX_CACHING: bool(true),
   WORKER_ID: z.string().optional(),
   HEARTBEAT_MS: int(1000).pipe(z.number().positive()),
   /** On SIGTERM, running jobs get this long to finish before they go back to the queue (to be resumed elsewhere). */

@@ -32,8 +32,10 @@ export function createLogger(
 ): Logger {
   const log = (level: LogLevel) => (msg: string, fields: LogFields = {}) => {
     if (RANK[level] < RANK[minLevel]) return;
-    const entries = Object.entries(fields).map(([k, v]) => [k, plain(v)]);
-    write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...base, ...Object.fromEntries(entries) }));
+    // Built in place: every request writes a line, and intermediate entry arrays were garbage.
+    const record: LogFields = { time: new Date().toISOString(), level, msg, ...base };
+    for (const key in fields) record[key] = plain(fields[key]);
+    write(JSON.stringify(record));
   };
   return {
     debug: log("debug"),

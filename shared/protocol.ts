@@ -33,6 +33,21 @@ export const OutputConstraintSchema = z.discriminatedUnion("kind", [
 ]);
 export type OutputConstraint = z.infer<typeof OutputConstraintSchema>;
 
+/**
+ * A chat job whose model may call functions (absent: call-shaped output is
+ * returned as content). The gateway rendered the tools into the prompt.
+ */
+export const ToolCallingSchema = z.object({
+  /** parallel_tool_calls: the model may write more calls after the first; false stops at `<|call|>`. */
+  parallel: z.boolean(),
+  /**
+   * tool_choice forcing: the prompt ends inside a call's header, so the output
+   * starts with the named function's arguments, or (no name) with a function name.
+   */
+  forced: z.object({ name: z.string().optional() }).optional(),
+});
+export type ToolCalling = z.infer<typeof ToolCallingSchema>;
+
 export const JobSchema = z.object({
   requestId: z.string().min(1),
   tenantId: z.string().min(1),
@@ -44,18 +59,21 @@ export const JobSchema = z.object({
   stop: z.array(z.string().min(1)).max(4),
   /** Absent: free text. */
   constraint: OutputConstraintSchema.optional(),
+  tools: ToolCallingSchema.optional(),
   /** Epoch ms after which the worker abandons the request. */
   deadline: z.number().int(),
   enqueuedAt: z.number().int(),
 });
 export type Job = z.infer<typeof JobSchema>;
 
-export const FinishReasonSchema = z.enum(["stop", "length", "content_filter", "cancelled"]);
+export const FinishReasonSchema = z.enum(["stop", "length", "tool_calls", "content_filter", "cancelled"]);
 export type FinishReason = z.infer<typeof FinishReasonSchema>;
 
 export const UsageSchema = z.object({
   promptTokens: z.number().int().min(0),
   completionTokens: z.number().int().min(0),
+  /** Prompt tokens whose KV came from the engine's prefix cache (absent: none known). */
+  cachedTokens: z.number().int().min(0).optional(),
 });
 export type Usage = z.infer<typeof UsageSchema>;
 
@@ -77,6 +95,22 @@ export type TokenLogprob = z.infer<typeof TokenLogprobSchema>;
  * Events on `gen:{requestId}`. `seq` starts at 0 and grows by one per event, so
  * the gateway detects a lost message instead of silently truncating.
  */
+/**
+ * A piece of the `index`-th function call of the answer: the first piece of a
+ * call carries its `id` and `name`, every piece the next part of its arguments.
+ */
+export const ToolCallDeltaSchema = z.object({
+  index: z.number().int().min(0),
+  id: z.string().optional(),
+  name: z.string().optional(),
+  arguments: z.string(),
+});
+export type ToolCallDelta = z.infer<typeof ToolCallDeltaSchema>;
+
+/** A whole function call of the answer. */
+export const ToolCallSchema = z.object({ id: z.string(), name: z.string(), arguments: z.string() });
+export type ToolCall = z.infer<typeof ToolCallSchema>;
+
 export const StreamEventSchema = z.discriminatedUnion("type", [
   /** The worker took the job (ends queue wait). */
   z.object({ seq: z.number().int(), type: z.literal("start"), workerId: z.string() }),
@@ -88,6 +122,7 @@ export const StreamEventSchema = z.discriminatedUnion("type", [
     /** Completion tokens generated so far. */
     tokens: z.number().int(),
     logprobs: z.array(TokenLogprobSchema).optional(),
+    toolCalls: z.array(ToolCallDeltaSchema).optional(),
   }),
   z.object({
     seq: z.number().int(),
@@ -128,6 +163,7 @@ export const JobResultSchema = z.object({
   finishReason: FinishReasonSchema,
   usage: UsageSchema,
   logprobs: z.array(TokenLogprobSchema).optional(),
+  toolCalls: z.array(ToolCallSchema).optional(),
 });
 export type JobResult = z.infer<typeof JobResultSchema>;
 

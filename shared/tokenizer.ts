@@ -28,6 +28,8 @@ export const STOP_TOKEN_IDS: readonly number[] = [200002, 199999, 200012];
 /** Pieces whose ids are remembered, and the longest one worth remembering (in UTF-16 units). */
 const PIECE_CACHE_SIZE = 50_000;
 const PIECE_CACHE_MAX_LENGTH = 64;
+/** Whole texts whose ids are remembered by `encodeRecurring` (system messages: a handful). */
+const RECURRING_CACHE_SIZE = 64;
 
 /** Smallest id that is not an ordinary BPE rank. */
 export const FIRST_SPECIAL_ID = 199998;
@@ -46,6 +48,7 @@ export class HarmonyTokenizer {
    * a string key per lookup otherwise: with the cache, rendering a chat prompt is ~5x cheaper.
    */
   readonly #pieceIds = new Map<string, readonly number[]>();
+  readonly #recurringIds = new Map<string, readonly number[]>();
 
   constructor() {
     const tables = new Tiktoken(o200kBase, {}) as unknown as {
@@ -65,7 +68,11 @@ export class HarmonyTokenizer {
    */
   encode(text: string): number[] {
     const ids: number[] = [];
-    for (const [piece] of text.matchAll(this.#pieces)) {
+    // exec() on the one expression: matchAll() would clone it on every call.
+    const pieces = this.#pieces;
+    pieces.lastIndex = 0;
+    for (let m = pieces.exec(text); m !== null; m = pieces.exec(text)) {
+      const piece = m[0];
       let pieceIds = this.#pieceIds.get(piece);
       if (pieceIds === undefined) {
         pieceIds = this.#encodePiece(piece);
@@ -74,6 +81,21 @@ export class HarmonyTokenizer {
         if (piece.length <= PIECE_CACHE_MAX_LENGTH) this.#pieceIds.set(piece, pieceIds);
       }
       for (let i = 0; i < pieceIds.length; i++) ids.push(pieceIds[i]);
+    }
+    return ids;
+  }
+
+  /**
+   * `encode` for a text that recurs verbatim, such as the system message every chat request
+   * starts with: its ids are remembered whole (a few texts at most: the cache restarts when
+   * full), so it is not cut into pieces again on every request.
+   */
+  encodeRecurring(text: string): readonly number[] {
+    let ids = this.#recurringIds.get(text);
+    if (ids === undefined) {
+      ids = this.encode(text);
+      if (this.#recurringIds.size >= RECURRING_CACHE_SIZE) this.#recurringIds.clear();
+      this.#recurringIds.set(text, ids);
     }
     return ids;
   }

@@ -14,5 +14,6 @@ export function engineOptions(config: WorkerConfig): EngineOptions {
     gpuMemoryUtilization: config.ENGINE_GPU_MEMORY_UTILIZATION,
     numThreads: config.ENGINE_THREADS,
     tokenMaskTimeoutMs: config.ENGINE_TOKEN_MASK_TIMEOUT_MS,
+    enablePrefixCaching: config.ENGINE_PREFIX_CACHING,
   };
 }

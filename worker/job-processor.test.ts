@@ -15,7 +15,9 @@ import { createJobProcessor } from "./job-processor.ts";
 import { type JobFinished, WorkerEvents } from "./worker-events.ts";
 import { ScriptedEngine } from "./test-support/scripted-engine.ts";
 import { collectStream, streamedText } from "./test-support/stream-sink.ts";
-import { harmonyOutput, sampling } from "./test-support/fixtures.ts";
+import { harmonyOutput, harmonyTextIds, sampling } from "./test-support/fixtures.ts";
+import { toolCallId } from "./output/output-parser.ts";
+import { publishedOutput } from "./redis/stream-log.ts";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const keys = redisKeys(`test-${randomUUID()}`);
@@ -114,6 +116,20 @@ test("a chat job streams start, deltas and done, and returns the same result", a
   assert.equal(engine.submitted[0].sampling.seed, 7);
   assert.deepEqual(engine.submitted[0].sampling.stopTokenIds, [200002, 199999, 200012]);
   assert.equal(engine.submitted[0].sampling.topLogprobs, -1);
+});
+
+test("the tenant salts the engine's prefix cache, and the cached prompt tokens reach usage", async () => {
+  const job = makeJob({ promptTokenIds: tokenizer.encode("a prompt of several tokens") });
+  const ctx = setup(chatScript, 1);
+  ctx.engine.cachedTokens = 2;
+  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.requestId));
+  const result = await ctx.run(job);
+  const done = (await sink.ended).at(-1)!;
+  assert.equal(ctx.engine.submitted[0].cacheSalt, "tenant-a");
+  const usage = { promptTokens: job.promptTokenIds.length, completionTokens: chatScript.length, cachedTokens: 2 };
+  assert.deepEqual(result.usage, usage);
+  assert.equal(done.type, "done");
+  assert.deepEqual(done.type === "done" ? done.usage : undefined, usage);
 });
 
 test("a stop string truncates the answer, finishes with stop and frees the engine sequence", async () => {
@@ -274,4 +290,75 @@ test("a stream that ended before its job did is only settled when the job runs a
   assert.deepEqual(await again.run(job), result);
   assert.equal(again.engine.submitted.length, 0, "nothing is generated twice");
   assert.equal(await redis.exists(keys.streamLog(job.requestId)), 0);
+});
+
+const callsScript = harmonyTextIds(
+  tokenizer,
+  "<|channel|>commentary to=functions.get_order <|constrain|>json<|message|>" +
+    '{"id": "1"}<|call|>' +
+    "<|start|>assistant<|channel|>commentary to=functions.get_order <|constrain|>json<|message|>" +
+    '{"id": "2"}<|call|><|start|>functions.get_order to=assistant<|channel|>commentary<|message|>imagined<|end|>',
+);
+
+test("parallel calls: the turn ends when the model writes anything but another call; finish tool_calls", async () => {
+  const job = makeJob({ tools: { parallel: true } });
+  const { events, result, engine } = await runWithStream(job, callsScript);
+  assert.ok(
+    !engine.submitted[0].sampling.stopTokenIds.includes(200012),
+    "<|call|> does not stop the engine",
+  );
+  const calls = [
+    { id: toolCallId(job.requestId, 0), name: "get_order", arguments: '{"id": "1"}' },
+    { id: toolCallId(job.requestId, 1), name: "get_order", arguments: '{"id": "2"}' },
+  ];
+  assert.deepEqual(result?.toolCalls, calls);
+  assert.equal(result?.finishReason, "tool_calls");
+  assert.equal(result?.content, "");
+  assert.ok(
+    result!.usage.completionTokens < callsScript.length,
+    "the imagined reply is not generated to its end",
+  );
+  assert.deepEqual(publishedOutput(events).toolCalls, calls);
+  assert.equal(engine.stats().running, 0);
+
+  const single = await runWithStream(makeJob({ tools: { parallel: false } }), callsScript);
+  assert.deepEqual(single.result?.toolCalls?.map((c) => c.arguments), ['{"id": "1"}']);
+  assert.equal(single.result?.finishReason, "tool_calls");
+
+  const refused = await runWithStream(makeJob(), callsScript);
+  assert.equal(refused.result?.toolCalls, undefined, "a job without tools surfaces no call");
+  assert.equal(refused.result?.content, '{"id": "1"}');
+  assert.equal(refused.result?.finishReason, "stop");
+});
+
+test("a call cut by a hand-off is resumed with the same id and whole arguments", async () => {
+  const job = makeJob({ tools: { parallel: false } });
+  const script = harmonyTextIds(
+    tokenizer,
+    '<|channel|>commentary to=functions.open_ticket <|constrain|>json<|message|>{"subject": "a parcel that never came, twice"}<|call|>',
+  );
+  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.requestId));
+  const first = setup(script, 5);
+  const leaving = first.run(job).catch(() => undefined);
+  while (
+    !sink.events.some((e) => e.type === "delta" && e.toolCalls?.some((c) => c.arguments !== ""))
+  ) {
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  first.handOff();
+  await leaving;
+  const entries = await redis.lrange(keys.streamLog(job.requestId), 0, -1);
+  const done = entries.flatMap((e) => (JSON.parse(e) as { tokenIds: number[] }).tokenIds).length;
+  const result = await setup(script.slice(done)).run(job);
+  const expected = [{
+    id: toolCallId(job.requestId, 0),
+    name: "open_ticket",
+    arguments: '{"subject": "a parcel that never came, twice"}',
+  }];
+  assert.deepEqual(result.toolCalls, expected);
+  assert.deepEqual(
+    publishedOutput(await sink.ended).toolCalls,
+    expected,
+    "the client saw one call, whole",
+  );
 });

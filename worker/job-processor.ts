@@ -63,13 +63,14 @@ function endedOutcome(recorded: RecordedStream): JobResult | undefined {
   const last = recorded.events.at(-1);
   if (last?.type === "error") throw jobFailure(last);
   if (last?.type !== "done") return undefined;
-  const { content, reasoning, logprobs } = publishedOutput(recorded.events);
+  const { content, reasoning, logprobs, toolCalls } = publishedOutput(recorded.events);
   return {
     content,
     reasoning,
     finishReason: last.finishReason,
     usage: last.usage,
     ...(logprobs.length > 0 ? { logprobs } : {}),
+    ...(toolCalls.length > 0 ? { toolCalls } : {}),
   };
 }
 

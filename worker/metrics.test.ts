@@ -18,6 +18,10 @@ const busy: EngineStats = {
   lastBatchSize: 3,
   deviceMemoryUsed: 40e9,
   deviceMemoryTotal: 80e9,
+  prefixCacheQueriedTokens: 1000,
+  prefixCacheHitTokens: 750,
+  prefixCacheBlocks: 96,
+  prefixCacheEvictions: 7,
 };
 /** The same engine before any work: every count at zero. */
 const idle = Object.fromEntries(Object.keys(busy).map((k) => [k, 0])) as unknown as EngineStats;
@@ -57,6 +61,11 @@ test("engine stats and job events appear on /metrics over HTTP, and the text par
     assert.equal(sampleSum(f, "engine_generation_tokens_per_second"), 200);
     assert.equal(sampleSum(f, "engine_device_memory_used_bytes", { device: "cuda:0" }), 40e9);
     assert.equal(sampleSum(f, "engine_device_memory_total_bytes", { device: "cuda:0" }), 80e9);
+    assert.equal(sampleSum(f, "engine_prefix_cache_queries_tokens_total"), 1000);
+    assert.equal(sampleSum(f, "engine_prefix_cache_hits_tokens_total"), 750);
+    assert.equal(sampleSum(f, "engine_prefix_cache_hit_rate"), 0.75);
+    assert.equal(sampleSum(f, "engine_prefix_cache_blocks"), 96);
+    assert.equal(sampleSum(f, "engine_prefix_cache_evictions_total"), 7);
     assert.equal(sampleSum(f, "worker_queue_wait_seconds_sum", { model: "m" }), 0.25);
     assert.equal(sampleSum(f, "worker_time_to_first_token_seconds_count", { model: "m" }), 1);
     assert.equal(sampleSum(f, "worker_prompt_tokens_total"), 30);
@@ -67,6 +76,7 @@ test("engine stats and job events appear on /metrics over HTTP, and the text par
     // Cumulative engine counters advance by differences, never double-count.
     const again = parsePrometheusText(await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text());
     assert.equal(sampleSum(again, "engine_generation_tokens_total"), 400);
+    assert.equal(sampleSum(again, "engine_prefix_cache_hits_tokens_total"), 750);
 
     assert.equal((await fetch(`http://127.0.0.1:${server.port}/other`)).status, 404);
     assert.equal((await fetch(`http://127.0.0.1:${server.port}/metrics`, { method: "POST" })).status, 405);

@@ -1,6 +1,6 @@
 /**
  * The worker's Prometheus metrics: the engine's live state (sequences, KV
- * blocks, batch size, throughput, device memory), read from `engine.stats()` at
+ * blocks, batch size, throughput, device memory, prefix cache), read from `engine.stats()` at
  * every scrape, and the job lifecycle (queue wait, time to first token,
  * duration, tokens, outcome), fed from the WorkerEvents seam.
  */
@@ -69,6 +69,28 @@ export function createWorkerMetrics(options: WorkerMetricsOptions): WorkerMetric
   const generated = registry.counter({ name: "engine_generation_tokens_total", help: "Tokens generated." });
   const prefilled = registry.counter({ name: "engine_prompt_tokens_total", help: "Prompt tokens processed (prefill)." });
   const steps = registry.counter({ name: "engine_steps_total", help: "Engine steps (forward passes)." });
+  // vLLM's prefix_cache_queries / prefix_cache_hits: counted in tokens, so
+  // rate(hits) / rate(queries) is the hit rate over any window.
+  const prefixQueries = registry.counter({
+    name: "engine_prefix_cache_queries_tokens_total",
+    help: "Prompt tokens looked up in the prefix cache (once per request).",
+  });
+  const prefixHits = registry.counter({
+    name: "engine_prefix_cache_hits_tokens_total",
+    help: "Prompt tokens whose KV came from the prefix cache.",
+  });
+  const prefixHitRate = registry.gauge({
+    name: "engine_prefix_cache_hit_rate",
+    help: "Prefix-cache hits over queries, in tokens, since the engine started.",
+  });
+  const prefixBlocks = registry.gauge({
+    name: "engine_prefix_cache_blocks",
+    help: "KV blocks findable in the prefix cache, in use or not.",
+  });
+  const prefixEvictions = registry.counter({
+    name: "engine_prefix_cache_evictions_total",
+    help: "Cached KV blocks given up for new KV.",
+  });
   const memoryUsed = registry.gauge({
     name: "engine_device_memory_used_bytes",
     help: "Accelerator memory in use, per device.",
@@ -135,13 +157,19 @@ export function createWorkerMetrics(options: WorkerMetricsOptions): WorkerMetric
   events.on("job_rejected", (e) => jobs.inc({ model, outcome: e.error.code }));
 
   // The engine's counters are cumulative; ours advance by the difference since the last read.
-  let last = { tokensGenerated: 0, promptTokensProcessed: 0, steps: 0 };
+  const cumulative = [
+    [generated, "tokensGenerated"],
+    [prefilled, "promptTokensProcessed"],
+    [steps, "steps"],
+    [prefixQueries, "prefixCacheQueriedTokens"],
+    [prefixHits, "prefixCacheHitTokens"],
+    [prefixEvictions, "prefixCacheEvictions"],
+  ] as const;
+  let last: Partial<EngineStats> = {};
   const meter = new ThroughputMeter();
   const read = (): EngineStats => {
     const s = stats();
-    generated.inc({}, Math.max(0, s.tokensGenerated - last.tokensGenerated));
-    prefilled.inc({}, Math.max(0, s.promptTokensProcessed - last.promptTokensProcessed));
-    steps.inc({}, Math.max(0, s.steps - last.steps));
+    for (const [counter, field] of cumulative) counter.inc({}, Math.max(0, s[field] - (last[field] ?? 0)));
     last = s;
     meter.record(now(), s.tokensGenerated);
     return s;
@@ -158,6 +186,8 @@ export function createWorkerMetrics(options: WorkerMetricsOptions): WorkerMetric
     tokensPerSecond.set({}, meter.tokensPerSecond());
     memoryUsed.set({ device }, s.deviceMemoryUsed);
     memoryTotal.set({ device }, s.deviceMemoryTotal);
+    prefixHitRate.set({}, s.prefixCacheQueriedTokens > 0 ? s.prefixCacheHitTokens / s.prefixCacheQueriedTokens : 0);
+    prefixBlocks.set({}, s.prefixCacheBlocks);
   });
 
   return { registry, sample: () => void read() };

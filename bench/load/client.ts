@@ -25,7 +25,8 @@ export interface Target {
   model: string;
 }
 
-const WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge " +
+/** Each word is one o200k token after a space, so a prompt of N words is N tokens. */
+const WORDS = ("the quick brown fox jumps over a lazy dog while seven kings quietly judge " +
   "boxing matches near the old harbour and every river bends toward distant mountains").split(" ");
 
 export function promptOf(words: number, salt: number): string {

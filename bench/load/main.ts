@@ -5,6 +5,8 @@
  *   npx tsx bench/load/main.ts --url http://127.0.0.1:8000 --key sk-... \
  *     --concurrency 1,8,32 --duration 20 --prompt uniform:16-256 --output fixed:64
  *   npx tsx bench/load/main.ts ... --rate 5 --duration 60        (Poisson arrivals)
+ *   npx tsx bench/load/main.ts ... --concurrency 1,64 --waves 2   (each level sends 2 x its
+ *       concurrency requests, at least 8; --duration still caps it)
  *   npx tsx bench/load/main.ts --local --concurrency 1,4,16,32 ...
  *       (--local: starts the embedded CPU stack of the tests, tiny model, its own
  *        REDIS_PREFIX, and stops it afterwards)
@@ -15,6 +17,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { type RequestOutcome, runRequest, type Target } from "./client.ts";
+import { closedLoop, levelCount, type SendRequest } from "./loop.ts";
 import { mulberry32, parseDistribution, type Sampler } from "./distribution.ts";
 import { type LevelReport, levelReport, printTable, svgChart } from "./report.ts";
 import { startStack } from "../../tests/helpers/stack.ts";
@@ -29,6 +32,7 @@ const { values: args } = parseArgs({
     rate: { type: "string" },
     duration: { type: "string", default: "20" },
     requests: { type: "string" },
+    waves: { type: "string" },
     prompt: { type: "string", default: "uniform:16-128" },
     output: { type: "string", default: "fixed:32" },
     "slo-ttft-ms": { type: "string", default: "1000" },
@@ -48,6 +52,8 @@ if (!args.key && !args.local) fail("an API key is needed: --key or DEMO_API_KEY 
 if (!args.concurrency === !args.rate) fail("give exactly one of --concurrency LIST or --rate R");
 const durationSec = Number(args.duration);
 const maxRequests = args.requests ? Number(args.requests) : Infinity;
+const waves = args.waves ? Number(args.waves) : undefined;
+if (waves !== undefined && !(waves > 0)) fail("--waves must be positive");
 if (!(durationSec > 0)) fail("--duration must be positive seconds");
 const concurrencies = args.concurrency?.split(",").map(Number) ?? [];
 if (concurrencies.some((c) => !(c > 0 && Number.isInteger(c)))) fail(`bad --concurrency "${args.concurrency}"`);
@@ -64,22 +70,6 @@ async function resolveModel(baseUrl: string, apiKey: string): Promise<string> {
   const list = await res.json();
   if (!list.data?.length) throw new Error("no model is served (is a worker running?)");
   return list.data[0].id;
-}
-
-/** Closed loop: `concurrency` clients each send the next request when the last ends. */
-async function closedLoop(target: Target, concurrency: number, prompt: Sampler, output: Sampler) {
-  const outcomes: RequestOutcome[] = [];
-  const deadline = performance.now() + durationSec * 1000;
-  let sent = 0;
-  const client = async (id: number) => {
-    while (performance.now() < deadline && sent < maxRequests) {
-      const salt = sent++ * 31 + id;
-      outcomes.push(await runRequest(target, { promptWords: prompt(), maxTokens: output() }, salt));
-    }
-  };
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, (_, i) => client(i)));
-  return { outcomes, elapsedSec: (performance.now() - t0) / 1000 };
 }
 
 /** Open loop: Poisson arrivals at `rate` per second, whatever the server's speed (seeded, like the lengths). */
@@ -108,7 +98,9 @@ let failure: string | undefined;
 try {
   target.model = args.model ?? (await resolveModel(target.baseUrl, target.apiKey));
   for (const c of concurrencies) {
-    const { outcomes, elapsedSec } = await closedLoop(target, c, promptLen, outputLen);
+    const send: SendRequest = (spec, salt) => runRequest(target, spec, salt);
+    const limits = { concurrency: c, count: levelCount(c, args.requests ? maxRequests : undefined, waves), durationSec };
+    const { outcomes, elapsedSec } = await closedLoop(send, limits, promptLen, outputLen);
     levels.push(levelReport(`c=${c}`, outcomes, elapsedSec, slo, { concurrency: c }));
     console.error(`level c=${c}: ${outcomes.length} requests in ${elapsedSec.toFixed(1)} s`);
   }

@@ -21,6 +21,8 @@ export interface LevelReport {
   /** Gaps between streamed chunks. */
   itlMs: Summary;
   e2eMs: Summary;
+  /** Completion tokens of the requests that succeeded. */
+  outputTokens: number;
   outputTokensPerSec: number;
   requestsPerSec: number;
   /** Requests per second that met the SLO. */
@@ -50,6 +52,7 @@ export function levelReport(label: string, outcomes: RequestOutcome[], durationS
     tpotMs: summarize(tpot),
     itlMs: summarize(ok.flatMap((o) => o.chunkGapsMs)),
     e2eMs: summarize(ok.map((o) => o.e2eMs)),
+    outputTokens,
     outputTokensPerSec: outputTokens / durationSec,
     requestsPerSec: ok.length / durationSec,
     goodputPerSec: good.length / durationSec,

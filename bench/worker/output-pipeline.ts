@@ -44,6 +44,7 @@ interface Row {
 function assemble(name: string, stop: string[], logprobs: boolean): Row {
   const job = {
     kind: "chat" as const,
+    requestId: "bench",
     stop,
     sampling: sampling({ maxTokens: totalTokens, logprobs, topLogprobs: logprobs ? 5 : 0 }),
   };

@@ -11,6 +11,7 @@ import type { HarmonyTokenizer } from "../../shared/tokenizer.ts";
 import type { AppEnv } from "../env.ts";
 import { GatewayError, needingRedis } from "../errors.ts";
 import type { PromptSource } from "../schemas/generation.ts";
+import { toolPlan } from "../schemas/tools.ts";
 import type { ServedModel, WorkerRegistry } from "../workers/registry.ts";
 
 export interface PromptOptions {
@@ -22,12 +23,16 @@ export interface PromptOptions {
 
 export function renderPrompt(tokenizer: HarmonyTokenizer, prompt: PromptSource, now = new Date()): number[] {
   switch (prompt.kind) {
-    case "chat":
+    case "chat": {
+      const { offered, forcedCall } = toolPlan(prompt.tools);
       return renderChat(tokenizer, prompt.turns, {
         reasoningEffort: prompt.reasoningEffort,
         currentDate: now.toISOString().slice(0, 10),
         answerOnly: prompt.answerOnly ?? false,
+        tools: offered,
+        ...(forcedCall ? { forcedCall } : {}),
       });
+    }
     case "text":
       return renderCompletion(tokenizer, prompt.text);
     case "tokens":

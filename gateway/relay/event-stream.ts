@@ -201,6 +201,11 @@ export class RequestEventStream implements AsyncIterableIterator<ProgressEvent> 
     return this.#pendingBytes;
   }
 
+  /** True while events have arrived that `take` has not handed out yet. */
+  get hasPending(): boolean {
+    return this.#pending.length > 0;
+  }
+
   /** True once the worker has taken the job (its `start` event arrived). */
   get started(): boolean {
     return this.#started;

@@ -5,7 +5,9 @@
  * Cancellation (client gone, filter block, broken stream) reaches the worker.
  */
 import type { Context } from "hono";
-import type { Job, TokenLogprob, Usage } from "../../shared/protocol.ts";
+import type { Job, TokenLogprob, ToolCall, ToolCallDelta, Usage } from "../../shared/protocol.ts";
+import { accumulateToolCalls } from "../../shared/tool-calls.ts";
+import { toolPlan } from "../schemas/tools.ts";
 import type { AppEnv } from "../env.ts";
 import type { Logger } from "../../shared/log.ts";
 import { GatewayError, needingRedis } from "../errors.ts";
@@ -13,10 +15,17 @@ import type { JobQueue } from "../queue/job-queue.ts";
 import type { ProgressEvent, RequestEventStream } from "./event-stream.ts";
 import type { FilterStep, OutputFilter, OutputFilterFactory } from "./output-filter.ts";
 
-export type ClientFinishReason = "stop" | "length" | "content_filter";
+export type ClientFinishReason = "stop" | "length" | "tool_calls" | "content_filter";
 
 export type GenerationUpdate =
-  | { type: "text"; content: string; reasoning: string; logprobs: TokenLogprob[] | undefined }
+  | {
+    type: "text";
+    content: string;
+    reasoning: string;
+    logprobs: TokenLogprob[] | undefined;
+    /** Pieces of function calls (a call's first piece carries its id and name). */
+    toolCalls: ToolCallDelta[] | undefined;
+  }
   | { type: "finish"; finishReason: ClientFinishReason; usage: Usage };
 
 /** Told of a generation's progress as the relay sees it (the metrics' timing hooks). */
@@ -44,6 +53,10 @@ export class Generation {
   readonly #deps: GenerationDeps;
   readonly #promptTokens: number;
   readonly #filters: { content?: OutputFilter; reasoning?: OutputFilter };
+  /** Makes the output filter of one call's arguments (each call is scanned on its own). */
+  readonly #argumentsFilter: () => OutputFilter | undefined;
+  /** The call whose arguments are streaming, with its filter. */
+  #call: { index: number; filter: OutputFilter | undefined } | undefined;
   readonly #observer: GenerationObserver | undefined;
   readonly #log: Logger;
   #completionTokens = 0;
@@ -69,6 +82,7 @@ export class Generation {
       content: deps.outputFilter?.(c, "content"),
       reasoning: deps.outputFilter?.(c, "reasoning"),
     };
+    this.#argumentsFilter = () => deps.outputFilter?.(c, "arguments");
   }
 
   /**
@@ -80,6 +94,9 @@ export class Generation {
     const { requestId, generation, prompt, principal } = c.var;
     const subscription = c.var.events;
     const deadline = subscription.deadline;
+    const calling = generation.prompt.kind === "chat"
+      ? toolPlan(generation.prompt.tools).calling
+      : undefined;
     const job: Job = {
       requestId,
       tenantId: principal.tenant.id,
@@ -89,6 +106,7 @@ export class Generation {
       sampling: { ...generation.sampling, maxTokens: prompt.maxTokens },
       stop: generation.stop,
       ...(generation.constraint ? { constraint: generation.constraint } : {}),
+      ...(calling ? { tools: calling } : {}),
       deadline,
       enqueuedAt: now,
     };
@@ -107,6 +125,14 @@ export class Generation {
   /** Bytes of events waiting for the client to take them. */
   get bufferedBytes(): number {
     return this.#events.bufferedBytes;
+  }
+
+  /**
+   * True when `nextUpdate` has something at hand without waiting on the worker: the relay then
+   * holds what it has and writes it together with what follows.
+   */
+  get updateAtHand(): boolean {
+    return this.#queued.length > 0 || this.#events.hasPending;
   }
 
   /** Usage so far: what a cut-short response reports. */
@@ -152,12 +178,14 @@ export class Generation {
     }
     let content: FilterStep;
     let reasoning: FilterStep;
+    let calls: { deltas: ToolCallDelta[]; blocked: boolean };
     let finish: GenerationUpdate | undefined;
     if (event.type === "delta") {
       this.#completionTokens = event.tokens;
       this.#observer?.tokens(event.tokens);
       content = this.#push("content", event.content);
       reasoning = this.#push("reasoning", event.reasoning);
+      calls = this.#pushCalls(event.toolCalls ?? []);
     } else {
       if (event.finishReason === "cancelled") {
         throw new GatewayError({
@@ -169,18 +197,22 @@ export class Generation {
       this.#completionTokens = event.usage.completionTokens;
       content = this.#end("content");
       reasoning = this.#end("reasoning");
+      calls = this.#endCall();
       finish = { type: "finish", finishReason: event.finishReason, usage: event.usage };
     }
     const logprobs = event.type === "delta" ? event.logprobs : undefined;
-    if (content.text !== "" || reasoning.text !== "" || logprobs?.length) {
+    if (
+      content.text !== "" || reasoning.text !== "" || logprobs?.length || calls.deltas.length > 0
+    ) {
       this.#queued.push({
         type: "text",
         content: content.text,
         reasoning: reasoning.text,
         logprobs,
+        toolCalls: calls.deltas.length > 0 ? calls.deltas : undefined,
       });
     }
-    if (content.blocked || reasoning.blocked) {
+    if (content.blocked || reasoning.blocked || calls.blocked) {
       await this.cancel();
       finish = { type: "finish", finishReason: "content_filter", usage: this.usage };
     }
@@ -188,6 +220,41 @@ export class Generation {
       this.#queued.push(finish);
       this.#finished = true;
     }
+  }
+
+  /**
+   * Call pieces through the arguments filter. A call's first piece (it has an
+   * id) ends the previous call, whose held-back arguments go out first.
+   */
+  #pushCalls(deltas: readonly ToolCallDelta[]): { deltas: ToolCallDelta[]; blocked: boolean } {
+    const out: ToolCallDelta[] = [];
+    let blocked = false;
+    for (const delta of deltas) {
+      if (delta.id !== undefined) {
+        const previous = this.#endCall();
+        out.push(...previous.deltas);
+        blocked ||= previous.blocked;
+        this.#call = { index: delta.index, filter: this.#argumentsFilter() };
+      }
+      const step = this.#call?.filter?.push(delta.arguments) ??
+        { text: delta.arguments, blocked: false };
+      blocked ||= step.blocked;
+      if (delta.id !== undefined || step.text !== "") out.push({ ...delta, arguments: step.text });
+      if (blocked) break;
+    }
+    return { deltas: out, blocked };
+  }
+
+  /** Releases what the current call's filter still holds (the call is complete). */
+  #endCall(): { deltas: ToolCallDelta[]; blocked: boolean } {
+    const call = this.#call;
+    this.#call = undefined;
+    const step = call?.filter?.end();
+    if (call === undefined || step === undefined) return { deltas: [], blocked: false };
+    return {
+      deltas: step.text === "" ? [] : [{ index: call.index, arguments: step.text }],
+      blocked: step.blocked,
+    };
   }
 
   /** Unsubscribes; safe to call more than once (the relay's and the collector's last step). */
@@ -224,6 +291,7 @@ export interface CollectedGeneration {
   content: string;
   reasoning: string;
   logprobs: TokenLogprob[];
+  toolCalls: ToolCall[];
   finishReason: ClientFinishReason;
   usage: Usage;
 }
@@ -233,6 +301,7 @@ export async function collect(generation: Generation): Promise<CollectedGenerati
   let content = "";
   let reasoning = "";
   const logprobs: TokenLogprob[] = [];
+  const toolCalls: ToolCall[] = [];
   try {
     for (
       let update = await generation.nextUpdate();
@@ -243,11 +312,13 @@ export async function collect(generation: Generation): Promise<CollectedGenerati
         content += update.content;
         reasoning += update.reasoning;
         if (update.logprobs) logprobs.push(...update.logprobs);
+        if (update.toolCalls) accumulateToolCalls(toolCalls, update.toolCalls);
       } else {
         return {
           content,
           reasoning,
           logprobs,
+          toolCalls,
           finishReason: update.finishReason,
           usage: update.usage,
         };

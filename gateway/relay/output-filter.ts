@@ -1,7 +1,7 @@
 /**
  * The hook through which every generated text passes on its way to the client
  * (the output safety scanner plugs in here). A filter sees one text field of
- * one request (`content` or `reasoning`) as it streams: it may hold text back
+ * one request (`content`, `reasoning`, or one call's `arguments`) as it streams: it may hold text back
  * (e.g. a holdback buffer as long as the longest banned phrase), rewrite it,
  * or block, which ends the response with finish_reason `content_filter`.
  */
@@ -22,7 +22,8 @@ export interface OutputFilter {
   end(): FilterStep;
 }
 
-export type TextField = "content" | "reasoning";
+/** `arguments`: one function call's arguments (a filter per call). */
+export type TextField = "content" | "reasoning" | "arguments";
 
 /** Makes the filter for one field of one request; `undefined` lets the text through untouched. */
 export type OutputFilterFactory = (c: Context<AppEnv>, field: TextField) => OutputFilter | undefined;

@@ -33,6 +33,8 @@ export interface SSEOptions {
 
 export const KEEP_ALIVE_COMMENT = ": keep-alive\n\n";
 export const DONE_EVENT = "[DONE]";
+/** The most event data the relay gathers into one write (a few hundred tokens' chunks). */
+const MAX_HELD_CHARS = 16 * 1024;
 
 export function relaySSE(
   c: Context<AppEnv>,
@@ -46,8 +48,7 @@ export function relaySSE(
     /** When the write in progress started; undefined while none waits on the client. */
     let writingSince: number | undefined;
     /**
-     * Writes events in one write to the client: a token's chunks (the role and first content,
-     * or finish, usage and [DONE]) go out together. Event data is JSON or [DONE], never a line
+     * Writes events in one write to the client. Event data is JSON or [DONE], never a line
      * break, so each event is the one `data:` line writeSSE would make.
      */
     const send = async (events: string[]) => {
@@ -76,6 +77,23 @@ export function relaySSE(
       void generation.cancel();
     });
 
+    /**
+     * Chunks of updates that arrived together (one Redis read can carry many tokens of a fast
+     * engine), written in one go once no further update is at hand: a write and a socket send
+     * per burst instead of per token, and no wait added, since nothing more was there to wait for.
+     * At most MAX_HELD_CHARS go in one write, so a slow reader's backlog stays with the events,
+     * where `maxBufferedBytes` bounds it, rather than in ever larger writes.
+     */
+    const held: string[] = [];
+    let heldChars = 0;
+    const hold = (chunk: string) => {
+      held.push(chunk);
+      heldChars += chunk.length;
+    };
+    const flush = () => {
+      heldChars = 0;
+      return send(held.splice(0));
+    };
     try {
       for (
         let update = await generation.nextUpdate();
@@ -84,12 +102,14 @@ export function relaySSE(
       ) {
         if (stream.aborted) break;
         if (update.type === "text") {
-          await send(format.text(update).map((chunk) => JSON.stringify(chunk)));
+          for (const chunk of format.text(update)) hold(JSON.stringify(chunk));
+          if (!generation.updateAtHand || heldChars >= MAX_HELD_CHARS) await flush();
           continue;
         }
-        const last = format.finish(update.finishReason).map((chunk) => JSON.stringify(chunk));
-        if (options.includeUsage) last.push(JSON.stringify(format.usage(update.usage)));
-        await send([...last, DONE_EVENT]);
+        for (const chunk of format.finish(update.finishReason)) hold(JSON.stringify(chunk));
+        if (options.includeUsage) hold(JSON.stringify(format.usage(update.usage)));
+        hold(DONE_EVENT);
+        await flush();
         requestEnd.end({
           status: "completed",
           finishReason: update.finishReason,
@@ -97,7 +117,10 @@ export function relaySSE(
         });
       }
     } catch (err) {
-      if (!stream.aborted) await sendError(stream, err, c.var.log);
+      if (!stream.aborted) {
+        await flush(); // the text before the failure is the client's
+        await sendError(stream, err, c.var.log);
+      }
       requestEnd.end({
         status: "failed",
         failure: err instanceof GatewayError ? err.failure : undefined,

@@ -75,7 +75,41 @@ Deno.test("chat stream: role delta first, content deltas, finish chunk, usage ch
     const usageChunk = chunks.at(-1);
     assert.deepEqual(usageChunk.choices, []);
     const promptTokens = jobs[0].promptTokenIds.length;
-    assert.deepEqual(usageChunk.usage, { prompt_tokens: promptTokens, completion_tokens: 3, total_tokens: promptTokens + 3 });
+    // The worker reported no cached tokens: OpenAI's field is still there, 0.
+    assert.deepEqual(usageChunk.usage, {
+      prompt_tokens: promptTokens,
+      completion_tokens: 3,
+      total_tokens: promptTokens + 3,
+      prompt_tokens_details: { cached_tokens: 0 },
+    });
+  } finally {
+    await g.close();
+  }
+});
+
+Deno.test("tokens that arrive together go out together, whole and in order", async () => {
+  const g = await testGateway("sse-burst");
+  try {
+    await g.heartbeat();
+    const pieces = Array.from({ length: 40 }, (_, i): [string, string] => [`t${i} `, ""]);
+    await g.startWorker(scripted(pieces), { burst: true });
+    const res = await g.post("/v1/chat/completions", chat());
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = "";
+    let writes = 0;
+    for (let r = await reader.read(); !r.done; r = await reader.read()) {
+      text += decoder.decode(r.value);
+      writes++;
+    }
+    const { data } = parseSSE(text);
+    assert.equal(data.at(-1), "[DONE]");
+    const contents = data.slice(0, -1).map((d) => JSON.parse(d).choices[0].delta.content ?? "");
+    assert.equal(contents.join(""), pieces.map(([content]) => content).join(""));
+    assert.equal(contents.length, pieces.length + 2, "role chunk, one per token, finish chunk");
+    // One write per burst the gateway received (Redis may split the 42 events over a few reads),
+    // not one per token.
+    assert.ok(writes <= 5, `${writes} writes for ${data.length} events`);
   } finally {
     await g.close();
   }

@@ -2,8 +2,12 @@
  * OpenAI chat shapes: the `chat.completion` object and `chat.completion.chunk`
  * stream chunks. gpt-oss's analysis channel goes out as `reasoning_content`
  * beside `content` (the field name vLLM and others use for reasoning models).
+ * Function calls are `message.tool_calls`; in a stream, `delta.tool_calls`
+ * entries keyed by `index`: the first for a call carries its id, type and name
+ * with empty arguments, later ones only argument text, which is how the openai
+ * SDKs accumulate them.
  */
-import type { TokenLogprob, Usage } from "../../shared/protocol.ts";
+import type { TokenLogprob, ToolCall, ToolCallDelta, Usage } from "../../shared/protocol.ts";
 import type { ClientFinishReason, CollectedGeneration } from "../relay/generation.ts";
 import { type ChunkFormat, type ResponseMeta, type TextUpdate, toOpenAIUsage } from "./common.ts";
 
@@ -20,7 +24,27 @@ function chatLogprobs(wanted: boolean, logprobs: TokenLogprob[] | undefined) {
   return wanted ? { content: (logprobs ?? []).map(toChatLogprob), refusal: null } : null;
 }
 
+function toOpenAIToolCall(call: ToolCall) {
+  return {
+    id: call.id,
+    type: "function",
+    function: { name: call.name, arguments: call.arguments },
+  };
+}
+
+function toToolCallChunk(delta: ToolCallDelta) {
+  return delta.id === undefined
+    ? { index: delta.index, function: { arguments: delta.arguments } }
+    : {
+      index: delta.index,
+      id: delta.id,
+      type: "function",
+      function: { name: delta.name ?? "", arguments: delta.arguments },
+    };
+}
+
 export function chatCompletion(meta: ResponseMeta, result: CollectedGeneration, logprobs: boolean) {
+  const calls = result.toolCalls.length > 0;
   return {
     id: meta.id,
     object: "chat.completion",
@@ -30,10 +54,12 @@ export function chatCompletion(meta: ResponseMeta, result: CollectedGeneration, 
       index: 0,
       message: {
         role: "assistant",
-        content: result.content,
+        // OpenAI's convention: a message that only calls functions has no content.
+        content: calls && result.content === "" ? null : result.content,
         reasoning_content: result.reasoning === "" ? null : result.reasoning,
         refusal: null,
         annotations: [],
+        ...(calls ? { tool_calls: result.toolCalls.map(toOpenAIToolCall) } : {}),
       },
       logprobs: chatLogprobs(logprobs, result.logprobs),
       finish_reason: result.finishReason,
@@ -78,9 +104,10 @@ export class ChatChunkFormat implements ChunkFormat {
   }
 
   text(update: TextUpdate): object[] {
-    const delta: Record<string, string> = {};
+    const delta: Record<string, unknown> = {};
     if (update.content !== "") delta.content = update.content;
     if (update.reasoning !== "") delta.reasoning_content = update.reasoning;
+    if (update.toolCalls) delta.tool_calls = update.toolCalls.map(toToolCallChunk);
     return [
       ...this.#opening(),
       this.#chunk([{

@@ -16,6 +16,8 @@ export interface OpenAIUsage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** Prompt tokens served from the engine's prefix cache (OpenAI's prompt caching field). */
+  prompt_tokens_details: { cached_tokens: number };
 }
 
 export function toOpenAIUsage(usage: Usage): OpenAIUsage {
@@ -23,6 +25,7 @@ export function toOpenAIUsage(usage: Usage): OpenAIUsage {
     prompt_tokens: usage.promptTokens,
     completion_tokens: usage.completionTokens,
     total_tokens: usage.promptTokens + usage.completionTokens,
+    prompt_tokens_details: { cached_tokens: usage.cachedTokens ?? 0 },
   };
 }
 

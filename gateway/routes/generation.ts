@@ -54,6 +54,8 @@ export function generationHandler(shapes: ResponseShapes, deps: GenerationRouteD
       });
     }
 
+    // The request's signal aborts only when the client goes away: deno.json opts in to Deno's
+    // no-legacy-abort behaviour (the legacy one also aborted it after every successful response).
     const onClientGone = () => {
       requestEnd.end({ status: "cancelled", usage: generation.usage });
       void generation.cancel();

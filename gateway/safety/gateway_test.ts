@@ -275,6 +275,64 @@ Deno.test("output stop: the answer ends before the banned word with finish_reaso
   });
 });
 
+Deno.test("output redact: call arguments are scanned, each call on its own, across pieces", async () => {
+  await withSafetyGateway("safety-out-arguments", async ({ g, chat, setPolicy }) => {
+    await setPolicy({ banned_words: ["secret sauce"] });
+    await g.startWorker(async function* (job: Job) {
+      yield { type: "start", workerId: "w1" };
+      const call = (index: number, args: string, first = false) =>
+        first
+          ? { index, id: `call_${index}`, name: "order", arguments: args }
+          : { index, arguments: args };
+      yield {
+        type: "delta",
+        content: "",
+        reasoning: "",
+        tokens: 1,
+        toolCalls: [call(0, '{"x": "the secr', true)],
+      };
+      yield {
+        type: "delta",
+        content: "",
+        reasoning: "",
+        tokens: 2,
+        toolCalls: [call(0, 'et sauce"}')],
+      };
+      // A second call: the first one's held-back tail goes out before it.
+      yield {
+        type: "delta",
+        content: "",
+        reasoning: "",
+        tokens: 3,
+        toolCalls: [call(1, '{"y": "secret', true)],
+      };
+      yield {
+        type: "done",
+        finishReason: "tool_calls",
+        usage: { promptTokens: job.promptTokenIds.length, completionTokens: 3 },
+      };
+    });
+    const tools = [{ type: "function", function: { name: "order" } }];
+    const whole = await (await chat("order", { tools })).json();
+    assert.deepEqual(
+      whole.choices[0].message.tool_calls.map((c: { function: { arguments: string } }) =>
+        c.function.arguments
+      ),
+      ['{"x": "the ************"}', '{"y": "secret'],
+    );
+    const streamed = await chat("order", { tools, stream: true });
+    const chunks = parseSSE(await streamed.text()).data.slice(0, -1).map((d) => JSON.parse(d));
+    const pieces = chunks.flatMap((c) => c.choices[0]?.delta?.tool_calls ?? []);
+    const joined = [0, 1].map((i) =>
+      pieces.filter((p: { index: number }) => p.index === i).map((
+        p: { function: { arguments: string } },
+      ) => p.function.arguments).join("")
+    );
+    assert.deepEqual(joined, ['{"x": "the ************"}', '{"y": "secret']);
+    assert.equal(chunks.at(-1).choices[0].finish_reason, "tool_calls");
+  });
+});
+
 Deno.test("/v1/moderations answers in OpenAI's shape from the same detectors and tenant lists", async () => {
   await withSafetyGateway("safety-moderations", async ({ g, setPolicy }) => {
     await setPolicy({ banned_words: ["project falcon"] });

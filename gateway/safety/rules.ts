@@ -176,21 +176,34 @@ export class RuleAnchors {
 
   /**
    * For each anchored rule, the ascending positions where its matches may begin (none: no match);
-   * `undefined` when the text cannot be read this way (lowercasing changed its length).
+   * `undefined` when the text cannot be read this way (lowercasing changed its length). Only the
+   * rules whose anchors occur get a list of their own: most texts open few of them, and a list
+   * and map entry for every rule on every request was garbage.
    */
-  startsIn(text: string): ReadonlyMap<CompiledRule, readonly number[]> | undefined {
+  startsIn(text: string): RuleStarts | undefined {
     let lower = text.toLowerCase();
     if (lower.length !== text.length) return undefined;
     // The one character /iu folds to an ASCII letter that toLowerCase leaves alone (long s).
     if (lower.includes("\u017f")) lower = lower.replaceAll("\u017f", "s");
-    const starts: number[][] = this.rules.map(() => []);
+    const starts = new Map<CompiledRule, number[]>();
     for (const m of this.automaton.findAll(lower)) {
-      for (const r of this.rulesOf[m.pattern]) starts[r].push(m.start);
+      for (const r of this.rulesOf[m.pattern]) {
+        const rule = this.rules[r];
+        const list = starts.get(rule);
+        if (list === undefined) starts.set(rule, [m.start]);
+        else list.push(m.start);
+      }
     }
-    for (const s of starts) s.sort((a, b) => a - b);
-    return new Map(this.rules.map((rule, r) => [rule, starts[r]]));
+    for (const s of starts.values()) s.sort((a, b) => a - b);
+    return { get: (rule) => starts.get(rule) ?? NO_STARTS };
   }
 }
+
+/** Where each anchored rule of a view may match in one text (RuleAnchors.startsIn). */
+export interface RuleStarts {
+  get(rule: CompiledRule): readonly number[];
+}
+const NO_STARTS: readonly number[] = Object.freeze([]);
 
 function repetitionFinder(maxUnit: number, minRepeats: number) {
   return (text: string) => {

@@ -13,6 +13,15 @@ import {
 } from "./common.ts";
 import type { GenerationRequest } from "./generation.ts";
 import { outputConstraint, ResponseFormatSchema } from "./response-format.ts";
+import {
+  assistantToolFields,
+  assistantTurn,
+  checkToolReferences,
+  toolMessageSchema,
+  toolRequestFields,
+  toolResultTurn,
+  toolUseOf,
+} from "./tools.ts";
 
 const SUPPORTED_EFFORTS: readonly string[] = ["low", "medium", "high"] satisfies ReasoningEffort[];
 
@@ -44,7 +53,9 @@ const MessageSchema = z.discriminatedUnion("role", [
   z.object({
     role: z.literal("assistant"),
     content: ContentSchema.nullable().optional().transform((c) => c ?? ""),
+    ...assistantToolFields,
   }).strict(),
+  toolMessageSchema(ContentSchema),
 ]);
 
 export const ChatCompletionRequestSchema = z.preprocess(
@@ -52,6 +63,7 @@ export const ChatCompletionRequestSchema = z.preprocess(
   z.object({
     ...commonRequestFields,
     messages: z.array(MessageSchema).min(1),
+    ...toolRequestFields,
     max_completion_tokens: z.number().int().min(1).optional(),
     logprobs: z.boolean().optional(),
     top_logprobs: z.number().int().min(0).max(20).optional(),
@@ -63,6 +75,7 @@ export const ChatCompletionRequestSchema = z.preprocess(
     response_format: ResponseFormatSchema.optional(),
   }).strict().superRefine((req, ctx) => {
     checkStreamOptions(req, ctx);
+    checkToolReferences(req, ctx);
     if (req.top_logprobs !== undefined && req.logprobs !== true) {
       ctx.addIssue({
         code: z.ZodIssueCode.custom,
@@ -75,9 +88,16 @@ export const ChatCompletionRequestSchema = z.preprocess(
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequestSchema>;
 
 export function chatToGeneration(req: ChatCompletionRequest): GenerationRequest {
-  const turns: ChatTurn[] = req.messages.map((m) => ({ role: m.role, content: m.content }));
+  const turns = req.messages.map((m, i): ChatTurn =>
+    m.role === "tool"
+      ? toolResultTurn(m, req.messages.slice(0, i))
+      : m.role === "assistant"
+      ? assistantTurn(m)
+      : { role: m.role, content: m.content }
+  );
   const logprobs = req.logprobs ?? false;
   const constraint = outputConstraint(req.response_format);
+  const tools = toolUseOf(req);
   return {
     ...commonGeneration(req, { logprobs, topLogprobs: logprobs ? req.top_logprobs ?? 0 : 0 }),
     endpoint: "chat",
@@ -85,6 +105,7 @@ export function chatToGeneration(req: ChatCompletionRequest): GenerationRequest 
       kind: "chat",
       turns,
       reasoningEffort: req.reasoning_effort ?? "medium",
+      ...(tools ? { tools } : {}),
       ...(constraint ? { answerOnly: true } : {}),
     },
     maxTokens: req.max_completion_tokens ?? req.max_tokens,

@@ -3,15 +3,24 @@
  * description of a generation. Everything after the validation middleware
  * (safety, token counting, rate limits, admission, enqueue) works on this type.
  */
-import type { ChatTurn, ReasoningEffort } from "../../shared/harmony.ts";
+import type { ChatTurn, FunctionTool, ReasoningEffort } from "../../shared/harmony.ts";
 import type { OutputConstraint, Sampling } from "../../shared/protocol.ts";
+import type { ToolChoice } from "./tools.ts";
+
+/** The functions a chat request offers, and how the model may call them. */
+export interface ToolUse {
+  functions: FunctionTool[];
+  choice: ToolChoice;
+  /** parallel_tool_calls: the model may make several calls in one turn. */
+  parallel: boolean;
+}
 
 export type PromptSource =
   /**
    * A conversation, rendered with the harmony chat template. `answerOnly`: the prompt opens the
    * final channel, so the model writes its answer with no analysis first (structured outputs).
    */
-  | { kind: "chat"; turns: ChatTurn[]; reasoningEffort: ReasoningEffort; answerOnly?: boolean }
+  | { kind: "chat"; turns: ChatTurn[]; reasoningEffort: ReasoningEffort; tools?: ToolUse; answerOnly?: boolean }
   /** Raw text, tokenized without any template. */
   | { kind: "text"; text: string }
   /** Pre-tokenized prompt (completions accept token ids). */

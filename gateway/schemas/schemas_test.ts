@@ -108,16 +108,15 @@ Deno.test("chat: violations name the field path and the right code", () => {
     [{ messages: user }, { code: "invalid_value", param: "model" }],
     [{ model: "m", messages: [] }, { code: "invalid_value", param: "messages" }],
     [{ model: "m", messages: [{ role: "user", content: 5 }] }, { code: "invalid_value", param: "messages[0].content" }],
-    [{ model: "m", messages: [{ role: "tool", content: "x" }] }, { code: "invalid_value", param: "messages[0].role" }],
+    [{ model: "m", messages: [{ role: "function", content: "x" }] }, { code: "invalid_value", param: "messages[0].role" }],
     [
       { model: "m", messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "x" } }] }] },
       { code: "unsupported_value", param: "messages[0].content[0].type" },
     ],
     [
-      { model: "m", messages: [{ role: "assistant", content: "x", tool_calls: [] }] },
-      { code: "unsupported_parameter", param: "messages[0].tool_calls" },
+      { model: "m", messages: [{ role: "assistant", content: "x", audio: { id: "a" } }] },
+      { code: "unsupported_parameter", param: "messages[0].audio" },
     ],
-    [{ model: "m", messages: user, tools: [] }, { code: "unsupported_parameter", param: "tools" }],
     [{ model: "m", messages: user, response_format: { type: "xml" } }, {
       code: "invalid_value",
       param: "response_format.type",

@@ -99,6 +99,7 @@ export function admissionMiddleware(limiter: RateLimiter, options: AdmissionOpti
 
     const cost = request.promptTokens + request.maxTokens;
     const giveUpAt = Date.now() + options.maxSlotWaitMs;
+    // Aborts when the client goes away while it waits for a slot (see deno.json: no-legacy-abort).
     const signal = c.req.raw.signal;
     let result = await needingRedis(() => limiter.admit(policy, key.id, cost));
     for (let waited = false; !result.admitted && result.reason === "concurrency"; waited = true) {

@@ -44,6 +44,8 @@ typedef struct {
   int32_t block_size;             /* tokens per KV block; 0 = default (16) */
   int32_t token_mask_timeout_ms;  /* how long sampling waits for a constrained request's token mask
                                      before ending it with GPTOSS_FINISH_MASK_TIMEOUT; 0 = 10000 */
+  int32_t disable_prefix_caching; /* 0 = default: a prompt's full KV blocks are kept (LRU) and reused
+                                     by later requests with the same prefix and cache_salt; 1 = off */
 } gptoss_engine_config;
 
 #define GPTOSS_MAX_TOP_LOGPROBS 20
@@ -70,6 +72,8 @@ typedef struct {
   int32_t n_prompt;
   gptoss_sampling sampling;
   const char* fairness_key;       /* tenant id: waiting sequences are admitted fairly across keys; may be NULL */
+  const char* cache_salt;         /* prefix caching: only requests with equal salts share cached KV
+                                     (pass the tenant id); NULL = "" */
 } gptoss_request;
 
 typedef enum {
@@ -89,6 +93,8 @@ typedef struct {
   int32_t top_ids[GPTOSS_MAX_TOP_LOGPROBS];
   float top_logprobs[GPTOSS_MAX_TOP_LOGPROBS];
   int32_t finish;                 /* gptoss_finish */
+  int32_t cached_tokens;          /* prompt tokens whose KV came from the prefix cache (OpenAI's
+                                     usage.prompt_tokens_details.cached_tokens) */
 } gptoss_event;
 
 /* Called on the engine thread once per step with every event of that step. */
@@ -105,6 +111,10 @@ typedef struct {
   int32_t last_batch_size;        /* sequences in the last step */
   uint64_t device_memory_used;    /* bytes; 0 on cpu */
   uint64_t device_memory_total;
+  uint64_t prefix_cache_queried_tokens; /* prompt tokens looked up in the prefix cache (once per request) */
+  uint64_t prefix_cache_hit_tokens;     /* of those, tokens whose KV was reused */
+  int32_t prefix_cache_blocks;          /* KV blocks findable in the prefix cache, in use or not */
+  uint64_t prefix_cache_evictions;      /* cached blocks given up for new KV */
 } gptoss_stats;
 
 typedef struct {

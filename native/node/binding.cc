@@ -4,7 +4,7 @@
 //                                 per engine step with that step's events
 //   createEngine(options, onStep) the same, resolved once the model is loaded
 //                                 off the JS thread
-//   submit(promptTokenIds, sampling, fairnessKey?) -> id
+//   submit(promptTokenIds, sampling, fairnessKey?, cacheSalt?) -> id
 //   cancel(id) -> boolean;  stats() -> object;  modelInfo;  close() -> Promise
 //
 // Events cross threads through one thread-safe function: the engine thread
@@ -84,6 +84,13 @@ bool has_field(const Napi::Object& obj, const char* key) {
   return obj.Has(key) && !obj.Get(key).IsUndefined();
 }
 
+// A string argument that may be left out (undefined or null).
+std::optional<std::string> optional_string(const Napi::Value& value, const char* name) {
+  if (value.IsString()) return value.As<Napi::String>().Utf8Value();
+  if (!value.IsUndefined() && !value.IsNull()) throw_invalid(value.Env(), std::string(name) + " must be a string");
+  return std::nullopt;
+}
+
 // Token ids from an Int32Array or an array of integers.
 std::vector<int32_t> token_ids(Napi::Env env, Napi::Value value, const char* name) {
   if (value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
@@ -150,6 +157,8 @@ Napi::Object event_object(Napi::Env env, const gptoss_event& e, bool with_logpro
     o.Set("top", top);
   }
   if (e.finish != GPTOSS_FINISH_NONE) o.Set("finish", Napi::String::New(env, finish_name(e.finish)));
+  // Only on prefix-cache hits: most events carry none, and this is per token.
+  if (e.cached_tokens > 0) o.Set("cachedTokens", Napi::Number::New(env, e.cached_tokens));
   return o;
 }
 
@@ -216,6 +225,10 @@ Napi::Object stats_object(Napi::Env env, const gptoss_stats& s) {
   set("lastBatchSize", s.last_batch_size);
   set("deviceMemoryUsed", static_cast<double>(s.device_memory_used));
   set("deviceMemoryTotal", static_cast<double>(s.device_memory_total));
+  set("prefixCacheQueriedTokens", static_cast<double>(s.prefix_cache_queried_tokens));
+  set("prefixCacheHitTokens", static_cast<double>(s.prefix_cache_hit_tokens));
+  set("prefixCacheBlocks", s.prefix_cache_blocks);
+  set("prefixCacheEvictions", static_cast<double>(s.prefix_cache_evictions));
   return o;
 }
 
@@ -264,6 +277,11 @@ EngineConfig read_config(Napi::Env env, Napi::Value value) {
   cfg.num_threads = int_field(o, "options", "numThreads");
   cfg.block_size = has_field(o, "blockSize") ? int_field(o, "options", "blockSize") : 0;
   cfg.token_mask_timeout_ms = has_field(o, "tokenMaskTimeoutMs") ? int_field(o, "options", "tokenMaskTimeoutMs") : 0;
+  if (has_field(o, "enablePrefixCaching")) {
+    const Napi::Value enable = o.Get("enablePrefixCaching");
+    if (!enable.IsBoolean()) throw_invalid(env, "options.enablePrefixCaching must be a boolean");
+    cfg.disable_prefix_caching = enable.As<Napi::Boolean>().Value() ? 0 : 1;
+  }
   return config;
 }
 
@@ -360,13 +378,10 @@ class EngineBinding : public Napi::ObjectWrap<EngineBinding> {
     req.prompt = prompt.data();
     req.n_prompt = static_cast<int32_t>(prompt.size());
     req.sampling = read_sampling(env, info[1], stop_ids);
-    std::string key;
-    if (info[2].IsString()) {
-      key = info[2].As<Napi::String>();
-      req.fairness_key = key.c_str();
-    } else if (!info[2].IsUndefined() && !info[2].IsNull()) {
-      throw_invalid(env, "fairnessKey must be a string");
-    }
+    const std::optional<std::string> key = optional_string(info[2], "fairnessKey");
+    const std::optional<std::string> salt = optional_string(info[3], "cacheSalt");
+    if (key) req.fairness_key = key->c_str();
+    if (salt) req.cache_salt = salt->c_str();
     uint64_t id = 0;
     char err[512];
     const int status = gptoss_submit(engine_, &req, &id, err, sizeof err);

@@ -205,6 +205,50 @@ describe("NativeEngine", () => {
   });
 });
 
+describe("NativeEngine prefix cache", () => {
+  /** Runs one greedy request under `salt`; resolves to its events. */
+  function turn(engine: NativeEngine, prompt: number[], salt: string): Promise<EngineTokenEvent[]> {
+    return new Promise((resolve) => {
+      const all: EngineTokenEvent[] = [];
+      engine.submit(prompt, sampling({ maxTokens: 4 }), (events) => {
+        all.push(...events);
+        if (events[events.length - 1].finish) resolve(all);
+      }, salt, salt);
+    });
+  }
+  const system = promptOf(64, 3);
+  const conversation = (which: number) => [...system, ...promptOf(5, 10 + which)];
+
+  it("reuses a salt's cached prefix, reports it per event and in stats, and changes no token", async () => {
+    const cached = new NativeEngine(options({ blockSize: 16 }));
+    const uncached = new NativeEngine(options({ blockSize: 16, enablePrefixCaching: false }));
+    try {
+      await turn(cached, conversation(0), "tenant-a");
+      const hit = await turn(cached, conversation(1), "tenant-a");
+      assert.ok(hit.every((e) => e.cachedTokens === 64), "every event of a hit carries its cached tokens");
+      const other = await turn(cached, conversation(1), "tenant-b");
+      assert.ok(other.every((e) => e.cachedTokens === undefined), "another salt hits nothing");
+      const stats = cached.stats();
+      assert.equal(stats.prefixCacheQueriedTokens, 3 * 69);
+      assert.equal(stats.prefixCacheHitTokens, 64);
+      assert.ok(stats.prefixCacheBlocks > 0);
+
+      await turn(uncached, conversation(0), "tenant-a");
+      const miss = await turn(uncached, conversation(1), "tenant-a");
+      assert.ok(miss.every((e) => e.cachedTokens === undefined));
+      assert.deepEqual(tokens(miss), tokens(hit));
+      assert.equal(uncached.stats().prefixCacheBlocks, 0);
+    } finally {
+      await Promise.all([cached.close(), uncached.close()]);
+    }
+    assertEngineError(
+      () => new NativeEngine({ ...options(), enablePrefixCaching: "yes" as unknown as boolean }),
+      "invalid_argument",
+      /enablePrefixCaching/,
+    );
+  });
+});
+
 describe("NativeEngine lifecycle", () => {
   it("cancels mid-prefill and frees its blocks", async () => {
     const engine = new NativeEngine(options({ maxNumSeqs: 4, maxBatchedTokens: 4 })); // 480 prompt tokens: 120 steps

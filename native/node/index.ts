@@ -24,7 +24,7 @@ interface AddonEvent extends EngineTokenEvent {
 
 interface AddonEngine {
   readonly modelInfo: ModelInfo;
-  submit(prompt: Int32Array | number[], sampling: EngineSampling, fairnessKey?: string): number;
+  submit(prompt: Int32Array | number[], sampling: EngineSampling, fairnessKey?: string, cacheSalt?: string): number;
   cancel(id: number): boolean;
   setTokenMask(id: number, position: number, mask: Int32Array | Uint32Array): void;
   stats(): EngineStats;
@@ -120,9 +120,10 @@ export class NativeEngine implements Engine {
     sampling: EngineSampling,
     onEvents: (events: EngineTokenEvent[]) => void,
     fairnessKey?: string,
+    cacheSalt?: string,
   ): number {
     const prompt = promptTokenIds instanceof Int32Array ? promptTokenIds : Array.from(promptTokenIds);
-    const id = this.#engine.submit(prompt, sampling, fairnessKey);
+    const id = this.#engine.submit(prompt, sampling, fairnessKey, cacheSalt);
     // Events for `id` arrive on this thread through a later callback, never before this line.
     this.#dispatcher.listen(id, onEvents);
     return id;

@@ -19,6 +19,8 @@ export interface EngineOptions {
   blockSize?: number;
   /** How long sampling waits for a constrained request's token mask (default 10000). */
   tokenMaskTimeoutMs?: number;
+  /** Reuse the KV of prompt prefixes seen before with the same cache salt (default true). */
+  enablePrefixCaching?: boolean;
 }
 
 export interface EngineSampling {
@@ -46,6 +48,8 @@ export interface EngineTokenEvent {
   logprob?: number;
   top?: { token: number; logprob: number }[];
   finish?: EngineFinish;
+  /** Prompt tokens whose KV came from the prefix cache; absent when none. */
+  cachedTokens?: number;
 }
 
 export interface EngineStats {
@@ -59,6 +63,12 @@ export interface EngineStats {
   lastBatchSize: number;
   deviceMemoryUsed: number;
   deviceMemoryTotal: number;
+  /** Prompt tokens looked up in the prefix cache, once per request, and how many were found. */
+  prefixCacheQueriedTokens: number;
+  prefixCacheHitTokens: number;
+  /** KV blocks findable in the prefix cache (in use or not), and cached blocks given up for new KV. */
+  prefixCacheBlocks: number;
+  prefixCacheEvictions: number;
 }
 
 export interface ModelInfo {
@@ -92,6 +102,8 @@ export interface Engine {
     sampling: EngineSampling,
     onEvents: (events: EngineTokenEvent[]) => void,
     fairnessKey?: string,
+    /** Only requests with equal salts share cached prompt prefixes: the tenant. */
+    cacheSalt?: string,
   ): number;
   /**
    * Constrained decoding: the tokens request `id` may sample as its `position`-th generated token

@@ -14,12 +14,21 @@
 #    whole-model checks against the CPU runner: a small model with head_dim 64,
 #    models of 20b width and growing depth, then the 20b checkpoint; and
 #    against transformers' GptOssForCausalLM (hf_compare.py);
+#    the teacher-forced per-layer check (gptoss-cuda-layer-check): every CUDA
+#    layer fed the CPU reference's input, on the small model and then all 24
+#    layers of the 20b checkpoint (prompts of 100, 1000 and 4500 tokens in one
+#    step plus 4 decode steps; 160 sequences decoding together) - the gate
+#    every speed figure of the call is read against;
 # 5. benchmarks at the 20b shape: GPU-generated weights (the full table), and
 #    the checkpoint through the loader (load time, batch 1, prefill 512);
 # 6. torch's bf16 matmul at the same shapes, the dense-product ceiling;
+# 7. prefix caching (gptoss-cli --shared-prefix/--warm-up): greedy tokens
+#    with and without caching on the small model; at the 20b shape, TTFT of a
+#    2048-token shared prompt + 50-token turn cold vs warm, and 32 such
+#    conversations at once with caching on and off (output tokens/s);
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b" leaves out those stages; GPTOSS_JOBS sets build parallelism.
+# loader model20b layers prefix" leaves out those stages; GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -36,15 +45,27 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --f
 nvcc --version | tail -1
 
 step "build"
-cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" >"$out/build.log" 2>&1 &&
+# GPTOSS_CUBLASLT=OFF builds the own tiled kernel for the dense products; a
+# cuBLASLt build that fails is retried that way below.
+configure() {
+  cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" \
+    -DGPTOSS_CUBLASLT="$1" >>"$out/build.log" 2>&1
+}
+configure "${GPTOSS_CUBLASLT:-ON}" &&
   cmake --build "$build" -j"${GPTOSS_JOBS:-$(nproc)}" --target gptoss-gen-model >>"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 # The 20b checkpoint (about 13.7 GB) is written while the rest builds.
 gen_pid=
-if want bench || want loader || want model20b || want cli20b; then
+if want bench || want loader || want model20b || want cli20b || want layers || want prefix; then
   ( time "$build/gptoss-gen-model" --preset 20b --out "$models/20b" ) >"$out/gen20b.log" 2>&1 &
   gen_pid=$!
 fi
-cmake --build "$build" -j"${GPTOSS_JOBS:-$(nproc)}" >>"$out/build.log" 2>&1 || { grep -E "error" -A3 "$out/build.log" | head -40; exit 1; }
+if ! cmake --build "$build" -j"${GPTOSS_JOBS:-$(nproc)}" >>"$out/build.log" 2>&1; then
+  grep -E "error" -A3 "$out/build.log" | head -40
+  echo "build failed; again with -DGPTOSS_CUBLASLT=OFF (the own tiled kernel)"
+  configure OFF && cmake --build "$build" -j"${GPTOSS_JOBS:-$(nproc)}" >>"$out/build.log" 2>&1 ||
+    { grep -E "error" -A3 "$out/build.log" | tail -40; exit 1; }
+fi
+grep -h "gptoss: dense" "$out/build.log" | tail -1 | tee -a "$out/device.txt"
 tools="$build/src/backend/cuda"
 [ -x "$tools/gptoss-cuda-bench" ] || { echo "CUDA backend not built (no CUDA compiler found?)"; exit 1; }
 echo "built"
@@ -66,8 +87,35 @@ if want modelsmall; then
   timeout 60 "$tools/gptoss-cuda-model-check" --model "$small" --steps 32 2>&1 | tee "$out/model_check_small.log" || status=1
 fi
 
+if want layers; then
+  step "teacher-forced layer check (small model, every position)"
+  timeout 120 "$tools/gptoss-cuda-layer-check" --model "$small" --prompts 40,300 --decode 4 --dense 400 \
+    >"$out/layer_check_small.log" 2>&1 || status=1
+  grep -E "FAIL|^layer check|layer-check:" "$out/layer_check_small.log"
+fi
+
 step "engine over the CUDA runner (small model): batch invariance, preemption"
 timeout 180 "$tools/gptoss-cuda-engine-check" --model "$small" 2>&1 | tee "$out/engine_check.log" || status=1
+
+# Greedy agreement of two gptoss-cli logs (lines "request i (finish): t t t ..."): agreement LABEL A B
+agreement() {
+  python3 - "$@" <<'EOF'
+import sys
+label, first, second = sys.argv[1:4]
+def outputs(path):  # "request i (finish): t t t ..." -> [[t, ...], ...]
+    return [line.split(":", 1)[1].split() for line in open(path) if line.startswith("request ")]
+a, b = outputs(first), outputs(second)
+if not a or len(a) != len(b):
+    sys.exit(f"{label}: no comparable outputs ({len(a)} and {len(b)})")
+def agreed(x, y):  # tokens before the first difference
+    return next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+same = sum(x == y for x, y in zip(a, b))
+prefix = sum(agreed(x, y) for x, y in zip(a, b))
+total = sum(len(y) for y in b)
+print(f"{label}: {same}/{len(b)} prompts identical, "
+      f"{prefix}/{total} tokens before the first difference ({100 * prefix / total:.1f} %)")
+EOF
+}
 
 if want cli; then
   step "gptoss-cli greedy tokens, --backend cuda vs cpu (small model, 8 prompts together)"
@@ -76,21 +124,8 @@ if want cli; then
       --max-model-len 512 >"$out/cli_small_$backend.log" 2>&1 || { status=1; tail -3 "$out/cli_small_$backend.log"; }
   done
   tail -1 "$out/cli_small_cuda.log"
-  python3 - "$out/cli_small_cuda.log" "$out/cli_small_cpu.log" <<'EOF' 2>&1 | tee "$out/cli_agreement.log"
-import sys
-def outputs(path):  # "request i (finish): t t t ..." -> [[t, ...], ...]
-    return [line.split(":", 1)[1].split() for line in open(path) if line.startswith("request ")]
-cuda, cpu = outputs(sys.argv[1]), outputs(sys.argv[2])
-if not cuda or len(cuda) != len(cpu):
-    sys.exit(f"cli greedy agreement: no comparable outputs ({len(cuda)} cuda, {len(cpu)} cpu)")
-def agreed(a, b):  # tokens before the first difference
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-same = sum(a == b for a, b in zip(cuda, cpu))
-prefix = sum(agreed(a, b) for a, b in zip(cuda, cpu))
-total = sum(len(b) for b in cpu)
-print(f"cli greedy agreement cuda vs cpu: {same}/{len(cpu)} prompts identical, "
-      f"{prefix}/{total} tokens before the first difference ({100 * prefix / total:.1f} %)")
-EOF
+  agreement "cli greedy agreement cuda vs cpu" "$out/cli_small_cuda.log" "$out/cli_small_cpu.log" 2>&1 |
+    tee "$out/cli_agreement.log"
 fi
 
 if want memcheck; then
@@ -118,6 +153,15 @@ if want hfsmall; then
 fi
 
 [ -n "$gen_pid" ] && wait "$gen_pid" && cat "$out/gen20b.log"
+if want layers; then
+  step "teacher-forced layer check, 20b checkpoint, all 24 layers (prompts 100, 1000, 4500; decode batch 160)"
+  if ! timeout 300 "$tools/gptoss-cuda-layer-check" --model "$models/20b" --prompts 100,1000,4500 --decode 4 \
+    >"$out/layer_check_20b.log" 2>&1; then
+    status=1
+    echo "LAYER CHECK GATE FAILED: read the speed figures of this call as unverified" | tee -a "$out/layer_check_20b.log"
+  fi
+  grep -E "FAIL|^(sequence|layer check)|layer-check:|GATE" "$out/layer_check_20b.log"
+fi
 if want cli20b; then
   step "engine through gptoss-cli at the 20b shape (checkpoint, --backend cuda, KV from GPU memory)"
   for batch in 1 64; do
@@ -158,12 +202,38 @@ if want model20b; then
   timeout 240 python3 "$here/scripts/hf_compare.py" --model "$models/20b" --dump "$models/20b.dump" --dtype bfloat16 2>&1 | grep -v Warning | tee "$out/hf_20b.log"
 fi
 
+if want prefix; then
+  step "prefix caching: greedy tokens on vs off (small model), TTFT and 32 conversations at the 20b shape"
+  for caching in enable no-enable; do
+    timeout 60 "$build/gptoss-cli" --model "$small" --backend cuda --shared-prefix 256 --random-prompt 40 --warm-up prefix \
+      --batch 8 --max-tokens 32 --max-model-len 512 --$caching-prefix-caching >"$out/prefix_small_$caching.log" 2>&1 ||
+      { status=1; tail -3 "$out/prefix_small_$caching.log"; }
+  done
+  tail -1 "$out/prefix_small_enable.log"
+  agreement "prefix cache greedy agreement on vs off (cuda, small)" "$out/prefix_small_enable.log" \
+    "$out/prefix_small_no-enable.log" 2>&1 | tee "$out/prefix.log"
+  # Each run loads the checkpoint; both kinds warm the engine up first, cold with an unrelated prompt.
+  big=(--model "$models/20b" --backend cuda --shared-prefix 2048 --random-prompt 50 --max-model-len 4096
+       --max-batched-tokens 8192 --quiet --json)
+  for rep in 1 2 3; do
+    echo "ttft cold $(timeout 120 "$build/gptoss-cli" "${big[@]}" --max-tokens 1 --warm-up unrelated 2>&1 | tail -1)"
+    echo "ttft warm $(timeout 120 "$build/gptoss-cli" "${big[@]}" --max-tokens 1 --warm-up prefix 2>&1 | tail -1)"
+  done >"$out/prefix_ttft.log"
+  for caching in enable no-enable; do
+    echo "batch32 $caching $(timeout 240 "$build/gptoss-cli" "${big[@]}" --batch 32 --max-num-seqs 32 --max-tokens 128 \
+      --warm-up prefix --$caching-prefix-caching 2>&1 | tail -1)"
+  done >"$out/prefix_batch.log"
+  python3 "$here/scripts/prefix_cache_report.py" "$out/prefix_ttft.log" "$out/prefix_batch.log" 2>&1 | tee -a "$out/prefix.log"
+fi
+
 step "summary"
 {
   grep -h -E "FAIL|checks:|greedy continuations|identical" "$out"/kernel_check.log "$out"/model_check_*.log "$out"/engine_check.log 2>/dev/null
+  grep -h "gptoss: dense" "$out/device.txt" 2>/dev/null
+  grep -h -E "^layer check|GATE" "$out"/layer_check_small.log "$out"/layer_check_20b.log 2>/dev/null
   grep -h -E "ERROR SUMMARY|memcheck exit" "$out/memcheck.log" 2>/dev/null
-  cat "$out/cli_agreement.log" "$out/cli_20b.log" 2>/dev/null
-  grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|gemv|load checkpoint|weights GB)" "$out/bench_random.log" 2>/dev/null
+  cat "$out/cli_agreement.log" "$out/cli_20b.log" "$out/prefix.log" 2>/dev/null
+  grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|cublaslt|gemv|load checkpoint|weights GB)" "$out/bench_random.log" 2>/dev/null
   grep -h -E "^(load checkpoint|decode batch 1 tok/s)" "$out/bench_loaded.log" 2>/dev/null | sed 's/^/[loaded] /'
   grep -h "torch" "$out/torch.log" 2>/dev/null
   cat "$out/depth.log" 2>/dev/null

@@ -1,8 +1,9 @@
 // The engine through the C API on the real CPU runner and a generated tiny
 // model: batch invariance, preemption under a small KV cache, cancellation,
-// every validation error, backend selection.
+// every validation error, backend selection, prefix caching changing no bit.
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <thread>
 
 #include "gptoss.h"
@@ -58,6 +59,7 @@ struct EngineHandle {
     req.n_prompt = static_cast<int32_t>(prompt.size());
     req.sampling = sampling;
     req.fairness_key = key;
+    req.cache_salt = key;
     uint64_t id = 0;
     char err[512];
     if (gptoss_submit(engine, &req, &id, err, sizeof err) != GPTOSS_OK) {
@@ -267,6 +269,53 @@ TEST(engine_creation_errors_name_the_problem) {
   CHECK_EQ(create_status([](Cfg& c) { c.model_dir = "/nonexistent/model"; }, "/nonexistent/model"), GPTOSS_ERR_MODEL);
   CHECK_EQ(create_status([](Cfg& c) { c.max_num_seqs = 0; }, "max_num_seqs"), GPTOSS_ERR_INVALID_ARGUMENT);
   CHECK_EQ(create_status([](Cfg& c) { c.kv_cache_bytes = 1000; }, "kv_cache_bytes"), GPTOSS_ERR_CAPACITY);
+}
+
+// A shared 100-token "system prompt", then a turn of `turn` tokens of its own.
+std::vector<int32_t> conversation(int32_t turn, int32_t which) {
+  std::vector<int32_t> p = prompt_of_length(100, 9);
+  const std::vector<int32_t> own = prompt_of_length(turn, 100 + which);
+  p.insert(p.end(), own.begin(), own.end());
+  return p;
+}
+
+TEST(prefix_caching_changes_no_bit_of_greedy_tokens_or_logprobs) {
+  gptoss_sampling s = greedy(8);
+  s.top_logprobs = 5;
+  // Block size 4: the sliding window (16) spans several blocks at the reuse point.
+  auto run_all = [&](bool caching, std::vector<int32_t>* cached) {
+    gptoss_engine_config cfg = base_config();
+    cfg.block_size = 4;
+    cfg.max_batched_tokens = 64;  // the shared prompt is computed over two chunks
+    cfg.disable_prefix_caching = caching ? 0 : 1;
+    EngineHandle h(cfg);
+    std::vector<std::vector<gptoss_event>> out;
+    // One after another (each later one hits), then four at once.
+    for (int32_t i = 0; i < 3; ++i) out.push_back(h.events.wait_finished(h.submit(conversation(3 + i, i), s, "t")));
+    std::vector<uint64_t> ids;
+    for (int32_t i = 3; i < 7; ++i) ids.push_back(h.submit(conversation(3 + i, i), s, "t"));
+    for (uint64_t id : ids) out.push_back(h.events.wait_finished(id));
+    for (const auto& ev : out) cached->push_back(ev.back().cached_tokens);
+    return out;
+  };
+  std::vector<int32_t> cached_on, cached_off;
+  const auto with = run_all(true, &cached_on);
+  const auto without = run_all(false, &cached_off);
+  CHECK_EQ(with.size(), without.size());
+  for (size_t r = 0; r < with.size() && r < without.size(); ++r) {
+    CHECK_EQ(with[r].size(), without[r].size());
+    for (size_t i = 0; i < with[r].size() && i < without[r].size(); ++i) {
+      const gptoss_event& a = with[r][i];
+      const gptoss_event& b = without[r][i];
+      CHECK_EQ(a.token, b.token);
+      CHECK(std::memcmp(&a.logprob, &b.logprob, sizeof a.logprob) == 0);
+      CHECK(std::memcmp(a.top_logprobs, b.top_logprobs, sizeof a.top_logprobs) == 0);
+      CHECK(std::memcmp(a.top_ids, b.top_ids, sizeof a.top_ids) == 0);
+    }
+    CHECK_EQ(cached_off[r], 0);
+  }
+  CHECK_EQ(cached_on[0], 0);
+  for (size_t r = 1; r < cached_on.size(); ++r) CHECK_EQ(cached_on[r], 100);  // 25 blocks of 4
 }
 
 TEST(model_info_and_logprobs_from_the_real_model) {

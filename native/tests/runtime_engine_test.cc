@@ -70,18 +70,6 @@ class DeviceTraceRunner : public TraceRunner {
   std::vector<float> logits_;
 };
 
-struct Harness {
-  explicit Harness(const EngineOptions& options = small_options(),
-                   std::unique_ptr<TraceRunner> owned = std::make_unique<TraceRunner>()) {
-    runner = owned.get();
-    engine = std::make_unique<Engine>(std::move(owned), options,
-                                      [this](const gptoss_event* e, size_t n) { events.on_events(e, n); });
-  }
-  TraceRunner* runner;
-  EventCollector events;
-  std::unique_ptr<Engine> engine;  // last: stopped before the collector goes
-};
-
 // A Harness over a DeviceTraceRunner, with a handle on that runner.
 struct DeviceHarness {
   explicit DeviceHarness(const EngineOptions& options = small_options())
@@ -107,23 +95,6 @@ std::vector<int32_t> prompt_of_length(int32_t n, int32_t salt) {
   return p;
 }
 
-// What a sequence must generate: the same sampler over logits computed from
-// the whole token sequence directly, with no cache and no batching.
-std::vector<int32_t> reference_output(const Request& r) {
-  Sampler sampler(kVocab);
-  std::vector<int32_t> tokens = r.prompt;
-  std::unordered_map<int32_t, int32_t> counts;
-  std::vector<int32_t> out;
-  for (int32_t i = 0; i < r.sampling.max_tokens; ++i) {
-    const std::vector<float> logits = TraceRunner::reference_logits(tokens);
-    const int32_t t = sampler.sample(logits.data(), r.sampling, counts, i).token;
-    out.push_back(t);
-    tokens.push_back(t);
-    ++counts[t];
-  }
-  return out;
-}
-
 std::vector<Request> mixed_requests(int n, bool sampled) {
   std::vector<Request> reqs;
   for (int i = 0; i < n; ++i) {
@@ -142,7 +113,7 @@ std::vector<Request> mixed_requests(int n, bool sampled) {
 
 TEST(batched_chunked_output_equals_the_uncached_reference) {
   for (bool sampled : {false, true}) {
-    Harness h;
+    Harness h(small_options());
     const std::vector<Request> reqs = mixed_requests(16, sampled);
     std::vector<uint64_t> ids;
     for (const Request& r : reqs) ids.push_back(h.engine->submit(r));
@@ -169,7 +140,7 @@ TEST(batched_chunked_output_equals_the_uncached_reference) {
 }
 
 TEST(events_arrive_in_one_batch_per_step) {
-  Harness h;
+  Harness h(small_options());
   std::atomic<bool> submitted{false};
   h.runner->before_forward = [&](const BatchPlan&) {
     while (!submitted) std::this_thread::yield();
@@ -199,17 +170,13 @@ TEST(small_kv_cache_preempts_and_still_gives_the_reference_output) {
   const gptoss_stats start = h.engine->stats();
   CHECK(start.kv_blocks_total <= 20);
   std::vector<Request> reqs;
-  std::vector<uint64_t> ids;
   for (int i = 0; i < 8; ++i) {
     Request r = make_request(prompt_of_length(10 + i, i), 12);
     r.sampling.temperature = i % 2 ? 0.8f : 0.0f;
     r.sampling.seed = i;
     reqs.push_back(r);
-    ids.push_back(h.engine->submit(r));
   }
-  for (size_t i = 0; i < reqs.size(); ++i) {
-    CHECK(tokens_of(h.events.wait_finished(ids[i])) == reference_output(reqs[i]));
-  }
+  check_outputs_together(h, reqs);
   CHECK_EQ(h.engine->stats().kv_blocks_used, 0);
   CHECK(first_chunks > 8);  // some sequences were preempted and admitted again
 }
@@ -227,7 +194,7 @@ TEST(request_that_can_never_fit_is_rejected_at_submit) {
 }
 
 TEST(cancel_mid_prefill_and_mid_decode) {
-  Harness h;
+  Harness h(small_options());
   std::atomic<uint64_t> prefill_id{0}, decode_id{0};
   std::atomic<bool> submitted{false};
   // Cancel from inside the step loop at exact points: while the 30-token prompt
@@ -304,7 +271,7 @@ TEST(waiting_requests_are_admitted_round_robin_across_fairness_keys) {
 }
 
 TEST(stop_token_ends_generation_and_is_emitted) {
-  Harness h;
+  Harness h(small_options());
   Request r = make_request(prompt_of_length(6, 3), 20);
   const std::vector<int32_t> expected = reference_output(r);
   r.sampling.stop_token_ids = {expected[3]};
@@ -325,7 +292,7 @@ TEST(max_model_len_ends_generation_with_length) {
 }
 
 TEST(events_carry_logprobs_when_asked) {
-  Harness h;
+  Harness h(small_options());
   Request r = make_request({3, 4}, 3);
   r.sampling.top_logprobs = 5;
   const std::vector<gptoss_event> ev = h.events.wait_finished(h.engine->submit(r));
@@ -340,7 +307,7 @@ TEST(events_carry_logprobs_when_asked) {
 }
 
 TEST(forward_failure_ends_the_batch_with_error_and_the_engine_keeps_serving) {
-  Harness h;
+  Harness h(small_options());
   std::atomic<bool> fail_next{true};
   h.runner->before_forward = [&](const BatchPlan&) {
     if (fail_next.exchange(false)) throw std::runtime_error("simulated device failure");
@@ -376,7 +343,7 @@ TEST(destroy_cancels_everything_unfinished) {
 }
 
 TEST(invalid_requests_are_rejected_with_a_status) {
-  Harness h;
+  Harness h(small_options());
   const float nan = std::numeric_limits<float>::quiet_NaN();
   auto with = [](auto mutate) {
     Request r = make_request({1, 2}, 4);

@@ -16,7 +16,7 @@ constexpr int32_t kWindow = 8;
 KvCacheManager make_manager(int32_t full_blocks, int32_t sliding_blocks) {
   const int32_t blocks[kNumAttnKinds] = {full_blocks, sliding_blocks};
   const bool used[kNumAttnKinds] = {true, true};
-  return KvCacheManager(kBlock, blocks, used, kWindow);
+  return KvCacheManager(kBlock, blocks, used, kWindow, /*prefix_caching=*/false);
 }
 
 }  // namespace
@@ -92,7 +92,7 @@ TEST(peak_blocks_bounds_a_lone_sequence) {
 TEST(kind_without_layers_is_skipped) {
   const int32_t blocks[kNumAttnKinds] = {10, 0};
   const bool used[kNumAttnKinds] = {true, false};
-  KvCacheManager kv(kBlock, blocks, used, 0);
+  KvCacheManager kv(kBlock, blocks, used, 0, /*prefix_caching=*/false);
   CHECK_EQ(kv.max_allocatable(1, 0, 40), 40);
   kv.allocate(1, 0, 40);
   CHECK(kv.table(1, AttnKind::Sliding).empty());

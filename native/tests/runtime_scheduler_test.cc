@@ -1,5 +1,6 @@
 // Scheduler: chunked prefill under the token budget, decodes first,
-// admission limits, preemption of the youngest sequence, fairness.
+// admission limits, preemption of the youngest sequence, fairness, prefix-cache
+// hits at admission.
 #include "runtime/scheduler.h"
 
 #include <memory>
@@ -13,19 +14,20 @@ namespace {
 constexpr int32_t kBlock = 4;
 
 struct Fixture {
-  Fixture(int32_t full_blocks, int32_t max_num_seqs, int32_t max_batched_tokens, int32_t sliding_blocks = 1000)
-      : kv(make_kv(full_blocks, sliding_blocks)),
+  Fixture(int32_t full_blocks, int32_t max_num_seqs, int32_t max_batched_tokens, int32_t sliding_blocks = 1000,
+          bool prefix_caching = false)
+      : kv(make_kv(full_blocks, sliding_blocks, prefix_caching)),
         scheduler(SchedulerLimits{max_num_seqs, max_batched_tokens}, kv, std::make_unique<FairRequestQueue>()) {}
 
-  static KvCacheManager make_kv(int32_t full_blocks, int32_t sliding_blocks) {
+  static KvCacheManager make_kv(int32_t full_blocks, int32_t sliding_blocks, bool prefix_caching) {
     const int32_t blocks[kNumAttnKinds] = {full_blocks, sliding_blocks};
     const bool used[kNumAttnKinds] = {true, true};
-    return KvCacheManager(kBlock, blocks, used, 8);
+    return KvCacheManager(kBlock, blocks, used, 8, prefix_caching);
   }
 
-  Sequence* add(uint64_t id, int32_t prompt_len, const std::string& key = "") {
+  Sequence* add(uint64_t id, int32_t prompt_len, const std::string& key = "", int32_t token = 7) {
     Request r;
-    r.prompt.assign(prompt_len, 7);
+    r.prompt.assign(prompt_len, token);
     r.fairness_key = key;
     auto seq = std::make_unique<Sequence>(id, std::move(r));
     Sequence* raw = seq.get();
@@ -193,6 +195,30 @@ TEST(remove_frees_blocks_of_running_and_waiting_sequences) {
   CHECK(f.scheduler.remove(1) == nullptr);
   CHECK_EQ(f.kv.num_used(), 0);
   CHECK(!f.scheduler.has_work());
+}
+
+TEST(a_cached_prefix_is_taken_at_admission_and_given_back_when_the_rest_does_not_fit) {
+  Fixture f(5, 4, 64, 1000, /*prefix_caching=*/true);  // 5 full blocks of 4 tokens
+  f.add(1, 12);
+  f.step();  // prefilled: blocks 0..2 published
+  f.scheduler.remove(1);
+  CHECK_EQ(f.kv.num_used(), 0);
+  f.add(3, 7, "", /*token=*/9);  // takes the 2 never-cached blocks and keeps decoding in them
+  f.step();
+  Sequence* seq = f.add(2, 16);  // shares sequence 1's 12 tokens, then needs one more block
+  StepPlan blocked = f.step();
+  CHECK(ids_of(blocked) == std::vector<uint64_t>{3});
+  CHECK_EQ(seq->num_computed, 0);
+  CHECK_EQ(f.kv.num_used(), 2 + 2);  // sequence 3's of each kind: the shared ones went back, still cached
+  CHECK_EQ(f.kv.cached_prefix_blocks(seq->block_hashes, 3), 3);
+  f.scheduler.remove(3);
+  StepPlan admitted = f.step();
+  CHECK_EQ(admitted.batch.chunks.size(), 1u);
+  CHECK_EQ(admitted.batch.chunks[0].start_pos, 12);
+  CHECK_EQ(admitted.batch.chunks[0].n_tokens, 4);
+  CHECK_EQ(seq->num_cached_prompt_tokens, 12);
+  CHECK_EQ(f.scheduler.prefix_cache_counters().queried_tokens, 12u + 7u + 16u);
+  CHECK_EQ(f.scheduler.prefix_cache_counters().hit_tokens, 12u);
 }
 
 TEST_MAIN()

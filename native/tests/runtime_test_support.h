@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <memory>
+#include <unordered_map>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
@@ -20,6 +22,9 @@
 #include "common/error.h"
 #include "gptoss.h"
 #include "runtime/counter_rng.h"
+#include "runtime/engine.h"
+#include "runtime/request.h"
+#include "runtime/sampler.h"
 
 namespace gptoss::testing {
 
@@ -248,6 +253,38 @@ class EventCollector {
   size_t batches_ = 0;
 };
 
+// An Engine over a TraceRunner (or a subclass), its events collected.
+struct Harness {
+  explicit Harness(const EngineOptions& options, std::unique_ptr<TraceRunner> owned = std::make_unique<TraceRunner>()) {
+    runner = owned.get();
+    engine = std::make_unique<Engine>(std::move(owned), options,
+                                      [this](const gptoss_event* e, size_t n) { events.on_events(e, n); });
+  }
+  TraceRunner* runner;
+  EventCollector events;
+  std::unique_ptr<Engine> engine;  // last: stopped before the collector goes
+};
+
+// What a request must generate over TraceRunner: the same sampler over logits
+// computed from the whole token sequence directly, with no cache and no batching.
+inline std::vector<int32_t> reference_output(const Request& r) {
+  Sampler sampler(TraceRunner::kVocab);
+  std::vector<int32_t> tokens = r.prompt;
+  std::unordered_map<int32_t, int32_t> counts;
+  std::vector<int32_t> out;
+  for (int32_t i = 0; i < r.sampling.max_tokens; ++i) {
+    const std::vector<float> logits = TraceRunner::reference_logits(tokens);
+    const int32_t t = sampler.sample(logits.data(), r.sampling, counts, i).token;
+    out.push_back(t);
+    tokens.push_back(t);
+    ++counts[t];
+  }
+  return out;
+}
+
+// Submits every request at once, then checks each output against the reference.
+inline void check_outputs_together(Harness& h, const std::vector<Request>& reqs);
+
 // The generated tokens of a finished request's events (finish-only events carry -1).
 inline std::vector<int32_t> tokens_of(const std::vector<gptoss_event>& events) {
   std::vector<int32_t> out;
@@ -255,6 +292,20 @@ inline std::vector<int32_t> tokens_of(const std::vector<gptoss_event>& events) {
     if (e.token >= 0) out.push_back(e.token);
   }
   return out;
+}
+
+}  // namespace gptoss::testing
+
+namespace gptoss::testing {
+
+inline void check_outputs_together(Harness& h, const std::vector<Request>& reqs) {
+  std::vector<uint64_t> ids;
+  for (const Request& r : reqs) ids.push_back(h.engine->submit(r));
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    if (tokens_of(h.events.wait_finished(ids[i])) != reference_output(reqs[i])) {
+      fail_check(__FILE__, __LINE__, "request " + std::to_string(i) + " differs from its reference output");
+    }
+  }
 }
 
 }  // namespace gptoss::testing

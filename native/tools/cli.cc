@@ -5,6 +5,15 @@
 //   gptoss-cli --model DIR --prompt 1,2,3 [--max-tokens 32] [--temperature 0.7 --seed 1]
 //   gptoss-cli --model DIR --random-prompt 128 --batch 8 --max-tokens 64 --json
 //   gptoss-cli --model DIR --backend cuda [--gpu-memory-utilization 0.9] ...
+//   gptoss-cli ... --no-enable-prefix-caching     (vLLM's flag names; on by default)
+//   gptoss-cli --model DIR --shared-prefix 2048 --random-prompt 50 [--warm-up prefix|unrelated] ...
+//
+// --shared-prefix N starts every random prompt with the same N random tokens
+// (a system prompt) before its own --random-prompt tokens. --warm-up first
+// runs one untimed request to the end: `prefix` with that prefix and another
+// tail, so the measured batch finds the prefix cached (warm); `unrelated` with
+// a prompt of the same length that shares nothing (cold, but with the
+// engine's one-time costs paid just the same).
 //
 // --kv-cache-mb 0 (the default) sizes the KV cache from
 // --gpu-memory-utilization on the cuda backend, and to what the batch can use
@@ -14,6 +23,7 @@
 //   ttft      time to each request's first token (mean and max reported)
 //   prefill   prompt tokens of the batch / max ttft (prompts are admitted together)
 //   decode    tokens after each request's first / time from the last first token to the end
+//   output    every generated token / time from submission to the end
 #include <sys/resource.h>
 
 #include <chrono>
@@ -40,6 +50,9 @@ struct Args {
   int32_t threads = 0;
   std::vector<int32_t> prompt;
   int32_t random_prompt_len = 0;
+  int32_t shared_prefix = 0;
+  std::string warm_up;  // "", "prefix" or "unrelated"
+
   int32_t batch = 1;
   int32_t max_tokens = 32;
   gptoss_sampling sampling{};
@@ -49,6 +62,7 @@ struct Args {
   uint64_t kv_cache_mb = 0;
   float gpu_memory_utilization = 0.9f;
   int32_t block_size = 0;
+  bool prefix_caching = true;
   bool quiet = false;
   bool json = false;
 };
@@ -60,7 +74,8 @@ struct Args {
                "  [--backend cpu|cuda] [--threads N] [--max-tokens N] [--temperature T] [--top-p P]\n"
                "  [--top-k K] [--min-p P] [--presence-penalty X] [--frequency-penalty X] [--seed S]\n"
                "  [--max-num-seqs N] [--max-model-len N] [--max-batched-tokens N] [--kv-cache-mb N]\n"
-               "  [--gpu-memory-utilization U] [--block-size N] [--quiet] [--json]\n",
+               "  [--gpu-memory-utilization U] [--block-size N] [--enable-prefix-caching |\n"
+               "  --no-enable-prefix-caching] [--shared-prefix N] [--warm-up prefix|unrelated] [--quiet] [--json]\n",
                problem);
   std::exit(2);
 }
@@ -86,6 +101,8 @@ Args parse_args(int argc, char** argv) {
     const std::string flag = argv[i];
     if (flag == "--quiet") { a.quiet = true; continue; }
     if (flag == "--json") { a.json = true; continue; }
+    if (flag == "--enable-prefix-caching") { a.prefix_caching = true; continue; }
+    if (flag == "--no-enable-prefix-caching") { a.prefix_caching = false; continue; }
     if (i + 1 >= argc) usage(("missing value for " + flag).c_str());
     const std::string v = argv[++i];
     auto num = [&] {
@@ -99,6 +116,8 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--threads") a.threads = static_cast<int32_t>(num());
     else if (flag == "--prompt") a.prompt = parse_ids(v);
     else if (flag == "--random-prompt") a.random_prompt_len = static_cast<int32_t>(num());
+    else if (flag == "--shared-prefix") a.shared_prefix = static_cast<int32_t>(num());
+    else if (flag == "--warm-up") a.warm_up = v;
     else if (flag == "--batch") a.batch = static_cast<int32_t>(num());
     else if (flag == "--max-tokens") a.max_tokens = static_cast<int32_t>(num());
     else if (flag == "--temperature") a.sampling.temperature = static_cast<float>(num());
@@ -119,6 +138,12 @@ Args parse_args(int argc, char** argv) {
   if (a.model_dir.empty()) usage("--model is required");
   if (a.prompt.empty() == (a.random_prompt_len <= 0)) usage("give exactly one of --prompt and --random-prompt");
   if (a.batch < 1) usage("--batch must be >= 1");
+  if ((a.shared_prefix > 0 || !a.warm_up.empty()) && a.random_prompt_len <= 0) {
+    usage("--shared-prefix and --warm-up need --random-prompt");
+  }
+  if (!a.warm_up.empty() && a.warm_up != "prefix" && a.warm_up != "unrelated") {
+    usage("--warm-up must be prefix or unrelated");
+  }
   a.sampling.max_tokens = a.max_tokens;
   return a;
 }
@@ -130,6 +155,7 @@ struct Run {
     Clock::time_point first_token;
     Clock::time_point finished;
     int32_t finish = GPTOSS_FINISH_NONE;
+    int32_t cached_tokens = 0;
   };
   std::mutex mu;
   std::condition_variable done_cv;
@@ -146,6 +172,7 @@ struct Run {
         if (out.tokens.empty()) out.first_token = now;
         out.tokens.push_back(events[i].token);
       }
+      out.cached_tokens = events[i].cached_tokens;
       if (events[i].finish != GPTOSS_FINISH_NONE) {
         out.finish = events[i].finish;
         out.finished = now;
@@ -188,6 +215,7 @@ int main(int argc, char** argv) {
   cfg.gpu_memory_utilization = args.gpu_memory_utilization;
   cfg.num_threads = args.threads;
   cfg.block_size = args.block_size;
+  cfg.disable_prefix_caching = args.prefix_caching ? 0 : 1;
 
   Run run;
   gptoss_engine* engine = nullptr;
@@ -201,47 +229,64 @@ int main(int argc, char** argv) {
   gptoss_model_info info{};
   gptoss_get_model_info(engine, &info);
 
-  std::vector<std::vector<int32_t>> prompts;
   std::mt19937 rng(1234);
-  for (int32_t b = 0; b < args.batch; ++b) {
-    if (!args.prompt.empty()) {
-      prompts.push_back(args.prompt);
-      continue;
-    }
-    std::uniform_int_distribution<int32_t> token(0, info.vocab_size - 1);
-    std::vector<int32_t> p(args.random_prompt_len);
+  std::uniform_int_distribution<int32_t> token(0, info.vocab_size - 1);
+  auto random_tokens = [&](int32_t n) {
+    std::vector<int32_t> p(n);
     for (int32_t& t : p) t = token(rng);
-    prompts.push_back(std::move(p));
+    return p;
+  };
+  const std::vector<int32_t> shared = random_tokens(args.shared_prefix);
+  // The shared prefix (if any), then a random tail of its own.
+  auto random_prompt = [&] {
+    std::vector<int32_t> p = shared;
+    const std::vector<int32_t> tail = random_tokens(args.random_prompt_len);
+    p.insert(p.end(), tail.begin(), tail.end());
+    return p;
+  };
+  std::vector<std::vector<int32_t>> prompts;
+  for (int32_t b = 0; b < args.batch; ++b) prompts.push_back(args.prompt.empty() ? random_prompt() : args.prompt);
+
+  auto submit = [&](const std::vector<int32_t>& p, uint64_t* id) {
+    gptoss_request req{};
+    req.prompt = p.data();
+    req.n_prompt = static_cast<int32_t>(p.size());
+    req.sampling = args.sampling;
+    if (gptoss_submit(engine, &req, id, err, sizeof err) == GPTOSS_OK) return true;
+    std::fprintf(stderr, "gptoss-cli: submit: %s\n", err);
+    gptoss_engine_destroy(engine);
+    return false;
+  };
+  auto wait_finished = [&](size_t n) {
+    std::unique_lock<std::mutex> lock(run.mu);
+    run.done_cv.wait(lock, [&] { return run.finished == n; });
+  };
+  size_t untimed = 0;
+  if (!args.warm_up.empty()) {
+    const std::vector<int32_t> warm_up =
+        args.warm_up == "prefix" ? random_prompt() : random_tokens(args.shared_prefix + args.random_prompt_len);
+    uint64_t id = 0;
+    if (!submit(warm_up, &id)) return 1;
+    wait_finished(++untimed);
   }
 
   const Clock::time_point start = Clock::now();
   std::vector<uint64_t> ids;
   int64_t prompt_tokens = 0;
   for (const std::vector<int32_t>& p : prompts) {
-    gptoss_request req{};
-    req.prompt = p.data();
-    req.n_prompt = static_cast<int32_t>(p.size());
-    req.sampling = args.sampling;
     uint64_t id = 0;
-    if (gptoss_submit(engine, &req, &id, err, sizeof err) != GPTOSS_OK) {
-      std::fprintf(stderr, "gptoss-cli: submit: %s\n", err);
-      gptoss_engine_destroy(engine);
-      return 1;
-    }
+    if (!submit(p, &id)) return 1;
     ids.push_back(id);
-    prompt_tokens += req.n_prompt;
+    prompt_tokens += static_cast<int64_t>(p.size());
   }
-  {
-    std::unique_lock<std::mutex> lock(run.mu);
-    run.done_cv.wait(lock, [&] { return run.finished == ids.size(); });
-  }
+  wait_finished(untimed + ids.size());
   gptoss_stats stats{};
   gptoss_get_stats(engine, &stats);
   gptoss_engine_destroy(engine);
 
   double ttft_sum = 0, ttft_max = 0;
   Clock::time_point last_first = start, end = start;
-  int64_t generated = 0, decode_tokens = 0;
+  int64_t generated = 0, decode_tokens = 0, cached_tokens = 0;
   for (uint64_t id : ids) {
     const Run::Output& out = run.outputs[id];
     const double ttft = seconds(out.first_token - start);
@@ -251,10 +296,12 @@ int main(int argc, char** argv) {
     end = std::max(end, out.finished);
     generated += static_cast<int64_t>(out.tokens.size());
     decode_tokens += static_cast<int64_t>(out.tokens.size()) - 1;
+    cached_tokens += out.cached_tokens;
   }
   const double decode_s = seconds(end - last_first);
   const double prefill_tps = ttft_max > 0 ? prompt_tokens / ttft_max : 0;
   const double decode_tps = decode_s > 0 ? decode_tokens / decode_s : 0;
+  const double output_tps = end > start ? generated / seconds(end - start) : 0;
 
   if (!args.quiet) {
     for (size_t i = 0; i < ids.size(); ++i) {
@@ -268,17 +315,20 @@ int main(int argc, char** argv) {
     std::printf(
         "{\"batch\":%d,\"prompt_tokens\":%lld,\"generated_tokens\":%lld,\"load_s\":%.4f,\"ttft_mean_s\":%.5f,"
         "\"ttft_max_s\":%.5f,\"prefill_tokens_per_s\":%.2f,\"decode_tokens_per_s\":%.2f,\"peak_rss_mb\":%.1f,"
-        "\"weight_bytes\":%llu,\"steps\":%llu,\"kv_blocks_total\":%d,\"device_memory_used_mb\":%.1f}\n",
+        "\"weight_bytes\":%llu,\"steps\":%llu,\"kv_blocks_total\":%d,\"device_memory_used_mb\":%.1f,"
+        "\"output_tokens_per_s\":%.2f,\"cached_tokens\":%lld,\"prefix_caching\":%s}\n",
         args.batch, static_cast<long long>(prompt_tokens), static_cast<long long>(generated), load_s,
         ttft_sum / ids.size(), ttft_max, prefill_tps, decode_tps, peak_rss_mb(),
         static_cast<unsigned long long>(info.weight_bytes), static_cast<unsigned long long>(stats.steps),
-        stats.kv_blocks_total, stats.device_memory_used / 1048576.0);
+        stats.kv_blocks_total, stats.device_memory_used / 1048576.0, output_tps, static_cast<long long>(cached_tokens),
+        args.prefix_caching ? "true" : "false");
   } else {
     std::printf("load %.3f s | ttft mean %.1f ms, max %.1f ms | prefill %.1f tok/s | decode %.1f tok/s "
-                "(%lld tokens) | peak RSS %.1f MiB (weights %.1f MiB) | KV blocks %d | device memory %.1f MiB\n",
+                "(%lld tokens) | output %.1f tok/s | cached prompt tokens %lld | peak RSS %.1f MiB (weights %.1f MiB) "
+                "| KV blocks %d | device memory %.1f MiB\n",
                 load_s, 1e3 * ttft_sum / ids.size(), 1e3 * ttft_max, prefill_tps, decode_tps,
-                static_cast<long long>(generated), peak_rss_mb(), info.weight_bytes / 1048576.0,
-                stats.kv_blocks_total, stats.device_memory_used / 1048576.0);
+                static_cast<long long>(generated), output_tps, static_cast<long long>(cached_tokens), peak_rss_mb(),
+                info.weight_bytes / 1048576.0, stats.kv_blocks_total, stats.device_memory_used / 1048576.0);
   }
   return 0;
 }

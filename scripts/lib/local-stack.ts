@@ -6,7 +6,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
-import { createServer } from "node:net";
+import { type AddressInfo, createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
 
@@ -116,16 +116,31 @@ export function spawnManaged(name: string, command: string, args: string[], opti
   };
 }
 
-/** A TCP port that was free a moment ago (for processes that cannot report their own). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** The port a listener on `host`:`port` got (0: any free one), or undefined when it could not listen. */
+function probePort(port: number, host: string): Promise<number | undefined> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
+    server.once("error", () => resolve(undefined));
+    server.listen(port, host, () => {
+      const bound = (server.address() as AddressInfo).port;
+      server.close(() => resolve(bound));
     });
   });
+}
+
+/** A TCP port that was free a moment ago (for processes that cannot report their own). */
+export async function freePort(): Promise<number> {
+  const port = await probePort(0, "127.0.0.1");
+  if (port === undefined) throw new Error("no free TCP port on 127.0.0.1");
+  return port;
+}
+
+/**
+ * `port` when nothing listens on it (on any address) a moment ago, else a free port: `npm start`
+ * keeps the documented default ports where it can, and still starts where they are taken.
+ */
+export async function preferredPort(port: number): Promise<number> {
+  return await probePort(port, "0.0.0.0") ?? await freePort();
 }
 
 /** True when a Redis at `url` answers PING within `timeoutMs`. */
@@ -196,6 +211,8 @@ export interface GatewayOptions {
   port: number;
   env?: Record<string, string>;
   echo?: boolean;
+  /** Extra `deno run` flags (a bench's `--inspect=HOST:PORT`, to profile the gateway). */
+  denoFlags?: string[];
 }
 
 export interface StartedGateway {
@@ -208,7 +225,8 @@ export interface StartedGateway {
 /** Starts the Deno gateway; resolves once it listens, with its base and metrics URLs. */
 export async function startGateway(options: GatewayOptions): Promise<StartedGateway> {
   const metricsPort = options.env?.METRICS_PORT ?? String(await freePort());
-  const gateway = spawnManaged("gateway", DENO, GATEWAY_ARGS, {
+  const [run, ...args] = GATEWAY_ARGS;
+  const gateway = spawnManaged("gateway", DENO, [run, ...options.denoFlags ?? [], ...args], {
     env: {
       ...process.env,
       REDIS_URL: options.redisUrl,
@@ -233,11 +251,15 @@ export interface WorkerOptions {
   env?: Record<string, string>;
   echo?: boolean;
   name?: string;
+  /** How long loading the model may take (default 60 s; the 20b checkpoint on a GPU takes longer). */
+  startTimeoutMs?: number;
+  /** Node's arguments for the worker (default WORKER_ARGS: worker/main.ts with the native engine). */
+  args?: string[];
 }
 
 /** Starts a Node worker with the native engine; resolves once it takes jobs. */
 export async function startWorker(options: WorkerOptions): Promise<ManagedProcess> {
-  const worker = spawnManaged(options.name ?? "worker", process.execPath, WORKER_ARGS, {
+  const worker = spawnManaged(options.name ?? "worker", process.execPath, options.args ?? WORKER_ARGS, {
     env: {
       ...process.env,
       REDIS_URL: options.redisUrl,
@@ -249,8 +271,14 @@ export async function startWorker(options: WorkerOptions): Promise<ManagedProces
     },
     echo: options.echo,
   });
-  await worker.waitForLine(/"msg":"worker started"/, 60_000);
+  await worker.waitForLine(/"msg":"worker started"/, options.startTimeoutMs ?? 60_000);
   return worker;
+}
+
+/** The worker's /metrics URL, from the port it logs once it listens (METRICS_PORT=0 picks any). */
+export async function workerMetricsUrl(worker: ManagedProcess): Promise<string> {
+  const [, port] = await worker.waitForLine(/"msg":"metrics listening".*"port":(\d+)/, 10_000);
+  return `http://127.0.0.1:${port}/metrics`;
 }
 
 /** Polls GET /readyz until it answers 200 (Redis up, a worker's heartbeat fresh). */

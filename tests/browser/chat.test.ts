@@ -11,7 +11,8 @@ import { type Browser, chromium, type Locator, type Page } from "playwright-core
 import { buildUi } from "../../scripts/build-ui.mjs";
 import { bootstrapTenant } from "../../gateway/tenancy/bootstrap.ts";
 import { parsePrometheusText, sampleSum } from "../helpers/prometheus-text.ts";
-import { MODEL_NAME, type Stack, startStack, workerMetricsUrl } from "../helpers/stack.ts";
+import { MODEL_NAME, type Stack, startStack } from "../helpers/stack.ts";
+import { workerMetricsUrl } from "../../scripts/lib/local-stack.ts";
 
 const SCREENSHOTS = new URL("../../.artifacts/screenshots/", import.meta.url).pathname;
 const PHONE = { width: 390, height: 844 };

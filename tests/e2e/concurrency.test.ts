@@ -10,7 +10,7 @@ import { renderChat } from "../../shared/harmony.ts";
 import { getTokenizer } from "../../shared/tokenizer.ts";
 import { MODEL_NAME, stackForSuite } from "../helpers/stack.ts";
 
-const STREAMS = 50;
+const STREAMS = 64;
 const MAX_TOKENS = 8;
 
 describe("concurrency", () => {

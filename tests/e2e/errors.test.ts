@@ -77,10 +77,11 @@ describe("errors", () => {
         client.chat.completions.create({
           model: MODEL_NAME,
           messages,
-          tools: [{ type: "function", function: { name: "f", parameters: {} } }],
+          // The deprecated predecessor of `tools`.
+          functions: [{ name: "f", parameters: {} }],
         })
       ),
-      { status: 400, type: "invalid_request_error", code: "unsupported_parameter", param: "tools" },
+      { status: 400, type: "invalid_request_error", code: "unsupported_parameter", param: "functions" },
     );
     expectError(
       await apiError(() =>

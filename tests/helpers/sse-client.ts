@@ -15,7 +15,27 @@ export interface StreamEnd {
   broken: boolean;
   text: string;
   finishReason: string | null;
-  usage: { prompt_tokens: number; completion_tokens: number } | undefined;
+  usage:
+    | {
+      prompt_tokens: number;
+      completion_tokens: number;
+      total_tokens: number;
+      prompt_tokens_details: { cached_tokens: number };
+    }
+    | undefined;
+}
+
+/**
+ * The token counts of a usage, without `prompt_tokens_details`: a resumed
+ * request may find its prompt in the other worker's prefix cache, so
+ * `cached_tokens` can differ from an undisturbed run's while every count agrees.
+ */
+export function tokenCounts(usage: StreamEnd["usage"]) {
+  return usage && {
+    prompt_tokens: usage.prompt_tokens,
+    completion_tokens: usage.completion_tokens,
+    total_tokens: usage.total_tokens,
+  };
 }
 
 export interface OpenStream {

@@ -22,6 +22,7 @@ import { type WorkerHeartbeat, WorkerHeartbeatSchema } from "../../shared/protoc
 import { bootstrapTenant } from "../../gateway/tenancy/bootstrap.ts";
 import type { TenantSettings } from "../../gateway/tenancy/schemas.ts";
 import { eventually } from "./eventually.ts";
+import type { ReplyRule } from "./scripted-worker.ts";
 import {
   deleteKeysUnder,
   freePort,
@@ -33,9 +34,48 @@ import {
   startRedisServer,
   startWorker,
   waitUntilReady,
+  workerMetricsUrl,
 } from "../../scripts/lib/local-stack.ts";
 
-export const MODEL_NAME = "gpt-oss-tiny";
+/**
+ * A stack that is already running elsewhere, named by STACK_* variables:
+ * bench/stack/main.ts (scripts/gpu-stack.sh) sets them to run the suites that
+ * need no process of their own unchanged against a GPU host's stack.
+ */
+interface ExternalStack {
+  url: string;
+  apiKey: string;
+  model: string;
+  redisUrl: string;
+  prefix: string;
+  metricsUrl: string;
+  workerMetricsUrls: string[];
+}
+
+function externalStackFromEnv(): ExternalStack | undefined {
+  if (!process.env.STACK_URL) return undefined;
+  const need = (name: string) => {
+    const value = process.env[name];
+    if (!value) throw new Error(`STACK_URL is set, so ${name} must be too`);
+    return value;
+  };
+  return {
+    url: need("STACK_URL"),
+    apiKey: need("STACK_API_KEY"),
+    model: need("STACK_MODEL"),
+    redisUrl: need("STACK_REDIS_URL"),
+    prefix: need("STACK_REDIS_PREFIX"),
+    metricsUrl: need("STACK_METRICS_URL"),
+    workerMetricsUrls: need("STACK_WORKER_METRICS_URLS").split(","),
+  };
+}
+
+const EXTERNAL = externalStackFromEnv();
+
+/** The suites run against an external stack: those needing processes of their own skip. */
+export const EXTERNAL_STACK = EXTERNAL !== undefined;
+
+export const MODEL_NAME = EXTERNAL?.model ?? "gpt-oss-tiny";
 export const MODEL_DIR = `${ROOT}.models/tiny`;
 const ADDON = `${ROOT}native/build/gptoss_node.node`;
 
@@ -58,6 +98,11 @@ export interface StackOptions {
   gatewayEnv?: Record<string, string>;
   /** Extra environment for every worker. */
   workerEnv?: Record<string, string>;
+  /**
+   * Workers whose engine plays these replies instead of running the tiny model
+   * (tests/helpers/scripted-worker.ts): flows a random model never takes.
+   */
+  scriptedReplies?: ReplyRule[];
   /** Settings of the test tenant; by default its limits stay out of the way of load tests. */
   tenantSettings?: Partial<TenantSettings>;
   /** Copy the processes' output to stdout (debugging). */
@@ -95,6 +140,8 @@ export interface Stack {
   addGateway(env?: Record<string, string>): Promise<StartedGateway>;
   /** The workers' current heartbeats (engine stats included). */
   heartbeats(): Promise<WorkerHeartbeat[]>;
+  /** Each worker's /metrics URL. */
+  workerMetricsUrls(): Promise<string[]>;
   /** The worker process whose heartbeat carries `workerId`. */
   workerById(workerId: string): ManagedProcess;
   /** The worker whose heartbeat reports a running request (waits up to 5 s for one). */
@@ -103,6 +150,12 @@ export interface Stack {
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  if (EXTERNAL) {
+    if (Object.keys(options).length > 0) {
+      throw new Error(`this suite starts processes of its own (${Object.keys(options).join(", ")}): it cannot run against STACK_URL`);
+    }
+    return externalStack(EXTERNAL);
+  }
   if (!existsSync(ADDON) || !existsSync(`${MODEL_DIR}/config.json`)) {
     throw new Error(
       "the native engine or the tiny model is missing: run `node scripts/build-native.mjs && node scripts/tiny-model.mjs` (npm test does)",
@@ -160,6 +213,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       env: { HEARTBEAT_MS: "200", WORKER_ID: `worker-${index}`, ...options.workerEnv, ...env },
       echo: options.echo,
       name: `worker-${index}`,
+      ...(options.scriptedReplies
+        ? { args: ["--import", "tsx", "tests/helpers/scripted-worker.ts", JSON.stringify(options.scriptedReplies)] }
+        : {}),
     });
     const workers = await Promise.all(
       Array.from({ length: options.workers ?? 1 }, (_, i) => startWorker(workerOptions({}, i))),
@@ -215,11 +271,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         });
         return this.workerById(id!);
       },
-      async heartbeats() {
-        const ids = await redis.zrange(keys.workers, 0, -1);
-        const records = ids.length > 0 ? await redis.mget(ids.map((id) => keys.worker(id))) : [];
-        return records.flatMap((r) => r === null ? [] : [WorkerHeartbeatSchema.parse(JSON.parse(r))]);
-      },
+      heartbeats: () => readHeartbeats(redis, keys),
+      workerMetricsUrls: () => Promise.all(workers.map(workerMetricsUrl)),
       stop: stopAll,
     };
   } catch (err) {
@@ -228,10 +281,48 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   }
 }
 
-/** The worker's /metrics URL (workers bind METRICS_PORT=0 here and log the port they got). */
-export async function workerMetricsUrl(worker: ManagedProcess): Promise<string> {
-  const [, port] = await worker.waitForLine(/"msg":"metrics listening".*"port":(\d+)/, 10_000);
-  return `http://127.0.0.1:${port}/metrics`;
+/** The Stack view of an external stack: what needs its processes throws. */
+function externalStack(ext: ExternalStack): Stack {
+  const redis = new Redis(ext.redisUrl, { maxRetriesPerRequest: 1 });
+  const keys = redisKeys(ext.prefix);
+  const unavailable = (what: string): never => {
+    throw new Error(`${what} is not available against an external stack (STACK_URL)`);
+  };
+  return {
+    url: ext.url,
+    metricsUrl: ext.metricsUrl,
+    baseURL: `${ext.url}/v1`,
+    apiKey: ext.apiKey,
+    prefix: ext.prefix,
+    keys,
+    redisUrl: ext.redisUrl,
+    redis,
+    get gateway() {
+      return unavailable("the gateway process");
+    },
+    get workers() {
+      return unavailable("the worker processes");
+    },
+    redisServer: undefined,
+    stopRedis: () => unavailable("stopRedis"),
+    client: (o = {}) =>
+      new OpenAI({ baseURL: `${ext.url}/v1`, apiKey: o.apiKey ?? ext.apiKey, maxRetries: 0, timeout: o.timeout ?? 120_000 }),
+    addWorker: () => unavailable("addWorker"),
+    addGateway: () => unavailable("addGateway"),
+    heartbeats: () => readHeartbeats(redis, keys),
+    workerMetricsUrls: () => Promise.resolve(ext.workerMetricsUrls),
+    workerById: () => unavailable("workerById"),
+    busyWorker: () => unavailable("busyWorker"),
+    async stop() {
+      redis.disconnect();
+    },
+  };
+}
+
+async function readHeartbeats(redis: Redis, keys: RedisKeys): Promise<WorkerHeartbeat[]> {
+  const ids = await redis.zrange(keys.workers, 0, -1);
+  const records = ids.length > 0 ? await redis.mget(ids.map((id) => keys.worker(id))) : [];
+  return records.flatMap((r) => r === null ? [] : [WorkerHeartbeatSchema.parse(JSON.parse(r))]);
 }
 
 /**

@@ -36,7 +36,7 @@ test("dashboard JSON: identity, unique ids, grid inside 24 columns, one datasour
   }
 });
 
-test("the dashboard covers queue, latency, throughput, KV usage and per-tenant traffic", () => {
+test("the dashboard covers queue, latency, throughput, KV usage, prefix-cache hits and per-tenant traffic", () => {
   const queried = new Set(dashboardMetrics().map((m) => m.metric));
   for (const metric of [
     "gateway_queue_depth",
@@ -46,6 +46,8 @@ test("the dashboard covers queue, latency, throughput, KV usage and per-tenant t
     "gateway_request_duration_seconds",
     "engine_generation_tokens_total",
     "engine_kv_cache_usage_ratio",
+    "engine_prefix_cache_hits_tokens_total",
+    "engine_prefix_cache_queries_tokens_total",
     "gateway_http_requests_total",
   ]) {
     assert.ok(queried.has(metric), `${metric} is on the dashboard`);

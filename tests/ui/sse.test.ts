@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { sseData } from "../../gateway/ui/src/api.ts";
+import { sseData, streamChat } from "../../gateway/ui/src/api.ts";
 
 function streamOf(chunks: Uint8Array[]): ReadableStream<Uint8Array> {
   return new ReadableStream({
@@ -21,4 +21,24 @@ test("events split anywhere, even inside a UTF-8 character, come out whole", asy
     for await (const data of sseData(streamOf(chunks))) events.push(data);
     assert.deepEqual(events, ['{"a":"中文"}', "line1\nline2", "[DONE]"], `chunk size ${size}`);
   }
+});
+
+test("streamChat turns delta.tool_calls into call pieces: id and name first, then arguments", async (t) => {
+  const chunk = (delta: object, finish: string | null = null) =>
+    `data: ${JSON.stringify({ choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+  const body = chunk({ role: "assistant", content: "" }) +
+    chunk({ tool_calls: [{ index: 0, id: "call_1", type: "function", function: { name: "get_order", arguments: "" } }] }) +
+    chunk({ tool_calls: [{ index: 0, function: { arguments: '{"id":' } }] }) +
+    chunk({ tool_calls: [{ index: 0, function: { arguments: "42}" } }] }) +
+    chunk({}, "tool_calls") + "data: [DONE]\n\n";
+  t.mock.method(globalThis, "fetch", () => Promise.resolve(new Response(body, { status: 200 })));
+  const updates = [];
+  const request = { model: "m", messages: [], temperature: 1, max_tokens: 8, reasoning_effort: "low" as const };
+  for await (const update of streamChat("sk-test", request, new AbortController().signal)) updates.push(update);
+  assert.deepEqual(updates, [
+    { type: "toolCall", index: 0, id: "call_1", name: "get_order", arguments: "" },
+    { type: "toolCall", index: 0, arguments: '{"id":' },
+    { type: "toolCall", index: 0, arguments: "42}" },
+    { type: "finish", reason: "tool_calls" },
+  ]);
 });

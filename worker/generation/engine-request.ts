@@ -3,7 +3,7 @@
  * codes the gateway sees when the engine refuses it.
  */
 import type { Job } from "../../shared/protocol.ts";
-import { STOP_TOKEN_IDS } from "../../shared/tokenizer.ts";
+import { SPECIAL_TOKENS, STOP_TOKEN_IDS } from "../../shared/tokenizer.ts";
 import type { EngineError, EngineSampling } from "../../native/node/types.ts";
 
 export function toEngineSampling(job: Job): EngineSampling {
@@ -20,7 +20,11 @@ export function toEngineSampling(job: Job): EngineSampling {
     // Chat ends at <|return|> (answer done) or <|call|> (tool call). A raw
     // completion ends on the same tokens: <|endoftext|> is the document end it
     // is most likely to write, and harmony-shaped text ends like a chat does.
-    stopTokenIds: [...STOP_TOKEN_IDS],
+    // With parallel calls the model may write another call after <|call|>: the
+    // harmony parser ends the turn when it does not (OutputParser.turnEnded).
+    stopTokenIds: job.tools?.parallel
+      ? STOP_TOKEN_IDS.filter((id) => id !== SPECIAL_TOKENS["<|call|>"])
+      : [...STOP_TOKEN_IDS],
     topLogprobs: s.logprobs ? s.topLogprobs : -1,
   };
 }

@@ -18,7 +18,8 @@
  * when the engine has let go of the sequence: the BullMQ concurrency slot is
  * only freed when the engine's batch slot is.
  */
-import type { Job, JobResult, TokenLogprob, Usage } from "../../shared/protocol.ts";
+import type { Job, JobResult, TokenLogprob, ToolCall, Usage } from "../../shared/protocol.ts";
+import { accumulateToolCalls } from "../../shared/tool-calls.ts";
 import type { HarmonyTokenizer } from "../../shared/tokenizer.ts";
 import type { Engine, EngineSampling, EngineTokenEvent } from "../../native/node/types.ts";
 import type { EventPublisher } from "../redis/event-publisher.ts";
@@ -33,7 +34,7 @@ export type GenerationEnd =
     kind: "failed";
     error: StreamError;
     usage: Usage;
-    output: { content: string; reasoning: string };
+    output: { content: string; reasoning: string; toolCalls: ToolCall[] };
   }
   /** This worker stopped without ending the stream: another worker continues it. */
   | { kind: "left"; reason: LeaveReason };
@@ -52,6 +53,7 @@ export interface Resume {
   content: string;
   reasoning: string;
   logprobs: readonly TokenLogprob[];
+  toolCalls: readonly ToolCall[];
 }
 
 export interface GenerationDeps {
@@ -76,9 +78,12 @@ export class Generation {
   #enginePosition = 0;
   #end: GenerationEnd | undefined;
   #completionTokens = 0;
+  /** Prompt tokens the engine found in its prefix cache (its events say so when any). */
+  #cachedTokens = 0;
   #content = "";
   #reasoning = "";
   readonly #logprobs: TokenLogprob[] = [];
+  readonly #toolCalls: ToolCall[] = [];
   #resolve!: (end: GenerationEnd) => void;
   readonly #settled = new Promise<GenerationEnd>((resolve) => (this.#resolve = resolve));
 
@@ -96,6 +101,7 @@ export class Generation {
       this.#content = resume.content;
       this.#reasoning = resume.reasoning;
       this.#logprobs.push(...resume.logprobs);
+      this.#toolCalls.push(...resume.toolCalls.map((call) => ({ ...call })));
     }
   }
 
@@ -114,6 +120,8 @@ export class Generation {
           [...this.#job.promptTokenIds, ...this.#resumedTokenIds],
           { ...sampling, maxTokens: sampling.maxTokens - this.#resumedTokenIds.length },
           (events) => this.#onEngineEvents(events),
+          this.#job.tenantId,
+          // The cache salt: one tenant's prompts never share KV with (nor time) another's.
           this.#job.tenantId,
         );
         this.#advanceConstraint();
@@ -216,6 +224,7 @@ export class Generation {
 
   #onEngineEvents(events: EngineTokenEvent[]): void {
     for (const event of events) {
+      if (event.cachedTokens !== undefined) this.#cachedTokens = event.cachedTokens;
       if (event.token >= 0 && this.#end === undefined) this.#acceptToken(event);
       if (event.finish !== undefined) {
         this.#engineReleased = true;
@@ -271,18 +280,25 @@ export class Generation {
     this.#content += delta.content;
     this.#reasoning += delta.reasoning;
     this.#logprobs.push(...delta.logprobs);
+    if (delta.toolCall) accumulateToolCalls(this.#toolCalls, [delta.toolCall]);
     this.#deps.publisher.delta(delta, this.#completionTokens, tokenIds);
   }
 
   #usage(): Usage {
+    const promptTokens = this.#job.promptTokenIds.length;
+    // A resumed stream's engine prompt also holds the tokens generated before.
+    const cachedTokens = Math.min(this.#cachedTokens, promptTokens);
     return {
-      promptTokens: this.#job.promptTokenIds.length,
+      promptTokens,
       completionTokens: this.#completionTokens,
+      ...(cachedTokens > 0 ? { cachedTokens } : {}),
     };
   }
 
-  #finish(finishReason: JobResult["finishReason"]): void {
+  #finish(reason: JobResult["finishReason"]): void {
     const usage = this.#usage();
+    // A turn that called functions ends (at <|call|>, or after the calls) to let the caller run them.
+    const finishReason = reason === "stop" && this.#assembler.madeCalls ? "tool_calls" : reason;
     this.#end = {
       kind: "finished",
       result: {
@@ -291,6 +307,7 @@ export class Generation {
         finishReason,
         usage,
         ...(this.#job.sampling.logprobs ? { logprobs: this.#logprobs } : {}),
+        ...(this.#toolCalls.length > 0 ? { toolCalls: this.#toolCalls } : {}),
       },
     };
     this.#deps.publisher.done(finishReason, usage);
@@ -301,7 +318,7 @@ export class Generation {
       kind: "failed",
       error,
       usage: this.#usage(),
-      output: { content: this.#content, reasoning: this.#reasoning },
+      output: { content: this.#content, reasoning: this.#reasoning, toolCalls: this.#toolCalls },
     };
     this.#deps.publisher.error(error.code, error.message);
   }

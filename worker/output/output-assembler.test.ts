@@ -10,9 +10,10 @@ function job(
   kind: Job["kind"],
   stop: string[],
   logprobs = false,
-): Pick<Job, "kind" | "stop" | "sampling"> {
+): Pick<Job, "kind" | "requestId" | "stop" | "sampling"> {
   return {
     kind,
+    requestId: "r",
     stop,
     sampling: sampling({ logprobs, topLogprobs: logprobs ? 1 : 0 }),
   };

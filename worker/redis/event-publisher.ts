@@ -18,7 +18,14 @@
  * worker has taken the stream over), `onLost` is told once and the stream ends
  * here without another event.
  */
-import type { FinishReason, StreamEvent, TokenLogprob, Usage } from "../../shared/protocol.ts";
+import type {
+  FinishReason,
+  StreamEvent,
+  TokenLogprob,
+  ToolCallDelta,
+  Usage,
+} from "../../shared/protocol.ts";
+import { coalesceToolCallDelta } from "../../shared/tool-calls.ts";
 import type { StreamLog } from "./stream-log.ts";
 
 /** An event as written before it gets its sequence number. */
@@ -28,6 +35,7 @@ export interface DeltaText {
   content: string;
   reasoning: string;
   logprobs: TokenLogprob[];
+  toolCall?: ToolCallDelta;
 }
 
 /** Why a stream stopped being this worker's to write. */
@@ -48,7 +56,13 @@ export class EventPublisher {
   /** Only deltas count: the first token's text goes out at once, not an interval after `start`. */
   #lastDeltaAt = -Infinity;
   #timer: NodeJS.Timeout | undefined;
-  #pending = { content: "", reasoning: "", logprobs: [] as TokenLogprob[] };
+  #immediate: NodeJS.Immediate | undefined;
+  #pending = {
+    content: "",
+    reasoning: "",
+    logprobs: [] as TokenLogprob[],
+    toolCalls: [] as ToolCallDelta[],
+  };
   #tokens = 0;
   #unrecordedTokenIds: number[] = [];
   #lost = false;
@@ -82,11 +96,16 @@ export class EventPublisher {
     pending.content += text.content;
     pending.reasoning += text.reasoning;
     pending.logprobs.push(...text.logprobs);
+    if (text.toolCall) coalesceToolCallDelta(pending.toolCalls, text.toolCall);
     const hasNews = pending.content !== "" || pending.reasoning !== "" ||
-      pending.logprobs.length > 0;
-    if (hasNews && this.#timer === undefined) {
-      const wait = Math.max(0, this.#lastDeltaAt + this.#intervalMs - Date.now());
-      this.#timer = setTimeout(() => this.#flush(), wait);
+      pending.logprobs.length > 0 || pending.toolCalls.length > 0;
+    if (hasNews && this.#timer === undefined && this.#immediate === undefined) {
+      const wait = this.#lastDeltaAt + this.#intervalMs - Date.now();
+      // Nothing went out for an interval (the first text above all): publish
+      // as soon as this engine step's events are handled. setTimeout(0) would
+      // wait a millisecond or more, on every request's time to first token.
+      if (wait <= 0) this.#immediate = setImmediate(() => this.#flush());
+      else this.#timer = setTimeout(() => this.#flush(), wait);
     }
   }
 
@@ -126,11 +145,12 @@ export class EventPublisher {
   }
 
   #takePending(): Unnumbered<StreamEvent>[] {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    const { content, reasoning, logprobs } = this.#pending;
-    if (content === "" && reasoning === "" && logprobs.length === 0) return [];
-    this.#pending = { content: "", reasoning: "", logprobs: [] };
+    this.#cancelFlush();
+    const { content, reasoning, logprobs, toolCalls } = this.#pending;
+    if (content === "" && reasoning === "" && logprobs.length === 0 && toolCalls.length === 0) {
+      return [];
+    }
+    this.#pending = { content: "", reasoning: "", logprobs: [], toolCalls: [] };
     this.#lastDeltaAt = Date.now();
     return [{
       type: "delta",
@@ -138,7 +158,15 @@ export class EventPublisher {
       reasoning,
       tokens: this.#tokens,
       ...(logprobs.length > 0 ? { logprobs } : {}),
+      ...(toolCalls.length > 0 ? { toolCalls } : {}),
     }];
+  }
+
+  #cancelFlush(): void {
+    clearTimeout(this.#timer);
+    clearImmediate(this.#immediate);
+    this.#timer = undefined;
+    this.#immediate = undefined;
   }
 
   #publish(events: Unnumbered<StreamEvent>[]): void {
@@ -161,8 +189,7 @@ export class EventPublisher {
   #lose(reason: LostReason): void {
     if (this.#lost) return;
     this.#lost = true;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#cancelFlush();
     this.#ended = true;
     this.#onLost?.(reason);
   }

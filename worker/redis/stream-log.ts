@@ -15,7 +15,13 @@
  * deletes it as soon as the job is over.
  */
 import type { Redis } from "ioredis";
-import { type StreamEvent, StreamEventSchema, type TokenLogprob } from "../../shared/protocol.ts";
+import {
+  type StreamEvent,
+  StreamEventSchema,
+  type TokenLogprob,
+  type ToolCall,
+} from "../../shared/protocol.ts";
+import { accumulateToolCalls } from "../../shared/tool-calls.ts";
 import type { RedisKeys } from "../../shared/redis-keys.ts";
 
 /** How long the log outlives the request's deadline: a job that ends late still finds it. */
@@ -148,18 +154,20 @@ function withCommands(redis: Redis): Redis & StreamLogCommands {
   return redis as Redis & StreamLogCommands;
 }
 
-/** The text and logprobs a stream's deltas carried, joined. */
+/** The text, logprobs and function calls a stream's deltas carried, joined. */
 export function publishedOutput(
   events: readonly StreamEvent[],
-): { content: string; reasoning: string; logprobs: TokenLogprob[] } {
+): { content: string; reasoning: string; logprobs: TokenLogprob[]; toolCalls: ToolCall[] } {
   let content = "";
   let reasoning = "";
   const logprobs: TokenLogprob[] = [];
+  const toolCalls: ToolCall[] = [];
   for (const event of events) {
     if (event.type !== "delta") continue;
     content += event.content;
     reasoning += event.reasoning;
     if (event.logprobs) logprobs.push(...event.logprobs);
+    if (event.toolCalls) accumulateToolCalls(toolCalls, event.toolCalls);
   }
-  return { content, reasoning, logprobs };
+  return { content, reasoning, logprobs, toolCalls };
 }

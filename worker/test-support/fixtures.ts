@@ -57,3 +57,10 @@ export function harmonyOutput(
   if (close) ids.push(SPECIAL_TOKENS[close]);
   return ids;
 }
+
+/** Token ids of harmony text as written in docs: `<|name|>` is that special token, the rest ordinary text. */
+export function harmonyTextIds(tokenizer: HarmonyTokenizer, text: string): number[] {
+  return text.split(/(<\|[a-z]+\|>)/).flatMap((part) =>
+    part in SPECIAL_TOKENS ? [SPECIAL_TOKENS[part as SpecialToken]] : tokenizer.encode(part)
+  );
+}

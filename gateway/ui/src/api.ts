@@ -7,10 +7,22 @@
 
 export type ReasoningEffort = "low" | "medium" | "high";
 
-export interface ChatMessage {
-  role: "system" | "user" | "assistant";
-  content: string;
+export interface ToolCall {
+  id: string;
+  name: string;
+  arguments: string;
 }
+
+export type ChatMessage =
+  | { role: "system" | "user"; content: string }
+  | {
+    role: "assistant";
+    content: string | null;
+    tool_calls?: { id: string; type: "function"; function: { name: string; arguments: string } }[];
+    /** Sent back with calls: the model continues the reasoning that led to them. */
+    reasoning_content?: string;
+  }
+  | { role: "tool"; tool_call_id: string; content: string };
 
 export interface ChatRequest {
   model: string;
@@ -18,12 +30,16 @@ export interface ChatRequest {
   temperature: number;
   max_tokens: number;
   reasoning_effort: ReasoningEffort;
+  /** OpenAI function tools (absent: none). */
+  tools?: unknown[];
 }
 
-export type FinishReason = "stop" | "length" | "content_filter" | string;
+export type FinishReason = "stop" | "length" | "content_filter" | "tool_calls" | string;
 
 export type StreamUpdate =
   | { type: "delta"; content: string; reasoning: string }
+  /** A piece of the `index`-th function call: its id and name come with the first piece. */
+  | { type: "toolCall"; index: number; id?: string; name?: string; arguments: string }
   | { type: "finish"; reason: FinishReason }
   | { type: "usage"; promptTokens: number; completionTokens: number };
 
@@ -141,6 +157,7 @@ interface ChunkDelta {
   content?: string | null;
   reasoning_content?: string | null;
   reasoning?: string | null;
+  tool_calls?: { index: number; id?: string; function?: { name?: string; arguments?: string } }[];
 }
 
 interface Chunk extends ErrorBody {
@@ -176,6 +193,14 @@ export async function* streamChat(
       const content = delta.content ?? "";
       const reasoning = delta.reasoning_content ?? delta.reasoning ?? "";
       if (content || reasoning) yield { type: "delta", content, reasoning };
+      for (const call of delta.tool_calls ?? []) {
+        yield {
+          type: "toolCall",
+          index: call.index,
+          ...(call.id ? { id: call.id, name: call.function?.name ?? "" } : {}),
+          arguments: call.function?.arguments ?? "",
+        };
+      }
       if (choice.finish_reason) yield { type: "finish", reason: choice.finish_reason };
     }
     if (chunk.usage) {

@@ -30,6 +30,7 @@ const ui = {
   reasoningEffort: byId<HTMLSelectElement>("reasoning-effort"),
   temperature: byId<HTMLInputElement>("temperature"),
   maxTokens: byId<HTMLInputElement>("max-tokens"),
+  tools: byId<HTMLTextAreaElement>("tools"),
   messages: byId<HTMLElement>("messages"),
   empty: byId<HTMLElement>("empty"),
   composer: byId<HTMLFormElement>("composer"),
@@ -97,6 +98,7 @@ function loadSettings(): void {
   ui.reasoningEffort.value = s.reasoningEffort;
   ui.temperature.value = String(s.temperature);
   ui.maxTokens.value = String(s.maxTokens);
+  ui.tools.value = s.tools;
 }
 
 /** The settings as entered, clamped to what the API accepts. */
@@ -110,10 +112,24 @@ function readSettings(): Settings {
     reasoningEffort: ui.reasoningEffort.value as ReasoningEffort,
     temperature: Number.isFinite(temperature) ? Math.min(2, Math.max(0, temperature)) : current.temperature,
     maxTokens: Number.isFinite(maxTokens) && maxTokens > 0 ? maxTokens : current.maxTokens,
+    tools: ui.tools.value,
   };
 }
 
-for (const input of [ui.model, ui.systemPrompt, ui.reasoningEffort, ui.temperature, ui.maxTokens]) {
+/** The tools setting as the request's `tools` (absent when empty). */
+function parseTools(text: string): { tools?: unknown[] } {
+  if (!text.trim()) return {};
+  let tools: unknown;
+  try {
+    tools = JSON.parse(text);
+  } catch {
+    tools = undefined;
+  }
+  if (!Array.isArray(tools)) throw new ApiError("request", "the Tools setting is not a JSON array.");
+  return { tools };
+}
+
+for (const input of [ui.model, ui.systemPrompt, ui.reasoningEffort, ui.temperature, ui.maxTokens, ui.tools]) {
   input.addEventListener("change", () => (store.settings = readSettings()));
 }
 
@@ -145,6 +161,7 @@ function openConversation(id: string | null): void {
   const conversation = id ? store.get(id) : undefined;
   ui.messages.replaceChildren(...(conversation?.messages ?? []).map((m) => createMessageView(m).element));
   ui.empty.hidden = (conversation?.messages.length ?? 0) > 0;
+  showPendingCall(conversation);
   setDrawer(false);
   renderSidebar();
   ui.messages.scrollTop = ui.messages.scrollHeight;
@@ -177,16 +194,48 @@ ui.chat.addEventListener("click", () => {
  * refused prompt, a 429, a server error) is left out, prompt included: the
  * model never saw it, and resending a refused prompt would refuse every later one.
  */
+function toRequestMessage(m: StoredMessage): ChatMessage {
+  switch (m.role) {
+    case "tool":
+      return { role: "tool", tool_call_id: m.toolCallId ?? "", content: m.content };
+    case "assistant":
+      return m.toolCalls?.length
+        ? {
+          role: "assistant",
+          content: m.content || null,
+          ...(m.reasoning ? { reasoning_content: m.reasoning } : {}),
+          tool_calls: m.toolCalls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } })),
+        }
+        : { role: "assistant", content: m.content };
+    case "user":
+      return { role: "user", content: m.content };
+  }
+}
+
 function requestMessages(conversation: Conversation, settings: Settings): ChatMessage[] {
   const history: ChatMessage[] = [];
   conversation.messages.forEach((m, i) => {
     const reply = conversation.messages[i + 1];
     const unanswered = m.role === "user" && reply?.role === "assistant" && reply.content === "" &&
-      reply.notice?.kind === "error";
-    if (unanswered || (m.role === "assistant" && m.content === "")) return;
-    history.push({ role: m.role, content: m.content });
+      !reply.toolCalls?.length && reply.notice?.kind === "error";
+    if (unanswered || (m.role === "assistant" && m.content === "" && !m.toolCalls?.length)) return;
+    history.push(toRequestMessage(m));
   });
   return settings.systemPrompt.trim() ? [{ role: "system", content: settings.systemPrompt }, ...history] : history;
+}
+
+/** The first call of the conversation's last answer that has no result yet. */
+function pendingCall(conversation: Conversation | undefined) {
+  const messages = conversation?.messages ?? [];
+  const last = messages.findLastIndex((m) => m.role === "assistant");
+  const answered = new Set(messages.slice(last + 1).map((m) => m.toolCallId));
+  return messages[last]?.toolCalls?.find((c) => !answered.has(c.id));
+}
+
+/** While a call waits for its result, the next message sent is that result. */
+function showPendingCall(conversation: Conversation | undefined): void {
+  const call = pendingCall(conversation);
+  ui.prompt.placeholder = call ? `Result of ${call.name}` : "Message";
 }
 
 function setBusy(busy: boolean): void {
@@ -211,8 +260,20 @@ async function send(): Promise<void> {
 
   const conversation = (activeId && store.get(activeId)) || store.create();
   if (conversation.messages.length === 0) conversation.title = titleFrom(text);
-  const user: StoredMessage = { role: "user", content: text };
+  const call = pendingCall(conversation);
+  const user: StoredMessage = call
+    ? { role: "tool", content: text, toolCallId: call.id, name: call.name }
+    : { role: "user", content: text };
   conversation.messages.push(user);
+  if (pendingCall(conversation)) {
+    // More calls of the same answer wait for their results before the model goes on.
+    conversation.updatedAt = Date.now();
+    store.save(conversation);
+    ui.prompt.value = "";
+    ui.messages.append(createMessageView(user).element);
+    showPendingCall(conversation);
+    return;
+  }
   const messages = requestMessages(conversation, settings);
   const answer: StoredMessage = { role: "assistant", content: "", reasoning: "" };
   conversation.messages.push(answer);
@@ -250,12 +311,19 @@ async function send(): Promise<void> {
       temperature: settings.temperature,
       max_tokens: settings.maxTokens,
       reasoning_effort: settings.reasoningEffort,
+      ...parseTools(settings.tools),
     };
     for await (const update of streamChat(apiKey, request, controller.signal)) {
       if (update.type === "delta") {
         firstTokenAt ??= performance.now();
         answer.content += update.content;
         answer.reasoning += update.reasoning;
+        scheduleRender();
+      } else if (update.type === "toolCall") {
+        firstTokenAt ??= performance.now();
+        const calls = (answer.toolCalls ??= []);
+        if (update.id !== undefined) calls[update.index] = { id: update.id, name: update.name ?? "", arguments: "" };
+        if (calls[update.index]) calls[update.index].arguments += update.arguments;
         scheduleRender();
       } else if (update.type === "finish") {
         if (update.reason === "content_filter") {
@@ -292,6 +360,7 @@ async function send(): Promise<void> {
     conversation.updatedAt = Date.now();
     store.save(conversation);
     view.update(answer);
+    showPendingCall(conversation);
     stickToBottom();
     inFlight = null;
     setBusy(false);

@@ -4,7 +4,7 @@
  * except as part of a request the user makes. Reading tolerates damaged or
  * old data (a bad entry is dropped, not allowed to break the page).
  */
-import type { ReasoningEffort } from "./api.ts";
+import type { ReasoningEffort, ToolCall } from "./api.ts";
 
 export interface MessageStats {
   /** Milliseconds from sending to the first streamed token. */
@@ -14,9 +14,16 @@ export interface MessageStats {
 }
 
 export interface StoredMessage {
-  role: "user" | "assistant";
+  /** `tool`: the result of an assistant's function call, typed in by the user. */
+  role: "user" | "assistant" | "tool";
   content: string;
   reasoning?: string;
+  /** Functions the assistant called (it waits for their results). */
+  toolCalls?: ToolCall[];
+  /** A tool result: the call it answers. */
+  toolCallId?: string;
+  /** A tool result: the function that was called. */
+  name?: string;
   stats?: MessageStats;
   /** Why the answer is incomplete: stopped by the user, an error, a content filter. */
   notice?: { kind: "stopped" | "error" | "filtered" | "length"; text: string };
@@ -36,6 +43,8 @@ export interface Settings {
   reasoningEffort: ReasoningEffort;
   temperature: number;
   maxTokens: number;
+  /** An OpenAI `tools` array as JSON text; empty: no tools. */
+  tools: string;
 }
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -44,6 +53,7 @@ export const DEFAULT_SETTINGS: Settings = {
   reasoningEffort: "medium",
   temperature: 1,
   maxTokens: 1024,
+  tools: "",
 };
 
 const KEY_API = "gos-chat.apiKey";

@@ -70,6 +70,7 @@ int gptoss_engine_create(const gptoss_engine_config* cfg, gptoss_event_fn on_eve
     if (cfg->gpu_memory_utilization != 0.0f) options.gpu_memory_utilization = cfg->gpu_memory_utilization;
     options.block_size = cfg->block_size == 0 ? 16 : cfg->block_size;
     if (cfg->token_mask_timeout_ms != 0) options.token_mask_timeout_ms = cfg->token_mask_timeout_ms;
+    options.enable_prefix_caching = cfg->disable_prefix_caching == 0;
     auto handle = std::make_unique<gptoss_engine>();
     handle->engine = std::make_unique<gptoss::Engine>(
         gptoss::make_model_runner(runner), options,

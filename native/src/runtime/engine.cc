@@ -74,15 +74,22 @@ std::string describe_budget(const EngineOptions& o, uint64_t budget_bytes) {
   return text.str();
 }
 
-KvCacheManager make_kv(const ModelConfig& model, const KvCacheShape& shape) {
+KvCacheManager make_kv(const ModelConfig& model, const KvCacheShape& shape, bool prefix_caching) {
   const bool used[kNumAttnKinds] = {model.num_layers_of(AttnKind::Full) > 0,
                                     model.num_layers_of(AttnKind::Sliding) > 0};
-  return KvCacheManager(shape.block_size, shape.num_blocks, used, model.sliding_window);
+  return KvCacheManager(shape.block_size, shape.num_blocks, used, model.sliding_window, prefix_caching);
 }
 
-gptoss_event finish_event(uint64_t id, gptoss_finish reason) {
+// Every event of a sequence carries its cached prompt tokens (0 before it was first admitted).
+gptoss_event sequence_event(const Sequence& seq) {
   gptoss_event e{};
-  e.request_id = id;
+  e.request_id = seq.id;
+  e.cached_tokens = std::max(0, seq.num_cached_prompt_tokens);
+  return e;
+}
+
+gptoss_event finish_event(const Sequence& seq, gptoss_finish reason) {
+  gptoss_event e = sequence_event(seq);
   e.token = -1;
   e.finish = reason;
   return e;
@@ -96,7 +103,7 @@ Engine::Engine(std::unique_ptr<ModelRunner> runner, const EngineOptions& options
       sink_(std::move(sink)),
       kv_budget_bytes_(resolve_kv_budget(*runner_, options_)),
       kv_shape_(plan_kv(*runner_, kv_budget_bytes_, options_)),
-      kv_(make_kv(runner_->config(), kv_shape_)),
+      kv_(make_kv(runner_->config(), kv_shape_, options_.enable_prefix_caching)),
       scheduler_(SchedulerLimits{options_.max_num_seqs, options_.max_batched_tokens}, kv_,
                  std::make_unique<FairRequestQueue>()),
       sampler_(runner_->config().vocab_size) {
@@ -322,8 +329,7 @@ void Engine::emit_sampled(const StepPlan& plan, std::vector<gptoss_event>& event
     const SampledToken& s = sampled_[row];
     seq.append(s.token);
     ++tokens_generated_;
-    gptoss_event e{};
-    e.request_id = seq.id;
+    gptoss_event e = sequence_event(seq);
     e.token = s.token;
     if (seq.sampling.top_logprobs >= 0) {
       e.logprob = s.logprob;
@@ -350,13 +356,14 @@ gptoss_finish Engine::finish_reason(const Sequence& seq, int32_t token) const {
 }
 
 void Engine::finish(uint64_t id, gptoss_finish reason, std::vector<gptoss_event>& events) {
-  if (scheduler_.remove(id) == nullptr) return;  // finished on its own before the cancel arrived
+  const std::unique_ptr<Sequence> seq = scheduler_.remove(id);
+  if (seq == nullptr) return;  // finished on its own before the cancel arrived
   if (reason == GPTOSS_FINISH_MASK_TIMEOUT) {
     std::lock_guard<std::mutex> lock(mu_);
     // A cancel or the engine stopping is what ended the wait.
     if (stopping_ || live_.count(id) == 0) reason = GPTOSS_FINISH_CANCELLED;
   }
-  events.push_back(finish_event(id, reason));
+  events.push_back(finish_event(*seq, reason));
   finished_.push_back(id);
 }
 
@@ -388,6 +395,10 @@ void Engine::publish_stats(int32_t batch_size) {
   stats_.kv_blocks_total = kv_.num_total();
   stats_.tokens_generated = tokens_generated_;
   stats_.prompt_tokens_processed = prompt_tokens_processed_;
+  stats_.prefix_cache_queried_tokens = scheduler_.prefix_cache_counters().queried_tokens;
+  stats_.prefix_cache_hit_tokens = scheduler_.prefix_cache_counters().hit_tokens;
+  stats_.prefix_cache_blocks = kv_.num_cached();
+  stats_.prefix_cache_evictions = kv_.num_evictions();
   if (batch_size > 0) {
     ++stats_.steps;
     stats_.last_batch_size = batch_size;

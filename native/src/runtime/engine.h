@@ -42,6 +42,9 @@ struct EngineOptions {
   // How long sampling waits for a constrained sequence's token mask before
   // ending it with GPTOSS_FINISH_MASK_TIMEOUT.
   int32_t token_mask_timeout_ms = 10000;
+  // Keep prompts' full KV blocks after their requests end and reuse them for
+  // later requests with the same prefix and cache salt (kv_cache_manager.h).
+  bool enable_prefix_caching = true;
 };
 
 // Receives every event of one step, on the engine thread. Must not call back

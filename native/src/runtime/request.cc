@@ -44,6 +44,7 @@ Request request_from_c(const gptoss_request& req, uint64_t seed_if_unset) {
   Request out;
   out.prompt.assign(req.prompt, req.prompt + req.n_prompt);
   out.fairness_key = req.fairness_key ? req.fairness_key : "";
+  out.cache_salt = req.cache_salt ? req.cache_salt : "";
   SamplingParams& p = out.sampling;
   p.temperature = s.temperature;
   p.top_p = s.top_p;

@@ -29,6 +29,9 @@ struct Request {
   std::vector<int32_t> prompt;
   SamplingParams sampling;
   std::string fairness_key;
+  // Requests share cached prompt prefixes only when their salts are equal
+  // (the serving stack passes the tenant).
+  std::string cache_salt;
 };
 
 // Copies a C request into owned memory. `seed` is used when the request has none.

@@ -69,16 +69,36 @@ StepPlan Scheduler::schedule() {
   while (plan.num_preempted == 0 && budget > 0 && num_running() < limits_.max_num_seqs) {
     Sequence* seq = queue_->peek();
     if (seq == nullptr) break;
+    attach_cached_prefix(seq);
     const int32_t n = kv_.max_allocatable(seq->id, seq->num_computed, std::min(seq->num_pending(), budget));
-    if (n == 0) break;
+    if (n == 0) {
+      kv_.free(seq->id);  // the cached blocks stay cached for its next try
+      seq->num_computed = 0;
+      break;
+    }
     queue_->pop();
     running_.push_back(seq);
+    if (seq->num_cached_prompt_tokens < 0) {
+      seq->num_cached_prompt_tokens = std::min(seq->num_computed, seq->num_prompt_tokens);
+      prefix_counters_.queried_tokens += static_cast<uint64_t>(seq->num_prompt_tokens);
+      prefix_counters_.hit_tokens += static_cast<uint64_t>(seq->num_cached_prompt_tokens);
+    }
     add_chunk(plan, seq, n);
     budget -= n;
   }
 
   fill_block_tables(plan);
   return plan;
+}
+
+void Scheduler::attach_cached_prefix(Sequence* seq) {
+  if (!kv_.prefix_caching()) return;
+  const int32_t block_size = kv_.block_size();
+  seq->hash_blocks(seq->length(), block_size);
+  // At least the last token is computed again: its logits give the next token.
+  const int32_t blocks = kv_.cached_prefix_blocks(seq->block_hashes, (seq->length() - 1) / block_size);
+  if (blocks > 0) kv_.attach_cached_prefix(seq->id, seq->block_hashes, blocks);
+  seq->num_computed = blocks * block_size;
 }
 
 void Scheduler::add_chunk(StepPlan& plan, Sequence* seq, int32_t n) {
@@ -123,7 +143,12 @@ Sequence* Scheduler::preempt_youngest(const std::vector<Sequence*>& scheduled) {
 
 void Scheduler::commit(const StepPlan& plan) {
   for (size_t i = 0; i < plan.batch.chunks.size(); ++i) {
-    plan.chunk_seqs[i]->num_computed += plan.batch.chunks[i].n_tokens;
+    Sequence* seq = plan.chunk_seqs[i];
+    seq->num_computed += plan.batch.chunks[i].n_tokens;
+    if (kv_.prefix_caching()) {
+      seq->hash_blocks(seq->num_computed, kv_.block_size());
+      kv_.cache_full_blocks(seq->id, seq->block_hashes, seq->num_computed / kv_.block_size());
+    }
   }
 }
 

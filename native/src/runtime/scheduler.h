@@ -10,6 +10,10 @@
 // freed and it goes back to the front of the queue to recompute its prompt and
 // generated tokens later (sampling is counter-seeded, so its output does not
 // change).
+//
+// With prefix caching, a sequence being admitted first takes the longest
+// prefix of its blocks the KV cache holds (its own, after a preemption) and
+// computes only the rest; every step publishes the blocks it completed.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +41,13 @@ struct StepPlan {
   bool empty() const { return batch.chunks.empty(); }
 };
 
+// Prompt tokens looked up in the prefix cache at each request's first
+// admission, and how many of them were found.
+struct PrefixCacheCounters {
+  uint64_t queried_tokens = 0;
+  uint64_t hit_tokens = 0;
+};
+
 class Scheduler {
  public:
   Scheduler(const SchedulerLimits& limits, KvCacheManager& kv, std::unique_ptr<RequestQueue> queue);
@@ -59,8 +70,12 @@ class Scheduler {
   int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
   int32_t num_waiting() const { return static_cast<int32_t>(queue_->size()); }
   const KvCacheManager& kv() const { return kv_; }
+  const PrefixCacheCounters& prefix_cache_counters() const { return prefix_counters_; }
 
  private:
+  // Gives a waiting sequence the cached blocks of its longest cached prefix
+  // and marks those positions computed.
+  void attach_cached_prefix(Sequence* seq);
   // Sets up the chunk of `n` tokens of `seq` that starts at its first pending token.
   void add_chunk(StepPlan& plan, Sequence* seq, int32_t n);
   // Frees the youngest running sequence not in `scheduled` and requeues it.
@@ -72,6 +87,7 @@ class Scheduler {
   std::unique_ptr<RequestQueue> queue_;
   std::vector<Sequence*> running_;  // in admission order, oldest first
   std::unordered_map<uint64_t, std::unique_ptr<Sequence>> seqs_;
+  PrefixCacheCounters prefix_counters_;
 };
 
 }  // namespace gptoss

@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/block_hash.h"
 #include "runtime/request.h"
 
 namespace gptoss {
@@ -17,7 +18,8 @@ struct Sequence {
         fairness_key(std::move(request.fairness_key)),
         sampling(std::move(request.sampling)),
         tokens(std::move(request.prompt)),
-        num_prompt_tokens(static_cast<int32_t>(tokens.size())) {}
+        num_prompt_tokens(static_cast<int32_t>(tokens.size())),
+        hash_root(salt_root(request.cache_salt)) {}
 
   const uint64_t id;
   const std::string fairness_key;
@@ -29,10 +31,21 @@ struct Sequence {
   // everything again after a preemption).
   int32_t num_computed = 0;
   std::unordered_map<int32_t, int32_t> generated_counts;  // token -> occurrences, for penalties
+  // Prefix cache: the chained hash of each full block hashed so far (from
+  // the cache salt), and the prompt tokens the first admission found cached
+  // (-1 until admitted; what usage reports as cached_tokens).
+  const BlockHash hash_root;
+  std::vector<BlockHash> block_hashes;
+  int32_t num_cached_prompt_tokens = -1;
 
   int32_t length() const { return static_cast<int32_t>(tokens.size()); }
   int32_t num_generated() const { return length() - num_prompt_tokens; }
   int32_t num_pending() const { return length() - num_computed; }
+
+  // Hashes every full block among the first `n_positions` tokens.
+  void hash_blocks(int32_t n_positions, int32_t block_size) {
+    extend_block_hashes(block_hashes, hash_root, tokens, n_positions, block_size);
+  }
 
   void append(int32_t token) {
     tokens.push_back(token);

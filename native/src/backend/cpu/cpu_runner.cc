@@ -4,6 +4,7 @@
 #include <limits>
 #include <string>
 
+#include "backend/cpu/decoder_layer.h"
 #include "backend/cpu/ops.h"
 #include "backend/model_runner.h"
 #include "common/error.h"
@@ -14,23 +15,17 @@ namespace gptoss {
 
 namespace {
 
-using cpu::AttentionShape;
 using cpu::PagedKvLayer;
 
 // Scratch activations of one forward pass, reused across steps.
 struct Activations {
-  std::vector<float> x;         // [T, hidden] residual stream
-  std::vector<float> h;         // [T, hidden] normed input of a block
-  std::vector<float> q;         // [T, q_dim]
-  std::vector<float> k;         // [T, kv_dim]
-  std::vector<float> v;         // [T, kv_dim]
-  std::vector<float> attn;      // [T, q_dim]
-  std::vector<float> proj;      // [T, hidden]
-  std::vector<float> cos, sin;  // [T, head_dim/2]
-  std::vector<float> router;    // [T, num_experts]
-  std::vector<int32_t> expert_ids;      // [T, k]
-  std::vector<float> expert_weights;    // [T, k]
-  std::vector<float> expert_out;        // [T, k, hidden]
+  std::vector<float> x;                // [T, hidden] residual stream
+  std::vector<float> h;                // [T, hidden] normed input of the attention
+  std::vector<float> attn;             // [T, q_dim]
+  std::vector<float> delta;            // [T, hidden] MoE output
+  std::vector<float> router;           // [T, num_experts]
+  std::vector<int32_t> expert_ids;     // [T, k]
+  std::vector<float> expert_weights;   // [T, k]
 };
 
 // Where each token of the plan sits: its position and its chunk.
@@ -79,17 +74,12 @@ class CpuRunner final : public ModelRunner {
     a.x.resize(static_cast<size_t>(n) * c.hidden_size);
     cpu::embed_tokens(plan.tokens.data(), n, weights_.embed_tokens, c.hidden_size, a.x.data());
 
-    const int32_t half = c.head_dim / 2;
-    a.cos.resize(static_cast<size_t>(n) * half);
-    a.sin.resize(static_cast<size_t>(n) * half);
-    for (int32_t t = 0; t < n; ++t) {
-      cpu::rope_cos_sin(rope_, slots[t].pos, &a.cos[static_cast<size_t>(t) * half], &a.sin[static_cast<size_t>(t) * half]);
+    for (int kind = 0; kind < kNumAttnKinds; ++kind) {
+      row_slots_[kind].resize(n);
+      for (int32_t t = 0; t < n; ++t)
+        row_slots_[kind][t] = cpu::RowSlot{slots[t].pos, plan.chunks[slots[t].chunk].block_table[kind]};
     }
-
-    for (int32_t l = 0; l < c.num_layers; ++l) {
-      attention_block(l, plan, slots);
-      moe_block(l, n);
-    }
+    for (int32_t l = 0; l < c.num_layers; ++l) run_layer(l, n);
     compute_logits(plan, logits);
   }
 
@@ -105,10 +95,6 @@ class CpuRunner final : public ModelRunner {
     kv.k_offset = index_in_kind_[layer] * layer_floats;
     kv.v_offset = kv.k_offset + static_cast<int64_t>(kv.block_size) * kv.kv_dim;
     return kv;
-  }
-
-  int32_t window_of(int32_t layer) const {
-    return config_.layer_kinds[layer] == AttnKind::Sliding ? config_.sliding_window : 0;
   }
 
   // Checks the plan against the model and the KV pools so that a bad plan is
@@ -163,112 +149,29 @@ class CpuRunner final : public ModelRunner {
     return slots;
   }
 
-  void attention_block(int32_t layer, const BatchPlan& plan, const std::vector<TokenSlot>& slots) {
+  // One decoder layer over all n rows: every row's K/V goes into the cache
+  // before any query reads it, so a chunk's tokens attend to each other
+  // causally through the cache.
+  void run_layer(int32_t layer, int32_t n) {
     const ModelConfig& c = config_;
-    const LayerWeights& w = weights_.layers[layer];
-    Activations& a = act_;
-    const int32_t n = static_cast<int32_t>(slots.size());
-    const int32_t half = c.head_dim / 2;
-    const int kind = static_cast<int>(c.layer_kinds[layer]);
-    a.h.resize(a.x.size());
-    a.q.resize(static_cast<size_t>(n) * c.q_dim());
-    a.k.resize(static_cast<size_t>(n) * c.kv_dim());
-    a.v.resize(static_cast<size_t>(n) * c.kv_dim());
-    a.attn.resize(a.q.size());
-    a.proj.resize(a.x.size());
-
-    cpu::rmsnorm(a.x.data(), n, c.hidden_size, w.input_norm, c.rms_norm_eps, a.h.data());
-    cpu::linear_bf16(a.h.data(), n, c.hidden_size, w.q_weight, w.q_bias, c.q_dim(), a.q.data(), &pool_);
-    cpu::linear_bf16(a.h.data(), n, c.hidden_size, w.k_weight, w.k_bias, c.kv_dim(), a.k.data(), &pool_);
-    cpu::linear_bf16(a.h.data(), n, c.hidden_size, w.v_weight, w.v_bias, c.kv_dim(), a.v.data(), &pool_);
-
-    // Every planned token's K/V goes into the cache before any query reads
-    // it: a chunk's tokens attend to each other causally through the cache.
+    const cpu::DecoderLayer block(c, layer, weights_.layers[layer], rope_, &pool_);
+    const cpu::RowSlot* slots = row_slots_[static_cast<int>(c.layer_kinds[layer])].data();
     const PagedKvLayer kv = kv_layer(layer);
-    for (int32_t t = 0; t < n; ++t) {
-      const float* cos = &a.cos[static_cast<size_t>(t) * half];
-      const float* sin = &a.sin[static_cast<size_t>(t) * half];
-      float* q = &a.q[static_cast<size_t>(t) * c.q_dim()];
-      float* k = &a.k[static_cast<size_t>(t) * c.kv_dim()];
-      cpu::apply_rope(q, c.num_q_heads, c.head_dim, cos, sin);
-      cpu::apply_rope(k, c.num_kv_heads, c.head_dim, cos, sin);
-      cpu::kv_store(kv, plan.chunks[slots[t].chunk].block_table[kind], slots[t].pos, k,
-                    &a.v[static_cast<size_t>(t) * c.kv_dim()]);
-    }
-
-    const AttentionShape shape{c.num_q_heads, c.num_kv_heads, c.head_dim};
-    const int32_t window = window_of(layer);
-    pool_.parallel_for(static_cast<int64_t>(n) * c.num_q_heads, [&](int64_t begin, int64_t end) {
-      std::vector<float> scores;
-      for (int64_t item = begin; item < end; ++item) {
-        const int32_t t = static_cast<int32_t>(item / c.num_q_heads);
-        const int32_t head = static_cast<int32_t>(item % c.num_q_heads);
-        const size_t offset = static_cast<size_t>(t) * c.q_dim() + static_cast<size_t>(head) * c.head_dim;
-        cpu::attention_head(&a.q[offset], head, shape, kv, plan.chunks[slots[t].chunk].block_table[kind],
-                            slots[t].pos, window, bf16_to_float(w.sinks[head]), scores, &a.attn[offset]);
-      }
-    });
-
-    cpu::linear_bf16(a.attn.data(), n, c.q_dim(), w.o_weight, w.o_bias, c.hidden_size, a.proj.data(), &pool_);
-    for (size_t i = 0; i < a.x.size(); ++i) a.x[i] += a.proj[i];
-  }
-
-  void moe_block(int32_t layer, int32_t n) {
-    const ModelConfig& c = config_;
-    const LayerWeights& w = weights_.layers[layer];
     Activations& a = act_;
-    const int32_t top_k = c.experts_per_token;
-    const size_t hidden = c.hidden_size;
-
-    cpu::rmsnorm(a.x.data(), n, c.hidden_size, w.post_attention_norm, c.rms_norm_eps, a.h.data());
+    a.h.resize(a.x.size());
+    a.attn.resize(static_cast<size_t>(n) * c.q_dim());
+    a.delta.resize(a.x.size());
     a.router.resize(static_cast<size_t>(n) * c.num_experts);
-    cpu::linear_bf16(a.h.data(), n, c.hidden_size, w.router_weight, w.router_bias, c.num_experts, a.router.data(), &pool_);
-    a.expert_ids.resize(static_cast<size_t>(n) * top_k);
-    a.expert_weights.resize(static_cast<size_t>(n) * top_k);
-    for (int32_t t = 0; t < n; ++t) {
-      cpu::router_top_k(&a.router[static_cast<size_t>(t) * c.num_experts], c.num_experts, top_k,
-                        &a.expert_ids[static_cast<size_t>(t) * top_k], &a.expert_weights[static_cast<size_t>(t) * top_k]);
-    }
+    a.expert_ids.resize(static_cast<size_t>(n) * c.experts_per_token);
+    a.expert_weights.resize(a.expert_ids.size());
 
-    // Tokens are grouped by expert so each expert's weights are read once per
-    // step; every row is still computed on its own (batch invariance).
-    a.expert_out.resize(static_cast<size_t>(n) * top_k * hidden);
-    std::vector<std::vector<int32_t>> assignments(c.num_experts);  // entries t*top_k + rank
-    for (int32_t i = 0; i < n * top_k; ++i) assignments[a.expert_ids[i]].push_back(i);
-    std::vector<float> rows, gate_up, activated, out;
-    for (int32_t e = 0; e < c.num_experts; ++e) {
-      const std::vector<int32_t>& entries = assignments[e];
-      if (entries.empty()) continue;
-      const int32_t m = static_cast<int32_t>(entries.size());
-      rows.resize(static_cast<size_t>(m) * hidden);
-      for (int32_t r = 0; r < m; ++r) {
-        const float* src = &a.h[static_cast<size_t>(entries[r] / top_k) * hidden];
-        std::copy(src, src + hidden, &rows[static_cast<size_t>(r) * hidden]);
-      }
-      gate_up.resize(static_cast<size_t>(m) * 2 * c.intermediate_size);
-      activated.resize(static_cast<size_t>(m) * c.intermediate_size);
-      out.resize(static_cast<size_t>(m) * hidden);
-      cpu::linear_mxfp4(rows.data(), m, w.gate_up.expert(e), w.gate_up.expert_bias(e), gate_up.data(), &pool_);
-      cpu::swiglu_clamped(gate_up.data(), m, c.intermediate_size, c.swiglu_limit, activated.data());
-      cpu::linear_mxfp4(activated.data(), m, w.down.expert(e), w.down.expert_bias(e), out.data(), &pool_);
-      for (int32_t r = 0; r < m; ++r) {
-        std::copy(&out[static_cast<size_t>(r) * hidden], &out[static_cast<size_t>(r + 1) * hidden],
-                  &a.expert_out[static_cast<size_t>(entries[r]) * hidden]);
-      }
-    }
-
-    // x += sum over ranks (in rank order) of weight * expert output.
-    for (int32_t t = 0; t < n; ++t) {
-      float* x = &a.x[static_cast<size_t>(t) * hidden];
-      for (size_t d = 0; d < hidden; ++d) {
-        float sum = 0.0f;
-        for (int32_t r = 0; r < top_k; ++r) {
-          const size_t entry = static_cast<size_t>(t) * top_k + r;
-          sum += a.expert_weights[entry] * a.expert_out[entry * hidden + d];
-        }
-        x[d] += sum;
-      }
-    }
+    block.attention_norm(a.x.data(), n, a.h.data());
+    block.store_kv(a.h.data(), slots, n, kv);
+    block.attend(a.h.data(), slots, n, kv, a.attn.data());
+    block.add_attention_output(a.attn.data(), n, a.x.data());
+    block.moe(a.x.data(), n, cpu::MoeRouting{a.router.data(), a.expert_ids.data(), a.expert_weights.data()},
+              a.delta.data());
+    for (size_t i = 0; i < a.x.size(); ++i) a.x[i] += a.delta[i];
   }
 
   void compute_logits(const BatchPlan& plan, std::vector<float>& logits) {
@@ -298,6 +201,7 @@ class CpuRunner final : public ModelRunner {
   bool kv_allocated_ = false;
   std::vector<float> kv_pools_[kNumAttnKinds];
   Activations act_;
+  std::vector<cpu::RowSlot> row_slots_[kNumAttnKinds];  // per kind: each row of the step
 };
 
 }  // namespace

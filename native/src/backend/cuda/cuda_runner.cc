@@ -63,6 +63,7 @@ CudaRunner::CudaRunner(const ModelConfig& config, cuda::DeviceWeights weights)
     throw Error(GPTOSS_ERR_MODEL, "the CUDA backend supports head_dim 64 only (model has " +
                                       std::to_string(config_.head_dim) + ")");
   GPTOSS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  cuda::prepare_linear_bf16();  // before any decode graph captures a product
   inv_freq_ = DeviceBuffer<float>(rope_.inv_freq.size());
   GPTOSS_CUDA_CHECK(cudaMemcpy(inv_freq_.get(), rope_.inv_freq.data(), inv_freq_.bytes(),
                                cudaMemcpyHostToDevice));
@@ -328,13 +329,12 @@ void CudaRunner::enqueue_layer(const Step& step, int32_t layer) {
   cuda::linear_bf16(h_.get(), T, H, w.router_weight, w.router_bias, m.num_experts,
                     router_logits_.get(), stream_);
   const int32_t K = m.experts_per_token, pairs = T * K;
-  cuda::router_top_k(router_logits_.get(), T, m.num_experts, K, experts_.get(),
-                     expert_weights_.get(), stream_);
   const cuda::MoeGroups groups{expert_offsets_.get(), pair_token_.get(), pair_slot_.get(),
                                moe_tiles_.get(), moe_n_tiles_.get()};
-  stage("moe_group");
+  stage("moe_route");
   const cuda::MoePath path = cuda::moe_path_for(pairs, m.num_experts);
-  cuda::moe_group(experts_.get(), T, K, m.num_experts, cuda::moe_tile_rows(path), groups, stream_);
+  cuda::moe_route(router_logits_.get(), T, m.num_experts, K, cuda::moe_tile_rows(path), experts_.get(),
+                  expert_weights_.get(), groups, stream_);
   stage("moe_gate_up_swiglu");
   cuda::moe_gate_up_swiglu(h_.get(), groups, pairs, w.gate_up, m.swiglu_limit, path,
                            expert_act_.get(), stream_);
@@ -490,6 +490,39 @@ void CudaRunner::forward_sampled(const BatchPlan& plan, const std::vector<RowSam
                                     cudaMemcpyDeviceToHost, stream_));
   if (timer_) timer_->finish(stream_);
   GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaRunner::forward_layer(const BatchPlan& plan, int32_t layer, const std::vector<float>& x,
+                               LayerOutputs& out) {
+  validate(plan);
+  const ModelConfig& m = config_;
+  const int32_t n = static_cast<int32_t>(plan.tokens.size()), H = m.hidden_size;
+  if (layer < 0 || layer >= m.num_layers || n == 0 || x.size() != static_cast<size_t>(n) * H)
+    throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "forward_layer: a layer of the model and one hidden row per token");
+  const Step step = prepare(plan);
+  // Padding rows enter as zeros; no earlier layer left an output in delta_.
+  const size_t row_bytes = static_cast<size_t>(H) * sizeof(float);
+  GPTOSS_CUDA_CHECK(cudaMemsetAsync(x_.get(), 0, step.n_tokens * row_bytes, stream_));
+  GPTOSS_CUDA_CHECK(cudaMemsetAsync(delta_.get(), 0, step.n_tokens * row_bytes, stream_));
+  GPTOSS_CUDA_CHECK(cudaMemcpyAsync(x_.get(), x.data(), n * row_bytes, cudaMemcpyHostToDevice, stream_));
+  enqueue_layer(step, layer);
+
+  // After the layer, x_ holds the stream between attention and MoE and
+  // delta_ the MoE output: the next layer's first norm adds them.
+  out.resize(m, n);
+  std::vector<bf16> attn(static_cast<size_t>(n) * m.q_dim());
+  std::vector<float> after_attention(x.size());
+  auto to_host = [&](void* dst, const void* src, size_t bytes) {
+    GPTOSS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  };
+  to_host(attn.data(), attn_.get(), attn.size() * sizeof(bf16));
+  to_host(out.router_logits.data(), router_logits_.get(), out.router_logits.size() * sizeof(float));
+  to_host(out.experts.data(), experts_.get(), out.experts.size() * sizeof(int32_t));
+  to_host(out.moe.data(), delta_.get(), out.moe.size() * sizeof(float));
+  to_host(after_attention.data(), x_.get(), after_attention.size() * sizeof(float));
+  GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (size_t i = 0; i < attn.size(); ++i) out.attn[i] = bf16_to_float(attn[i]);
+  for (size_t i = 0; i < after_attention.size(); ++i) out.residual[i] = after_attention[i] + out.moe[i];
 }
 
 void CudaRunner::fill_kv_cache_random(uint64_t seed) {

@@ -21,6 +21,7 @@
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/sampling.h"
 #include "backend/cuda/stage_timer.h"
+#include "backend/layer_check.h"
 #include "backend/model_runner.h"
 
 namespace gptoss {
@@ -47,6 +48,11 @@ class CudaRunner final : public ModelRunner {
   // While a timer is set, steps launch directly with a mark per stage
   // (benchmarks: each kernel's share of the step). Null turns it off.
   void set_stage_timer(cuda::StageTimer* timer) { timer_ = timer; }
+  // Teacher-forced layer checks (backend/layer_check.h): runs layer `layer`
+  // alone over `plan` (its K/V stored as forward stores them) with x
+  // ([plan tokens, hidden]) as the residual stream entering the layer; `out`
+  // gets what the layer computed for each token.
+  void forward_layer(const BatchPlan& plan, int32_t layer, const std::vector<float>& x, LayerOutputs& out);
   // Fills both KV pools with pseudo-random values (benchmarks that decode at a
   // long context without prefilling it first).
   void fill_kv_cache_random(uint64_t seed);

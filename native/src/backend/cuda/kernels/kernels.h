@@ -37,11 +37,25 @@ void add_rmsnorm(float* x, const float* delta, const int32_t* rows, int32_t n_ro
 void linear_bf16(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                  const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
 
-// The two paths of linear_bf16, exposed for checks and benchmarks.
+// The paths of linear_bf16, exposed for checks and benchmarks. Many rows go
+// through cuBLASLt where the build has it (GPTOSS_WITH_CUBLASLT), else
+// through the own tiled kernel.
 void linear_bf16_gemv(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                       const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
 void linear_bf16_tiled(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                        const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
+#if GPTOSS_WITH_CUBLASLT
+void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
+                          const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
+#endif
+
+// Sets up what linear_bf16 needs on the current device before a CUDA graph
+// may capture it (the cuBLASLt handle and its workspace); the CUDA runner
+// calls it once per device it uses.
+void prepare_linear_bf16();
+
+// y[r][o] += bias[o] for r < n_rows, o < out_dim.
+void add_bias_rows(float* y, const bf16* bias, int32_t n_rows, int32_t out_dim, cudaStream_t stream);
 
 // ---- rotary embedding and the paged KV cache ------------------------------------
 
@@ -140,6 +154,11 @@ inline int32_t moe_max_tiles(int32_t n_pairs, int32_t n_experts, int32_t tile_ro
 // Groups the pairs and lists the tiles of `tile_rows` rows (moe_tile_rows).
 void moe_group(const int32_t* experts, int32_t n_rows, int32_t k, int32_t n_experts,
                int32_t tile_rows, const MoeGroups& groups, cudaStream_t stream);
+
+// router_top_k then moe_group: for decode batches (up to 64 rows) one kernel
+// (one launch less a layer), else the two. Same results either way.
+void moe_route(const float* logits, int32_t n_rows, int32_t n_experts, int32_t k, int32_t tile_rows,
+               int32_t* experts, float* weights, const MoeGroups& groups, cudaStream_t stream);
 
 // Which kernel runs an expert product: the GEMV streams each expert's weights
 // once per step (decode, about a pair per expert; its blocks walk only the

@@ -3,8 +3,11 @@
 //
 // Decode reads each weight once per step, so few rows take a GEMV whose warps
 // each own output columns and stream their weight rows in 16-byte loads,
-// all of a row's loads in flight before the first use. Many rows take the
-// tensor-core tiled kernel (gemm_tiled.cuh).
+// all of a row's loads in flight before the first use. Many rows take
+// cuBLASLt where the build has it (linear_cublaslt.cc), else the tensor-core
+// tiled kernel (gemm_tiled.cuh).
+#include <algorithm>
+
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/device_math.cuh"
 #include "backend/cuda/kernels/gemm_tiled.cuh"
@@ -83,7 +86,25 @@ __global__ void __launch_bounds__(tiled::kThreads)
                    tiled::BiasEpilogue{y, bias, out_dim, row0, n_rows});
 }
 
+__global__ void add_bias_rows_kernel(float* y, const uint16_t* bias, int64_t n, int32_t out_dim) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] += bf16_bits_to_float(bias[i % out_dim]);
+}
+
 }  // namespace
+
+void add_bias_rows(float* y, const bf16* bias, int32_t n_rows, int32_t out_dim, cudaStream_t stream) {
+  const int64_t n = int64_t(n_rows) * out_dim;
+  if (n == 0) return;
+  const int threads = 256;
+  const int blocks = static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 4096));
+  add_bias_rows_kernel<<<blocks, threads, 0, stream>>>(y, bias, n, out_dim);
+  GPTOSS_CUDA_CHECK_LAUNCH();
+}
+
+#if !GPTOSS_WITH_CUBLASLT
+void prepare_linear_bf16() {}  // the own kernels need nothing set up
+#endif
 
 void linear_bf16_gemv(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                       const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream) {
@@ -121,7 +142,11 @@ void linear_bf16(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weig
   if (n_rows <= kGemvMaxBatch)
     linear_bf16_gemv(x, n_rows, in_dim, weight, bias, out_dim, y, stream);
   else
+#if GPTOSS_WITH_CUBLASLT
+    linear_bf16_cublaslt(x, n_rows, in_dim, weight, bias, out_dim, y, stream);
+#else
     linear_bf16_tiled(x, n_rows, in_dim, weight, bias, out_dim, y, stream);
+#endif
 }
 
 }  // namespace gptoss::cuda

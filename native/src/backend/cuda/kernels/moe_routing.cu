@@ -12,17 +12,17 @@ constexpr int kMaxExperts = 128;
 constexpr int kMaxExpertsPerLane = kMaxExperts / kWarpSize;
 constexpr int kMaxTopK = 8;
 
-// One warp per row; lane l holds experts l, l + 32, ...
-__global__ void router_top_k_kernel(const float* logits, int32_t n_rows, int32_t n_experts,
-                                    int32_t k, int32_t* experts, float* weights) {
-  const int32_t row = blockIdx.x * (blockDim.x / kWarpSize) + threadIdx.x / kWarpSize;
-  const int lane = threadIdx.x % kWarpSize;
-  if (row >= n_rows) return;
+constexpr int32_t kFusedRouteRows = 64;  // moe_route: one block routes and groups up to this many rows
+constexpr int kGroupThreads = 1024;
+
+// The top-k of one row by one warp; lane l holds experts l, l + 32, ...
+__device__ void warp_top_k(const float* row_logits, int32_t n_experts, int32_t k, int32_t* row_experts,
+                           float* row_weights, int lane) {
   float v[kMaxExpertsPerLane];
 #pragma unroll
   for (int i = 0; i < kMaxExpertsPerLane; ++i) {
     const int32_t e = lane + i * kWarpSize;
-    v[i] = e < n_experts ? logits[static_cast<int64_t>(row) * n_experts + e] : -INFINITY;
+    v[i] = e < n_experts ? row_logits[e] : -INFINITY;
   }
   float chosen[kMaxTopK];
   int32_t chosen_id[kMaxTopK];
@@ -50,17 +50,18 @@ __global__ void router_top_k_kernel(const float* logits, int32_t n_rows, int32_t
     float sum = 0.0f;
     for (int j = 0; j < k; ++j) sum += expf(chosen[j] - chosen[0]);
     for (int j = 0; j < k; ++j) {
-      experts[static_cast<int64_t>(row) * k + j] = chosen_id[j];
-      weights[static_cast<int64_t>(row) * k + j] = expf(chosen[j] - chosen[0]) / sum;
+      row_experts[j] = chosen_id[j];
+      row_weights[j] = expf(chosen[j] - chosen[0]) / sum;
     }
   }
 }
 
-// One block. Counts pairs per expert, lays the experts out in order, then
-// each warp places the pairs of its experts by scanning all pairs in order
-// (ballot + popcount gives each pair its rank among its expert's pairs).
-__global__ void moe_group_kernel(const int32_t* experts, int32_t n_pairs, int32_t k,
-                                 int32_t n_experts, int32_t tile_rows, MoeGroups groups) {
+// Groups the pairs, run by one whole block. Counts pairs per expert, lays
+// the experts out in order, then each warp places the pairs of its experts
+// by scanning all pairs in order (ballot + popcount gives each pair its rank
+// among its expert's pairs).
+__device__ void block_group(const int32_t* experts, int32_t n_pairs, int32_t k, int32_t n_experts,
+                            int32_t tile_rows, const MoeGroups& groups) {
   __shared__ int32_t count[kMaxExperts];
   __shared__ int32_t offset[kMaxExperts + 1];
   for (int e = threadIdx.x; e < n_experts; e += blockDim.x) count[e] = 0;
@@ -97,6 +98,34 @@ __global__ void moe_group_kernel(const int32_t* experts, int32_t n_pairs, int32_
   }
 }
 
+// One warp per row.
+__global__ void router_top_k_kernel(const float* logits, int32_t n_rows, int32_t n_experts,
+                                    int32_t k, int32_t* experts, float* weights) {
+  const int32_t row = blockIdx.x * (blockDim.x / kWarpSize) + threadIdx.x / kWarpSize;
+  if (row >= n_rows) return;
+  warp_top_k(logits + static_cast<int64_t>(row) * n_experts, n_experts, k, experts + static_cast<int64_t>(row) * k,
+             weights + static_cast<int64_t>(row) * k, threadIdx.x % kWarpSize);
+}
+
+__global__ void __launch_bounds__(kGroupThreads)
+    moe_group_kernel(const int32_t* experts, int32_t n_pairs, int32_t k, int32_t n_experts,
+                     int32_t tile_rows, MoeGroups groups) {
+  block_group(experts, n_pairs, k, n_experts, tile_rows, groups);
+}
+
+// Both in one block (decode batches): warp w routes rows w, w + 32, ...;
+// the block's barrier makes their choices visible to the grouping.
+__global__ void __launch_bounds__(kGroupThreads)
+    moe_route_kernel(const float* logits, int32_t n_rows, int32_t n_experts, int32_t k, int32_t tile_rows,
+                     int32_t* experts, float* weights, MoeGroups groups) {
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  for (int32_t row = warp; row < n_rows; row += kGroupThreads / kWarpSize)
+    warp_top_k(logits + static_cast<int64_t>(row) * n_experts, n_experts, k, experts + static_cast<int64_t>(row) * k,
+               weights + static_cast<int64_t>(row) * k, lane);
+  __syncthreads();
+  block_group(experts, n_rows * k, k, n_experts, tile_rows, groups);
+}
+
 __global__ void moe_combine_kernel(const float* y, const int32_t* pair_slot, const float* weights,
                                    int32_t k, int32_t dim, float* delta) {
   const int32_t t = blockIdx.x;
@@ -113,12 +142,16 @@ __global__ void moe_combine_kernel(const float* y, const int32_t* pair_slot, con
   }
 }
 
+void check_routing_shape(int32_t n_experts, int32_t k) {
+  if (n_experts > kMaxExperts || k > kMaxTopK || k > n_experts)
+    throw Error(GPTOSS_ERR_BACKEND, "MoE routing: at most 128 experts and top-8");
+}
+
 }  // namespace
 
 void router_top_k(const float* logits, int32_t n_rows, int32_t n_experts, int32_t k,
                   int32_t* experts, float* weights, cudaStream_t stream) {
-  if (n_experts > kMaxExperts || k > kMaxTopK || k > n_experts)
-    throw Error(GPTOSS_ERR_BACKEND, "router_top_k: at most 128 experts and top-8");
+  check_routing_shape(n_experts, k);
   if (n_rows == 0) return;
   router_top_k_kernel<<<(n_rows + 7) / 8, 256, 0, stream>>>(logits, n_rows, n_experts, k, experts,
                                                             weights);
@@ -127,8 +160,21 @@ void router_top_k(const float* logits, int32_t n_rows, int32_t n_experts, int32_
 
 void moe_group(const int32_t* experts, int32_t n_rows, int32_t k, int32_t n_experts,
                int32_t tile_rows, const MoeGroups& groups, cudaStream_t stream) {
-  if (n_experts > kMaxExperts) throw Error(GPTOSS_ERR_BACKEND, "moe_group: at most 128 experts");
-  moe_group_kernel<<<1, 1024, 0, stream>>>(experts, n_rows * k, k, n_experts, tile_rows, groups);
+  check_routing_shape(n_experts, k);
+  moe_group_kernel<<<1, kGroupThreads, 0, stream>>>(experts, n_rows * k, k, n_experts, tile_rows, groups);
+  GPTOSS_CUDA_CHECK_LAUNCH();
+}
+
+void moe_route(const float* logits, int32_t n_rows, int32_t n_experts, int32_t k, int32_t tile_rows,
+               int32_t* experts, float* weights, const MoeGroups& groups, cudaStream_t stream) {
+  if (n_rows > kFusedRouteRows) {
+    router_top_k(logits, n_rows, n_experts, k, experts, weights, stream);
+    moe_group(experts, n_rows, k, n_experts, tile_rows, groups, stream);
+    return;
+  }
+  check_routing_shape(n_experts, k);
+  moe_route_kernel<<<1, kGroupThreads, 0, stream>>>(logits, n_rows, n_experts, k, tile_rows, experts, weights,
+                                                    groups);
   GPTOSS_CUDA_CHECK_LAUNCH();
 }
 

@@ -2,7 +2,6 @@
 // and the relative-error verdicts they print.
 #pragma once
 
-#include <cmath>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -11,6 +10,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
 #include "common/bf16.h"
+#include "common/relative_error.h"
 
 namespace gptoss::cuda::check {
 
@@ -72,17 +72,7 @@ inline std::vector<float> to_float(const std::vector<bf16>& v) {
   return out;
 }
 
-// ||out - ref|| / ||ref||; NaN or infinity anywhere in `out` gives infinity.
-inline double relative_error(const std::vector<float>& out, const std::vector<float>& ref) {
-  if (out.size() != ref.size()) return INFINITY;
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (!std::isfinite(out[i])) return INFINITY;
-    diff += (double(out[i]) - ref[i]) * (double(out[i]) - ref[i]);
-    norm += double(ref[i]) * ref[i];
-  }
-  return std::sqrt(diff / std::max(norm, 1e-30));
-}
+using gptoss::relative_error;
 
 // Prints one verdict line and counts failures.
 class Verdicts {

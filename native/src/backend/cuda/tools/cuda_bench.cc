@@ -124,6 +124,12 @@ void bench_products(Results& r, const ModelConfig& c) {
   r.add("tiled bf16 8192x2880->5120 TFLOP/s", 2.0 * m * hidden * n_qkv / ms_qkv / 1e9);
   const double ms_o = median_ms(5, [&] { linear_bf16_tiled(x.get(), m, c.q_dim(), w.get(), nullptr, hidden, y.get(), nullptr); });
   r.add("tiled bf16 8192x4096->2880 TFLOP/s", 2.0 * m * c.q_dim() * hidden / ms_o / 1e9);
+#if GPTOSS_WITH_CUBLASLT
+  const double lt_qkv = median_ms(5, [&] { linear_bf16_cublaslt(x.get(), m, hidden, w.get(), nullptr, n_qkv, y.get(), nullptr); });
+  r.add("cublaslt bf16 8192x2880->5120 TFLOP/s", 2.0 * m * hidden * n_qkv / lt_qkv / 1e9);
+  const double lt_o = median_ms(5, [&] { linear_bf16_cublaslt(x.get(), m, c.q_dim(), w.get(), nullptr, hidden, y.get(), nullptr); });
+  r.add("cublaslt bf16 8192x4096->2880 TFLOP/s", 2.0 * m * c.q_dim() * hidden / lt_o / 1e9);
+#endif
   const double ms_gemv = median_ms(20, [&] { linear_bf16_gemv(x.get(), 1, hidden, w.get(), nullptr, n_qkv, y.get(), nullptr); });
   r.add("gemv bf16 1x2880->5120 GB/s", double(n_qkv) * hidden * 2 / ms_gemv / 1e6);
 }

@@ -89,6 +89,19 @@ void check_linear(Random& rng, Verdicts& v) {
     auto y2 = poisoned<float>(ref.size());
     linear_bf16_tiled(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y2.get(), nullptr);
     v.expect_close("linear_bf16 tiled " + shape, relative_error(to_host(y2, ref.size()), ref), kFloatTol);
+#if GPTOSS_WITH_CUBLASLT
+    auto y3 = poisoned<float>(ref.size());
+    linear_bf16_cublaslt(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y3.get(), nullptr);
+    const std::vector<float> all_rows = to_host(y3, ref.size());
+    v.expect_close("linear_bf16 cublaslt " + shape, relative_error(all_rows, ref), kFloatTol);
+    // Batch invariance: the first rows alone give the same bits as in the whole.
+    const int32_t head = (c.rows + 1) / 2;
+    auto y4 = poisoned<float>(size_t(head) * c.out);
+    linear_bf16_cublaslt(d_x.get(), head, c.in, d_w.get(), d_b.get(), c.out, y4.get(), nullptr);
+    const std::vector<float> head_rows = to_host(y4, size_t(head) * c.out);
+    v.expect("linear_bf16 cublaslt " + shape + " rows alone == in the batch",
+             std::equal(head_rows.begin(), head_rows.end(), all_rows.begin()), std::to_string(head) + " rows");
+#endif
   }
 }
 
@@ -227,19 +240,47 @@ void check_attention(Random& rng, Verdicts& v) {
 }
 
 void check_router(Random& rng, Verdicts& v) {
-  const int32_t rows = 50, experts = 32, k = 4;
-  std::vector<float> logits = rng.bf16_floats(size_t(rows) * experts, 3.0f);
-  for (int32_t e = 0; e < 4; ++e) logits[e] = 1.0f;  // ties: lower expert first
-  std::vector<int32_t> ref_e(size_t(rows) * k);
-  std::vector<float> ref_w(ref_e.size());
-  for (int32_t r = 0; r < rows; ++r)
-    cpu::router_top_k(logits.data() + size_t(r) * experts, experts, k, ref_e.data() + size_t(r) * k, ref_w.data() + size_t(r) * k);
-  auto d_logits = to_device(logits);
-  auto d_e = poisoned<int32_t>(ref_e.size());
-  auto d_w = poisoned<float>(ref_w.size());
-  router_top_k(d_logits.get(), rows, experts, k, d_e.get(), d_w.get(), nullptr);
-  v.expect("router_top_k experts", to_host(d_e, ref_e.size()) == ref_e);
-  v.expect_close("router_top_k weights", relative_error(to_host(d_w, ref_w.size()), ref_w), 1e-6);
+  const int32_t experts = 32, k = 4, tile_rows = 32;
+  // 50 rows: moe_route's one-kernel path; 300: router_top_k + moe_group.
+  for (const int32_t rows : {50, 300}) {
+    const std::string tag = " (" + std::to_string(rows) + " rows)";
+    std::vector<float> logits = rng.bf16_floats(size_t(rows) * experts, 3.0f);
+    for (int32_t e = 0; e < 4; ++e) logits[e] = 1.0f;  // ties: lower expert first
+    std::vector<int32_t> ref_e(size_t(rows) * k);
+    std::vector<float> ref_w(ref_e.size());
+    for (int32_t r = 0; r < rows; ++r)
+      cpu::router_top_k(logits.data() + size_t(r) * experts, experts, k, ref_e.data() + size_t(r) * k, ref_w.data() + size_t(r) * k);
+    auto d_logits = to_device(logits);
+    auto d_e = poisoned<int32_t>(ref_e.size());
+    auto d_w = poisoned<float>(ref_w.size());
+    router_top_k(d_logits.get(), rows, experts, k, d_e.get(), d_w.get(), nullptr);
+    v.expect("router_top_k experts" + tag, to_host(d_e, ref_e.size()) == ref_e);
+    v.expect_close("router_top_k weights" + tag, relative_error(to_host(d_w, ref_w.size()), ref_w), 1e-6);
+
+    // moe_route gives what router_top_k then moe_group give.
+    const int32_t pairs = rows * k, max_tiles = moe_max_tiles(pairs, experts, tile_rows);
+    auto grouped = [&](auto&& run) {
+      std::vector<DeviceBuffer<int32_t>> b;
+      for (int32_t n : {experts + 1, pairs, pairs, max_tiles, 1}) b.push_back(poisoned<int32_t>(n));
+      const MoeGroups g{b[0].get(), b[1].get(), b[2].get(), b[3].get(), b[4].get()};
+      run(g);
+      const int32_t n_tiles = to_host(b[4], 1)[0];
+      return std::vector<std::vector<int32_t>>{to_host(b[0], experts + 1), to_host(b[1], pairs), to_host(b[2], pairs),
+                                               to_host(b[3], std::clamp(n_tiles, 0, max_tiles)), {n_tiles}};
+    };
+    const auto two_kernels = grouped([&](const MoeGroups& g) {
+      moe_group(d_e.get(), rows, k, experts, tile_rows, g, nullptr);
+    });
+    auto r_e = poisoned<int32_t>(ref_e.size());
+    auto r_w = poisoned<float>(ref_w.size());
+    const auto routed = grouped([&](const MoeGroups& g) {
+      moe_route(d_logits.get(), rows, experts, k, tile_rows, r_e.get(), r_w.get(), g, nullptr);
+    });
+    v.expect("moe_route experts and weights" + tag,
+             to_host(r_e, ref_e.size()) == ref_e && to_host(r_w, ref_w.size()) == to_host(d_w, ref_w.size()));
+    v.expect("moe_route groups == moe_group's" + tag, routed == two_kernels,
+             std::to_string(two_kernels[4][0]) + " tiles");
+  }
 }
 
 // The MoE block below the router: grouping, the fused gate/up + SwiGLU, the

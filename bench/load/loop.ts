@@ -1,0 +1,39 @@
+/**
+ * The closed loop shared by the load tool (through the stack) and the engine
+ * bench (the engine alone): `concurrency` clients each send the next request
+ * when their last one ends, until `count` requests were sent or the deadline
+ * passed. The k-th request sent takes the k-th draw of the length samplers,
+ * so two runs with the same seeds send the same lengths in the same order.
+ */
+import type { RequestOutcome, RequestSpec } from "./client.ts";
+import type { Sampler } from "./distribution.ts";
+
+export type SendRequest = (spec: RequestSpec, salt: number) => Promise<RequestOutcome>;
+
+export interface LoopLimits {
+  concurrency: number;
+  /** Requests to send in all (Infinity: until the deadline). */
+  count: number;
+  durationSec: number;
+}
+
+export async function closedLoop(send: SendRequest, limits: LoopLimits, prompt: Sampler, output: Sampler) {
+  const outcomes: RequestOutcome[] = [];
+  const deadline = performance.now() + limits.durationSec * 1000;
+  let sent = 0;
+  const client = async (id: number) => {
+    while (performance.now() < deadline && sent < limits.count) {
+      const salt = sent++ * 31 + id;
+      outcomes.push(await send({ promptWords: prompt(), maxTokens: output() }, salt));
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: limits.concurrency }, (_, i) => client(i)));
+  return { outcomes, elapsedSec: (performance.now() - t0) / 1000 };
+}
+
+/** Requests of one level: a fixed number, or `waves` times the concurrency (at least 8). */
+export function levelCount(concurrency: number, fixed: number | undefined, waves: number | undefined): number {
+  if (waves !== undefined) return Math.max(8, Math.ceil(waves * concurrency));
+  return fixed ?? Infinity;
+}

@@ -1,0 +1,58 @@
+/**
+ * Queue places on a real Redis: reservations and waiting jobs together never pass the limit,
+ * and a request whose job is already enqueued (its reservation not yet given back) counts once.
+ */
+import assert from "node:assert/strict";
+import type { Job } from "../../shared/protocol.ts";
+import { testRedis } from "../tenancy/test_support.ts";
+import { sampling } from "../../worker/test-support/fixtures.ts";
+import { JobQueue } from "./job-queue.ts";
+
+function job(requestId: string): Job {
+  return {
+    requestId,
+    tenantId: "acme",
+    model: "test-model",
+    kind: "completion",
+    promptTokenIds: [1, 2, 3],
+    sampling: sampling({ maxTokens: 4 }),
+    stop: [],
+    deadline: Date.now() + 60_000,
+    enqueuedAt: Date.now(),
+  };
+}
+
+Deno.test("places up to the limit are reserved, the next is refused with the count", async () => {
+  const t = testRedis("queue-places");
+  const queue = new JobQueue(t.redis, t.keys);
+  try {
+    for (const id of ["a", "b", "c"]) {
+      assert.deepEqual(await queue.reserve(id, 3), { reserved: true });
+    }
+    assert.deepEqual(await queue.reserve("d", 3), { reserved: false, waiting: 3 });
+    await queue.release("b");
+    assert.deepEqual(await queue.reserve("d", 3), { reserved: true });
+  } finally {
+    await queue.close();
+    await t.close();
+  }
+});
+
+Deno.test("an enqueued job whose reservation is not yet given back counts once, at the limit too", async () => {
+  const t = testRedis("queue-places-enqueued");
+  const queue = new JobQueue(t.redis, t.keys);
+  try {
+    assert.deepEqual(await queue.reserve("a", 2), { reserved: true });
+    await queue.enqueue(job("a")); // waiting, and still reserved until `release`
+    assert.deepEqual(await queue.reserve("b", 2), { reserved: true }, "a counts once: 1 of 2");
+    assert.deepEqual(await queue.reserve("c", 2), { reserved: false, waiting: 2 });
+    await queue.enqueue(job("b"));
+    await queue.release("a");
+    await queue.release("b");
+    assert.deepEqual(await queue.reserve("c", 2), { reserved: false, waiting: 2 }, "two jobs wait");
+    assert.deepEqual(await queue.reserve("c", 3), { reserved: true });
+  } finally {
+    await queue.close();
+    await t.close();
+  }
+});

@@ -1,0 +1,178 @@
+// The many-row path of linear_bf16 through cuBLASLt, built where CMake finds
+// the library (GPTOSS_CUBLASLT, on by default; GPU machines have it, the dev
+// VM and CI do not and build the tiled kernel in its place).
+//
+// y [n, out] = x [n, in] W^T + b in cuBLASLt's column-major terms:
+// D [out, n] = op(A) B with A = W as a column-major [in, out] matrix, op(A) =
+// A^T, and B = x as column-major [in, n]; D is y's row-major storage. bf16
+// inputs, float accumulation and output, no epilogue (the bias is added by
+// add_bias_rows: a bf16 bias beside a float output is not a combination every
+// cuBLASLt kernel takes).
+//
+// Batch invariance: each weight shape gets one algorithm, chosen once from
+// the heuristic at kReferenceRows rows with no split-K reduction, and every
+// row count reuses it; so a row's result is the same instruction sequence
+// whichever step it is in. A row count the algorithm rejects falls back to
+// the tiled kernel (said once on stderr).
+#include <cublasLt.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <tuple>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_buffer.h"
+#include "backend/cuda/kernels/kernels.h"
+
+namespace gptoss::cuda {
+namespace {
+
+constexpr int32_t kReferenceRows = 2048;
+constexpr size_t kWorkspaceBytes = 32u << 20;
+constexpr uintptr_t kOperandAlignment = 256;
+
+void check_cublas(cublasStatus_t status, const char* what) {
+  if (status != CUBLAS_STATUS_SUCCESS)
+    throw Error(GPTOSS_ERR_BACKEND, std::string("cuBLASLt ") + what + " failed: " + cublasLtGetStatusString(status));
+}
+
+// Descriptors of one product shape; layouts depend on the row count.
+struct Layouts {
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  bool algo_fits = false;
+  Layouts() = default;
+  Layouts(const Layouts&) = delete;
+  Layouts& operator=(const Layouts&) = delete;
+  ~Layouts() {
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (d) cublasLtMatrixLayoutDestroy(d);
+  }
+};
+
+class CublasLt {
+ public:
+  // The current device's instance, created on first use and never
+  // destroyed (a handle must not outlive the CUDA runtime at exit). One
+  // workspace a device: a device's products run on one stream at a time
+  // (each runner synchronises its stream at the end of a step).
+  static CublasLt& get() {
+    static std::mutex devices_mu;
+    static std::map<int, CublasLt*> devices;
+    int device = 0;
+    GPTOSS_CUDA_CHECK(cudaGetDevice(&device));
+    std::lock_guard<std::mutex> lock(devices_mu);
+    CublasLt*& instance = devices[device];
+    if (!instance) instance = new CublasLt;
+    return *instance;
+  }
+
+  // False when the shape's algorithm cannot run this row count.
+  bool matmul(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, int32_t out_dim, float* y,
+              cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const cublasLtMatmulAlgo_t* algo = algorithm(in_dim, out_dim);
+    Layouts& l = layouts(n_rows, in_dim, out_dim, algo);
+    if (!algo || !l.algo_fits) return false;
+    const float one = 1.0f, zero = 0.0f;
+    check_cublas(cublasLtMatmul(handle_, desc_, &one, weight, l.a, x, l.b, &zero, y, l.d, y, l.d, algo,
+                                workspace_.get(), workspace_.bytes(), stream),
+                 "matmul");
+    return true;
+  }
+
+ private:
+  CublasLt() : workspace_(kWorkspaceBytes) {
+    check_cublas(cublasLtCreate(&handle_), "create");
+    check_cublas(cublasLtMatmulDescCreate(&desc_, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul descriptor");
+    const cublasOperation_t transpose = CUBLAS_OP_T, none = CUBLAS_OP_N;
+    check_cublas(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)),
+                 "transa");
+    check_cublas(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof(none)), "transb");
+  }
+
+  static void make_layouts(Layouts& l, int32_t n_rows, int32_t in_dim, int32_t out_dim) {
+    check_cublas(cublasLtMatrixLayoutCreate(&l.a, CUDA_R_16BF, in_dim, out_dim, in_dim), "layout A");
+    check_cublas(cublasLtMatrixLayoutCreate(&l.b, CUDA_R_16BF, in_dim, n_rows, in_dim), "layout B");
+    check_cublas(cublasLtMatrixLayoutCreate(&l.d, CUDA_R_32F, out_dim, n_rows, out_dim), "layout D");
+  }
+
+  // The shape's one algorithm (null: cuBLASLt offers none).
+  const cublasLtMatmulAlgo_t* algorithm(int32_t in_dim, int32_t out_dim) {
+    const auto key = std::make_pair(in_dim, out_dim);
+    auto it = algos_.find(key);
+    if (it == algos_.end()) {
+      Layouts ref;
+      make_layouts(ref, kReferenceRows, in_dim, out_dim);
+      cublasLtMatmulPreference_t pref = nullptr;
+      check_cublas(cublasLtMatmulPreferenceCreate(&pref), "preference");
+      const uint64_t workspace = kWorkspaceBytes;
+      const uint32_t no_split_reduction = CUBLASLT_REDUCTION_SCHEME_NONE;
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                           sizeof(workspace));
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &no_split_reduction,
+                                           sizeof(no_split_reduction));
+      cublasLtMatmulHeuristicResult_t result{};
+      int found = 0;
+      const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(handle_, desc_, ref.a, ref.b, ref.d, ref.d, pref,
+                                                                   1, &result, &found);
+      cublasLtMatmulPreferenceDestroy(pref);
+      std::optional<cublasLtMatmulAlgo_t> algo;
+      if (status == CUBLAS_STATUS_SUCCESS && found > 0) algo = result.algo;
+      else std::fprintf(stderr, "gptoss: cuBLASLt has no algorithm for %d -> %d; the tiled kernel runs it\n", in_dim, out_dim);
+      it = algos_.emplace(key, algo).first;
+    }
+    return it->second ? &*it->second : nullptr;
+  }
+
+  Layouts& layouts(int32_t n_rows, int32_t in_dim, int32_t out_dim, const cublasLtMatmulAlgo_t* algo) {
+    const auto key = std::make_tuple(n_rows, in_dim, out_dim);
+    auto it = layouts_.find(key);
+    if (it != layouts_.end()) return it->second;
+    Layouts& l = layouts_[key];
+    make_layouts(l, n_rows, in_dim, out_dim);
+    if (algo) {
+      cublasLtMatmulHeuristicResult_t check{};
+      l.algo_fits = cublasLtMatmulAlgoCheck(handle_, desc_, l.a, l.b, l.d, l.d, algo, &check) ==
+                        CUBLAS_STATUS_SUCCESS &&
+                    check.workspaceSize <= kWorkspaceBytes;
+      if (!l.algo_fits)
+        std::fprintf(stderr, "gptoss: cuBLASLt's algorithm for %d -> %d rejects %d rows; the tiled kernel runs them\n",
+                     in_dim, out_dim, n_rows);
+    }
+    return l;
+  }
+
+  std::mutex mu_;
+  cublasLtHandle_t handle_ = nullptr;
+  cublasLtMatmulDesc_t desc_ = nullptr;
+  DeviceBuffer<uint8_t> workspace_;
+  std::map<std::pair<int32_t, int32_t>, std::optional<cublasLtMatmulAlgo_t>> algos_;
+  std::map<std::tuple<int32_t, int32_t, int32_t>, Layouts> layouts_;
+};
+
+}  // namespace
+
+void prepare_linear_bf16() { CublasLt::get(); }
+
+void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
+                          int32_t out_dim, float* y, cudaStream_t stream) {
+  if (n_rows == 0) return;
+  // The heuristic assumes 256-byte aligned operands (cuBLASLt's default
+  // preference); the runner's buffers and weights are, anything else is not
+  // worth a second set of algorithms.
+  const uintptr_t addresses = reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(weight) |
+                              reinterpret_cast<uintptr_t>(y);
+  if (addresses % kOperandAlignment != 0 ||
+      !CublasLt::get().matmul(x, n_rows, in_dim, weight, out_dim, y, stream)) {
+    linear_bf16_tiled(x, n_rows, in_dim, weight, bias, out_dim, y, stream);
+    return;
+  }
+  if (bias) add_bias_rows(y, bias, n_rows, out_dim, stream);
+}
+
+}  // namespace gptoss::cuda

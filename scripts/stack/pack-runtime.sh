@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Packs what the stack needs to run on a GPU host that has no Node, Deno, Redis
+# or network (the device machines of docs/PERFORMANCE.md "GPU stack"): this
+# machine's node binary, the Deno binary from node_modules, redis-server with
+# the shared libraries it links, Node's N-API headers and the runtime part of
+# node_modules, each compressed with xz. scripts/stack/runtime.sh unpacks them
+# there. Output: .stack-runtime/ (git-ignored), about 57 MiB; run it again after
+# `npm ci` or a dependency change.
+#
+#   scripts/stack/pack-runtime.sh [OUT_DIR]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+out="${1:-$root/.stack-runtime}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$out"
+xzc() { xz -T0 -9 -c; }
+
+# Node: a stripped copy of this machine's binary (it needs glibc 2.28 and libstdc++ only).
+cp "$(command -v node)" "$work/node" && strip "$work/node"
+xzc <"$work/node" >"$out/node.xz"
+# Deno ships stripped; node_modules/.bin/deno is what scripts/lib/local-stack.ts starts.
+xzc <"$root/node_modules/deno/deno" >"$out/deno.xz"
+
+# redis-server and every library it links except glibc's own.
+mkdir -p "$work/redis/lib"
+cp "$(readlink -f "$(command -v redis-server)")" "$work/redis/redis-server"
+ldd "$work/redis/redis-server" | awk '$3 ~ /^\// {print $3}' |
+  grep -v -E '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so' | xargs -I{} cp -L {} "$work/redis/lib/"
+# N-API is C and self-contained: the addon builds against these headers alone.
+mkdir -p "$work/node-include"
+cp /usr/include/node/{node_api.h,node_api_types.h,js_native_api.h,js_native_api_types.h} "$work/node-include/"
+tar -C "$work" -c redis node-include | xzc >"$out/redis-headers.tar.xz"
+
+# The packages the gateway, the worker, the tests and the bench import at run
+# time (plus tsx's esbuild), without type declarations or source maps.
+cd "$root"
+packages=(base64-js bullmq cluster-key-slot cron-parser debug denque detect-libc hono ioredis @ioredis luxon ms
+  msgpackr node-abort-controller node-addon-api node-gyp-build-optional-packages openai redis-errors redis-parser
+  semver standard-as-callback tslib tsx zod esbuild @esbuild undici-types deno/package.json js-tiktoken)
+tar -c --exclude='*.d.ts' --exclude='*.d.mts' --exclude='*.d.cts' --exclude='*.map' \
+  --exclude='js-tiktoken/dist/ranks/[!o]*' \
+  "${packages[@]/#/node_modules/}" | xzc >"$out/node_modules.tar.xz"
+du -b "$out"/* | awk '{ s += $1; print } END { printf "total %.1f MiB\n", s / 1048576 }'
