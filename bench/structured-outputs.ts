@@ -16,11 +16,11 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { NativeEngine } from "../native/node/index.ts";
 import type { EngineSampling, EngineTokenEvent } from "../native/node/types.ts";
-import { getTokenizer, VOCAB_SIZE } from "../shared/tokenizer.ts";
+import { getTokenizer } from "../shared/tokenizer.ts";
 import { renderChat } from "../shared/harmony.ts";
 import { GrammarCompiler } from "../worker/constraint/grammar-compiler.ts";
 import { TokenConstraint } from "../worker/constraint/token-constraint.ts";
-import { GrammarService, type RemoteConstraint } from "../worker/constraint/grammar-service.ts";
+import { ALL_TOKENS_MASK, GrammarService, type RemoteConstraint } from "../worker/constraint/grammar-service.ts";
 
 const MODEL_DIR = process.env.BENCH_MODEL_DIR ?? ".models/tiny";
 const BACKEND = (process.env.BENCH_BACKEND ?? "cpu") as "cpu" | "cuda";
@@ -89,8 +89,6 @@ rows.push({ case: "prepare the vocabulary (once per worker)", value: ms(started)
 
 /** Milliseconds from a token's arrival to its mask's, through the grammar thread (constrained runs). */
 const maskTimes: number[] = [];
-/** Once a grammar is complete the row goes on unconstrained-alike, so both runs take TOKENS steps. */
-const ALL_TOKENS = new Int32Array(Math.ceil(VOCAB_SIZE / 32)).fill(-1);
 const service = await GrammarService.start(64);
 
 /**
@@ -120,13 +118,13 @@ async function stepTime(engine: NativeEngine, batch: number, constrained: boolea
     let complete = false;
     return new Promise<void>((resolve, reject) => {
       const sendMask = async (token?: number) => {
-        if (complete) return engine.setTokenMask(id, position, ALL_TOKENS);
+        if (complete) return engine.setTokenMask(id, position, ALL_TOKENS_MASK);
         const asked = performance.now();
         const step = await remote!.advance(token);
         maskTimes.push(performance.now() - asked);
         if (step.kind === "complete") {
           complete = true;
-          return engine.setTokenMask(id, position, ALL_TOKENS);
+          return engine.setTokenMask(id, position, ALL_TOKENS_MASK);
         }
         if (step.kind !== "mask") throw new Error(step.kind);
         engine.setTokenMask(id, position, step.mask);

@@ -29,7 +29,15 @@ export type Sampling = z.infer<typeof SamplingSchema>;
  */
 export const OutputConstraintSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("json_object") }),
-  z.object({ kind: z.literal("json_schema"), schema: z.string().min(2) }),
+  z.object({
+    kind: z.literal("json_schema"),
+    schema: z.string().min(2),
+    /**
+     * What the value is: the answer (ends with `<|return|>`, the default), or the arguments of a
+     * call the prompt opened (tool_choice forcing a `strict` tool; ends with `<|call|>`).
+     */
+    target: z.enum(["answer", "call"]).optional(),
+  }),
 ]);
 export type OutputConstraint = z.infer<typeof OutputConstraintSchema>;
 

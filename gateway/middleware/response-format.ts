@@ -16,7 +16,9 @@ import { GatewayError } from "../errors.ts";
 import { GrammarError, loadXGrammar, xgrammarCall } from "../../shared/xgrammar.ts";
 import { schemaGrammar } from "../../shared/json-schema-grammar.ts";
 
-const PARAM = "response_format.json_schema.schema";
+/** Where the schema came from: the response format, or the parameters of a forced strict tool. */
+const paramOf = (target: "answer" | "call" | undefined) =>
+  target === "call" ? "tools.function.parameters" : "response_format.json_schema.schema";
 /** Schemas remembered as convertible; the oldest is forgotten first. */
 const ACCEPTED_CACHE_SIZE = 1024;
 
@@ -42,7 +44,7 @@ export function checkResponseFormat() {
         throw new GatewayError({
           reason: "invalid_request",
           message: `The JSON schema is ${bytes} bytes (as compact JSON); this tenant's limit is ${cap}.`,
-          param: PARAM,
+          param: paramOf(constraint.target),
           code: "invalid_value",
         });
       }
@@ -53,7 +55,7 @@ export function checkResponseFormat() {
         throw new GatewayError({
           reason: "invalid_request",
           message: `The JSON schema cannot be enforced: ${error.message}`,
-          param: PARAM,
+          param: paramOf(constraint.target),
           code: "unsupported_value",
         });
       }

@@ -12,7 +12,7 @@ import {
   unsupportedValue,
 } from "./common.ts";
 import type { GenerationRequest } from "./generation.ts";
-import { outputConstraint, ResponseFormatSchema } from "./response-format.ts";
+import { checkEnforceable, outputConstraint, ResponseFormatSchema } from "./response-format.ts";
 import {
   assistantToolFields,
   assistantTurn,
@@ -20,6 +20,9 @@ import {
   toolMessageSchema,
   toolRequestFields,
   toolResultTurn,
+  ToolChoiceSchema,
+  toolPlan,
+  ToolsSchema,
   toolUseOf,
 } from "./tools.ts";
 
@@ -76,6 +79,7 @@ export const ChatCompletionRequestSchema = z.preprocess(
   }).strict().superRefine((req, ctx) => {
     checkStreamOptions(req, ctx);
     checkToolReferences(req, ctx);
+    checkStrictCall(req, ctx);
     if (req.top_logprobs !== undefined && req.logprobs !== true) {
       ctx.addIssue({
         code: z.ZodIssueCode.custom,
@@ -87,6 +91,38 @@ export const ChatCompletionRequestSchema = z.preprocess(
 );
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequestSchema>;
 
+type StrictCallFields = {
+  tools?: z.infer<typeof ToolsSchema>;
+  tool_choice?: z.infer<typeof ToolChoiceSchema>;
+  parallel_tool_calls?: boolean;
+  response_format?: unknown;
+};
+
+/**
+ * The `strict` tool whose call the prompt opens (tool_choice naming it, or `required` with it
+ * alone) and its index: its arguments are then constrained to its parameters.
+ */
+function strictForcedTool(req: StrictCallFields) {
+  const name = toolPlan(toolUseOf(req)).forcedCall?.name;
+  const index = req.tools?.findIndex((t) => t.function.name === name) ?? -1;
+  return index >= 0 && req.tools![index].function.strict === true ? { index, tool: req.tools![index] } : undefined;
+}
+
+/** A strict forced call's parameters must be enforceable; the turn is that call, not an answer. */
+function checkStrictCall(req: StrictCallFields, ctx: z.RefinementCtx): void {
+  const forced = strictForcedTool(req);
+  if (forced === undefined) return;
+  checkEnforceable(forced.tool.function.parameters ?? {}, ["tools", forced.index, "function", "parameters"], ctx);
+  if (req.response_format !== undefined) {
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      path: ["response_format"],
+      message: "response_format applies to an answer; tool_choice forces this turn to be a strict tool call.",
+      params: unsupportedValue,
+    });
+  }
+}
+
 export function chatToGeneration(req: ChatCompletionRequest): GenerationRequest {
   const turns = req.messages.map((m, i): ChatTurn =>
     m.role === "tool"
@@ -96,7 +132,10 @@ export function chatToGeneration(req: ChatCompletionRequest): GenerationRequest 
       : { role: m.role, content: m.content }
   );
   const logprobs = req.logprobs ?? false;
-  const constraint = outputConstraint(req.response_format);
+  const forced = strictForcedTool(req);
+  const constraint = forced
+    ? { kind: "json_schema" as const, schema: JSON.stringify(forced.tool.function.parameters ?? {}), target: "call" as const }
+    : outputConstraint(req.response_format);
   const tools = toolUseOf(req);
   return {
     ...commonGeneration(req, { logprobs, topLogprobs: logprobs ? req.top_logprobs ?? 0 : 0 }),
@@ -106,7 +145,7 @@ export function chatToGeneration(req: ChatCompletionRequest): GenerationRequest 
       turns,
       reasoningEffort: req.reasoning_effort ?? "medium",
       ...(tools ? { tools } : {}),
-      ...(constraint ? { answerOnly: true } : {}),
+      ...(constraint && !forced ? { answerOnly: true } : {}),
     },
     maxTokens: req.max_completion_tokens ?? req.max_tokens,
     ...(constraint ? { constraint } : {}),

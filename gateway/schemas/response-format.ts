@@ -191,22 +191,25 @@ function checkCompileBudget(schema: unknown, path: Path, report: Report, total =
   }
 }
 
+/** Issues for every problem that keeps `schema` (at `path` in the request) from being enforced. */
+export function checkEnforceable(schema: unknown, path: Path, ctx: z.RefinementCtx): void {
+  const report: Report = (at, message, unsupported = false) =>
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      path: at,
+      message,
+      ...(unsupported ? { params: unsupportedValue } : {}),
+    });
+  checkSchema(schema, path, report);
+  checkCompileBudget(schema, path, report);
+}
+
 const JsonSchemaFormatSchema = z.object({
   name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "letters, digits, '_' and '-', at most 64"),
   description: z.string().optional(),
   schema: z.record(z.unknown()).default({}),
   strict: z.boolean().nullable().optional(),
-}).strict().superRefine((format, ctx) => {
-  const report: Report = (path, message, unsupported = false) =>
-    ctx.addIssue({
-      code: z.ZodIssueCode.custom,
-      path,
-      message,
-      ...(unsupported ? { params: unsupportedValue } : {}),
-    });
-  checkSchema(format.schema, ["schema"], report);
-  checkCompileBudget(format.schema, ["schema"], report);
-});
+}).strict().superRefine((format, ctx) => checkEnforceable(format.schema, ["schema"], ctx));
 
 export const ResponseFormatSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("text") }).strict(),

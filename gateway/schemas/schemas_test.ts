@@ -117,6 +117,22 @@ Deno.test("chat: violations name the field path and the right code", () => {
       { model: "m", messages: [{ role: "assistant", content: "x", audio: { id: "a" } }] },
       { code: "unsupported_parameter", param: "messages[0].audio" },
     ],
+    [{
+      model: "m",
+      messages: user,
+      tools: [{
+        type: "function",
+        function: { name: "f", strict: true, parameters: { type: "object", properties: { d: { type: "string", format: "date" } } } },
+      }],
+      tool_choice: "required",
+    }, { code: "unsupported_value", param: "tools[0].function.parameters.properties.d.format" }],
+    [{
+      model: "m",
+      messages: user,
+      tools: [{ type: "function", function: { name: "f", strict: true, parameters: { type: "object" } } }],
+      tool_choice: { type: "function", function: { name: "f" } },
+      response_format: { type: "json_object" },
+    }, { code: "unsupported_value", param: "response_format" }],
     [{ model: "m", messages: user, response_format: { type: "xml" } }, {
       code: "invalid_value",
       param: "response_format.type",

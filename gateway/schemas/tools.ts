@@ -91,7 +91,10 @@ const ToolSchema = z.object({
     name: FunctionNameSchema,
     description: z.string().optional(),
     parameters: ParametersSchema.optional(),
-    /** Accepted; arguments are not constrained to the schema yet (structured outputs). */
+    /**
+     * true: when tool_choice forces this function's call, its arguments are constrained to
+     * `parameters` (structured outputs, chat.ts); a call the model chooses itself is not.
+     */
     strict: z.boolean().nullable().optional(),
   }).strict(),
 }).strict();

@@ -134,6 +134,46 @@ describe("structured outputs", () => {
     assert.deepEqual(failures, []);
   });
 
+  it("strict tools: a forced call's arguments validate against its parameters, streaming or not", async () => {
+    const failures: string[] = [];
+    const schemas = Array.from({ length: 40 }, (_, i) => generateSchema(1000 + i));
+    await eachConcurrently(schemas, 8, async (parameters, i) => {
+      const tools = [
+        { type: "function" as const, function: { name: "fill_form", parameters, strict: true } },
+        { type: "function" as const, function: { name: "other", parameters: { type: "object" } } },
+      ];
+      const request = {
+        model: MODEL_NAME, messages, max_tokens: 256, seed: i, temperature: 1, tools,
+        tool_choice: { type: "function" as const, function: { name: "fill_form" } },
+      };
+      let args = "";
+      let finish: string | null = null;
+      if (i % 4 === 0) {
+        const stream = await suite.client.chat.completions.create({ ...request, stream: true });
+        for await (const chunk of stream) {
+          for (const call of chunk.choices[0]?.delta.tool_calls ?? []) args += call.function?.arguments ?? "";
+          finish = chunk.choices[0]?.finish_reason ?? finish;
+        }
+      } else {
+        const completion = await suite.client.chat.completions.create(request);
+        const call = completion.choices[0].message.tool_calls?.[0];
+        args = call?.type === "function" ? call.function.arguments : "";
+        finish = completion.choices[0].finish_reason;
+      }
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(args);
+      } catch {
+        failures.push(`tool schema ${i}: arguments not JSON (finish ${finish}): ${args}`);
+        return;
+      }
+      const validate = ajv.compile(parameters);
+      if (!validate(parsed)) failures.push(`tool schema ${i}: ${ajv.errorsText(validate.errors)}: ${args}`);
+      if (finish !== "tool_calls") failures.push(`tool schema ${i}: finish_reason ${finish}`);
+    });
+    assert.deepEqual(failures, []);
+  });
+
   it("json_object: an answer that ends is a JSON object; every answer opens one", async () => {
     // Strings are unbounded here: the random model closes one only when it happens to draw a
     // quote, so some answers run to max_tokens. Those that end must parse.

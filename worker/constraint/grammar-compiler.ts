@@ -6,7 +6,8 @@
  * xgrammar's "byte_level" decoding expects). Harmony's special tokens are given as empty strings,
  * which xgrammar treats as special: no grammar can produce them, so `<|end|>` or `<|call|>` never
  * appears inside a constrained answer. `<|return|>` is the one stop token: a grammar allows it
- * exactly when the answer is complete, which ends the request.
+ * exactly when the answer is complete, which ends the request (`<|call|>` instead for the arguments
+ * of a forced call).
  *
  * Compiled grammars are kept by constraint (bounded, least recently used dropped first): the first
  * request with a schema pays for its compile, later ones look it up.
@@ -19,6 +20,8 @@ import type { CompiledGrammar, GrammarCompiler as XGrammarCompiler, GrammarMatch
 
 /** The token that ends a constrained answer: the grammar allows it once the value is complete. */
 export const CONSTRAINED_STOP_TOKEN = SPECIAL_TOKENS["<|return|>"];
+/** The token that ends constrained call arguments (a forced strict tool call). */
+export const CONSTRAINED_CALL_END = SPECIAL_TOKENS["<|call|>"];
 
 /** GPT-2's byte-level alphabet: printable bytes stand for themselves, the rest map above U+0100. */
 function byteLevelAlphabet(): string[] {
@@ -121,7 +124,12 @@ export class GrammarCompiler {
     try {
       const grammar = await entry.grammar;
       const compileMs = cached ? 0 : performance.now() - started;
-      return { matcher: await this.#xgrammar.GrammarMatcher.createGrammarMatcher(grammar), compileMs };
+      const callArguments = constraint.kind === "json_schema" && constraint.target === "call";
+      const matcher = await this.#xgrammar.GrammarMatcher.createGrammarMatcher(
+        grammar,
+        callArguments ? [CONSTRAINED_CALL_END] : undefined,
+      );
+      return { matcher, compileMs };
     } finally {
       entry.users--;
       this.#disposeIfUnused(entry);

@@ -6,6 +6,10 @@
 import { Worker } from "node:worker_threads";
 import type { OutputConstraint } from "../../shared/protocol.ts";
 import { GrammarError } from "../../shared/xgrammar.ts";
+import { VOCAB_SIZE } from "../../shared/tokenizer.ts";
+
+/** Every token allowed: the mask of a constrained request's positions after its value ended. */
+export const ALL_TOKENS_MASK = new Int32Array(Math.ceil(VOCAB_SIZE / 32)).fill(-1);
 
 export type ThreadRequest =
   | { id: number; kind: "open"; constraint: OutputConstraint; resumedTokens: readonly number[] }

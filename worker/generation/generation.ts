@@ -25,7 +25,7 @@ import type { Engine, EngineSampling, EngineTokenEvent } from "../../native/node
 import type { EventPublisher } from "../redis/event-publisher.ts";
 import { OutputAssembler, type OutputDelta } from "../output/output-assembler.ts";
 import { type StreamError, submitError, toEngineSampling } from "./engine-request.ts";
-import type { GrammarService, RemoteConstraint } from "../constraint/grammar-service.ts";
+import { ALL_TOKENS_MASK, type GrammarService, type RemoteConstraint } from "../constraint/grammar-service.ts";
 import { GrammarError } from "../../shared/xgrammar.ts";
 
 export type GenerationEnd =
@@ -74,6 +74,7 @@ export class Generation {
   #engineId: number | undefined;
   #engineReleased = false;
   #constraint: RemoteConstraint | undefined;
+  #constraintComplete = false;
   /** Tokens the engine generated for this submission (resumed tokens are part of its prompt). */
   #enginePosition = 0;
   #end: GenerationEnd | undefined;
@@ -169,6 +170,10 @@ export class Generation {
     const id = this.#engineId;
     if (constraint === undefined || id === undefined) return;
     const position = this.#enginePosition;
+    if (this.#constraintComplete) {
+      this.#deps.engine.setTokenMask(id, position, ALL_TOKENS_MASK);
+      return;
+    }
     constraint.advance(token).then((step) => {
       if (this.#end !== undefined) return;
       switch (step.kind) {
@@ -176,7 +181,11 @@ export class Generation {
           this.#deps.engine.setTokenMask(id, position, step.mask);
           return;
         case "complete":
-          return; // the stop token was the last one: the engine ends the request
+          // The value ended with its closing token and the engine goes on (more calls after a
+          // forced one): the rest of the turn is free.
+          this.#constraintComplete = true;
+          this.#deps.engine.setTokenMask(id, position, ALL_TOKENS_MASK);
+          return;
         case "dead_end":
           this.#fail({
             code: "grammar_dead_end",
