@@ -37,7 +37,7 @@ tar -C "$work" -c redis node-include | xzc >"$out/redis-headers.tar.xz"
 cd "$root"
 packages=(base64-js bullmq cluster-key-slot cron-parser debug denque detect-libc hono ioredis @ioredis luxon ms
   msgpackr node-abort-controller node-addon-api node-gyp-build-optional-packages openai redis-errors redis-parser
-  semver standard-as-callback tslib tsx zod esbuild @esbuild undici-types deno/package.json js-tiktoken)
+  semver standard-as-callback tslib tsx zod esbuild @esbuild undici-types deno/package.json js-tiktoken @mlc-ai)
 tar -c --exclude='*.d.ts' --exclude='*.d.mts' --exclude='*.d.cts' --exclude='*.map' \
   --exclude='js-tiktoken/dist/ranks/[!o]*' \
   "${packages[@]/#/node_modules/}" | xzc >"$out/node_modules.tar.xz"
