@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
         const std::vector<float> p = rng.bf16_floats(size_t(max_rows) * dim, 1e-3f);
         GPTOSS_CUDA_CHECK(cudaMemcpy(group.partial(site, r), p.data(), p.size() * sizeof(float), cudaMemcpyHostToDevice));
       }
+      GPTOSS_CUDA_CHECK(cudaDeviceSynchronize());  // before the ranks' non-blocking streams read them
     });
 #ifdef GPTOSS_WITH_NCCL
     std::unique_ptr<NcclGroup> nccl;

@@ -104,6 +104,9 @@ void check_all_reduce(Random& rng, Verdicts& v) {
       partials[r] = p[r].data();
       const DeviceScope scope(ranks.device(r));
       GPTOSS_CUDA_CHECK(cudaMemcpy(group.partial(site, r), p[r].data(), p[r].size() * sizeof(float), cudaMemcpyHostToDevice));
+      // A pageable copy may return before its DMA lands; the ranks' streams
+      // do not wait for the legacy stream.
+      GPTOSS_CUDA_CHECK(cudaDeviceSynchronize());
     }
     cpu::all_reduce_residual_add(x_ref.data(), partials, kWorld, int64_t(rows) * dim);
   };
