@@ -72,17 +72,17 @@ void check_rmsnorm(Random& rng, Verdicts& v) {
   v.expect_close("add_rmsnorm (gathered rows)", relative_error(to_float(to_host(out2, pick.size() * dim)), ref_pick), kBf16Tol);
 }
 
-// The tensor-parallel all-reduce over two ranks (on two GPUs where there are
-// two, else both on one) against cpu::all_reduce_residual_add + rmsnorm:
+// The tensor-parallel all-reduce over two ranks (both on one GPU, or on two)
+// against cpu::all_reduce_residual_add + rmsnorm:
 // launched directly call after call (alternating call sites, so the flags'
 // call numbers advance), then from one CUDA graph covering both ranks,
 // replayed with fresh partials each time. Each rank's residual must be the
 // oracle's bits exactly (same additions in the same order).
-void check_all_reduce(Random& rng, Verdicts& v) {
+void check_all_reduce(Random& rng, Verdicts& v, bool share_one_device) {
   constexpr int kWorld = 2, kSites = 2;
   const int32_t dim = 2880, max_rows = 256;
   const float eps = 1e-5f;
-  const RankStreams ranks(devices_for_ranks(kWorld, false));
+  const RankStreams ranks(devices_for_ranks(kWorld, share_one_device));
   const std::string where = ranks.device(0) == ranks.device(1) ? "one GPU" : "two GPUs";
   const PeerAllReduce group({ranks.device(0), ranks.device(1)}, kSites, int64_t(max_rows) * dim);
   const std::vector<bf16> weight = to_bf16(rng.bf16_floats(dim, 1.0f));
@@ -488,7 +488,10 @@ int main(int argc, char** argv) {
   try {
     check_embedding(rng, v);
     check_rmsnorm(rng, v);
-    check_all_reduce(rng, v);
+    check_all_reduce(rng, v, true);
+    int gpus = 0;
+    GPTOSS_CUDA_CHECK(cudaGetDeviceCount(&gpus));
+    if (gpus >= 2) check_all_reduce(rng, v, false);
     check_linear(rng, v);
     check_rope(rng, v);
     check_attention(rng, v);
