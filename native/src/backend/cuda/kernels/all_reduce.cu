@@ -16,6 +16,17 @@ __device__ __forceinline__ uint32_t load_acquire_sys(const uint32_t* p) {
   return v;
 }
 
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// A peer that never arrives (a rank that failed, or kernels serialized as
+// under compute-sanitizer) would spin forever; after this long the kernel
+// traps instead, so the failure surfaces as a CUDA error.
+constexpr uint64_t kPeerWaitLimitNs = 10'000'000'000ull;
+
 __global__ void __launch_bounds__(kNormThreads) all_reduce_add_rmsnorm_kernel(AllReduceRank ar, float* x, int32_t n_rows,
                                                                          int32_t dim, const uint16_t* weight, float eps,
                                                                          __nv_bfloat16* out) {
@@ -30,7 +41,9 @@ __global__ void __launch_bounds__(kNormThreads) all_reduce_add_rmsnorm_kernel(Al
     for (int32_t q = 0; q < ar.world; ++q) {
       if (q == ar.rank) continue;
       const uint32_t* flag = ar.flags[ar.rank] + q * kAllReduceBlocks + blockIdx.x;
+      const uint64_t start = global_ns();
       while (static_cast<int32_t>(load_acquire_sys(flag) - call) < 0) {
+        if (global_ns() - start > kPeerWaitLimitNs) __trap();
       }
     }
   }
