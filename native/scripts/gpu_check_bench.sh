@@ -22,9 +22,15 @@
 # 5. benchmarks at the 20b shape: GPU-generated weights (the full table), and
 #    the checkpoint through the loader (load time, batch 1, prefill 512);
 # 6. torch's bf16 matmul at the same shapes, the dense-product ceiling;
+# 7. tensor parallel (stage "tp"): the two-rank all-reduce's latency (peer
+#    kernel vs NCCL on two GPUs; both ranks on one GPU otherwise; its
+#    correctness is in the kernel checks), TP=2 vs TP=1 greedy tokens on the
+#    small model (both ranks on one GPU when there is one), and on two GPUs
+#    decode tokens/s at batch 1, 8, 64, 256 and TTFT at 512 and 8k tokens,
+#    TP=1 and TP=2 side by side at the 20b shape;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b layers" leaves out those stages; GPTOSS_JOBS sets build parallelism.
+# loader model20b layers tp" leaves out those stages; GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -51,7 +57,8 @@ configure "${GPTOSS_CUBLASLT:-ON}" &&
   cmake --build "$build" -j"${GPTOSS_JOBS:-$(nproc)}" --target gptoss-gen-model >>"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 # The 20b checkpoint (about 13.7 GB) is written while the rest builds.
 gen_pid=
-if want bench || want loader || want model20b || want cli20b || want layers; then
+gpus=$(nvidia-smi -L | wc -l)
+if want bench || want loader || want model20b || want cli20b || want layers || { want tp && [ "$gpus" -ge 2 ]; }; then
   ( time "$build/gptoss-gen-model" --preset 20b --out "$models/20b" ) >"$out/gen20b.log" 2>&1 &
   gen_pid=$!
 fi
@@ -100,21 +107,8 @@ if want cli; then
       --max-model-len 512 >"$out/cli_small_$backend.log" 2>&1 || { status=1; tail -3 "$out/cli_small_$backend.log"; }
   done
   tail -1 "$out/cli_small_cuda.log"
-  python3 - "$out/cli_small_cuda.log" "$out/cli_small_cpu.log" <<'EOF' 2>&1 | tee "$out/cli_agreement.log"
-import sys
-def outputs(path):  # "request i (finish): t t t ..." -> [[t, ...], ...]
-    return [line.split(":", 1)[1].split() for line in open(path) if line.startswith("request ")]
-cuda, cpu = outputs(sys.argv[1]), outputs(sys.argv[2])
-if not cuda or len(cuda) != len(cpu):
-    sys.exit(f"cli greedy agreement: no comparable outputs ({len(cuda)} cuda, {len(cpu)} cpu)")
-def agreed(a, b):  # tokens before the first difference
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-same = sum(a == b for a, b in zip(cuda, cpu))
-prefix = sum(agreed(a, b) for a, b in zip(cuda, cpu))
-total = sum(len(b) for b in cpu)
-print(f"cli greedy agreement cuda vs cpu: {same}/{len(cpu)} prompts identical, "
-      f"{prefix}/{total} tokens before the first difference ({100 * prefix / total:.1f} %)")
-EOF
+  python3 "$here/scripts/greedy_agreement.py" "$out/cli_small_cuda.log" "$out/cli_small_cpu.log" \
+    "cli greedy agreement cuda vs cpu" 2>&1 | tee "$out/cli_agreement.log"
 fi
 
 if want memcheck; then
@@ -191,13 +185,41 @@ if want model20b; then
   timeout 240 python3 "$here/scripts/hf_compare.py" --model "$models/20b" --dump "$models/20b.dump" --dtype bfloat16 2>&1 | grep -v Warning | tee "$out/hf_20b.log"
 fi
 
+if want tp; then
+  step "tensor parallel: all-reduce of two ranks, us per call ($gpus GPU(s))"
+  timeout 120 "$tools/gptoss-cuda-allreduce-bench" --json "$out/allreduce.json" 2>&1 | tee "$out/allreduce.log" || status=1
+  step "tensor parallel: TP=2 vs TP=1 greedy tokens (small model, 8 prompts together)"
+  for tp in 1 2; do
+    timeout 60 "$build/gptoss-cli" --model "$small" --backend cuda --tensor-parallel-size $tp --random-prompt 40 \
+      --batch 8 --max-tokens 32 --max-model-len 512 >"$out/cli_tp$tp.log" 2>&1 || tail -1 "$out/cli_tp$tp.log"
+  done
+  python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2.log" "$out/cli_tp1.log" \
+    "cli greedy agreement cuda TP=2 vs TP=1" 2>&1 | tee "$out/tp_agreement.log"
+  if [ "$gpus" -ge 2 ]; then
+    step "tensor parallel at the 20b shape: decode and TTFT, TP=1 vs TP=2 (two GPUs)"
+    [ -n "$gen_pid" ] && wait "$gen_pid" 2>/dev/null
+    for tp in 1 2; do
+      for batch in 1 8 64 256; do
+        echo "TP=$tp decode batch $batch: $(timeout 180 "$build/gptoss-cli" --model "$models/20b" --backend cuda \
+          --tensor-parallel-size $tp --random-prompt 128 --batch $batch --max-tokens 256 --max-model-len 1024 \
+          --max-batched-tokens 8192 --quiet --json 2>&1)"
+      done
+      for prompt in 512 8192; do
+        echo "TP=$tp TTFT prompt $prompt: $(timeout 180 "$build/gptoss-cli" --model "$models/20b" --backend cuda \
+          --tensor-parallel-size $tp --random-prompt $prompt --max-tokens 1 --max-model-len 9000 \
+          --max-batched-tokens 8192 --quiet --json 2>&1)"
+      done
+    done 2>&1 | tee "$out/tp_20b.log"
+  fi
+fi
+
 step "summary"
 {
   grep -h -E "FAIL|checks:|greedy continuations|identical" "$out"/kernel_check.log "$out"/model_check_*.log "$out"/engine_check.log 2>/dev/null
   grep -h "gptoss: dense" "$out/device.txt" 2>/dev/null
   grep -h -E "^layer check|GATE" "$out"/layer_check_small.log "$out"/layer_check_20b.log 2>/dev/null
   grep -h -E "ERROR SUMMARY|memcheck exit" "$out/memcheck.log" 2>/dev/null
-  cat "$out/cli_agreement.log" "$out/cli_20b.log" 2>/dev/null
+  cat "$out/cli_agreement.log" "$out/cli_20b.log" "$out/allreduce.log" "$out/tp_agreement.log" "$out/tp_20b.log" 2>/dev/null
   grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|cublaslt|gemv|load checkpoint|weights GB)" "$out/bench_random.log" 2>/dev/null
   grep -h -E "^(load checkpoint|decode batch 1 tok/s)" "$out/bench_loaded.log" 2>/dev/null | sed 's/^/[loaded] /'
   grep -h "torch" "$out/torch.log" 2>/dev/null
