@@ -25,8 +25,8 @@
 # 7. tensor parallel (stage "tp"): the two-rank all-reduce's latency (peer
 #    kernel vs NCCL on two GPUs; both ranks on one GPU otherwise; its
 #    correctness is in the kernel checks), TP=2 vs TP=1 greedy tokens on the
-#    small model (both ranks on one GPU when there is one), and on two GPUs
-#    decode tokens/s at batch 1, 8, 64, 256 and TTFT at 512 and 8k tokens,
+#    small model (both ranks on GPU 0, then on two GPUs where there are
+#    two), and on two GPUs decode tokens/s at batch 1, 8, 64, 256 and TTFT at 512 and 8k tokens,
 #    TP=1 and TP=2 side by side at the 20b shape;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
@@ -189,12 +189,20 @@ if want tp; then
   step "tensor parallel: all-reduce of two ranks, us per call ($gpus GPU(s))"
   timeout 120 "$tools/gptoss-cuda-allreduce-bench" --json "$out/allreduce.json" 2>&1 | tee "$out/allreduce.log" || status=1
   step "tensor parallel: TP=2 vs TP=1 greedy tokens (small model, 8 prompts together)"
-  for tp in 1 2; do
-    timeout 60 "$build/gptoss-cli" --model "$small" --backend cuda --tensor-parallel-size $tp --random-prompt 40 \
-      --batch 8 --max-tokens 32 --max-model-len 512 >"$out/cli_tp$tp.log" 2>&1 || tail -1 "$out/cli_tp$tp.log"
-  done
+  # Both ranks on GPU 0 (one visible device), then on two GPUs where there are two.
+  cli_small() {  # log, tensor-parallel size
+    timeout 60 "$build/gptoss-cli" --model "$small" --backend cuda --tensor-parallel-size "$2" --random-prompt 40 \
+      --batch 8 --max-tokens 32 --max-model-len 512 >"$out/$1.log" 2>&1 || tail -1 "$out/$1.log"
+  }
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp1 1
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2 2
   python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2.log" "$out/cli_tp1.log" \
-    "cli greedy agreement cuda TP=2 vs TP=1" 2>&1 | tee "$out/tp_agreement.log"
+    "cli greedy agreement cuda TP=2 (one GPU) vs TP=1" 2>&1 | tee "$out/tp_agreement.log"
+  if [ "$gpus" -ge 2 ]; then
+    cli_small cli_tp2_gpus2 2
+    python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_gpus2.log" "$out/cli_tp1.log" \
+      "cli greedy agreement cuda TP=2 (two GPUs) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
+  fi
   if [ "$gpus" -ge 2 ]; then
     step "tensor parallel at the 20b shape: decode and TTFT, TP=1 vs TP=2 (two GPUs)"
     [ -n "$gen_pid" ] && wait "$gen_pid" 2>/dev/null

@@ -3,6 +3,7 @@
 #include "common/error.h"
 #ifdef GPTOSS_WITH_CUDA
 #include "backend/cuda/cuda_runner.h"
+#include "backend/cuda/tensor_parallel_runner.h"
 #endif
 
 namespace gptoss {
@@ -21,10 +22,7 @@ std::unique_ptr<ModelRunner> make_model_runner(const RunnerOptions& o) {
   }
   if (o.backend == "cuda") {
 #ifdef GPTOSS_WITH_CUDA
-    if (o.tensor_parallel != 1) {
-      throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "tensor_parallel = " + std::to_string(o.tensor_parallel) +
-                                                   ": the cuda engine runs on one device so far (use 1)");
-    }
+    if (o.tensor_parallel > 1) return make_cuda_tensor_parallel_runner(o.model_dir, o.tensor_parallel, o.moe_sharding);
     return make_cuda_runner(o.model_dir);
 #else
     throw Error(GPTOSS_ERR_BACKEND,
