@@ -65,6 +65,8 @@ export const WorkerConfigSchema = z.object({
   MODEL_NAME: z.string().default("gpt-oss-tiny"),
   ENGINE_BACKEND: z.enum(["cpu", "cuda"]).default("cpu"),
   ENGINE_TP: int(1).pipe(z.number().refine((n) => [1, 2, 4, 8].includes(n), "must be 1, 2, 4 or 8")),
+  /** With ENGINE_TP > 1: split every expert's columns over the ranks, or the experts whole. */
+  ENGINE_MOE_SHARDING: z.enum(["intermediate", "experts"]).default("intermediate"),
   ENGINE_MAX_NUM_SEQS: int(32).pipe(z.number().positive()),
   ENGINE_MAX_MODEL_LEN: int(4096).pipe(z.number().positive()),
   /** KV cache size in bytes (CPU); 0 = derive from ENGINE_GPU_MEMORY_UTILIZATION (CUDA). */

@@ -7,6 +7,7 @@ export function engineOptions(config: WorkerConfig): EngineOptions {
     modelDir: config.MODEL_DIR,
     backend: config.ENGINE_BACKEND,
     tensorParallel: config.ENGINE_TP,
+    moeSharding: config.ENGINE_MOE_SHARDING,
     maxNumSeqs: config.ENGINE_MAX_NUM_SEQS,
     maxModelLen: config.ENGINE_MAX_MODEL_LEN,
     maxBatchedTokens: config.ENGINE_MAX_BATCHED_TOKENS,

@@ -32,7 +32,7 @@ typedef enum {
 typedef struct {
   const char* model_dir;          /* directory with config.json and *.safetensors */
   const char* backend;            /* "cpu" or "cuda" */
-  int32_t tensor_parallel;        /* 1 for cpu */
+  int32_t tensor_parallel;        /* ranks the model is sharded over (cpu: in one process) */
   int32_t max_num_seqs;           /* sequences running at once */
   int32_t max_model_len;          /* prompt + generated tokens per sequence */
   int32_t max_batched_tokens;     /* token budget of one step (chunked prefill) */
@@ -46,6 +46,8 @@ typedef struct {
                                      before ending it with GPTOSS_FINISH_MASK_TIMEOUT; 0 = 10000 */
   int32_t disable_prefix_caching; /* 0 = default: a prompt's full KV blocks are kept (LRU) and reused
                                      by later requests with the same prefix and cache_salt; 1 = off */
+  const char* moe_sharding;       /* tensor_parallel > 1: "intermediate" (every expert's columns split;
+                                     NULL = this) or "experts" (experts split whole) */
 } gptoss_engine_config;
 
 #define GPTOSS_MAX_TOP_LOGPROBS 20

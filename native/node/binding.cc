@@ -246,10 +246,12 @@ Napi::Object model_info_object(Napi::Env env, const gptoss_model_info& m) {
 struct EngineConfig {
   std::string model_dir;
   std::string backend;
+  std::string moe_sharding;  // empty: the engine's default
   gptoss_engine_config c{};
   const gptoss_engine_config* get() {
     c.model_dir = model_dir.c_str();
     c.backend = backend.c_str();
+    c.moe_sharding = moe_sharding.empty() ? nullptr : moe_sharding.c_str();
     return &c;
   }
 };
@@ -263,6 +265,10 @@ EngineConfig read_config(Napi::Env env, Napi::Value value) {
   EngineConfig config;
   config.model_dir = o.Get("modelDir").As<Napi::String>();
   config.backend = o.Get("backend").As<Napi::String>();
+  if (has_field(o, "moeSharding")) {
+    if (!o.Get("moeSharding").IsString()) throw_invalid(env, "options.moeSharding must be a string");
+    config.moe_sharding = o.Get("moeSharding").As<Napi::String>();
+  }
   const double kv_bytes = number_field(o, "options", "kvCacheBytes");
   if (!(kv_bytes >= 0) || kv_bytes != std::trunc(kv_bytes)) {
     throw_invalid(env, "options.kvCacheBytes must be an integer >= 0");

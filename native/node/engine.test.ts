@@ -306,5 +306,32 @@ describe("NativeEngine lifecycle", () => {
     );
     assertEngineError(() => new NativeEngine(options({ kvCacheBytes: 1000 })), "capacity", /kv_cache_bytes/);
     assertEngineError(() => new NativeEngine(options({ kvCacheBytes: -1 })), "invalid_argument", /kvCacheBytes/);
+    assertEngineError(() => new NativeEngine(options({ tensorParallel: 3 })), "invalid_argument", /2 KV heads/);
+    assertEngineError(
+      () => new NativeEngine(options({ tensorParallel: 2, moeSharding: "rows" as "experts" })),
+      "invalid_argument",
+      /moe_sharding "rows"/,
+    );
+    assertEngineError(
+      () => new NativeEngine(options({ moeSharding: 2 as unknown as "experts" })),
+      "invalid_argument",
+      /moeSharding must be a string/,
+    );
+  });
+
+  it("gives one rank's greedy tokens with the model sharded over two, in both MoE layouts", async () => {
+    const prompts = [[1, 2, 3], promptOf(40, 1), promptOf(90, 2)];
+    const run = async (extra: Partial<EngineOptions>) => {
+      const engine = new NativeEngine(options(extra));
+      try {
+        const streams = prompts.map((p) => generate(engine, p, sampling({ maxTokens: 10 })));
+        return await Promise.all(streams.map(async (st) => tokens(await st.done)));
+      } finally {
+        await engine.close();
+      }
+    };
+    const one = await run({});
+    assert.deepEqual(await run({ tensorParallel: 2 }), one);
+    assert.deepEqual(await run({ tensorParallel: 2, moeSharding: "experts" }), one);
   });
 });

@@ -7,6 +7,8 @@ export interface EngineOptions {
   modelDir: string;
   backend: "cpu" | "cuda";
   tensorParallel: number;
+  /** With tensorParallel > 1: "intermediate" (default) splits every expert's columns, "experts" splits experts whole. */
+  moeSharding?: "intermediate" | "experts";
   maxNumSeqs: number;
   maxModelLen: number;
   maxBatchedTokens: number;

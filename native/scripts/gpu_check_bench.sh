@@ -26,9 +26,15 @@
 #    with and without caching on the small model; at the 20b shape, TTFT of a
 #    2048-token shared prompt + 50-token turn cold vs warm, and 32 such
 #    conversations at once with caching on and off (output tokens/s);
+# 8. tensor parallel (stage "tp"): the two-rank all-reduce's latency (peer
+#    kernel vs NCCL on two GPUs; both ranks on one GPU otherwise; its
+#    correctness is in the kernel checks), TP=2 vs TP=1 greedy tokens on the
+#    small model (both ranks on GPU 0, then on two GPUs where there are
+#    two), and on two GPUs decode tokens/s at batch 1, 8, 64, 256 and TTFT at 512 and 8k tokens,
+#    TP=1 and TP=2 side by side at the 20b shape;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b layers prefix" leaves out those stages; GPTOSS_JOBS sets build parallelism.
+# loader model20b layers prefix tp" leaves out those stages; GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -55,7 +61,9 @@ configure "${GPTOSS_CUBLASLT:-ON}" &&
   cmake --build "$build" -j"${GPTOSS_JOBS:-$(nproc)}" --target gptoss-gen-model >>"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 # The 20b checkpoint (about 13.7 GB) is written while the rest builds.
 gen_pid=
-if want bench || want loader || want model20b || want cli20b || want layers || want prefix; then
+gpus=$(nvidia-smi -L | wc -l)
+if want bench || want loader || want model20b || want cli20b || want layers || want prefix ||
+  { want tp && [ "$gpus" -ge 2 ]; }; then
   ( time "$build/gptoss-gen-model" --preset 20b --out "$models/20b" ) >"$out/gen20b.log" 2>&1 &
   gen_pid=$!
 fi
@@ -97,26 +105,6 @@ fi
 step "engine over the CUDA runner (small model): batch invariance, preemption"
 timeout 180 "$tools/gptoss-cuda-engine-check" --model "$small" 2>&1 | tee "$out/engine_check.log" || status=1
 
-# Greedy agreement of two gptoss-cli logs (lines "request i (finish): t t t ..."): agreement LABEL A B
-agreement() {
-  python3 - "$@" <<'EOF'
-import sys
-label, first, second = sys.argv[1:4]
-def outputs(path):  # "request i (finish): t t t ..." -> [[t, ...], ...]
-    return [line.split(":", 1)[1].split() for line in open(path) if line.startswith("request ")]
-a, b = outputs(first), outputs(second)
-if not a or len(a) != len(b):
-    sys.exit(f"{label}: no comparable outputs ({len(a)} and {len(b)})")
-def agreed(x, y):  # tokens before the first difference
-    return next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
-same = sum(x == y for x, y in zip(a, b))
-prefix = sum(agreed(x, y) for x, y in zip(a, b))
-total = sum(len(y) for y in b)
-print(f"{label}: {same}/{len(b)} prompts identical, "
-      f"{prefix}/{total} tokens before the first difference ({100 * prefix / total:.1f} %)")
-EOF
-}
-
 if want cli; then
   step "gptoss-cli greedy tokens, --backend cuda vs cpu (small model, 8 prompts together)"
   for backend in cuda cpu; do
@@ -124,8 +112,8 @@ if want cli; then
       --max-model-len 512 >"$out/cli_small_$backend.log" 2>&1 || { status=1; tail -3 "$out/cli_small_$backend.log"; }
   done
   tail -1 "$out/cli_small_cuda.log"
-  agreement "cli greedy agreement cuda vs cpu" "$out/cli_small_cuda.log" "$out/cli_small_cpu.log" 2>&1 |
-    tee "$out/cli_agreement.log"
+  python3 "$here/scripts/greedy_agreement.py" "$out/cli_small_cuda.log" "$out/cli_small_cpu.log" \
+    "cli greedy agreement cuda vs cpu" 2>&1 | tee "$out/cli_agreement.log"
 fi
 
 if want memcheck; then
@@ -210,8 +198,8 @@ if want prefix; then
       { status=1; tail -3 "$out/prefix_small_$caching.log"; }
   done
   tail -1 "$out/prefix_small_enable.log"
-  agreement "prefix cache greedy agreement on vs off (cuda, small)" "$out/prefix_small_enable.log" \
-    "$out/prefix_small_no-enable.log" 2>&1 | tee "$out/prefix.log"
+  python3 "$here/scripts/greedy_agreement.py" "$out/prefix_small_enable.log" "$out/prefix_small_no-enable.log" \
+    "prefix cache greedy agreement on vs off (cuda, small)" 2>&1 | tee "$out/prefix.log"
   # Each run loads the checkpoint; both kinds warm the engine up first, cold with an unrelated prompt.
   big=(--model "$models/20b" --backend cuda --shared-prefix 2048 --random-prompt 50 --max-model-len 4096
        --max-batched-tokens 8192 --quiet --json)
@@ -226,13 +214,50 @@ if want prefix; then
   python3 "$here/scripts/prefix_cache_report.py" "$out/prefix_ttft.log" "$out/prefix_batch.log" 2>&1 | tee -a "$out/prefix.log"
 fi
 
+if want tp; then
+  step "tensor parallel: all-reduce of two ranks, us per call ($gpus GPU(s))"
+  timeout 120 "$tools/gptoss-cuda-allreduce-bench" --json "$out/allreduce.json" 2>&1 | tee "$out/allreduce.log" || status=1
+  step "tensor parallel: TP=2 vs TP=1 greedy tokens (small model, 8 prompts together)"
+  # Both ranks on GPU 0 (one visible device), then on two GPUs where there are two.
+  cli_small() {  # log, tensor-parallel size
+    timeout 60 "$build/gptoss-cli" --model "$small" --backend cuda --tensor-parallel-size "$2" --random-prompt 40 \
+      --batch 8 --max-tokens 32 --max-model-len 512 >"$out/$1.log" 2>&1 || tail -1 "$out/$1.log"
+  }
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp1 1
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2 2
+  python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2.log" "$out/cli_tp1.log" \
+    "cli greedy agreement cuda TP=2 (one GPU) vs TP=1" 2>&1 | tee "$out/tp_agreement.log"
+  if [ "$gpus" -ge 2 ]; then
+    cli_small cli_tp2_gpus2 2
+    python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_gpus2.log" "$out/cli_tp1.log" \
+      "cli greedy agreement cuda TP=2 (two GPUs) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
+  fi
+  if [ "$gpus" -ge 2 ]; then
+    step "tensor parallel at the 20b shape: decode and TTFT, TP=1 vs TP=2 (two GPUs)"
+    [ -n "$gen_pid" ] && wait "$gen_pid" 2>/dev/null
+    for tp in 1 2; do
+      for batch in 1 8 64 256; do
+        echo "TP=$tp decode batch $batch: $(timeout 180 "$build/gptoss-cli" --model "$models/20b" --backend cuda \
+          --tensor-parallel-size $tp --random-prompt 128 --batch $batch --max-tokens 256 --max-model-len 1024 \
+          --max-batched-tokens 8192 --quiet --json 2>&1)"
+      done
+      for prompt in 512 8192; do
+        echo "TP=$tp TTFT prompt $prompt: $(timeout 180 "$build/gptoss-cli" --model "$models/20b" --backend cuda \
+          --tensor-parallel-size $tp --random-prompt $prompt --max-tokens 1 --max-model-len 9000 \
+          --max-batched-tokens 8192 --quiet --json 2>&1)"
+      done
+    done 2>&1 | tee "$out/tp_20b.log"
+  fi
+fi
+
 step "summary"
 {
   grep -h -E "FAIL|checks:|greedy continuations|identical" "$out"/kernel_check.log "$out"/model_check_*.log "$out"/engine_check.log 2>/dev/null
   grep -h "gptoss: dense" "$out/device.txt" 2>/dev/null
   grep -h -E "^layer check|GATE" "$out"/layer_check_small.log "$out"/layer_check_20b.log 2>/dev/null
   grep -h -E "ERROR SUMMARY|memcheck exit" "$out/memcheck.log" 2>/dev/null
-  cat "$out/cli_agreement.log" "$out/cli_20b.log" "$out/prefix.log" 2>/dev/null
+  cat "$out/cli_agreement.log" "$out/cli_20b.log" "$out/prefix.log" "$out/allreduce.log" "$out/tp_agreement.log" \
+    "$out/tp_20b.log" 2>/dev/null
   grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|cublaslt|gemv|load checkpoint|weights GB)" "$out/bench_random.log" 2>/dev/null
   grep -h -E "^(load checkpoint|decode batch 1 tok/s)" "$out/bench_loaded.log" 2>/dev/null | sed 's/^/[loaded] /'
   grep -h "torch" "$out/torch.log" 2>/dev/null

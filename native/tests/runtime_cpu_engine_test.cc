@@ -1,8 +1,12 @@
 // The engine through the C API on the real CPU runner and a generated tiny
 // model: batch invariance, preemption under a small KV cache, cancellation,
-// every validation error, backend selection, prefix caching changing no bit.
+// every validation error, backend selection, prefix caching changing no bit,
+// tensor parallelism. ctest runs it twice: as is, and with
+// GPTOSS_TEST_TENSOR_PARALLEL=2 (every scenario on the model sharded over two
+// ranks).
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -25,11 +29,16 @@ const std::string& tiny_model_dir() {
   return dir;
 }
 
+int32_t tensor_parallel_under_test() {
+  const char* value = std::getenv("GPTOSS_TEST_TENSOR_PARALLEL");
+  return value ? std::atoi(value) : 1;
+}
+
 gptoss_engine_config base_config() {
   gptoss_engine_config cfg{};
   cfg.model_dir = tiny_model_dir().c_str();
   cfg.backend = "cpu";
-  cfg.tensor_parallel = 1;
+  cfg.tensor_parallel = tensor_parallel_under_test();
   cfg.max_num_seqs = 16;
   cfg.max_model_len = 512;
   cfg.max_batched_tokens = 512;
@@ -261,9 +270,11 @@ TEST(engine_creation_errors_name_the_problem) {
     return status;
   };
   using Cfg = gptoss_engine_config;
-  CHECK_EQ(create_status([](Cfg& c) { c.backend = "cuda"; }, "cuda"), GPTOSS_ERR_BACKEND);
+  CHECK_EQ(create_status([](Cfg& c) { c.backend = "cuda", c.tensor_parallel = 1; }, "cuda"), GPTOSS_ERR_BACKEND);
   CHECK_EQ(create_status([](Cfg& c) { c.backend = "tpu"; }, "tpu"), GPTOSS_ERR_INVALID_ARGUMENT);
-  CHECK_EQ(create_status([](Cfg& c) { c.tensor_parallel = 2; }, "tensor_parallel"), GPTOSS_ERR_INVALID_ARGUMENT);
+  CHECK_EQ(create_status([](Cfg& c) { c.tensor_parallel = 0; }, "tensor_parallel = 0"), GPTOSS_ERR_INVALID_ARGUMENT);
+  CHECK_EQ(create_status([](Cfg& c) { c.tensor_parallel = 3; }, "2 KV heads"), GPTOSS_ERR_INVALID_ARGUMENT);
+  CHECK_EQ(create_status([](Cfg& c) { c.moe_sharding = "rows"; }, "moe_sharding"), GPTOSS_ERR_INVALID_ARGUMENT);
   CHECK_EQ(create_status([](Cfg& c) { c.gpu_memory_utilization = 1.5f; }, "gpu_memory_utilization"),
            GPTOSS_ERR_INVALID_ARGUMENT);
   CHECK_EQ(create_status([](Cfg& c) { c.model_dir = "/nonexistent/model"; }, "/nonexistent/model"), GPTOSS_ERR_MODEL);
@@ -316,6 +327,34 @@ TEST(prefix_caching_changes_no_bit_of_greedy_tokens_or_logprobs) {
   }
   CHECK_EQ(cached_on[0], 0);
   for (size_t r = 1; r < cached_on.size(); ++r) CHECK_EQ(cached_on[r], 100);  // 25 blocks of 4
+}
+
+// Two ranks, batched with chunked prefill and preempted by a small KV cache,
+// in both MoE layouts, give one rank's greedy outputs run alone. (Sampled
+// outputs may differ where a draw falls within float32 rounding of a
+// boundary: the ranks' logits differ from one rank's by ~1e-6.)
+TEST(sharded_engine_gives_the_greedy_outputs_of_one_rank) {
+  const std::vector<std::vector<int32_t>> prompts = mixed_prompts();
+  gptoss_engine_config one = base_config();
+  one.tensor_parallel = 1;
+  std::vector<std::vector<int32_t>> expected;
+  {
+    EngineHandle h(one);
+    for (const auto& p : prompts) expected.push_back(tokens_of(h.events.wait_finished(h.submit(p, greedy(12)))));
+  }
+  for (const char* moe : {"intermediate", "experts"}) {
+    gptoss_engine_config two = base_config();
+    two.tensor_parallel = 2;
+    two.moe_sharding = moe;
+    two.max_batched_tokens = 40;
+    two.kv_cache_bytes = 160 * 1024;  // far fewer blocks than 16 sequences want: queueing and preemption
+    EngineHandle h(two);
+    CHECK(h.stats().kv_blocks_total < 64);
+    std::vector<uint64_t> ids;
+    for (const auto& p : prompts) ids.push_back(h.submit(p, greedy(12)));
+    for (size_t i = 0; i < prompts.size(); ++i) CHECK(tokens_of(h.events.wait_finished(ids[i])) == expected[i]);
+    CHECK_EQ(h.stats().kv_blocks_used, 0);
+  }
 }
 
 TEST(model_info_and_logprobs_from_the_real_model) {

@@ -5,6 +5,7 @@
 //   gptoss-cli --model DIR --prompt 1,2,3 [--max-tokens 32] [--temperature 0.7 --seed 1]
 //   gptoss-cli --model DIR --random-prompt 128 --batch 8 --max-tokens 64 --json
 //   gptoss-cli --model DIR --backend cuda [--gpu-memory-utilization 0.9] ...
+//   gptoss-cli --model DIR --tensor-parallel-size 2 [--moe-sharding experts] ...
 //   gptoss-cli ... --no-enable-prefix-caching     (vLLM's flag names; on by default)
 //   gptoss-cli --model DIR --shared-prefix 2048 --random-prompt 50 [--warm-up prefix|unrelated] ...
 //
@@ -47,6 +48,8 @@ using Clock = std::chrono::steady_clock;
 struct Args {
   std::string model_dir;
   std::string backend = "cpu";
+  int32_t tensor_parallel = 1;
+  std::string moe_sharding = "intermediate";
   int32_t threads = 0;
   std::vector<int32_t> prompt;
   int32_t random_prompt_len = 0;
@@ -71,7 +74,8 @@ struct Args {
   std::fprintf(stderr,
                "gptoss-cli: %s\n"
                "usage: gptoss-cli --model DIR (--prompt ID,ID,... | --random-prompt LEN [--batch N])\n"
-               "  [--backend cpu|cuda] [--threads N] [--max-tokens N] [--temperature T] [--top-p P]\n"
+               "  [--backend cpu|cuda] [--tensor-parallel-size N] [--moe-sharding intermediate|experts]\n"
+               "  [--threads N] [--max-tokens N] [--temperature T] [--top-p P]\n"
                "  [--top-k K] [--min-p P] [--presence-penalty X] [--frequency-penalty X] [--seed S]\n"
                "  [--max-num-seqs N] [--max-model-len N] [--max-batched-tokens N] [--kv-cache-mb N]\n"
                "  [--gpu-memory-utilization U] [--block-size N] [--enable-prefix-caching |\n"
@@ -113,6 +117,8 @@ Args parse_args(int argc, char** argv) {
     };
     if (flag == "--model") a.model_dir = v;
     else if (flag == "--backend") a.backend = v;
+    else if (flag == "--tensor-parallel-size") a.tensor_parallel = static_cast<int32_t>(num());
+    else if (flag == "--moe-sharding") a.moe_sharding = v;
     else if (flag == "--threads") a.threads = static_cast<int32_t>(num());
     else if (flag == "--prompt") a.prompt = parse_ids(v);
     else if (flag == "--random-prompt") a.random_prompt_len = static_cast<int32_t>(num());
@@ -207,7 +213,8 @@ int main(int argc, char** argv) {
   gptoss_engine_config cfg{};
   cfg.model_dir = args.model_dir.c_str();
   cfg.backend = args.backend.c_str();
-  cfg.tensor_parallel = 1;
+  cfg.tensor_parallel = args.tensor_parallel;
+  cfg.moe_sharding = args.moe_sharding.c_str();
   cfg.max_num_seqs = args.max_num_seqs > 0 ? args.max_num_seqs : args.batch;
   cfg.max_model_len = args.max_model_len;
   cfg.max_batched_tokens = args.max_batched_tokens;

@@ -32,13 +32,12 @@ mkdir -p "$work/node-include"
 cp /usr/include/node/{node_api.h,node_api_types.h,js_native_api.h,js_native_api_types.h} "$work/node-include/"
 tar -C "$work" -c redis node-include | xzc >"$out/redis-headers.tar.xz"
 
-# The packages the gateway, the worker, the tests and the bench import at run
-# time (plus tsx's esbuild), without type declarations or source maps.
+# node_modules as installed, without what only the browser tests, the type
+# checker and the property tests use, Deno's binary (packed above), type
+# declarations and source maps.
 cd "$root"
-packages=(base64-js bullmq cluster-key-slot cron-parser debug denque detect-libc hono ioredis @ioredis luxon ms
-  msgpackr node-abort-controller node-addon-api node-gyp-build-optional-packages openai redis-errors redis-parser
-  semver standard-as-callback tslib tsx zod esbuild @esbuild undici-types deno/package.json js-tiktoken @mlc-ai)
-tar -c --exclude='*.d.ts' --exclude='*.d.mts' --exclude='*.d.cts' --exclude='*.map' \
-  --exclude='js-tiktoken/dist/ranks/[!o]*' \
-  "${packages[@]/#/node_modules/}" | xzc >"$out/node_modules.tar.xz"
+tar -c --exclude='node_modules/@deno' --exclude='node_modules/deno/deno' --exclude='node_modules/playwright-core' \
+  --exclude='node_modules/@types' --exclude='node_modules/fast-check' --exclude='node_modules/pure-rand' \
+  --exclude='*.d.ts' --exclude='*.d.mts' --exclude='*.d.cts' --exclude='*.map' \
+  --exclude='js-tiktoken/dist/ranks/[!o]*' node_modules | xzc >"$out/node_modules.tar.xz"
 du -b "$out"/* | awk '{ s += $1; print } END { printf "total %.1f MiB\n", s / 1048576 }'

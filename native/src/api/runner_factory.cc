@@ -3,32 +3,26 @@
 #include "common/error.h"
 #ifdef GPTOSS_WITH_CUDA
 #include "backend/cuda/cuda_runner.h"
+#include "backend/cuda/tensor_parallel_runner.h"
 #endif
 
 namespace gptoss {
-namespace {
-
-void require_one_device(const RunnerOptions& o) {
-  if (o.tensor_parallel != 1) {
-    throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "tensor_parallel = " + std::to_string(o.tensor_parallel) +
-                                                 " but the " + o.backend + " backend runs on one device (use 1)");
-  }
-}
-
-}  // namespace
 
 std::unique_ptr<ModelRunner> make_model_runner(const RunnerOptions& o) {
+  if (o.tensor_parallel < 1) {
+    throw Error(GPTOSS_ERR_INVALID_ARGUMENT,
+                "tensor_parallel = " + std::to_string(o.tensor_parallel) + " must be >= 1");
+  }
   if (o.backend == "cpu") {
-    require_one_device(o);
     if (o.num_threads < 0) {
       throw Error(GPTOSS_ERR_INVALID_ARGUMENT,
                   "num_threads = " + std::to_string(o.num_threads) + " must be >= 0 (0 = all cores)");
     }
-    return make_cpu_runner(o.model_dir, o.num_threads);
+    return make_cpu_runner(o.model_dir, o.num_threads, o.tensor_parallel, o.moe_sharding);
   }
   if (o.backend == "cuda") {
 #ifdef GPTOSS_WITH_CUDA
-    require_one_device(o);
+    if (o.tensor_parallel > 1) return make_cuda_tensor_parallel_runner(o.model_dir, o.tensor_parallel, o.moe_sharding);
     return make_cuda_runner(o.model_dir);
 #else
     throw Error(GPTOSS_ERR_BACKEND,

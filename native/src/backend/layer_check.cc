@@ -81,7 +81,7 @@ LayerOutputs TeacherForcedCheck::reference(int32_t layer, const std::vector<floa
   const ModelConfig& c = config_;
   const int32_t H = c.hidden_size;
   const int32_t n = static_cast<int32_t>(x.size() / H);
-  const cpu::DecoderLayer block(c, layer, weights_.layers[layer], rope_, pool_);
+  const cpu::DecoderLayer block(c, layer, weights_.layers[layer], cpu::LayerShard::whole(c), rope_, pool_);
 
   // A private cache of the whole sequence in one table; only the positions
   // the rows read are filled.
@@ -120,11 +120,14 @@ LayerOutputs TeacherForcedCheck::reference(int32_t layer, const std::vector<floa
   h.resize(static_cast<size_t>(m) * H);
   block.attention_norm(x_rows.data(), m, h.data());
   block.attend(h.data(), slots_of(rows).data(), m, kv, out.attn.data());
-  block.add_attention_output(out.attn.data(), m, x_rows.data());
+  std::vector<float> proj(x_rows.size());
+  block.attention_output(out.attn.data(), m, proj.data());
+  for (size_t i = 0; i < x_rows.size(); ++i) x_rows[i] += proj[i];
   if (x_after_attention) *x_after_attention = x_rows;
   std::vector<float> expert_weights(out.experts.size());
-  block.moe(x_rows.data(), m, cpu::MoeRouting{out.router_logits.data(), out.experts.data(), expert_weights.data()},
-            out.moe.data());
+  const cpu::MoeRouting routing{out.router_logits.data(), out.experts.data(), expert_weights.data()};
+  block.route(x_rows.data(), m, routing, h.data());
+  block.experts(h.data(), m, routing, out.moe.data());
   for (size_t i = 0; i < x_rows.size(); ++i) out.residual[i] = x_rows[i] + out.moe[i];
   return out;
 }

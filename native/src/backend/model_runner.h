@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/tensor_parallel.h"
 #include "runtime/batch.h"
 #include "runtime/request.h"
 #include "runtime/sampler.h"
@@ -78,7 +79,10 @@ class ModelRunner {
                                std::vector<SampledToken>& out, const std::function<void()>& await_masks = {});
 };
 
-// Loads `model_dir` for the CPU backend with `num_threads` threads (0 = all cores).
-std::unique_ptr<ModelRunner> make_cpu_runner(const std::string& model_dir, int32_t num_threads);
+// Loads `model_dir` for the CPU backend with `num_threads` threads (0 = all
+// cores), sharded over `tensor_parallel` ranks in this process.
+std::unique_ptr<ModelRunner> make_cpu_runner(const std::string& model_dir, int32_t num_threads,
+                                             int32_t tensor_parallel = 1,
+                                             MoeSharding moe = MoeSharding::Intermediate);
 
 }  // namespace gptoss

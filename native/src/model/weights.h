@@ -16,7 +16,8 @@
 namespace gptoss {
 
 // All experts of one projection: blocks [E, rows, cols/32, 16], scales
-// [E, rows, cols/32], bias bf16 [E, rows].
+// [E, rows, cols/32], bias bf16 [E, rows] or null (a tensor-parallel shard
+// whose bias another rank adds).
 struct Mxfp4Experts {
   const uint8_t* blocks = nullptr;
   const uint8_t* scales = nullptr;
@@ -26,7 +27,7 @@ struct Mxfp4Experts {
   int32_t cols = 0;
 
   Mxfp4Matrix expert(int32_t e) const;
-  const bf16* expert_bias(int32_t e) const { return bias + static_cast<int64_t>(e) * rows; }
+  const bf16* expert_bias(int32_t e) const { return bias ? bias + static_cast<int64_t>(e) * rows : nullptr; }
 };
 
 struct LayerWeights {

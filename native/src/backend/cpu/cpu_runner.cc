@@ -1,5 +1,12 @@
 // The CPU reference runner: the gpt-oss forward pass over a ragged batch,
 // composed from ops.h, with float32 paged KV pools (one per attention kind).
+//
+// Tensor parallel over N ranks in one process (model/tensor_parallel.h): each
+// rank holds its weight shard, its KV heads' pools and its partial sums, and
+// runs cpu::DecoderLayer on its shard; the all-reduce is a sum over the
+// ranks' buffers. Ranks run one after another (each op is parallel over the
+// thread pool), so TP=N is the readable oracle of the sharding that device
+// backends run on N devices. TP=1 is one rank holding the whole layer.
 #include <algorithm>
 #include <limits>
 #include <string>
@@ -9,6 +16,7 @@
 #include "backend/model_runner.h"
 #include "common/error.h"
 #include "common/thread_pool.h"
+#include "model/tensor_parallel.h"
 #include "model/weights.h"
 
 namespace gptoss {
@@ -17,15 +25,26 @@ namespace {
 
 using cpu::PagedKvLayer;
 
-// Scratch activations of one forward pass, reused across steps.
+// Scratch activations every rank shares (replicated on devices), reused
+// across steps.
 struct Activations {
   std::vector<float> x;                // [T, hidden] residual stream
-  std::vector<float> h;                // [T, hidden] normed input of the attention
-  std::vector<float> attn;             // [T, q_dim]
-  std::vector<float> delta;            // [T, hidden] MoE output
+  std::vector<float> h;                // [T, hidden] normed input of a block
   std::vector<float> router;           // [T, num_experts]
   std::vector<int32_t> expert_ids;     // [T, k]
   std::vector<float> expert_weights;   // [T, k]
+};
+
+// One tensor-parallel rank: its shard of the weights, the KV pools of its KV
+// heads and its scratch, with dimensions local to the rank.
+struct Rank {
+  WeightShard weights;
+  cpu::LayerShard shard;
+  ShardRange vocab;
+  std::vector<float> kv_pools[kNumAttnKinds];
+  std::vector<float> attn;     // [T, local q_dim]
+  std::vector<float> partial;  // [T, hidden]: this rank's term of the next all-reduce
+  std::vector<float> logits;   // [rows, vocab.size()]
 };
 
 // Where each token of the plan sits: its position and its chunk.
@@ -36,8 +55,9 @@ struct TokenSlot {
 
 class CpuRunner final : public ModelRunner {
  public:
-  CpuRunner(const std::string& model_dir, int32_t num_threads)
+  CpuRunner(const std::string& model_dir, int32_t num_threads, int32_t tensor_parallel, MoeSharding moe)
       : config_(load_model_config(model_dir)),
+        plan_(config_, tensor_parallel, moe),
         weights_(load_weights(model_dir, config_)),
         pool_(num_threads),
         rope_(cpu::make_yarn_rope_table(config_.head_dim, config_.rope)) {
@@ -45,12 +65,20 @@ class CpuRunner final : public ModelRunner {
     for (AttnKind kind : config_.layer_kinds) {
       index_in_kind_.push_back(per_kind[static_cast<int>(kind)]++);
     }
+    ranks_.resize(tensor_parallel);
+    for (int32_t r = 0; r < tensor_parallel; ++r) {
+      Rank& rank = ranks_[r];
+      rank.weights = shard_weights(weights_, config_, plan_, r);
+      rank.shard = cpu::LayerShard::of(plan_, r);
+      rank.vocab = plan_.vocab(r);
+    }
   }
 
   const ModelConfig& config() const override { return config_; }
 
+  // All ranks together: every rank holds the blocks of its own KV heads.
   size_t kv_block_bytes(AttnKind kind, int32_t block_size) const override {
-    return static_cast<size_t>(config_.num_layers_of(kind)) * 2 * block_size * config_.kv_dim() * sizeof(float);
+    return rank_block_floats(kind, block_size, config_.num_kv_heads) * sizeof(float);
   }
 
   void allocate_kv_cache(const KvCacheShape& shape) override {
@@ -58,8 +86,10 @@ class CpuRunner final : public ModelRunner {
     kv_shape_ = shape;
     for (int kind = 0; kind < kNumAttnKinds; ++kind) {
       if (shape.num_blocks[kind] < 0) throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "KV num_blocks must be >= 0");
-      const size_t floats = kv_block_bytes(static_cast<AttnKind>(kind), shape.block_size) / sizeof(float);
-      kv_pools_[kind].assign(floats * shape.num_blocks[kind], 0.0f);
+      for (Rank& rank : ranks_) {
+        const size_t floats = rank_block_floats(static_cast<AttnKind>(kind), shape.block_size, rank.shard.num_kv_heads);
+        rank.kv_pools[kind].assign(floats * shape.num_blocks[kind], 0.0f);
+      }
     }
     kv_allocated_ = true;
   }
@@ -84,13 +114,25 @@ class CpuRunner final : public ModelRunner {
   }
 
  private:
-  PagedKvLayer kv_layer(int32_t layer) {
+  size_t rank_block_floats(AttnKind kind, int32_t block_size, int32_t num_kv_heads) const {
+    return static_cast<size_t>(config_.num_layers_of(kind)) * 2 * block_size * num_kv_heads * config_.head_dim;
+  }
+
+  // x += the sum of every rank's partial.
+  void all_reduce_into_residual() {
+    std::vector<const float*> partials;
+    for (const Rank& rank : ranks_) partials.push_back(rank.partial.data());
+    cpu::all_reduce_residual_add(act_.x.data(), partials.data(), static_cast<int32_t>(partials.size()),
+                                 static_cast<int64_t>(act_.x.size()));
+  }
+
+  PagedKvLayer kv_layer(Rank& rank, int32_t layer) {
     const AttnKind kind = config_.layer_kinds[layer];
     PagedKvLayer kv;
-    kv.pool = kv_pools_[static_cast<int>(kind)].data();
+    kv.pool = rank.kv_pools[static_cast<int>(kind)].data();
     kv.block_size = kv_shape_.block_size;
-    kv.kv_dim = config_.kv_dim();
-    kv.block_floats = static_cast<int64_t>(kv_block_bytes(kind, kv.block_size) / sizeof(float));
+    kv.kv_dim = rank.shard.num_kv_heads * config_.head_dim;
+    kv.block_floats = static_cast<int64_t>(rank_block_floats(kind, kv.block_size, rank.shard.num_kv_heads));
     const int64_t layer_floats = 2LL * kv.block_size * kv.kv_dim;
     kv.k_offset = index_in_kind_[layer] * layer_floats;
     kv.v_offset = kv.k_offset + static_cast<int64_t>(kv.block_size) * kv.kv_dim;
@@ -149,31 +191,42 @@ class CpuRunner final : public ModelRunner {
     return slots;
   }
 
-  // One decoder layer over all n rows: every row's K/V goes into the cache
-  // before any query reads it, so a chunk's tokens attend to each other
-  // causally through the cache.
+  // One decoder layer over all n rows, each rank on its shard: every row's
+  // K/V goes into the cache before any query reads it, so a chunk's tokens
+  // attend to each other causally through the cache. Norms and the router
+  // are replicated, so rank 0 computes them once for all.
   void run_layer(int32_t layer, int32_t n) {
     const ModelConfig& c = config_;
-    const cpu::DecoderLayer block(c, layer, weights_.layers[layer], rope_, &pool_);
+    std::vector<cpu::DecoderLayer> blocks;
+    for (const Rank& rank : ranks_)
+      blocks.emplace_back(c, layer, rank.weights.layers[layer], rank.shard, rope_, &pool_);
     const cpu::RowSlot* slots = row_slots_[static_cast<int>(c.layer_kinds[layer])].data();
-    const PagedKvLayer kv = kv_layer(layer);
     Activations& a = act_;
     a.h.resize(a.x.size());
-    a.attn.resize(static_cast<size_t>(n) * c.q_dim());
-    a.delta.resize(a.x.size());
     a.router.resize(static_cast<size_t>(n) * c.num_experts);
     a.expert_ids.resize(static_cast<size_t>(n) * c.experts_per_token);
     a.expert_weights.resize(a.expert_ids.size());
+    const cpu::MoeRouting routing{a.router.data(), a.expert_ids.data(), a.expert_weights.data()};
 
-    block.attention_norm(a.x.data(), n, a.h.data());
-    block.store_kv(a.h.data(), slots, n, kv);
-    block.attend(a.h.data(), slots, n, kv, a.attn.data());
-    block.add_attention_output(a.attn.data(), n, a.x.data());
-    block.moe(a.x.data(), n, cpu::MoeRouting{a.router.data(), a.expert_ids.data(), a.expert_weights.data()},
-              a.delta.data());
-    for (size_t i = 0; i < a.x.size(); ++i) a.x[i] += a.delta[i];
+    blocks[0].attention_norm(a.x.data(), n, a.h.data());
+    for (size_t r = 0; r < ranks_.size(); ++r) {
+      Rank& rank = ranks_[r];
+      const PagedKvLayer kv = kv_layer(rank, layer);
+      rank.attn.resize(static_cast<size_t>(n) * rank.shard.num_q_heads * c.head_dim);
+      rank.partial.resize(a.x.size());
+      blocks[r].store_kv(a.h.data(), slots, n, kv);
+      blocks[r].attend(a.h.data(), slots, n, kv, rank.attn.data());
+      blocks[r].attention_output(rank.attn.data(), n, rank.partial.data());
+    }
+    all_reduce_into_residual();
+
+    blocks[0].route(a.x.data(), n, routing, a.h.data());
+    for (size_t r = 0; r < ranks_.size(); ++r) blocks[r].experts(a.h.data(), n, routing, ranks_[r].partial.data());
+    all_reduce_into_residual();
   }
 
+  // The final norm is replicated; each rank computes its vocabulary columns,
+  // gathered here into whole rows (the host sampler reads whole rows).
   void compute_logits(const BatchPlan& plan, std::vector<float>& logits) {
     const ModelConfig& c = config_;
     Activations& a = act_;
@@ -189,25 +242,36 @@ class CpuRunner final : public ModelRunner {
     logits.resize(static_cast<size_t>(rows) * c.vocab_size);
     if (rows == 0) return;
     cpu::rmsnorm(last_rows.data(), rows, c.hidden_size, weights_.final_norm, c.rms_norm_eps, last_rows.data());
-    cpu::linear_bf16(last_rows.data(), rows, c.hidden_size, weights_.lm_head, nullptr, c.vocab_size, logits.data(), &pool_);
+    for (Rank& rank : ranks_) {
+      const int32_t width = rank.vocab.size();
+      rank.logits.resize(static_cast<size_t>(rows) * width);
+      cpu::linear_bf16(last_rows.data(), rows, c.hidden_size, rank.weights.lm_head, nullptr, width,
+                       rank.logits.data(), &pool_);
+      for (int32_t r = 0; r < rows; ++r) {
+        std::copy(&rank.logits[static_cast<size_t>(r) * width], &rank.logits[static_cast<size_t>(r + 1) * width],
+                  &logits[static_cast<size_t>(r) * c.vocab_size + rank.vocab.begin]);
+      }
+    }
   }
 
   ModelConfig config_;
+  TensorParallelPlan plan_;
   Weights weights_;
   ThreadPool pool_;
   cpu::RopeTable rope_;
   std::vector<int32_t> index_in_kind_;  // per layer: its index among layers of its kind
   KvCacheShape kv_shape_;
   bool kv_allocated_ = false;
-  std::vector<float> kv_pools_[kNumAttnKinds];
+  std::vector<Rank> ranks_;
   Activations act_;
   std::vector<cpu::RowSlot> row_slots_[kNumAttnKinds];  // per kind: each row of the step
 };
 
 }  // namespace
 
-std::unique_ptr<ModelRunner> make_cpu_runner(const std::string& model_dir, int32_t num_threads) {
-  return std::make_unique<CpuRunner>(model_dir, num_threads);
+std::unique_ptr<ModelRunner> make_cpu_runner(const std::string& model_dir, int32_t num_threads,
+                                             int32_t tensor_parallel, MoeSharding moe) {
+  return std::make_unique<CpuRunner>(model_dir, num_threads, tensor_parallel, moe);
 }
 
 }  // namespace gptoss

@@ -67,6 +67,14 @@ void rmsnorm(const float* x, int32_t n_rows, int32_t dim, const bf16* weight, fl
   }
 }
 
+void all_reduce_residual_add(float* x, const float* const* partials, int32_t n_ranks, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    float sum = partials[0][i];
+    for (int32_t r = 1; r < n_ranks; ++r) sum += partials[r][i];
+    x[i] += sum;
+  }
+}
+
 void linear_bf16(const float* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                  const bf16* bias, int32_t out_dim, float* y, ThreadPool* pool) {
   for_range(pool, out_dim, [&](int64_t begin, int64_t end) {

@@ -45,6 +45,14 @@ void embed_tokens(const int32_t* tokens, int32_t n_rows, const bf16* table, int3
 void rmsnorm(const float* x, int32_t n_rows, int32_t dim, const bf16* weight, float eps,
              float* out);
 
+// ---- tensor parallelism ------------------------------------------------------
+
+// x[i] += (((p[0][i] + p[1][i]) + p[2][i]) + ...) for i < n: the all-reduce
+// of `n_ranks` partial sums fused with the residual add. Every rank sums in
+// rank order, so the residual stream each keeps is the same bits everywhere;
+// with one rank this is x[i] += p[0][i].
+void all_reduce_residual_add(float* x, const float* const* partials, int32_t n_ranks, int64_t n);
+
 // ---- matrix products -------------------------------------------------------
 
 // y[r][o] = dot_bf16(x[r], weight[o]) + bias[o] for r < n_rows, o < out_dim.

@@ -56,14 +56,21 @@ uint64_t workspace_bytes(const ModelConfig& c, int64_t tokens, int64_t rows) {
 }  // namespace
 
 CudaRunner::CudaRunner(const ModelConfig& config, cuda::DeviceWeights weights)
+    : CudaRunner(config, std::move(weights), cuda::RankShape::whole(config), nullptr) {}
+
+CudaRunner::CudaRunner(const ModelConfig& config, cuda::DeviceWeights weights, const cuda::RankShape& shape,
+                       cudaStream_t stream)
     : config_(config),
       weights_(std::move(weights)),
-      rope_(cpu::make_yarn_rope_table(config.head_dim, config.rope)) {
+      shape_(shape),
+      rope_(cpu::make_yarn_rope_table(config.head_dim, config.rope)),
+      stream_(stream),
+      owns_stream_(stream == nullptr) {
   if (config_.head_dim != 64)
     throw Error(GPTOSS_ERR_MODEL, "the CUDA backend supports head_dim 64 only (model has " +
                                       std::to_string(config_.head_dim) + ")");
-  GPTOSS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  cuda::prepare_linear_bf16();  // before any decode graph captures a product
+  if (owns_stream_) GPTOSS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  cuda::prepare_linear_bf16(stream_);  // before any decode graph captures a product
   inv_freq_ = DeviceBuffer<float>(rope_.inv_freq.size());
   GPTOSS_CUDA_CHECK(cudaMemcpy(inv_freq_.get(), rope_.inv_freq.data(), inv_freq_.bytes(),
                                cudaMemcpyHostToDevice));
@@ -75,11 +82,11 @@ CudaRunner::CudaRunner(const ModelConfig& config, cuda::DeviceWeights weights)
 CudaRunner::~CudaRunner() {
   for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
   if (meta_pinned_) cudaFreeHost(meta_pinned_);
-  if (stream_) cudaStreamDestroy(stream_);
+  if (owns_stream_ && stream_) cudaStreamDestroy(stream_);
 }
 
 size_t CudaRunner::kv_block_bytes(AttnKind kind, int32_t block_size) const {
-  return static_cast<size_t>(config_.num_layers_of(kind)) * 2 * block_size * config_.kv_dim() *
+  return static_cast<size_t>(config_.num_layers_of(kind)) * 2 * block_size * shape_.kv_heads * config_.head_dim *
          sizeof(bf16);
 }
 
@@ -278,27 +285,31 @@ void CudaRunner::enqueue_layer(const Step& step, int32_t layer) {
   const ModelConfig& m = config_;
   const cuda::DeviceLayer& w = weights_.layers[layer];
   const int32_t T = step.n_tokens, H = m.hidden_size;
-  const int32_t qkv_width = m.q_dim() + 2 * m.kv_dim();
+  const int32_t q_dim = shape_.q_heads * m.head_dim, kv_dim = shape_.kv_heads * m.head_dim;
+  const int32_t qkv_width = q_dim + 2 * kv_dim;
   const AttnKind kind = m.layer_kinds[layer];
   const int k = static_cast<int>(kind);
 
-  stage("rmsnorm");
-  cuda::add_rmsnorm(x_.get(), layer == 0 ? nullptr : delta_.get(), nullptr, T, H, w.input_norm,
-                    m.rms_norm_eps, h_.get(), stream_);
+  // Over ranks, the previous layer's all-reduce already left this norm in h_.
+  if (!all_reduce_ || layer == 0) {
+    stage("rmsnorm");
+    cuda::add_rmsnorm(x_.get(), layer == 0 ? nullptr : delta_.get(), nullptr, T, H, w.input_norm,
+                      m.rms_norm_eps, h_.get(), stream_);
+  }
   stage("qkv");
   cuda::linear_bf16(h_.get(), T, H, w.qkv_weight, w.qkv_bias, qkv_width, qkv_.get(), stream_);
 
   cuda::KvLayerView kv;
   kv.pool = kv_pool_[k].get();
   kv.block_size = kv_shape_.block_size;
-  kv.kv_dim = m.kv_dim();
+  kv.kv_dim = kv_dim;
   kv.block_stride = static_cast<int64_t>(kv_block_bytes(kind, kv.block_size) / sizeof(bf16));
   kv.k_offset = static_cast<int64_t>(layer_index_in_kind_[layer]) * 2 * kv.block_size * kv.kv_dim;
   kv.v_offset = kv.k_offset + static_cast<int64_t>(kv.block_size) * kv.kv_dim;
   const cuda::TokenPlacement tokens = placement(step, kind);
   stage("rope+kv_store");
   cuda::rope_and_store_kv(qkv_.get(), tokens, inv_freq_.get(), rope_.attention_factor,
-                          m.num_q_heads, m.num_kv_heads, kv, stream_);
+                          shape_.q_heads, shape_.kv_heads, kv, stream_);
 
   cuda::AttentionArgs args;
   args.qkv = qkv_.get();
@@ -307,8 +318,8 @@ void CudaRunner::enqueue_layer(const Step& step, int32_t layer) {
   args.kv = kv;
   args.sinks = w.sinks;
   args.sliding_window = kind == AttnKind::Sliding ? m.sliding_window : 0;
-  args.n_q_heads = m.num_q_heads;
-  args.n_kv_heads = m.num_kv_heads;
+  args.n_q_heads = shape_.q_heads;
+  args.n_kv_heads = shape_.kv_heads;
   args.out = attn_.get();
   stage(kind == AttnKind::Full ? "attention_full" : "attention_sliding");
   if (step.decode && T < kTensorCoreDecodeTokens) {
@@ -319,12 +330,19 @@ void CudaRunner::enqueue_layer(const Step& step, int32_t layer) {
     cuda::attention_prefill(args, cuda::QueryTiles{meta_.tile_first, meta_.tile_n, step.n_query_tiles},
                             stream_);
   }
+  // Over ranks, attention and MoE outputs are partials at all-reduce sites 0
+  // and 1 (alternating, as PeerAllReduce requires).
   stage("o_proj");
-  cuda::linear_bf16(attn_.get(), T, m.q_dim(), w.o_weight, w.o_bias, H, delta_.get(), stream_);
+  float* attn_out = all_reduce_ ? all_reduce_->partial(0, rank_) : delta_.get();
+  cuda::linear_bf16(attn_.get(), T, q_dim, w.o_weight, w.o_bias, H, attn_out, stream_);
 
   stage("rmsnorm");
-  cuda::add_rmsnorm(x_.get(), delta_.get(), nullptr, T, H, w.post_norm, m.rms_norm_eps, h_.get(),
-                    stream_);
+  if (all_reduce_) {
+    all_reduce_->run(0, rank_, x_.get(), T, H, w.post_norm, m.rms_norm_eps, h_.get(), stream_);
+  } else {
+    cuda::add_rmsnorm(x_.get(), delta_.get(), nullptr, T, H, w.post_norm, m.rms_norm_eps, h_.get(),
+                      stream_);
+  }
   stage("router");
   cuda::linear_bf16(h_.get(), T, H, w.router_weight, w.router_bias, m.num_experts,
                     router_logits_.get(), stream_);
@@ -341,27 +359,45 @@ void CudaRunner::enqueue_layer(const Step& step, int32_t layer) {
   stage("moe_down");
   cuda::moe_down(expert_act_.get(), groups, pairs, w.down, path, expert_out_.get(), stream_);
   stage("moe_combine");
-  cuda::moe_combine(expert_out_.get(), pair_slot_.get(), expert_weights_.get(), T, K, H,
-                    delta_.get(), stream_);
+  float* moe_out = all_reduce_ ? all_reduce_->partial(1, rank_) : delta_.get();
+  cuda::moe_combine(expert_out_.get(), pair_slot_.get(), expert_weights_.get(), T, K, H, moe_out,
+                    stream_);
+  if (all_reduce_) {
+    // Normed with the next layer's input norm; after the last layer the
+    // final norm (enqueue_head norms the logits rows again from x_).
+    const bf16* next_norm = layer + 1 < m.num_layers ? weights_.layers[layer + 1].input_norm : weights_.final_norm;
+    all_reduce_->run(1, rank_, x_.get(), T, H, next_norm, m.rms_norm_eps, h_.get(), stream_);
+  }
+}
+
+void CudaRunner::enqueue_embed(const Step& step) {
+  stage("embed");
+  cuda::embed_tokens(meta_.tokens, step.n_tokens, weights_.embed_tokens, config_.hidden_size, x_.get(),
+                     stream_);
+}
+
+void CudaRunner::enqueue_head(const Step& step) {
+  const ModelConfig& m = config_;
+  stage("rmsnorm");
+  cuda::add_rmsnorm(x_.get(), all_reduce_ ? nullptr : delta_.get(), meta_.logit_rows, step.n_logit_rows,
+                    m.hidden_size, weights_.final_norm, m.rms_norm_eps, h_last_.get(), stream_);
+  stage("lm_head");
+  cuda::linear_bf16(h_last_.get(), step.n_logit_rows, m.hidden_size, weights_.lm_head, nullptr,
+                    shape_.vocab.size(), logits_.get(), stream_);
 }
 
 void CudaRunner::enqueue_model(const Step& step) {
-  const ModelConfig& m = config_;
-  stage("embed");
-  cuda::embed_tokens(meta_.tokens, step.n_tokens, weights_.embed_tokens, m.hidden_size, x_.get(),
-                     stream_);
-  for (int32_t l = 0; l < m.num_layers; ++l) enqueue_layer(step, l);
-  stage("rmsnorm");
-  cuda::add_rmsnorm(x_.get(), delta_.get(), meta_.logit_rows, step.n_logit_rows, m.hidden_size,
-                    weights_.final_norm, m.rms_norm_eps, h_last_.get(), stream_);
-  stage("lm_head");
-  cuda::linear_bf16(h_last_.get(), step.n_logit_rows, m.hidden_size, weights_.lm_head, nullptr,
-                    m.vocab_size, logits_.get(), stream_);
+  enqueue_embed(step);
+  for (int32_t l = 0; l < config_.num_layers; ++l) enqueue_layer(step, l);
+  enqueue_head(step);
+}
+
+bool CudaRunner::graphed(const Step& step) const {
+  return step.decode && use_graphs_ && !timer_ && step.n_tokens <= kMaxGraphTokens;
 }
 
 void CudaRunner::run_step(const Step& step) {
-  const bool graph = step.decode && use_graphs_ && !timer_ && step.n_tokens <= kMaxGraphTokens;
-  if (!graph) {
+  if (!graphed(step)) {
     enqueue_model(step);
     return;
   }
@@ -442,8 +478,12 @@ void CudaRunner::forward_sampled(const BatchPlan& plan, const std::vector<RowSam
   run_step(step);
   // The forward pass is queued: the caller's masks are computed while it runs.
   if (await_masks) await_masks();
-  upload_token_masks(rows);
+  sample(rows, logits_.get(), step.real_logit_rows, out);
+}
 
+void CudaRunner::sample(const std::vector<RowSampling>& rows, float* logits, int32_t n_rows,
+                        std::vector<SampledToken>& out) {
+  upload_token_masks(rows);
   std::vector<cuda::DeviceSamplingRow> params(rows.size());
   std::vector<int32_t> penalties;  // tokens, then counts
   std::vector<int32_t> counts;
@@ -481,9 +521,8 @@ void CudaRunner::forward_sampled(const BatchPlan& plan, const std::vector<RowSam
                                     stream_));
   stage("sampling");
   if (!mask_index_host_.empty())
-    cuda::apply_token_masks(logits_.get(), step.real_logit_rows, config_.vocab_size, mask_buf_.get(),
-                            mask_index_.get(), stream_);
-  cuda::sample_rows(logits_.get(), step.real_logit_rows, config_.vocab_size, sampling_rows_.get(),
+    cuda::apply_token_masks(logits, n_rows, config_.vocab_size, mask_buf_.get(), mask_index_.get(), stream_);
+  cuda::sample_rows(logits, n_rows, config_.vocab_size, sampling_rows_.get(),
                     penalty_buf_.get(), penalty_buf_.get() + n_pen, sampled_.get(), stream_);
   out.resize(rows.size());
   GPTOSS_CUDA_CHECK(cudaMemcpyAsync(out.data(), sampled_.get(), out.size() * sizeof(SampledToken),
@@ -532,8 +571,6 @@ void CudaRunner::fill_kv_cache_random(uint64_t seed) {
   GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-namespace {
-
 // Fails before anything is loaded when GPU 0 is missing or cannot run the
 // sm_90a kernels (they are not forward-compatible to later architectures).
 void require_hopper_gpu() {
@@ -553,14 +590,14 @@ void require_hopper_gpu() {
   }
 }
 
-}  // namespace
-
 std::unique_ptr<ModelRunner> make_cuda_runner(const std::string& model_dir) {
   require_hopper_gpu();
   const ModelConfig config = load_model_config(model_dir);
   cuda::DeviceWeights device = [&] {
     const Weights host = load_weights(model_dir, config);
-    return cuda::DeviceWeights::upload(host, config);
+    // At world size 1 the shard's views are the checkpoint's own tensors.
+    const TensorParallelPlan one(config, 1, MoeSharding::Intermediate);
+    return cuda::DeviceWeights::upload(shard_weights(host, config, one, 0), config, cuda::RankShape::whole(config));
   }();  // the checkpoint's maps close here: the weights live on the GPU only
   return std::make_unique<CudaRunner>(config, std::move(device));
 }

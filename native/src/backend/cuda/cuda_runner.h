@@ -4,6 +4,10 @@
 // kernels on one stream, and returns logits or (forward_sampled) only the
 // sampled tokens. Decode steps (one token per sequence) are padded to a
 // bucket of sizes and replayed from CUDA graphs captured once per bucket.
+//
+// A CudaRunner is also one rank of tensor parallelism (RankShape: its heads,
+// expert columns and vocabulary rows), driven by TensorParallelCudaRunner
+// (tensor_parallel_runner.h), which binds the ranks' all-reduce.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -20,6 +24,7 @@
 #include "backend/cuda/device_weights.h"
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/sampling.h"
+#include "backend/cuda/peer_all_reduce.h"
 #include "backend/cuda/stage_timer.h"
 #include "backend/layer_check.h"
 #include "backend/model_runner.h"
@@ -29,6 +34,10 @@ namespace gptoss {
 class CudaRunner final : public ModelRunner {
  public:
   CudaRunner(const ModelConfig& config, cuda::DeviceWeights weights);
+  // One rank of `shape` on the current device, enqueuing on `stream` (owned
+  // by the caller).
+  CudaRunner(const ModelConfig& config, cuda::DeviceWeights weights, const cuda::RankShape& shape,
+             cudaStream_t stream);
   ~CudaRunner() override;
 
   const ModelConfig& config() const override { return config_; }
@@ -58,6 +67,8 @@ class CudaRunner final : public ModelRunner {
   void fill_kv_cache_random(uint64_t seed);
 
  private:
+  friend class TensorParallelCudaRunner;  // runs the ranks' steps layer by layer
+
   // Sizes the work buffers are allocated for; they only grow.
   struct Capacity {
     int32_t tokens = 0;
@@ -89,9 +100,20 @@ class CudaRunner final : public ModelRunner {
   void upload_token_masks(const std::vector<RowSampling>& rows);
   Step prepare(const BatchPlan& plan);
   void ensure_capacity(const Capacity& need);
+  // Whether the step replays a decode graph (prepare padded it for one).
+  bool graphed(const Step& step) const;
   void run_step(const Step& step);
   void enqueue_model(const Step& step);
+  void enqueue_embed(const Step& step);
   void enqueue_layer(const Step& step, int32_t layer);
+  // The final norm of the logits rows and this runner's vocabulary rows of
+  // the unembedding into logits_ [rows, shape_.vocab.size()].
+  void enqueue_head(const Step& step);
+  // Samples n_rows rows of `logits` [n_rows, vocab] on the stream (the
+  // sampler applies penalties in place; a row's token mask, rows[r].allowed,
+  // first sets its disallowed logits to -inf).
+  void sample(const std::vector<RowSampling>& rows, float* logits, int32_t n_rows,
+              std::vector<SampledToken>& out);
   cuda::TokenPlacement placement(const Step& step, AttnKind kind) const;
   void stage(const char* name) {
     if (timer_) timer_->mark(name, stream_);
@@ -99,8 +121,15 @@ class CudaRunner final : public ModelRunner {
 
   const ModelConfig config_;
   const cuda::DeviceWeights weights_;
+  const cuda::RankShape shape_;
   const cpu::RopeTable rope_;
   cudaStream_t stream_ = nullptr;
+  bool owns_stream_ = true;
+  // Set by TensorParallelCudaRunner: the attention and MoE outputs are this
+  // rank's partials, summed over the ranks (fused with the residual add and
+  // the next norm) instead of added to the residual by add_rmsnorm.
+  const cuda::PeerAllReduce* all_reduce_ = nullptr;
+  int32_t rank_ = 0;
   bool use_graphs_ = true;
   cuda::StageTimer* timer_ = nullptr;
 
@@ -135,6 +164,9 @@ class CudaRunner final : public ModelRunner {
   // Decode graphs by (padded tokens, block-table widths).
   std::map<std::tuple<int32_t, int32_t, int32_t>, cudaGraphExec_t> graphs_;
 };
+
+// Error(BACKEND) when GPU 0 is missing or is not a Hopper GPU.
+void require_hopper_gpu();
 
 // Loads the checkpoint in `model_dir` onto GPU 0. Error(BACKEND) before
 // reading anything when GPU 0 is missing or is not a Hopper GPU.

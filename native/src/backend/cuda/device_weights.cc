@@ -41,26 +41,27 @@ Mxfp4Experts carve_experts(Carver& c, int32_t n_experts, int32_t rows, int32_t c
   return e;
 }
 
-// Lays every tensor out over `c` and points `w` at them.
-void carve(Carver& c, const ModelConfig& cfg, DeviceWeights& w) {
+// Lays every tensor of a rank of `shape` out over `c` and points `w` at them.
+void carve(Carver& c, const ModelConfig& cfg, const RankShape& shape, DeviceWeights& w) {
   const int64_t hidden = cfg.hidden_size, vocab = cfg.vocab_size;
-  const int64_t qkv_rows = cfg.q_dim() + 2 * cfg.kv_dim();
+  const int64_t q_dim = static_cast<int64_t>(shape.q_heads) * cfg.head_dim;
+  const int64_t qkv_rows = q_dim + 2LL * shape.kv_heads * cfg.head_dim;
   w.embed_tokens = c.take<bf16>(vocab * hidden);
   w.final_norm = c.take<bf16>(hidden);
-  w.lm_head = c.take<bf16>(vocab * hidden);
+  w.lm_head = c.take<bf16>(shape.vocab.size() * hidden);
   w.layers.assign(cfg.num_layers, DeviceLayer{});
   for (DeviceLayer& l : w.layers) {
     l.input_norm = c.take<bf16>(hidden);
     l.qkv_weight = c.take<bf16>(qkv_rows * hidden);
     l.qkv_bias = c.take<bf16>(qkv_rows);
-    l.o_weight = c.take<bf16>(hidden * cfg.q_dim());
+    l.o_weight = c.take<bf16>(hidden * q_dim);
     l.o_bias = c.take<bf16>(hidden);
-    l.sinks = c.take<bf16>(cfg.num_q_heads);
+    l.sinks = c.take<bf16>(shape.q_heads);
     l.post_norm = c.take<bf16>(hidden);
     l.router_weight = c.take<bf16>(static_cast<int64_t>(cfg.num_experts) * hidden);
     l.router_bias = c.take<bf16>(cfg.num_experts);
-    l.gate_up = carve_experts(c, cfg.num_experts, 2 * cfg.intermediate_size, cfg.hidden_size);
-    l.down = carve_experts(c, cfg.num_experts, cfg.hidden_size, cfg.intermediate_size);
+    l.gate_up = carve_experts(c, cfg.num_experts, 2 * shape.intermediate, cfg.hidden_size);
+    l.down = carve_experts(c, cfg.num_experts, cfg.hidden_size, shape.intermediate);
   }
 }
 
@@ -70,28 +71,40 @@ T* writable(const T* p) {
   return const_cast<T*>(p);
 }
 
+// A tensor the shard does not hold (src null) is zeros.
 void copy(const void* dst, const void* src, int64_t bytes) {
-  GPTOSS_CUDA_CHECK(cudaMemcpy(writable(dst), src, bytes, cudaMemcpyHostToDevice));
+  if (src) GPTOSS_CUDA_CHECK(cudaMemcpy(writable(dst), src, bytes, cudaMemcpyHostToDevice));
+  else GPTOSS_CUDA_CHECK(cudaMemset(writable(dst), 0, bytes));
 }
 
 }  // namespace
 
-DeviceWeights::DeviceWeights(const ModelConfig& config) {
-  Carver sizing(nullptr);
-  carve(sizing, config, *this);
-  arena_ = DeviceBuffer<uint8_t>(sizing.size());
-  Carver real(arena_.get());
-  carve(real, config, *this);
+RankShape RankShape::whole(const ModelConfig& config) {
+  return RankShape{config.num_q_heads, config.num_kv_heads, config.intermediate_size, ShardRange{0, config.vocab_size}};
 }
 
-DeviceWeights DeviceWeights::upload(const Weights& host, const ModelConfig& cfg) {
-  DeviceWeights w(cfg);
+RankShape RankShape::of(const TensorParallelPlan& plan, int32_t rank) {
+  return RankShape{plan.q_heads(rank).size(), plan.kv_heads(rank).size(), plan.intermediate(rank).size(),
+                   plan.vocab(rank)};
+}
+
+DeviceWeights::DeviceWeights(const ModelConfig& config, const RankShape& shape) {
+  Carver sizing(nullptr);
+  carve(sizing, config, shape, *this);
+  arena_ = DeviceBuffer<uint8_t>(sizing.size());
+  Carver real(arena_.get());
+  carve(real, config, shape, *this);
+}
+
+DeviceWeights DeviceWeights::upload(const WeightShard& host, const ModelConfig& cfg, const RankShape& shape) {
+  DeviceWeights w(cfg, shape);
   const int64_t hidden = cfg.hidden_size, vocab = cfg.vocab_size;
-  const int64_t q = cfg.q_dim(), kv = cfg.kv_dim();
+  const int64_t q = static_cast<int64_t>(shape.q_heads) * cfg.head_dim;
+  const int64_t kv = static_cast<int64_t>(shape.kv_heads) * cfg.head_dim;
   constexpr int64_t b = sizeof(bf16);
   copy(w.embed_tokens, host.embed_tokens, vocab * hidden * b);
   copy(w.final_norm, host.final_norm, hidden * b);
-  copy(w.lm_head, host.lm_head, vocab * hidden * b);
+  copy(w.lm_head, host.lm_head, shape.vocab.size() * hidden * b);
   for (int32_t i = 0; i < cfg.num_layers; ++i) {
     const LayerWeights& h = host.layers[i];
     const DeviceLayer& d = w.layers[i];
@@ -104,7 +117,7 @@ DeviceWeights DeviceWeights::upload(const Weights& host, const ModelConfig& cfg)
     copy(d.qkv_bias + q + kv, h.v_bias, kv * b);
     copy(d.o_weight, h.o_weight, hidden * q * b);
     copy(d.o_bias, h.o_bias, hidden * b);
-    copy(d.sinks, h.sinks, cfg.num_q_heads * b);
+    copy(d.sinks, h.sinks, shape.q_heads * b);
     copy(d.post_norm, h.post_attention_norm, hidden * b);
     copy(d.router_weight, h.router_weight, cfg.num_experts * hidden * b);
     copy(d.router_bias, h.router_bias, cfg.num_experts * b);
@@ -119,7 +132,7 @@ DeviceWeights DeviceWeights::upload(const Weights& host, const ModelConfig& cfg)
 }
 
 DeviceWeights DeviceWeights::random(const ModelConfig& cfg, uint64_t seed) {
-  DeviceWeights w(cfg);
+  DeviceWeights w(cfg, RankShape::whole(cfg));
   const int64_t hidden = cfg.hidden_size, vocab = cfg.vocab_size;
   const int64_t qkv_rows = cfg.q_dim() + 2 * cfg.kv_dim();
   uint64_t stream_id = 0;  // each tensor draws from its own stream of the seed

@@ -49,10 +49,10 @@ void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const b
                           const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
 #endif
 
-// Sets up what linear_bf16 needs on the current device before a CUDA graph
-// may capture it (the cuBLASLt handle and its workspace); the CUDA runner
-// calls it once per device it uses.
-void prepare_linear_bf16();
+// Sets up what linear_bf16 needs on the current device for `stream` before a
+// CUDA graph may capture it (the cuBLASLt handle, the stream's workspace);
+// the CUDA runner calls it for its stream.
+void prepare_linear_bf16(cudaStream_t stream);
 
 // y[r][o] += bias[o] for r < n_rows, o < out_dim.
 void add_bias_rows(float* y, const bf16* bias, int32_t n_rows, int32_t out_dim, cudaStream_t stream);

@@ -58,8 +58,8 @@ class CublasLt {
  public:
   // The current device's instance, created on first use and never
   // destroyed (a handle must not outlive the CUDA runtime at exit). One
-  // workspace a device: a device's products run on one stream at a time
-  // (each runner synchronises its stream at the end of a step).
+  // workspace a stream: tensor-parallel ranks sharing a device run products
+  // on their two streams at once.
   static CublasLt& get() {
     static std::mutex devices_mu;
     static std::map<int, CublasLt*> devices;
@@ -71,6 +71,12 @@ class CublasLt {
     return *instance;
   }
 
+  // Allocates `stream`'s workspace now, not inside a graph capture.
+  void prepare(cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(mu_);
+    workspace(stream);
+  }
+
   // False when the shape's algorithm cannot run this row count.
   bool matmul(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, int32_t out_dim, float* y,
               cudaStream_t stream) {
@@ -80,13 +86,20 @@ class CublasLt {
     if (!algo || !l.algo_fits) return false;
     const float one = 1.0f, zero = 0.0f;
     check_cublas(cublasLtMatmul(handle_, desc_, &one, weight, l.a, x, l.b, &zero, y, l.d, y, l.d, algo,
-                                workspace_.get(), workspace_.bytes(), stream),
+                                workspace(stream), kWorkspaceBytes, stream),
                  "matmul");
     return true;
   }
 
  private:
-  CublasLt() : workspace_(kWorkspaceBytes) {
+  // The workspace of `stream`, allocated on first use; the caller holds mu_.
+  void* workspace(cudaStream_t stream) {
+    DeviceBuffer<uint8_t>& w = workspaces_[stream];
+    if (!w.get()) w = DeviceBuffer<uint8_t>(kWorkspaceBytes);
+    return w.get();
+  }
+
+  CublasLt() {
     check_cublas(cublasLtCreate(&handle_), "create");
     check_cublas(cublasLtMatmulDescCreate(&desc_, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul descriptor");
     const cublasOperation_t transpose = CUBLAS_OP_T, none = CUBLAS_OP_N;
@@ -150,14 +163,14 @@ class CublasLt {
   std::mutex mu_;
   cublasLtHandle_t handle_ = nullptr;
   cublasLtMatmulDesc_t desc_ = nullptr;
-  DeviceBuffer<uint8_t> workspace_;
+  std::map<cudaStream_t, DeviceBuffer<uint8_t>> workspaces_;
   std::map<std::pair<int32_t, int32_t>, std::optional<cublasLtMatmulAlgo_t>> algos_;
   std::map<std::tuple<int32_t, int32_t, int32_t>, Layouts> layouts_;
 };
 
 }  // namespace
 
-void prepare_linear_bf16() { CublasLt::get(); }
+void prepare_linear_bf16(cudaStream_t stream) { CublasLt::get().prepare(stream); }
 
 void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
                           int32_t out_dim, float* y, cudaStream_t stream) {

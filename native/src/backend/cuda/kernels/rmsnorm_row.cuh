@@ -1,0 +1,51 @@
+// The per-row body shared by the RMSNorm kernels: one block per row, the row
+// kept in registers between the sum of squares and the scaling.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "backend/cuda/kernels/device_math.cuh"
+
+namespace gptoss::cuda {
+
+constexpr int kNormThreads = 128;
+constexpr int kNormMaxVectorsPerThread = 8;  // float4 vectors: dim <= 4096
+
+// The row is load(i) for its float4 vectors i < dim/4 (the residual with
+// whatever is added to it), written back to x_row when x_row is not null;
+// then out_row = bf16(row / sqrt(mean(row^2) + eps) * weight).
+template <typename Load>
+__device__ __forceinline__ void residual_rmsnorm_row(Load load, float4* x_row, int32_t dim, const uint16_t* weight,
+                                                     float eps, __nv_bfloat16* out_row, float* scratch) {
+  const int32_t n_vec = dim / 4;
+  float4 v[kNormMaxVectorsPerThread];
+  float sum_sq = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kNormMaxVectorsPerThread; ++i) {
+    const int32_t idx = threadIdx.x + i * kNormThreads;
+    if (idx < n_vec) {
+      v[i] = load(idx);
+      if (x_row) x_row[idx] = v[i];
+      sum_sq += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
+    }
+  }
+  const float inv_rms = rsqrtf(block_sum(sum_sq, scratch) / dim + eps);
+  __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out_row);
+#pragma unroll
+  for (int i = 0; i < kNormMaxVectorsPerThread; ++i) {
+    const int32_t idx = threadIdx.x + i * kNormThreads;
+    if (idx < n_vec) {
+      const uint2 w = reinterpret_cast<const uint2*>(weight)[idx];
+      const float w0 = __uint_as_float(w.x << 16), w1 = __uint_as_float(w.x & 0xffff0000u);
+      const float w2 = __uint_as_float(w.y << 16), w3 = __uint_as_float(w.y & 0xffff0000u);
+      o[2 * idx] = __floats2bfloat162_rn(v[i].x * inv_rms * w0, v[i].y * inv_rms * w1);
+      o[2 * idx + 1] = __floats2bfloat162_rn(v[i].z * inv_rms * w2, v[i].w * inv_rms * w3);
+    }
+  }
+}
+
+inline bool norm_dim_supported(int32_t dim) { return dim % 4 == 0 && dim <= 4 * kNormThreads * kNormMaxVectorsPerThread; }
+
+}  // namespace gptoss::cuda

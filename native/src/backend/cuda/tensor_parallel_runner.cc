@@ -1,0 +1,245 @@
+#include "backend/cuda/tensor_parallel_runner.h"
+
+#include <algorithm>
+#include <functional>
+#include <limits>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_runner.h"
+#include "backend/cuda/peer_all_reduce.h"
+#include "backend/cuda/rank_streams.h"
+#include "common/error.h"
+#include "model/weights.h"
+
+namespace gptoss {
+
+using cuda::DeviceScope;
+
+class TensorParallelCudaRunner final : public ModelRunner {
+ public:
+  TensorParallelCudaRunner(const ModelConfig& config, const Weights& host, const TensorParallelPlan& plan)
+      : config_(config), streams_(cuda::devices_for_ranks(plan.world_size(), false)) {
+    for (int32_t r = 0; r < plan.world_size(); ++r) {
+      const DeviceScope scope(streams_.device(r));
+      const cuda::RankShape shape = cuda::RankShape::of(plan, r);
+      // One rank's shard at a time: its strided copies are freed once uploaded.
+      cuda::DeviceWeights weights =
+          cuda::DeviceWeights::upload(shard_weights(host, config, plan, r), config, shape);
+      ranks_.push_back(std::make_unique<CudaRunner>(config, std::move(weights), shape, streams_.stream(r)));
+      ranks_.back()->rank_ = r;
+      cudaEvent_t done;
+      GPTOSS_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+      done_.push_back(done);
+    }
+  }
+
+  ~TensorParallelCudaRunner() override {
+    drop_graphs();
+    for (int32_t r = 0; r < world(); ++r) {
+      cudaSetDevice(streams_.device(r));  // no throwing DeviceScope here; RankStreams' destructor follows
+      cudaEventDestroy(done_[r]);
+    }
+  }
+
+  const ModelConfig& config() const override { return config_; }
+
+  // A block holds every rank's KV heads of its positions.
+  size_t kv_block_bytes(AttnKind kind, int32_t block_size) const override {
+    size_t bytes = 0;
+    for (const auto& rank : ranks_) bytes += rank->kv_block_bytes(kind, block_size);
+    return bytes;
+  }
+
+  void allocate_kv_cache(const KvCacheShape& shape) override {
+    each([&](int32_t r) { ranks_[r]->allocate_kv_cache(shape); });
+    drop_graphs();  // they address the old pools
+  }
+
+  uint64_t weight_bytes() const override {
+    uint64_t bytes = 0;
+    for (const auto& rank : ranks_) bytes += rank->weight_bytes();
+    return bytes;
+  }
+
+  // Every rank holds the same share of a block, so the device with the least
+  // room per rank on it bounds the blocks. (Ranks sharing a device each keep
+  // their own work buffers; the reserve counts one: the small-model check.)
+  uint64_t kv_budget_bytes(float memory_utilization) const override {
+    uint64_t per_rank = std::numeric_limits<uint64_t>::max();
+    for (int32_t r = 0; r < world(); ++r) {
+      const int d = streams_.device(r);
+      uint64_t sharing = 0;
+      for (int32_t q = 0; q < world(); ++q) sharing += streams_.device(q) == d;
+      const DeviceScope scope(d);
+      per_rank = std::min(per_rank, ranks_[r]->kv_budget_bytes(memory_utilization) / sharing);
+    }
+    return per_rank * world();
+  }
+
+  void device_memory(uint64_t* used, uint64_t* total) const override {
+    *used = *total = 0;
+    std::vector<int> seen;
+    for (int32_t r = 0; r < world(); ++r) {
+      const int d = streams_.device(r);
+      if (std::find(seen.begin(), seen.end(), d) != seen.end()) continue;
+      seen.push_back(d);
+      const DeviceScope scope(d);
+      uint64_t u = 0, t = 0;
+      ranks_[r]->device_memory(&u, &t);
+      *used += u;
+      *total += t;
+    }
+  }
+
+  bool samples_on_device() const override { return true; }
+
+  void forward(const BatchPlan& plan, std::vector<float>& logits) override {
+    const int32_t rows = launch(plan);
+    logits.resize(static_cast<size_t>(rows) * config_.vocab_size);
+    if (rows > 0) gather_logits(logits.data(), rows);
+    synchronize();
+  }
+
+  void forward_sampled(const BatchPlan& plan, const std::vector<RowSampling>& rows,
+                       std::vector<SampledToken>& out, const std::function<void()>& await_masks) override {
+    if (static_cast<int32_t>(rows.size()) != plan.num_logit_rows())
+      throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "forward_sampled: one RowSampling per logits row");
+    out.clear();
+    const int32_t n = launch(plan);
+    if (n == 0) {  // a step of prompt chunks only
+      synchronize();
+      return;
+    }
+    const DeviceScope scope(streams_.device(0));
+    const size_t floats = static_cast<size_t>(n) * config_.vocab_size;
+    if (gathered_.size() < floats) gathered_ = cuda::DeviceBuffer<float>(floats);
+    gather_logits(gathered_.get(), n);
+    // Every rank's step is queued: the caller's token masks are computed while they run.
+    if (await_masks) await_masks();
+    ranks_[0]->sample(rows, gathered_.get(), n, out);
+  }
+
+ private:
+  int32_t world() const { return static_cast<int32_t>(ranks_.size()); }
+
+  void each(const std::function<void(int32_t)>& fn) const {
+    streams_.each([&](int r) { fn(static_cast<int32_t>(r)); });
+  }
+
+  void drop_graphs() {
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    graphs_.clear();
+  }
+
+  // The step is done (stream 0 waited for every rank), so the next one may
+  // rewrite the ranks' host metadata.
+  void synchronize() const {
+    const DeviceScope scope(streams_.device(0));
+    GPTOSS_CUDA_CHECK(cudaStreamSynchronize(streams_.stream(0)));
+  }
+
+  // Stream 0 waits for everything enqueued so far on the other ranks' streams.
+  void join_into_stream0() {
+    for (int32_t r = 1; r < world(); ++r) {
+      {
+        const DeviceScope scope(streams_.device(r));
+        GPTOSS_CUDA_CHECK(cudaEventRecord(done_[r], streams_.stream(r)));
+      }
+      const DeviceScope scope(streams_.device(0));
+      GPTOSS_CUDA_CHECK(cudaStreamWaitEvent(streams_.stream(0), done_[r], 0));
+    }
+  }
+
+  // After the ranks' prepare: every rank's buffers grow alike, and when they
+  // did, graphs address the old ones and the all-reduce may be too small.
+  void follow_capacity() {
+    const CudaRunner::Capacity& cap = ranks_[0]->cap_;
+    if (all_reduce_ && cap.tokens == cap_.tokens && cap.logit_rows == cap_.logit_rows &&
+        std::equal(cap.max_blocks, cap.max_blocks + kNumAttnKinds, cap_.max_blocks))
+      return;
+    drop_graphs();
+    if (!all_reduce_ || cap.tokens > cap_.tokens) {
+      streams_.synchronize();
+      std::vector<int> devices;
+      for (int32_t r = 0; r < world(); ++r) devices.push_back(streams_.device(r));
+      all_reduce_.reset();  // its flags restart at zero on every rank together
+      all_reduce_ = std::make_unique<cuda::PeerAllReduce>(devices, 2,
+                                                          static_cast<int64_t>(cap.tokens) * config_.hidden_size);
+      for (auto& rank : ranks_) rank->all_reduce_ = all_reduce_.get();
+    }
+    cap_ = cap;
+  }
+
+  // Layer by layer across the ranks: an all-reduce waits for every rank's
+  // kernel, so every rank must have it queued before any rank's queue could
+  // fill up behind it.
+  void enqueue(const std::vector<CudaRunner::Step>& steps) {
+    each([&](int32_t r) { ranks_[r]->enqueue_embed(steps[r]); });
+    for (int32_t l = 0; l < config_.num_layers; ++l) each([&](int32_t r) { ranks_[r]->enqueue_layer(steps[r], l); });
+    each([&](int32_t r) { ranks_[r]->enqueue_head(steps[r]); });
+  }
+
+  // Enqueues the step on every rank; stream 0 is then ordered after all of
+  // it. Returns the step's logits rows.
+  int32_t launch(const BatchPlan& plan) {
+    ranks_[0]->validate(plan);
+    if (plan.tokens.empty()) return 0;
+    std::vector<CudaRunner::Step> steps;
+    each([&](int32_t r) { steps.push_back(ranks_[r]->prepare(plan)); });
+    follow_capacity();
+    const CudaRunner::Step& step = steps[0];
+    if (!ranks_[0]->graphed(step)) {
+      enqueue(steps);
+      join_into_stream0();
+      return step.real_logit_rows;
+    }
+    join_into_stream0();  // the graph forks from stream 0: after every rank's metadata copy
+    const auto key = std::make_tuple(step.n_tokens, cap_.max_blocks[0], cap_.max_blocks[1]);
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) it = graphs_.emplace(key, streams_.capture([&] { enqueue(steps); })).first;
+    const DeviceScope scope(streams_.device(0));
+    GPTOSS_CUDA_CHECK(cudaGraphLaunch(it->second, streams_.stream(0)));
+    return step.real_logit_rows;
+  }
+
+  // Each rank's logits [rows, its vocabulary rows] into its columns of dst
+  // [rows, vocab] (host memory or rank 0's device), on stream 0.
+  void gather_logits(float* dst, int32_t rows) {
+    const DeviceScope scope(streams_.device(0));
+    const size_t pitch = static_cast<size_t>(config_.vocab_size) * sizeof(float);
+    for (const auto& rank : ranks_) {
+      const ShardRange v = rank->shape_.vocab;
+      const size_t width = static_cast<size_t>(v.size()) * sizeof(float);
+      GPTOSS_CUDA_CHECK(cudaMemcpy2DAsync(dst + v.begin, pitch, rank->logits_.get(), width, width, rows,
+                                          cudaMemcpyDefault, streams_.stream(0)));
+    }
+  }
+
+  const ModelConfig config_;
+  cuda::RankStreams streams_;
+  std::vector<cudaEvent_t> done_;  // per rank > 0 (rank 0's unused): its stream's work so far, for stream 0
+  std::vector<std::unique_ptr<CudaRunner>> ranks_;
+  std::unique_ptr<cuda::PeerAllReduce> all_reduce_;
+  CudaRunner::Capacity cap_;  // the ranks' buffers the graphs and all-reduce were made for
+  cuda::DeviceBuffer<float> gathered_;  // [rows, vocab] on rank 0's device, for its sampler
+  // Decode graphs over all ranks by (padded tokens, block-table widths).
+  std::map<std::tuple<int32_t, int32_t, int32_t>, cudaGraphExec_t> graphs_;
+};
+
+std::unique_ptr<ModelRunner> make_cuda_tensor_parallel_runner(const std::string& model_dir,
+                                                              int32_t tensor_parallel, MoeSharding moe) {
+  if (moe != MoeSharding::Intermediate) {
+    throw Error(GPTOSS_ERR_INVALID_ARGUMENT, std::string("moe_sharding \"") + moe_sharding_name(moe) +
+                                                 "\": the cuda engine runs tensor parallel with \"intermediate\" only so far");
+  }
+  require_hopper_gpu();
+  const ModelConfig config = load_model_config(model_dir);
+  const TensorParallelPlan plan(config, tensor_parallel, moe);
+  const Weights host = load_weights(model_dir, config);
+  return std::make_unique<TensorParallelCudaRunner>(config, host, plan);
+}
+
+}  // namespace gptoss

@@ -1,0 +1,31 @@
+// TensorParallelCudaRunner: the gpt-oss forward pass over N tensor-parallel
+// ranks in one process (docs/cuda-notes.md, "Tensor parallel").
+//
+// Each rank is a CudaRunner of its shard (model/tensor_parallel.h) on its
+// device and its stream of RankStreams: one device per rank where the machine
+// has them (peer access both ways), else every rank on device 0 - the same
+// code path, so one GPU checks it. The ranks' attention and MoE outputs meet
+// in PeerAllReduce, fused with the residual add and the next RMSNorm. Steps
+// are enqueued layer by layer across the ranks, so no rank's queue fills up
+// behind an all-reduce waiting for a rank not yet launched; decode steps are
+// one CUDA graph over all ranks. Each rank computes its vocabulary rows of
+// the logits; they are gathered on rank 0 for the one-device sampler
+// (sampling on the distributed logits is not built yet).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "backend/model_runner.h"
+#include "model/tensor_parallel.h"
+
+namespace gptoss {
+
+// Loads `model_dir` sharded over `tensor_parallel` ranks (>= 2). The MoE runs
+// in the intermediate layout only so far; MoeSharding::Experts is
+// Error(INVALID_ARGUMENT).
+std::unique_ptr<ModelRunner> make_cuda_tensor_parallel_runner(const std::string& model_dir,
+                                                              int32_t tensor_parallel, MoeSharding moe);
+
+}  // namespace gptoss
