@@ -227,6 +227,21 @@ if want tp; then
   CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2 2
   python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2.log" "$out/cli_tp1.log" \
     "cli greedy agreement cuda TP=2 (one GPU) vs TP=1" 2>&1 | tee "$out/tp_agreement.log"
+  if ! grep -q ": 8/8 prompts identical" "$out/tp_agreement.log"; then
+    # Diagnostics. memcheck serializes kernels, so an all-reduce that traps
+    # after 10 s is expected there; a fault reported before it is the finding.
+    echo "TP=2 on one GPU is not 8/8: the same run under compute-sanitizer memcheck (last 30 lines)"
+    CUDA_VISIBLE_DEVICES=0 timeout 120 compute-sanitizer --tool memcheck "$build/gptoss-cli" --model "$small" \
+      --backend cuda --tensor-parallel-size 2 --random-prompt 40 --batch 8 --max-tokens 32 --max-model-len 512 \
+      >"$out/tp_memcheck.log" 2>&1
+    echo "memcheck exit $?" >>"$out/tp_memcheck.log"
+    tail -30 "$out/tp_memcheck.log"
+    # Every kernel loaded at start: if this one agrees, a launch that loads a
+    # kernel lazily is still waiting on a spinning all-reduce somewhere.
+    CUDA_MODULE_LOADING=EAGER CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2_eager 2
+    python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_eager.log" "$out/cli_tp1.log" \
+      "cli greedy agreement cuda TP=2 (one GPU, CUDA_MODULE_LOADING=EAGER) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
+  fi
   if [ "$gpus" -ge 2 ]; then
     cli_small cli_tp2_gpus2 2
     python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_gpus2.log" "$out/cli_tp1.log" \

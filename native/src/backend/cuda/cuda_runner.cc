@@ -282,6 +282,13 @@ cuda::TokenPlacement CudaRunner::placement(const Step& step, AttnKind kind) cons
 }
 
 void CudaRunner::enqueue_layer(const Step& step, int32_t layer) {
+  enqueue_attention(step, layer);
+  enqueue_attention_norm(step, layer);
+  enqueue_moe(step, layer);
+  enqueue_moe_norm(step, layer);
+}
+
+void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
   const ModelConfig& m = config_;
   const cuda::DeviceLayer& w = weights_.layers[layer];
   const int32_t T = step.n_tokens, H = m.hidden_size;
@@ -335,7 +342,12 @@ void CudaRunner::enqueue_layer(const Step& step, int32_t layer) {
   stage("o_proj");
   float* attn_out = all_reduce_ ? all_reduce_->partial(0, rank_) : delta_.get();
   cuda::linear_bf16(attn_.get(), T, q_dim, w.o_weight, w.o_bias, H, attn_out, stream_);
+}
 
+void CudaRunner::enqueue_attention_norm(const Step& step, int32_t layer) {
+  const ModelConfig& m = config_;
+  const cuda::DeviceLayer& w = weights_.layers[layer];
+  const int32_t T = step.n_tokens, H = m.hidden_size;
   stage("rmsnorm");
   if (all_reduce_) {
     all_reduce_->run(0, rank_, x_.get(), T, H, w.post_norm, m.rms_norm_eps, h_.get(), stream_);
@@ -343,6 +355,12 @@ void CudaRunner::enqueue_layer(const Step& step, int32_t layer) {
     cuda::add_rmsnorm(x_.get(), delta_.get(), nullptr, T, H, w.post_norm, m.rms_norm_eps, h_.get(),
                       stream_);
   }
+}
+
+void CudaRunner::enqueue_moe(const Step& step, int32_t layer) {
+  const ModelConfig& m = config_;
+  const cuda::DeviceLayer& w = weights_.layers[layer];
+  const int32_t T = step.n_tokens, H = m.hidden_size;
   stage("router");
   cuda::linear_bf16(h_.get(), T, H, w.router_weight, w.router_bias, m.num_experts,
                     router_logits_.get(), stream_);
@@ -362,6 +380,11 @@ void CudaRunner::enqueue_layer(const Step& step, int32_t layer) {
   float* moe_out = all_reduce_ ? all_reduce_->partial(1, rank_) : delta_.get();
   cuda::moe_combine(expert_out_.get(), pair_slot_.get(), expert_weights_.get(), T, K, H, moe_out,
                     stream_);
+}
+
+void CudaRunner::enqueue_moe_norm(const Step& step, int32_t layer) {
+  const ModelConfig& m = config_;
+  const int32_t T = step.n_tokens, H = m.hidden_size;
   if (all_reduce_) {
     // Normed with the next layer's input norm; after the last layer the
     // final norm (enqueue_head norms the logits rows again from x_).

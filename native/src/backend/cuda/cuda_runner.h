@@ -67,7 +67,7 @@ class CudaRunner final : public ModelRunner {
   void fill_kv_cache_random(uint64_t seed);
 
  private:
-  friend class TensorParallelCudaRunner;  // runs the ranks' steps layer by layer
+  friend class TensorParallelCudaRunner;  // runs the ranks' steps part by part
 
   // Sizes the work buffers are allocated for; they only grow.
   struct Capacity {
@@ -106,6 +106,18 @@ class CudaRunner final : public ModelRunner {
   void enqueue_model(const Step& step);
   void enqueue_embed(const Step& step);
   void enqueue_layer(const Step& step, int32_t layer);
+  // enqueue_layer's four parts, in its order: attention up to the output
+  // projection (into delta_, or all-reduce site 0's partial); the norm after
+  // it (add_rmsnorm, or the all-reduce at site 0); the MoE up to the combine
+  // (into delta_, or site 1's partial); over ranks, the all-reduce at site 1
+  // (nothing on one rank). TensorParallelCudaRunner enqueues each part on
+  // every rank before the next part on any, so while an all-reduce waits for
+  // a peer not yet launched, the host launches nothing but the peers'
+  // all-reduces.
+  void enqueue_attention(const Step& step, int32_t layer);
+  void enqueue_attention_norm(const Step& step, int32_t layer);
+  void enqueue_moe(const Step& step, int32_t layer);
+  void enqueue_moe_norm(const Step& step, int32_t layer);
   // The final norm of the logits rows and this runner's vocabulary rows of
   // the unembedding into logits_ [rows, shape_.vocab.size()].
   void enqueue_head(const Step& step);

@@ -173,12 +173,27 @@ class TensorParallelCudaRunner final : public ModelRunner {
     cap_ = cap;
   }
 
-  // Layer by layer across the ranks: an all-reduce waits for every rank's
-  // kernel, so every rank must have it queued before any rank's queue could
-  // fill up behind it.
+  // Part by part across the ranks: the work before an all-reduce on every
+  // rank, then that all-reduce on every rank, then the next part. A spinning
+  // all-reduce waits for its peers' launches, and a launch on the host may
+  // have to wait for the device: the first launch of a kernel (CUDA lazy
+  // loading, cuBLASLt's kernels included) or a larger local-memory need
+  // synchronizes the context. Launched layer by layer (rank 0's whole layer,
+  // then rank 1's), rank 0's attention all-reduce was spinning while the
+  // host launched rank 0's router product for the first time, and the host
+  // waited in that launch for the all-reduce, which waited for rank 1's,
+  // not yet launched: the 10 s trap (docs/cuda-notes.md, call 12). Here the
+  // only launches while an all-reduce waits for an unlaunched peer are the
+  // peers' all-reduces: the same kernel, loaded by the first. It also holds
+  // where two ranks' streams share one hardware queue.
   void enqueue(const std::vector<CudaRunner::Step>& steps) {
     each([&](int32_t r) { ranks_[r]->enqueue_embed(steps[r]); });
-    for (int32_t l = 0; l < config_.num_layers; ++l) each([&](int32_t r) { ranks_[r]->enqueue_layer(steps[r], l); });
+    for (int32_t l = 0; l < config_.num_layers; ++l) {
+      each([&](int32_t r) { ranks_[r]->enqueue_attention(steps[r], l); });
+      each([&](int32_t r) { ranks_[r]->enqueue_attention_norm(steps[r], l); });
+      each([&](int32_t r) { ranks_[r]->enqueue_moe(steps[r], l); });
+      each([&](int32_t r) { ranks_[r]->enqueue_moe_norm(steps[r], l); });
+    }
     each([&](int32_t r) { ranks_[r]->enqueue_head(steps[r]); });
   }
 

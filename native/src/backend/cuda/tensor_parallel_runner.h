@@ -6,8 +6,9 @@
 // has them (peer access both ways), else every rank on device 0 - the same
 // code path, so one GPU checks it. The ranks' attention and MoE outputs meet
 // in PeerAllReduce, fused with the residual add and the next RMSNorm. Steps
-// are enqueued layer by layer across the ranks, so no rank's queue fills up
-// behind an all-reduce waiting for a rank not yet launched; decode steps are
+// are enqueued part by part across the ranks (every rank's work up to an
+// all-reduce, then every rank's all-reduce), so the host never launches other
+// work while an all-reduce waits for a peer not yet launched; decode steps are
 // one CUDA graph over all ranks. Each rank computes its vocabulary rows of
 // the logits; they are gathered on rank 0 for the one-device sampler
 // (sampling on the distributed logits is not built yet).
