@@ -60,6 +60,7 @@ const E2E_SUITES = [
   "tests/e2e/cancellation.test.ts",
   "tests/e2e/tools.test.ts",
   "tests/e2e/prefix-cache.test.ts",
+  "tests/e2e/structured-outputs.test.ts",
 ];
 
 /** The rendered harmony prompt of an empty user turn: what a prompt costs beyond its words. */
