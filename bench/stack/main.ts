@@ -53,15 +53,20 @@ const out = args.out!.replace(/\/$/, "");
 mkdirSync(out, { recursive: true });
 
 /** The end-to-end suites that run unchanged against any stack (tests/helpers/stack.ts, external mode). */
-const E2E_SUITES = [
+const CORE_SUITES = [
   "tests/e2e/chat.test.ts",
   "tests/e2e/completions.test.ts",
   "tests/e2e/concurrency.test.ts",
   "tests/e2e/cancellation.test.ts",
+];
+/** The features' suites; --quick (CI, where they already run on their own stacks) leaves them out. */
+const FEATURE_SUITES = [
   "tests/e2e/tools.test.ts",
   "tests/e2e/prefix-cache.test.ts",
   "tests/e2e/structured-outputs.test.ts",
 ];
+
+const E2E_SUITES = args.quick ? CORE_SUITES : [...CORE_SUITES, ...FEATURE_SUITES];
 
 /** The rendered harmony prompt of an empty user turn: what a prompt costs beyond its words. */
 const TEMPLATE_TOKENS = renderChat(getTokenizer(), [{ role: "user", content: "" }], {
