@@ -1,4 +1,5 @@
 /** One streaming chat completion, timed from send to last byte. */
+import { mulberry32 } from "./distribution.ts";
 import { readSse } from "./sse.ts";
 
 export interface RequestSpec {
@@ -29,9 +30,15 @@ export interface Target {
 const WORDS = ("the quick brown fox jumps over a lazy dog while seven kings quietly judge " +
   "boxing matches near the old harbour and every river bends toward distant mountains").split(" ");
 
+/**
+ * A prompt of `words` words drawn by a PRNG seeded with `salt`: a new salt is a new text from its
+ * first words on, so no two requests of a run share a prefix beyond the chat template (a repeated
+ * text would be served from the engine's prefix cache, measuring the cache instead of prefill).
+ */
 export function promptOf(words: number, salt: number): string {
+  const rand = mulberry32(salt);
   const out: string[] = [];
-  for (let i = 0; i < words; i++) out.push(WORDS[(i * 7 + salt) % WORDS.length]);
+  for (let i = 0; i < words; i++) out.push(WORDS[Math.floor(rand() * WORDS.length)]);
   return out.join(" ");
 }
 

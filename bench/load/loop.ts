@@ -3,7 +3,9 @@
  * bench (the engine alone): `concurrency` clients each send the next request
  * when their last one ends, until `count` requests were sent or the deadline
  * passed. The k-th request sent takes the k-th draw of the length samplers,
- * so two runs with the same seeds send the same lengths in the same order.
+ * so two runs with the same seeds send the same lengths in the same order; and
+ * it carries the k-th salt of the process, so every request of a run (all
+ * levels) has a text of its own, and two runs send the same texts.
  */
 import type { RequestOutcome, RequestSpec } from "./client.ts";
 import type { Sampler } from "./distribution.ts";
@@ -17,18 +19,21 @@ export interface LoopLimits {
   durationSec: number;
 }
 
+/** Requests sent by this process: the next request's salt. */
+let sentInProcess = 0;
+
 export async function closedLoop(send: SendRequest, limits: LoopLimits, prompt: Sampler, output: Sampler) {
   const outcomes: RequestOutcome[] = [];
   const deadline = performance.now() + limits.durationSec * 1000;
   let sent = 0;
-  const client = async (id: number) => {
+  const client = async () => {
     while (performance.now() < deadline && sent < limits.count) {
-      const salt = sent++ * 31 + id;
-      outcomes.push(await send({ promptWords: prompt(), maxTokens: output() }, salt));
+      sent++;
+      outcomes.push(await send({ promptWords: prompt(), maxTokens: output() }, sentInProcess++));
     }
   };
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: limits.concurrency }, (_, i) => client(i)));
+  await Promise.all(Array.from({ length: limits.concurrency }, () => client()));
   return { outcomes, elapsedSec: (performance.now() - t0) / 1000 };
 }
 
