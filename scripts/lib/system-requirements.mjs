@@ -34,18 +34,20 @@ export const REQUIREMENTS = [
     testsIn: ["tests/browser"],
     present: executable("/usr/bin/chromium"),
   },
-  // The compose and monitoring tests read YAML through Debian's python3-yaml.
+  // The compose and monitoring tests read YAML through Debian's python3-yaml, and so does the
+  // OpenAPI check of the e2e suites (tests/helpers/openapi.ts).
   {
     what: "python3 with yaml",
     packages: ["python3-yaml"],
-    testsIn: ["tests/monitoring", "tests/deploy"],
+    testsIn: ["tests/monitoring", "tests/deploy", "tests/e2e"],
     present: () => spawnSync("python3", ["-c", "import yaml"]).status === 0,
   },
-  // tests/helpers/openapi.ts checks responses against OpenAI's OpenAPI document with it.
+  // tests/helpers/openapi.ts checks responses against OpenAI's OpenAPI document with it; the
+  // deploy tests check the Compose Specification with it.
   {
     what: "python3 with jsonschema",
     packages: ["python3-jsonschema"],
-    testsIn: ["tests/e2e"],
+    testsIn: ["tests/e2e", "tests/deploy"],
     present: () => spawnSync("python3", ["-c", "import jsonschema"]).status === 0,
   },
   // `docker-compose config` without an engine, and the Compose Specification schema it ships,

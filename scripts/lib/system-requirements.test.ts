@@ -25,9 +25,10 @@ test("test files need only their own folder's packages; --only=native or deno ne
   const onlyStartPresent = (r: { testsIn?: string[] }) => r.testsIn === undefined;
   const names = (paths?: string[]) => missingRequirements(paths, onlyStartPresent).map((r) => r.what);
   assert.deepEqual(names([]), []);
-  assert.deepEqual(names(["tests/e2e/chat.test.ts", "worker/x.test.ts"]), []);
+  assert.deepEqual(names(["worker/x.test.ts", "gateway/x_test.ts"]), []);
+  assert.deepEqual(names(["tests/e2e/chat.test.ts"]), ["python3 with yaml", "python3 with jsonschema"]);
   assert.deepEqual(names(["tests/browser/chat.test.ts"]), ["chromium (/usr/bin/chromium)"]);
-  assert.deepEqual(names(["./tests/deploy/compose.test.ts"]), ["python3 with yaml", "docker-compose"]);
+  assert.deepEqual(names(["./tests/deploy/compose.test.ts"]), ["python3 with yaml", "python3 with jsonschema", "docker-compose"]);
   assert.deepEqual(names(), testOnly.map((r) => r.what));
 });
 
