@@ -43,7 +43,8 @@ const { values: args } = parseArgs({
     "model-name": { type: "string", default: process.env.MODEL_NAME ?? "gpt-oss-tiny" },
     quick: { type: "boolean", default: false },
     gpus: { type: "string", default: process.env.STACK_GPUS ?? "1" },
-    skip: { type: "string", default: "" },
+    /** Any of: engine, e2e, multi, or a workload's name (fixed, chat). */
+    skip: { type: "string", default: process.env.STACK_SKIP ?? "" },
     out: { type: "string", default: `${ROOT}bench/results/gpu-stack` },
   },
 });
@@ -82,7 +83,7 @@ interface Workload {
   output: string;
 }
 
-const WORKLOADS: Workload[] = args.quick
+const ALL_WORKLOADS: Workload[] = args.quick
   ? [
     { name: "fixed", description: "128-token prompts, 16-token answers", prompt: `fixed:${128 - TEMPLATE_TOKENS}`, output: "fixed:16" },
     { name: "chat", description: "chat mix: turns of 8–64 tokens, answers of 4–16", prompt: "uniform:8-64", output: "uniform:4-16" },
@@ -101,6 +102,7 @@ const WORKLOADS: Workload[] = args.quick
       output: "uniform:32-512",
     },
   ];
+const WORKLOADS = ALL_WORKLOADS.filter((w) => !skip.has(w.name));
 const LEVELS = args.quick ? [1, 4] : [1, 8, 32, 64, 128, 256];
 /** Both loops send max(8, concurrency) requests a level: one wave at the large levels. */
 const WAVES = "1";
