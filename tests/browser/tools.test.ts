@@ -11,20 +11,10 @@ import { after, before, describe, test } from "node:test";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { buildUi } from "../../scripts/build-ui.mjs";
 import { type Stack, startStack } from "../helpers/stack.ts";
+import { GET_ORDER_TOOL } from "../helpers/tools.ts";
 
 const SCREENSHOTS = new URL("../../.artifacts/screenshots/", import.meta.url).pathname;
-const TOOLS = [{
-  type: "function",
-  function: {
-    name: "get_order",
-    description: "Looks up an order by its id.",
-    parameters: {
-      type: "object",
-      properties: { order_id: { type: "string" } },
-      required: ["order_id"],
-    },
-  },
-}];
+const TOOLS = [GET_ORDER_TOOL];
 
 describe("function calling in the web chat UI", { timeout: 120_000 }, () => {
   let stack: Stack;

@@ -13,23 +13,13 @@ import { describe, it } from "node:test";
 import OpenAI from "openai";
 import { EXTERNAL_STACK, MODEL_NAME, stackForSuite } from "../helpers/stack.ts";
 import type { ReplyRule } from "../helpers/scripted-worker.ts";
+import { GET_ORDER_TOOL } from "../helpers/tools.ts";
 import { OPENAPI_SPEC, openApiViolations, type Sample } from "../helpers/openapi.ts";
 
 const ADMIN_TOKEN = "e2e-tools-admin-token-0123456789";
 
 const tools: OpenAI.ChatCompletionTool[] = [
-  {
-    type: "function",
-    function: {
-      name: "get_order",
-      description: "Looks up an order by its id.",
-      parameters: {
-        type: "object",
-        properties: { order_id: { type: "string" } },
-        required: ["order_id"],
-      },
-    },
-  },
+  GET_ORDER_TOOL,
   {
     type: "function",
     function: { name: "hand_over", description: "Hands the conversation over to a person." },
