@@ -32,9 +32,12 @@
 #    small model (both ranks on GPU 0, then on two GPUs where there are
 #    two), and on two GPUs decode tokens/s at batch 1, 8, 64, 256 and TTFT at 512 and 8k tokens,
 #    TP=1 and TP=2 side by side at the 20b shape;
+# 9. profile (stage "profile"): each kernel's device time in the timed decode
+#    steps of batch 1 and batch 64 (nsys where installed, else ncu), against
+#    the step's wall time: what bounds a step, kernels or the gaps between;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b layers prefix tp" leaves out those stages; GPTOSS_JOBS sets build parallelism.
+# loader model20b layers prefix tp profile" leaves out those stages; GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -265,6 +268,28 @@ if want tp; then
   fi
 fi
 
+if want profile; then
+  step "profile: device time per kernel of decode steps at batch 1 and 64 (20b shape, context 1024)"
+  [ -n "$gen_pid" ] && wait "$gen_pid" 2>/dev/null
+  for b in 1 64; do
+    bench=("$tools/gptoss-cuda-bench" --random "$models/20b" --batches $b --prefill 16 --steps 10 --profile-batch $b)
+    if command -v nsys >/dev/null; then
+      timeout 150 nsys profile -t cuda --cuda-graph-trace=node --capture-range=cudaProfilerApi -f true \
+        -o "$out/nsys_b$b" "${bench[@]}" >"$out/profile_b$b.log" 2>&1
+      nsys stats --report cuda_gpu_kern_sum --format csv -o "$out/kernels_b$b" "$out/nsys_b$b.nsys-rep" >/dev/null 2>&1
+      mv "$out/kernels_b${b}_cuda_gpu_kern_sum.csv" "$out/kernels_b$b.csv" 2>/dev/null
+      rm -f "$out/nsys_b$b.nsys-rep" "$out/nsys_b$b.sqlite"
+    else
+      timeout 240 ncu --profile-from-start off --metrics gpu__time_duration.sum --csv "${bench[@]}" \
+        >"$out/kernels_b$b.csv" 2>"$out/profile_b$b.log"
+    fi
+    # The step time without a profiler attached: the bench stage's figure.
+    ms=$(awk -v b="$b" '$0 ~ "^decode batch "b" step ms" {print $NF}' "$out/bench_random.log" 2>/dev/null)
+    python3 "$here/scripts/kernel_table.py" "$out/kernels_b$b.csv" 10 "${ms:-0}" "profile decode batch $b" 2>&1 |
+      tee -a "$out/profile.log"
+  done
+fi
+
 step "summary"
 {
   grep -h -E "FAIL|checks:|greedy continuations|identical" "$out"/kernel_check.log "$out"/model_check_*.log "$out"/engine_check.log 2>/dev/null
@@ -272,8 +297,8 @@ step "summary"
   grep -h -E "^layer check|GATE" "$out"/layer_check_small.log "$out"/layer_check_20b.log 2>/dev/null
   grep -h -E "ERROR SUMMARY|memcheck exit" "$out/memcheck.log" 2>/dev/null
   cat "$out/cli_agreement.log" "$out/cli_20b.log" "$out/prefix.log" "$out/allreduce.log" "$out/tp_agreement.log" \
-    "$out/tp_20b.log" 2>/dev/null
-  grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|cublaslt|gemv|load checkpoint|weights GB)" "$out/bench_random.log" 2>/dev/null
+    "$out/tp_20b.log" "$out/profile.log" 2>/dev/null
+  grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|cublaslt|gemv|load checkpoint|weights|extend)" "$out/bench_random.log" 2>/dev/null
   grep -h -E "^(load checkpoint|decode batch 1 tok/s)" "$out/bench_loaded.log" 2>/dev/null | sed 's/^/[loaded] /'
   grep -h "torch" "$out/torch.log" 2>/dev/null
   cat "$out/depth.log" 2>/dev/null

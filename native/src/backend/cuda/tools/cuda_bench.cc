@@ -2,13 +2,18 @@
 //
 //   gptoss-cuda-bench (--model DIR | --random DIR) [--batches 1,8,...]
 //                     [--context 1024] [--prefill 512,2048,8192] [--json FILE]
+//                     [--profile-batch B]
 //
 // --model loads DIR's checkpoint through the loader; --random reads only
 // DIR/config.json and generates the weights on the GPU. Measures: device copy
 // bandwidth (the roofline's ceiling), decode tokens/s per batch size at the
 // given context (graph replays, greedy device sampling), prefill tokens/s
 // and time to first token per prompt length, each stage's share of a step,
-// the dense and grouped MXFP4 products alone, and peak device memory.
+// the dense and grouped MXFP4 products alone, a 50-token turn over a
+// 2 048-token cached prefix (the warm step of prefix caching), the memory of
+// weights plus work buffers, and peak device memory. --profile-batch B wraps
+// batch B's timed decode steps in cudaProfilerStart/Stop, for
+// `nsys --capture-range=cudaProfilerApi` or `ncu --profile-from-start off`.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -17,6 +22,8 @@
 #include <map>
 #include <sstream>
 #include <string>
+
+#include <cuda_profiler_api.h>
 
 #include "backend/cuda/cuda_runner.h"
 #include "backend/cuda/tools/check_util.h"
@@ -139,7 +146,7 @@ void bench_products(Results& r, const ModelConfig& c) {
 int main(int argc, char** argv) {
   std::string model, random_dir, json;
   std::vector<int32_t> batches = {1, 8, 32, 64, 128, 256}, prefills = {512, 2048, 8192};
-  int32_t context = 1024, steps = 20;
+  int32_t context = 1024, steps = 20, profile_batch = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--model") model = argv[i + 1];
@@ -148,6 +155,7 @@ int main(int argc, char** argv) {
     else if (a == "--prefill") prefills = parse_list(argv[i + 1]);
     else if (a == "--context") context = std::atoi(argv[i + 1]);
     else if (a == "--steps") steps = std::atoi(argv[i + 1]);
+    else if (a == "--profile-batch") profile_batch = std::atoi(argv[i + 1]);
     else if (a == "--json") json = argv[i + 1];
   }
   if (model.empty() == random_dir.empty()) {
@@ -168,6 +176,7 @@ int main(int argc, char** argv) {
       r.add("copy bandwidth GB/s (read+write)", 2.0 * a.bytes() / ms / 1e6);
     }
     const double bandwidth = r.rows.back().second * 1e9;
+    const uint64_t context_bytes = used_memory();  // the CUDA context and libraries, before any model
 
     const auto t0 = Clock::now();
     std::unique_ptr<CudaRunner> runner;
@@ -237,9 +246,11 @@ int main(int argc, char** argv) {
         std::vector<ModelRunner::RowSampling> rows(b, {&greedy, nullptr, 0});
         std::vector<SampledToken> out;
         for (int i = 0; i < 2; ++i) runner->forward_sampled(plan_at(context + i), rows, out);  // graph capture
+        if (b == profile_batch) GPTOSS_CUDA_CHECK(cudaProfilerStart());
         const auto s = Clock::now();
         for (int i = 0; i < steps; ++i) runner->forward_sampled(plan_at(context + 2 + i), rows, out);
         const double step_s = seconds_since(s) / steps;
+        if (b == profile_batch) GPTOSS_CUDA_CHECK(cudaProfilerStop());
         r.add("decode batch " + std::to_string(b) + " tok/s", b / step_s);
         r.add("decode batch " + std::to_string(b) + " step ms", step_s * 1e3);
         if (b == 1) {
@@ -254,6 +265,52 @@ int main(int argc, char** argv) {
         record_shares(r, "decode batch " + std::to_string(b), timer);
         peak = std::max(peak, used_memory());
       }
+    }
+    // A new turn of 50 tokens over 2 048 cached ones: what a prefix-cache hit
+    // leaves to compute (the TTFT of a warm request, engine side).
+    {
+      const int32_t cached = 2048, turn = 50;
+      PlanBuilder blocks(1, cached + turn + 1, 16, 3);
+      runner->allocate_kv_cache(blocks.kv_shape());
+      runner->fill_kv_cache_random(6);
+      BatchPlan plan;
+      blocks.add(plan, 0, cached, random_tokens(turn), true);
+      std::vector<ModelRunner::RowSampling> rows(1, {&greedy, nullptr, 0});
+      std::vector<SampledToken> out;
+      runner->forward_sampled(plan, rows, out);  // warm-up
+      std::vector<double> t;
+      for (int i = 0; i < 5; ++i) {
+        const auto s = Clock::now();
+        runner->forward_sampled(plan, rows, out);
+        t.push_back(seconds_since(s));
+      }
+      std::sort(t.begin(), t.end());
+      r.add("extend 50 after 2048 cached ms", t[2] * 1e3);
+      StageTimer timer;
+      runner->set_stage_timer(&timer);
+      runner->forward_sampled(plan, rows, out);
+      runner->set_stage_timer(nullptr);
+      record_shares(r, "extend 50 after 2048", timer);
+    }
+    // Weights plus the work buffers a step of the engine's largest size
+    // (8 192 tokens, 256 logits rows) needs, without KV: the budget issue 15
+    // caps at 15 GB. Measured: device memory after an 8k prefill step with
+    // the smallest KV cache, less the context's own and that KV cache.
+    {
+      const int32_t longest = 8192;
+      PlanBuilder blocks(1, longest + 1, 16, 4);
+      runner->allocate_kv_cache(blocks.kv_shape());
+      BatchPlan plan;
+      blocks.add(plan, 0, 0, random_tokens(longest), true);
+      std::vector<ModelRunner::RowSampling> rows(1, {&greedy, nullptr, 0});
+      std::vector<SampledToken> out;
+      runner->forward_sampled(plan, rows, out);
+      GPTOSS_CUDA_CHECK(cudaDeviceSynchronize());
+      uint64_t kv = 0;  // the runner adds one scratch block per kind
+      for (int k = 0; k < kNumAttnKinds; ++k)
+        kv += runner->kv_block_bytes(static_cast<AttnKind>(k), 16) * (blocks.kv_shape().num_blocks[k] + 1);
+      r.add("weights + work buffers GB (8k-token step, no KV)",
+            (used_memory() - context_bytes - kv) / 1e9);
     }
     r.add("peak device memory GB", peak / 1e9);
 
