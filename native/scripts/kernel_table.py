@@ -15,7 +15,9 @@ from collections import defaultdict
 
 
 def read(path):
-    rows = list(csv.reader(line for line in open(path) if line.strip() and not line.startswith("==")))
+    # The profiled program's own output may come first (ncu writes to its stdout).
+    lines = [line for line in open(path) if line.startswith('"')]
+    rows = list(csv.reader(lines))
     head = rows[0]
     per = defaultdict(lambda: [0.0, 0])  # name -> [ns, instances]
     if "Total Time (ns)" in head:  # nsys
