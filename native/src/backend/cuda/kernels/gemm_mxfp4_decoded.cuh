@@ -12,10 +12,14 @@
 //     K steps of 64 (two MXFP4 blocks a row: half the barriers of K steps of 32);
 //   - has each thread decode one MXFP4 block (one row, 32 weights) of the next
 //     K step into a bf16 tile in shared memory while the tensor cores consume
-//     the current one (two decoded tiles alternate: one barrier a K step);
+//     the current one (two decoded tiles alternate: one barrier a K step),
+//     with bit operations in registers, not table lookups (shared-memory
+//     bandwidth, not arithmetic, is what these tiles run short of);
 //   - reads both operands with ldmatrix from 128-byte rows whose eight 16-byte
 //     chunks are XOR-swizzled by row, free of bank conflicts.
 #pragma once
+
+#include <type_traits>
 
 #include "backend/cuda/kernels/gemm_tiled.cuh"
 
@@ -42,8 +46,28 @@ constexpr int stages() {
 // Dynamic shared memory of a block for K = k.
 template <int kMi>
 constexpr int smem_bytes(int k) {
-  return stages<kMi>() * (tile_m<kMi>() * kRowBytes + kPackedBytes) + 2 * kDecodedBytes +
-         kTileN * (k / 32) + 64;
+  return stages<kMi>() * (tile_m<kMi>() * kRowBytes + kPackedBytes) + 2 * kDecodedBytes + kTileN * (k / 32);
+}
+
+// The 8 FP4 E2M1 codes of w (byte i: k = 2i low nibble, 2i + 1 high) as
+// bf16 pairs (pairs[i]: k = 2i low half), each code's bits moved in place:
+// sign to bit 15, e1 e0 m to bits 8..6. That bf16 is the code's value times
+// 2^-126 exactly (0.5, e = 0, becomes the subnormal 2^-127, which bf16
+// arithmetic keeps), so one multiply by 2^126 * scale gives the weight.
+__device__ __forceinline__ void fp4x8_to_bf16_times_2_pow_m126(uint32_t w, uint32_t (&pairs)[4]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const uint32_t s = __byte_perm(w, 0, half ? 0x4342 : 0x4140);  // bytes 2h, 2h + 1 at bits 0, 16
+    const uint32_t lo = ((s & 0x00070007u) << 6) | ((s & 0x00080008u) << 12);
+    const uint32_t hi = ((s & 0x00700070u) << 2) | ((s & 0x00800080u) << 8);
+    pairs[2 * half] = __byte_perm(lo, hi, 0x5410);
+    pairs[2 * half + 1] = __byte_perm(lo, hi, 0x7632);
+  }
+}
+
+__device__ __forceinline__ __nv_bfloat162 bf16x2_from_bits(uint32_t bits16) {
+  const uint32_t both = bits16 | (bits16 << 16);
+  return *reinterpret_cast<const __nv_bfloat162*>(&both);
 }
 
 __device__ __forceinline__ uint32_t swizzled(int r, int c) {
@@ -66,10 +90,13 @@ __device__ __forceinline__ void copy_strip(uint8_t* dst, const uint8_t* src, int
 
 // The block's C tile of one expert's MXFP4 weights (blocks [n_rows, k/32, 16],
 // scales [n_rows, k/32]), k a multiple of 64. row_src and the epilogue as in
-// tiled::gemm_tile.
+// tiled::gemm_tile; tile rows from `valid_rows` on have no A row, and a warp
+// whose rows are all past it skips its products (an expert with 6 rows leaves
+// half the warps of a 32-row tile idle but for copies and decoding).
 template <int kMi, typename Epilogue>
 __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src,
-                                          const tiled::Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
+                                          int valid_rows, const tiled::Mxfp4Weights& w, int n0,
+                                          const Epilogue& epilogue) {
   constexpr int kTileM = tile_m<kMi>(), kATileBytes = kTileM * kRowBytes, kStages = stages<kMi>();
   extern __shared__ __align__(128) uint8_t smem[];
   uint8_t* a_stages = smem;
@@ -77,8 +104,6 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
   uint8_t* decoded = packed + kStages * kPackedBytes;
   uint8_t* scales = decoded + 2 * kDecodedBytes;
   const int k_blocks = w.k / 32, rows = min(kTileN, w.n_rows - n0);
-  uint16_t* table = reinterpret_cast<uint16_t*>(scales + kTileN * k_blocks);
-  if (threadIdx.x < 16) table[threadIdx.x] = __bfloat16_as_ushort(__float2bfloat16_rn(fp4_e2m1_value(threadIdx.x)));
 
   // The scale strip travels with K step 0's copies (the first commit group).
   copy_strip(scales, w.scales + static_cast<int64_t>(n0) * k_blocks, rows * k_blocks);
@@ -103,30 +128,41 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
   };
 
   // Thread t decodes the MXFP4 block it copied: row t / 2, weights 32 h.. of
-  // the step; byte i holds k = 2i (low nibble) and 2i + 1, one bf16 pair.
+  // the step, into chunks 4h.. of the row (8 weights each). The weights are
+  // the rounded products fp4 * 2^(s - 127), bit for bit those of
+  // gemm_tiled.cuh: 2^126 * 2^(s - 127) is one bf16 for scale bytes s <= 128;
+  // larger scales (never in a checkpoint) take two exact multiplies.
   auto decode_step = [&](int slot, int step, int buffer) {
     const int r = threadIdx.x / 2, h = threadIdx.x % 2;
     const uint4 codes = *reinterpret_cast<const uint4*>(packed + slot * kPackedBytes + threadIdx.x * 16);
-    const uint8_t scale_byte = r < rows ? scales[r * k_blocks + step * 2 + h] : 127;
-    const __nv_bfloat162 scale = __bfloat162bfloat162(__float2bfloat16_rn(e8m0_value(scale_byte)));
+    const uint32_t s = r < rows ? scales[r * k_blocks + step * 2 + h] : 127;
     uint8_t* out = decoded + buffer * kDecodedBytes;
-    const uint32_t words[4] = {codes.x, codes.y, codes.z, codes.w};
+    auto store = [&](auto two_multiplies) {
+      const __nv_bfloat162 first = bf16x2_from_bits((two_multiplies ? 253u : s + 126u) << 7);
+      const __nv_bfloat162 second = bf16x2_from_bits(s << 7);
+      const uint32_t words[4] = {codes.x, codes.y, codes.z, codes.w};
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      uint32_t pairs[4];
+      for (int q = 0; q < 4; ++q) {
+        uint32_t pairs[4];
+        fp4x8_to_bf16_times_2_pow_m126(words[q], pairs);
 #pragma unroll
-      for (int b = 0; b < 4; ++b) {
-        const uint32_t byte = (words[q] >> (8 * b)) & 0xffu;
-        const uint32_t pair = table[byte & 0xf] | (static_cast<uint32_t>(table[byte >> 4]) << 16);
-        const __nv_bfloat162 v = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&pair), scale);
-        pairs[b] = *reinterpret_cast<const uint32_t*>(&v);
+        for (int b = 0; b < 4; ++b) {
+          __nv_bfloat162 v = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&pairs[b]), first);
+          if constexpr (decltype(two_multiplies)::value) v = __hmul2(v, second);
+          pairs[b] = *reinterpret_cast<const uint32_t*>(&v);
+        }
+        *reinterpret_cast<uint4*>(out + swizzled(r, h * 4 + q)) = make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]);
       }
-      *reinterpret_cast<uint4*>(out + swizzled(r, h * 4 + q)) = make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]);
-    }
+    };
+    if (s <= 128)
+      store(std::false_type{});
+    else
+      store(std::true_type{});
   };
 
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const int warp_m = (warp / 4) * 16 * kMi, warp_n = (warp % 4) * 32;
+  const bool has_rows = warp_m < valid_rows;
   float acc[kMi][4][4];
 #pragma unroll
   for (int i = 0; i < kMi; ++i)
@@ -142,7 +178,7 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
     tiled::cp_async_commit();
   }
   tiled::cp_async_wait<kStages - 2>();
-  __syncthreads();  // step 0, the scale strip and the table are in
+  __syncthreads();  // step 0 and the scale strip are in
   decode_step(0, 0, 0);
 
   for (int step = 0; step < k_steps; ++step) {
@@ -156,6 +192,7 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
     tiled::cp_async_commit();
     if (step + 1 < k_steps) decode_step((step + 1) % kStages, step + 1, (step + 1) % 2);
 
+    if (!has_rows) continue;
     const uint8_t* as = a_stages + (step % kStages) * kATileBytes;
     const uint8_t* bs = decoded + (step % 2) * kDecodedBytes;
 #pragma unroll

@@ -181,7 +181,7 @@ __global__ void __launch_bounds__(tiled::kThreads, kDecoded ? 2 : 1)
   const int n0 = blockIdx.x * tiled::kTileN;
   auto product = [&](const auto& epilogue) {
     if constexpr (kDecoded)
-      decoded::gemm_tile<kMi>(x, w.cols, row_src, weights, n0, epilogue);
+      decoded::gemm_tile<kMi>(x, w.cols, row_src, g_end - g_begin, weights, n0, epilogue);
     else
       tiled::gemm_tile<kMi>(x, w.cols, row_src, weights, n0, w.cols, epilogue);
   };
