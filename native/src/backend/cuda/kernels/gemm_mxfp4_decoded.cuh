@@ -164,12 +164,7 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
   const int warp_m = (warp / 4) * 16 * kMi, warp_n = (warp % 4) * 32;
   const bool has_rows = warp_m < valid_rows;
   float acc[kMi][4][4];
-#pragma unroll
-  for (int i = 0; i < kMi; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+  tiled::zero_accumulators(acc);
 
   const int k_steps = w.k / kStepK;
 #pragma unroll
@@ -208,22 +203,11 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
         tiled::ldmatrix_x4(tiled::smem_addr(bs) + swizzled(r, kk * 2 + (lane / 8) % 2), bf[j][0], bf[j][1],
                            bf[j + 1][0], bf[j + 1][1]);
       }
-#pragma unroll
-      for (int i = 0; i < kMi; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) tiled::mma_bf16(acc[i][j], af[i], bf[j][0], bf[j][1]);
+      tiled::mma_warp_tile(acc, af, bf);
     }
   }
   tiled::cp_async_wait<0>();
-
-#pragma unroll
-  for (int i = 0; i < kMi; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int r = warp_m + 16 * i + lane / 4, n = n0 + warp_n + 8 * j + 2 * (lane % 4);
-      epilogue(r, n, acc[i][j][0], acc[i][j][1]);
-      epilogue(r + 8, n, acc[i][j][2], acc[i][j][3]);
-    }
+  tiled::store_accumulators(acc, warp_m, n0 + warp_n, epilogue);
 }
 
 }  // namespace gptoss::cuda::decoded
