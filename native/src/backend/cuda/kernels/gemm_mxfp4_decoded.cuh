@@ -89,7 +89,8 @@ __device__ __forceinline__ void copy_strip(uint8_t* dst, const uint8_t* src, int
 }
 
 // The block's C tile of one expert's MXFP4 weights (blocks [n_rows, k/32, 16],
-// scales [n_rows, k/32]), k a multiple of 64. row_src and the epilogue as in
+// scales [n_rows, k/32]), k a multiple of 32 (an odd block count ends in a
+// half step whose missing half is zeros on both sides). row_src and the epilogue as in
 // tiled::gemm_tile; tile rows from `valid_rows` on have no A row, and a warp
 // whose rows are all past it skips its products (an expert with 6 rows leaves
 // half the warps of a 32-row tile idle but for copies and decoding).
@@ -117,13 +118,13 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
       if (chunk >= kTileM * 8) break;
       const int r = chunk / 8, c = chunk % 8;
       const int64_t src = row_src[r];
-      tiled::cp_async16(tiled::smem_addr(as) + swizzled(r, c), a + (src >= 0 ? src : 0) * lda + k0 + c * 8,
-                        src >= 0);
+      const bool ok = src >= 0 && k0 + c * 8 < w.k;
+      tiled::cp_async16(tiled::smem_addr(as) + swizzled(r, c), a + (ok ? src * lda + k0 + c * 8 : 0), ok);
     }
     // One 16-byte MXFP4 block a thread: row threadIdx.x / 2, block threadIdx.x % 2.
     const int r = threadIdx.x / 2, h = threadIdx.x % 2;
-    const bool ok = r < rows;
-    const int64_t block = static_cast<int64_t>(n0 + (ok ? r : 0)) * k_blocks + k0 / 32 + h;
+    const bool ok = r < rows && k0 / 32 + h < k_blocks;
+    const int64_t block = ok ? static_cast<int64_t>(n0 + r) * k_blocks + k0 / 32 + h : 0;
     tiled::cp_async16(tiled::smem_addr(packed + slot * kPackedBytes) + threadIdx.x * 16, w.blocks + block * 16, ok);
   };
 
@@ -135,7 +136,7 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
   auto decode_step = [&](int slot, int step, int buffer) {
     const int r = threadIdx.x / 2, h = threadIdx.x % 2;
     const uint4 codes = *reinterpret_cast<const uint4*>(packed + slot * kPackedBytes + threadIdx.x * 16);
-    const uint32_t s = r < rows ? scales[r * k_blocks + step * 2 + h] : 127;
+    const uint32_t s = r < rows && step * 2 + h < k_blocks ? scales[r * k_blocks + step * 2 + h] : 127;
     uint8_t* out = decoded + buffer * kDecodedBytes;
     auto store = [&](auto two_multiplies) {
       const __nv_bfloat162 first = bf16x2_from_bits((two_multiplies ? 253u : s + 126u) << 7);
@@ -166,7 +167,7 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
   float acc[kMi][4][4];
   tiled::zero_accumulators(acc);
 
-  const int k_steps = w.k / kStepK;
+  const int k_steps = (w.k + kStepK - 1) / kStepK;
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < k_steps) load_step(s, s);

@@ -201,8 +201,8 @@ bool decoded_kernel_selected() {
 }
 
 template <int kMi, bool kSwiglu, bool kDecoded>
-void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
-                  const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+void launch_tiled_kernel(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
+                         const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
   constexpr int kMaxSmem = kDecoded ? decoded::smem_bytes<kMi>(decoded::kMaxK)
                                     : tiled::smem_bytes<kMi, tiled::Mxfp4Weights>();
   static const bool configured = [] {
@@ -221,11 +221,10 @@ void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& grou
 template <int kMi, bool kSwiglu>
 void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
                   const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
-  // The decoded kernel steps K 64 at a time.
-  if (decoded_kernel_selected() && w.cols % decoded::kStepK == 0)
-    launch_tiled<kMi, kSwiglu, true>(x, row_token, groups, n_pairs, w, limit, out, stream);
+  if (decoded_kernel_selected())
+    launch_tiled_kernel<kMi, kSwiglu, true>(x, row_token, groups, n_pairs, w, limit, out, stream);
   else
-    launch_tiled<kMi, kSwiglu, false>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    launch_tiled_kernel<kMi, kSwiglu, false>(x, row_token, groups, n_pairs, w, limit, out, stream);
 }
 
 void check_experts(const Mxfp4Experts& w) {

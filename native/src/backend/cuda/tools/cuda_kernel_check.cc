@@ -413,23 +413,31 @@ struct MoeFixture {
   }
 };
 
-// One step's expert products on the device: grouping, gate/up + SwiGLU, down.
-struct MoeRun {
+// One step's pairs grouped by expert on the device.
+struct MoeGrouping {
   int32_t pairs;
   DeviceBuffer<int32_t> offsets, pair_token, pair_slot, tiles, n_tiles;
+
+  MoeGrouping(const DeviceBuffer<int32_t>& d_chosen, int32_t tokens, MoePath path)
+      : pairs(tokens * MoeFixture::k), offsets(MoeFixture::experts + 1), pair_token(pairs), pair_slot(pairs),
+        tiles(moe_max_tiles(pairs, MoeFixture::experts, moe_tile_rows(path))), n_tiles(1) {
+    moe_group(d_chosen.get(), tokens, MoeFixture::k, MoeFixture::experts, moe_tile_rows(path), groups(), nullptr);
+  }
+  MoeGroups groups() const { return {offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()}; }
+};
+
+// One step's expert products on the device: grouping, gate/up + SwiGLU, down.
+struct MoeRun : MoeGrouping {
   DeviceBuffer<bf16> act;
   DeviceBuffer<float> y;
 
   MoeRun(const MoeFixture& f, const DeviceBuffer<bf16>& d_x, const DeviceBuffer<int32_t>& d_chosen, int32_t tokens,
          MoePath path)
-      : pairs(tokens * f.k), offsets(f.experts + 1), pair_token(pairs), pair_slot(pairs),
-        tiles(moe_max_tiles(pairs, f.experts, moe_tile_rows(path))), n_tiles(1),
-        act(poisoned<bf16>(size_t(pairs) * f.inter)), y(poisoned<float>(size_t(pairs) * f.hidden)) {
-    moe_group(d_chosen.get(), tokens, f.k, f.experts, moe_tile_rows(path), groups(), nullptr);
+      : MoeGrouping(d_chosen, tokens, path), act(poisoned<bf16>(size_t(pairs) * f.inter)),
+        y(poisoned<float>(size_t(pairs) * f.hidden)) {
     moe_gate_up_swiglu(d_x.get(), groups(), pairs, f.gate_up, f.limit, path, act.get(), nullptr);
     moe_down(act.get(), groups(), pairs, f.down, path, y.get(), nullptr);
   }
-  MoeGroups groups() const { return {offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()}; }
 };
 
 // k distinct experts per token; `skewed`: towards low ids (uneven groups).
@@ -500,6 +508,33 @@ void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
 // sequences, prefill chunks). On 16 sampled tokens: the oracle; the other
 // tiled path (the same K order: the same bits); and batch invariance, the
 // sampled tokens alone giving the bits they get in the whole step.
+// K = 1440, a tensor-parallel shard of the down product (22.5 K steps of 64:
+// the decoded tile's half step), on the down weights seen as [32, 2880, 1440]
+// and random grouped activations, both tiled paths against the oracle.
+void check_moe_half_step(Random& rng, MoeFixture& f, Verdicts& v) {
+  const int32_t tokens = 48, rows = f.hidden, cols = f.inter / 2, k = f.k;
+  const Mxfp4Experts down{f.d_dn_b.get(), f.d_dn_s.get(), f.d_dn_bias.get(), f.experts, rows, cols};
+  const Mxfp4Experts host{f.dn_b.data(), f.dn_s.data(), f.dn_bias.data(), f.experts, rows, cols};
+  const std::vector<float> act = rng.bf16_floats(size_t(tokens) * k * cols, 1.0f);
+  const std::vector<int32_t> chosen = choose_experts(rng, tokens, false);
+  auto d_act = to_device(to_bf16(act));
+  auto d_chosen = to_device(chosen);
+  for (const MoePath path : {MoePath::TiledSmall, MoePath::Tiled}) {
+    const MoeGrouping grouping(d_chosen, tokens, path);
+    auto y = poisoned<float>(size_t(grouping.pairs) * rows);
+    moe_down(d_act.get(), grouping.groups(), grouping.pairs, down, path, y.get(), nullptr);
+    const std::vector<int32_t> slot = to_host(grouping.pair_slot, grouping.pairs);
+    std::vector<float> ref(size_t(grouping.pairs) * rows);
+    for (int32_t i = 0; i < grouping.pairs; ++i) {  // pair i is grouped row slot[i]
+      const size_t g = slot[i];
+      cpu::linear_mxfp4(act.data() + g * cols, 1, host.expert(chosen[i]), host.expert_bias(chosen[i]),
+                        ref.data() + g * rows, &f.pool);
+    }
+    v.expect_close(std::string("moe_down K 1440 (half step), ") + (path == MoePath::Tiled ? "tiled 128" : "tiled 32"),
+                   relative_error(to_host(y, ref.size()), ref), kFloatTol);
+  }
+}
+
 void check_moe_expert_tiles(Random& rng, MoeFixture& f, Verdicts& v) {
   const int32_t hidden = f.hidden, inter = f.inter, k = f.k, sampled = 16;
   for (const int32_t rows_per_expert : {6, 32, 256, 2048}) {
@@ -698,6 +733,7 @@ int main(int argc, char** argv) {
       MoeFixture moe(rng);
       check_moe(rng, moe, v);
       check_moe_expert_tiles(rng, moe, v);
+      check_moe_half_step(rng, moe, v);
     }
     check_sampling(rng, v);
     check_masked_sampling(rng, v);
