@@ -26,7 +26,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/device_math.cuh"
-#include "backend/cuda/kernels/gemm_tiled.cuh"
+#include "backend/cuda/kernels/attention_mma.cuh"
 #include "backend/cuda/kernels/kernels.h"
 
 namespace gptoss::cuda {
@@ -197,19 +197,9 @@ __global__ void attention_decode_kernel(AttentionArgs args, int32_t n_splits, fl
 
 // The tensor-core kernel's geometry.
 constexpr int kTcWarps = 4;
-constexpr int kTcKeys = 16;     // keys per warp tile (one KV page at block size 16)
-constexpr int kTcStages = 3;    // per-warp cp.async pipeline depth
-constexpr int kRowBytes = 128;  // one 64-wide bf16 row
-constexpr int kTcTileBytes = kTcKeys * kRowBytes;
-
-// Byte offset of 16-byte chunk `c` (0..7) of row `r`, XOR-swizzled so that
-// ldmatrix's 8 rows at one logical chunk hit 8 different bank groups.
-__device__ __forceinline__ uint32_t swz(int r, int c) { return r * kRowBytes + ((c ^ (r & 7)) << 4); }
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
+constexpr int kTcKeys = 16;   // keys per warp tile (one KV page at block size 16)
+constexpr int kTcStages = 3;  // per-warp cp.async pipeline depth
+constexpr int kTcTileBytes = kTcKeys * attention_mma::kRowBytes;
 
 // One block per (token, KV head, split); see the file comment. Row r of the
 // m16 tile is query head kv_head * group + r; rows >= group are zero.
@@ -248,25 +238,16 @@ __global__ void __launch_bounds__(kTcWarps * kWarpSize)
       const int c = 16 * kk + 2 * (lane % 4);
       const float2 a = r < group ? *reinterpret_cast<const float2*>(q + c) : make_float2(0.0f, 0.0f);
       const float2 b = r < group ? *reinterpret_cast<const float2*>(q + c + 8) : make_float2(0.0f, 0.0f);
-      qf[kk][h] = pack_bf16(a.x * 0.125f, a.y * 0.125f);
-      qf[kk][2 + h] = pack_bf16(b.x * 0.125f, b.y * 0.125f);
+      qf[kk][h] = attention_mma::pack_bf16(a.x * 0.125f, a.y * 0.125f);
+      qf[kk][2 + h] = attention_mma::pack_bf16(b.x * 0.125f, b.y * 0.125f);
     }
   }
 
-  // This warp's i-th tile (tile warp + 4 i of the split) into `stage`; keys
-  // past the split are zero-filled, so masked probabilities meet zeros in V.
+  // This warp's i-th tile (tile warp + 4 i of the split) into `stage`.
   const auto load = [&](int32_t i, int stage) {
-    const int32_t k0 = key_begin + (warp + kTcWarps * i) * kTcKeys;
-#pragma unroll
-    for (int n = lane; n < 2 * kTcKeys * 8; n += kWarpSize) {
-      const int is_v = n / (kTcKeys * 8), j = (n / 8) % kTcKeys, c = n % 8;
-      const int32_t key = k0 + j;
-      const bool ok = key < key_end;
-      const int64_t block = ok ? table[key / kv.block_size] : 0;
-      const bf16* src = kv.pool + block * kv.block_stride + (is_v ? kv.v_offset : kv.k_offset) +
-                        static_cast<int64_t>(ok ? key % kv.block_size : 0) * kv.kv_dim + kv_head * kHeadDim + c * 8;
-      tiled::cp_async16(tiled::smem_addr(kv_s[warp][stage][is_v]) + swz(j, c), src, ok);
-    }
+    attention_mma::load_kv_tile(kv, table, kv_head, key_begin + (warp + kTcWarps * i) * kTcKeys, key_end, kTcKeys,
+                                tiled::smem_addr(kv_s[warp][stage][0]), tiled::smem_addr(kv_s[warp][stage][1]), lane,
+                                kWarpSize);
   };
 
   float o[8][4] = {};
@@ -287,65 +268,16 @@ __global__ void __launch_bounds__(kTcWarps * kWarpSize)
     const uint32_t v_addr = tiled::smem_addr(kv_s[warp][stage][1]);
     const int32_t k0 = key_begin + (warp + kTcWarps * i) * kTcKeys;
 
-    // S = Q K^T: 16 rows x 16 keys (two n8 tiles).
-    float s[2][4] = {};
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      uint32_t b0, b1, b2, b3;
-      tiled::ldmatrix_x4(k_addr + swz((lane % 8) + (lane / 16) * 8, 2 * kk + (lane / 8) % 2), b0, b1, b2, b3);
-      tiled::mma_bf16(s[0], qf[kk], b0, b1);
-      tiled::mma_bf16(s[1], qf[kk], b2, b3);
-    }
-
-    // Mask keys past the split, then the online softmax (4 lanes share a row).
-    float tile_max[2] = {-INFINITY, -INFINITY};
+    // 16 rows x 16 keys (two n8 tiles); keys past the split masked.
+    float s[2][4];
+    attention_mma::scores(qf, k_addr, s);
 #pragma unroll
     for (int j = 0; j < 2; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int32_t key = k0 + 8 * j + 2 * (lane % 4) + (e % 2);
-        s[j][e] = key < key_end ? s[j][e] : -INFINITY;
-        tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
-      }
-    float scale[2], base[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-      const float m_new = fmaxf(m[h], tile_max[h]);
-      base[h] = m_new == -INFINITY ? 0.0f : m_new;
-      scale[h] = expf(m[h] - base[h]);
-      m[h] = m_new;
-    }
-    float row_sum[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[j][e] = expf(s[j][e] - base[e / 2]);
-        row_sum[e / 2] += s[j][e];
-      }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      row_sum[h] += __shfl_xor_sync(0xffffffffu, row_sum[h], 1);
-      row_sum[h] += __shfl_xor_sync(0xffffffffu, row_sum[h], 2);
-      l[h] = l[h] * scale[h] + row_sum[h];
-    }
-#pragma unroll
-    for (int d = 0; d < 8; ++d)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) o[d][e] *= scale[e / 2];
-
-    // O += P V: P's accumulator layout is the A layout of the next product.
-    const uint32_t pa[4] = {pack_bf16(s[0][0], s[0][1]), pack_bf16(s[0][2], s[0][3]), pack_bf16(s[1][0], s[1][1]),
-                            pack_bf16(s[1][2], s[1][3])};
-#pragma unroll
-    for (int dd = 0; dd < 4; ++dd) {
-      uint32_t b0, b1, b2, b3;
-      tiled::ldmatrix_x4_trans(v_addr + swz((lane % 8) + ((lane / 8) % 2) * 8, 2 * dd + lane / 16), b0, b1, b2, b3);
-      tiled::mma_bf16(o[2 * dd], pa, b0, b1);
-      tiled::mma_bf16(o[2 * dd + 1], pa, b2, b3);
-    }
+      for (int e = 0; e < 4; ++e)
+        if (k0 + 8 * j + 2 * (lane % 4) + (e % 2) >= key_end) s[j][e] = -INFINITY;
+    attention_mma::online_softmax(s, m, l, o);
+    attention_mma::accumulate_pv(s, v_addr, o);
   }
   tiled::cp_async_wait<0>();
   __syncthreads();  // every warp is done with the pipeline buffers
