@@ -29,18 +29,31 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 // Issues the cp.async copies of keys k0 .. k0 + n_keys - 1 of one KV head
 // (K rows to `k_tile`, V rows to `v_tile`), thread `tid` of `n_threads`;
 // keys from `key_end` on are zero-filled, so masked probabilities meet zeros.
+// A thread's block-table reads go out kBatch at a time before any copy needs
+// them: one dependent read at a time would cost a round trip to L2 each.
 __device__ __forceinline__ void load_kv_tile(const KvLayerView& kv, const int32_t* block_table, int kv_head, int32_t k0,
                                              int32_t key_end, int n_keys, uint32_t k_tile, uint32_t v_tile, int tid,
                                              int n_threads) {
-  for (int n = tid; n < 2 * n_keys * 8; n += n_threads) {
-    const bool is_v = n >= n_keys * 8;
-    const int j = (n / 8) % n_keys, c = n % 8;
-    const int32_t key = k0 + j;
-    const bool ok = key < key_end;
-    const int64_t block = ok ? block_table[key / kv.block_size] : 0;
-    const bf16* src = kv.pool + block * kv.block_stride + (is_v ? kv.v_offset : kv.k_offset) +
-                      static_cast<int64_t>(ok ? key % kv.block_size : 0) * kv.kv_dim + kv_head * kHeadDim + c * 8;
-    tiled::cp_async16((is_v ? v_tile : k_tile) + swz(j, c), src, ok);
+  constexpr int kBatch = 4;
+  const int chunks = n_keys * 8;  // 16-byte chunks of K (and as many of V)
+  for (int n0 = tid; n0 < chunks; n0 += kBatch * n_threads) {
+    int64_t row[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int n = n0 + b * n_threads;
+      const int32_t key = k0 + n / 8;
+      row[b] = n < chunks && key < key_end
+                   ? block_table[key / kv.block_size] * kv.block_stride + static_cast<int64_t>(key % kv.block_size) * kv.kv_dim
+                   : -1;
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int n = n0 + b * n_threads, j = n / 8, c = n % 8;
+      if (n >= chunks) break;
+      const bf16* src = kv.pool + (row[b] < 0 ? 0 : row[b]) + kv_head * kHeadDim + c * 8;
+      tiled::cp_async16(k_tile + swz(j, c), src + kv.k_offset, row[b] >= 0);
+      tiled::cp_async16(v_tile + swz(j, c), src + kv.v_offset, row[b] >= 0);
+    }
   }
 }
 
