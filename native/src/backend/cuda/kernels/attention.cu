@@ -22,6 +22,7 @@
 // written directly. How keys are split depends on the token's own key range
 // only (never on the batch), so a sequence's result does not change with the
 // batch it runs in. (Prefill runs on tensor cores: attention_prefill.cu.)
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cuda/cuda_check.h"
@@ -197,55 +198,31 @@ __global__ void attention_decode_kernel(AttentionArgs args, int32_t n_splits, fl
 
 // The tensor-core kernel's geometry.
 constexpr int kTcWarps = 4;
-constexpr int kTcKeys = 16;   // keys per warp tile (one KV page at block size 16)
-constexpr int kTcStages = 3;  // per-warp cp.async pipeline depth
+constexpr int kTcKeys = 16;       // keys per warp tile (one KV page at block size 16)
+constexpr int kTcStages = 3;      // per-warp cp.async pipeline depth
+constexpr int kTcSplitBlocks = 4; // blocks per (token, KV head); each takes every 4th split
 constexpr int kTcTileBytes = kTcKeys * attention_mma::kRowBytes;
 
-// One block per (token, KV head, split); see the file comment. Row r of the
-// m16 tile is query head kv_head * group + r; rows >= group are zero.
-__global__ void __launch_bounds__(kTcWarps * kWarpSize)
-    attention_decode_tc_kernel(AttentionArgs args, int32_t n_splits, float* partials) {
-  // [warp][stage][K, V][16 keys x 128 B]; reused for the warps' states at the end.
-  __shared__ __align__(128) uint8_t kv_s[kTcWarps][kTcStages][2][kTcTileBytes];
+// [warp][stage][K, V][16 keys x 128 B]; the warps' states at the end of a split.
+using TcStages = uint8_t[kTcWarps][kTcStages][2][kTcTileBytes];
 
+// Split `split` of token t's keys [lo, pos] for one KV head (see the file
+// comment): the output if the token has one split, else the split's partial.
+__device__ __forceinline__ void attend_split_tc(const AttentionArgs& args, int32_t t, int32_t kv_head, int32_t pos,
+                                                int32_t lo, int32_t per_split, int32_t used, int32_t split,
+                                                const uint32_t (&qf)[4][4], int32_t n_splits, float* partials,
+                                                TcStages& kv_s) {
   const int group = args.n_q_heads / args.n_kv_heads;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const int32_t t = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
-  const TokenPlacement& tok = args.tokens;
-  const KvLayerView& kv = args.kv;
-
-  const int32_t pos = tok.token_pos[t];
-  const int32_t lo = first_key(pos, args.sliding_window);
-  const int32_t span = pos - lo + 1;
-  const int32_t per_split = keys_per_split(span, n_splits, kTcMinSplitKeys);
-  const int32_t used = splits_used(span, per_split);
-  if (split >= used) return;  // a split past this token's keys: the merge skips it
   const int32_t key_begin = lo + split * per_split;
   const int32_t key_end = min(pos + 1, key_begin + per_split);
   const int32_t n_tiles = (key_end - key_begin + kTcKeys - 1) / kTcKeys;
   const int32_t my_tiles = n_tiles > warp ? (n_tiles - warp + kTcWarps - 1) / kTcWarps : 0;
-  const int32_t* table = tok.block_tables + static_cast<int64_t>(tok.token_chunk[t]) * tok.max_blocks;
-
-  // A fragments of q in bf16, times 1/sqrt(head_dim) (exact: a power of two):
-  // this thread's rows lane / 4 (h = 0) and lane / 4 + 8 (h = 1).
-  uint32_t qf[4][4];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int r = lane / 4 + 8 * h;
-    const float* q = args.qkv + static_cast<int64_t>(t) * args.qkv_stride + (kv_head * group + r) * kHeadDim;
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      const int c = 16 * kk + 2 * (lane % 4);
-      const float2 a = r < group ? *reinterpret_cast<const float2*>(q + c) : make_float2(0.0f, 0.0f);
-      const float2 b = r < group ? *reinterpret_cast<const float2*>(q + c + 8) : make_float2(0.0f, 0.0f);
-      qf[kk][h] = attention_mma::pack_bf16(a.x * 0.125f, a.y * 0.125f);
-      qf[kk][2 + h] = attention_mma::pack_bf16(b.x * 0.125f, b.y * 0.125f);
-    }
-  }
+  const int32_t* table = args.tokens.block_tables + static_cast<int64_t>(args.tokens.token_chunk[t]) * args.tokens.max_blocks;
 
   // This warp's i-th tile (tile warp + 4 i of the split) into `stage`.
   const auto load = [&](int32_t i, int stage) {
-    attention_mma::load_kv_tile(kv, table, kv_head, key_begin + (warp + kTcWarps * i) * kTcKeys, key_end, kTcKeys,
+    attention_mma::load_kv_tile(args.kv, table, kv_head, key_begin + (warp + kTcWarps * i) * kTcKeys, key_end, kTcKeys,
                                 tiled::smem_addr(kv_s[warp][stage][0]), tiled::smem_addr(kv_s[warp][stage][1]), lane,
                                 kWarpSize);
   };
@@ -264,20 +241,17 @@ __global__ void __launch_bounds__(kTcWarps * kWarpSize)
     tiled::cp_async_commit();
 
     const int stage = i % kTcStages;
-    const uint32_t k_addr = tiled::smem_addr(kv_s[warp][stage][0]);
-    const uint32_t v_addr = tiled::smem_addr(kv_s[warp][stage][1]);
     const int32_t k0 = key_begin + (warp + kTcWarps * i) * kTcKeys;
-
     // 16 rows x 16 keys (two n8 tiles); keys past the split masked.
     float s[2][4];
-    attention_mma::scores(qf, k_addr, s);
+    attention_mma::scores(qf, tiled::smem_addr(kv_s[warp][stage][0]), s);
 #pragma unroll
     for (int j = 0; j < 2; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e)
         if (k0 + 8 * j + 2 * (lane % 4) + (e % 2) >= key_end) s[j][e] = -INFINITY;
     attention_mma::online_softmax(s, m, l, o);
-    attention_mma::accumulate_pv(s, v_addr, o);
+    attention_mma::accumulate_pv(s, tiled::smem_addr(kv_s[warp][stage][1]), o);
   }
   tiled::cp_async_wait<0>();
   __syncthreads();  // every warp is done with the pipeline buffers
@@ -320,6 +294,43 @@ __global__ void __launch_bounds__(kTcWarps * kWarpSize)
       if (d == 0) part[kHeadDim] = mx, part[kHeadDim + 1] = sum;
     }
   }
+  __syncthreads();  // the states are read: the buffers take the next split's tiles
+}
+
+// Block (token, KV head, z) computes splits z, z + gridDim.z, .. of the
+// token's keys: a grid of every possible split would be mostly blocks with
+// nothing to do at short contexts (launched all the same).
+__global__ void __launch_bounds__(kTcWarps * kWarpSize)
+    attention_decode_tc_kernel(AttentionArgs args, int32_t n_splits, float* partials) {
+  __shared__ __align__(128) TcStages kv_s;
+  const int group = args.n_q_heads / args.n_kv_heads;
+  const int lane = threadIdx.x % kWarpSize;
+  const int32_t t = blockIdx.x, kv_head = blockIdx.y;
+  const int32_t pos = args.tokens.token_pos[t];
+  const int32_t lo = first_key(pos, args.sliding_window);
+  const int32_t span = pos - lo + 1;
+  const int32_t per_split = keys_per_split(span, n_splits, kTcMinSplitKeys);
+  const int32_t used = splits_used(span, per_split);
+  if (static_cast<int32_t>(blockIdx.z) >= used) return;
+
+  // A fragments of q in bf16, times 1/sqrt(head_dim) (exact: a power of two):
+  // this thread's rows lane / 4 (h = 0) and lane / 4 + 8 (h = 1).
+  uint32_t qf[4][4];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = lane / 4 + 8 * h;
+    const float* q = args.qkv + static_cast<int64_t>(t) * args.qkv_stride + (kv_head * group + r) * kHeadDim;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const int c = 16 * kk + 2 * (lane % 4);
+      const float2 a = r < group ? *reinterpret_cast<const float2*>(q + c) : make_float2(0.0f, 0.0f);
+      const float2 b = r < group ? *reinterpret_cast<const float2*>(q + c + 8) : make_float2(0.0f, 0.0f);
+      qf[kk][h] = attention_mma::pack_bf16(a.x * 0.125f, a.y * 0.125f);
+      qf[kk][2 + h] = attention_mma::pack_bf16(b.x * 0.125f, b.y * 0.125f);
+    }
+  }
+  for (int32_t split = blockIdx.z; split < used; split += gridDim.z)
+    attend_split_tc(args, t, kv_head, pos, lo, per_split, used, split, qf, n_splits, partials, kv_s);
 }
 
 // One warp per (token, head): merges the splits' partial softmax states and
@@ -383,7 +394,9 @@ void attention_decode_tc(const AttentionArgs& args, int32_t n_splits, float* par
                          cudaStream_t stream) {
   check_attention_shape(args);
   if (args.tokens.n_tokens == 0) return;
-  const dim3 grid(args.tokens.n_tokens, args.n_kv_heads, n_splits);
+  // A window no longer than a split's minimum is one split.
+  const bool one_split = args.sliding_window > 0 && args.sliding_window <= kTcMinSplitKeys;
+  const dim3 grid(args.tokens.n_tokens, args.n_kv_heads, one_split ? 1 : std::min(n_splits, kTcSplitBlocks));
   attention_decode_tc_kernel<<<grid, kTcWarps * kWarpSize, 0, stream>>>(args, n_splits, partials);
   GPTOSS_CUDA_CHECK_LAUNCH();
   merge_splits(args, n_splits, kTcMinSplitKeys, partials, stream);
