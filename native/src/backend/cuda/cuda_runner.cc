@@ -20,6 +20,8 @@ constexpr int32_t kMaxGraphTokens = 512;  // decode steps above this run without
 // query heads as one m16 tile, per-warp cp.async pipelines) takes over from
 // the CUDA-core one, whose 64-key splits fill the GPU at a batch of one or
 // two; predicted crossover in docs/cuda-notes.md "h15attn", to be measured.
+// Compared with the step's token count after the decode graph's padding
+// (graph_bucket): 3 sequences run as 4 tokens, on tensor cores.
 constexpr int32_t kTensorCoreDecodeTokens = 4;
 constexpr int32_t kPartialFloats = 64 + 2;
 // Work buffers reserved when sizing the KV cache: a step of this many tokens

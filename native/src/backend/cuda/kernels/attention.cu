@@ -286,8 +286,10 @@ __device__ __forceinline__ void attend_split_tc(const AttentionArgs& args, int32
       const float sink = bf16_bits_to_float(args.sinks[head]);
       const float mf = fmaxf(mx, sink);
       const float rs = expf(mx - mf);
+      // The bits of the bf16: out is uint16_t, and assigning an __nv_bfloat16
+      // to it converts the value (0.3 -> 0), not the bits.
       args.out[(static_cast<int64_t>(t) * args.n_q_heads + head) * kHeadDim + d] =
-          __float2bfloat16_rn(acc * rs / (sum * rs + expf(sink - mf)));
+          __bfloat16_as_ushort(__float2bfloat16_rn(acc * rs / (sum * rs + expf(sink - mf))));
     } else {
       float* part = partials + ((static_cast<int64_t>(t) * args.n_q_heads + head) * n_splits + split) * kPartialFloats;
       part[d] = acc;
