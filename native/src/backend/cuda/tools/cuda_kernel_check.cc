@@ -434,7 +434,7 @@ void check_attention_serving_shapes(Random& rng, Verdicts& v) {
     check.expect(AttentionKernel::Prefill, ep, ec, 1, "attention_prefill" + kind + " extend 50 over 2048 cached",
                  tile_first, tile_n);
 
-    // The layer check's prompts: 100, 1000 and 4500 tokens in one step (a
+    // The layer check's prompts (100, 1000, 4500) as 100, 1024, 4500 in one step (a
     // chunk each, many key tiles a block on full layers); the oracle checks
     // the 100-token prompt whole and the others at their first rows, both
     // sides of the window's edge, 12 rows across and the last rows.
@@ -453,7 +453,7 @@ void check_attention_serving_shapes(Random& rng, Verdicts& v) {
       }
       for (const int32_t r : rows) checked.push_back(first + r);
     }
-    check.expect(AttentionKernel::Prefill, pp, pc, 1, "attention_prefill" + kind + " prompts 100/1000/4500 in one step",
+    check.expect(AttentionKernel::Prefill, pp, pc, 1, "attention_prefill" + kind + " prompts 100/1024/4500 in one step",
                  tile_first, tile_n, checked);
   }
 }
