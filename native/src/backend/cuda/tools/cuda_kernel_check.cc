@@ -262,67 +262,199 @@ void check_rope(Random& rng, Verdicts& v) {
   v.expect_close("rope_and_store_kv (cache slots)", relative_error(got, want), kBf16Tol);
 }
 
+enum class AttentionKernel { Decode, DecodeTc, Prefill };
+
+// gpt-oss's attention shape: 64 query heads over 8 KV heads of 64 dims.
+struct AttentionCheck {
+  static constexpr int32_t hq = 64, hkv = 8, hd = 64, width = (hq + 2 * hkv) * hd;
+  Random& rng;
+  Verdicts& v;
+  TestKv& kv;
+  int32_t window = 0;
+  std::vector<bf16> sinks = to_bf16(rng.bf16_floats(hq, 2.0f));
+  DeviceBuffer<bf16> d_sinks = to_device(sinks);
+
+  // Tokens at positions p of chunks c with fresh random q (and the kernel's
+  // query tiles for Prefill): returns the kernel's output and, in `ref`, the
+  // CPU oracle's, both at the tokens `checked` (all when empty: the oracle
+  // cannot afford every row of a 4.5k prompt on full layers).
+  std::vector<float> run(AttentionKernel kernel, const std::vector<int32_t>& p, const std::vector<int32_t>& c,
+                         int32_t splits, const std::vector<float>& qkv, std::vector<float>& ref,
+                         const std::vector<int32_t>& tile_first = {}, const std::vector<int32_t>& tile_n = {},
+                         std::vector<int32_t> checked = {}) {
+    const int32_t n = int32_t(p.size());
+    const size_t row = size_t(hq) * hd;  // one token's output
+    if (checked.empty()) {
+      checked.resize(n);
+      std::iota(checked.begin(), checked.end(), 0);
+    }
+    const cpu::AttentionShape shape{hq, hkv, hd};
+    ref.assign(checked.size() * row, 0.0f);
+    std::vector<float> scratch;
+    for (size_t i = 0; i < checked.size(); ++i)
+      for (int32_t h = 0, t = checked[i]; h < hq; ++h)
+        cpu::attention_head(qkv.data() + size_t(t) * width + h * hd, h, shape, kv.cpu_view(), kv.table(c[t]), p[t], window,
+                            bf16_to_float(sinks[h]), scratch, ref.data() + i * row + size_t(h) * hd);
+    auto d_qkv = to_device(qkv);
+    auto d_pos = to_device(p);
+    auto d_chunk = to_device(c);
+    auto out = poisoned<bf16>(size_t(n) * row);
+    AttentionArgs args;
+    args.qkv = d_qkv.get();
+    args.qkv_stride = width;
+    args.tokens = TokenPlacement{d_pos.get(), d_chunk.get(), kv.d_tables.get(), kv.max_blocks, n};
+    args.kv = kv.gpu_view();
+    args.sinks = d_sinks.get();
+    args.sliding_window = window;
+    args.n_q_heads = hq;
+    args.n_kv_heads = hkv;
+    args.out = out.get();
+    DeviceBuffer<float> partials(size_t(n) * hq * splits * (hd + 2));
+    if (kernel == AttentionKernel::Decode) attention_decode(args, splits, partials.get(), nullptr);
+    if (kernel == AttentionKernel::DecodeTc) attention_decode_tc(args, splits, partials.get(), nullptr);
+    if (kernel == AttentionKernel::Prefill) {
+      auto d_first = to_device(tile_first);
+      auto d_n = to_device(tile_n);
+      attention_prefill(args, QueryTiles{d_first.get(), d_n.get(), int32_t(tile_first.size())}, nullptr);
+    }
+    const std::vector<float> all = to_float(to_host(out, size_t(n) * row));
+    std::vector<float> got;
+    for (const int32_t t : checked) got.insert(got.end(), all.begin() + t * row, all.begin() + (t + 1) * row);
+    return got;
+  }
+
+  void expect(AttentionKernel kernel, const std::vector<int32_t>& p, const std::vector<int32_t>& c, int32_t splits,
+              const std::string& name, const std::vector<int32_t>& tile_first = {},
+              const std::vector<int32_t>& tile_n = {}, const std::vector<int32_t>& checked = {}) {
+    std::vector<float> ref;
+    const std::vector<float> got =
+        run(kernel, p, c, splits, rng.bf16_floats(p.size() * width, 1.5f), ref, tile_first, tile_n, checked);
+    // Tensor cores take q and the probabilities in bf16 too.
+    const double tol = kernel == AttentionKernel::Decode ? kBf16Tol : 2 * kBf16Tol;
+    v.expect_close(name, relative_error(got, ref), tol);
+  }
+};
+
+// The query tiles of a chunk of n tokens from token `first`, cut as the
+// runner cuts them.
+void add_chunk_tiles(int32_t first, int32_t n, std::vector<int32_t>& tile_first, std::vector<int32_t>& tile_n) {
+  for (int32_t t0 = 0; t0 < n; t0 += kPrefillQueryTile)
+    tile_first.push_back(first + t0), tile_n.push_back(std::min(kPrefillQueryTile, n - t0));
+}
+
+// One query tile per token (decode tokens through the prefill kernel).
+void one_token_tiles(int32_t n, std::vector<int32_t>& tile_first, std::vector<int32_t>& tile_n) {
+  tile_first.clear(), tile_n.clear();
+  for (int32_t t = 0; t < n; ++t) tile_first.push_back(t), tile_n.push_back(1);
+}
+
 void check_attention(Random& rng, Verdicts& v) {
-  const int32_t hq = 64, hkv = 8, hd = 64, width = (hq + 2 * hkv) * hd;
-  const cpu::AttentionShape shape{hq, hkv, hd};
-  const std::vector<bf16> sinks = to_bf16(rng.bf16_floats(hq, 2.0f));
-  auto d_sinks = to_device(sinks);
   for (int32_t window : {0, 128}) {
+    const std::string kind = window ? "sliding" : "full";
     // Decode: four sequences of different lengths, one token each.
     const std::vector<int32_t> lens = {1, 17, 300, 1500};
-    TestKv kv(rng, hkv * hd, int32_t(lens.size()), 1500);
+    TestKv kv(rng, AttentionCheck::hkv * AttentionCheck::hd, int32_t(lens.size()), 1500);
+    AttentionCheck check{rng, v, kv, window};
     std::vector<int32_t> pos, chunk;
     for (size_t s = 0; s < lens.size(); ++s) pos.push_back(lens[s] - 1), chunk.push_back(int32_t(s));
+    check.expect(AttentionKernel::Decode, pos, chunk, 1, "attention_decode " + kind + " (1 split)");
+    check.expect(AttentionKernel::Decode, pos, chunk, 7, "attention_decode " + kind + " (7 splits)");
+    check.expect(AttentionKernel::DecodeTc, pos, chunk, 1, "attention_decode_tc " + kind + " (1 split)");
+    check.expect(AttentionKernel::DecodeTc, pos, chunk, 16, "attention_decode_tc " + kind + " (16 splits)");
     // Prefill: chunks of 37 tokens at 200 and 5 tokens at 0.
     std::vector<int32_t> ppos, pchunk, tile_first, tile_n;
     for (int32_t i = 0; i < 37; ++i) ppos.push_back(200 + i), pchunk.push_back(2);
     for (int32_t i = 0; i < 5; ++i) ppos.push_back(i), pchunk.push_back(0);
-    for (int32_t t0 = 0; t0 < 37; t0 += kPrefillQueryTile) tile_first.push_back(t0), tile_n.push_back(std::min(kPrefillQueryTile, 37 - t0));
-    tile_first.push_back(37), tile_n.push_back(5);
+    add_chunk_tiles(0, 37, tile_first, tile_n);
+    add_chunk_tiles(37, 5, tile_first, tile_n);
+    check.expect(AttentionKernel::Prefill, ppos, pchunk, 1, "attention_prefill " + kind + " (chunks of 37 and 5)",
+                 tile_first, tile_n);
+    one_token_tiles(int32_t(pos.size()), tile_first, tile_n);
+    check.expect(AttentionKernel::Prefill, pos, chunk, 1, "attention_prefill " + kind + " (one-token tiles)", tile_first,
+                 tile_n);
+  }
+}
 
-    auto run = [&](const std::vector<int32_t>& p, const std::vector<int32_t>& c, bool decode, int32_t splits, const std::string& name) {
-      const int32_t n = int32_t(p.size());
-      const std::vector<float> qkv = rng.bf16_floats(size_t(n) * width, 1.5f);
-      std::vector<float> ref(size_t(n) * hq * hd);
-      std::vector<float> scratch;
-      for (int32_t t = 0; t < n; ++t)
-        for (int32_t h = 0; h < hq; ++h)
-          cpu::attention_head(qkv.data() + size_t(t) * width + h * hd, h, shape, kv.cpu_view(), kv.table(c[t]), p[t], window,
-                              bf16_to_float(sinks[h]), scratch, ref.data() + (size_t(t) * hq + h) * hd);
-      auto d_qkv = to_device(qkv);
-      auto d_pos = to_device(p);
-      auto d_chunk = to_device(c);
-      auto out = poisoned<bf16>(ref.size());
-      AttentionArgs args;
-      args.qkv = d_qkv.get();
-      args.qkv_stride = width;
-      args.tokens = TokenPlacement{d_pos.get(), d_chunk.get(), kv.d_tables.get(), kv.max_blocks, n};
-      args.kv = kv.gpu_view();
-      args.sinks = d_sinks.get();
-      args.sliding_window = window;
-      args.n_q_heads = hq;
-      args.n_kv_heads = hkv;
-      args.out = out.get();
-      if (decode) {
-        DeviceBuffer<float> partials(size_t(n) * hq * splits * (hd + 2));
-        attention_decode(args, splits, partials.get(), nullptr);
-        v.expect_close(name, relative_error(to_float(to_host(out, ref.size())), ref), kBf16Tol);
-      } else {
-        auto d_first = to_device(tile_first);
-        auto d_n = to_device(tile_n);
-        attention_prefill(args, QueryTiles{d_first.get(), d_n.get(), int32_t(tile_first.size())}, nullptr);
-        // Tensor cores take q and the probabilities in bf16 too.
-        v.expect_close(name, relative_error(to_float(to_host(out, ref.size())), ref), 2 * kBf16Tol);
-      }
+// Decode at the serving shapes: batches of 1, 64 and 256 over contexts of
+// 100, 1024 and 4500 (sequences share 6 block tables, so the pool stays
+// small), both kernels where the runner uses them; and batch invariance of
+// the tensor-core kernel (a token's bits alone == in a batch of 256). Then
+// the extend step over a cached prefix: 50 new tokens after 2048 cached.
+void check_attention_serving_shapes(Random& rng, Verdicts& v) {
+  const std::vector<int32_t> contexts = {100, 1024, 4500};
+  constexpr int32_t kSeqs = 6, kSplits = 16;
+  for (int32_t window : {0, 128}) {
+    const std::string kind = window ? " sliding" : " full";
+    TestKv kv(rng, AttentionCheck::hkv * AttentionCheck::hd, kSeqs, 4500);
+    AttentionCheck check{rng, v, kv, window};
+    const auto batch = [&](int32_t n, size_t first_context) {
+      std::vector<int32_t> p, c;
+      for (int32_t t = 0; t < n; ++t) p.push_back(contexts[(first_context + t) % contexts.size()] - 1), c.push_back(t % kSeqs);
+      return std::make_pair(p, c);
     };
-    const std::string kind = window ? "sliding" : "full";
-    run(pos, chunk, true, 1, "attention_decode " + kind + " (1 split)");
-    run(pos, chunk, true, 7, "attention_decode " + kind + " (7 splits)");
-    run(ppos, pchunk, false, 1, "attention_prefill " + kind + " (chunks of 37 and 5)");
-    // Decode tokens as one-token prefill tiles (large decode batches).
+    for (size_t ctx = 0; ctx < contexts.size(); ++ctx) {
+      const auto [p, c] = batch(1, ctx);
+      const std::string name = kind + " b1 ctx " + std::to_string(contexts[ctx]);
+      check.expect(AttentionKernel::Decode, p, c, window ? 1 : kSplits, "attention_decode" + name);
+      check.expect(AttentionKernel::DecodeTc, p, c, kSplits, "attention_decode_tc" + name);
+    }
+    {
+      const auto [p, c] = batch(64, 0);
+      check.expect(AttentionKernel::DecodeTc, p, c, kSplits, "attention_decode_tc" + kind + " b64 ctx 100/1024/4500");
+    }
+    {
+      // 3 sequences: the CUDA-core kernel at 3 tokens, and the tensor-core one
+      // at the decode graph's 4 (a padding token at position 0 of a chunk of
+      // its own), which is what the runner runs for 3 sequences.
+      const auto [p, c] = batch(3, 0);
+      check.expect(AttentionKernel::Decode, p, c, window ? 1 : kSplits,
+                   "attention_decode" + kind + " 3 tokens ctx 100/1024/4500");
+      std::vector<int32_t> pp = p, pc = c;
+      pp.push_back(0), pc.push_back(3);
+      check.expect(AttentionKernel::DecodeTc, pp, pc, kSplits,
+                   "attention_decode_tc" + kind + " 3 tokens ctx 100/1024/4500 + padding");
+    }
+    // b256, and batch invariance: token 0 (ctx 4500, 15 splits) alone gives
+    // the bits it gives in the batch.
+    const auto [p, c] = batch(256, 2);
+    const std::vector<float> qkv = rng.bf16_floats(p.size() * AttentionCheck::width, 1.5f);
+    std::vector<float> ref;
+    const std::vector<float> all = check.run(AttentionKernel::DecodeTc, p, c, kSplits, qkv, ref);
+    v.expect_close("attention_decode_tc" + kind + " b256 ctx 4500/100/1024", relative_error(all, ref), 2 * kBf16Tol);
+    const std::vector<float> alone =
+        check.run(AttentionKernel::DecodeTc, {p[0]}, {c[0]}, kSplits,
+                  std::vector<float>(qkv.begin(), qkv.begin() + AttentionCheck::width), ref);
+    v.expect("attention_decode_tc" + kind + " token alone == in a batch of 256",
+             std::equal(alone.begin(), alone.end(), all.begin()), "ctx 4500");
+
+    // Extend: 50 tokens at 2048.. of one chunk, in prefill tiles.
+    std::vector<int32_t> ep, ec, tile_first, tile_n;
+    for (int32_t i = 0; i < 50; ++i) ep.push_back(2048 + i), ec.push_back(1);
+    add_chunk_tiles(0, 50, tile_first, tile_n);
+    check.expect(AttentionKernel::Prefill, ep, ec, 1, "attention_prefill" + kind + " extend 50 over 2048 cached",
+                 tile_first, tile_n);
+
+    // The layer check's prompts (100, 1000, 4500) as 100, 1024, 4500 in one step (a
+    // chunk each, many key tiles a block on full layers); the oracle checks
+    // the 100-token prompt whole and the others at their first rows, both
+    // sides of the window's edge, 12 rows across and the last rows.
+    std::vector<int32_t> pp, pc, checked;
     tile_first.clear(), tile_n.clear();
-    for (size_t t = 0; t < pos.size(); ++t) tile_first.push_back(int32_t(t)), tile_n.push_back(1);
-    run(pos, chunk, false, 1, "attention_prefill " + kind + " (one-token tiles)");
+    for (size_t s = 0; s < contexts.size(); ++s) {
+      const int32_t len = contexts[s], first = int32_t(pp.size());
+      add_chunk_tiles(first, len, tile_first, tile_n);
+      for (int32_t i = 0; i < len; ++i) pp.push_back(i), pc.push_back(int32_t(s));
+      std::vector<int32_t> rows(len);
+      std::iota(rows.begin(), rows.end(), 0);
+      if (len > 128) {
+        rows = {0, 1, 2, 3, 126, 127, 128, 129, len - 4, len - 3, len - 2, len - 1};
+        for (int32_t i = 1; i <= 12; ++i) rows.push_back(len * i / 13);
+        std::sort(rows.begin(), rows.end());
+      }
+      for (const int32_t r : rows) checked.push_back(first + r);
+    }
+    check.expect(AttentionKernel::Prefill, pp, pc, 1, "attention_prefill" + kind + " prompts 100/1024/4500 in one step",
+                 tile_first, tile_n, checked);
   }
 }
 
@@ -728,6 +860,7 @@ int main(int argc, char** argv) {
     check_linear(rng, v);
     check_rope(rng, v);
     check_attention(rng, v);
+    check_attention_serving_shapes(rng, v);
     check_router(rng, v);
     {
       MoeFixture moe(rng);
