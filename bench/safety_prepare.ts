@@ -184,25 +184,25 @@ function tensorTrust(): Sample[] {
 }
 
 /**
- * Role-play persona jailbreaks and benign role-play written for this project
- * (bench/safety_roleplay.json), split like the public sources: the test half is held out.
+ * Role-play persona jailbreaks and benign role-play written for this project, split like the public
+ * sources (the test half is held out): bench/safety_roleplay.json (sources `roleplay-attacks`,
+ * `roleplay-benign`) and the second set, bench/safety_roleplay_structures.json
+ * (`roleplay-structures-attacks`, `roleplay-structures-benign`).
  */
-function rolePlay(): Sample[] {
-  const file = JSON.parse(
-    Deno.readTextFileSync(new URL("./safety_roleplay.json", import.meta.url)),
-  );
+function rolePlay(file: string, prefix: string): Sample[] {
+  const set = JSON.parse(Deno.readTextFileSync(new URL(file, import.meta.url)));
   const lang = (text: string) => /[\u3400-\u9fff]/.test(text) ? "zh" as const : "en" as const;
   return [
-    ...(file.attacks as string[]).map((text) => ({
+    ...(set.attacks as string[]).map((text) => ({
       text,
       label: "attack" as const,
-      source: "roleplay-attacks",
+      source: `${prefix}-attacks`,
       lang: lang(text),
     })),
-    ...(file.benign as string[]).map((text) => ({
+    ...(set.benign as string[]).map((text) => ({
       text,
       label: "benign" as const,
-      source: "roleplay-benign",
+      source: `${prefix}-benign`,
       lang: lang(text),
     })),
   ];
@@ -233,7 +233,8 @@ const all = [
   ...jailbreakYaml(),
   ...promptShield(),
   ...tensorTrust(),
-  ...rolePlay(),
+  ...rolePlay("./safety_roleplay.json", "roleplay"),
+  ...rolePlay("./safety_roleplay_structures.json", "roleplay-structures"),
   ...hardNegatives(),
 ];
 
