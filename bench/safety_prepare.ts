@@ -112,6 +112,23 @@ function moreBenign(): Sample[] {
   ];
 }
 
+/**
+ * Public role-play requests ("I want you to act as a Linux terminal ..."), the benign role-play
+ * the persona rules and the classifier must let through. Two entries are left out: the DAN
+ * jailbreak the collection also carries, and "AI Trying to Escape the Box", a rogue-AI role-play
+ * that is neither clearly benign nor clearly an attack.
+ */
+const NOT_BENIGN_ROLE_PLAY = ["Unconstrained AI model DAN", "AI Trying to Escape the Box"];
+function awesomeChatGptPrompts(): Sample[] {
+  const [, ...rows] = parseCsv(read("f+awesome-chatgpt-prompts/prompts.csv"));
+  return rows.filter((r) => r.length >= 2 && !NOT_BENIGN_ROLE_PLAY.includes(r[0])).map((r) => ({
+    text: r[1],
+    label: "benign",
+    source: "awesome-chatgpt-prompts",
+    lang: "en",
+  }));
+}
+
 function gptFuzz(): Sample[] {
   const [, ...rows] = parseCsv(read("sherdencooper+GPTFuzz/datasets/prompts/GPTFuzzer.csv"));
   return rows.filter((r) => r.length >= 2).map((r) => ({
@@ -229,6 +246,7 @@ const all = [
   ...belle(),
   ...belleAnswers(),
   ...moreBenign(),
+  ...awesomeChatGptPrompts(),
   ...gptFuzz(),
   ...jailbreakYaml(),
   ...promptShield(),
