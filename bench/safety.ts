@@ -76,7 +76,7 @@ for (const [name, detector] of Object.entries(detectors)) {
 }
 console.log(
   "\nprompt_injection detection on the held-out test split (rate = share flagged; \"all attacks\" " +
-    "and \"benign requests\" are the public sources, the role-play set is apart)",
+    "and \"benign requests\" are the public sources, the role-play sets are apart)",
 );
 console.table(detectionRows);
 

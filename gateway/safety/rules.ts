@@ -91,7 +91,11 @@ export const RuleFileSchema = z.object({
   const ids = new Set<string>();
   const rules = file.rules.map((rule, i) => {
     if (ids.has(rule.id)) {
-      ctx.addIssue({ code: "custom", path: ["rules", i, "id"], message: `duplicate id ${rule.id}` });
+      ctx.addIssue({
+        code: "custom",
+        path: ["rules", i, "id"],
+        message: `duplicate id ${rule.id}`,
+      });
     }
     ids.add(rule.id);
     if (!("pattern" in rule)) return rule;
