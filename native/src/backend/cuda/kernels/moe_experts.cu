@@ -1,10 +1,11 @@
 // The MXFP4 expert products, dequantisation fused into both kernels.
 //
-// GEMV path (decode): a warp owns one output column (for gate/up: the gate row
-// and the up row of one SwiGLU output), holds that weight row in registers
-// (16-byte loads, one MXFP4 block per lane) and applies it to every pair
-// routed to the expert, 1 or 4 pairs at a time. Weights are read once per
-// step whatever the number of pairs.
+// GEMV path (decode): each warp walks row pairs of one expert (for gate/up:
+// the gate row and the up row of one SwiGLU output; for down: two output
+// columns), holding a row pair in registers (16-byte loads, one MXFP4 block
+// per lane) while the next one's loads are in flight, and applies it to the
+// pairs routed to the expert, 1 or 4 at a time. Weights are read once per step
+// at batch 1 and once per chunk of 1 or 4 pairs above.
 //
 // Tiled paths (large decode batches, prefill): gemm_tiled.cuh over tiles of
 // 32 or 128 grouped pairs of one expert, each thread decoding its MXFP4
@@ -21,6 +22,7 @@ namespace {
 
 constexpr float kSwigluAlpha = 1.702f;
 constexpr int kGemvWarps = 8;
+constexpr int kGemvBlocksPerSm = 2;  // the GEMV's __launch_bounds__ minimum, used to size its grid
 constexpr int kMaxBlocksPerLane = 4;    // MXFP4 blocks per lane: cols <= 4096
 // The GEMV's "tiles" are whole experts: one list entry per expert with pairs.
 constexpr int32_t kGemvTileRows = 1 << 24;
@@ -32,14 +34,78 @@ __device__ __forceinline__ float swiglu(float gate, float up, float limit) {
   return (u + 1.0f) * (g / (1.0f + expf(-kSwigluAlpha * g)));
 }
 
-// kRows weight rows per warp: 2 (gate, up) with the SwiGLU epilogue, else 1.
-// The block stages kPairs rows of x in shared memory as float, transposed so
-// that value j of MXFP4 block b sits at [j][b]: lane b reads consecutive
-// words (no bank conflicts) while it decodes block b. FP4 codes become
-// values through a 16-entry shared table; the power-of-two scale multiplies
-// each block's partial sum once.
-template <int kRows, int kPairs>
-__global__ void __launch_bounds__(kGemvWarps * kWarpSize, 2)
+// Two adjacent weight rows of one expert as one lane holds them: its MXFP4
+// blocks lane, lane + 32, ... (16 bytes each), their scales and the biases.
+// For gate/up the two rows are the gate and up rows of one SwiGLU output; for
+// down, two output columns.
+template <int kBlocksPerLane>
+struct RowPairSlice {
+  uint4 q[2][kBlocksPerLane];
+  float scale[2][kBlocksPerLane];
+  float bias[2];
+
+  __device__ __forceinline__ void load(const Mxfp4Experts& w, int32_t expert, int32_t pair,
+                                       int lane, int32_t n_blocks) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int64_t row = static_cast<int64_t>(expert) * w.rows + 2 * pair + r;
+      bias[r] = bf16_bits_to_float(__ldg(w.bias + row));
+#pragma unroll
+      for (int i = 0; i < kBlocksPerLane; ++i) {
+        const int32_t b = lane + i * kWarpSize;
+        const bool ok = b < n_blocks;
+        q[r][i] = ok ? __ldg(reinterpret_cast<const uint4*>(w.blocks + (row * n_blocks + b) * 16))
+                     : make_uint4(0, 0, 0, 0);
+        scale[r][i] = ok ? e8m0_value(__ldg(w.scales + row * n_blocks + b)) : 0.0f;
+      }
+    }
+  }
+};
+
+// Stages kPairs rows of x in shared memory as float, transposed so that value
+// j of MXFP4 block b sits at [j][b]: lane b reads consecutive words (no bank
+// conflicts) while it decodes block b. Every 16-byte load is issued before the
+// first store, so the staging costs one memory latency, not one per element.
+template <int kPairs, int kBlocksPerLane>
+__device__ __forceinline__ void stage_pairs(const uint16_t* x, const int32_t* row_token, int32_t g0,
+                                            int32_t n, int32_t cols, float* xs) {
+  constexpr int kMaxVectors = kPairs * kBlocksPerLane * kWarpSize * 32 / 8;
+  constexpr int kPerThread = (kMaxVectors + kGemvWarps * kWarpSize - 1) / (kGemvWarps * kWarpSize);
+  const int32_t row_vectors = cols / 8, n_blocks = cols / 32;
+  uint4 v[kPerThread];
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int32_t id = threadIdx.x + i * kGemvWarps * kWarpSize;
+    const int32_t p = id / row_vectors, c = id % row_vectors;
+    const int64_t src = p < n ? (row_token ? row_token[g0 + p] : g0 + p) : -1;
+    v[i] = p < kPairs && src >= 0
+               ? __ldg(reinterpret_cast<const uint4*>(x + src * cols) + c)
+               : make_uint4(0, 0, 0, 0);
+  }
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int32_t id = threadIdx.x + i * kGemvWarps * kWarpSize;
+    const int32_t p = id / row_vectors, c = id % row_vectors;
+    if (p >= kPairs) break;
+    float f[8];
+    unpack_bf16x8(v[i], f);
+    const int32_t b = c / 4, j0 = (c % 4) * 8;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) xs[((j0 + j) * n_blocks + b) * kPairs + p] = f[j];
+  }
+}
+
+// Each warp walks its row pairs (pair = its global warp index, then every
+// gridDim.x * kGemvWarps-th) and loads the next pair's weights before it
+// decodes the current one, so every warp keeps a row pair's bytes in flight
+// for the whole kernel; the grid is sized so that all SMs hold
+// kGemvBlocksPerSm blocks with the same number of pairs each. Per pair and
+// output, the sum runs in one fixed order (the block's 32 values, scaled once
+// per block; blocks in lane order; the warp's lanes by warp_sum) whatever the
+// number of pairs and chunks, so results do not depend on the batch. FP4
+// codes become values through a 16-entry shared table.
+template <bool kSwiglu, int kPairs, int kBlocksPerLane>
+__global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
     moe_gemv_kernel(const uint16_t* x, const int32_t* row_token, MoeGroups groups,
                     Mxfp4Experts w, float limit, void* out) {
   extern __shared__ float smem[];
@@ -49,89 +115,79 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, 2)
   // Blocks in y walk the experts that have pairs (the tile list of this path).
   if (static_cast<int32_t>(blockIdx.y) >= *groups.n_tiles) return;
   const int32_t expert = groups.tiles[blockIdx.y] >> 16;
-  const int32_t column = blockIdx.x * kGemvWarps + threadIdx.x / kWarpSize;
   const int32_t g_begin = groups.expert_offsets[expert], g_end = groups.expert_offsets[expert + 1];
-  const bool active = column * kRows < w.rows;
+  const int32_t n_blocks = w.cols / 32, row_pairs = w.rows / 2;
+  const int32_t first = blockIdx.x * kGemvWarps + threadIdx.x / kWarpSize;
+  const int32_t stride = gridDim.x * kGemvWarps;
   if (threadIdx.x < 16) lut[threadIdx.x] = fp4_e2m1_value(threadIdx.x);
 
-  const int32_t n_blocks = w.cols / 32;
-  uint4 wq[kRows][kMaxBlocksPerLane];
-  float ws[kRows][kMaxBlocksPerLane];
-  float bias[kRows];
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    const int64_t row = static_cast<int64_t>(expert) * w.rows + (active ? column * kRows + r : 0);
-    bias[r] = bf16_bits_to_float(w.bias[row]);
-#pragma unroll
-    for (int i = 0; i < kMaxBlocksPerLane; ++i) {
-      const int32_t b = lane + i * kWarpSize;
-      const bool ok = active && b < n_blocks;
-      wq[r][i] = ok ? __ldg(reinterpret_cast<const uint4*>(w.blocks + (row * n_blocks + b) * 16))
-                    : make_uint4(0, 0, 0, 0);
-      ws[r][i] = ok ? e8m0_value(__ldg(w.scales + row * n_blocks + b)) : 0.0f;
-    }
-  }
+  RowPairSlice<kBlocksPerLane> cur{};
+  if (first < row_pairs) cur.load(w, expert, first, lane, n_blocks);
 
   for (int32_t g0 = g_begin; g0 < g_end; g0 += kPairs) {
     const int32_t n = min(kPairs, g_end - g0);
     __syncthreads();  // the previous pairs are consumed (and the table is written)
-    for (int32_t i = threadIdx.x; i < w.cols * kPairs; i += blockDim.x) {
-      const int32_t p = i / w.cols, k = i % w.cols;
-      const int64_t src = p < n ? (row_token ? row_token[g0 + p] : g0 + p) : -1;
-      xs[((k % 32) * n_blocks + k / 32) * kPairs + p] =
-          src >= 0 ? bf16_bits_to_float(x[src * w.cols + k]) : 0.0f;
-    }
+    stage_pairs<kPairs, kBlocksPerLane>(x, row_token, g0, n, w.cols, xs);
     __syncthreads();
-    if (!active) continue;
+    for (int32_t pair = first; pair < row_pairs; pair += stride) {
+      // The next row pair: further on in this chunk, else the first one again
+      // for the next chunk of x rows.
+      const int32_t next = pair + stride < row_pairs ? pair + stride
+                           : g0 + kPairs < g_end    ? first
+                                                    : row_pairs;
+      RowPairSlice<kBlocksPerLane> nxt{};
+      if (next < row_pairs) nxt.load(w, expert, next, lane, n_blocks);
 
-    float acc[kRows][kPairs] = {};
+      float acc[2][kPairs] = {};
 #pragma unroll
-    for (int i = 0; i < kMaxBlocksPerLane; ++i) {
-      const int32_t b = lane + i * kWarpSize;
-      if (b >= n_blocks) break;
-      float part[kRows][kPairs] = {};
+      for (int i = 0; i < kBlocksPerLane; ++i) {
+        const int32_t b = lane + i * kWarpSize;
+        if (b >= n_blocks) break;
+        float part[2][kPairs] = {};
 #pragma unroll 1
-      for (int q = 0; q < 4; ++q) {  // rolled: unrolled, it keeps 128 loads in flight in registers
-        uint32_t word[kRows];
+        for (int q = 0; q < 4; ++q) {  // rolled: unrolled, it keeps 128 loads in flight in registers
+          uint32_t word[2];
 #pragma unroll
-        for (int r = 0; r < kRows; ++r)
-          word[r] = q == 0 ? wq[r][i].x : q == 1 ? wq[r][i].y : q == 2 ? wq[r][i].z : wq[r][i].w;
+          for (int r = 0; r < 2; ++r)
+            word[r] = q == 0 ? cur.q[r][i].x : q == 1 ? cur.q[r][i].y : q == 2 ? cur.q[r][i].z : cur.q[r][i].w;
 #pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          const float* xv = xs + ((q * 8 + e) * n_blocks + b) * kPairs;
-          float xp[kPairs];
-          if constexpr (kPairs == 4) {
-            const float4 v4 = *reinterpret_cast<const float4*>(xv);
-            xp[0] = v4.x, xp[1] = v4.y, xp[2] = v4.z, xp[3] = v4.w;
-          } else {
+          for (int e = 0; e < 8; ++e) {
+            const float* xv = xs + ((q * 8 + e) * n_blocks + b) * kPairs;
+            float xp[kPairs];
+            if constexpr (kPairs == 4) {
+              const float4 v4 = *reinterpret_cast<const float4*>(xv);
+              xp[0] = v4.x, xp[1] = v4.y, xp[2] = v4.z, xp[3] = v4.w;
+            } else {
 #pragma unroll
-            for (int p = 0; p < kPairs; ++p) xp[p] = xv[p];
-          }
+              for (int p = 0; p < kPairs; ++p) xp[p] = xv[p];
+            }
 #pragma unroll
-          for (int r = 0; r < kRows; ++r) {
-            const float wv = lut[(word[r] >> (4 * e)) & 0xfu];
+            for (int r = 0; r < 2; ++r) {
+              const float wv = lut[(word[r] >> (4 * e)) & 0xfu];
 #pragma unroll
-            for (int p = 0; p < kPairs; ++p) part[r][p] = fmaf(wv, xp[p], part[r][p]);
+              for (int p = 0; p < kPairs; ++p) part[r][p] = fmaf(wv, xp[p], part[r][p]);
+            }
           }
         }
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+#pragma unroll
+          for (int p = 0; p < kPairs; ++p) acc[r][p] = fmaf(part[r][p], cur.scale[r][i], acc[r][p]);
       }
 #pragma unroll
-      for (int r = 0; r < kRows; ++r)
-#pragma unroll
-        for (int p = 0; p < kPairs; ++p) acc[r][p] = fmaf(part[r][p], ws[r][i], acc[r][p]);
-    }
-#pragma unroll
-    for (int p = 0; p < kPairs; ++p) {
-      if (p >= n) break;
-      float v[kRows];
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) v[r] = warp_sum(acc[r][p]) + bias[r];
-      if (lane != 0) continue;
-      if constexpr (kRows == 2)
-        static_cast<__nv_bfloat16*>(out)[static_cast<int64_t>(g0 + p) * (w.rows / 2) + column] =
-            __float2bfloat16_rn(swiglu(v[0], v[1], limit));
-      else
-        static_cast<float*>(out)[static_cast<int64_t>(g0 + p) * w.rows + column] = v[0];
+      for (int p = 0; p < kPairs; ++p) {
+        if (p >= n) break;
+        const float v0 = warp_sum(acc[0][p]) + cur.bias[0], v1 = warp_sum(acc[1][p]) + cur.bias[1];
+        if (lane != 0) continue;
+        if constexpr (kSwiglu) {
+          static_cast<__nv_bfloat16*>(out)[static_cast<int64_t>(g0 + p) * row_pairs + pair] =
+              __float2bfloat16_rn(swiglu(v0, v1, limit));
+        } else {
+          float* y = static_cast<float*>(out) + static_cast<int64_t>(g0 + p) * w.rows + 2 * pair;
+          y[0] = v0, y[1] = v1;
+        }
+      }
+      cur = nxt;
     }
   }
 }
@@ -202,31 +258,60 @@ void check_experts(const Mxfp4Experts& w) {
     throw Error(GPTOSS_ERR_BACKEND, "MXFP4 experts: cols must be a multiple of 32 and <= 4096");
 }
 
-template <int kRows, bool kSwiglu>
+template <bool kSwiglu, int kPairs, int kBlocksPerLane>
+void launch_gemv_kernel(dim3 grid, const bf16* x, const int32_t* row_token, const MoeGroups& groups,
+                        const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+  constexpr auto kernel = moe_gemv_kernel<kSwiglu, kPairs, kBlocksPerLane>;
+  static const bool configured = [] {
+    constexpr int kMax = (16 + 32 * kWarpSize * kBlocksPerLane * kPairs) * sizeof(float);
+    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax));
+    return true;
+  }();
+  (void)configured;
+  const size_t smem = (16 + static_cast<size_t>(w.cols) * kPairs) * sizeof(float);
+  kernel<<<grid, kGemvWarps * kWarpSize, smem, stream>>>(x, row_token, groups, w, limit, out);
+}
+
+int32_t multiprocessor_count() {
+  static const int32_t count = [] {
+    int device = 0, n = 0;
+    GPTOSS_CUDA_CHECK(cudaGetDevice(&device));
+    GPTOSS_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    return n;
+  }();
+  return count;
+}
+
+// One pair at a time when pairs are about one per expert (decode at small
+// batches), else four sharing each decoded weight. The grid gives every warp
+// the same number of row pairs and, when every expert in y has pairs (batch 1),
+// fills each SM with kGemvBlocksPerSm blocks.
+template <bool kSwiglu>
+void launch_gemv(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
+                 const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+  const int32_t experts = std::min(w.num_experts, n_pairs);
+  const int32_t warp_groups = (w.rows / 2 + kGemvWarps - 1) / kGemvWarps;  // per expert
+  const int32_t slots = kGemvBlocksPerSm * multiprocessor_count();
+  const int32_t groups_per_block = (warp_groups * experts + slots - 1) / slots;
+  const dim3 grid((warp_groups + groups_per_block - 1) / groups_per_block, experts);
+  const bool single = n_pairs <= w.num_experts, narrow = w.cols <= 32 * kWarpSize * 3;
+  if (single && narrow)
+    launch_gemv_kernel<kSwiglu, 1, 3>(grid, x, row_token, groups, w, limit, out, stream);
+  else if (single)
+    launch_gemv_kernel<kSwiglu, 1, kMaxBlocksPerLane>(grid, x, row_token, groups, w, limit, out, stream);
+  else if (narrow)
+    launch_gemv_kernel<kSwiglu, 4, 3>(grid, x, row_token, groups, w, limit, out, stream);
+  else
+    launch_gemv_kernel<kSwiglu, 4, kMaxBlocksPerLane>(grid, x, row_token, groups, w, limit, out, stream);
+}
+
+template <bool kSwiglu>
 void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
             const Mxfp4Experts& w, float limit, MoePath path, void* out, cudaStream_t stream) {
   check_experts(w);
   if (n_pairs == 0) return;
   if (path == MoePath::Gemv) {
-    // One pair at a time when pairs are about one per expert (decode at small
-    // batches), else four sharing each decoded weight.
-    const int32_t columns = w.rows / kRows;
-    const dim3 grid((columns + kGemvWarps - 1) / kGemvWarps, std::min(w.num_experts, n_pairs));
-    const bool single = n_pairs <= w.num_experts;
-    const size_t smem = (16 + static_cast<size_t>(w.cols) * (single ? 1 : 4)) * sizeof(float);
-    static const bool configured = [] {
-      constexpr int kMax = (16 + 32 * kWarpSize * kMaxBlocksPerLane * 4) * sizeof(float);
-      GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(moe_gemv_kernel<kRows, 4>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, kMax));
-      return true;
-    }();
-    (void)configured;
-    if (single)
-      moe_gemv_kernel<kRows, 1><<<grid, kGemvWarps * kWarpSize, smem, stream>>>(x, row_token, groups,
-                                                                                 w, limit, out);
-    else
-      moe_gemv_kernel<kRows, 4><<<grid, kGemvWarps * kWarpSize, smem, stream>>>(x, row_token, groups,
-                                                                                 w, limit, out);
+    launch_gemv<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   } else if (path == MoePath::TiledSmall) {
     launch_tiled<1, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   } else {
@@ -258,12 +343,12 @@ int32_t moe_tile_rows(MoePath path) {
 void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,
                         const Mxfp4Experts& w, float limit, MoePath path, bf16* act,
                         cudaStream_t stream) {
-  launch<2, true>(x, groups.pair_token, groups, n_pairs, w, limit, path, act, stream);
+  launch<true>(x, groups.pair_token, groups, n_pairs, w, limit, path, act, stream);
 }
 
 void moe_down(const bf16* act, const MoeGroups& groups, int32_t n_pairs, const Mxfp4Experts& w,
               MoePath path, float* y, cudaStream_t stream) {
-  launch<1, false>(act, nullptr, groups, n_pairs, w, 0.0f, path, y, stream);
+  launch<false>(act, nullptr, groups, n_pairs, w, 0.0f, path, y, stream);
 }
 
 }  // namespace gptoss::cuda

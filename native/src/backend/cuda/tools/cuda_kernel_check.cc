@@ -7,6 +7,7 @@
 // of float32 additions (1e-4 is generous); outputs stored as bf16 carry its
 // rounding (2^-9 relative, so 5e-3 over a whole tensor).
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -190,6 +191,62 @@ void check_linear(Random& rng, Verdicts& v) {
              std::equal(head_rows.begin(), head_rows.end(), all_rows.begin()), std::to_string(head) + " rows");
 #endif
   }
+}
+
+// The expert GEMV's batch invariance at the model's expert shapes (8 experts
+// to keep the weights small): a token's activations and down outputs are the
+// same bits alone (batch-1 grid, one pair a chunk), with a second token
+// (experts shared: several chunks) and in a 5-token step (four pairs a chunk).
+void check_moe_gemv_invariance(Random& rng, Verdicts& v) {
+  const int32_t hidden = 2880, inter = 2880, experts = 8, k = 4, tokens = 5;
+  const float limit = 7.0f;
+  auto random_experts = [&](int32_t rows, int32_t cols) {
+    return std::array{to_device(rng.bytes(size_t(experts) * rows * (cols / 32) * 16, 0, 255)),
+                      to_device(rng.bytes(size_t(experts) * rows * (cols / 32), 118, 121))};
+  };
+  const auto gu = random_experts(2 * inter, hidden), dn = random_experts(hidden, inter);
+  const auto gu_bias = to_device(to_bf16(rng.bf16_floats(size_t(experts) * 2 * inter, 0.5f)));
+  const auto dn_bias = to_device(to_bf16(rng.bf16_floats(size_t(experts) * hidden, 0.5f)));
+  const Mxfp4Experts gate_up{gu[0].get(), gu[1].get(), gu_bias.get(), experts, 2 * inter, hidden};
+  const Mxfp4Experts down{dn[0].get(), dn[1].get(), dn_bias.get(), experts, hidden, inter};
+  const auto d_x = to_device(to_bf16(rng.bf16_floats(size_t(tokens) * hidden, 1.0f)));
+  std::vector<int32_t> chosen(size_t(tokens) * k), ids(experts);
+  for (int32_t t = 0; t < tokens; ++t) {
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng.engine());
+    std::copy(ids.begin(), ids.begin() + k, chosen.begin() + size_t(t) * k);
+  }
+  const auto d_chosen = to_device(chosen);
+  // The first n tokens' activations and outputs, in token-major pair order.
+  auto run = [&](int32_t n) {
+    const int32_t pairs = n * k;
+    DeviceBuffer<int32_t> offsets(experts + 1), pair_token(pairs), pair_slot(pairs),
+        tiles(moe_max_tiles(pairs, experts, moe_tile_rows(MoePath::Gemv))), n_tiles(1);
+    const MoeGroups groups{offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()};
+    moe_group(d_chosen.get(), n, k, experts, moe_tile_rows(MoePath::Gemv), groups, nullptr);
+    auto act = poisoned<bf16>(size_t(pairs) * inter);
+    moe_gate_up_swiglu(d_x.get(), groups, pairs, gate_up, limit, MoePath::Gemv, act.get(), nullptr);
+    auto y = poisoned<float>(size_t(pairs) * hidden);
+    moe_down(act.get(), groups, pairs, down, MoePath::Gemv, y.get(), nullptr);
+    const std::vector<int32_t> slot = to_host(pair_slot, pairs);
+    const std::vector<bf16> a = to_host(act, size_t(pairs) * inter);
+    const std::vector<float> yy = to_host(y, size_t(pairs) * hidden);
+    std::vector<bf16> a_sorted;
+    std::vector<float> y_sorted;
+    for (int32_t i = 0; i < pairs; ++i) {
+      a_sorted.insert(a_sorted.end(), a.begin() + size_t(slot[i]) * inter, a.begin() + size_t(slot[i] + 1) * inter);
+      y_sorted.insert(y_sorted.end(), yy.begin() + size_t(slot[i]) * hidden, yy.begin() + size_t(slot[i] + 1) * hidden);
+    }
+    return std::pair{a_sorted, y_sorted};
+  };
+  const auto one = run(1), two = run(2), all = run(tokens);
+  auto same_prefix = [](const auto& part, const auto& whole) {
+    return std::equal(part.begin(), part.end(), whole.begin());
+  };
+  v.expect("moe gemv 1 token alone == with a second token (bitwise)",
+           same_prefix(one.first, two.first) && same_prefix(one.second, two.second));
+  v.expect("moe gemv 2 tokens alone == in a 5-token step (bitwise)",
+           same_prefix(two.first, all.first) && same_prefix(two.second, all.second));
 }
 
 // A KV pool of one layer with random contents: float for the oracle, the same
@@ -593,6 +650,7 @@ int main(int argc, char** argv) {
     check_embedding(rng, v);
     check_rmsnorm(rng, v);
     check_linear(rng, v);
+    check_moe_gemv_invariance(rng, v);
     check_rope(rng, v);
     check_attention(rng, v);
     check_router(rng, v);
