@@ -16,6 +16,7 @@
 #include "backend/cuda/kernels/device_math.cuh"
 #include "backend/cuda/kernels/gemm_tiled.cuh"
 #include "backend/cuda/kernels/kernels.h"
+#include "backend/cuda/kernels/sm_count.h"
 
 namespace gptoss::cuda {
 namespace {
@@ -270,16 +271,6 @@ void launch_gemv_kernel(dim3 grid, const bf16* x, const int32_t* row_token, cons
   (void)configured;
   const size_t smem = (16 + static_cast<size_t>(w.cols) * kPairs) * sizeof(float);
   kernel<<<grid, kGemvWarps * kWarpSize, smem, stream>>>(x, row_token, groups, w, limit, out);
-}
-
-int32_t multiprocessor_count() {
-  static const int32_t count = [] {
-    int device = 0, n = 0;
-    GPTOSS_CUDA_CHECK(cudaGetDevice(&device));
-    GPTOSS_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-    return n;
-  }();
-  return count;
 }
 
 // One pair at a time when pairs are about one per expert (decode at small

@@ -160,7 +160,7 @@ void check_all_reduce(Random& rng, Verdicts& v, bool share_one_device) {
 
 void check_linear(Random& rng, Verdicts& v) {
   struct Case { int32_t rows, in, out; };
-  const Case cases[] = {{1, 2880, 5120}, {5, 4096, 2880}, {8, 2880, 32}, {37, 2880, 1000}, {300, 2880, 640}};
+  const Case cases[] = {{1, 2880, 5120}, {5, 4096, 2880}, {8, 2880, 32}, {3, 2880, 40000}, {37, 2880, 1000}, {300, 2880, 640}};
   for (const Case& c : cases) {
     const std::vector<float> x = rng.bf16_floats(size_t(c.rows) * c.in, 1.0f);
     const std::vector<bf16> w = to_bf16(rng.bf16_floats(size_t(c.out) * c.in, 0.05f));
@@ -173,7 +173,14 @@ void check_linear(Random& rng, Verdicts& v) {
     const std::string shape = std::to_string(c.rows) + "x" + std::to_string(c.in) + "->" + std::to_string(c.out);
     auto y1 = poisoned<float>(ref.size());
     linear_bf16_gemv(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y1.get(), nullptr);
-    v.expect_close("linear_bf16 gemv " + shape, relative_error(to_host(y1, ref.size()), ref), kFloatTol);
+    const std::vector<float> gemv_rows = to_host(y1, ref.size());
+    v.expect_close("linear_bf16 gemv " + shape, relative_error(gemv_rows, ref), kFloatTol);
+    // Batch invariance: row 0 alone (another grid) gives the bits it gets in the whole.
+    auto y0 = poisoned<float>(c.out);
+    linear_bf16_gemv(d_x.get(), 1, c.in, d_w.get(), d_b.get(), c.out, y0.get(), nullptr);
+    const std::vector<float> row0 = to_host(y0, c.out);
+    v.expect("linear_bf16 gemv " + shape + " row 0 alone == in the batch",
+             std::equal(row0.begin(), row0.end(), gemv_rows.begin()));
     auto y2 = poisoned<float>(ref.size());
     linear_bf16_tiled(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y2.get(), nullptr);
     v.expect_close("linear_bf16 tiled " + shape, relative_error(to_host(y2, ref.size()), ref), kFloatTol);
