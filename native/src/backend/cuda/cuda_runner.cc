@@ -40,17 +40,32 @@ int32_t graph_bucket(int32_t n) {
   return (n + 63) / 64 * 64;
 }
 
+// Buffers of different phases of a step, never live together, share one
+// allocation: the QKV output (attention), the expert activations and outputs
+// (MoE), the logits (after the last layer, until the step's rows are sampled
+// or read). Byte offsets, each 256-byte aligned.
+struct PhaseScratch {
+  int64_t expert_out = 0, bytes = 0;
+
+  PhaseScratch(const ModelConfig& c, int64_t tokens, int64_t rows) {
+    auto aligned = [](int64_t b) { return (b + 255) / 256 * 256; };
+    const int64_t pairs = tokens * c.experts_per_token;
+    const int64_t qkv = tokens * (c.q_dim() + 2 * c.kv_dim()) * 4;
+    expert_out = aligned(pairs * c.intermediate_size * 2);
+    const int64_t moe = expert_out + pairs * c.hidden_size * 4;
+    bytes = aligned(std::max({qkv, moe, rows * c.vocab_size * 4}));
+  }
+};
+
 // Bytes of work buffers for `tokens` tokens and `rows` logits rows.
 uint64_t workspace_bytes(const ModelConfig& c, int64_t tokens, int64_t rows) {
   const int64_t pairs = tokens * c.experts_per_token;
-  const int64_t floats = tokens * (2 * c.hidden_size + c.q_dim() + 2 * c.kv_dim() + c.num_experts +
-                                   c.experts_per_token) +
-                         pairs * c.hidden_size + rows * c.vocab_size +
+  const int64_t floats = tokens * (2 * c.hidden_size + c.num_experts + c.experts_per_token) +
                          std::min<int64_t>(tokens, kMaxSplitTokens) * c.num_q_heads * kMaxSplits *
                              kPartialFloats;
-  const int64_t halves = tokens * (c.hidden_size + c.q_dim()) + pairs * c.intermediate_size +
-                         rows * c.hidden_size;
-  return floats * 4 + halves * 2 + pairs * 12 + rows * sizeof(SampledToken);
+  const int64_t halves = tokens * (c.hidden_size + c.q_dim()) + rows * c.hidden_size;
+  return PhaseScratch(c, tokens, rows).bytes + floats * 4 + halves * 2 + pairs * 12 +
+         rows * sizeof(SampledToken);
 }
 
 }  // namespace
@@ -184,7 +199,12 @@ void CudaRunner::ensure_capacity(const Capacity& need) {
   x_ = DeviceBuffer<float>(T * m.hidden_size);
   delta_ = DeviceBuffer<float>(T * m.hidden_size);
   h_ = DeviceBuffer<bf16>(T * m.hidden_size);
-  qkv_ = DeviceBuffer<float>(T * (m.q_dim() + 2 * m.kv_dim()));
+  const PhaseScratch scratch(m, T, R);
+  phase_scratch_ = DeviceBuffer<uint8_t>(scratch.bytes);
+  qkv_ = {reinterpret_cast<float*>(phase_scratch_.get())};
+  expert_act_ = {reinterpret_cast<bf16*>(phase_scratch_.get())};
+  expert_out_ = {reinterpret_cast<float*>(phase_scratch_.get() + scratch.expert_out)};
+  logits_ = {reinterpret_cast<float*>(phase_scratch_.get())};
   attn_ = DeviceBuffer<bf16>(T * m.q_dim());
   router_logits_ = DeviceBuffer<float>(T * m.num_experts);
   experts_ = DeviceBuffer<int32_t>(pairs);
@@ -195,12 +215,9 @@ void CudaRunner::ensure_capacity(const Capacity& need) {
   moe_tiles_ = DeviceBuffer<int32_t>(
       cuda::moe_max_tiles(pairs, m.num_experts, cuda::moe_tile_rows(cuda::MoePath::TiledSmall)));
   moe_n_tiles_ = DeviceBuffer<int32_t>(1);
-  expert_act_ = DeviceBuffer<bf16>(pairs * m.intermediate_size);
-  expert_out_ = DeviceBuffer<float>(pairs * m.hidden_size);
   attn_partials_ = DeviceBuffer<float>(std::min<int64_t>(T, kMaxSplitTokens) * m.num_q_heads *
                                        kMaxSplits * kPartialFloats);
   h_last_ = DeviceBuffer<bf16>(R * m.hidden_size);
-  logits_ = DeviceBuffer<float>(R * m.vocab_size);
   sampling_rows_ = DeviceBuffer<cuda::DeviceSamplingRow>(R);
   sampled_ = DeviceBuffer<SampledToken>(R);
 }

@@ -156,14 +156,18 @@ class CudaRunner final : public ModelRunner {
   Meta meta_;
 
   // Activations, sized by cap_.tokens (pairs = tokens * experts_per_token).
-  cuda::DeviceBuffer<float> x_, delta_, qkv_, router_logits_, expert_weights_, expert_out_;
-  cuda::DeviceBuffer<bf16> h_, attn_, expert_act_;
+  cuda::DeviceBuffer<float> x_, delta_, router_logits_, expert_weights_;
+  cuda::DeviceBuffer<bf16> h_, attn_;
+  // qkv_, expert_act_ + expert_out_ and logits_ (sized by cap_.logit_rows)
+  // belong to different phases of a step and share phase_scratch_.
+  cuda::DeviceBuffer<uint8_t> phase_scratch_;
+  cuda::DeviceView<float> qkv_, expert_out_, logits_;
+  cuda::DeviceView<bf16> expert_act_;
   cuda::DeviceBuffer<int32_t> experts_, expert_offsets_, pair_token_, pair_slot_, moe_tiles_,
       moe_n_tiles_;
   cuda::DeviceBuffer<float> attn_partials_;
   // Logits and sampling, sized by cap_.logit_rows.
   cuda::DeviceBuffer<bf16> h_last_;
-  cuda::DeviceBuffer<float> logits_;
   cuda::DeviceBuffer<cuda::DeviceSamplingRow> sampling_rows_;
   cuda::DeviceBuffer<SampledToken> sampled_;
   cuda::DeviceBuffer<int32_t> penalty_buf_;
