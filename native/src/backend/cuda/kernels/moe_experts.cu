@@ -63,13 +63,15 @@ struct RowPairSlice {
   }
 };
 
-// Stages kPairs rows of x in shared memory as float, transposed so that value
-// j of MXFP4 block b sits at [j][b]: lane b reads consecutive words (no bank
-// conflicts) while it decodes block b. Every 16-byte load is issued before the
-// first store, so the staging costs one memory latency, not one per element.
+// Stages kPairs rows of x in shared memory as bf16 pairs, transposed so that
+// values 2j and 2j + 1 of MXFP4 block b share the word at [j][b]: lane b reads
+// consecutive words (no bank conflicts) while it decodes block b, one word for
+// two values (shared-memory bandwidth is what bounds the decode). Every
+// 16-byte load is issued before the first store, so the staging costs one
+// memory latency, not one per element.
 template <int kPairs, int kBlocksPerLane>
 __device__ __forceinline__ void stage_pairs(const uint16_t* x, const int32_t* row_token, int32_t g0,
-                                            int32_t n, int32_t cols, float* xs) {
+                                            int32_t n, int32_t cols, uint32_t* xs) {
   constexpr int kMaxVectors = kPairs * kBlocksPerLane * kWarpSize * 32 / 8;
   constexpr int kPerThread = (kMaxVectors + kGemvWarps * kWarpSize - 1) / (kGemvWarps * kWarpSize);
   const int32_t row_vectors = cols / 8, n_blocks = cols / 32;
@@ -88,11 +90,10 @@ __device__ __forceinline__ void stage_pairs(const uint16_t* x, const int32_t* ro
     const int32_t id = threadIdx.x + i * kGemvWarps * kWarpSize;
     const int32_t p = id / row_vectors, c = id % row_vectors;
     if (p >= kPairs) break;
-    float f[8];
-    unpack_bf16x8(v[i], f);
-    const int32_t b = c / 4, j0 = (c % 4) * 8;
+    const uint32_t words[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
+    const int32_t b = c / 4, j0 = (c % 4) * 4;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) xs[((j0 + j) * n_blocks + b) * kPairs + p] = f[j];
+    for (int j = 0; j < 4; ++j) xs[((j0 + j) * n_blocks + b) * kPairs + p] = words[j];
   }
 }
 
@@ -111,7 +112,7 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
                     Mxfp4Experts w, float limit, void* out) {
   extern __shared__ float smem[];
   float* lut = smem;
-  float* xs = smem + 16;  // [32][n_blocks][kPairs]
+  uint32_t* xs = reinterpret_cast<uint32_t*>(smem + 16);  // [16][n_blocks][kPairs] bf16 pairs
   const int lane = threadIdx.x % kWarpSize;
   // Blocks in y walk the experts that have pairs (the tile list of this path).
   if (static_cast<int32_t>(blockIdx.y) >= *groups.n_tiles) return;
@@ -152,21 +153,29 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
           for (int r = 0; r < 2; ++r)
             word[r] = q == 0 ? cur.q[r][i].x : q == 1 ? cur.q[r][i].y : q == 2 ? cur.q[r][i].z : cur.q[r][i].w;
 #pragma unroll
-          for (int e = 0; e < 8; ++e) {
-            const float* xv = xs + ((q * 8 + e) * n_blocks + b) * kPairs;
-            float xp[kPairs];
+          for (int e2 = 0; e2 < 4; ++e2) {
+            const uint32_t* xv = xs + ((q * 4 + e2) * n_blocks + b) * kPairs;
+            uint32_t xw[kPairs];
             if constexpr (kPairs == 4) {
-              const float4 v4 = *reinterpret_cast<const float4*>(xv);
-              xp[0] = v4.x, xp[1] = v4.y, xp[2] = v4.z, xp[3] = v4.w;
+              const uint4 v4 = *reinterpret_cast<const uint4*>(xv);
+              xw[0] = v4.x, xw[1] = v4.y, xw[2] = v4.z, xw[3] = v4.w;
             } else {
 #pragma unroll
-              for (int p = 0; p < kPairs; ++p) xp[p] = xv[p];
+              for (int p = 0; p < kPairs; ++p) xw[p] = xv[p];
             }
 #pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              const float wv = lut[(word[r] >> (4 * e)) & 0xfu];
+            for (int h = 0; h < 2; ++h) {  // values 2 * e2 (low half) and 2 * e2 + 1
+              const int e = 2 * e2 + h;
+              float xp[kPairs];
 #pragma unroll
-              for (int p = 0; p < kPairs; ++p) part[r][p] = fmaf(wv, xp[p], part[r][p]);
+              for (int p = 0; p < kPairs; ++p)
+                xp[p] = __uint_as_float(h == 0 ? xw[p] << 16 : xw[p] & 0xffff0000u);
+#pragma unroll
+              for (int r = 0; r < 2; ++r) {
+                const float wv = lut[(word[r] >> (4 * e)) & 0xfu];
+#pragma unroll
+                for (int p = 0; p < kPairs; ++p) part[r][p] = fmaf(wv, xp[p], part[r][p]);
+              }
             }
           }
         }
@@ -264,12 +273,12 @@ void launch_gemv_kernel(dim3 grid, const bf16* x, const int32_t* row_token, cons
                         const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
   constexpr auto kernel = moe_gemv_kernel<kSwiglu, kPairs, kBlocksPerLane>;
   static const bool configured = [] {
-    constexpr int kMax = (16 + 32 * kWarpSize * kBlocksPerLane * kPairs) * sizeof(float);
+    constexpr int kMax = (16 + 16 * kWarpSize * kBlocksPerLane * kPairs) * sizeof(float);
     GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax));
     return true;
   }();
   (void)configured;
-  const size_t smem = (16 + static_cast<size_t>(w.cols) * kPairs) * sizeof(float);
+  const size_t smem = (16 + static_cast<size_t>(w.cols / 2) * kPairs) * sizeof(float);
   kernel<<<grid, kGemvWarps * kWarpSize, smem, stream>>>(x, row_token, groups, w, limit, out);
 }
 
