@@ -73,6 +73,54 @@ void check_rmsnorm(Random& rng, Verdicts& v) {
   v.expect_close("add_rmsnorm (gathered rows)", relative_error(to_float(to_host(out2, pick.size() * dim)), ref_pick), kBf16Tol);
 }
 
+// add_moe_rmsnorm (the MoE combine folded into the next norm) at the model's
+// width and top-4: against the float oracle, and bit for bit against
+// moe_combine then add_rmsnorm, on all rows and on gathered rows.
+void check_add_moe_rmsnorm(Random& rng, Verdicts& v) {
+  const int32_t dim = 2880, rows = 19, k = 4, pairs = rows * k;
+  const std::vector<float> x = rng.bf16_floats(size_t(rows) * dim, 3.0f);
+  const std::vector<float> y = rng.bf16_floats(size_t(pairs) * dim, 1.0f);
+  const std::vector<bf16> weight = to_bf16(rng.bf16_floats(dim, 1.0f));
+  std::vector<int32_t> slot(pairs);
+  std::iota(slot.begin(), slot.end(), 0);
+  std::shuffle(slot.begin(), slot.end(), rng.engine());
+  std::vector<float> mix(pairs);
+  for (float& w : mix) w = rng.uniform(0.1f, 1.0f);
+  std::vector<float> summed = x;
+  for (int32_t r = 0; r < rows; ++r)
+    for (int32_t j = 0; j < k; ++j)
+      for (int32_t d = 0; d < dim; ++d)
+        summed[size_t(r) * dim + d] += mix[size_t(r) * k + j] * y[size_t(slot[size_t(r) * k + j]) * dim + d];
+  std::vector<float> ref(x.size());
+  cpu::rmsnorm(summed.data(), rows, dim, weight.data(), 1e-5f, ref.data());
+
+  const auto d_y = to_device(y), d_mix = to_device(mix);
+  const auto d_slot = to_device(slot);
+  const auto d_weight = to_device(weight);
+  const std::vector<int32_t> pick = {3, 0, 18, 7};
+  const auto d_pick = to_device(pick);
+  for (const bool gathered : {false, true}) {
+    const int32_t n = gathered ? int32_t(pick.size()) : rows;
+    const int32_t* d_rows = gathered ? d_pick.get() : nullptr;
+    const std::string tag = gathered ? " (gathered rows)" : "";
+    auto d_x = to_device(x), d_x2 = to_device(x);
+    auto fused = poisoned<bf16>(size_t(n) * dim), two = poisoned<bf16>(size_t(n) * dim);
+    add_moe_rmsnorm(d_x.get(), d_y.get(), d_slot.get(), d_mix.get(), k, d_rows, n, dim, d_weight.get(), 1e-5f,
+                    fused.get(), nullptr);
+    auto delta = to_device(std::vector<float>(x.size()));
+    moe_combine(d_y.get(), d_slot.get(), d_mix.get(), rows, k, dim, delta.get(), nullptr);
+    add_rmsnorm(d_x2.get(), delta.get(), d_rows, n, dim, d_weight.get(), 1e-5f, two.get(), nullptr);
+    const std::vector<bf16> got = to_host(fused, size_t(n) * dim);
+    const std::vector<float> got_x = to_host(d_x, x.size());
+    if (!gathered) {
+      v.expect_close("add_moe_rmsnorm", relative_error(to_float(got), ref), kBf16Tol);
+      v.expect_close("add_moe_rmsnorm residual stream", relative_error(got_x, summed), 1e-6);
+    }
+    v.expect("add_moe_rmsnorm" + tag + " == moe_combine + add_rmsnorm (bitwise)",
+             got == to_host(two, size_t(n) * dim) && got_x == to_host(d_x2, x.size()));
+  }
+}
+
 // The tensor-parallel all-reduce over two ranks (both on one GPU, or on two)
 // against cpu::all_reduce_residual_add + rmsnorm:
 // launched directly call after call (alternating call sites, so the flags'
@@ -656,6 +704,7 @@ int main(int argc, char** argv) {
   try {
     check_embedding(rng, v);
     check_rmsnorm(rng, v);
+    check_add_moe_rmsnorm(rng, v);
     check_linear(rng, v);
     check_moe_gemv_invariance(rng, v);
     check_rope(rng, v);
