@@ -208,7 +208,7 @@ void check_all_reduce(Random& rng, Verdicts& v, bool share_one_device) {
 
 void check_linear(Random& rng, Verdicts& v) {
   struct Case { int32_t rows, in, out; };
-  const Case cases[] = {{1, 2880, 5120}, {5, 4096, 2880}, {8, 2880, 32}, {3, 2880, 40000}, {37, 2880, 1000}, {300, 2880, 640}};
+  const Case cases[] = {{1, 2880, 5120}, {5, 4096, 2880}, {8, 2880, 32}, {3, 2880, 20000}, {37, 2880, 1000}, {300, 2880, 640}};
   for (const Case& c : cases) {
     const std::vector<float> x = rng.bf16_floats(size_t(c.rows) * c.in, 1.0f);
     const std::vector<bf16> w = to_bf16(rng.bf16_floats(size_t(c.out) * c.in, 0.05f));
