@@ -4,8 +4,9 @@
 // the gate row and the up row of one SwiGLU output; for down: two output
 // columns), holding a row pair in registers (16-byte loads, one MXFP4 block
 // per lane) while the next one's loads are in flight, and applies it to the
-// pairs routed to the expert, 1 or 4 at a time. Weights are read once per step
-// at batch 1 and once per chunk of 1 or 4 pairs above.
+// pairs routed to the expert (up to 8 staged at once), 1 or 4 at a time.
+// Weights are read once per step up to 8 pairs an expert: every decode batch
+// the GEMV serves.
 //
 // Tiled paths (large decode batches, prefill): gemm_tiled.cuh over tiles of
 // 32 or 128 grouped pairs of one expert, each thread decoding its MXFP4
@@ -24,6 +25,9 @@ namespace {
 constexpr float kSwigluAlpha = 1.702f;
 constexpr int kGemvWarps = 8;
 constexpr int kGemvBlocksPerSm = 2;  // the GEMV's __launch_bounds__ minimum, used to size its grid
+// x rows the GEMV stages at once: decode batches of up to 8 (the GEMV's range:
+// pairs <= experts) put at most 8 pairs on an expert.
+constexpr int32_t kGemvStagedPairs = 8;
 constexpr int kMaxBlocksPerLane = 4;    // MXFP4 blocks per lane: cols <= 4096
 // The GEMV's "tiles" are whole experts: one list entry per expert with pairs.
 constexpr int32_t kGemvTileRows = 1 << 24;
@@ -63,37 +67,41 @@ struct RowPairSlice {
   }
 };
 
-// Stages kPairs rows of x in shared memory as bf16 pairs, transposed so that
-// values 2j and 2j + 1 of MXFP4 block b share the word at [j][b]: lane b reads
-// consecutive words (no bank conflicts) while it decodes block b, one word for
-// two values (shared-memory bandwidth is what bounds the decode). Every
-// 16-byte load is issued before the first store, so the staging costs one
-// memory latency, not one per element.
-template <int kPairs, int kBlocksPerLane>
+// Staged x: the pair's values 2j and 2j + 1 of MXFP4 block b share one word
+// (bf16 pairs), at [p / kPairs][j][b][p % kPairs]: lane b reads consecutive
+// words (no bank conflicts) while it decodes block b, one word for two values
+// (shared-memory bandwidth is what bounds the decode), and a group of kPairs
+// pairs is one 16-byte read.
+template <int kPairs>
+__device__ __forceinline__ int32_t staged_index(int32_t p, int32_t j, int32_t b, int32_t n_blocks) {
+  return (((p / kPairs) * 16 + j) * n_blocks + b) * kPairs + p % kPairs;
+}
+
+// Stages rows g0 .. g0 + n - 1 (n <= kGemvStagedPairs) of x. Each thread
+// issues four 16-byte loads before its first store, so the staging costs a
+// memory latency per 4 x 256 vectors (one at batch 1), not one per element.
+template <int kPairs>
 __device__ __forceinline__ void stage_pairs(const uint16_t* x, const int32_t* row_token, int32_t g0,
                                             int32_t n, int32_t cols, uint32_t* xs) {
-  constexpr int kMaxVectors = kPairs * kBlocksPerLane * kWarpSize * 32 / 8;
-  constexpr int kPerThread = (kMaxVectors + kGemvWarps * kWarpSize - 1) / (kGemvWarps * kWarpSize);
-  const int32_t row_vectors = cols / 8, n_blocks = cols / 32;
-  uint4 v[kPerThread];
+  constexpr int kThreads = kGemvWarps * kWarpSize, kLoads = 4;
+  const int32_t row_vectors = cols / 8, n_blocks = cols / 32, total = n * row_vectors;
+  for (int32_t base = 0; base < total; base += kLoads * kThreads) {
+    uint4 v[kLoads];
 #pragma unroll
-  for (int i = 0; i < kPerThread; ++i) {
-    const int32_t id = threadIdx.x + i * kGemvWarps * kWarpSize;
-    const int32_t p = id / row_vectors, c = id % row_vectors;
-    const int64_t src = p < n ? (row_token ? row_token[g0 + p] : g0 + p) : -1;
-    v[i] = p < kPairs && src >= 0
-               ? __ldg(reinterpret_cast<const uint4*>(x + src * cols) + c)
-               : make_uint4(0, 0, 0, 0);
-  }
+    for (int i = 0; i < kLoads; ++i) {
+      const int32_t id = base + threadIdx.x + i * kThreads, p = id / row_vectors;
+      const int64_t src = id < total ? (row_token ? row_token[g0 + p] : g0 + p) : -1;
+      v[i] = src >= 0 ? __ldg(reinterpret_cast<const uint4*>(x + src * cols) + id % row_vectors)
+                      : make_uint4(0, 0, 0, 0);
+    }
 #pragma unroll
-  for (int i = 0; i < kPerThread; ++i) {
-    const int32_t id = threadIdx.x + i * kGemvWarps * kWarpSize;
-    const int32_t p = id / row_vectors, c = id % row_vectors;
-    if (p >= kPairs) break;
-    const uint32_t words[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
-    const int32_t b = c / 4, j0 = (c % 4) * 4;
+    for (int i = 0; i < kLoads; ++i) {
+      const int32_t id = base + threadIdx.x + i * kThreads, p = id / row_vectors, c = id % row_vectors;
+      if (id >= total) break;
+      const uint32_t words[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
 #pragma unroll
-    for (int j = 0; j < 4; ++j) xs[((j0 + j) * n_blocks + b) * kPairs + p] = words[j];
+      for (int j = 0; j < 4; ++j) xs[staged_index<kPairs>(p, (c % 4) * 4 + j, c / 4, n_blocks)] = words[j];
+    }
   }
 }
 
@@ -101,7 +109,10 @@ __device__ __forceinline__ void stage_pairs(const uint16_t* x, const int32_t* ro
 // gridDim.x * kGemvWarps-th) and loads the next pair's weights before it
 // decodes the current one, so every warp keeps a row pair's bytes in flight
 // for the whole kernel; the grid is sized so that all SMs hold
-// kGemvBlocksPerSm blocks with the same number of pairs each. Per pair and
+// kGemvBlocksPerSm blocks with the same number of pairs each. Up to
+// kGemvStagedPairs rows of x are staged at once and a row pair's weights,
+// held in registers, are applied to all of them, kPairs at a time: a
+// decode batch within the GEMV's range reads every weight once. Per pair and
 // output, the sum runs in one fixed order (the block's 32 values, scaled once
 // per block; blocks in lane order; the warp's lanes by warp_sum) whatever the
 // number of pairs and chunks, so results do not depend on the batch. FP4
@@ -112,7 +123,7 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
                     Mxfp4Experts w, float limit, void* out) {
   extern __shared__ float smem[];
   float* lut = smem;
-  uint32_t* xs = reinterpret_cast<uint32_t*>(smem + 16);  // [16][n_blocks][kPairs] bf16 pairs
+  uint32_t* xs = reinterpret_cast<uint32_t*>(smem + 16);  // staged x, see staged_index
   const int lane = threadIdx.x % kWarpSize;
   // Blocks in y walk the experts that have pairs (the tile list of this path).
   if (static_cast<int32_t>(blockIdx.y) >= *groups.n_tiles) return;
@@ -126,75 +137,80 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
   RowPairSlice<kBlocksPerLane> cur{};
   if (first < row_pairs) cur.load(w, expert, first, lane, n_blocks);
 
-  for (int32_t g0 = g_begin; g0 < g_end; g0 += kPairs) {
-    const int32_t n = min(kPairs, g_end - g0);
-    __syncthreads();  // the previous pairs are consumed (and the table is written)
-    stage_pairs<kPairs, kBlocksPerLane>(x, row_token, g0, n, w.cols, xs);
+  for (int32_t g0 = g_begin; g0 < g_end; g0 += kGemvStagedPairs) {
+    const int32_t staged = min(kGemvStagedPairs, g_end - g0);
+    __syncthreads();  // the previous rows are consumed (and the table is written)
+    stage_pairs<kPairs>(x, row_token, g0, staged, w.cols, xs);
     __syncthreads();
     for (int32_t pair = first; pair < row_pairs; pair += stride) {
-      // The next row pair: further on in this chunk, else the first one again
-      // for the next chunk of x rows.
-      const int32_t next = pair + stride < row_pairs ? pair + stride
-                           : g0 + kPairs < g_end    ? first
-                                                    : row_pairs;
+      // The next row pair: further on, else the first one again for the next
+      // staged rows of x.
+      const int32_t next = pair + stride < row_pairs         ? pair + stride
+                           : g0 + kGemvStagedPairs < g_end ? first
+                                                             : row_pairs;
       RowPairSlice<kBlocksPerLane> nxt{};
       if (next < row_pairs) nxt.load(w, expert, next, lane, n_blocks);
 
-      float acc[2][kPairs] = {};
+      // Groups of kPairs staged rows; a group's rows past `staged` are
+      // computed from stale words and dropped.
+      for (int32_t p0 = 0; p0 < staged; p0 += kPairs) {
+        const uint32_t* xg = xs + staged_index<kPairs>(p0, 0, 0, n_blocks);
+        float acc[2][kPairs] = {};
 #pragma unroll
-      for (int i = 0; i < kBlocksPerLane; ++i) {
-        const int32_t b = lane + i * kWarpSize;
-        if (b >= n_blocks) break;
-        float part[2][kPairs] = {};
+        for (int i = 0; i < kBlocksPerLane; ++i) {
+          const int32_t b = lane + i * kWarpSize;
+          if (b >= n_blocks) break;
+          float part[2][kPairs] = {};
 #pragma unroll 1
-        for (int q = 0; q < 4; ++q) {  // rolled: unrolled, it keeps 128 loads in flight in registers
-          uint32_t word[2];
+          for (int q = 0; q < 4; ++q) {  // rolled: unrolled, it keeps 128 loads in flight in registers
+            uint32_t word[2];
 #pragma unroll
-          for (int r = 0; r < 2; ++r)
-            word[r] = q == 0 ? cur.q[r][i].x : q == 1 ? cur.q[r][i].y : q == 2 ? cur.q[r][i].z : cur.q[r][i].w;
+            for (int r = 0; r < 2; ++r)
+              word[r] = q == 0 ? cur.q[r][i].x : q == 1 ? cur.q[r][i].y : q == 2 ? cur.q[r][i].z : cur.q[r][i].w;
 #pragma unroll
-          for (int e2 = 0; e2 < 4; ++e2) {
-            const uint32_t* xv = xs + ((q * 4 + e2) * n_blocks + b) * kPairs;
-            uint32_t xw[kPairs];
-            if constexpr (kPairs == 4) {
-              const uint4 v4 = *reinterpret_cast<const uint4*>(xv);
-              xw[0] = v4.x, xw[1] = v4.y, xw[2] = v4.z, xw[3] = v4.w;
-            } else {
+            for (int e2 = 0; e2 < 4; ++e2) {
+              const uint32_t* xv = xg + ((q * 4 + e2) * n_blocks + b) * kPairs;
+              uint32_t xw[kPairs];
+              if constexpr (kPairs == 4) {
+                const uint4 v4 = *reinterpret_cast<const uint4*>(xv);
+                xw[0] = v4.x, xw[1] = v4.y, xw[2] = v4.z, xw[3] = v4.w;
+              } else {
 #pragma unroll
-              for (int p = 0; p < kPairs; ++p) xw[p] = xv[p];
-            }
+                for (int p = 0; p < kPairs; ++p) xw[p] = xv[p];
+              }
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {  // values 2 * e2 (low half) and 2 * e2 + 1
-              const int e = 2 * e2 + h;
-              float xp[kPairs];
+              for (int h = 0; h < 2; ++h) {  // values 2 * e2 (low half) and 2 * e2 + 1
+                const int e = 2 * e2 + h;
+                float xp[kPairs];
 #pragma unroll
-              for (int p = 0; p < kPairs; ++p)
-                xp[p] = __uint_as_float(h == 0 ? xw[p] << 16 : xw[p] & 0xffff0000u);
+                for (int p = 0; p < kPairs; ++p)
+                  xp[p] = __uint_as_float(h == 0 ? xw[p] << 16 : xw[p] & 0xffff0000u);
 #pragma unroll
-              for (int r = 0; r < 2; ++r) {
-                const float wv = lut[(word[r] >> (4 * e)) & 0xfu];
+                for (int r = 0; r < 2; ++r) {
+                  const float wv = lut[(word[r] >> (4 * e)) & 0xfu];
 #pragma unroll
-                for (int p = 0; p < kPairs; ++p) part[r][p] = fmaf(wv, xp[p], part[r][p]);
+                  for (int p = 0; p < kPairs; ++p) part[r][p] = fmaf(wv, xp[p], part[r][p]);
+                }
               }
             }
           }
+#pragma unroll
+          for (int r = 0; r < 2; ++r)
+#pragma unroll
+            for (int p = 0; p < kPairs; ++p) acc[r][p] = fmaf(part[r][p], cur.scale[r][i], acc[r][p]);
         }
 #pragma unroll
-        for (int r = 0; r < 2; ++r)
-#pragma unroll
-          for (int p = 0; p < kPairs; ++p) acc[r][p] = fmaf(part[r][p], cur.scale[r][i], acc[r][p]);
-      }
-#pragma unroll
-      for (int p = 0; p < kPairs; ++p) {
-        if (p >= n) break;
-        const float v0 = warp_sum(acc[0][p]) + cur.bias[0], v1 = warp_sum(acc[1][p]) + cur.bias[1];
-        if (lane != 0) continue;
-        if constexpr (kSwiglu) {
-          static_cast<__nv_bfloat16*>(out)[static_cast<int64_t>(g0 + p) * row_pairs + pair] =
-              __float2bfloat16_rn(swiglu(v0, v1, limit));
-        } else {
-          float* y = static_cast<float*>(out) + static_cast<int64_t>(g0 + p) * w.rows + 2 * pair;
-          y[0] = v0, y[1] = v1;
+        for (int p = 0; p < kPairs; ++p) {
+          if (p0 + p >= staged) break;
+          const float v0 = warp_sum(acc[0][p]) + cur.bias[0], v1 = warp_sum(acc[1][p]) + cur.bias[1];
+          if (lane != 0) continue;
+          const int64_t g = g0 + p0 + p;
+          if constexpr (kSwiglu) {
+            static_cast<__nv_bfloat16*>(out)[g * row_pairs + pair] = __float2bfloat16_rn(swiglu(v0, v1, limit));
+          } else {
+            float* y = static_cast<float*>(out) + g * w.rows + 2 * pair;
+            y[0] = v0, y[1] = v1;
+          }
         }
       }
       cur = nxt;
@@ -273,12 +289,12 @@ void launch_gemv_kernel(dim3 grid, const bf16* x, const int32_t* row_token, cons
                         const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
   constexpr auto kernel = moe_gemv_kernel<kSwiglu, kPairs, kBlocksPerLane>;
   static const bool configured = [] {
-    constexpr int kMax = (16 + 16 * kWarpSize * kBlocksPerLane * kPairs) * sizeof(float);
+    constexpr int kMax = (16 + 16 * kWarpSize * kBlocksPerLane * kGemvStagedPairs) * sizeof(float);
     GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax));
     return true;
   }();
   (void)configured;
-  const size_t smem = (16 + static_cast<size_t>(w.cols / 2) * kPairs) * sizeof(float);
+  const size_t smem = (16 + static_cast<size_t>(w.cols / 2) * kGemvStagedPairs) * sizeof(float);
   kernel<<<grid, kGemvWarps * kWarpSize, smem, stream>>>(x, row_token, groups, w, limit, out);
 }
 

@@ -250,8 +250,10 @@ void check_linear(Random& rng, Verdicts& v) {
 
 // The expert GEMV's batch invariance at the model's expert shapes (8 experts
 // to keep the weights small): a token's activations and down outputs are the
-// same bits alone (batch-1 grid, one pair a chunk), with a second token
-// (experts shared: several chunks) and in a 5-token step (four pairs a chunk).
+// same bits alone (batch-1 grid, one pair at a time), with a second token
+// (experts shared: two pairs on one row pair's weights) and in a 5-token step
+// (four pairs at a time). The 40-token GEMV case of check_moe stages x in
+// several rounds.
 void check_moe_gemv_invariance(Random& rng, Verdicts& v) {
   const int32_t hidden = 2880, inter = 2880, experts = 8, k = 4, tokens = 5;
   const float limit = 7.0f;
