@@ -7,7 +7,6 @@
 // of float32 additions (1e-4 is generous); outputs stored as bf16 carry its
 // rounding (2^-9 relative, so 5e-3 over a whole tensor).
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -248,64 +247,6 @@ void check_linear(Random& rng, Verdicts& v) {
   }
 }
 
-// The expert GEMV's batch invariance at the model's expert shapes (8 experts
-// to keep the weights small): a token's activations and down outputs are the
-// same bits alone (batch-1 grid, one pair at a time), with a second token
-// (experts shared: two pairs on one row pair's weights) and in a 5-token step
-// (four pairs at a time). The 40-token GEMV case of check_moe stages x in
-// several rounds.
-void check_moe_gemv_invariance(Random& rng, Verdicts& v) {
-  const int32_t hidden = 2880, inter = 2880, experts = 8, k = 4, tokens = 5;
-  const float limit = 7.0f;
-  auto random_experts = [&](int32_t rows, int32_t cols) {
-    return std::array{to_device(rng.bytes(size_t(experts) * rows * (cols / 32) * 16, 0, 255)),
-                      to_device(rng.bytes(size_t(experts) * rows * (cols / 32), 118, 121))};
-  };
-  const auto gu = random_experts(2 * inter, hidden), dn = random_experts(hidden, inter);
-  const auto gu_bias = to_device(to_bf16(rng.bf16_floats(size_t(experts) * 2 * inter, 0.5f)));
-  const auto dn_bias = to_device(to_bf16(rng.bf16_floats(size_t(experts) * hidden, 0.5f)));
-  const Mxfp4Experts gate_up{gu[0].get(), gu[1].get(), gu_bias.get(), experts, 2 * inter, hidden};
-  const Mxfp4Experts down{dn[0].get(), dn[1].get(), dn_bias.get(), experts, hidden, inter};
-  const auto d_x = to_device(to_bf16(rng.bf16_floats(size_t(tokens) * hidden, 1.0f)));
-  std::vector<int32_t> chosen(size_t(tokens) * k), ids(experts);
-  for (int32_t t = 0; t < tokens; ++t) {
-    std::iota(ids.begin(), ids.end(), 0);
-    std::shuffle(ids.begin(), ids.end(), rng.engine());
-    std::copy(ids.begin(), ids.begin() + k, chosen.begin() + size_t(t) * k);
-  }
-  const auto d_chosen = to_device(chosen);
-  // The first n tokens' activations and outputs, in token-major pair order.
-  auto run = [&](int32_t n) {
-    const int32_t pairs = n * k;
-    DeviceBuffer<int32_t> offsets(experts + 1), pair_token(pairs), pair_slot(pairs),
-        tiles(moe_max_tiles(pairs, experts, moe_tile_rows(MoePath::Gemv))), n_tiles(1);
-    const MoeGroups groups{offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()};
-    moe_group(d_chosen.get(), n, k, experts, moe_tile_rows(MoePath::Gemv), groups, nullptr);
-    auto act = poisoned<bf16>(size_t(pairs) * inter);
-    moe_gate_up_swiglu(d_x.get(), groups, pairs, gate_up, limit, MoePath::Gemv, act.get(), nullptr);
-    auto y = poisoned<float>(size_t(pairs) * hidden);
-    moe_down(act.get(), groups, pairs, down, MoePath::Gemv, y.get(), nullptr);
-    const std::vector<int32_t> slot = to_host(pair_slot, pairs);
-    const std::vector<bf16> a = to_host(act, size_t(pairs) * inter);
-    const std::vector<float> yy = to_host(y, size_t(pairs) * hidden);
-    std::vector<bf16> a_sorted;
-    std::vector<float> y_sorted;
-    for (int32_t i = 0; i < pairs; ++i) {
-      a_sorted.insert(a_sorted.end(), a.begin() + size_t(slot[i]) * inter, a.begin() + size_t(slot[i] + 1) * inter);
-      y_sorted.insert(y_sorted.end(), yy.begin() + size_t(slot[i]) * hidden, yy.begin() + size_t(slot[i] + 1) * hidden);
-    }
-    return std::pair{a_sorted, y_sorted};
-  };
-  const auto one = run(1), two = run(2), all = run(tokens);
-  auto same_prefix = [](const auto& part, const auto& whole) {
-    return std::equal(part.begin(), part.end(), whole.begin());
-  };
-  v.expect("moe gemv 1 token alone == with a second token (bitwise)",
-           same_prefix(one.first, two.first) && same_prefix(one.second, two.second));
-  v.expect("moe gemv 2 tokens alone == in a 5-token step (bitwise)",
-           same_prefix(two.first, all.first) && same_prefix(two.second, all.second));
-}
-
 // A KV pool of one layer with random contents: float for the oracle, the same
 // values in bf16 for the GPU, and a shuffled block table per sequence.
 struct TestKv {
@@ -484,62 +425,149 @@ void check_router(Random& rng, Verdicts& v) {
   }
 }
 
-// The MoE block below the router: grouping, the fused gate/up + SwiGLU, the
-// down product and the combine, for both kernel paths.
-void check_moe(Random& rng, Verdicts& v) {
-  const int32_t hidden = 2880, inter = 2880, experts = 32, k = 4;
-  ThreadPool pool(0);  // the oracle's expert products on every core
-  const float limit = 7.0f;
-  auto make_experts = [&](int32_t rows, int32_t cols, std::vector<uint8_t>& blocks, std::vector<uint8_t>& scales, std::vector<bf16>& bias) {
-    blocks = rng.bytes(size_t(experts) * rows * (cols / 32) * 16, 0, 255);
-    scales = rng.bytes(size_t(experts) * rows * (cols / 32), 118, 121);
-    bias = to_bf16(rng.bf16_floats(size_t(experts) * rows, 0.5f));
-  };
+// The model's expert layers (gate/up 2880 -> 5760, down 2880 -> 2880, 32
+// experts, top-4) with random MXFP4 weights, on the host for the oracle and on
+// the device.
+struct MoeFixture {
+  static constexpr int32_t hidden = 2880, inter = 2880, experts = 32, k = 4;
+  static constexpr float limit = 7.0f;
   std::vector<uint8_t> gu_b, gu_s, dn_b, dn_s;
   std::vector<bf16> gu_bias, dn_bias;
-  make_experts(2 * inter, hidden, gu_b, gu_s, gu_bias);
-  make_experts(hidden, inter, dn_b, dn_s, dn_bias);
-  auto d_gu_b = to_device(gu_b), d_gu_s = to_device(gu_s), d_dn_b = to_device(dn_b), d_dn_s = to_device(dn_s);
-  auto d_gu_bias = to_device(gu_bias), d_dn_bias = to_device(dn_bias);
-  const Mxfp4Experts gate_up{d_gu_b.get(), d_gu_s.get(), d_gu_bias.get(), experts, 2 * inter, hidden};
-  const Mxfp4Experts down{d_dn_b.get(), d_dn_s.get(), d_dn_bias.get(), experts, hidden, inter};
-  const Mxfp4Experts host_gu{gu_b.data(), gu_s.data(), gu_bias.data(), experts, 2 * inter, hidden};
-  const Mxfp4Experts host_dn{dn_b.data(), dn_s.data(), dn_bias.data(), experts, hidden, inter};
+  DeviceBuffer<uint8_t> d_gu_b, d_gu_s, d_dn_b, d_dn_s;
+  DeviceBuffer<bf16> d_gu_bias, d_dn_bias;
+  Mxfp4Experts gate_up, down, host_gu, host_dn;
+  ThreadPool pool{0};  // the oracle's expert products on every core
 
+  explicit MoeFixture(Random& rng) {
+    auto make = [&](int32_t rows, int32_t cols, std::vector<uint8_t>& blocks, std::vector<uint8_t>& scales,
+                    std::vector<bf16>& bias) {
+      blocks = rng.bytes(size_t(experts) * rows * (cols / 32) * 16, 0, 255);
+      scales = rng.bytes(size_t(experts) * rows * (cols / 32), 118, 121);
+      bias = to_bf16(rng.bf16_floats(size_t(experts) * rows, 0.5f));
+    };
+    make(2 * inter, hidden, gu_b, gu_s, gu_bias);
+    make(hidden, inter, dn_b, dn_s, dn_bias);
+    d_gu_b = to_device(gu_b), d_gu_s = to_device(gu_s), d_dn_b = to_device(dn_b), d_dn_s = to_device(dn_s);
+    d_gu_bias = to_device(gu_bias), d_dn_bias = to_device(dn_bias);
+    gate_up = {d_gu_b.get(), d_gu_s.get(), d_gu_bias.get(), experts, 2 * inter, hidden};
+    down = {d_dn_b.get(), d_dn_s.get(), d_dn_bias.get(), experts, hidden, inter};
+    host_gu = {gu_b.data(), gu_s.data(), gu_bias.data(), experts, 2 * inter, hidden};
+    host_dn = {dn_b.data(), dn_s.data(), dn_bias.data(), experts, hidden, inter};
+  }
+
+  // Appends pair (token row x, expert e)'s oracle activations and the oracle
+  // down product of the GPU's own bf16 activations (g_act, isolating the
+  // kernel) to ref_act / ref_y.
+  void oracle(const float* x, int32_t e, const float* g_act, std::vector<float>& ref_act, std::vector<float>& ref_y) {
+    std::vector<float> gu(2 * inter), a(inter), yy(hidden);
+    cpu::linear_mxfp4(x, 1, host_gu.expert(e), host_gu.expert_bias(e), gu.data(), &pool);
+    cpu::swiglu_clamped(gu.data(), 1, inter, limit, a.data());
+    ref_act.insert(ref_act.end(), a.begin(), a.end());
+    cpu::linear_mxfp4(g_act, 1, host_dn.expert(e), host_dn.expert_bias(e), yy.data(), &pool);
+    ref_y.insert(ref_y.end(), yy.begin(), yy.end());
+  }
+};
+
+// One step's pairs grouped by expert on the device.
+struct MoeGrouping {
+  int32_t pairs;
+  DeviceBuffer<int32_t> offsets, pair_token, pair_slot, tiles, n_tiles;
+
+  MoeGrouping(const DeviceBuffer<int32_t>& d_chosen, int32_t tokens, MoePath path)
+      : pairs(tokens * MoeFixture::k), offsets(MoeFixture::experts + 1), pair_token(pairs), pair_slot(pairs),
+        tiles(moe_max_tiles(pairs, MoeFixture::experts, moe_tile_rows(path))), n_tiles(1) {
+    moe_group(d_chosen.get(), tokens, MoeFixture::k, MoeFixture::experts, moe_tile_rows(path), groups(), nullptr);
+  }
+  MoeGroups groups() const { return {offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()}; }
+};
+
+// One step's expert products on the device: grouping, gate/up + SwiGLU, down.
+struct MoeRun : MoeGrouping {
+  DeviceBuffer<bf16> act;
+  DeviceBuffer<float> y;
+
+  MoeRun(const MoeFixture& f, const DeviceBuffer<bf16>& d_x, const DeviceBuffer<int32_t>& d_chosen, int32_t tokens,
+         MoePath path)
+      : MoeGrouping(d_chosen, tokens, path), act(poisoned<bf16>(size_t(pairs) * f.inter)),
+        y(poisoned<float>(size_t(pairs) * f.hidden)) {
+    moe_gate_up_swiglu(d_x.get(), groups(), pairs, f.gate_up, f.limit, path, act.get(), nullptr);
+    moe_down(act.get(), groups(), pairs, f.down, path, y.get(), nullptr);
+  }
+};
+
+// k distinct experts per token; `skewed`: towards low ids (uneven groups).
+std::vector<int32_t> choose_experts(Random& rng, int32_t tokens, bool skewed) {
+  const int32_t experts = MoeFixture::experts, k = MoeFixture::k;
+  std::vector<int32_t> chosen(size_t(tokens) * k), ids(experts);
+  for (int32_t t = 0; t < tokens; ++t) {
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.begin() + 8, rng.engine());
+    if (!skewed || t % 3 == 0) std::shuffle(ids.begin(), ids.end(), rng.engine());
+    std::copy(ids.begin(), ids.begin() + k, chosen.begin() + size_t(t) * k);
+  }
+  return chosen;
+}
+
+// The expert GEMV's batch invariance: a token's activations and down outputs
+// are the same bits alone (batch-1 grid, one pair at a time), with a second
+// token (experts shared: several pairs on one row pair's weights) and in a
+// 12-token step (four pairs at a time). The 40-token GEMV case of check_moe
+// stages x in several rounds.
+void check_moe_gemv_invariance(Random& rng, MoeFixture& f, Verdicts& v) {
+  const int32_t tokens = 12;
+  const auto d_x = to_device(to_bf16(rng.bf16_floats(size_t(tokens) * f.hidden, 1.0f)));
+  const auto d_chosen = to_device(choose_experts(rng, tokens, true));
+  // The first n tokens' activations and outputs, in token-major pair order.
+  auto run = [&](int32_t n) {
+    const MoeRun r(f, d_x, d_chosen, n, MoePath::Gemv);
+    const std::vector<int32_t> slot = to_host(r.pair_slot, r.pairs);
+    const std::vector<bf16> act = to_host(r.act, size_t(r.pairs) * f.inter);
+    const std::vector<float> y = to_host(r.y, size_t(r.pairs) * f.hidden);
+    std::vector<bf16> act_sorted;
+    std::vector<float> y_sorted;
+    for (const int32_t g : slot) {
+      act_sorted.insert(act_sorted.end(), act.begin() + size_t(g) * f.inter, act.begin() + size_t(g + 1) * f.inter);
+      y_sorted.insert(y_sorted.end(), y.begin() + size_t(g) * f.hidden, y.begin() + size_t(g + 1) * f.hidden);
+    }
+    return std::pair{act_sorted, y_sorted};
+  };
+  const auto one = run(1), two = run(2), all = run(tokens);
+  auto same_prefix = [](const auto& part, const auto& whole) {
+    return std::equal(part.begin(), part.end(), whole.begin());
+  };
+  v.expect("moe gemv 1 token alone == with a second token (bitwise)",
+           same_prefix(one.first, two.first) && same_prefix(one.second, two.second));
+  v.expect("moe gemv 2 tokens alone == in a 12-token step (bitwise)",
+           same_prefix(two.first, all.first) && same_prefix(two.second, all.second));
+}
+
+// The MoE block below the router: grouping, the fused gate/up + SwiGLU, the
+// down product and the combine, for every kernel path.
+void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
+  const int32_t hidden = f.hidden, inter = f.inter, k = f.k;
   for (const auto& [tokens, path] : {std::pair{3, MoePath::Gemv}, std::pair{40, MoePath::Gemv}, std::pair{40, MoePath::TiledSmall},
                                      std::pair{100, MoePath::TiledSmall}, std::pair{40, MoePath::Tiled}, std::pair{700, MoePath::Tiled}}) {
     const char* names[] = {"gemv", "tiled 32", "tiled 128"};
     const std::string tag = std::to_string(tokens) + " tokens, " + names[static_cast<int>(path)];
     const std::vector<float> x = rng.bf16_floats(size_t(tokens) * hidden, 1.0f);
-    std::vector<int32_t> chosen(size_t(tokens) * k);
+    const std::vector<int32_t> chosen = choose_experts(rng, tokens, true);
     std::vector<float> weights(chosen.size());
-    for (int32_t t = 0; t < tokens; ++t) {  // k distinct experts, skewed towards low ids
-      std::vector<int32_t> ids(experts);
-      std::iota(ids.begin(), ids.end(), 0);
-      std::shuffle(ids.begin(), ids.begin() + 8, rng.engine());
-      if (t % 3 == 0) std::shuffle(ids.begin(), ids.end(), rng.engine());
+    for (int32_t t = 0; t < tokens; ++t) {
       float sum = 0.0f;
-      for (int32_t j = 0; j < k; ++j) chosen[size_t(t) * k + j] = ids[j], sum += weights[size_t(t) * k + j] = rng.uniform(0.1f, 1.0f);
+      for (int32_t j = 0; j < k; ++j) sum += weights[size_t(t) * k + j] = rng.uniform(0.1f, 1.0f);
       for (int32_t j = 0; j < k; ++j) weights[size_t(t) * k + j] /= sum;
     }
-    const int32_t pairs = tokens * k;
     auto d_x = to_device(to_bf16(x));
     auto d_chosen = to_device(chosen);
     auto d_weights = to_device(weights);
-    DeviceBuffer<int32_t> offsets(experts + 1), pair_token(pairs), pair_slot(pairs),
-        tiles(moe_max_tiles(pairs, experts, moe_tile_rows(path))), n_tiles(1);
-    const MoeGroups groups{offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()};
-    moe_group(d_chosen.get(), tokens, k, experts, moe_tile_rows(path), groups, nullptr);
-    auto act = poisoned<bf16>(size_t(pairs) * inter);
-    moe_gate_up_swiglu(d_x.get(), groups, pairs, gate_up, limit, path, act.get(), nullptr);
-    auto y = poisoned<float>(size_t(pairs) * hidden);
-    moe_down(act.get(), groups, pairs, down, path, y.get(), nullptr);
+    MoeRun run(f, d_x, d_chosen, tokens, path);
+    const int32_t pairs = run.pairs;
     auto delta = poisoned<float>(size_t(tokens) * hidden);
-    moe_combine(y.get(), pair_slot.get(), d_weights.get(), tokens, k, hidden, delta.get(), nullptr);
+    moe_combine(run.y.get(), run.pair_slot.get(), d_weights.get(), tokens, k, hidden, delta.get(), nullptr);
 
-    const std::vector<int32_t> slot = to_host(pair_slot, pairs);
-    const std::vector<float> g_act = to_float(to_host(act, size_t(pairs) * inter));
-    const std::vector<float> g_y = to_host(y, size_t(pairs) * hidden);
+    const std::vector<int32_t> slot = to_host(run.pair_slot, pairs);
+    const std::vector<float> g_act = to_float(to_host(run.act, size_t(pairs) * inter));
+    const std::vector<float> g_y = to_host(run.y, size_t(pairs) * hidden);
     // Grouping: every pair has its own slot, grouped by expert.
     std::vector<int32_t> sorted = slot;
     std::sort(sorted.begin(), sorted.end());
@@ -548,17 +576,11 @@ void check_moe(Random& rng, Verdicts& v) {
     v.expect("moe_group " + tag + " (pair slots a permutation)", perm_ok);
 
     std::vector<float> ref_act, got_act, ref_y, got_y, ref_delta(size_t(tokens) * hidden, 0.0f);
-    std::vector<float> gu(2 * inter), a(inter), yy(hidden);
     for (int32_t t = 0; t < tokens; ++t) {
       for (int32_t j = 0; j < k; ++j) {
         const int32_t e = chosen[size_t(t) * k + j], g = slot[size_t(t) * k + j];
-        cpu::linear_mxfp4(x.data() + size_t(t) * hidden, 1, host_gu.expert(e), host_gu.expert_bias(e), gu.data(), &pool);
-        cpu::swiglu_clamped(gu.data(), 1, inter, limit, a.data());
-        ref_act.insert(ref_act.end(), a.begin(), a.end());
+        f.oracle(x.data() + size_t(t) * hidden, e, g_act.data() + size_t(g) * inter, ref_act, ref_y);
         got_act.insert(got_act.end(), g_act.begin() + size_t(g) * inter, g_act.begin() + size_t(g + 1) * inter);
-        // Down product on the GPU's own bf16 activations: isolates the kernel.
-        cpu::linear_mxfp4(g_act.data() + size_t(g) * inter, 1, host_dn.expert(e), host_dn.expert_bias(e), yy.data(), &pool);
-        ref_y.insert(ref_y.end(), yy.begin(), yy.end());
         got_y.insert(got_y.end(), g_y.begin() + size_t(g) * hidden, g_y.begin() + size_t(g + 1) * hidden);
         for (int32_t d = 0; d < hidden; ++d) ref_delta[size_t(t) * hidden + d] += weights[size_t(t) * k + j] * g_y[size_t(g) * hidden + d];
       }
@@ -566,6 +588,91 @@ void check_moe(Random& rng, Verdicts& v) {
     v.expect_close("moe_gate_up_swiglu " + tag, relative_error(got_act, ref_act), kBf16Tol);
     v.expect_close("moe_down " + tag, relative_error(got_y, ref_y), kFloatTol);
     v.expect_close("moe_combine " + tag, relative_error(to_host(delta, ref_delta.size()), ref_delta), 1e-6);
+  }
+}
+
+// The tiled expert kernels at the step sizes that bound the model (issue 15):
+// 6, 32, 256 and 2048 rows an expert (a 48-token extend, decode at 256
+// sequences, prefill chunks). On 16 sampled tokens: the oracle; the other
+// tiled path (the same K order: the same bits); and batch invariance, the
+// sampled tokens alone giving the bits they get in the whole step.
+// K = 1440, a tensor-parallel shard of the down product (22.5 K steps of 64:
+// the decoded tile's half step), on the down weights seen as [32, 2880, 1440]
+// and random grouped activations, both tiled paths against the oracle.
+void check_moe_half_step(Random& rng, MoeFixture& f, Verdicts& v) {
+  const int32_t tokens = 48, rows = f.hidden, cols = f.inter / 2, k = f.k;
+  const Mxfp4Experts down{f.d_dn_b.get(), f.d_dn_s.get(), f.d_dn_bias.get(), f.experts, rows, cols};
+  const Mxfp4Experts host{f.dn_b.data(), f.dn_s.data(), f.dn_bias.data(), f.experts, rows, cols};
+  const std::vector<float> act = rng.bf16_floats(size_t(tokens) * k * cols, 1.0f);
+  const std::vector<int32_t> chosen = choose_experts(rng, tokens, false);
+  auto d_act = to_device(to_bf16(act));
+  auto d_chosen = to_device(chosen);
+  for (const MoePath path : {MoePath::TiledSmall, MoePath::Tiled}) {
+    const MoeGrouping grouping(d_chosen, tokens, path);
+    auto y = poisoned<float>(size_t(grouping.pairs) * rows);
+    moe_down(d_act.get(), grouping.groups(), grouping.pairs, down, path, y.get(), nullptr);
+    const std::vector<int32_t> slot = to_host(grouping.pair_slot, grouping.pairs);
+    std::vector<float> ref(size_t(grouping.pairs) * rows);
+    for (int32_t i = 0; i < grouping.pairs; ++i) {  // pair i is grouped row slot[i]
+      const size_t g = slot[i];
+      cpu::linear_mxfp4(act.data() + g * cols, 1, host.expert(chosen[i]), host.expert_bias(chosen[i]),
+                        ref.data() + g * rows, &f.pool);
+    }
+    v.expect_close(std::string("moe_down K 1440 (half step), ") + (path == MoePath::Tiled ? "tiled 128" : "tiled 32"),
+                   relative_error(to_host(y, ref.size()), ref), kFloatTol);
+  }
+}
+
+void check_moe_expert_tiles(Random& rng, MoeFixture& f, Verdicts& v) {
+  const int32_t hidden = f.hidden, inter = f.inter, k = f.k, sampled = 16;
+  for (const int32_t rows_per_expert : {6, 32, 256, 2048}) {
+    const int32_t tokens = rows_per_expert * f.experts / k, pairs = tokens * k;
+    const MoePath path = moe_path_for(pairs, f.experts);
+    const MoePath other = path == MoePath::Tiled ? MoePath::TiledSmall : MoePath::Tiled;
+    const std::string tag = std::to_string(rows_per_expert) + " rows an expert (" + std::to_string(tokens) + " tokens, " +
+                            (path == MoePath::Tiled ? "tiled 128" : "tiled 32") + ")";
+    const std::vector<float> x = rng.bf16_floats(size_t(tokens) * hidden, 1.0f);
+    const std::vector<int32_t> chosen = choose_experts(rng, tokens, false);
+    auto d_x = to_device(to_bf16(x));
+    auto d_chosen = to_device(chosen);
+    const MoeRun run(f, d_x, d_chosen, tokens, path), run_other(f, d_x, d_chosen, tokens, other);
+    const std::vector<bf16> act = to_host(run.act, size_t(pairs) * inter);
+    const std::vector<float> y = to_host(run.y, size_t(pairs) * hidden);
+    v.expect(std::string("moe experts ") + tag + ": the other tiled path gives the same bits",
+             act == to_host(run_other.act, act.size()) && y == to_host(run_other.y, y.size()));
+
+    // The sampled tokens (evenly spaced), alone in a step of their own.
+    std::vector<float> x_alone;
+    std::vector<int32_t> chosen_alone;
+    for (int32_t i = 0; i < sampled; ++i) {
+      const int32_t t = i * (tokens / sampled);
+      x_alone.insert(x_alone.end(), x.begin() + size_t(t) * hidden, x.begin() + size_t(t + 1) * hidden);
+      chosen_alone.insert(chosen_alone.end(), chosen.begin() + size_t(t) * k, chosen.begin() + size_t(t + 1) * k);
+    }
+    auto d_x_alone = to_device(to_bf16(x_alone));
+    auto d_chosen_alone = to_device(chosen_alone);
+    const MoeRun alone(f, d_x_alone, d_chosen_alone, sampled, path);
+    const std::vector<int32_t> slot = to_host(run.pair_slot, pairs), slot_alone = to_host(alone.pair_slot, alone.pairs);
+    const std::vector<bf16> act_alone = to_host(alone.act, size_t(alone.pairs) * inter);
+    const std::vector<float> y_alone = to_host(alone.y, size_t(alone.pairs) * hidden);
+
+    const std::vector<float> act_f = to_float(act);
+    std::vector<float> ref_act, got_act, ref_y, got_y;
+    bool invariant = true;
+    for (int32_t i = 0; i < sampled; ++i) {
+      const int32_t t = i * (tokens / sampled);
+      for (int32_t j = 0; j < k; ++j) {
+        const size_t g = slot[size_t(t) * k + j], ga = slot_alone[size_t(i) * k + j];
+        f.oracle(x.data() + size_t(t) * hidden, chosen[size_t(t) * k + j], act_f.data() + g * inter, ref_act, ref_y);
+        got_act.insert(got_act.end(), act_f.begin() + g * inter, act_f.begin() + (g + 1) * inter);
+        got_y.insert(got_y.end(), y.begin() + g * hidden, y.begin() + (g + 1) * hidden);
+        invariant &= std::equal(act.begin() + g * inter, act.begin() + (g + 1) * inter, act_alone.begin() + ga * inter) &&
+                     std::equal(y.begin() + g * hidden, y.begin() + (g + 1) * hidden, y_alone.begin() + ga * hidden);
+      }
+    }
+    v.expect_close("moe_gate_up_swiglu " + tag, relative_error(got_act, ref_act), kBf16Tol);
+    v.expect_close("moe_down " + tag, relative_error(got_y, ref_y), kFloatTol);
+    v.expect("moe experts " + tag + ": 16 tokens alone == in the step (bitwise)", invariant);
   }
 }
 
@@ -708,11 +815,16 @@ int main(int argc, char** argv) {
     check_rmsnorm(rng, v);
     check_add_moe_rmsnorm(rng, v);
     check_linear(rng, v);
-    check_moe_gemv_invariance(rng, v);
     check_rope(rng, v);
     check_attention(rng, v);
     check_router(rng, v);
-    check_moe(rng, v);
+    {
+      MoeFixture moe(rng);
+      check_moe(rng, moe, v);
+      check_moe_gemv_invariance(rng, moe, v);
+      check_moe_expert_tiles(rng, moe, v);
+      check_moe_half_step(rng, moe, v);
+    }
     check_sampling(rng, v);
     check_masked_sampling(rng, v);
     // Last: under compute-sanitizer (which serializes kernels) the ranks
