@@ -5,6 +5,7 @@
  * a version mismatch fails loudly instead of corrupting a stream.
  */
 import { z } from "zod";
+import { TimelineSchema } from "./timeline.ts";
 
 export const SamplingSchema = z.object({
   temperature: z.number().min(0).max(2),
@@ -71,6 +72,8 @@ export const JobSchema = z.object({
   /** Epoch ms after which the worker abandons the request. */
   deadline: z.number().int(),
   enqueuedAt: z.number().int(),
+  /** A bench asked for the request's latency timeline (shared/timeline.ts): the worker stamps its stages. */
+  debugTimeline: z.literal(true).optional(),
 });
 export type Job = z.infer<typeof JobSchema>;
 
@@ -137,6 +140,8 @@ export const StreamEventSchema = z.discriminatedUnion("type", [
     type: z.literal("done"),
     finishReason: FinishReasonSchema,
     usage: UsageSchema,
+    /** The worker's and engine's stages of the request's timeline, when the job asked for one. */
+    timeline: TimelineSchema.optional(),
   }),
   z.object({
     seq: z.number().int(),

@@ -9,7 +9,9 @@
  *      (tests/helpers/stack.ts's external mode);
  *   3. the load tool (bench/load) through the stack on the same workloads,
  *      with a check that every token the engine generated was delivered and
- *      billed exactly once (engine counter delta = sum of usage);
+ *      billed exactly once (engine counter delta = sum of usage); its requests
+ *      carry latency timelines (shared/timeline.ts), and the report breaks
+ *      one stream's time to first text and per token down by stage;
  *   4. with several GPUs, one worker per GPU behind the same gateway, against
  *      one worker;
  * then a table, a JSON report and an SVG chart in the output folder.
@@ -156,7 +158,7 @@ async function throughStack(stack: RunningStack, workload: Workload, label: stri
   const { code, output } = await runLogged("load.log", process.execPath, tsx("bench/load/main.ts",
     "--url", stack.url, "--key", stack.apiKey, "--model", args["model-name"]!, "--concurrency", LEVELS.join(","),
     "--waves", WAVES, "--duration", "600", "--prompt", workload.prompt, "--output", workload.output,
-    "--slo-tpot-ms", String(SLO.tpotMs), "--out", file, "--title", `stack ${label}`), {});
+    "--slo-tpot-ms", String(SLO.tpotMs), "--out", file, "--title", `stack ${label}`, "--timeline"), {});
   if (code !== 0) throw new Error(`load tool failed (exit ${code}):\n${output.slice(-2000)}`);
   return JSON.parse(readFileSync(`${file}.json`, "utf8")).levels;
 }

@@ -13,6 +13,7 @@ import { GatewayError, needingRedis } from "../errors.ts";
 import type { PromptSource } from "../schemas/generation.ts";
 import { toolPlan } from "../schemas/tools.ts";
 import type { ServedModel, WorkerRegistry } from "../workers/registry.ts";
+import { timelineNow } from "../../shared/timeline.ts";
 
 export interface PromptOptions {
   tokenizer: HarmonyTokenizer;
@@ -89,6 +90,7 @@ export function preparePrompt(options: PromptOptions) {
       promptTokens: tokenIds.length,
       maxTokens,
     });
+    if (c.var.timeline !== undefined) c.var.timeline.prompted = timelineNow();
     await next();
   });
 }

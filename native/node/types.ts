@@ -92,17 +92,20 @@ export interface EngineError extends Error {
     | "closed";
 }
 
+export type EngineEventsListener = (events: EngineTokenEvent[], stepAt?: number) => void;
+
 export interface Engine {
   readonly modelInfo: ModelInfo;
   /**
    * Queues a request. `onEvents` receives this request's events in batches on
    * the JS thread; the last event carries `finish`. Throws EngineError on
-   * invalid input.
+   * invalid input. `stepAt`, where the engine knows it: when its thread handed
+   * the step over, on the timeline clock (shared/timeline.ts `timelineNow`).
    */
   submit(
     promptTokenIds: ArrayLike<number>,
     sampling: EngineSampling,
-    onEvents: (events: EngineTokenEvent[]) => void,
+    onEvents: EngineEventsListener,
     fairnessKey?: string,
     /** Only requests with equal salts share cached prompt prefixes: the tenant. */
     cacheSalt?: string,
