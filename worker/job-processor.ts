@@ -170,15 +170,21 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
         resumeOf(recorded),
       );
       publisher.start(deps.workerId);
-      deps.events.emit("job_started", {
+      const started = {
         requestId: job.requestId,
         tenantId: job.tenantId,
         kind: job.kind,
         promptTokens: job.promptTokenIds.length,
         queueWaitMs: startedAt - job.enqueuedAt,
         resumedTokens: recorded.tokenIds.length,
+      };
+      return await runGeneration(generation, job, bullJob, token, {
+        log,
+        publisher,
+        startedAt,
+        cancelled: cancelledEarly || marked > 0,
+        onSubmitted: () => deps.events.emit("job_started", started),
       });
-      return await runGeneration(generation, job, bullJob, token, { log, publisher, startedAt, cancelled: cancelledEarly || marked > 0 });
     } finally {
       stopWatching();
     }
@@ -189,7 +195,14 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
     job: Job,
     bullJob: BullJob,
     token: string | undefined,
-    run: { log: StreamLog; publisher: EventPublisher; startedAt: number; cancelled: boolean },
+    run: {
+      log: StreamLog;
+      publisher: EventPublisher;
+      startedAt: number;
+      cancelled: boolean;
+      /** Told once the engine has the request (or it ended before): logging waits until then. */
+      onSubmitted: () => void;
+    },
   ): Promise<JobResult> {
     const { log, publisher, startedAt } = run;
     const deadline = setTimeout(
@@ -201,7 +214,11 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
       if (run.cancelled) generation.cancel("client");
       // The timer only fires after this turn; an expired job must not reach the engine at all.
       if (job.deadline <= Date.now()) generation.cancel("deadline");
-      const end = await generation.run();
+      // run() submits before it first waits (an unconstrained request): the prefill starts now,
+      // and the job's log line and metrics are written while it runs.
+      const ending = generation.run();
+      run.onSubmitted();
+      const end = await ending;
       await publisher.drain();
       if (end.kind === "left") {
         deps.events.emit("job_left", {

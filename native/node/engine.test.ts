@@ -4,6 +4,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { ensureTinyModel } from "../../scripts/tiny-model.mjs";
 import { NativeEngine } from "./index.ts";
+import { timelineNow } from "../../shared/timeline.ts";
 import type { EngineOptions, EngineSampling, EngineTokenEvent } from "./types.ts";
 
 let modelDir = "";
@@ -108,6 +109,24 @@ describe("NativeEngine", () => {
     assert.equal(stats.running, 0);
     assert.equal(stats.kvBlocksUsed, 0);
     assert.ok(stats.tokensGenerated >= 13);
+  });
+
+  it("stamps each step with when the engine thread handed it over, on the timeline clock", async () => {
+    const submittedAt = timelineNow();
+    const steps: { stepAt: number | undefined; deliveredAt: number }[] = [];
+    await new Promise<void>((resolve) => {
+      engine.submit([1, 2, 3], sampling({ maxTokens: 4 }), (events, stepAt) => {
+        steps.push({ stepAt, deliveredAt: timelineNow() });
+        if (events.at(-1)?.finish) resolve();
+      });
+    });
+    assert.equal(steps.length, 4);
+    let previous = submittedAt;
+    for (const { stepAt, deliveredAt } of steps) {
+      assert.ok(typeof stepAt === "number" && stepAt >= previous && stepAt <= deliveredAt,
+        `${stepAt} within [${previous}, ${deliveredAt}]`);
+      previous = stepAt;
+    }
   });
 
   it("gives the same output for an Int32Array and a number array, alone and in a batch", async () => {
