@@ -18,6 +18,9 @@
  *
  *   node --import tsx bench/stack/main.ts --backend cuda --model-dir /tmp/20b --out $OUT
  *   node --import tsx bench/stack/main.ts --backend cpu --quick     (CI: tiny model, short sweep)
+ *   node --import tsx bench/stack/main.ts --backend paced --levels 1 --skip e2e,chat
+ *       (no GPU: an engine that takes an H100's time per step, ENGINE_PACE_*, computing nothing;
+ *        the stack's own latency around a busy engine, with the full-size workloads)
  */
 import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -45,12 +48,14 @@ const { values: args } = parseArgs({
     "model-name": { type: "string", default: process.env.MODEL_NAME ?? "gpt-oss-tiny" },
     quick: { type: "boolean", default: false },
     gpus: { type: "string", default: process.env.STACK_GPUS ?? "1" },
+    /** Concurrency levels, e.g. 1,8 (default: 1,4 with --quick, else 1 to 256). */
+    levels: { type: "string" },
     /** Any of: engine, e2e, multi, or a workload's name (fixed, chat). */
     skip: { type: "string", default: process.env.STACK_SKIP ?? "" },
     out: { type: "string", default: `${ROOT}bench/results/gpu-stack` },
   },
 });
-const backend = args.backend as "cpu" | "cuda";
+const backend = args.backend as "cpu" | "cuda" | "paced";
 const skip = new Set(args.skip!.split(",").filter(Boolean));
 const out = args.out!.replace(/\/$/, "");
 mkdirSync(out, { recursive: true });
@@ -105,7 +110,7 @@ const ALL_WORKLOADS: Workload[] = args.quick
     },
   ];
 const WORKLOADS = ALL_WORKLOADS.filter((w) => !skip.has(w.name));
-const LEVELS = args.quick ? [1, 4] : [1, 8, 32, 64, 128, 256];
+const LEVELS = args.levels?.split(",").map(Number) ?? (args.quick ? [1, 4] : [1, 8, 32, 64, 128, 256]);
 /** Both loops send max(8, concurrency) requests a level: one wave at the large levels. */
 const WAVES = "1";
 const SLO = { ttftMs: 1000, tpotMs: 50 };

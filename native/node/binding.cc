@@ -290,6 +290,10 @@ EngineConfig read_config(Napi::Env env, Napi::Value value) {
   cfg.num_threads = int_field(o, "options", "numThreads");
   cfg.block_size = has_field(o, "blockSize") ? int_field(o, "options", "blockSize") : 0;
   cfg.token_mask_timeout_ms = has_field(o, "tokenMaskTimeoutMs") ? int_field(o, "options", "tokenMaskTimeoutMs") : 0;
+  if (has_field(o, "paceStepUs")) cfg.pace_step_us = int_field(o, "options", "paceStepUs");
+  if (has_field(o, "pacePrefillUsPerToken")) {
+    cfg.pace_prefill_us_per_token = int_field(o, "options", "pacePrefillUsPerToken");
+  }
   if (has_field(o, "enablePrefixCaching")) {
     const Napi::Value enable = o.Get("enablePrefixCaching");
     if (!enable.IsBoolean()) throw_invalid(env, "options.enablePrefixCaching must be a boolean");

@@ -354,3 +354,31 @@ describe("NativeEngine lifecycle", () => {
     assert.deepEqual(await run({ tensorParallel: 2, moeSharding: "experts" }), one);
   });
 });
+
+describe("the paced backend (benches: a GPU's time per step, no computation)", () => {
+  it("takes the step time, plus the per-token time for a prompt, and answers in letters", async () => {
+    const engine = new NativeEngine(options({ backend: "paced", paceStepUs: 20_000, pacePrefillUsPerToken: 500 }));
+    try {
+      const submittedAt = timelineNow();
+      const stepsAt: number[] = [];
+      const events: EngineTokenEvent[] = [];
+      await new Promise<void>((resolve) => {
+        engine.submit(promptOf(41, 1), sampling({ maxTokens: 4 }), (batch, stepAt) => {
+          stepsAt.push(stepAt!);
+          events.push(...batch);
+          if (batch.at(-1)?.finish) resolve();
+        });
+      });
+      // The prompt's step: 20 ms + 40 further tokens × 0.5 ms; each decode step 20 ms.
+      assert.ok(stepsAt[0] - submittedAt >= 40, `prefill took ${stepsAt[0] - submittedAt} ms`);
+      for (let i = 1; i < stepsAt.length; i++) {
+        assert.ok(stepsAt[i] - stepsAt[i - 1] >= 19.5, `step ${i} took ${stepsAt[i] - stepsAt[i - 1]} ms`);
+      }
+      // Byte-level tokens 64.. are "a", "b", ...: text an output parser shows at once.
+      assert.deepEqual(tokens(events), [64, 65, 66, 67]);
+      assert.equal(events.at(-1)?.finish, "length");
+    } finally {
+      await engine.close();
+    }
+  });
+});

@@ -5,7 +5,8 @@
 
 export interface EngineOptions {
   modelDir: string;
-  backend: "cpu" | "cuda";
+  /** "paced": benches only, computes nothing and takes `paceStepUs` (+ per prompt token) per step. */
+  backend: "cpu" | "cuda" | "paced";
   tensorParallel: number;
   /** With tensorParallel > 1: "intermediate" (default) splits every expert's columns, "experts" splits experts whole. */
   moeSharding?: "intermediate" | "experts";
@@ -23,6 +24,10 @@ export interface EngineOptions {
   tokenMaskTimeoutMs?: number;
   /** Reuse the KV of prompt prefixes seen before with the same cache salt (default true). */
   enablePrefixCaching?: boolean;
+  /** backend "paced": one step, µs (default 4000). */
+  paceStepUs?: number;
+  /** backend "paced": each prompt token of a step beyond a chunk's first, µs (default 35). */
+  pacePrefillUsPerToken?: number;
 }
 
 export interface EngineSampling {
