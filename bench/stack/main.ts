@@ -48,8 +48,8 @@ const { values: args } = parseArgs({
     "model-name": { type: "string", default: process.env.MODEL_NAME ?? "gpt-oss-tiny" },
     quick: { type: "boolean", default: false },
     gpus: { type: "string", default: process.env.STACK_GPUS ?? "1" },
-    /** Concurrency levels, e.g. 1,8 (default: 1,4 with --quick, else 1 to 256). */
-    levels: { type: "string" },
+    /** Concurrency levels, e.g. 1,8 (STACK_LEVELS; default: 1,4 with --quick, else 1 to 256). */
+    levels: { type: "string", default: process.env.STACK_LEVELS },
     /** Any of: engine, e2e, multi, or a workload's name (fixed, chat). */
     skip: { type: "string", default: process.env.STACK_SKIP ?? "" },
     out: { type: "string", default: `${ROOT}bench/results/gpu-stack` },
