@@ -27,12 +27,16 @@ export const TIMELINE_STAGES = [
   "received",
   /** gateway: the body is parsed and validated. */
   "validated",
+  /** gateway: past the steps before the prompt's (the subscription and queue place started, the input safety filter). */
+  "filtered",
   /** gateway: the prompt is rendered, tokenized and checked against the context. */
   "prompted",
   /** gateway: Redis confirmed the job (the subscription was confirmed before). */
   "enqueued",
   /** worker: BullMQ handed the job to the processor. */
   "fetched",
+  /** worker: the job's payload is validated (JobSchema: a 1 024-token prompt is 1 024 numbers). */
+  "parsed",
   /** worker: the stream log is claimed and the cancel marker checked (the last step before the engine). */
   "claimed",
   /** worker: `engine.submit` returned. */

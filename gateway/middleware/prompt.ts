@@ -52,6 +52,7 @@ export async function resolveModel(registry: WorkerRegistry, model: string): Pro
 
 export function preparePrompt(options: PromptOptions) {
   return createMiddleware<AppEnv>(async (c, next) => {
+    if (c.var.timeline !== undefined) c.var.timeline.filtered = timelineNow();
     const generation = c.var.generation;
     const model = await resolveModel(options.registry, generation.model);
     const tokenIds = renderPrompt(options.tokenizer, generation.prompt);
