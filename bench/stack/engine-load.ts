@@ -46,6 +46,8 @@ const { values: args } = parseArgs({
     "slo-tpot-ms": { type: "string", default: "50" },
     seed: { type: "string", default: "1" },
     out: { type: "string", default: "bench/results/engine-load" },
+    /** A pause between a client's requests, e.g. the time the stack's round trip leaves the engine idle. */
+    "pause-ms": { type: "string", default: "0" },
   },
 });
 
@@ -123,7 +125,12 @@ const levels: LevelReport[] = [];
 try {
   const send = sendTo(engine);
   for (const c of args.concurrency!.split(",").map(Number)) {
-    const limits = { concurrency: c, count: levelCount(c, undefined, Number(args.waves)), durationSec: Number(args.duration) };
+    const limits = {
+      concurrency: c,
+      count: levelCount(c, undefined, Number(args.waves)),
+      durationSec: Number(args.duration),
+      pauseMs: Number(args["pause-ms"]),
+    };
     const { outcomes, elapsedSec } = await closedLoop(send, limits, promptLen, outputLen);
     levels.push(levelReport(`c=${c}`, outcomes, elapsedSec, slo, { concurrency: c }));
     console.error(`engine level c=${c}: ${outcomes.length} requests in ${elapsedSec.toFixed(1)} s`);
@@ -138,7 +145,7 @@ const report = {
   tool: "bench/stack/engine-load",
   at: new Date().toISOString(),
   target: { backend: config.ENGINE_BACKEND, engine: engineOptions(config) },
-  workload: { prompt: args.prompt, output: args.output, slo },
+  workload: { prompt: args.prompt, output: args.output, slo, pauseMs: Number(args["pause-ms"]) },
   levels,
 };
 writeFileSync(`${args.out}.json`, JSON.stringify(report, null, 2));

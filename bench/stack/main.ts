@@ -114,6 +114,13 @@ const LEVELS = args.levels?.split(",").map(Number) ?? (args.quick ? [1, 4] : [1,
 /** Both loops send max(8, concurrency) requests a level: one wave at the large levels. */
 const WAVES = "1";
 const SLO = { ttftMs: 1000, tpotMs: 50 };
+/**
+ * At one stream the stack leaves the engine idle between requests (the client's round trip through
+ * it, ≈ 5–10 ms); the engine bench sends the next request at once. The engine alone runs that level
+ * once more with this pause, to tell a cost of the idle engine (GPU clocks, a sleeping thread) from
+ * the stack's own.
+ */
+const IDLE_PAUSE_MS = 10;
 
 /** The engine's configuration, the same for the engine bench and every worker. */
 const engineEnv: Record<string, string> = {
@@ -149,11 +156,11 @@ function runLogged(logName: string, command: string, argv: string[], env: Record
 
 const tsx = (script: string, ...rest: string[]) => ["--import", "tsx", script, ...rest];
 
-async function engineAlone(workload: Workload): Promise<LevelReport[]> {
-  const file = `${out}/engine-${workload.name}`;
+async function engineAlone(workload: Workload, levels = LEVELS, pauseMs = 0): Promise<LevelReport[]> {
+  const file = `${out}/engine-${workload.name}${pauseMs > 0 ? `-pause${pauseMs}` : ""}`;
   const { code, output } = await runLogged("engine.log", process.execPath, tsx("bench/stack/engine-load.ts",
-    "--concurrency", LEVELS.join(","), "--waves", WAVES, "--prompt", workload.prompt, "--output", workload.output,
-    "--slo-tpot-ms", String(SLO.tpotMs), "--out", file), engineEnv);
+    "--concurrency", levels.join(","), "--waves", WAVES, "--prompt", workload.prompt, "--output", workload.output,
+    "--slo-tpot-ms", String(SLO.tpotMs), "--pause-ms", String(pauseMs), "--out", file), engineEnv);
   if (code !== 0) throw new Error(`engine bench failed (exit ${code}):\n${output.slice(-2000)}`);
   return JSON.parse(readFileSync(`${file}.json`, "utf8")).levels;
 }
@@ -279,6 +286,10 @@ if (!skip.has("engine")) {
   for (const [i, w] of WORKLOADS.entries()) {
     log(`engine alone: ${w.name}`);
     workloadReports[i].engine = await engineAlone(w);
+    if (LEVELS.includes(1)) {
+      log(`engine alone, one stream, ${IDLE_PAUSE_MS} ms between requests: ${w.name}`);
+      workloadReports[i].enginePaused = { pauseMs: IDLE_PAUSE_MS, level: (await engineAlone(w, [1], IDLE_PAUSE_MS))[0] };
+    }
   }
 }
 log("starting redis, gateway and a worker");

@@ -19,6 +19,8 @@ export interface WorkloadReport {
   output: string;
   engine: LevelReport[];
   stack: LevelReport[];
+  /** The engine alone at one stream again, idle `pauseMs` between requests as the stack leaves it. */
+  enginePaused?: { pauseMs: number; level: LevelReport };
   tokens?: TokenAccounting;
 }
 
@@ -76,11 +78,16 @@ const HEAD = ["level", "engine tok/s", "stack tok/s", "stack/engine", "TTFT p50 
  * One stream's latency timeline (shared/timeline.ts), the stack's spans beside the engine alone's
  * where it has the same span: where the stack's extra time to first text and per token goes.
  */
-function timelineRows(engine: TimelineBreakdown | undefined, stack: TimelineBreakdown): string[][] {
-  const engineSpan = new Map(engine?.spans.map((s) => [s.span, s.p50Ms]));
+function timelineRows(
+  engine: TimelineBreakdown | undefined,
+  paused: TimelineBreakdown | undefined,
+  stack: TimelineBreakdown,
+): string[][] {
+  const spanOf = (t: TimelineBreakdown | undefined) => new Map(t?.spans.map((s) => [s.span, s.p50Ms]));
+  const [engineSpan, pausedSpan] = [spanOf(engine), spanOf(paused)];
   return [
-    ...stack.spans.map((s) => [s.span, f(engineSpan.get(s.span), 3), f(s.p50Ms, 3)]),
-    ["engine TPOT (engine thread's stamps)", f(engine?.engineTpotMs, 3), f(stack.engineTpotMs, 3)],
+    ...stack.spans.map((s) => [s.span, f(engineSpan.get(s.span), 3), f(pausedSpan.get(s.span), 3), f(s.p50Ms, 3)]),
+    ["engine TPOT (engine thread's stamps)", f(engine?.engineTpotMs, 3), f(paused?.engineTpotMs, 3), f(stack.engineTpotMs, 3)],
   ];
 }
 
@@ -91,8 +98,14 @@ export function stackTable(r: StackReport): string {
     parts.push("", `workload ${w.name}: ${w.description}`, table(HEAD, levelRows(w.engine, w.stack)));
     const one = w.stack[0]?.timeline;
     if (one !== undefined) {
+      const paused = w.enginePaused;
       parts.push(`${w.stack[0].label}: where the time goes, p50 over ${one.requests} requests (shared/timeline.ts)`,
-        table(["span", "engine ms", "stack ms"], timelineRows(w.engine[0]?.timeline, one)));
+        table(["span", "engine ms", `engine idle ${paused?.pauseMs ?? "-"} ms between, ms`, "stack ms"],
+          timelineRows(w.engine[0]?.timeline, paused?.level.timeline, one)));
+      if (paused) {
+        parts.push(`engine alone idle ${paused.pauseMs} ms between requests: TTFT p50 ${f(paused.level.ttftMs.p50)} ms, ` +
+          `TPOT p50 ${f(paused.level.tpotMs.p50, 2)} ms`);
+      }
     }
     if (w.tokens) {
       const same = w.tokens.generatedByEngine === w.tokens.billedInUsage;
