@@ -10,7 +10,9 @@ import { TIMELINE_HEADER, timelineAt } from "../../shared/timeline.ts";
 
 export function debugTimeline() {
   return createMiddleware<AppEnv>(async (c, next) => {
-    if (c.req.header(TIMELINE_HEADER) === "1") c.set("timeline", { received: timelineAt(c.var.receivedAt) });
+    if (c.req.header(TIMELINE_HEADER) === "1") {
+      c.set("timeline", { received: timelineAt(c.var.receivedAt) });
+    }
     await next();
   });
 }

@@ -201,7 +201,9 @@ export class Generation {
         });
       }
       this.#completionTokens = event.usage.completionTokens;
-      if (this.timeline !== undefined && event.timeline !== undefined) Object.assign(this.timeline, event.timeline);
+      if (this.timeline !== undefined && event.timeline !== undefined) {
+        Object.assign(this.timeline, event.timeline);
+      }
       content = this.#end("content");
       reasoning = this.#end("reasoning");
       calls = this.#endCall();

@@ -120,7 +120,12 @@ export class EventPublisher {
   done(finishReason: FinishReason, usage: Usage): void {
     const timeline = this.#timeline;
     if (timeline !== undefined) timeline.donePublished = timelineNow();
-    this.#end({ type: "done", finishReason, usage, ...(timeline !== undefined ? { timeline } : {}) });
+    this.#end({
+      type: "done",
+      finishReason,
+      usage,
+      ...(timeline !== undefined ? { timeline } : {}),
+    });
   }
 
   error(code: string, message: string): void {
