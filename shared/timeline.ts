@@ -27,7 +27,10 @@ export const TIMELINE_STAGES = [
   "received",
   /** gateway: the body is parsed and validated. */
   "validated",
-  /** gateway: past the steps before the prompt's (the subscription and queue place started, the input safety filter). */
+  /**
+   * gateway: past the steps before the prompt's (the subscription and the queue place started,
+   * the input safety filter).
+   */
   "filtered",
   /** gateway: the prompt is rendered, tokenized and checked against the context. */
   "prompted",
@@ -41,7 +44,10 @@ export const TIMELINE_STAGES = [
   "claimed",
   /** worker: `engine.submit` returned. */
   "submitted",
-  /** engine thread: the step whose token made the first text (a harmony header's tokens make none) handed its events over. */
+  /**
+   * engine thread: the step whose token made the first text (a harmony header's tokens make
+   * none) handed its events over.
+   */
   "engineFirstText",
   /** worker: that step's events reached JavaScript. */
   "firstTextDelivered",

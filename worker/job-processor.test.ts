@@ -368,7 +368,9 @@ test("a job that asks for its timeline gets the worker's stages, in order, in it
   const done = events.at(-1)!;
   assert.equal(done.type, "done");
   const timeline = done.type === "done" ? done.timeline : undefined;
-  const stages = ["fetched", "parsed", "claimed", "submitted", "firstTextDelivered", "firstDeltaPublished", "donePublished"] as const;
+  const stages = [
+    "fetched", "parsed", "claimed", "submitted", "firstTextDelivered", "firstDeltaPublished", "donePublished",
+  ] as const;
   const at = stages.map((stage) => timeline?.[stage]);
   assert.ok(at.every((t) => typeof t === "number"), `every stage stamped: ${JSON.stringify(timeline)}`);
   for (let i = 1; i < at.length; i++) assert.ok(at[i]! >= at[i - 1]!, `${stages[i]} after ${stages[i - 1]}`);

@@ -122,7 +122,9 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
     fetchedAt: number,
   ): Promise<JobResult> {
     const startedAt = Date.now();
-    const timeline: Timeline | undefined = job.debugTimeline ? { fetched: fetchedAt, parsed: timelineNow() } : undefined;
+    const timeline: Timeline | undefined = job.debugTimeline
+      ? { fetched: fetchedAt, parsed: timelineNow() }
+      : undefined;
     const log = streamLog(job.requestId, job.deadline);
     // Watch first, then check the marker: a cancel sent in between is caught by one or the other.
     let generation: Generation | undefined;

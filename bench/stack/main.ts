@@ -288,7 +288,8 @@ if (!skip.has("engine")) {
     workloadReports[i].engine = await engineAlone(w);
     if (LEVELS.includes(1)) {
       log(`engine alone, one stream, ${IDLE_PAUSE_MS} ms between requests: ${w.name}`);
-      workloadReports[i].enginePaused = { pauseMs: IDLE_PAUSE_MS, level: (await engineAlone(w, [1], IDLE_PAUSE_MS))[0] };
+      const [level] = await engineAlone(w, [1], IDLE_PAUSE_MS);
+      workloadReports[i].enginePaused = { pauseMs: IDLE_PAUSE_MS, level };
     }
   }
 }

@@ -309,7 +309,7 @@ Deno.test("the output filter sees the text stream and may end it with content_fi
   }
 });
 
-Deno.test("a request that asks for its timeline gets it as one comment before [DONE], the worker's stages merged in", async () => {
+Deno.test("a timeline asked for comes as one comment before [DONE], the worker's stages merged in", async () => {
   const g = await testGateway("sse-timeline");
   try {
     await g.heartbeat();
@@ -336,7 +336,9 @@ Deno.test("a request that asks for its timeline gets it as one comment before [D
     const timelines = comments.filter((c) => c.startsWith(": timeline "));
     assert.equal(timelines.length, 1);
     const timeline = JSON.parse(timelines[0].slice(": timeline ".length));
-    const order = ["received", "validated", "filtered", "prompted", "enqueued", "firstEventReceived", "firstWrite", "doneWritten"];
+    const order = [
+      "received", "validated", "filtered", "prompted", "enqueued", "firstEventReceived", "firstWrite", "doneWritten",
+    ];
     for (let i = 1; i < order.length; i++) {
       assert.ok(timeline[order[i]] >= timeline[order[i - 1]], `${order[i]} after ${order[i - 1]}: ${timelines[0]}`);
     }

@@ -46,7 +46,10 @@ describe("scripts/gpu-stack.sh on the CPU engine", () => {
       // gateway, the worker and the engine thread back to the client's [DONE], beside the engine's.
       const spans = (t: { spans: { span: string }[] } | undefined) => t?.spans.map((s) => s.span) ?? [];
       const stackSpans = spans(w.stack[0].timeline);
-      for (const span of ["sent→received", "claimed→submitted", "submitted→engineFirstText", "firstWrite→firstText", "doneWritten→doneReceived"]) {
+      const expected = [
+        "sent→received", "claimed→submitted", "submitted→engineFirstText", "firstWrite→firstText", "doneWritten→doneReceived",
+      ];
+      for (const span of expected) {
         assert.ok(stackSpans.includes(span), `${w.name}: the stack's one-stream timeline has ${span} (${stackSpans})`);
       }
       assert.ok(spans(w.engine[0].timeline).includes("submitted→engineFirstText"));
