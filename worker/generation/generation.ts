@@ -27,6 +27,7 @@ import { OutputAssembler, type OutputDelta } from "../output/output-assembler.ts
 import { type StreamError, submitError, toEngineSampling } from "./engine-request.ts";
 import { ALL_TOKENS_MASK, type GrammarService, type RemoteConstraint } from "../constraint/grammar-service.ts";
 import { GrammarError } from "../../shared/xgrammar.ts";
+import { type Timeline, timelineNow } from "../../shared/timeline.ts";
 
 export type GenerationEnd =
   | { kind: "finished"; result: JobResult }
@@ -65,6 +66,8 @@ export interface GenerationDeps {
   onFirstToken?: () => void;
   /** A constrained request's grammar is ready; `compileMs` is 0 for a cached grammar. */
   onGrammarReady?: (compileMs: number) => void;
+  /** The request's timeline, when the job asked for one: submit, the engine's first text and last token. */
+  timeline?: Timeline;
 }
 
 export class Generation {
@@ -118,13 +121,14 @@ export class Generation {
     } else if (this.#end === undefined) {
       try {
         this.#engineId = this.#deps.engine.submit(
-          [...this.#job.promptTokenIds, ...this.#resumedTokenIds],
+          this.#enginePrompt(),
           { ...sampling, maxTokens: sampling.maxTokens - this.#resumedTokenIds.length },
-          (events) => this.#onEngineEvents(events),
+          (events, stepAt) => this.#onEngineEvents(events, stepAt),
           this.#job.tenantId,
           // The cache salt: one tenant's prompts never share KV with (nor time) another's.
           this.#job.tenantId,
         );
+        if (this.#deps.timeline !== undefined) this.#deps.timeline.submitted = timelineNow();
         this.#advanceConstraint();
       } catch (err) {
         this.#engineReleased = true;
@@ -138,6 +142,18 @@ export class Generation {
     const end = await this.#settled;
     this.#constraint?.dispose();
     return end;
+  }
+
+  /**
+   * Prompt and resumed tokens as one Int32Array: the addon copies it in one go, where an array
+   * of numbers is read element by element (1 024 reads before the engine has the request).
+   */
+  #enginePrompt(): Int32Array {
+    const prompt = this.#job.promptTokenIds;
+    const ids = new Int32Array(prompt.length + this.#resumedTokenIds.length);
+    ids.set(prompt);
+    ids.set(this.#resumedTokenIds, prompt.length);
+    return ids;
   }
 
   /** The grammar of a constrained request, advanced past the tokens of a resumed stream. */
@@ -231,11 +247,16 @@ export class Generation {
     this.#releaseEngine();
   }
 
-  #onEngineEvents(events: EngineTokenEvent[]): void {
+  #onEngineEvents(events: EngineTokenEvent[], stepAt?: number): void {
+    const deliveredAt = this.#deps.timeline !== undefined ? timelineNow() : 0;
     for (const event of events) {
       if (event.cachedTokens !== undefined) this.#cachedTokens = event.cachedTokens;
-      if (event.token >= 0 && this.#end === undefined) this.#acceptToken(event);
+      if (event.token >= 0 && this.#end === undefined) {
+        const text = this.#acceptToken(event);
+        if (text && this.#deps.timeline !== undefined) stampFirstText(this.#deps.timeline, stepAt, deliveredAt);
+      }
       if (event.finish !== undefined) {
+        if (this.#deps.timeline !== undefined && stepAt !== undefined) this.#deps.timeline.engineLastToken = stepAt;
         this.#engineReleased = true;
         if (this.#end === undefined) this.#onEngineFinish(event.finish);
       }
@@ -243,7 +264,8 @@ export class Generation {
     this.#settleIfReleased();
   }
 
-  #acceptToken(event: EngineTokenEvent): void {
+  /** True when the token made text (or a piece of a call) to publish. */
+  #acceptToken(event: EngineTokenEvent): boolean {
     if (this.#completionTokens++ === 0) this.#deps.onFirstToken?.();
     if (this.#constraint !== undefined) {
       this.#enginePosition++;
@@ -255,6 +277,7 @@ export class Generation {
       this.#finish("stop");
       this.#releaseEngine();
     }
+    return delta.content !== "" || delta.reasoning !== "" || delta.toolCall !== undefined;
   }
 
   #onEngineFinish(finish: NonNullable<EngineTokenEvent["finish"]>): void {
@@ -343,4 +366,11 @@ export class Generation {
   #settleIfReleased(): void {
     if (this.#end !== undefined && this.#engineReleased) this.#resolve(this.#end);
   }
+}
+
+/** The first step that made text: when the engine handed it over and when it reached JavaScript. */
+function stampFirstText(timeline: Timeline, stepAt: number | undefined, deliveredAt: number): void {
+  if (timeline.firstTextDelivered !== undefined) return;
+  if (stepAt !== undefined) timeline.engineFirstText = stepAt;
+  timeline.firstTextDelivered = deliveredAt;
 }
