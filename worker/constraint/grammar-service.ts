@@ -26,6 +26,8 @@ export type ThreadReply =
 /** What follows a token: the next mask, or why there is none. */
 export type MaskStep =
   | { kind: "mask"; mask: Int32Array }
+  /** Every token is allowed (text outside a constrained call): send `ALL_TOKENS_MASK`. */
+  | { kind: "free" }
   /** The value is complete (the stop token was accepted). */
   | { kind: "complete" }
   /** The grammar allows no next token. */
@@ -62,31 +64,28 @@ export class GrammarService {
   }
 
   /**
-   * A request's constraint, its grammar compiled (or cached) and advanced past `resumedTokens`;
-   * rejects with GrammarError when xgrammar refuses the schema.
+   * A request's constraint, at once: its grammar compiles (or comes from the cache) on the thread
+   * and is advanced past `resumedTokens`, while the caller goes on (submits to the engine: the
+   * first mask is asked for at once and comes when the grammar is ready). `ready` resolves with the
+   * milliseconds spent compiling; it rejects with GrammarError when xgrammar refuses the schema or
+   * the resumed output does not match it.
    */
-  async open(
-    constraint: OutputConstraint,
-    resumedTokens: readonly number[] = [],
-  ): Promise<{ constraint: RemoteConstraint; compileMs: number }> {
+  open(constraint: OutputConstraint, resumedTokens: readonly number[] = []): RemoteConstraint {
     const id = this.#nextId++;
-    const reply = await this.#ask({ id, kind: "open", constraint, resumedTokens });
-    if (reply.kind === "failed") throw reply.grammar ? new GrammarError(reply.message) : new Error(reply.message);
-    if (reply.kind !== "opened") throw new Error(`unexpected reply ${reply.kind}`);
-    const remote = new RemoteConstraint(this, id);
-    if (reply.rejected) {
-      remote.dispose();
-      throw new GrammarError("the resumed output does not match the grammar");
-    }
-    return { constraint: remote, compileMs: reply.compileMs };
+    const ready = this.#ask({ id, kind: "open", constraint, resumedTokens }).then((reply) => {
+      if (reply.kind === "failed") throw reply.grammar ? new GrammarError(reply.message) : new Error(reply.message);
+      if (reply.kind !== "opened") throw new Error(`unexpected reply ${reply.kind}`);
+      if (reply.rejected) throw new GrammarError("the resumed output does not match the grammar");
+      return reply.compileMs;
+    });
+    return new RemoteConstraint(this, id, ready);
   }
 
   /** @internal RemoteConstraint's step. */
   async advance(id: number, token: number | undefined): Promise<MaskStep> {
     const reply = await this.#ask({ id, kind: "advance", ...(token !== undefined ? { token } : {}) });
-    if (reply.kind === "failed" || reply.kind === "opened" || reply.kind === "ready") {
-      throw new Error(reply.kind === "failed" ? reply.message : `unexpected reply ${reply.kind}`);
-    }
+    if (reply.kind === "failed") throw reply.grammar ? new GrammarError(reply.message) : new Error(reply.message);
+    if (reply.kind === "opened" || reply.kind === "ready") throw new Error(`unexpected reply ${reply.kind}`);
     return reply;
   }
 
@@ -120,10 +119,13 @@ export class RemoteConstraint {
   readonly #service: GrammarService;
   readonly #id: number;
   #closed = false;
+  /** Milliseconds spent compiling (0: cached); rejects with GrammarError for a refused grammar. */
+  readonly ready: Promise<number>;
 
-  constructor(service: GrammarService, id: number) {
+  constructor(service: GrammarService, id: number, ready: Promise<number>) {
     this.#service = service;
     this.#id = id;
+    this.ready = ready;
   }
 
   /** Accepts `token` (none before the first) and gives what may come next. */
