@@ -11,17 +11,22 @@ import { VOCAB_SIZE } from "../../shared/tokenizer.ts";
 /** Every token allowed: the mask of a constrained request's positions after its value ended. */
 export const ALL_TOKENS_MASK = new Int32Array(Math.ceil(VOCAB_SIZE / 32)).fill(-1);
 
-export type ThreadRequest =
+/** What the thread is asked to do with the constraint `id`. */
+export type ThreadCommand =
   | { id: number; kind: "open"; constraint: OutputConstraint; resumedTokens: readonly number[] }
   /** Accept `token` (absent: none yet) and compute the next mask. */
   | { id: number; kind: "advance"; token?: number }
   | { id: number; kind: "close" };
 
-export type ThreadReply =
-  | { id: number; kind: "ready" }
-  | { id: number; kind: "opened"; compileMs: number; rejected: boolean }
-  | { id: number; kind: "failed"; grammar: boolean; message: string }
-  | MaskStep & { id: number };
+/** A command as sent: `call` numbers the message, and its reply names it. */
+export type ThreadRequest = ThreadCommand & { call: number };
+
+export type ThreadReply = { call: number } & (
+  | { kind: "ready" }
+  | { kind: "opened"; compileMs: number; rejected: boolean }
+  | { kind: "failed"; grammar: boolean; message: string }
+  | MaskStep
+);
 
 /** What follows a token: the next mask, or why there is none. */
 export type MaskStep =
@@ -39,13 +44,14 @@ export class GrammarService {
   readonly #thread: Worker;
   readonly #pending = new Map<number, (reply: ThreadReply) => void>();
   #nextId = 1;
+  #nextCall = 1;
   #failure: Error | undefined;
 
   private constructor(thread: Worker) {
     this.#thread = thread;
     thread.on("message", (reply: ThreadReply) => {
-      const resolve = this.#pending.get(reply.id);
-      this.#pending.delete(reply.id);
+      const resolve = this.#pending.get(reply.call);
+      this.#pending.delete(reply.call);
       resolve?.(reply);
     });
     thread.on("error", (error) => this.#fail(error));
@@ -78,6 +84,8 @@ export class GrammarService {
       if (reply.rejected) throw new GrammarError("the resumed output does not match the grammar");
       return reply.compileMs;
     });
+    // A caller that first waits on a mask learns of a refusal there too, and reads `ready` later.
+    ready.catch(() => undefined);
     return new RemoteConstraint(this, id, ready);
   }
 
@@ -90,26 +98,27 @@ export class GrammarService {
   }
 
   /** @internal */
-  post(request: ThreadRequest): void {
-    if (this.#failure === undefined) this.#thread.postMessage(request);
+  post(command: ThreadCommand): void {
+    if (this.#failure === undefined) this.#thread.postMessage({ ...command, call: this.#nextCall++ });
   }
 
   close(): Promise<number> {
     return this.#thread.terminate();
   }
 
-  #ask(request: ThreadRequest): Promise<ThreadReply> {
+  #ask(command: ThreadCommand): Promise<ThreadReply> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    const call = this.#nextCall++;
     return new Promise((resolve) => {
-      this.#pending.set(request.id, resolve);
-      this.#thread.postMessage(request);
+      this.#pending.set(call, resolve);
+      this.#thread.postMessage({ ...command, call } satisfies ThreadRequest);
     });
   }
 
   /** A dead thread fails every request waiting on it, and every later one. */
   #fail(error: Error): void {
     this.#failure ??= error;
-    for (const [id, resolve] of this.#pending) resolve({ id, kind: "failed", grammar: false, message: error.message });
+    for (const [call, resolve] of this.#pending) resolve({ call, kind: "failed", grammar: false, message: error.message });
     this.#pending.clear();
   }
 }

@@ -39,22 +39,22 @@ function open(constraint: OutputConstraint): { constraint: Promise<StepConstrain
 }
 
 /** The mask after `token` (none: the first mask), or why there is none. */
-async function advance(id: number, constraint: StepConstraint, token: number | undefined): Promise<void> {
-  if (token !== undefined && !(await constraint.accept(token))) return reply({ id, kind: "rejected" });
-  if (constraint.complete) return reply({ id, kind: "complete" });
+async function advance(call: number, constraint: StepConstraint, token: number | undefined): Promise<void> {
+  if (token !== undefined && !(await constraint.accept(token))) return reply({ call, kind: "rejected" });
+  if (constraint.complete) return reply({ call, kind: "complete" });
   const mask = await constraint.nextMask();
-  if (mask === undefined) return reply({ id, kind: "dead_end" });
-  if (mask === FREE) return reply({ id, kind: "free" });
-  reply({ id, kind: "mask", mask }, [mask.buffer as ArrayBuffer]);
+  if (mask === undefined) return reply({ call, kind: "dead_end" });
+  if (mask === FREE) return reply({ call, kind: "free" });
+  reply({ call, kind: "mask", mask }, [mask.buffer as ArrayBuffer]);
 }
 
-function failure(id: number, error: unknown): ThreadReply {
+function failure(call: number, error: unknown): ThreadReply {
   const grammar = error instanceof GrammarError;
-  return { id, kind: "failed", grammar, message: grammar ? error.message : String(error) };
+  return { call, kind: "failed", grammar, message: grammar ? error.message : String(error) };
 }
 
 async function handle(request: ThreadRequest): Promise<void> {
-  const { id } = request;
+  const { id, call } = request;
   switch (request.kind) {
     case "open": {
       // Registered before anything is awaited: the request's first advance may come right after.
@@ -68,19 +68,19 @@ async function handle(request: ThreadRequest): Promise<void> {
       constraints.set(id, stored);
       try {
         const [{ rejected }, compileMs] = await Promise.all([resumed, ready]);
-        reply({ id, kind: "opened", compileMs, rejected });
+        reply({ call, kind: "opened", compileMs, rejected });
       } catch (error) {
-        reply(failure(id, error));
+        reply(failure(call, error));
       }
       return;
     }
     case "advance": {
       const constraint = constraints.get(id);
-      if (constraint === undefined) return reply({ id, kind: "failed", grammar: false, message: "no such constraint" });
+      if (constraint === undefined) return reply({ call, kind: "failed", grammar: false, message: "no such constraint" });
       try {
-        return await advance(id, await constraint, request.token);
+        return await advance(call, await constraint, request.token);
       } catch (error) {
-        return reply(failure(id, error));
+        return reply(failure(call, error));
       }
     }
     case "close":
@@ -91,6 +91,6 @@ async function handle(request: ThreadRequest): Promise<void> {
 }
 
 port.on("message", (request: ThreadRequest) => {
-  handle(request).catch((error) => reply(failure(request.id, error)));
+  handle(request).catch((error) => reply(failure(request.call, error)));
 });
-reply({ id: 0, kind: "ready" });
+reply({ call: 0, kind: "ready" });
