@@ -10,10 +10,13 @@
  * continues from prompt + those tokens with what is left of max_tokens.
  *
  * A constrained request (`job.constraint`: structured output, strict function calls) opens its
- * grammar on the grammar thread and is submitted at once, so the compile runs while the engine
- * computes the prompt; after each token the grammar advances there and the next token mask goes to
- * the engine, which waits for it only when it samples that position (the first, until the compile
- * is done).
+ * grammar on the grammar thread; after each token the grammar advances there and the next token
+ * mask goes to the engine, which waits for it only when it samples that position. The engine's
+ * step waits for the masks of all its constrained rows, so a request is submitted only once its
+ * first mask can come quickly: a JSON value's grammar is compiled first (a compile running past
+ * the prompt's forward pass would hold up every sequence of the batch), while function calling
+ * starts free and is submitted at once, its strict functions' grammars compiling as the model
+ * writes.
  *
  * The terminal event (`done` or `error`) is published as soon as the end is
  * decided, so the client never waits on the engine. `run()` resolves later,
@@ -117,7 +120,11 @@ export class Generation {
 
   /** Submits to the engine; resolves once the request has ended and the engine released it. */
   async run(): Promise<GenerationEnd> {
-    if (this.#job.constraint !== undefined && this.#end === undefined) this.#openConstraint();
+    if (this.#job.constraint !== undefined && this.#end === undefined) {
+      this.#openConstraint();
+      // A refusal has ended the request by now (`ready`'s own handler runs first).
+      if (this.#job.constraint.kind !== "tool_calls") await this.#constraint?.ready.catch(() => undefined);
+    }
     const sampling = { ...toEngineSampling(this.#job), constrained: this.#constraint !== undefined };
     const resumedFinish = this.#finishOfResumedTokens(sampling);
     if (this.#end === undefined && resumedFinish !== undefined) {
