@@ -347,6 +347,11 @@ describe("structured outputs", () => {
     assert.equal(refused.status, 400);
     assert.equal(refused.body.error.param, "response_format.json_schema.schema");
     assert.match(refused.body.error.message, new RegExp(`${bytes} bytes.*limit is ${bytes - 1}`));
+    // A strict tool's parameters count the same, whether or not tool_choice forces its call.
+    const strictTool = { type: "function", function: { name: "fill_form", parameters: schema, strict: true } };
+    const refusedTool = await chatRaw(baseURL, small.apiKey, { tools: [strictTool] });
+    assert.equal(refusedTool.status, 400);
+    assert.equal(refusedTool.body.error.param, "tools.function.parameters");
     const large = await bootstrapTenant(redis, prefix, { tenantId: "schema-cap-large", settings: { maxSchemaBytes: bytes } });
     const served = await chatRaw(baseURL, large.apiKey, { response_format: format, max_tokens: 200, temperature: 1, seed: 3 });
     assert.equal(served.status, 200, JSON.stringify(served.body));

@@ -105,7 +105,7 @@ describe("grammar compiler", () => {
     }
   });
 
-  it("the grammar thread: masks by message, completion, a refused schema, a resumed stream", async () => {
+  it("the grammar thread: masks by message, completion, json_object precompiled, a refused schema, a resumed stream", async () => {
     const service = await GrammarService.start(4);
     try {
       const constraint = { kind: "json_schema" as const, schema: schema("word") };
@@ -126,6 +126,11 @@ describe("grammar compiler", () => {
       assert.ok(next.kind === "mask" && allows(next.mask, tokenizer.encode('"n')[0]));
       assert.equal((await resumed.advance(tokenizer.encode("x")[0])).kind, "rejected");
       resumed.dispose();
+
+      // json_object's grammar was compiled when the thread started.
+      const object = service.open({ kind: "json_object" });
+      assert.equal(await object.ready, 0);
+      object.dispose();
 
       const bad = JSON.stringify({ type: "object", properties: { a: { type: "string", pattern: "(?<=x)y" } } });
       const refused = service.open({ kind: "json_schema", schema: bad });

@@ -18,6 +18,8 @@ import type { ThreadReply, ThreadRequest } from "./grammar-service.ts";
 const port = parentPort!;
 const tokenizer = getTokenizer();
 const compiler = await GrammarCompiler.create(tokenizer, (workerData as { cacheSize: number }).cacheSize);
+// json_object is one grammar for every request that asks for it: compiled before the first one.
+await compiler.prepare(jsonGrammar({ kind: "json_object" }));
 /** Each request's constraint, a promise until its grammar is compiled: advances wait for it. */
 const constraints = new Map<number, Promise<StepConstraint>>();
 
