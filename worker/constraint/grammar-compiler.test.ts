@@ -127,6 +127,18 @@ describe("grammar compiler", () => {
       assert.equal((await resumed.advance(tokenizer.encode("x")[0])).kind, "rejected");
       resumed.dispose();
 
+      // Tokens in a burst (an engine that does not wait for masks): each step runs after the last.
+      const calls = service.open({ kind: "tool_calls", functions: [{ name: "hand_over" }, { name: "get" }], nameFirst: true });
+      const header = [
+        ...tokenizer.encode("hand_over "),
+        SPECIAL_TOKENS["<|constrain|>"],
+        ...tokenizer.encode("json"),
+        SPECIAL_TOKENS["<|message|>"],
+      ];
+      const steps = await Promise.all([calls.advance(), ...header.map((token) => calls.advance(token))]);
+      assert.deepEqual(steps.map((step) => step.kind), [...header.map(() => "mask"), "free"]);
+      calls.dispose();
+
       // json_object's grammar was compiled when the thread started.
       const object = service.open({ kind: "json_object" });
       assert.equal(await object.ready, 0);

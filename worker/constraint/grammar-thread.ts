@@ -20,8 +20,12 @@ const tokenizer = getTokenizer();
 const compiler = await GrammarCompiler.create(tokenizer, (workerData as { cacheSize: number }).cacheSize);
 // json_object is one grammar for every request that asks for it: compiled before the first one.
 await compiler.prepare(jsonGrammar({ kind: "json_object" }));
-/** Each request's constraint, a promise until its grammar is compiled: advances wait for it. */
-const constraints = new Map<number, Promise<StepConstraint>>();
+/**
+ * Each request's constraint, a promise until its grammar is compiled, and the end of its last
+ * step: a step may await (a call's grammar still compiling), so the next one starts after it,
+ * whenever the tokens arrive (a resumed stream's, or an engine that does not wait for masks).
+ */
+const constraints = new Map<number, { constraint: Promise<StepConstraint>; steps: Promise<void> }>();
 
 function reply(message: ThreadReply, transfer: ArrayBuffer[] = []): void {
   port.postMessage(message, transfer);
@@ -67,7 +71,7 @@ async function handle(request: ThreadRequest): Promise<void> {
       });
       const stored = resumed.then(({ c }) => c);
       stored.catch(() => undefined); // the failure is this open's reply; a later advance reads it too
-      constraints.set(id, stored);
+      constraints.set(id, { constraint: stored, steps: Promise.resolve() });
       try {
         const [{ rejected }, compileMs] = await Promise.all([resumed, ready]);
         reply({ call, kind: "opened", compileMs, rejected });
@@ -77,18 +81,23 @@ async function handle(request: ThreadRequest): Promise<void> {
       return;
     }
     case "advance": {
-      const constraint = constraints.get(id);
-      if (constraint === undefined) return reply({ call, kind: "failed", grammar: false, message: "no such constraint" });
-      try {
-        return await advance(call, await constraint, request.token);
-      } catch (error) {
-        return reply(failure(call, error));
-      }
+      const entry = constraints.get(id);
+      if (entry === undefined) return reply({ call, kind: "failed", grammar: false, message: "no such constraint" });
+      entry.steps = entry.steps.then(async () => {
+        try {
+          await advance(call, await entry.constraint, request.token);
+        } catch (error) {
+          reply(failure(call, error));
+        }
+      });
+      return entry.steps;
     }
-    case "close":
-      constraints.get(id)?.then((c) => c.dispose(), () => undefined);
+    case "close": {
+      const entry = constraints.get(id);
       constraints.delete(id);
+      entry?.steps.then(() => entry.constraint).then((c) => c.dispose(), () => undefined);
       return;
+    }
   }
 }
 
