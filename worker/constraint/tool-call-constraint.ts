@@ -69,6 +69,7 @@ export class ToolCallConstraint implements StepConstraint {
     this.ready.catch(() => undefined);
   }
 
+  /** Never: after a call the turn is free again, and the engine's stop tokens end it. */
   get complete(): boolean {
     return false;
   }
