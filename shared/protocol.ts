@@ -39,6 +39,18 @@ export const OutputConstraintSchema = z.discriminatedUnion("kind", [
      */
     target: z.enum(["answer", "call"]).optional(),
   }),
+  /**
+   * Function calling with masks (tool_choice `auto` or `required` offering a `strict` tool, or
+   * `required` with several tools): text stays free, except that the arguments of a call to a
+   * strict function, from its header's `<|message|>` to its `<|call|>`, are values of its `schema`
+   * (compact JSON); `nameFirst` (the prompt ends at `to=functions.`): the output opens with one of
+   * these names and the rest of the call's header.
+   */
+  z.object({
+    kind: z.literal("tool_calls"),
+    functions: z.array(z.object({ name: z.string().min(1), schema: z.string().min(2).optional() })).min(1),
+    nameFirst: z.boolean(),
+  }),
 ]);
 export type OutputConstraint = z.infer<typeof OutputConstraintSchema>;
 

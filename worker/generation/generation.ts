@@ -9,16 +9,21 @@
  * detokenizer, harmony parser and stop-string state exactly, and the engine
  * continues from prompt + those tokens with what is left of max_tokens.
  *
- * A constrained request (`job.constraint`: structured output) gets its grammar from the grammar
- * thread before it is submitted; after each token the grammar advances there and the next token
- * mask goes to the engine, which waits for it only when it samples that position.
+ * A constrained request (`job.constraint`: structured output, strict function calls) opens its
+ * grammar on the grammar thread; after each token the grammar advances there and the next token
+ * mask goes to the engine, which waits for it only when it samples that position. The engine's
+ * step waits for the masks of all its constrained rows, so a request is submitted only once its
+ * first mask can come quickly: a JSON value's grammar is compiled first (a compile running past
+ * the prompt's forward pass would hold up every sequence of the batch), while function calling
+ * starts free and is submitted at once, its strict functions' grammars compiling as the model
+ * writes.
  *
  * The terminal event (`done` or `error`) is published as soon as the end is
  * decided, so the client never waits on the engine. `run()` resolves later,
  * when the engine has let go of the sequence: the BullMQ concurrency slot is
  * only freed when the engine's batch slot is.
  */
-import type { Job, JobResult, TokenLogprob, ToolCall, Usage } from "../../shared/protocol.ts";
+import type { Job, JobResult, OutputConstraint, TokenLogprob, ToolCall, Usage } from "../../shared/protocol.ts";
 import { accumulateToolCalls } from "../../shared/tool-calls.ts";
 import type { HarmonyTokenizer } from "../../shared/tokenizer.ts";
 import type { Engine, EngineSampling, EngineTokenEvent } from "../../native/node/types.ts";
@@ -70,6 +75,13 @@ export interface GenerationDeps {
   timeline?: Timeline;
 }
 
+/** Where the client wrote the schema a constraint enforces. */
+function schemaField(constraint: OutputConstraint): string {
+  return constraint.kind === "tool_calls" || (constraint.kind === "json_schema" && constraint.target === "call")
+    ? "tools.function.parameters"
+    : "response_format.json_schema.schema";
+}
+
 export class Generation {
   readonly #deps: GenerationDeps;
   readonly #job: Job;
@@ -111,7 +123,11 @@ export class Generation {
 
   /** Submits to the engine; resolves once the request has ended and the engine released it. */
   async run(): Promise<GenerationEnd> {
-    if (this.#job.constraint !== undefined && this.#end === undefined) await this.#openConstraint();
+    if (this.#job.constraint !== undefined && this.#end === undefined) {
+      this.#openConstraint();
+      // A refusal has ended the request by now (`ready`'s own handler runs first).
+      if (this.#job.constraint.kind !== "tool_calls") await this.#constraint?.ready.catch(() => undefined);
+    }
     const sampling = { ...toEngineSampling(this.#job), constrained: this.#constraint !== undefined };
     const resumedFinish = this.#finishOfResumedTokens(sampling);
     if (this.#end === undefined && resumedFinish !== undefined) {
@@ -157,23 +173,21 @@ export class Generation {
   }
 
   /** The grammar of a constrained request, advanced past the tokens of a resumed stream. */
-  async #openConstraint(): Promise<void> {
+  #openConstraint(): void {
     if (this.#deps.grammars === undefined) {
       this.#fail({ code: "invalid_request", message: "this worker does not serve structured outputs" });
       return;
     }
-    try {
-      const { constraint, compileMs } = await this.#deps.grammars.open(this.#job.constraint!, this.#resumedTokenIds);
-      this.#constraint = constraint;
-      this.#deps.onGrammarReady?.(compileMs);
-    } catch (err) {
+    this.#constraint = this.#deps.grammars.open(this.#job.constraint!, this.#resumedTokenIds);
+    this.#constraint.ready.then((compileMs) => this.#deps.onGrammarReady?.(compileMs), (err: unknown) => {
       if (this.#end !== undefined) return;
       this.#fail(
         err instanceof GrammarError
-          ? { code: "invalid_request", message: `response_format.json_schema.schema: ${err.message}` }
+          ? { code: "invalid_request", message: `${schemaField(this.#job.constraint!)}: ${err.message}` }
           : { code: "grammar_error", message: `the grammar could not be prepared: ${String(err)}` },
       );
-    }
+      this.#releaseEngine();
+    });
   }
 
   /**
@@ -196,6 +210,9 @@ export class Generation {
         case "mask":
           this.#deps.engine.setTokenMask(id, position, step.mask);
           return;
+        case "free":
+          this.#deps.engine.setTokenMask(id, position, ALL_TOKENS_MASK);
+          return;
         case "complete":
           // The value ended with its closing token and the engine goes on (more calls after a
           // forced one): the rest of the turn is free.
@@ -214,7 +231,8 @@ export class Generation {
       }
       this.#releaseEngine();
     }).catch((err: unknown) => {
-      if (this.#end !== undefined) return;
+      // A grammar that failed to compile is reported by `ready`.
+      if (this.#end !== undefined || err instanceof GrammarError) return;
       this.#fail({ code: "grammar_error", message: `computing the next token mask failed: ${String(err)}` });
       this.#releaseEngine();
     });
