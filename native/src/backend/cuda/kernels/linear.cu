@@ -20,7 +20,7 @@ namespace {
 constexpr int kGemvRows = 8;          // x rows one GEMV block handles
 constexpr int kGemvWarps = 8;
 constexpr int kGemvBlocksPerSm = 2;   // the GEMV's __launch_bounds__ minimum, used to size its grid
-constexpr int kGemvSliceVectors = 6;  // 16-byte weight vectors per lane and slice
+constexpr int kGemvSliceVectors = 12;  // 16-byte weight vectors per lane and slice
 constexpr int32_t kGemvMaxBatch = 8;  // linear_bf16 uses the GEMV up to this many rows
 constexpr int kDenseMi = 4;           // tiled path: 128-row tiles
 

@@ -33,6 +33,9 @@ constexpr int kGemvBlocksPerSm = 2;  // the GEMV's __launch_bounds__ minimum, us
 // x rows the GEMV stages at once: decode batches of up to 8 (the GEMV's range:
 // pairs <= experts) put at most 8 pairs on an expert.
 constexpr int32_t kGemvStagedPairs = 8;
+// Pairs of a one-token step (gpt-oss: top-4): the most the GEMV applies one at
+// a time, and the expert count its one-wave grid is sized for.
+constexpr int32_t kGemvOneTokenPairs = 4;
 constexpr int kMaxBlocksPerLane = 4;    // MXFP4 blocks per lane: cols <= 4096
 // The GEMV's "tiles" are whole experts: one list entry per expert with pairs.
 constexpr int32_t kGemvTileRows = 1 << 24;
@@ -110,19 +113,85 @@ __device__ __forceinline__ void stage_pairs(const uint16_t* x, const int32_t* ro
   }
 }
 
+// Pairs p0 .. p0 + kN - 1 of the staged rows (stored in groups of kLayout,
+// see staged_index) times the row pair the warp holds: per pair and output,
+// the block's 32 values, scaled once per block; blocks in lane order; the
+// warp's lanes by warp_sum. The same order for any kN, so a pair's result
+// does not depend on how many pairs share the pass. Pairs of the group past
+// `n` are computed from stale words and not stored.
+template <bool kSwiglu, int kN, int kLayout, int kBlocksPerLane>
+__device__ __forceinline__ void apply_row_pair(const RowPairSlice<kBlocksPerLane>& cur, const uint32_t* xs,
+                                               const float* lut, int32_t p0, int32_t n, int32_t g0, int32_t pair,
+                                               int lane, int32_t n_blocks, int32_t rows, float limit, void* out) {
+  const uint32_t* xg = xs + staged_index<kLayout>(p0, 0, 0, n_blocks);
+  float acc[2][kN] = {};
+#pragma unroll
+  for (int i = 0; i < kBlocksPerLane; ++i) {
+    const int32_t b = lane + i * kWarpSize;
+    if (b >= n_blocks) break;
+    float part[2][kN] = {};
+#pragma unroll 1
+    for (int q = 0; q < 4; ++q) {  // rolled: unrolled, it keeps 128 loads in flight in registers
+      uint32_t word[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+        word[r] = q == 0 ? cur.q[r][i].x : q == 1 ? cur.q[r][i].y : q == 2 ? cur.q[r][i].z : cur.q[r][i].w;
+#pragma unroll
+      for (int e2 = 0; e2 < 4; ++e2) {
+        const uint32_t* xv = xg + ((q * 4 + e2) * n_blocks + b) * kLayout;
+        uint32_t xw[kN];
+        if constexpr (kN == 4) {
+          const uint4 v4 = *reinterpret_cast<const uint4*>(xv);
+          xw[0] = v4.x, xw[1] = v4.y, xw[2] = v4.z, xw[3] = v4.w;
+        } else {
+#pragma unroll
+          for (int p = 0; p < kN; ++p) xw[p] = xv[p];
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {  // values 2 * e2 (low half) and 2 * e2 + 1
+          const int e = 2 * e2 + h;
+          float xp[kN];
+#pragma unroll
+          for (int p = 0; p < kN; ++p) xp[p] = __uint_as_float(h == 0 ? xw[p] << 16 : xw[p] & 0xffff0000u);
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const float wv = lut[(word[r] >> (4 * e)) & 0xfu];
+#pragma unroll
+            for (int p = 0; p < kN; ++p) part[r][p] = fmaf(wv, xp[p], part[r][p]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int p = 0; p < kN; ++p) acc[r][p] = fmaf(part[r][p], cur.scale[r][i], acc[r][p]);
+  }
+#pragma unroll
+  for (int p = 0; p < kN; ++p) {
+    if (p >= n) break;
+    const float v0 = warp_sum(acc[0][p]) + cur.bias[0], v1 = warp_sum(acc[1][p]) + cur.bias[1];
+    if (lane != 0) continue;
+    const int64_t g = g0 + p0 + p;
+    if constexpr (kSwiglu) {
+      static_cast<__nv_bfloat16*>(out)[g * (rows / 2) + pair] = __float2bfloat16_rn(swiglu(v0, v1, limit));
+    } else {
+      float* y = static_cast<float*>(out) + g * rows + 2 * pair;
+      y[0] = v0, y[1] = v1;
+    }
+  }
+}
+
 // Each warp walks its row pairs (pair = its global warp index, then every
 // gridDim.x * kGemvWarps-th) and loads the next pair's weights before it
 // decodes the current one, so every warp keeps a row pair's bytes in flight
-// for the whole kernel; the grid is sized so that all SMs hold
-// kGemvBlocksPerSm blocks with the same number of pairs each. Up to
-// kGemvStagedPairs rows of x are staged at once and a row pair's weights,
-// held in registers, are applied to all of them, kPairs at a time: a
-// decode batch within the GEMV's range reads every weight once. Per pair and
-// output, the sum runs in one fixed order (the block's 32 values, scaled once
-// per block; blocks in lane order; the warp's lanes by warp_sum) whatever the
-// number of pairs and chunks, so results do not depend on the batch. FP4
-// codes become values through a 16-entry shared table.
-template <bool kSwiglu, int kPairs, int kBlocksPerLane>
+// for the whole kernel. Up to kGemvStagedPairs rows of x are staged at once
+// and a row pair's weights, held in registers, are applied to all of them,
+// kLayout at a time (a lone last pair of a group of 4 alone: four at a time
+// costs about twice the arithmetic of one): a decode batch within the GEMV's
+// range reads every weight once. FP4 codes become values through a 16-entry
+// shared table.
+template <bool kSwiglu, int kLayout, int kBlocksPerLane>
 __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
     moe_gemv_kernel(const uint16_t* x, const int32_t* row_token, MoeGroups groups,
                     Mxfp4Experts w, float limit, void* out) {
@@ -145,7 +214,7 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
   for (int32_t g0 = g_begin; g0 < g_end; g0 += kGemvStagedPairs) {
     const int32_t staged = min(kGemvStagedPairs, g_end - g0);
     __syncthreads();  // the previous rows are consumed (and the table is written)
-    stage_pairs<kPairs>(x, row_token, g0, staged, w.cols, xs);
+    stage_pairs<kLayout>(x, row_token, g0, staged, w.cols, xs);
     __syncthreads();
     for (int32_t pair = first; pair < row_pairs; pair += stride) {
       // The next row pair: further on, else the first one again for the next
@@ -155,68 +224,13 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
                                                              : row_pairs;
       RowPairSlice<kBlocksPerLane> nxt{};
       if (next < row_pairs) nxt.load(w, expert, next, lane, n_blocks);
-
-      // Groups of kPairs staged rows; a group's rows past `staged` are
-      // computed from stale words and dropped.
-      for (int32_t p0 = 0; p0 < staged; p0 += kPairs) {
-        const uint32_t* xg = xs + staged_index<kPairs>(p0, 0, 0, n_blocks);
-        float acc[2][kPairs] = {};
-#pragma unroll
-        for (int i = 0; i < kBlocksPerLane; ++i) {
-          const int32_t b = lane + i * kWarpSize;
-          if (b >= n_blocks) break;
-          float part[2][kPairs] = {};
-#pragma unroll 1
-          for (int q = 0; q < 4; ++q) {  // rolled: unrolled, it keeps 128 loads in flight in registers
-            uint32_t word[2];
-#pragma unroll
-            for (int r = 0; r < 2; ++r)
-              word[r] = q == 0 ? cur.q[r][i].x : q == 1 ? cur.q[r][i].y : q == 2 ? cur.q[r][i].z : cur.q[r][i].w;
-#pragma unroll
-            for (int e2 = 0; e2 < 4; ++e2) {
-              const uint32_t* xv = xg + ((q * 4 + e2) * n_blocks + b) * kPairs;
-              uint32_t xw[kPairs];
-              if constexpr (kPairs == 4) {
-                const uint4 v4 = *reinterpret_cast<const uint4*>(xv);
-                xw[0] = v4.x, xw[1] = v4.y, xw[2] = v4.z, xw[3] = v4.w;
-              } else {
-#pragma unroll
-                for (int p = 0; p < kPairs; ++p) xw[p] = xv[p];
-              }
-#pragma unroll
-              for (int h = 0; h < 2; ++h) {  // values 2 * e2 (low half) and 2 * e2 + 1
-                const int e = 2 * e2 + h;
-                float xp[kPairs];
-#pragma unroll
-                for (int p = 0; p < kPairs; ++p)
-                  xp[p] = __uint_as_float(h == 0 ? xw[p] << 16 : xw[p] & 0xffff0000u);
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                  const float wv = lut[(word[r] >> (4 * e)) & 0xfu];
-#pragma unroll
-                  for (int p = 0; p < kPairs; ++p) part[r][p] = fmaf(wv, xp[p], part[r][p]);
-                }
-              }
-            }
-          }
-#pragma unroll
-          for (int r = 0; r < 2; ++r)
-#pragma unroll
-            for (int p = 0; p < kPairs; ++p) acc[r][p] = fmaf(part[r][p], cur.scale[r][i], acc[r][p]);
-        }
-#pragma unroll
-        for (int p = 0; p < kPairs; ++p) {
-          if (p0 + p >= staged) break;
-          const float v0 = warp_sum(acc[0][p]) + cur.bias[0], v1 = warp_sum(acc[1][p]) + cur.bias[1];
-          if (lane != 0) continue;
-          const int64_t g = g0 + p0 + p;
-          if constexpr (kSwiglu) {
-            static_cast<__nv_bfloat16*>(out)[g * row_pairs + pair] = __float2bfloat16_rn(swiglu(v0, v1, limit));
-          } else {
-            float* y = static_cast<float*>(out) + g * w.rows + 2 * pair;
-            y[0] = v0, y[1] = v1;
-          }
-        }
+      for (int32_t p0 = 0; p0 < staged; p0 += kLayout) {
+        const int32_t n = min(kLayout, staged - p0);
+        if (n == 1)
+          apply_row_pair<kSwiglu, 1, kLayout>(cur, xs, lut, p0, n, g0, pair, lane, n_blocks, w.rows, limit, out);
+        else
+          apply_row_pair<kSwiglu, kLayout, kLayout>(cur, xs, lut, p0, n, g0, pair, lane, n_blocks, w.rows, limit,
+                                                    out);
       }
       cur = nxt;
     }
@@ -314,10 +328,10 @@ void check_experts(const Mxfp4Experts& w) {
     throw Error(GPTOSS_ERR_BACKEND, "MXFP4 experts: cols must be a multiple of 32 and <= 4096");
 }
 
-template <bool kSwiglu, int kPairs, int kBlocksPerLane>
+template <bool kSwiglu, int kLayout, int kBlocksPerLane>
 void launch_gemv_kernel(dim3 grid, const bf16* x, const int32_t* row_token, const MoeGroups& groups,
                         const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
-  constexpr auto kernel = moe_gemv_kernel<kSwiglu, kPairs, kBlocksPerLane>;
+  constexpr auto kernel = moe_gemv_kernel<kSwiglu, kLayout, kBlocksPerLane>;
   static const bool configured = [] {
     constexpr int kMax = (16 + 16 * kWarpSize * kBlocksPerLane * kGemvStagedPairs) * sizeof(float);
     GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax));
@@ -328,19 +342,24 @@ void launch_gemv_kernel(dim3 grid, const bf16* x, const int32_t* row_token, cons
   kernel<<<grid, kGemvWarps * kWarpSize, smem, stream>>>(x, row_token, groups, w, limit, out);
 }
 
-// One pair at a time when pairs are about one per expert (decode at small
-// batches), else four sharing each decoded weight. The grid gives every warp
-// the same number of row pairs and, when every expert in y has pairs (batch 1),
-// fills each SM with kGemvBlocksPerSm blocks.
+// One token's pairs (top-k of distinct experts: one pair an expert) are
+// applied one at a time; more tokens' pairs four at a time where an expert
+// has several. The grid gives each warp as many row pairs as a one-token step
+// that fills every SM with kGemvBlocksPerSm blocks in one wave. With more
+// tokens the experts' pair counts differ, so a one-wave grid would leave the
+// busiest expert's few blocks running alone (call 17: batch 8 took 18.7 ms a
+// step, 15.7 ms with one row pair a warp); the same per-warp share in several
+// waves lets the block scheduler balance them.
 template <bool kSwiglu>
 void launch_gemv(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
                  const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
   const int32_t experts = std::min(w.num_experts, n_pairs);
   const int32_t warp_groups = (w.rows / 2 + kGemvWarps - 1) / kGemvWarps;  // per expert
   const int32_t slots = kGemvBlocksPerSm * multiprocessor_count();
-  const int32_t groups_per_block = (warp_groups * experts + slots - 1) / slots;
+  const int32_t one_token = std::min(experts, kGemvOneTokenPairs);
+  const int32_t groups_per_block = (warp_groups * one_token + slots - 1) / slots;
   const dim3 grid((warp_groups + groups_per_block - 1) / groups_per_block, experts);
-  const bool single = n_pairs <= w.num_experts, narrow = w.cols <= 32 * kWarpSize * 3;
+  const bool single = n_pairs <= kGemvOneTokenPairs, narrow = w.cols <= 32 * kWarpSize * 3;
   if (single && narrow)
     launch_gemv_kernel<kSwiglu, 1, 3>(grid, x, row_token, groups, w, limit, out, stream);
   else if (single)

@@ -15,18 +15,30 @@ constexpr int kNormMaxVectorsPerThread = 8;  // float4 vectors: dim <= 4096
 
 // The row is load(i) for its float4 vectors i < dim/4 (the residual with
 // whatever is added to it), written back to x_row when x_row is not null;
-// then out_row = bf16(row / sqrt(mean(row^2) + eps) * weight).
+// then out_row = bf16(row / sqrt(mean(row^2) + eps) * weight). Every load (the
+// row's terms and the norm weight) is issued before the first store: a store
+// to x_row may alias the loads as far as the compiler knows, so interleaving
+// them would cost one memory latency per vector (a 1-row norm is nothing but
+// that latency). The sum of squares runs in the same order either way.
 template <typename Load>
 __device__ __forceinline__ void residual_rmsnorm_row(Load load, float4* x_row, int32_t dim, const uint16_t* weight,
                                                      float eps, __nv_bfloat16* out_row, float* scratch) {
   const int32_t n_vec = dim / 4;
   float4 v[kNormMaxVectorsPerThread];
-  float sum_sq = 0.0f;
+  uint2 w[kNormMaxVectorsPerThread];
 #pragma unroll
   for (int i = 0; i < kNormMaxVectorsPerThread; ++i) {
     const int32_t idx = threadIdx.x + i * kNormThreads;
     if (idx < n_vec) {
       v[i] = load(idx);
+      w[i] = __ldg(reinterpret_cast<const uint2*>(weight) + idx);
+    }
+  }
+  float sum_sq = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kNormMaxVectorsPerThread; ++i) {
+    const int32_t idx = threadIdx.x + i * kNormThreads;
+    if (idx < n_vec) {
       if (x_row) x_row[idx] = v[i];
       sum_sq += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
     }
@@ -37,9 +49,8 @@ __device__ __forceinline__ void residual_rmsnorm_row(Load load, float4* x_row, i
   for (int i = 0; i < kNormMaxVectorsPerThread; ++i) {
     const int32_t idx = threadIdx.x + i * kNormThreads;
     if (idx < n_vec) {
-      const uint2 w = reinterpret_cast<const uint2*>(weight)[idx];
-      const float w0 = __uint_as_float(w.x << 16), w1 = __uint_as_float(w.x & 0xffff0000u);
-      const float w2 = __uint_as_float(w.y << 16), w3 = __uint_as_float(w.y & 0xffff0000u);
+      const float w0 = __uint_as_float(w[i].x << 16), w1 = __uint_as_float(w[i].x & 0xffff0000u);
+      const float w2 = __uint_as_float(w[i].y << 16), w3 = __uint_as_float(w[i].y & 0xffff0000u);
       o[2 * idx] = __floats2bfloat162_rn(v[i].x * inv_rms * w0, v[i].y * inv_rms * w1);
       o[2 * idx + 1] = __floats2bfloat162_rn(v[i].z * inv_rms * w2, v[i].w * inv_rms * w3);
     }
