@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels/dependent_launch.cuh"
 #include "backend/cuda/kernels/device_math.cuh"
 #include "backend/cuda/kernels/gemm_tiled.cuh"
 #include "backend/cuda/kernels/kernels.h"
@@ -60,6 +61,8 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
   int32_t o = blockIdx.x * kGemvWarps + threadIdx.x / kWarpSize, first = 0;
   WeightSlice cur{};
   if (o < out_dim) cur.load(w + static_cast<int64_t>(o) * n_vec, 0, n_vec, lane);
+  wait_for_previous_kernel();  // x is the previous kernel's output (launch_dependent)
+  allow_next_kernel();
   float acc[kGemvRows] = {};
   while (o < out_dim) {
     // The next slice: further on in this row, else the next column's first.
@@ -144,9 +147,8 @@ void linear_bf16_gemv(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
   const int32_t per_warp = std::max<int32_t>(1, (out_dim * row_groups + warps - 1) / warps);
   const int32_t per_block = kGemvWarps * per_warp;
   const dim3 grid((out_dim + per_block - 1) / per_block, row_groups);
-  gemv_bf16_kernel<<<grid, kGemvWarps * kWarpSize, 0, stream>>>(x, n_rows, in_dim, weight, bias,
-                                                                out_dim, y);
-  GPTOSS_CUDA_CHECK_LAUNCH();
+  launch_dependent(gemv_bf16_kernel, grid, kGemvWarps * kWarpSize, 0, stream, x, n_rows, in_dim, weight, bias,
+                   out_dim, y);
 }
 
 void linear_bf16_tiled(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,

@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels/dependent_launch.cuh"
 #include "backend/cuda/kernels/device_math.cuh"
 #include "backend/cuda/kernels/gemm_mxfp4_decoded.cuh"
 #include "backend/cuda/kernels/gemm_tiled.cuh"
@@ -199,6 +200,13 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
   float* lut = smem;
   uint32_t* xs = reinterpret_cast<uint32_t*>(smem + 16);  // staged x, see staged_index
   const int lane = threadIdx.x % kWarpSize;
+  // launch_dependent: the gate/up product follows the routing that wrote the
+  // grouping; the down product follows the gate/up product, the grouping is
+  // older, so its first weights are loaded before the wait.
+  if constexpr (kSwiglu) {
+    wait_for_previous_kernel();
+    allow_next_kernel();
+  }
   // Blocks in y walk the experts that have pairs (the tile list of this path).
   if (static_cast<int32_t>(blockIdx.y) >= *groups.n_tiles) return;
   const int32_t expert = groups.tiles[blockIdx.y] >> 16;
@@ -210,6 +218,10 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
 
   RowPairSlice<kBlocksPerLane> cur{};
   if (first < row_pairs) cur.load(w, expert, first, lane, n_blocks);
+  if constexpr (!kSwiglu) {
+    wait_for_previous_kernel();
+    allow_next_kernel();
+  }
 
   for (int32_t g0 = g_begin; g0 < g_end; g0 += kGemvStagedPairs) {
     const int32_t staged = min(kGemvStagedPairs, g_end - g0);
@@ -339,7 +351,7 @@ void launch_gemv_kernel(dim3 grid, const bf16* x, const int32_t* row_token, cons
   }();
   (void)configured;
   const size_t smem = (16 + static_cast<size_t>(w.cols / 2) * kGemvStagedPairs) * sizeof(float);
-  kernel<<<grid, kGemvWarps * kWarpSize, smem, stream>>>(x, row_token, groups, w, limit, out);
+  launch_dependent(kernel, grid, kGemvWarps * kWarpSize, smem, stream, x, row_token, groups, w, limit, out);
 }
 
 // One token's pairs (top-k of distinct experts: one pair an expert) are

@@ -2,6 +2,7 @@
 // dense delta or the MoE combine of the experts' outputs (the tensor-parallel
 // variant that adds every rank's partial is in all_reduce.cu).
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels/dependent_launch.cuh"
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/rmsnorm_row.cuh"
 
@@ -13,6 +14,8 @@ constexpr int kMaxMoeTopK = 8;  // experts per token add_moe_rmsnorm sums
 __global__ void add_rmsnorm_kernel(float* x, const float* delta, const int32_t* rows, int32_t dim,
                                    const uint16_t* weight, float eps, __nv_bfloat16* out) {
   __shared__ float scratch[32];
+  wait_for_previous_kernel();  // every input is a previous kernel's output (launch_dependent)
+  allow_next_kernel();
   const int32_t out_row = blockIdx.x;
   const int64_t src_row = rows ? rows[out_row] : out_row;
   float4* xr = reinterpret_cast<float4*>(x + src_row * dim);
@@ -35,6 +38,8 @@ __global__ void add_moe_rmsnorm_kernel(float* x, const float* y, const int32_t* 
                                        const float* weights, int32_t k, const int32_t* rows, int32_t dim,
                                        const uint16_t* weight, float eps, __nv_bfloat16* out) {
   __shared__ float scratch[32];
+  wait_for_previous_kernel();  // every input is a previous kernel's output (launch_dependent)
+  allow_next_kernel();
   const int32_t out_row = blockIdx.x;
   const int64_t src_row = rows ? rows[out_row] : out_row;
   float4* xr = reinterpret_cast<float4*>(x + src_row * dim);
@@ -68,9 +73,8 @@ void add_rmsnorm(float* x, const float* delta, const int32_t* rows, int32_t n_ro
                  const bf16* weight, float eps, bf16* out, cudaStream_t stream) {
   if (!norm_dim_supported(dim)) throw Error(GPTOSS_ERR_BACKEND, "add_rmsnorm: dim must be a multiple of 4 and at most 4096");
   if (n_rows == 0) return;
-  add_rmsnorm_kernel<<<n_rows, kNormThreads, 0, stream>>>(x, delta, rows, dim, weight, eps,
-                                                          reinterpret_cast<__nv_bfloat16*>(out));
-  GPTOSS_CUDA_CHECK_LAUNCH();
+  launch_dependent(add_rmsnorm_kernel, n_rows, kNormThreads, 0, stream, x, delta, rows, dim, weight, eps,
+                   reinterpret_cast<__nv_bfloat16*>(out));
 }
 
 void add_moe_rmsnorm(float* x, const float* y, const int32_t* pair_slot, const float* weights, int32_t k,
@@ -79,9 +83,8 @@ void add_moe_rmsnorm(float* x, const float* y, const int32_t* pair_slot, const f
   if (!norm_dim_supported(dim)) throw Error(GPTOSS_ERR_BACKEND, "add_moe_rmsnorm: dim must be a multiple of 4 and at most 4096");
   if (k > kMaxMoeTopK) throw Error(GPTOSS_ERR_BACKEND, "add_moe_rmsnorm: at most top-8");
   if (n_rows == 0) return;
-  add_moe_rmsnorm_kernel<<<n_rows, kNormThreads, 0, stream>>>(x, y, pair_slot, weights, k, rows, dim, weight, eps,
-                                                              reinterpret_cast<__nv_bfloat16*>(out));
-  GPTOSS_CUDA_CHECK_LAUNCH();
+  launch_dependent(add_moe_rmsnorm_kernel, n_rows, kNormThreads, 0, stream, x, y, pair_slot, weights, k, rows, dim,
+                   weight, eps, reinterpret_cast<__nv_bfloat16*>(out));
 }
 
 }  // namespace gptoss::cuda

@@ -673,6 +673,77 @@ void check_moe_gemv_invariance(Random& rng, MoeFixture& f, Verdicts& v) {
            same_prefix(two.first, all.first) && same_prefix(two.second, all.second));
 }
 
+// Programmatic dependent launch (dependent_launch.cuh): the decode chain of a
+// layer at batch 1 and 3 (norm, dense GEMV, grouping, expert GEMVs, the MoE
+// norm, dense GEMV; four layers) launched back to back on a stream, directly
+// and as a replayed CUDA graph, gives the bits of the same chain with the
+// stream drained after every launch (nothing overlapping). A kernel reading
+// its predecessor's output before waiting for it would differ here.
+void check_dependent_launch_chain(Random& rng, MoeFixture& f, Verdicts& v) {
+  const int32_t dim = f.hidden, k = f.k, layers = 4;
+  const auto d_w = to_device(to_bf16(rng.bf16_floats(size_t(dim) * dim, 0.02f)));
+  const auto d_b = to_device(to_bf16(rng.bf16_floats(dim, 0.5f)));
+  const auto d_norm = to_device(to_bf16(rng.bf16_floats(dim, 1.0f)));
+  cudaStream_t stream = nullptr;
+  GPTOSS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (const int32_t rows : {1, 3}) {
+    const std::vector<float> x0 = rng.bf16_floats(size_t(rows) * dim, 3.0f);
+    const auto d_chosen = to_device(choose_experts(rng, rows, false));
+    std::vector<float> mix(size_t(rows) * k);
+    for (float& w : mix) w = rng.uniform(0.1f, 1.0f);
+    const auto d_mix = to_device(mix);
+    const MoePath path = moe_path_for(rows * k, f.experts);
+    // One run: the residual stream and the last norm's output.
+    auto run = [&](bool drain, bool graph) {
+      auto x = to_device(x0);
+      auto delta = to_device(std::vector<float>(x0.size()));
+      auto h = poisoned<bf16>(x0.size());
+      MoeGrouping grouping(d_chosen, rows, path);
+      const MoeGroups groups = grouping.groups();
+      auto act = poisoned<bf16>(size_t(grouping.pairs) * f.inter);
+      auto y = poisoned<float>(size_t(grouping.pairs) * dim);
+      GPTOSS_CUDA_CHECK(cudaDeviceSynchronize());  // the set-up ran on the legacy stream
+      auto step = [&](auto&& launch) {
+        launch([&] { add_rmsnorm(x.get(), delta.get(), nullptr, rows, dim, d_norm.get(), 1e-5f, h.get(), stream); });
+        launch([&] { linear_bf16_gemv(h.get(), rows, dim, d_w.get(), d_b.get(), dim, delta.get(), stream); });
+        launch([&] { moe_group(d_chosen.get(), rows, k, f.experts, moe_tile_rows(path), groups, stream); });
+        launch([&] { moe_gate_up_swiglu(h.get(), groups, grouping.pairs, f.gate_up, f.limit, path, act.get(), stream); });
+        launch([&] { moe_down(act.get(), groups, grouping.pairs, f.down, path, y.get(), stream); });
+        launch([&] {
+          add_moe_rmsnorm(x.get(), y.get(), groups.pair_slot, d_mix.get(), k, nullptr, rows, dim, d_norm.get(), 1e-5f,
+                          h.get(), stream);
+        });
+        launch([&] { linear_bf16_gemv(h.get(), rows, dim, d_w.get(), d_b.get(), dim, delta.get(), stream); });
+      };
+      auto launch = [&](auto&& kernel) {
+        kernel();
+        if (drain) GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
+      };
+      if (graph) {
+        cudaGraph_t g = nullptr;
+        cudaGraphExec_t exec = nullptr;
+        GPTOSS_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+        for (int32_t l = 0; l < layers; ++l) step(launch);
+        GPTOSS_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
+        GPTOSS_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+        GPTOSS_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+        GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
+        GPTOSS_CUDA_CHECK(cudaGraphExecDestroy(exec));
+        GPTOSS_CUDA_CHECK(cudaGraphDestroy(g));
+      } else {
+        for (int32_t l = 0; l < layers; ++l) step(launch);
+        GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
+      }
+      return std::pair{to_host(x, x0.size()), to_host(h, x0.size())};
+    };
+    const auto drained = run(true, false), chained = run(false, false), replayed = run(false, true);
+    const std::string tag = std::to_string(rows) + " rows, " + std::to_string(layers) + " layers";
+    v.expect("dependent launches back to back == drained after each (bitwise), " + tag, chained == drained);
+    v.expect("dependent launches in a CUDA graph == drained after each (bitwise), " + tag, replayed == drained);
+  }
+  GPTOSS_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
 // The MoE block below the router: grouping, the fused gate/up + SwiGLU, the
 // down product and the combine, for every kernel path.
 void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
@@ -957,6 +1028,7 @@ int main(int argc, char** argv) {
       check_moe_gemv_invariance(rng, moe, v);
       check_moe_expert_tiles(rng, moe, v);
       check_moe_half_step(rng, moe, v);
+      check_dependent_launch_chain(rng, moe, v);
     }
     check_sampling(rng, v);
     check_masked_sampling(rng, v);
