@@ -37,8 +37,9 @@
 #    the step's wall time: what bounds a step, kernels or the gaps between;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b layers prefix tp profile moeab" leaves out those stages (moeab:
-# the kernel checks and bench again with GPTOSS_MOE_KERNEL=v1); GPTOSS_JOBS sets build parallelism.
+# loader model20b layers prefix tp profile moeab pdlab" leaves out those stages (moeab:
+# the kernel checks and bench again with GPTOSS_MOE_KERNEL=v1; pdlab: decode at
+# batch 1 and 8 again with GPTOSS_PDL=0, plain launches); GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -173,6 +174,11 @@ if want bench; then
   if want moeab; then
     step "benchmark with GPTOSS_MOE_KERNEL=v1 (the old MXFP4 expert kernel, A/B)"
     GPTOSS_MOE_KERNEL=v1 timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" 2>&1 | tee "$out/bench_random_moe_v1.log" || status=1
+  fi
+  if want pdlab; then
+    step "decode with GPTOSS_PDL=0 (no programmatic dependent launch, A/B)"
+    GPTOSS_PDL=0 timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,8 --prefill 512 2>&1 |
+      grep -E "^(decode batch|batch-1)" | tee "$out/bench_random_pdl0.log" || status=1
   fi
 fi
 
