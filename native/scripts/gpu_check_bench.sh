@@ -222,9 +222,9 @@ if want tp; then
   timeout 120 "$tools/gptoss-cuda-allreduce-bench" --json "$out/allreduce.json" 2>&1 | tee "$out/allreduce.log" || status=1
   step "tensor parallel: TP=2 vs TP=1 greedy tokens (small model, 8 prompts together)"
   # Both ranks on GPU 0 (one visible device), then on two GPUs where there are two.
-  cli_small() {  # log, tensor-parallel size
+  cli_small() {  # log, tensor-parallel size, more cli arguments
     timeout 60 "$build/gptoss-cli" --model "$small" --backend cuda --tensor-parallel-size "$2" --random-prompt 40 \
-      --batch 8 --max-tokens 32 --max-model-len 512 >"$out/$1.log" 2>&1 || tail -1 "$out/$1.log"
+      --batch 8 --max-tokens 32 --max-model-len 512 "${@:3}" >"$out/$1.log" 2>&1 || tail -1 "$out/$1.log"
   }
   CUDA_VISIBLE_DEVICES=0 cli_small cli_tp1 1
   CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2 2
@@ -245,10 +245,17 @@ if want tp; then
     python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_eager.log" "$out/cli_tp1.log" \
       "cli greedy agreement cuda TP=2 (one GPU, CUDA_MODULE_LOADING=EAGER) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
   fi
+  # The MoE with experts split whole (each rank computes its experts' pairs).
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2_experts 2 --moe-sharding experts
+  python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_experts.log" "$out/cli_tp1.log" \
+    "cli greedy agreement cuda TP=2 experts layout (one GPU) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
   if [ "$gpus" -ge 2 ]; then
     cli_small cli_tp2_gpus2 2
     python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_gpus2.log" "$out/cli_tp1.log" \
       "cli greedy agreement cuda TP=2 (two GPUs) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
+    cli_small cli_tp2_experts_gpus2 2 --moe-sharding experts
+    python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_experts_gpus2.log" "$out/cli_tp1.log" \
+      "cli greedy agreement cuda TP=2 experts layout (two GPUs) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
   fi
   if [ "$gpus" -ge 2 ]; then
     step "tensor parallel at the 20b shape: decode and TTFT, TP=1 vs TP=2 (two GPUs)"

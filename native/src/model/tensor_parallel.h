@@ -39,8 +39,9 @@ const char* moe_sharding_name(MoeSharding s);
 struct ShardRange {
   int32_t begin = 0;
   int32_t end = 0;
-  int32_t size() const { return end - begin; }
-  bool contains(int32_t i) const { return i >= begin && i < end; }
+  // constexpr: device code (the CUDA kernels) uses them too.
+  constexpr int32_t size() const { return end - begin; }
+  constexpr bool contains(int32_t i) const { return i >= begin && i < end; }
 };
 
 class TensorParallelPlan {

@@ -365,8 +365,9 @@ void CudaRunner::enqueue_moe(const Step& step, int32_t layer) {
   cuda::linear_bf16(h_.get(), T, H, w.router_weight, w.router_bias, m.num_experts,
                     router_logits_.get(), stream_);
   const int32_t K = m.experts_per_token, pairs = T * K;
+  // Over ranks with experts split, only this rank's experts are computed.
   const cuda::MoeGroups groups{expert_offsets_.get(), pair_token_.get(), pair_slot_.get(),
-                               moe_tiles_.get(), moe_n_tiles_.get()};
+                               moe_tiles_.get(), moe_n_tiles_.get(), shape_.experts};
   stage("moe_route");
   const cuda::MoePath path = cuda::moe_path_for(pairs, m.num_experts);
   cuda::moe_route(router_logits_.get(), T, m.num_experts, K, cuda::moe_tile_rows(path), experts_.get(),
@@ -378,8 +379,8 @@ void CudaRunner::enqueue_moe(const Step& step, int32_t layer) {
   cuda::moe_down(expert_act_.get(), groups, pairs, w.down, path, expert_out_.get(), stream_);
   stage("moe_combine");
   float* moe_out = all_reduce_ ? all_reduce_->partial(1, rank_) : delta_.get();
-  cuda::moe_combine(expert_out_.get(), pair_slot_.get(), expert_weights_.get(), T, K, H, moe_out,
-                    stream_);
+  cuda::moe_combine(expert_out_.get(), pair_slot_.get(), expert_weights_.get(), groups.held_pairs(m.num_experts),
+                    T, K, H, moe_out, stream_);
 }
 
 void CudaRunner::enqueue_moe_norm(const Step& step, int32_t layer) {

@@ -246,10 +246,6 @@ class TensorParallelCudaRunner final : public ModelRunner {
 
 std::unique_ptr<ModelRunner> make_cuda_tensor_parallel_runner(const std::string& model_dir,
                                                               int32_t tensor_parallel, MoeSharding moe) {
-  if (moe != MoeSharding::Intermediate) {
-    throw Error(GPTOSS_ERR_INVALID_ARGUMENT, std::string("moe_sharding \"") + moe_sharding_name(moe) +
-                                                 "\": the cuda engine runs tensor parallel with \"intermediate\" only so far");
-  }
   require_hopper_gpu();
   const ModelConfig config = load_model_config(model_dir);
   const TensorParallelPlan plan(config, tensor_parallel, moe);

@@ -421,7 +421,7 @@ void check_moe(Random& rng, Verdicts& v) {
     auto y = poisoned<float>(size_t(pairs) * hidden);
     moe_down(act.get(), groups, pairs, down, path, y.get(), nullptr);
     auto delta = poisoned<float>(size_t(tokens) * hidden);
-    moe_combine(y.get(), pair_slot.get(), d_weights.get(), tokens, k, hidden, delta.get(), nullptr);
+    moe_combine(y.get(), pair_slot.get(), d_weights.get(), nullptr, tokens, k, hidden, delta.get(), nullptr);
 
     const std::vector<int32_t> slot = to_host(pair_slot, pairs);
     const std::vector<float> g_act = to_float(to_host(act, size_t(pairs) * inter));
@@ -452,6 +452,31 @@ void check_moe(Random& rng, Verdicts& v) {
     v.expect_close("moe_gate_up_swiglu " + tag, relative_error(got_act, ref_act), kBf16Tol);
     v.expect_close("moe_down " + tag, relative_error(got_y, ref_y), kFloatTol);
     v.expect_close("moe_combine " + tag, relative_error(to_host(delta, ref_delta.size()), ref_delta), 1e-6);
+
+    // Experts split whole over two ranks (MoeGroups::held): each computes only
+    // its experts' pairs, and the two partial sums add up to the whole.
+    std::vector<float> split_delta(size_t(tokens) * hidden, 0.0f);
+    for (const ShardRange held : {ShardRange{0, experts / 2}, ShardRange{experts / 2, experts}}) {
+      const auto view = [&](const Mxfp4Experts& all) {
+        const int64_t blocks = int64_t(held.begin) * all.rows * (all.cols / 32);
+        return Mxfp4Experts{all.blocks + blocks * 16, all.scales + blocks, all.bias + int64_t(held.begin) * all.rows,
+                            held.size(), all.rows, all.cols};
+      };
+      MoeGroups part = groups;
+      part.held = held;
+      moe_group(d_chosen.get(), tokens, k, experts, moe_tile_rows(path), part, nullptr);
+      auto part_act = poisoned<bf16>(size_t(pairs) * inter);
+      moe_gate_up_swiglu(d_x.get(), part, pairs, view(gate_up), limit, path, part_act.get(), nullptr);
+      auto part_y = poisoned<float>(size_t(pairs) * hidden);
+      moe_down(part_act.get(), part, pairs, view(down), path, part_y.get(), nullptr);
+      auto part_delta = poisoned<float>(size_t(tokens) * hidden);
+      moe_combine(part_y.get(), pair_slot.get(), d_weights.get(), part.held_pairs(experts), tokens, k, hidden,
+                  part_delta.get(), nullptr);
+      const std::vector<float> got = to_host(part_delta, split_delta.size());
+      for (size_t i = 0; i < got.size(); ++i) split_delta[i] += got[i];
+    }
+    v.expect_close("moe experts split over 2 ranks, summed == whole " + tag,
+                   relative_error(split_delta, to_host(delta, ref_delta.size())), 1e-5);
   }
 }
 
