@@ -505,24 +505,14 @@ void CudaRunner::forward_sampled(const BatchPlan& plan, const std::vector<RowSam
   sample(rows, logits_.get(), step.real_logit_rows, out);
 }
 
-void CudaRunner::sample(const std::vector<RowSampling>& rows, float* logits, int32_t n_rows,
-                        std::vector<SampledToken>& out) {
+int32_t CudaRunner::upload_sampling(const std::vector<RowSampling>& rows) {
   upload_token_masks(rows);
   std::vector<cuda::DeviceSamplingRow> params(rows.size());
   std::vector<int32_t> penalties;  // tokens, then counts
   std::vector<int32_t> counts;
   for (size_t r = 0; r < rows.size(); ++r) {
     const SamplingParams& p = *rows[r].params;
-    cuda::DeviceSamplingRow& d = params[r];
-    d.temperature = p.temperature;
-    d.top_p = p.top_p;
-    d.min_p = p.min_p;
-    d.presence_penalty = p.presence_penalty;
-    d.frequency_penalty = p.frequency_penalty;
-    d.top_k = p.top_k;
-    d.top_logprobs = p.top_logprobs;
-    d.seed = p.seed;
-    d.counter = rows[r].counter;
+    cuda::DeviceSamplingRow& d = params[r] = cuda::DeviceSamplingRow::of(p, rows[r].counter);
     d.penalty_begin = static_cast<int32_t>(penalties.size());
     if (rows[r].generated_counts && (p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f)) {
       for (const auto& [token, count] : *rows[r].generated_counts) {
@@ -543,6 +533,12 @@ void CudaRunner::sample(const std::vector<RowSampling>& rows, float* logits, int
   GPTOSS_CUDA_CHECK(cudaMemcpyAsync(sampling_rows_.get(), params.data(),
                                     params.size() * sizeof(params[0]), cudaMemcpyHostToDevice,
                                     stream_));
+  return n_pen;
+}
+
+void CudaRunner::sample(const std::vector<RowSampling>& rows, float* logits, int32_t n_rows,
+                        std::vector<SampledToken>& out) {
+  const int32_t n_pen = upload_sampling(rows);
   stage("sampling");
   if (!mask_index_host_.empty())
     cuda::apply_token_masks(logits, n_rows, config_.vocab_size, mask_buf_.get(), mask_index_.get(), stream_);

@@ -121,6 +121,10 @@ class CudaRunner final : public ModelRunner {
   // The final norm of the logits rows and this runner's vocabulary rows of
   // the unembedding into logits_ [rows, shape_.vocab.size()].
   void enqueue_head(const Step& step);
+  // Uploads the rows' DeviceSamplingRows (sampling_rows_), their penalties
+  // (penalty_buf_: every token, then every count) and token masks, on the
+  // stream; returns the number of penalty tokens.
+  int32_t upload_sampling(const std::vector<RowSampling>& rows);
   // Samples n_rows rows of `logits` [n_rows, vocab] on the stream (the
   // sampler applies penalties in place; a row's token mask, rows[r].allowed,
   // first sets its disallowed logits to -inf).

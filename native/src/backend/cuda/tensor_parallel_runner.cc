@@ -13,6 +13,7 @@
 #include "backend/cuda/rank_streams.h"
 #include "common/error.h"
 #include "model/weights.h"
+#include "runtime/sliced_sampling.h"
 
 namespace gptoss {
 
@@ -103,6 +104,11 @@ class TensorParallelCudaRunner final : public ModelRunner {
     synchronize();
   }
 
+  // Sampling over the ranks' vocabulary slices (runtime/sliced_sampling.h):
+  // each rank processes and summarizes its slice of every row, the summaries
+  // come to the host and merge there; a walked draw runs on the rank it lands
+  // in; a row whose candidates reach past the lists is gathered on rank 0
+  // (already processed) for the one-device sampler.
   void forward_sampled(const BatchPlan& plan, const std::vector<RowSampling>& rows,
                        std::vector<SampledToken>& out, const std::function<void()>& await_masks) override {
     if (static_cast<int32_t>(rows.size()) != plan.num_logit_rows())
@@ -113,13 +119,29 @@ class TensorParallelCudaRunner final : public ModelRunner {
       synchronize();
       return;
     }
-    const DeviceScope scope(streams_.device(0));
-    const size_t floats = static_cast<size_t>(n) * config_.vocab_size;
-    if (gathered_.size() < floats) gathered_ = cuda::DeviceBuffer<float>(floats);
-    gather_logits(gathered_.get(), n);
     // Every rank's step is queued: the caller's token masks are computed while they run.
     if (await_masks) await_masks();
-    ranks_[0]->sample(rows, gathered_.get(), n, out);
+    summarize(rows, n);
+    out.resize(n);
+    merges_.resize(n);
+    std::vector<std::vector<cuda::SliceWalk>> walks(world());
+    std::vector<std::vector<int32_t>> walk_rows(world());
+    std::vector<int32_t> whole_rows;
+    std::vector<SliceSummary> row_slices(world());
+    for (int32_t i = 0; i < n; ++i) {
+      for (int32_t r = 0; r < world(); ++r) row_slices[r] = summaries_host_[r][i];
+      SliceMerge& m = merges_[i] = merge_slices(row_slices.data(), world(), *rows[i].params, rows[i].counter);
+      if (m.kind == SliceMerge::Kind::Walk) {
+        walks[m.walk_slice].push_back(cuda::SliceWalk{i, m.max, m.target});
+        walk_rows[m.walk_slice].push_back(i);
+      } else if (m.kind == SliceMerge::Kind::WholeRow) {
+        whole_rows.push_back(i);
+      } else {
+        out[i] = m.token;
+      }
+    }
+    walk(walks, walk_rows, out);
+    sample_whole_rows(rows, whole_rows, out);
   }
 
  private:
@@ -220,6 +242,96 @@ class TensorParallelCudaRunner final : public ModelRunner {
     return step.real_logit_rows;
   }
 
+  // Every rank: its slice of each row processed in place and summarized; the
+  // summaries land in summaries_host_[rank] once this returns.
+  void summarize(const std::vector<RowSampling>& rows, int32_t n) {
+    summaries_.resize(world());
+    summaries_host_.resize(world());
+    each([&](int32_t r) {
+      CudaRunner& rank = *ranks_[r];
+      const int32_t n_pen = rank.upload_sampling(rows);
+      if (summaries_[r].size() < static_cast<size_t>(n)) summaries_[r] = cuda::DeviceBuffer<SliceSummary>(n);
+      const bool masked = !rank.mask_index_host_.empty();
+      cuda::summarize_slices(rank.logits_.get(), n, rank.shape_.vocab, config_.vocab_size, rank.sampling_rows_.get(),
+                             rank.penalty_buf_.get(), rank.penalty_buf_.get() + n_pen,
+                             masked ? rank.mask_buf_.get() : nullptr, masked ? rank.mask_index_.get() : nullptr,
+                             summaries_[r].get(), streams_.stream(r));
+      summaries_host_[r].resize(n);
+      GPTOSS_CUDA_CHECK(cudaMemcpyAsync(summaries_host_[r].data(), summaries_[r].get(), n * sizeof(SliceSummary),
+                                        cudaMemcpyDeviceToHost, streams_.stream(r)));
+    });
+    streams_.synchronize();
+  }
+
+  // The walked draws, each on the rank whose slice it lands in.
+  void walk(const std::vector<std::vector<cuda::SliceWalk>>& walks, const std::vector<std::vector<int32_t>>& walk_rows,
+            std::vector<SampledToken>& out) {
+    std::vector<std::vector<cuda::SliceWalkResult>> results(world());
+    walk_buffers_.resize(world());
+    each([&](int32_t r) {
+      const int32_t n_walks = static_cast<int32_t>(walks[r].size());
+      if (n_walks == 0) return;
+      WalkBuffers& b = walk_buffers_[r];
+      if (b.walks.size() < walks[r].size()) {
+        b.walks = cuda::DeviceBuffer<cuda::SliceWalk>(walks[r].size());
+        b.results = cuda::DeviceBuffer<cuda::SliceWalkResult>(walks[r].size());
+      }
+      const cudaStream_t stream = streams_.stream(r);
+      GPTOSS_CUDA_CHECK(cudaMemcpyAsync(b.walks.get(), walks[r].data(), n_walks * sizeof(cuda::SliceWalk),
+                                        cudaMemcpyHostToDevice, stream));
+      cuda::walk_slices(ranks_[r]->logits_.get(), ranks_[r]->shape_.vocab.size(), b.walks.get(), n_walks,
+                        b.results.get(), stream);
+      results[r].resize(n_walks);
+      GPTOSS_CUDA_CHECK(cudaMemcpyAsync(results[r].data(), b.results.get(), n_walks * sizeof(cuda::SliceWalkResult),
+                                        cudaMemcpyDeviceToHost, stream));
+    });
+    streams_.synchronize();
+    for (int32_t r = 0; r < world(); ++r) {
+      for (size_t j = 0; j < walk_rows[r].size(); ++j) {
+        const int32_t i = walk_rows[r][j];
+        finish_walk(merges_[i], ranks_[r]->shape_.vocab.begin + results[r][j].index, results[r][j].value);
+        out[i] = merges_[i].token;
+      }
+    }
+  }
+
+  // Rows whose candidates reach past the lists: their processed slices
+  // gathered on rank 0 and sampled whole there, as processed logits
+  // (temperature 1 or greedy, no penalties, masks already applied).
+  void sample_whole_rows(const std::vector<RowSampling>& rows, const std::vector<int32_t>& whole_rows,
+                         std::vector<SampledToken>& out) {
+    if (whole_rows.empty()) return;
+    const int32_t n = static_cast<int32_t>(whole_rows.size());
+    const DeviceScope scope(streams_.device(0));
+    const cudaStream_t stream0 = streams_.stream(0);
+    const size_t floats = static_cast<size_t>(n) * config_.vocab_size;
+    if (gathered_.size() < floats) gathered_ = cuda::DeviceBuffer<float>(floats);
+    std::vector<cuda::DeviceSamplingRow> params;
+    for (int32_t j = 0; j < n; ++j) {
+      const int32_t i = whole_rows[j];
+      for (const auto& rank : ranks_) {
+        const ShardRange v = rank->shape_.vocab;
+        GPTOSS_CUDA_CHECK(cudaMemcpyAsync(gathered_.get() + static_cast<size_t>(j) * config_.vocab_size + v.begin,
+                                          rank->logits_.get() + static_cast<size_t>(i) * v.size(),
+                                          v.size() * sizeof(float), cudaMemcpyDefault, stream0));
+      }
+      SamplingParams processed = *rows[i].params;
+      if (processed.temperature != 0.0f) processed.temperature = 1.0f;
+      processed.presence_penalty = processed.frequency_penalty = 0.0f;
+      params.push_back(cuda::DeviceSamplingRow::of(processed, rows[i].counter));
+    }
+    CudaRunner& rank0 = *ranks_[0];
+    GPTOSS_CUDA_CHECK(cudaMemcpyAsync(rank0.sampling_rows_.get(), params.data(), n * sizeof(params[0]),
+                                      cudaMemcpyHostToDevice, stream0));
+    cuda::sample_rows(gathered_.get(), n, config_.vocab_size, rank0.sampling_rows_.get(), nullptr, nullptr,
+                      rank0.sampled_.get(), stream0);
+    std::vector<SampledToken> sampled(n);
+    GPTOSS_CUDA_CHECK(cudaMemcpyAsync(sampled.data(), rank0.sampled_.get(), n * sizeof(SampledToken),
+                                      cudaMemcpyDeviceToHost, stream0));
+    GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream0));
+    for (int32_t j = 0; j < n; ++j) out[whole_rows[j]] = sampled[j];
+  }
+
   // Each rank's logits [rows, its vocabulary rows] into its columns of dst
   // [rows, vocab] (host memory or rank 0's device), on stream 0.
   void gather_logits(float* dst, int32_t rows) {
@@ -240,6 +352,16 @@ class TensorParallelCudaRunner final : public ModelRunner {
   std::unique_ptr<cuda::PeerAllReduce> all_reduce_;
   CudaRunner::Capacity cap_;  // the ranks' buffers the graphs and all-reduce were made for
   cuda::DeviceBuffer<float> gathered_;  // [rows, vocab] on rank 0's device, for its sampler
+  // Sampling over slices: per rank, its summaries of the step's rows (device,
+  // host) and its walks; per row, its merge.
+  std::vector<cuda::DeviceBuffer<SliceSummary>> summaries_;
+  std::vector<std::vector<SliceSummary>> summaries_host_;
+  struct WalkBuffers {
+    cuda::DeviceBuffer<cuda::SliceWalk> walks;
+    cuda::DeviceBuffer<cuda::SliceWalkResult> results;
+  };
+  std::vector<WalkBuffers> walk_buffers_;
+  std::vector<SliceMerge> merges_;
   // Decode graphs over all ranks by (padded tokens, block-table widths).
   std::map<std::tuple<int32_t, int32_t, int32_t>, cudaGraphExec_t> graphs_;
 };

@@ -161,6 +161,44 @@ __device__ void cut_to_count(Row& row, int32_t n, Shared& sh) {
   row.cut_value = value;
 }
 
+// The id-order draw: the first kept token at which the running sum of
+// weight(s) passes `target`, per-thread contiguous ranges and a scan of
+// their sums; the last kept token when rounding leaves the total short.
+template <typename Weight>
+__device__ int32_t walk_id_order(const Row& row, double target, Weight weight, Shared& sh) {
+  __shared__ double sums[kThreads];
+  __shared__ int32_t drawn;
+  const int32_t per = (row.vocab + kThreads - 1) / kThreads;
+  const int32_t lo = threadIdx.x * per, hi = min(row.vocab, lo + per);
+  double mine = 0.0;
+  int32_t last = -1;
+  for (int32_t i = lo; i < hi; ++i) {
+    const float v = row.s(i);
+    if (row.kept(i, v)) mine += weight(v), last = i;
+  }
+  sums[threadIdx.x] = mine;
+  const int32_t last_kept = block_max_i(last, sh);
+  if (threadIdx.x == 0) drawn = last_kept;
+  __syncthreads();
+  double before = 0.0;
+  for (int t = 0; t < static_cast<int>(threadIdx.x); ++t) before += sums[t];
+  __syncthreads();
+  if (before <= target && target < before + mine) {
+    double cumulative = before;
+    for (int32_t i = lo; i < hi; ++i) {
+      const float v = row.s(i);
+      if (!row.kept(i, v)) continue;
+      cumulative += weight(v);
+      if (target < cumulative) {
+        drawn = i;
+        break;
+      }
+    }
+  }
+  __syncthreads();
+  return drawn;
+}
+
 __device__ double kept_log_sum_exp(const Row& row, float max_value, Shared& sh) {
   double sum = 0.0;
   for (int32_t i = threadIdx.x; i < row.vocab; i += kThreads) {
@@ -235,39 +273,8 @@ __global__ void __launch_bounds__(kThreads)
   int32_t token = argmax;
   if (!greedy) {
     // Walk kept tokens in id order until the cumulative probability passes u.
-    __shared__ double sums[kThreads];
-    __shared__ int32_t drawn;
-    const double u = uniform01(p.seed, p.counter);
-    const int32_t per = (vocab + kThreads - 1) / kThreads;
-    const int32_t lo = threadIdx.x * per, hi = min(vocab, lo + per);
-    double mine = 0.0;
-    int32_t last = -1;
-    for (int32_t i = lo; i < hi; ++i) {
-      const float v = row.s(i);
-      if (row.kept(i, v)) mine += exp(static_cast<double>(v) - lse), last = i;
-    }
-    sums[threadIdx.x] = mine;
-    // Rounding can leave the total a hair under u: then the last kept token.
-    const int32_t last_kept = block_max_i(last, sh);
-    if (threadIdx.x == 0) drawn = last_kept;
-    __syncthreads();
-    double before = 0.0;
-    for (int t = 0; t < static_cast<int>(threadIdx.x); ++t) before += sums[t];
-    __syncthreads();
-    if (before <= u && u < before + mine) {
-      double cumulative = before;
-      for (int32_t i = lo; i < hi; ++i) {
-        const float v = row.s(i);
-        if (!row.kept(i, v)) continue;
-        cumulative += exp(static_cast<double>(v) - lse);
-        if (u < cumulative) {
-          drawn = i;
-          break;
-        }
-      }
-    }
-    __syncthreads();
-    token = drawn;
+    token = walk_id_order(row, uniform01(p.seed, p.counter),
+                          [lse](float v) { return exp(static_cast<double>(v) - lse); }, sh);
   }
   if (threadIdx.x == 0) {
     result.token = token;
@@ -287,6 +294,96 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) result.n_top = n_top;
 }
 
+// One block per row: the rank's slice [begin, begin + width) of the row
+// processed in place (process_logits: mask, penalties, temperature), then
+// summarized (summarize_slice).
+__global__ void __launch_bounds__(kThreads)
+    summarize_slices_kernel(float* logits, int32_t width, int32_t begin, int32_t vocab,
+                            const DeviceSamplingRow* rows, const int32_t* penalty_tokens,
+                            const int32_t* penalty_counts, const uint32_t* masks, const int32_t* mask_index,
+                            SliceSummary* out) {
+  __shared__ Shared sh;
+  __shared__ int32_t n_collected;
+  __shared__ int32_t listed_ids[kSliceCandidates];
+  __shared__ float listed_values[kSliceCandidates];
+  const DeviceSamplingRow p = rows[blockIdx.x];
+  float* lg = logits + static_cast<int64_t>(blockIdx.x) * width;
+  const int32_t m = mask_index ? mask_index[blockIdx.x] : -1;
+  if (m >= 0) {
+    const uint32_t* mask = masks + static_cast<int64_t>(m) * ((vocab + 31) / 32);
+    for (int32_t i = threadIdx.x; i < width; i += kThreads) {
+      const int32_t id = begin + i;
+      if (((mask[id >> 5] >> (id & 31)) & 1u) == 0) lg[i] = -INFINITY;
+    }
+  }
+  __syncthreads();
+  for (int32_t j = p.penalty_begin + threadIdx.x; j < p.penalty_end; j += kThreads) {
+    const int32_t i = penalty_tokens[j] - begin;
+    // Rounded step by step (no fused multiply-add), as the host computes it.
+    if (i >= 0 && i < width)
+      lg[i] = __fsub_rn(lg[i], __fadd_rn(__fmul_rn(p.frequency_penalty, static_cast<float>(penalty_counts[j])),
+                                         p.presence_penalty));
+  }
+  __syncthreads();
+  if (p.temperature > 0.0f && p.temperature != 1.0f) {
+    const float inv_t = 1.0f / p.temperature;
+    for (int32_t i = threadIdx.x; i < width; i += kThreads) lg[i] *= inv_t;
+  }
+  __syncthreads();
+
+  Row row{lg, width, 1.0f, -INFINITY, INT32_MAX};
+  int32_t n_valid = 0;
+  for (int32_t i = threadIdx.x; i < width; i += kThreads) n_valid += lg[i] > -INFINITY;
+  n_valid = block_sum_i(n_valid, sh);
+  float max_value;
+  block_top(row, INFINITY, -1, [](int32_t, float v) { return v > -INFINITY; }, sh, &max_value);
+  double sum = 0.0;
+  for (int32_t i = threadIdx.x; i < width; i += kThreads)
+    if (lg[i] > -INFINITY) sum += expf(lg[i] - max_value);
+  sum = block_sum_d(sum, sh);
+  const int32_t length = p.temperature == 0.0f && p.top_logprobs < 0 ? 1 : kSliceCandidates;
+  const int32_t n_listed = min(n_valid, length);
+  if (n_listed > 0 && n_listed < n_valid) cut_to_count(row, n_listed, sh);
+  // The kept tokens (n_listed of them), then each one's place in rank order.
+  if (threadIdx.x == 0) n_collected = 0;
+  __syncthreads();
+  for (int32_t i = threadIdx.x; i < width; i += kThreads) {
+    const float v = lg[i];
+    if (row.kept(i, v)) {
+      const int32_t at = atomicAdd(&n_collected, 1);
+      listed_ids[at] = begin + i, listed_values[at] = v;
+    }
+  }
+  __syncthreads();
+  SliceSummary& o = out[blockIdx.x];
+  if (threadIdx.x < n_listed) {
+    const float v = listed_values[threadIdx.x];
+    const int32_t id = listed_ids[threadIdx.x];
+    int32_t place = 0;
+    for (int32_t j = 0; j < n_listed; ++j)
+      place += listed_values[j] > v || (listed_values[j] == v && listed_ids[j] < id);
+    o.ids[place] = id;
+    o.values[place] = v;
+  }
+  if (threadIdx.x == 0) {
+    o.max = n_valid > 0 ? max_value : -INFINITY;
+    o.sum_exp = n_valid > 0 ? sum : 0.0;
+    o.n_valid = n_valid;
+    o.n_listed = n_listed;
+  }
+}
+
+// One block per walk: walk_slice over the walk's row of the processed slice.
+__global__ void __launch_bounds__(kThreads)
+    walk_slices_kernel(const float* logits, int32_t width, const SliceWalk* walks, SliceWalkResult* out) {
+  __shared__ Shared sh;
+  const SliceWalk w = walks[blockIdx.x];
+  const Row row{logits + static_cast<int64_t>(w.row) * width, width, 1.0f, -INFINITY, INT32_MAX};
+  const float max = w.max;
+  const int32_t i = walk_id_order(row, w.target, [max](float v) { return static_cast<double>(expf(v - max)); }, sh);
+  if (threadIdx.x == 0) out[blockIdx.x] = SliceWalkResult{i, row.s(i)};
+}
+
 // One block per (row, slice of mask words): a disallowed token's logit becomes -inf.
 __global__ void apply_token_masks_kernel(float* logits, int32_t vocab, int32_t words, const uint32_t* masks,
                                          const int32_t* mask_index) {
@@ -304,6 +401,22 @@ __global__ void apply_token_masks_kernel(float* logits, int32_t vocab, int32_t w
 }
 
 }  // namespace
+
+void summarize_slices(float* logits, int32_t n_rows, ShardRange slice, int32_t vocab, const DeviceSamplingRow* rows,
+                      const int32_t* penalty_tokens, const int32_t* penalty_counts, const uint32_t* masks,
+                      const int32_t* mask_index, SliceSummary* out, cudaStream_t stream) {
+  if (n_rows == 0) return;
+  summarize_slices_kernel<<<n_rows, kThreads, 0, stream>>>(logits, slice.size(), slice.begin, vocab, rows,
+                                                           penalty_tokens, penalty_counts, masks, mask_index, out);
+  GPTOSS_CUDA_CHECK_LAUNCH();
+}
+
+void walk_slices(const float* logits, int32_t width, const SliceWalk* walks, int32_t n_walks, SliceWalkResult* out,
+                 cudaStream_t stream) {
+  if (n_walks == 0) return;
+  walk_slices_kernel<<<n_walks, kThreads, 0, stream>>>(logits, width, walks, out);
+  GPTOSS_CUDA_CHECK_LAUNCH();
+}
 
 void apply_token_masks(float* logits, int32_t n_rows, int32_t vocab, const uint32_t* masks,
                        const int32_t* mask_index, cudaStream_t stream) {
