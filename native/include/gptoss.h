@@ -48,6 +48,9 @@ typedef struct {
                                      by later requests with the same prefix and cache_salt; 1 = off */
   const char* moe_sharding;       /* tensor_parallel > 1: "intermediate" (every expert's columns split;
                                      NULL = this) or "experts" (experts split whole) */
+  const char* tp_all_reduce;      /* cuda, tensor_parallel > 1: "peer" (the peer-to-peer kernel fused
+                                     with the residual add and norm; NULL = this) or "nccl" (NCCL's
+                                     all-reduce, then add + norm; needs NCCL and a GPU per rank) */
 } gptoss_engine_config;
 
 #define GPTOSS_MAX_TOP_LOGPROBS 20

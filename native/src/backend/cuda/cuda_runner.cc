@@ -350,7 +350,7 @@ void CudaRunner::enqueue_attention_norm(const Step& step, int32_t layer) {
   const int32_t T = step.n_tokens, H = m.hidden_size;
   stage("rmsnorm");
   if (all_reduce_) {
-    all_reduce_->run(0, rank_, x_.get(), T, H, w.post_norm, m.rms_norm_eps, h_.get(), stream_);
+    reduce_add_norm(0, T, w.post_norm);
   } else {
     cuda::add_rmsnorm(x_.get(), delta_.get(), nullptr, T, H, w.post_norm, m.rms_norm_eps, h_.get(),
                       stream_);
@@ -385,12 +385,22 @@ void CudaRunner::enqueue_moe(const Step& step, int32_t layer) {
 
 void CudaRunner::enqueue_moe_norm(const Step& step, int32_t layer) {
   const ModelConfig& m = config_;
-  const int32_t T = step.n_tokens, H = m.hidden_size;
+  const int32_t T = step.n_tokens;
   if (all_reduce_) {
     // Normed with the next layer's input norm; after the last layer the
     // final norm (enqueue_head norms the logits rows again from x_).
     const bf16* next_norm = layer + 1 < m.num_layers ? weights_.layers[layer + 1].input_norm : weights_.final_norm;
-    all_reduce_->run(1, rank_, x_.get(), T, H, next_norm, m.rms_norm_eps, h_.get(), stream_);
+    reduce_add_norm(1, T, next_norm);
+  }
+}
+
+void CudaRunner::reduce_add_norm(int32_t site, int32_t n_tokens, const bf16* norm) {
+  const int32_t H = config_.hidden_size;
+  if (partials_summed_) {
+    cuda::add_rmsnorm(x_.get(), all_reduce_->partial(site, rank_), nullptr, n_tokens, H, norm, config_.rms_norm_eps,
+                      h_.get(), stream_);
+  } else {
+    all_reduce_->run(site, rank_, x_.get(), n_tokens, H, norm, config_.rms_norm_eps, h_.get(), stream_);
   }
 }
 

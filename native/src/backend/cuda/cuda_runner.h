@@ -118,6 +118,8 @@ class CudaRunner final : public ModelRunner {
   void enqueue_attention_norm(const Step& step, int32_t layer);
   void enqueue_moe(const Step& step, int32_t layer);
   void enqueue_moe_norm(const Step& step, int32_t layer);
+  // Over ranks: x_ += the ranks' sum at all-reduce `site`, h_ = its norm.
+  void reduce_add_norm(int32_t site, int32_t n_tokens, const bf16* norm);
   // The final norm of the logits rows and this runner's vocabulary rows of
   // the unembedding into logits_ [rows, shape_.vocab.size()].
   void enqueue_head(const Step& step);
@@ -145,6 +147,9 @@ class CudaRunner final : public ModelRunner {
   // rank's partials, summed over the ranks (fused with the residual add and
   // the next norm) instead of added to the residual by add_rmsnorm.
   const cuda::PeerAllReduce* all_reduce_ = nullptr;
+  // Set with NCCL: the partials are already summed in place when a site's
+  // norm runs, which then adds them to the residual with add_rmsnorm.
+  bool partials_summed_ = false;
   int32_t rank_ = 0;
   bool use_graphs_ = true;
   cuda::StageTimer* timer_ = nullptr;

@@ -11,6 +11,9 @@
 #include "backend/cuda/cuda_runner.h"
 #include "backend/cuda/peer_all_reduce.h"
 #include "backend/cuda/rank_streams.h"
+#ifdef GPTOSS_WITH_NCCL
+#include "backend/cuda/nccl/nccl_group.h"
+#endif
 #include "common/error.h"
 #include "model/weights.h"
 #include "runtime/sliced_sampling.h"
@@ -21,8 +24,12 @@ using cuda::DeviceScope;
 
 class TensorParallelCudaRunner final : public ModelRunner {
  public:
-  TensorParallelCudaRunner(const ModelConfig& config, const Weights& host, const TensorParallelPlan& plan)
+  TensorParallelCudaRunner(const ModelConfig& config, const Weights& host, const TensorParallelPlan& plan,
+                           TpAllReduce all_reduce)
       : config_(config), streams_(cuda::devices_for_ranks(plan.world_size(), false)) {
+#ifdef GPTOSS_WITH_NCCL
+    if (all_reduce == TpAllReduce::Nccl) use_nccl();
+#endif
     for (int32_t r = 0; r < plan.world_size(); ++r) {
       const DeviceScope scope(streams_.device(r));
       const cuda::RankShape shape = cuda::RankShape::of(plan, r);
@@ -31,6 +38,7 @@ class TensorParallelCudaRunner final : public ModelRunner {
           cuda::DeviceWeights::upload(shard_weights(host, config, plan, r), config, shape);
       ranks_.push_back(std::make_unique<CudaRunner>(config, std::move(weights), shape, streams_.stream(r)));
       ranks_.back()->rank_ = r;
+      ranks_.back()->partials_summed_ = nccl_summed();
       cudaEvent_t done;
       GPTOSS_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
       done_.push_back(done);
@@ -195,6 +203,37 @@ class TensorParallelCudaRunner final : public ModelRunner {
     cap_ = cap;
   }
 
+#ifdef GPTOSS_WITH_NCCL
+  // NCCL sums the partials (one device per rank); the ranks then add them
+  // with add_rmsnorm. Checked before any weight is uploaded.
+  void use_nccl() {
+    std::vector<int> devices;
+    for (int32_t r = 0; r < streams_.world(); ++r) devices.push_back(streams_.device(r));
+    nccl_ = std::make_unique<cuda::NcclGroup>(devices);  // Error(BACKEND) when ranks share a device
+  }
+#endif
+
+  bool nccl_summed() const {
+#ifdef GPTOSS_WITH_NCCL
+    return nccl_ != nullptr;
+#else
+    return false;
+#endif
+  }
+
+  // Every rank's part of the all-reduce at `site` (then `norm_part` on every
+  // rank): the peer kernel there, or NCCL's group call over all ranks first.
+  void enqueue_all_reduce(int32_t site, int32_t n_tokens, const std::function<void(int32_t)>& norm_part) {
+#ifdef GPTOSS_WITH_NCCL
+    if (nccl_) {
+      std::vector<float*> partials;
+      for (int32_t r = 0; r < world(); ++r) partials.push_back(all_reduce_->partial(site, r));
+      nccl_->all_reduce(partials, static_cast<size_t>(n_tokens) * config_.hidden_size, streams_);
+    }
+#endif
+    each(norm_part);
+  }
+
   // Part by part across the ranks: the work before an all-reduce on every
   // rank, then that all-reduce on every rank, then the next part. A spinning
   // all-reduce waits for its peers' launches, and a launch on the host may
@@ -210,11 +249,12 @@ class TensorParallelCudaRunner final : public ModelRunner {
   // where two ranks' streams share one hardware queue.
   void enqueue(const std::vector<CudaRunner::Step>& steps) {
     each([&](int32_t r) { ranks_[r]->enqueue_embed(steps[r]); });
+    const int32_t n_tokens = steps[0].n_tokens;
     for (int32_t l = 0; l < config_.num_layers; ++l) {
       each([&](int32_t r) { ranks_[r]->enqueue_attention(steps[r], l); });
-      each([&](int32_t r) { ranks_[r]->enqueue_attention_norm(steps[r], l); });
+      enqueue_all_reduce(0, n_tokens, [&](int32_t r) { ranks_[r]->enqueue_attention_norm(steps[r], l); });
       each([&](int32_t r) { ranks_[r]->enqueue_moe(steps[r], l); });
-      each([&](int32_t r) { ranks_[r]->enqueue_moe_norm(steps[r], l); });
+      enqueue_all_reduce(1, n_tokens, [&](int32_t r) { ranks_[r]->enqueue_moe_norm(steps[r], l); });
     }
     each([&](int32_t r) { ranks_[r]->enqueue_head(steps[r]); });
   }
@@ -349,7 +389,10 @@ class TensorParallelCudaRunner final : public ModelRunner {
   cuda::RankStreams streams_;
   std::vector<cudaEvent_t> done_;  // per rank > 0 (rank 0's unused): its stream's work so far, for stream 0
   std::vector<std::unique_ptr<CudaRunner>> ranks_;
-  std::unique_ptr<cuda::PeerAllReduce> all_reduce_;
+  std::unique_ptr<cuda::PeerAllReduce> all_reduce_;  // with NCCL: only its partial buffers are used
+#ifdef GPTOSS_WITH_NCCL
+  std::unique_ptr<cuda::NcclGroup> nccl_;
+#endif
   CudaRunner::Capacity cap_;  // the ranks' buffers the graphs and all-reduce were made for
   cuda::DeviceBuffer<float> gathered_;  // [rows, vocab] on rank 0's device, for its sampler
   // Sampling over slices: per rank, its summaries of the step's rows (device,
@@ -367,12 +410,17 @@ class TensorParallelCudaRunner final : public ModelRunner {
 };
 
 std::unique_ptr<ModelRunner> make_cuda_tensor_parallel_runner(const std::string& model_dir,
-                                                              int32_t tensor_parallel, MoeSharding moe) {
+                                                              int32_t tensor_parallel, MoeSharding moe,
+                                                              TpAllReduce all_reduce) {
+#ifndef GPTOSS_WITH_NCCL
+  if (all_reduce == TpAllReduce::Nccl)  // before reading the checkpoint
+    throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "tp_all_reduce \"nccl\": this engine is built without NCCL; use \"peer\"");
+#endif
   require_hopper_gpu();
   const ModelConfig config = load_model_config(model_dir);
   const TensorParallelPlan plan(config, tensor_parallel, moe);
   const Weights host = load_weights(model_dir, config);
-  return std::make_unique<TensorParallelCudaRunner>(config, host, plan);
+  return std::make_unique<TensorParallelCudaRunner>(config, host, plan, all_reduce);
 }
 
 }  // namespace gptoss
