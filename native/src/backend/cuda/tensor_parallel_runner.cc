@@ -127,6 +127,7 @@ class TensorParallelCudaRunner final : public ModelRunner {
       synchronize();
       return;
     }
+    fork_from_stream0();  // each rank's logits are final on its stream
     // Every rank's step is queued: the caller's token masks are computed while they run.
     if (await_masks) await_masks();
     summarize(rows, n);
@@ -180,6 +181,19 @@ class TensorParallelCudaRunner final : public ModelRunner {
       }
       const DeviceScope scope(streams_.device(0));
       GPTOSS_CUDA_CHECK(cudaStreamWaitEvent(streams_.stream(0), done_[r], 0));
+    }
+  }
+
+  // Every rank's stream waits for everything enqueued so far on stream 0 (a
+  // decode graph runs every rank's part as one launch on stream 0).
+  void fork_from_stream0() {
+    {
+      const DeviceScope scope(streams_.device(0));
+      GPTOSS_CUDA_CHECK(cudaEventRecord(done_[0], streams_.stream(0)));
+    }
+    for (int32_t r = 1; r < world(); ++r) {
+      const DeviceScope scope(streams_.device(r));
+      GPTOSS_CUDA_CHECK(cudaStreamWaitEvent(streams_.stream(r), done_[0], 0));
     }
   }
 
@@ -387,7 +401,8 @@ class TensorParallelCudaRunner final : public ModelRunner {
 
   const ModelConfig config_;
   cuda::RankStreams streams_;
-  std::vector<cudaEvent_t> done_;  // per rank > 0 (rank 0's unused): its stream's work so far, for stream 0
+  // Per rank, its stream's work so far: rank r > 0's for stream 0, rank 0's for the others.
+  std::vector<cudaEvent_t> done_;
   std::vector<std::unique_ptr<CudaRunner>> ranks_;
   std::unique_ptr<cuda::PeerAllReduce> all_reduce_;  // with NCCL: only its partial buffers are used
 #ifdef GPTOSS_WITH_NCCL

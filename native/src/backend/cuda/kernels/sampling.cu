@@ -8,9 +8,8 @@
 // s_i > cut_value, or s_i == cut_value and i <= cut_id. top_k and top_p move
 // the cut by a bitwise binary search over the float order (32 counting
 // passes), then resolve ties at the cut by id. The draw walks the kept
-// tokens in id order (as the Sampler does without top_p; with top_p the
-// Sampler walks rank order, so a seeded draw may pick a different token of
-// the same distribution).
+// tokens as the Sampler does: in rank order when top_k or top_p cut them (the
+// same search for the token where the mass passes the draw), else in id order.
 #include <cfloat>
 
 #include "backend/cuda/cuda_check.h"
@@ -116,13 +115,23 @@ __device__ uint32_t search_cut(const Row& row, double target, Weight weight, Sha
   return key;
 }
 
+// This thread's contiguous range [lo, hi) of n tokens: scans that must keep
+// id order give each thread one range and combine the threads in order.
+struct ThreadRange {
+  int32_t lo, hi;
+};
+__device__ ThreadRange thread_range(int32_t n) {
+  const int32_t per = (n + kThreads - 1) / kThreads;
+  const int32_t lo = threadIdx.x * per;
+  return ThreadRange{lo, min(n, lo + per)};
+}
+
 // The id of the n-th (1-based) kept token with value exactly `value`, in id
 // order: per-thread contiguous ranges and a block scan of their counts.
 __device__ int32_t nth_tie(const Row& row, float value, int32_t n, Shared& sh) {
   __shared__ int32_t counts[kThreads];
   __shared__ int32_t found;
-  const int32_t per = (row.vocab + kThreads - 1) / kThreads;
-  const int32_t lo = threadIdx.x * per, hi = min(row.vocab, lo + per);
+  const auto [lo, hi] = thread_range(row.vocab);
   int32_t c = 0;
   for (int32_t i = lo; i < hi; ++i) {
     const float v = row.s(i);
@@ -168,8 +177,7 @@ template <typename Weight>
 __device__ int32_t walk_id_order(const Row& row, double target, Weight weight, Shared& sh) {
   __shared__ double sums[kThreads];
   __shared__ int32_t drawn;
-  const int32_t per = (row.vocab + kThreads - 1) / kThreads;
-  const int32_t lo = threadIdx.x * per, hi = min(row.vocab, lo + per);
+  const auto [lo, hi] = thread_range(row.vocab);
   double mine = 0.0;
   int32_t last = -1;
   for (int32_t i = lo; i < hi; ++i) {
@@ -197,6 +205,34 @@ __device__ int32_t walk_id_order(const Row& row, double target, Weight weight, S
   }
   __syncthreads();
   return drawn;
+}
+
+// The first kept token in rank order at which the running sum of
+// exp(v - lse) reaches `target` (strict: passes it): a binary search for its
+// value, then its place among the tokens of that value in id order. id -1
+// when the kept mass never gets there (rounding).
+struct Cut {
+  float value;
+  int32_t id;
+};
+__device__ Cut first_reaching(const Row& row, double target, double lse, bool strict, Shared& sh) {
+  const uint32_t key = search_cut(row, target, [lse](float v) { return exp(v - lse); }, sh);
+  const float value = key_value(key);
+  double above = 0.0;
+  int32_t ties = 0;
+  for (int32_t i = threadIdx.x; i < row.vocab; i += kThreads) {
+    const float v = row.s(i);
+    if (!row.kept(i, v)) continue;
+    if (v > value) above += exp(static_cast<double>(v) - lse);
+    ties += v == value;
+  }
+  above = block_sum_d(above, sh);
+  ties = block_sum_i(ties, sh);
+  if (ties == 0) return Cut{value, -1};
+  const double q = exp(static_cast<double>(value) - lse);
+  const double n = strict ? floor((target - above) / q) + 1.0 : ceil((target - above) / q);
+  const int32_t need = max(1, min(ties, static_cast<int32_t>(fmin(n, 2147483647.0))));
+  return Cut{value, nth_tie(row, value, need, sh)};
 }
 
 __device__ double kept_log_sum_exp(const Row& row, float max_value, Shared& sh) {
@@ -237,32 +273,20 @@ __global__ void __launch_bounds__(kThreads)
   int32_t n_kept = 0;
   for (int32_t i = threadIdx.x; i < vocab; i += kThreads) n_kept += row.kept(i, row.s(i));
   n_kept = block_sum_i(n_kept, sh);
-  if (p.top_k > 0 && p.top_k < n_kept) {
+  const bool cut_by_k = p.top_k > 0 && p.top_k < n_kept;
+  if (cut_by_k) {
     cut_to_count(row, p.top_k, sh);
     n_kept = p.top_k;
   }
+  // A list cut by top_k or top_p is drawn from in rank order, as the Sampler does.
+  const bool rank_order = cut_by_k || p.top_p < 1.0f;
   if (p.top_p < 1.0f) {
-    const double lse = kept_log_sum_exp(row, max_value, sh);
     // The Sampler keeps tokens in rank order while the mass before them is
     // under top_p: the prefix ends at the first token where it reaches top_p.
-    const uint32_t key = search_cut(row, p.top_p, [lse](float v) { return exp(v - lse); }, sh);
-    const float value = key_value(key);
-    double above = 0.0;
-    int32_t ties = 0;
-    for (int32_t i = threadIdx.x; i < vocab; i += kThreads) {
-      const float v = row.s(i);
-      if (!row.kept(i, v)) continue;
-      if (v > value) above += exp(static_cast<double>(v) - lse);
-      ties += v == value;
-    }
-    above = block_sum_d(above, sh);
-    ties = block_sum_i(ties, sh);
-    if (ties > 0) {  // else the mass never reached top_p (rounding): keep all
-      const double q = exp(static_cast<double>(value) - lse);
-      const int32_t need =
-          max(1, min(ties, static_cast<int32_t>(ceil((p.top_p - above) / q))));
-      row.cut_id = nth_tie(row, value, need, sh);
-      row.cut_value = value;
+    const Cut cut = first_reaching(row, p.top_p, kept_log_sum_exp(row, max_value, sh), false, sh);
+    if (cut.id >= 0) {  // else the mass never reached top_p (rounding): keep all
+      row.cut_value = cut.value;
+      row.cut_id = cut.id;
       int32_t kept = 0;
       for (int32_t i = threadIdx.x; i < vocab; i += kThreads) kept += row.kept(i, row.s(i));
       n_kept = block_sum_i(kept, sh);
@@ -270,11 +294,22 @@ __global__ void __launch_bounds__(kThreads)
   }
 
   const double lse = kept_log_sum_exp(row, max_value, sh);
+  const auto probability = [lse](float v) { return exp(static_cast<double>(v) - lse); };
   int32_t token = argmax;
-  if (!greedy) {
+  if (!greedy && rank_order) {
+    // The first kept token in rank order at which the cumulative probability
+    // passes u (of the kept mass, about 1); rounding short of it: the last kept.
+    double total = 0.0;
+    for (int32_t i = threadIdx.x; i < vocab; i += kThreads) {
+      const float v = row.s(i);
+      if (row.kept(i, v)) total += probability(v);
+    }
+    total = block_sum_d(total, sh);
+    const Cut drawn = first_reaching(row, uniform01(p.seed, p.counter) * total, lse, true, sh);
+    token = drawn.id >= 0 ? drawn.id : row.cut_id != INT32_MAX ? row.cut_id : argmax;
+  } else if (!greedy) {
     // Walk kept tokens in id order until the cumulative probability passes u.
-    token = walk_id_order(row, uniform01(p.seed, p.counter),
-                          [lse](float v) { return exp(static_cast<double>(v) - lse); }, sh);
+    token = walk_id_order(row, uniform01(p.seed, p.counter), probability, sh);
   }
   if (threadIdx.x == 0) {
     result.token = token;
@@ -351,7 +386,7 @@ __global__ void __launch_bounds__(kThreads)
     const float v = lg[i];
     if (row.kept(i, v)) {
       const int32_t at = atomicAdd(&n_collected, 1);
-      listed_ids[at] = begin + i, listed_values[at] = v;
+      if (at < kSliceCandidates) listed_ids[at] = begin + i, listed_values[at] = v;
     }
   }
   __syncthreads();

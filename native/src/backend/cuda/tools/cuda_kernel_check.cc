@@ -492,6 +492,9 @@ void check_sampling(Random& rng, Verdicts& v) {
       {"temperature 1.2, min_p 0.05", 1.2f, 1.0f, 0.05f, 0.0f, 0.0f, 0, 3},
       {"top_k 40 + top_p 0.9 + logprobs", 0.7f, 0.9f, 0.0f, 0.0f, 0.0f, 40, 20},
       {"top_p 0.5", 1.0f, 0.5f, 0.0f, 0.0f, 0.0f, 0, 4},
+      {"top_k 5 (drawn in rank order)", 1.0f, 1.0f, 0.0f, 0.0f, 0.0f, 5, -1},
+      {"top_k 30, temperature 2 (drawn in rank order)", 2.0f, 1.0f, 0.0f, 0.0f, 0.0f, 30, 2},
+      {"top_p 0.95, temperature 1.5", 1.5f, 0.95f, 0.0f, 0.0f, 0.0f, 0, -1},
   };
   const int32_t n = int32_t(std::size(cases));
   std::vector<float> logits(size_t(n) * vocab);
@@ -530,10 +533,9 @@ void check_sampling(Random& rng, Verdicts& v) {
   const std::vector<SampledToken> got = to_host(d_out, n);
   for (int32_t r = 0; r < n; ++r) {
     const Case& c = cases[r];
-    // Draws walk the same order as the Sampler unless top_k/top_p reorder it.
-    const bool same_order = c.top_k == 0 && c.top_p >= 1.0f;
-    bool ok = !same_order || got[r].token == ref[r].token;
-    ok &= c.top_logprobs < 0 || std::fabs(got[r].logprob - ref[r].logprob) < 1e-4f || !same_order;
+    // Draws walk the Sampler's order: rank order for a top_k/top_p cut list, else id order.
+    bool ok = got[r].token == ref[r].token;
+    ok &= c.top_logprobs < 0 || std::fabs(got[r].logprob - ref[r].logprob) < 1e-4f;
     ok &= got[r].n_top == ref[r].n_top;
     for (int32_t j = 0; ok && j < got[r].n_top; ++j)
       ok &= got[r].top_ids[j] == ref[r].top_ids[j] && std::fabs(got[r].top_logprobs[j] - ref[r].top_logprobs[j]) < 1e-4f;
