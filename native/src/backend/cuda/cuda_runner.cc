@@ -16,11 +16,13 @@ namespace {
 constexpr int32_t kMaxSplits = 16;        // decode attention splits per token
 constexpr int32_t kMaxSplitTokens = 512;  // larger decode batches need no splitting
 constexpr int32_t kMaxGraphTokens = 512;  // decode steps above this run without graphs
-// From this many decode tokens the tensor-core prefill kernel (one tile per
-// token, a fraction of its rows used) beats the split-key CUDA-core kernel
-// (measured at context 1k: 8 % slower at 64, 8-11 % faster at 128 and 256);
-// below, the splits are what fills the GPU.
-constexpr int32_t kTensorCoreDecodeTokens = 128;
+// From this many decode tokens the tensor-core decode kernel (a KV group's
+// query heads as one m16 tile, per-warp cp.async pipelines) takes over from
+// the CUDA-core one, whose 64-key splits fill the GPU at a batch of one or
+// two; predicted crossover in docs/cuda-notes.md "h15attn", to be measured.
+// Compared with the step's token count after the decode graph's padding
+// (graph_bucket): 3 sequences run as 4 tokens, on tensor cores.
+constexpr int32_t kTensorCoreDecodeTokens = 4;
 constexpr int32_t kPartialFloats = 64 + 2;
 // Work buffers reserved when sizing the KV cache: a step of this many tokens
 // and logits rows must fit beside the cache.
@@ -329,11 +331,15 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
   args.n_kv_heads = shape_.kv_heads;
   args.out = attn_.get();
   stage(kind == AttnKind::Full ? "attention_full" : "attention_sliding");
-  if (step.decode && T < kTensorCoreDecodeTokens) {
-    // Sliding windows are short; full layers split long contexts.
-    const int32_t splits = kind == AttnKind::Full && T <= kMaxSplitTokens ? kMaxSplits : 1;
-    cuda::attention_decode(args, splits, attn_partials_.get(), stream_);
-  } else {  // prompt tiles; at large decode batches, one tile per token
+  if (step.decode) {
+    // Keys split by the token's own range (sliding windows fit one split);
+    // above kMaxSplitTokens the batch fills the GPU and partials would not fit.
+    const int32_t splits = T <= kMaxSplitTokens ? kMaxSplits : 1;
+    if (T < kTensorCoreDecodeTokens)
+      cuda::attention_decode(args, kind == AttnKind::Full ? splits : 1, attn_partials_.get(), stream_);
+    else
+      cuda::attention_decode_tc(args, splits, attn_partials_.get(), stream_);
+  } else {  // prompt tiles
     cuda::attention_prefill(args, cuda::QueryTiles{meta_.tile_first, meta_.tile_n, step.n_query_tiles},
                             stream_);
   }

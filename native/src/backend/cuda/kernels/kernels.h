@@ -126,6 +126,14 @@ void check_attention_shape(const AttentionArgs& args);
 void attention_decode(const AttentionArgs& args, int32_t n_splits, float* partials,
                       cudaStream_t stream);
 
+// Decode on tensor cores: a block per (token, KV head, split) with the query
+// heads of the group as the rows of one m16 tile, 4 warps over 16-key tiles
+// with their own cp.async pipelines. Same contract as attention_decode (split
+// by the token's own keys, at least 256 a split; `partials` sized alike);
+// faster from a few sequences on (the runner's threshold).
+void attention_decode_tc(const AttentionArgs& args, int32_t n_splits, float* partials,
+                         cudaStream_t stream);
+
 // Prefill: tiles of up to kPrefillQueryTile tokens of one chunk share K/V
 // loads; tensor cores (attention_prefill.cu).
 void attention_prefill(const AttentionArgs& args, const QueryTiles& tiles, cudaStream_t stream);

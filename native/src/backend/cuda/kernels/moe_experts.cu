@@ -6,13 +6,18 @@
 // routed to the expert, 1 or 4 pairs at a time. Weights are read once per
 // step whatever the number of pairs.
 //
-// Tiled paths (large decode batches, prefill): gemm_tiled.cuh over tiles of
-// 32 or 128 grouped pairs of one expert, each thread decoding its MXFP4
-// fragment bytes straight into registers.
+// Tiled paths (large decode batches, prefill): tiles of 32 or 128 grouped
+// pairs of one expert and 128 output columns. gemm_mxfp4_decoded.cuh decodes
+// each weight tile once per block into shared memory (the default);
+// GPTOSS_MOE_KERNEL=v1 selects gemm_tiled.cuh, each warp decoding its MXFP4
+// fragment bytes straight into registers, kept only for an A/B on the GPU.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/device_math.cuh"
+#include "backend/cuda/kernels/gemm_mxfp4_decoded.cuh"
 #include "backend/cuda/kernels/gemm_tiled.cuh"
 #include "backend/cuda/kernels/kernels.h"
 
@@ -151,8 +156,9 @@ struct SwigluEpilogue {
 };
 
 // One block per (column tile, expert tile); tiles past the step's count exit.
-template <int kMi, bool kSwiglu>
-__global__ void __launch_bounds__(tiled::kThreads)
+// kDecoded: the weight tile decoded once per block (gemm_mxfp4_decoded.cuh).
+template <int kMi, bool kSwiglu, bool kDecoded>
+__global__ void __launch_bounds__(tiled::kThreads, kDecoded ? 2 : 1)
     moe_tiled_kernel(const __nv_bfloat16* x, const int32_t* row_token, MoeGroups groups,
                      Mxfp4Experts w, float limit, void* out) {
   constexpr int kTileM = tiled::tile_m<kMi>();
@@ -173,28 +179,52 @@ __global__ void __launch_bounds__(tiled::kThreads)
                                     w.rows, w.cols};
   const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
   const int n0 = blockIdx.x * tiled::kTileN;
+  auto product = [&](const auto& epilogue) {
+    if constexpr (kDecoded)
+      decoded::gemm_tile<kMi>(x, w.cols, row_src, g_end - g_begin, weights, n0, epilogue);
+    else
+      tiled::gemm_tile<kMi>(x, w.cols, row_src, weights, n0, w.cols, epilogue);
+  };
   if constexpr (kSwiglu)
-    tiled::gemm_tile<kMi>(x, w.cols, row_src, weights, n0, w.cols,
-                          SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g_begin, g_end, limit});
+    product(SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g_begin, g_end, limit});
   else
-    tiled::gemm_tile<kMi>(x, w.cols, row_src, weights, n0, w.cols,
-                          tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
+    product(tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
+}
+
+// Read once: GPTOSS_MOE_KERNEL=v1 runs the per-warp-decode tiled kernel.
+bool decoded_kernel_selected() {
+  static const bool decoded = [] {
+    const char* choice = std::getenv("GPTOSS_MOE_KERNEL");
+    return choice == nullptr || std::strcmp(choice, "v1") != 0;
+  }();
+  return decoded;
+}
+
+template <int kMi, bool kSwiglu, bool kDecoded>
+void launch_tiled_kernel(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
+                         const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+  constexpr int kMaxSmem = kDecoded ? decoded::smem_bytes<kMi>(decoded::kMaxK)
+                                    : tiled::smem_bytes<kMi, tiled::Mxfp4Weights>();
+  static const bool configured = [] {
+    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(moe_tiled_kernel<kMi, kSwiglu, kDecoded>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem));
+    return true;
+  }();
+  (void)configured;
+  const int smem = kDecoded ? decoded::smem_bytes<kMi>(w.cols) : kMaxSmem;
+  const dim3 grid((w.rows + tiled::kTileN - 1) / tiled::kTileN,
+                  moe_max_tiles(n_pairs, w.num_experts, tiled::tile_m<kMi>()));
+  moe_tiled_kernel<kMi, kSwiglu, kDecoded><<<grid, tiled::kThreads, smem, stream>>>(
+      reinterpret_cast<const __nv_bfloat16*>(x), row_token, groups, w, limit, out);
 }
 
 template <int kMi, bool kSwiglu>
 void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
                   const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
-  constexpr int kSmem = tiled::smem_bytes<kMi, tiled::Mxfp4Weights>();
-  static const bool configured = [] {
-    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(moe_tiled_kernel<kMi, kSwiglu>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-    return true;
-  }();
-  (void)configured;
-  const dim3 grid((w.rows + tiled::kTileN - 1) / tiled::kTileN,
-                  moe_max_tiles(n_pairs, w.num_experts, tiled::tile_m<kMi>()));
-  moe_tiled_kernel<kMi, kSwiglu><<<grid, tiled::kThreads, kSmem, stream>>>(
-      reinterpret_cast<const __nv_bfloat16*>(x), row_token, groups, w, limit, out);
+  if (decoded_kernel_selected())
+    launch_tiled_kernel<kMi, kSwiglu, true>(x, row_token, groups, n_pairs, w, limit, out, stream);
+  else
+    launch_tiled_kernel<kMi, kSwiglu, false>(x, row_token, groups, n_pairs, w, limit, out, stream);
 }
 
 void check_experts(const Mxfp4Experts& w) {
