@@ -310,6 +310,9 @@ class TensorParallelCudaRunner final : public ModelRunner {
                              rank.penalty_buf_.get(), rank.penalty_buf_.get() + n_pen,
                              masked ? rank.mask_buf_.get() : nullptr, masked ? rank.mask_index_.get() : nullptr,
                              summaries_[r].get(), streams_.stream(r));
+    });
+    // Copies into pageable memory return once done: every rank's kernel is queued first.
+    each([&](int32_t r) {
       summaries_host_[r].resize(n);
       GPTOSS_CUDA_CHECK(cudaMemcpyAsync(summaries_host_[r].data(), summaries_[r].get(), n * sizeof(SliceSummary),
                                         cudaMemcpyDeviceToHost, streams_.stream(r)));
@@ -320,6 +323,7 @@ class TensorParallelCudaRunner final : public ModelRunner {
   // The walked draws, each on the rank whose slice it lands in.
   void walk(const std::vector<std::vector<cuda::SliceWalk>>& walks, const std::vector<std::vector<int32_t>>& walk_rows,
             std::vector<SampledToken>& out) {
+    if (std::all_of(walks.begin(), walks.end(), [](const auto& w) { return w.empty(); })) return;
     std::vector<std::vector<cuda::SliceWalkResult>> results(world());
     walk_buffers_.resize(world());
     each([&](int32_t r) {
@@ -335,9 +339,13 @@ class TensorParallelCudaRunner final : public ModelRunner {
                                         cudaMemcpyHostToDevice, stream));
       cuda::walk_slices(ranks_[r]->logits_.get(), ranks_[r]->shape_.vocab.size(), b.walks.get(), n_walks,
                         b.results.get(), stream);
-      results[r].resize(n_walks);
-      GPTOSS_CUDA_CHECK(cudaMemcpyAsync(results[r].data(), b.results.get(), n_walks * sizeof(cuda::SliceWalkResult),
-                                        cudaMemcpyDeviceToHost, stream));
+    });
+    each([&](int32_t r) {  // after every rank's kernel is queued, as in summarize
+      results[r].resize(walks[r].size());
+      if (walks[r].empty()) return;
+      GPTOSS_CUDA_CHECK(cudaMemcpyAsync(results[r].data(), walk_buffers_[r].results.get(),
+                                        walks[r].size() * sizeof(cuda::SliceWalkResult), cudaMemcpyDeviceToHost,
+                                        streams_.stream(r)));
     });
     streams_.synchronize();
     for (int32_t r = 0; r < world(); ++r) {
