@@ -235,6 +235,51 @@ __device__ Cut first_reaching(const Row& row, double target, double lse, bool st
   return Cut{value, nth_tie(row, value, need, sh)};
 }
 
+// The draw over a short kept list (n <= kThreads tokens) in rank order, as
+// the Sampler walks it: the tokens gathered into shared memory, each placed
+// by counting those ranked before it, then one thread walks float weights
+// exp(s - max) summed in double.
+__device__ int32_t walk_short_list(const Row& row, double u, int32_t n) {
+  __shared__ float values[kThreads];
+  __shared__ int32_t ids[kThreads];
+  __shared__ int32_t count;
+  __shared__ int32_t drawn;
+  if (threadIdx.x == 0) count = 0;
+  __syncthreads();
+  for (int32_t i = threadIdx.x; i < row.vocab; i += kThreads) {
+    const float v = row.s(i);
+    if (!row.kept(i, v)) continue;
+    const int32_t at = atomicAdd(&count, 1);
+    if (at < kThreads) values[at] = v, ids[at] = i;
+  }
+  __syncthreads();
+  float mine = 0.0f;
+  int32_t my_id = -1, place = 0;
+  if (static_cast<int32_t>(threadIdx.x) < n) {
+    mine = values[threadIdx.x], my_id = ids[threadIdx.x];
+    for (int32_t j = 0; j < n; ++j) place += values[j] > mine || (values[j] == mine && ids[j] < my_id);
+  }
+  __syncthreads();
+  if (static_cast<int32_t>(threadIdx.x) < n) values[place] = mine, ids[place] = my_id;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double sum = 0.0;
+    for (int32_t j = 0; j < n; ++j) sum += expf(values[j] - values[0]);
+    const double target = u * sum;
+    double cumulative = 0.0;
+    drawn = ids[n - 1];  // rounding can leave the sum a hair under target
+    for (int32_t j = 0; j < n; ++j) {
+      cumulative += expf(values[j] - values[0]);
+      if (target < cumulative) {
+        drawn = ids[j];
+        break;
+      }
+    }
+  }
+  __syncthreads();
+  return drawn;
+}
+
 __device__ double kept_log_sum_exp(const Row& row, float max_value, Shared& sh) {
   double sum = 0.0;
   for (int32_t i = threadIdx.x; i < row.vocab; i += kThreads) {
@@ -296,7 +341,9 @@ __global__ void __launch_bounds__(kThreads)
   const double lse = kept_log_sum_exp(row, max_value, sh);
   const auto probability = [lse](float v) { return exp(static_cast<double>(v) - lse); };
   int32_t token = argmax;
-  if (!greedy && rank_order) {
+  if (!greedy && rank_order && n_kept <= kThreads) {
+    token = walk_short_list(row, uniform01(p.seed, p.counter), n_kept);
+  } else if (!greedy && rank_order) {
     // The first kept token in rank order at which the cumulative probability
     // passes u (of the kept mass, about 1); rounding short of it: the last kept.
     double total = 0.0;
