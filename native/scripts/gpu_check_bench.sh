@@ -30,8 +30,11 @@
 #    kernel vs NCCL on two GPUs; both ranks on one GPU otherwise; its
 #    correctness is in the kernel checks), TP=2 vs TP=1 greedy tokens on the
 #    small model (both ranks on GPU 0, then on two GPUs where there are
-#    two), and on two GPUs decode tokens/s at batch 1, 8, 64, 256 and TTFT at 512 and 8k tokens,
-#    TP=1 and TP=2 side by side at the 20b shape;
+#    two; both MoE layouts; NCCL's all-reduce where built), seeded
+#    (temperature 1) tokens TP=2 vs TP=1 (sampling over the vocabulary
+#    slices), and on two GPUs decode tokens/s at batch 1, 8, 64, 256 and TTFT
+#    at 512 and 8k tokens, TP=1 and TP=2 side by side at the 20b shape, plus
+#    TP=2 with experts split and with NCCL at batch 1 and 64;
 # 9. profile (stage "profile"): each kernel's device time in the timed decode
 #    steps of batch 1 and batch 64 (nsys where installed, else ncu), against
 #    the step's wall time: what bounds a step, kernels or the gaps between;
@@ -233,9 +236,9 @@ if want tp; then
   timeout 120 "$tools/gptoss-cuda-allreduce-bench" --json "$out/allreduce.json" 2>&1 | tee "$out/allreduce.log" || status=1
   step "tensor parallel: TP=2 vs TP=1 greedy tokens (small model, 8 prompts together)"
   # Both ranks on GPU 0 (one visible device), then on two GPUs where there are two.
-  cli_small() {  # log, tensor-parallel size
+  cli_small() {  # log, tensor-parallel size, more cli arguments
     timeout 60 "$build/gptoss-cli" --model "$small" --backend cuda --tensor-parallel-size "$2" --random-prompt 40 \
-      --batch 8 --max-tokens 32 --max-model-len 512 >"$out/$1.log" 2>&1 || tail -1 "$out/$1.log"
+      --batch 8 --max-tokens 32 --max-model-len 512 "${@:3}" >"$out/$1.log" 2>&1 || tail -1 "$out/$1.log"
   }
   CUDA_VISIBLE_DEVICES=0 cli_small cli_tp1 1
   CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2 2
@@ -256,14 +259,34 @@ if want tp; then
     python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_eager.log" "$out/cli_tp1.log" \
       "cli greedy agreement cuda TP=2 (one GPU, CUDA_MODULE_LOADING=EAGER) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
   fi
+  # The MoE with experts split whole (each rank computes its experts' pairs).
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2_experts 2 --moe-sharding experts
+  python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_experts.log" "$out/cli_tp1.log" \
+    "cli greedy agreement cuda TP=2 experts layout (one GPU) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
   if [ "$gpus" -ge 2 ]; then
     cli_small cli_tp2_gpus2 2
     python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_gpus2.log" "$out/cli_tp1.log" \
       "cli greedy agreement cuda TP=2 (two GPUs) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
+    cli_small cli_tp2_experts_gpus2 2 --moe-sharding experts
+    python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_experts_gpus2.log" "$out/cli_tp1.log" \
+      "cli greedy agreement cuda TP=2 experts layout (two GPUs) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
+    # NCCL's all-reduce + add_rmsnorm instead of the peer kernel (where NCCL is built in).
+    if grep -q "GPTOSS_WITH_NCCL" "$build/CMakeCache.txt" "$build/build.ninja" 2>/dev/null; then
+      cli_small cli_tp2_nccl_gpus2 2 --tp-all-reduce nccl
+      python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_nccl_gpus2.log" "$out/cli_tp1.log" \
+        "cli greedy agreement cuda TP=2 NCCL all-reduce (two GPUs) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
+    fi
   fi
+  # Seeded sampling over the ranks' vocabulary slices (plain temperature: the
+  # draw walks id order on both sides), TP=2 on one GPU vs TP=1.
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp1_seeded 1 --temperature 1 --seed 7
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2_seeded 2 --temperature 1 --seed 7
+  python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_seeded.log" "$out/cli_tp1_seeded.log" \
+    "cli seeded (temperature 1) agreement cuda TP=2 (one GPU) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
   if [ "$gpus" -ge 2 ]; then
     step "tensor parallel at the 20b shape: decode and TTFT, TP=1 vs TP=2 (two GPUs)"
     [ -n "$gen_pid" ] && wait "$gen_pid" 2>/dev/null
+    {
     for tp in 1 2; do
       for batch in 1 8 64 256; do
         echo "TP=$tp decode batch $batch: $(timeout 180 "$build/gptoss-cli" --model "$models/20b" --backend cuda \
@@ -275,7 +298,16 @@ if want tp; then
           --tensor-parallel-size $tp --random-prompt $prompt --max-tokens 1 --max-model-len 9000 \
           --max-batched-tokens 8192 --quiet --json 2>&1)"
       done
-    done 2>&1 | tee "$out/tp_20b.log"
+    done
+    # The other MoE layout and the other all-reduce, decode only.
+    for variant in "--moe-sharding experts" "--tp-all-reduce nccl"; do
+      for batch in 1 64; do
+        echo "TP=2 $variant decode batch $batch: $(timeout 180 "$build/gptoss-cli" --model "$models/20b" \
+          --backend cuda --tensor-parallel-size 2 $variant --random-prompt 128 --batch $batch --max-tokens 256 \
+          --max-model-len 1024 --max-batched-tokens 8192 --quiet --json 2>&1)"
+      done
+    done
+    } 2>&1 | tee "$out/tp_20b.log"
   fi
 fi
 
