@@ -43,11 +43,14 @@ struct Mxfp4Weights {
   int32_t k;
 };
 
-// Pipeline depth: 4 stages with 32-row tiles (2 blocks an SM), 3 with 128-row
-// tiles (whose 16 KiB A stages would otherwise leave 1 block an SM).
+// Pipeline depth. A K step's copies are issued kStages - 1 steps ahead and
+// decoded one step ahead, so they have kStages - 2 steps to land. 32-row
+// tiles: 6 stages (91 KiB, still 2 blocks an SM), four steps to cover a DRAM
+// line's latency at the ~1 us a step these few-row tiles took (call 16); 128-row
+// tiles: 3 (their 16 KiB A stages would otherwise leave 1 block an SM).
 template <int kMi>
 constexpr int stages() {
-  return kMi == 1 ? 4 : 3;
+  return kMi == 1 ? 6 : 3;
 }
 
 // Dynamic shared memory of a block for K = k.
@@ -129,10 +132,13 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
       tiled::cp_async16(tiled::smem_addr(as) + swizzled(r, c), a + (ok ? src * lda + k0 + c * 8 : 0), ok);
     }
     // One 16-byte MXFP4 block a thread: row threadIdx.x / 2, block threadIdx.x % 2.
+    // A row's 32 bytes a step are a quarter line: the whole line comes from
+    // DRAM at once and the next three steps find it in L2.
     const int r = threadIdx.x / 2, h = threadIdx.x % 2;
     const bool ok = r < rows && k0 / 32 + h < k_blocks;
     const int64_t block = ok ? static_cast<int64_t>(n0 + r) * k_blocks + k0 / 32 + h : 0;
-    tiled::cp_async16(tiled::smem_addr(packed + slot * kPackedBytes) + threadIdx.x * 16, w.blocks + block * 16, ok);
+    tiled::cp_async16<true>(tiled::smem_addr(packed + slot * kPackedBytes) + threadIdx.x * 16, w.blocks + block * 16,
+                            ok);
   };
 
   // Thread t decodes the MXFP4 block it copied: row t / 2, weights 32 h.. of

@@ -40,9 +40,16 @@ __device__ __forceinline__ uint32_t swizzled(int r, int c) {
 }
 
 // 16-byte asynchronous copy; `valid` false fills the destination with zeros.
+// kWholeLine: the L2 fetches the whole 128-byte line around src from DRAM, for
+// rows read a few sectors a K step (the line's later sectors then hit L2).
+template <bool kWholeLine = false>
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0));
+  if constexpr (kWholeLine)
+    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(valid ? 16 : 0));
+  else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(valid ? 16 : 0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int kPending>
