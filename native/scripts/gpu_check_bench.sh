@@ -35,6 +35,8 @@
 # 9. profile (stage "profile"): each kernel's device time in the timed decode
 #    steps of batch 1 and batch 64 (nsys where installed, else ncu), against
 #    the step's wall time: what bounds a step, kernels or the gaps between;
+#    where ncu is installed, the expert tiles' throughput and warp stalls at
+#    prefill 2k and decode batch 64;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
 # loader model20b layers prefix tp profile" leaves out those stages; GPTOSS_JOBS sets build parallelism.
@@ -288,6 +290,21 @@ if want profile; then
     python3 "$here/scripts/kernel_table.py" "$out/kernels_b$b.csv" 10 "${ms:-0}" "profile decode batch $b" 2>&1 |
       tee -a "$out/profile.log"
   done
+  # What bounds the MXFP4 expert tiles (docs/cuda-notes.md "h15moe"): ncu's
+  # throughput, occupancy and warp-stall sections for the first gate/up and
+  # down launches of a 2 048-token prefill (128-row tiles) and of the timed
+  # batch-64 decode steps (32-row tiles, ~8 rows an expert).
+  if command -v ncu >/dev/null; then
+    for run in prefill2048 decode64; do
+      if [ "$run" = prefill2048 ]; then args=(--batches 1 --prefill 2048 --steps 2) from=on
+      else args=(--batches 64 --prefill 16 --steps 2 --profile-batch 64) from=off; fi
+      timeout 150 ncu --profile-from-start $from --kernel-name regex:moe_tiled --launch-count 2 \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats \
+        "$tools/gptoss-cuda-bench" --random "$models/20b" "${args[@]}" >"$out/ncu_moe_$run.log" 2>&1
+      grep -E "moe_tiled|Duration|Throughput|Achieved Occupancy|Warp Cycles Per Issued|stall|Stall" \
+        "$out/ncu_moe_$run.log" | sed "s/^/[ncu $run] /" | head -60 | tee -a "$out/profile.log"
+    done
+  fi
 fi
 
 step "summary"
