@@ -19,6 +19,7 @@ import type { Logger } from "../../shared/log.ts";
 import { GatewayError, toOpenAIError } from "../errors.ts";
 import type { ChunkFormat } from "../responses/common.ts";
 import type { Generation } from "./generation.ts";
+import { TIMELINE_COMMENT_PREFIX, timelineNow } from "../../shared/timeline.ts";
 
 export interface SlowClientLimits {
   writeTimeoutMs: number;
@@ -48,15 +49,17 @@ export function relaySSE(
     /** When the write in progress started; undefined while none waits on the client. */
     let writingSince: number | undefined;
     /**
-     * Writes events in one write to the client. Event data is JSON or [DONE], never a line
-     * break, so each event is the one `data:` line writeSSE would make.
+     * Writes events in one write to the client, after `comment` (an SSE comment, if any). Event
+     * data is JSON or [DONE], never a line break, so each event is the one `data:` line writeSSE
+     * would make.
      */
-    const send = async (events: string[]) => {
+    const send = async (events: string[], comment = "") => {
       if (events.length === 0) return;
       lastWrite = writingSince = Date.now();
-      await stream.write(events.map((data) => `data: ${data}\n\n`).join(""));
+      await stream.write(comment + events.map((data) => `data: ${data}\n\n`).join(""));
       writingSince = undefined;
     };
+    const timeline = generation.timeline;
     const keepAlive = setInterval(() => {
       if (Date.now() - lastWrite < options.keepAliveMs) return;
       lastWrite = Date.now();
@@ -90,9 +93,10 @@ export function relaySSE(
       held.push(chunk);
       heldChars += chunk.length;
     };
-    const flush = () => {
+    const flush = (comment?: string) => {
       heldChars = 0;
-      return send(held.splice(0));
+      if (timeline !== undefined && held.length > 0) timeline.firstWrite ??= timelineNow();
+      return send(held.splice(0), comment);
     };
     try {
       for (
@@ -109,7 +113,17 @@ export function relaySSE(
         for (const chunk of format.finish(update.finishReason)) hold(JSON.stringify(chunk));
         if (options.includeUsage) hold(JSON.stringify(format.usage(update.usage)));
         hold(DONE_EVENT);
-        await flush();
+        if (timeline !== undefined) {
+          // The request asked for its timeline: it goes with the end of the stream, as a comment.
+          timeline.doneWritten = timelineNow();
+          await flush(`${TIMELINE_COMMENT_PREFIX}${JSON.stringify(timeline)}\n\n`);
+        } else {
+          await flush();
+        }
+        // The end's bookkeeping (rate-limit settlement, the request's log line, metrics) runs
+        // synchronously: let the event loop hand [DONE] to the socket first, or the client waits
+        // for it (2–3 ms on the dev VM, measured with the timeline's doneWritten → doneReceived).
+        await socketTurn();
         requestEnd.end({
           status: "completed",
           finishReason: update.finishReason,
@@ -131,6 +145,11 @@ export function relaySSE(
       await generation.close();
     }
   });
+}
+
+/** One turn of the event loop, in which a chunk just written goes out to the client's socket. */
+function socketTurn(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 async function sendError(stream: SSEStreamingApi, err: unknown, log: Logger): Promise<void> {

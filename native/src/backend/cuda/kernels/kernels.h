@@ -29,6 +29,13 @@ void embed_tokens(const int32_t* tokens, int32_t n_rows, const bf16* table, int3
 void add_rmsnorm(float* x, const float* delta, const int32_t* rows, int32_t n_rows, int32_t dim,
                  const bf16* weight, float eps, bf16* out, cudaStream_t stream);
 
+// add_rmsnorm with the MoE combine folded in: delta[r] is moe_combine's row r
+// (sum_j weights[r][j] * y[pair_slot[r * k + j]], j in order; the same bits),
+// not stored. k <= 8.
+void add_moe_rmsnorm(float* x, const float* y, const int32_t* pair_slot, const float* weights, int32_t k,
+                     const int32_t* rows, int32_t n_rows, int32_t dim, const bf16* weight, float eps, bf16* out,
+                     cudaStream_t stream);
+
 // ---- dense bf16 matrix products -------------------------------------------------
 
 // y[r][o] = x[r] . weight[o] + bias[o] (bias may be null); x bf16 [n_rows,

@@ -72,6 +72,54 @@ void check_rmsnorm(Random& rng, Verdicts& v) {
   v.expect_close("add_rmsnorm (gathered rows)", relative_error(to_float(to_host(out2, pick.size() * dim)), ref_pick), kBf16Tol);
 }
 
+// add_moe_rmsnorm (the MoE combine folded into the next norm) at the model's
+// width and top-4: against the float oracle, and bit for bit against
+// moe_combine then add_rmsnorm, on all rows and on gathered rows.
+void check_add_moe_rmsnorm(Random& rng, Verdicts& v) {
+  const int32_t dim = 2880, rows = 19, k = 4, pairs = rows * k;
+  const std::vector<float> x = rng.bf16_floats(size_t(rows) * dim, 3.0f);
+  const std::vector<float> y = rng.bf16_floats(size_t(pairs) * dim, 1.0f);
+  const std::vector<bf16> weight = to_bf16(rng.bf16_floats(dim, 1.0f));
+  std::vector<int32_t> slot(pairs);
+  std::iota(slot.begin(), slot.end(), 0);
+  std::shuffle(slot.begin(), slot.end(), rng.engine());
+  std::vector<float> mix(pairs);
+  for (float& w : mix) w = rng.uniform(0.1f, 1.0f);
+  std::vector<float> summed = x;
+  for (int32_t r = 0; r < rows; ++r)
+    for (int32_t j = 0; j < k; ++j)
+      for (int32_t d = 0; d < dim; ++d)
+        summed[size_t(r) * dim + d] += mix[size_t(r) * k + j] * y[size_t(slot[size_t(r) * k + j]) * dim + d];
+  std::vector<float> ref(x.size());
+  cpu::rmsnorm(summed.data(), rows, dim, weight.data(), 1e-5f, ref.data());
+
+  const auto d_y = to_device(y), d_mix = to_device(mix);
+  const auto d_slot = to_device(slot);
+  const auto d_weight = to_device(weight);
+  const std::vector<int32_t> pick = {3, 0, 18, 7};
+  const auto d_pick = to_device(pick);
+  for (const bool gathered : {false, true}) {
+    const int32_t n = gathered ? int32_t(pick.size()) : rows;
+    const int32_t* d_rows = gathered ? d_pick.get() : nullptr;
+    const std::string tag = gathered ? " (gathered rows)" : "";
+    auto d_x = to_device(x), d_x2 = to_device(x);
+    auto fused = poisoned<bf16>(size_t(n) * dim), two = poisoned<bf16>(size_t(n) * dim);
+    add_moe_rmsnorm(d_x.get(), d_y.get(), d_slot.get(), d_mix.get(), k, d_rows, n, dim, d_weight.get(), 1e-5f,
+                    fused.get(), nullptr);
+    auto delta = to_device(std::vector<float>(x.size()));
+    moe_combine(d_y.get(), d_slot.get(), d_mix.get(), rows, k, dim, delta.get(), nullptr);
+    add_rmsnorm(d_x2.get(), delta.get(), d_rows, n, dim, d_weight.get(), 1e-5f, two.get(), nullptr);
+    const std::vector<bf16> got = to_host(fused, size_t(n) * dim);
+    const std::vector<float> got_x = to_host(d_x, x.size());
+    if (!gathered) {
+      v.expect_close("add_moe_rmsnorm", relative_error(to_float(got), ref), kBf16Tol);
+      v.expect_close("add_moe_rmsnorm residual stream", relative_error(got_x, summed), 1e-6);
+    }
+    v.expect("add_moe_rmsnorm" + tag + " == moe_combine + add_rmsnorm (bitwise)",
+             got == to_host(two, size_t(n) * dim) && got_x == to_host(d_x2, x.size()));
+  }
+}
+
 // The tensor-parallel all-reduce over two ranks (both on one GPU, or on two)
 // against cpu::all_reduce_residual_add + rmsnorm:
 // launched directly call after call (alternating call sites, so the flags'
@@ -159,7 +207,7 @@ void check_all_reduce(Random& rng, Verdicts& v, bool share_one_device) {
 
 void check_linear(Random& rng, Verdicts& v) {
   struct Case { int32_t rows, in, out; };
-  const Case cases[] = {{1, 2880, 5120}, {5, 4096, 2880}, {8, 2880, 32}, {37, 2880, 1000}, {300, 2880, 640}};
+  const Case cases[] = {{1, 2880, 5120}, {5, 4096, 2880}, {8, 2880, 32}, {3, 2880, 20000}, {37, 2880, 1000}, {300, 2880, 640}};
   for (const Case& c : cases) {
     const std::vector<float> x = rng.bf16_floats(size_t(c.rows) * c.in, 1.0f);
     const std::vector<bf16> w = to_bf16(rng.bf16_floats(size_t(c.out) * c.in, 0.05f));
@@ -172,7 +220,14 @@ void check_linear(Random& rng, Verdicts& v) {
     const std::string shape = std::to_string(c.rows) + "x" + std::to_string(c.in) + "->" + std::to_string(c.out);
     auto y1 = poisoned<float>(ref.size());
     linear_bf16_gemv(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y1.get(), nullptr);
-    v.expect_close("linear_bf16 gemv " + shape, relative_error(to_host(y1, ref.size()), ref), kFloatTol);
+    const std::vector<float> gemv_rows = to_host(y1, ref.size());
+    v.expect_close("linear_bf16 gemv " + shape, relative_error(gemv_rows, ref), kFloatTol);
+    // Batch invariance: row 0 alone (another grid) gives the bits it gets in the whole.
+    auto y0 = poisoned<float>(c.out);
+    linear_bf16_gemv(d_x.get(), 1, c.in, d_w.get(), d_b.get(), c.out, y0.get(), nullptr);
+    const std::vector<float> row0 = to_host(y0, c.out);
+    v.expect("linear_bf16 gemv " + shape + " row 0 alone == in the batch",
+             std::equal(row0.begin(), row0.end(), gemv_rows.begin()));
     auto y2 = poisoned<float>(ref.size());
     linear_bf16_tiled(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y2.get(), nullptr);
     v.expect_close("linear_bf16 tiled " + shape, relative_error(to_host(y2, ref.size()), ref), kFloatTol);
@@ -585,6 +640,39 @@ std::vector<int32_t> choose_experts(Random& rng, int32_t tokens, bool skewed) {
   return chosen;
 }
 
+// The expert GEMV's batch invariance: a token's activations and down outputs
+// are the same bits alone (batch-1 grid, one pair at a time), with a second
+// token (experts shared: several pairs on one row pair's weights) and in a
+// 12-token step (four pairs at a time). The 40-token GEMV case of check_moe
+// stages x in several rounds.
+void check_moe_gemv_invariance(Random& rng, MoeFixture& f, Verdicts& v) {
+  const int32_t tokens = 12;
+  const auto d_x = to_device(to_bf16(rng.bf16_floats(size_t(tokens) * f.hidden, 1.0f)));
+  const auto d_chosen = to_device(choose_experts(rng, tokens, true));
+  // The first n tokens' activations and outputs, in token-major pair order.
+  auto run = [&](int32_t n) {
+    const MoeRun r(f, d_x, d_chosen, n, MoePath::Gemv);
+    const std::vector<int32_t> slot = to_host(r.pair_slot, r.pairs);
+    const std::vector<bf16> act = to_host(r.act, size_t(r.pairs) * f.inter);
+    const std::vector<float> y = to_host(r.y, size_t(r.pairs) * f.hidden);
+    std::vector<bf16> act_sorted;
+    std::vector<float> y_sorted;
+    for (const int32_t g : slot) {
+      act_sorted.insert(act_sorted.end(), act.begin() + size_t(g) * f.inter, act.begin() + size_t(g + 1) * f.inter);
+      y_sorted.insert(y_sorted.end(), y.begin() + size_t(g) * f.hidden, y.begin() + size_t(g + 1) * f.hidden);
+    }
+    return std::pair{act_sorted, y_sorted};
+  };
+  const auto one = run(1), two = run(2), all = run(tokens);
+  auto same_prefix = [](const auto& part, const auto& whole) {
+    return std::equal(part.begin(), part.end(), whole.begin());
+  };
+  v.expect("moe gemv 1 token alone == with a second token (bitwise)",
+           same_prefix(one.first, two.first) && same_prefix(one.second, two.second));
+  v.expect("moe gemv 2 tokens alone == in a 12-token step (bitwise)",
+           same_prefix(two.first, all.first) && same_prefix(two.second, all.second));
+}
+
 // The MoE block below the router: grouping, the fused gate/up + SwiGLU, the
 // down product and the combine, for every kernel path.
 void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
@@ -860,6 +948,7 @@ int main(int argc, char** argv) {
   try {
     check_embedding(rng, v);
     check_rmsnorm(rng, v);
+    check_add_moe_rmsnorm(rng, v);
     check_linear(rng, v);
     check_rope(rng, v);
     check_attention(rng, v);
@@ -868,6 +957,7 @@ int main(int argc, char** argv) {
     {
       MoeFixture moe(rng);
       check_moe(rng, moe, v);
+      check_moe_gemv_invariance(rng, moe, v);
       check_moe_expert_tiles(rng, moe, v);
       check_moe_half_step(rng, moe, v);
     }
