@@ -25,8 +25,8 @@ namespace {
 constexpr float kSwigluAlpha = 1.702f;
 constexpr int kGemvWarps = 8;
 constexpr int kGemvBlocksPerSm = 2;  // the GEMV's __launch_bounds__ minimum, used to size its grid
-// x rows the GEMV stages at once: decode batches of up to 8 (the GEMV's range:
-// pairs <= experts) put at most 8 pairs on an expert.
+// x rows the GEMV stages at once: the GEMV's decode batches (up to 2, see
+// moe_path_for) put at most 8 pairs on an expert.
 constexpr int32_t kGemvStagedPairs = 8;
 constexpr int kMaxBlocksPerLane = 4;    // MXFP4 blocks per lane: cols <= 4096
 // The GEMV's "tiles" are whole experts: one list entry per expert with pairs.
@@ -339,8 +339,8 @@ void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, in
 }  // namespace
 
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts) {
-  // The GEMV streams a touched expert's weights at ~0.8 TB/s (call 16: 0.42 ms
-  // a touched expert over 24 layers at batch 1, 0.50 at batch 8); a 32-row
+  // The GEMV streams a touched expert's weights at ~0.8 TB/s (0.33-0.42 ms a
+  // touched expert over 24 layers at batch 1, 0.5-0.7 at batch 8); a 32-row
   // tile block takes ~45 us whatever its rows (6.0 ms gate/up at batch 32,
   // 7.0 at 128), so the tiles cost whole waves of 264 blocks: gate/up one per
   // 5.9 touched experts, down one per 11.5. Beyond a pair for every fourth
