@@ -38,10 +38,11 @@
 # 9. profile (stage "profile"): each kernel's device time in the timed decode
 #    steps of batch 1 and batch 64 (nsys where installed, else ncu), against
 #    the step's wall time: what bounds a step, kernels or the gaps between;
+#    where ncu is installed, the expert tiles' throughput and warp stalls at
+#    prefill 2k and decode batch 64;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b layers prefix tp profile moeab" leaves out those stages (moeab:
-# the kernel checks and bench again with GPTOSS_MOE_KERNEL=v1); GPTOSS_JOBS sets build parallelism.
+# loader model20b layers prefix tp profile" leaves out those stages; GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -93,13 +94,6 @@ if ! timeout 150 "$tools/gptoss-cuda-kernel-check" 2>&1 | tee "$out/kernel_check
   timeout 240 compute-sanitizer --tool memcheck "$tools/gptoss-cuda-kernel-check" --seed "$seed" 2>&1 |
     tail -40 | tee "$out/kernel_check_memcheck.log"
 fi
-# The MXFP4 expert kernel A/B (docs/cuda-notes.md "h15moe"): the old tiled
-# kernel's MoE checks on the same seed; the loser is deleted after the call.
-want kernels && want moeab && step "kernel checks, MoE with GPTOSS_MOE_KERNEL=v1" &&
-  GPTOSS_MOE_KERNEL=v1 timeout 150 "$tools/gptoss-cuda-kernel-check" \
-    --seed "$(awk '/seed/ {print $NF; exit}' "$out/kernel_check.log")" 2>&1 |
-  grep -E "moe|checks:" | tee "$out/kernel_check_moe_v1.log"
-
 small="$models/small64"
 "$build/gptoss-gen-model" --out "$small" --layers 3 --hidden 256 --intermediate 256 --heads 8 --kv-heads 2 \
   --head-dim 64 --experts 8 --experts-per-token 2 --vocab 201088 --sliding-window 16 >/dev/null
@@ -172,11 +166,8 @@ if want cli20b; then
 fi
 if want bench; then
   step "benchmark, 20b shape, weights generated on the GPU"
-  timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --json "$out/bench_random.json" 2>&1 | tee "$out/bench_random.log" || status=1
-  if want moeab; then
-    step "benchmark with GPTOSS_MOE_KERNEL=v1 (the old MXFP4 expert kernel, A/B)"
-    GPTOSS_MOE_KERNEL=v1 timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" 2>&1 | tee "$out/bench_random_moe_v1.log" || status=1
-  fi
+  # batches 2, 4 and 16 around the GEMV / tile threshold (docs/cuda-notes.md "h15moe")
+  timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,4,8,16,32,64,128,256 --json "$out/bench_random.json" 2>&1 | tee "$out/bench_random.log" || status=1
 fi
 
 want torch && step "torch bf16 matmul ceiling" &&
@@ -331,6 +322,21 @@ if want profile; then
     python3 "$here/scripts/kernel_table.py" "$out/kernels_b$b.csv" 10 "${ms:-0}" "profile decode batch $b" 2>&1 |
       tee -a "$out/profile.log"
   done
+  # What bounds the MXFP4 expert tiles (docs/cuda-notes.md "h15moe"): ncu's
+  # throughput, occupancy and warp-stall sections for the first gate/up and
+  # down launches of a 2 048-token prefill (128-row tiles) and of the timed
+  # batch-64 decode steps (32-row tiles, ~8 rows an expert).
+  if command -v ncu >/dev/null; then
+    for run in prefill2048 decode64; do
+      if [ "$run" = prefill2048 ]; then args=(--batches 1 --prefill 2048 --steps 2) from=on
+      else args=(--batches 64 --prefill 16 --steps 2 --profile-batch 64) from=off; fi
+      timeout 150 ncu --profile-from-start $from --kernel-name regex:moe_tiled --launch-count 2 \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats \
+        "$tools/gptoss-cuda-bench" --random "$models/20b" "${args[@]}" >"$out/ncu_moe_$run.log" 2>&1
+      grep -E "moe_tiled|Duration|Throughput|Achieved Occupancy|Warp Cycles Per Issued|stall|Stall" \
+        "$out/ncu_moe_$run.log" | sed "s/^/[ncu $run] /" | head -60 | tee -a "$out/profile.log"
+    done
+  fi
 fi
 
 step "summary"
@@ -343,11 +349,9 @@ step "summary"
     "$out/tp_20b.log" "$out/profile.log" 2>/dev/null
   grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|cublaslt|gemv|load checkpoint|weights|extend)" "$out/bench_random.log" 2>/dev/null
   grep -h -E "^(load checkpoint|decode batch 1 tok/s)" "$out/bench_loaded.log" 2>/dev/null | sed 's/^/[loaded] /'
-  for kernel in "" _moe_v1; do  # the expert stages of each step, both kernels of the A/B
-    grep -h -E "stage shares|moe_(gate_up_swiglu|down) |^(decode batch [0-9]+ tok/s|prefill|extend)" \
-      "$out/bench_random$kernel.log" 2>/dev/null | sed "s/^/[moe${kernel:-_v2}] /"
-  done
-  grep -h -E "FAIL|checks:" "$out/kernel_check_moe_v1.log" 2>/dev/null | sed 's/^/[moe_v1] /'
+  # the expert stages of each step (docs/cuda-notes.md "h15moe")
+  grep -h -E "stage shares|moe_(gate_up_swiglu|down) |^(decode batch [0-9]+ step ms)" "$out/bench_random.log" 2>/dev/null |
+    sed "s/^/[moe] /"
   grep -h "torch" "$out/torch.log" 2>/dev/null
   cat "$out/depth.log" 2>/dev/null
   grep -h "hf_compare" "$out"/hf_*.log 2>/dev/null

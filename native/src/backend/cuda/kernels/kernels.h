@@ -196,10 +196,10 @@ void moe_route(const float* logits, int32_t n_rows, int32_t n_experts, int32_t k
                int32_t* experts, float* weights, const MoeGroups& groups, cudaStream_t stream);
 
 // Which kernel runs an expert product: the GEMV streams each expert's weights
-// once per step (decode, about a pair per expert; its blocks walk only the
-// experts with pairs, listed as one tile each); the tiled kernel runs
-// tensor cores over tiles of 32 grouped pairs of one expert (decode at large
-// batches) or of 128 (prefill).
+// once per step (decode at 1-2 sequences, a few experts touched; its blocks
+// walk only the experts with pairs, listed as one tile each); the tiled kernel
+// runs tensor cores over tiles of 32 grouped pairs of one expert (decode from
+// 3 sequences) or of 128 (prefill).
 enum class MoePath { Gemv, TiledSmall, Tiled };
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
 int32_t moe_tile_rows(MoePath path);

@@ -690,7 +690,10 @@ void check_moe_gemv_invariance(Random& rng, MoeFixture& f, Verdicts& v) {
 // down product and the combine, for every kernel path.
 void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
   const int32_t hidden = f.hidden, inter = f.inter, k = f.k;
-  for (const auto& [tokens, path] : {std::pair{3, MoePath::Gemv}, std::pair{40, MoePath::Gemv}, std::pair{40, MoePath::TiledSmall},
+  // 3 and 8 tokens on 32-row tiles: decode at 3-8 sequences (moe_path_for),
+  // one or two rows an expert, most warps of a tile idle.
+  for (const auto& [tokens, path] : {std::pair{3, MoePath::Gemv}, std::pair{40, MoePath::Gemv}, std::pair{3, MoePath::TiledSmall},
+                                     std::pair{8, MoePath::TiledSmall}, std::pair{40, MoePath::TiledSmall},
                                      std::pair{100, MoePath::TiledSmall}, std::pair{40, MoePath::Tiled}, std::pair{700, MoePath::Tiled}}) {
     const char* names[] = {"gemv", "tiled 32", "tiled 128"};
     const std::string tag = std::to_string(tokens) + " tokens, " + names[static_cast<int>(path)];
