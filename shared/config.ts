@@ -75,6 +75,8 @@ export const WorkerConfigSchema = z.object({
   ENGINE_TP: int(1).pipe(z.number().refine((n) => [1, 2, 4, 8].includes(n), "must be 1, 2, 4 or 8")),
   /** With ENGINE_TP > 1: split every expert's columns over the ranks, or the experts whole. */
   ENGINE_MOE_SHARDING: z.enum(["intermediate", "experts"]).default("intermediate"),
+  /** With ENGINE_TP > 1 on cuda: the ranks' all-reduce, the peer-to-peer kernel or NCCL (needs a GPU per rank). */
+  ENGINE_TP_ALL_REDUCE: z.enum(["peer", "nccl"]).default("peer"),
   ENGINE_MAX_NUM_SEQS: int(32).pipe(z.number().positive()),
   ENGINE_MAX_MODEL_LEN: int(4096).pipe(z.number().positive()),
   /** KV cache size in bytes (CPU); 0 = derive from ENGINE_GPU_MEMORY_UTILIZATION (CUDA). */

@@ -8,6 +8,7 @@ export function engineOptions(config: WorkerConfig): EngineOptions {
     backend: config.ENGINE_BACKEND,
     tensorParallel: config.ENGINE_TP,
     moeSharding: config.ENGINE_MOE_SHARDING,
+    tpAllReduce: config.ENGINE_TP_ALL_REDUCE,
     maxNumSeqs: config.ENGINE_MAX_NUM_SEQS,
     maxModelLen: config.ENGINE_MAX_MODEL_LEN,
     maxBatchedTokens: config.ENGINE_MAX_BATCHED_TOKENS,

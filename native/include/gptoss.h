@@ -53,6 +53,9 @@ typedef struct {
   int32_t pace_step_us;           /* backend "paced": one step; 0 = default (4000) */
   int32_t pace_prefill_us_per_token; /* backend "paced": each prompt token of a step beyond a chunk's
                                         first; 0 = default (35) */
+  const char* tp_all_reduce;      /* cuda, tensor_parallel > 1: "peer" (the peer-to-peer kernel fused
+                                     with the residual add and norm; NULL = this) or "nccl" (NCCL's
+                                     all-reduce, then add + norm; needs NCCL and a GPU per rank) */
 } gptoss_engine_config;
 
 #define GPTOSS_MAX_TOP_LOGPROBS 20

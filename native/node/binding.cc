@@ -253,15 +253,24 @@ Napi::Object model_info_object(Napi::Env env, const gptoss_model_info& m) {
 struct EngineConfig {
   std::string model_dir;
   std::string backend;
-  std::string moe_sharding;  // empty: the engine's default
+  std::string moe_sharding;   // empty: the engine's default
+  std::string tp_all_reduce;  // empty: the engine's default
   gptoss_engine_config c{};
   const gptoss_engine_config* get() {
     c.model_dir = model_dir.c_str();
     c.backend = backend.c_str();
     c.moe_sharding = moe_sharding.empty() ? nullptr : moe_sharding.c_str();
+    c.tp_all_reduce = tp_all_reduce.empty() ? nullptr : tp_all_reduce.c_str();
     return &c;
   }
 };
+
+// An optional string option into `out` (left empty when absent).
+void optional_string(Napi::Env env, const Napi::Object& o, const char* name, std::string& out) {
+  if (!has_field(o, name)) return;
+  if (!o.Get(name).IsString()) throw_invalid(env, std::string("options.") + name + " must be a string");
+  out = o.Get(name).As<Napi::String>();
+}
 
 EngineConfig read_config(Napi::Env env, Napi::Value value) {
   if (!value.IsObject()) throw_invalid(env, "options must be an object");
@@ -272,10 +281,8 @@ EngineConfig read_config(Napi::Env env, Napi::Value value) {
   EngineConfig config;
   config.model_dir = o.Get("modelDir").As<Napi::String>();
   config.backend = o.Get("backend").As<Napi::String>();
-  if (has_field(o, "moeSharding")) {
-    if (!o.Get("moeSharding").IsString()) throw_invalid(env, "options.moeSharding must be a string");
-    config.moe_sharding = o.Get("moeSharding").As<Napi::String>();
-  }
+  optional_string(env, o, "moeSharding", config.moe_sharding);
+  optional_string(env, o, "tpAllReduce", config.tp_all_reduce);
   const double kv_bytes = number_field(o, "options", "kvCacheBytes");
   if (!(kv_bytes >= 0) || kv_bytes != std::trunc(kv_bytes)) {
     throw_invalid(env, "options.kvCacheBytes must be an integer >= 0");

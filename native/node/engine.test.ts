@@ -336,6 +336,11 @@ describe("NativeEngine lifecycle", () => {
       "invalid_argument",
       /moeSharding must be a string/,
     );
+    assertEngineError(
+      () => new NativeEngine(options({ tensorParallel: 2, tpAllReduce: "ring" as "nccl" })),
+      "invalid_argument",
+      /tp_all_reduce "ring"/,
+    );
   });
 
   it("gives one rank's greedy tokens with the model sharded over two, in both MoE layouts", async () => {

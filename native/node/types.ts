@@ -10,6 +10,8 @@ export interface EngineOptions {
   tensorParallel: number;
   /** With tensorParallel > 1: "intermediate" (default) splits every expert's columns, "experts" splits experts whole. */
   moeSharding?: "intermediate" | "experts";
+  /** cuda with tensorParallel > 1: "peer" (default) sums partials with the peer-to-peer kernel, "nccl" with NCCL. */
+  tpAllReduce?: "peer" | "nccl";
   maxNumSeqs: number;
   maxModelLen: number;
   maxBatchedTokens: number;

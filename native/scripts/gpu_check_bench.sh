@@ -30,16 +30,20 @@
 #    kernel vs NCCL on two GPUs; both ranks on one GPU otherwise; its
 #    correctness is in the kernel checks), TP=2 vs TP=1 greedy tokens on the
 #    small model (both ranks on GPU 0, then on two GPUs where there are
-#    two), and on two GPUs decode tokens/s at batch 1, 8, 64, 256 and TTFT at 512 and 8k tokens,
-#    TP=1 and TP=2 side by side at the 20b shape;
+#    two; both MoE layouts; NCCL's all-reduce where built), seeded
+#    (temperature 1) tokens TP=2 vs TP=1 (sampling over the vocabulary
+#    slices), and on two GPUs decode tokens/s at batch 1, 8, 64, 256 and TTFT
+#    at 512 and 8k tokens, TP=1 and TP=2 side by side at the 20b shape, plus
+#    TP=2 with experts split and with NCCL at batch 1 and 64;
 # 9. profile (stage "profile"): each kernel's device time in the timed decode
 #    steps of batch 1 and batch 64 (nsys where installed, else ncu), against
 #    the step's wall time: what bounds a step, kernels or the gaps between;
+#    where ncu is installed, the expert tiles' throughput and warp stalls at
+#    prefill 2k and decode batch 64;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b layers prefix tp profile moeab pdlab" leaves out those stages (moeab:
-# the kernel checks and bench again with GPTOSS_MOE_KERNEL=v1; pdlab: decode at
-# batch 1 and 8 again with GPTOSS_PDL=0, plain launches); GPTOSS_JOBS sets build parallelism.
+# loader model20b layers prefix tp profile pdlab" leaves out those stages (pdlab:
+# decode at batch 1 and 8 again with GPTOSS_PDL=0, plain launches); GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -91,13 +95,6 @@ if ! timeout 150 "$tools/gptoss-cuda-kernel-check" 2>&1 | tee "$out/kernel_check
   timeout 240 compute-sanitizer --tool memcheck "$tools/gptoss-cuda-kernel-check" --seed "$seed" 2>&1 |
     tail -40 | tee "$out/kernel_check_memcheck.log"
 fi
-# The MXFP4 expert kernel A/B (docs/cuda-notes.md "h15moe"): the old tiled
-# kernel's MoE checks on the same seed; the loser is deleted after the call.
-want kernels && want moeab && step "kernel checks, MoE with GPTOSS_MOE_KERNEL=v1" &&
-  GPTOSS_MOE_KERNEL=v1 timeout 150 "$tools/gptoss-cuda-kernel-check" \
-    --seed "$(awk '/seed/ {print $NF; exit}' "$out/kernel_check.log")" 2>&1 |
-  grep -E "moe|checks:" | tee "$out/kernel_check_moe_v1.log"
-
 small="$models/small64"
 "$build/gptoss-gen-model" --out "$small" --layers 3 --hidden 256 --intermediate 256 --heads 8 --kv-heads 2 \
   --head-dim 64 --experts 8 --experts-per-token 2 --vocab 201088 --sliding-window 16 >/dev/null
@@ -170,11 +167,8 @@ if want cli20b; then
 fi
 if want bench; then
   step "benchmark, 20b shape, weights generated on the GPU"
-  timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --json "$out/bench_random.json" 2>&1 | tee "$out/bench_random.log" || status=1
-  if want moeab; then
-    step "benchmark with GPTOSS_MOE_KERNEL=v1 (the old MXFP4 expert kernel, A/B)"
-    GPTOSS_MOE_KERNEL=v1 timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" 2>&1 | tee "$out/bench_random_moe_v1.log" || status=1
-  fi
+  # batches 2, 4 and 16 around the GEMV / tile threshold (docs/cuda-notes.md "h15moe")
+  timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,4,8,16,32,64,128,256 --json "$out/bench_random.json" 2>&1 | tee "$out/bench_random.log" || status=1
   if want pdlab; then
     step "decode with GPTOSS_PDL=0 (no programmatic dependent launch, A/B)"
     GPTOSS_PDL=0 timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,8 --prefill 512 2>&1 |
@@ -239,9 +233,9 @@ if want tp; then
   timeout 120 "$tools/gptoss-cuda-allreduce-bench" --json "$out/allreduce.json" 2>&1 | tee "$out/allreduce.log" || status=1
   step "tensor parallel: TP=2 vs TP=1 greedy tokens (small model, 8 prompts together)"
   # Both ranks on GPU 0 (one visible device), then on two GPUs where there are two.
-  cli_small() {  # log, tensor-parallel size
+  cli_small() {  # log, tensor-parallel size, more cli arguments
     timeout 60 "$build/gptoss-cli" --model "$small" --backend cuda --tensor-parallel-size "$2" --random-prompt 40 \
-      --batch 8 --max-tokens 32 --max-model-len 512 >"$out/$1.log" 2>&1 || tail -1 "$out/$1.log"
+      --batch 8 --max-tokens 32 --max-model-len 512 "${@:3}" >"$out/$1.log" 2>&1 || tail -1 "$out/$1.log"
   }
   CUDA_VISIBLE_DEVICES=0 cli_small cli_tp1 1
   CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2 2
@@ -262,14 +256,34 @@ if want tp; then
     python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_eager.log" "$out/cli_tp1.log" \
       "cli greedy agreement cuda TP=2 (one GPU, CUDA_MODULE_LOADING=EAGER) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
   fi
+  # The MoE with experts split whole (each rank computes its experts' pairs).
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2_experts 2 --moe-sharding experts
+  python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_experts.log" "$out/cli_tp1.log" \
+    "cli greedy agreement cuda TP=2 experts layout (one GPU) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
   if [ "$gpus" -ge 2 ]; then
     cli_small cli_tp2_gpus2 2
     python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_gpus2.log" "$out/cli_tp1.log" \
       "cli greedy agreement cuda TP=2 (two GPUs) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
+    cli_small cli_tp2_experts_gpus2 2 --moe-sharding experts
+    python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_experts_gpus2.log" "$out/cli_tp1.log" \
+      "cli greedy agreement cuda TP=2 experts layout (two GPUs) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
+    # NCCL's all-reduce + add_rmsnorm instead of the peer kernel (where NCCL is built in).
+    if grep -q "GPTOSS_WITH_NCCL" "$build/CMakeCache.txt" "$build/build.ninja" 2>/dev/null; then
+      cli_small cli_tp2_nccl_gpus2 2 --tp-all-reduce nccl
+      python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_nccl_gpus2.log" "$out/cli_tp1.log" \
+        "cli greedy agreement cuda TP=2 NCCL all-reduce (two GPUs) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
+    fi
   fi
+  # Seeded sampling over the ranks' vocabulary slices (plain temperature: the
+  # draw walks id order on both sides), TP=2 on one GPU vs TP=1.
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp1_seeded 1 --temperature 1 --seed 7
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2_seeded 2 --temperature 1 --seed 7
+  python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_seeded.log" "$out/cli_tp1_seeded.log" \
+    "cli seeded (temperature 1) agreement cuda TP=2 (one GPU) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
   if [ "$gpus" -ge 2 ]; then
     step "tensor parallel at the 20b shape: decode and TTFT, TP=1 vs TP=2 (two GPUs)"
     [ -n "$gen_pid" ] && wait "$gen_pid" 2>/dev/null
+    {
     for tp in 1 2; do
       for batch in 1 8 64 256; do
         echo "TP=$tp decode batch $batch: $(timeout 180 "$build/gptoss-cli" --model "$models/20b" --backend cuda \
@@ -281,7 +295,16 @@ if want tp; then
           --tensor-parallel-size $tp --random-prompt $prompt --max-tokens 1 --max-model-len 9000 \
           --max-batched-tokens 8192 --quiet --json 2>&1)"
       done
-    done 2>&1 | tee "$out/tp_20b.log"
+    done
+    # The other MoE layout and the other all-reduce, decode only.
+    for variant in "--moe-sharding experts" "--tp-all-reduce nccl"; do
+      for batch in 1 64; do
+        echo "TP=2 $variant decode batch $batch: $(timeout 180 "$build/gptoss-cli" --model "$models/20b" \
+          --backend cuda --tensor-parallel-size 2 $variant --random-prompt 128 --batch $batch --max-tokens 256 \
+          --max-model-len 1024 --max-batched-tokens 8192 --quiet --json 2>&1)"
+      done
+    done
+    } 2>&1 | tee "$out/tp_20b.log"
   fi
 fi
 
@@ -305,6 +328,21 @@ if want profile; then
     python3 "$here/scripts/kernel_table.py" "$out/kernels_b$b.csv" 10 "${ms:-0}" "profile decode batch $b" 2>&1 |
       tee -a "$out/profile.log"
   done
+  # What bounds the MXFP4 expert tiles (docs/cuda-notes.md "h15moe"): ncu's
+  # throughput, occupancy and warp-stall sections for the first gate/up and
+  # down launches of a 2 048-token prefill (128-row tiles) and of the timed
+  # batch-64 decode steps (32-row tiles, ~8 rows an expert).
+  if command -v ncu >/dev/null; then
+    for run in prefill2048 decode64; do
+      if [ "$run" = prefill2048 ]; then args=(--batches 1 --prefill 2048 --steps 2) from=on
+      else args=(--batches 64 --prefill 16 --steps 2 --profile-batch 64) from=off; fi
+      timeout 150 ncu --profile-from-start $from --kernel-name regex:moe_tiled --launch-count 2 \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats \
+        "$tools/gptoss-cuda-bench" --random "$models/20b" "${args[@]}" >"$out/ncu_moe_$run.log" 2>&1
+      grep -E "moe_tiled|Duration|Throughput|Achieved Occupancy|Warp Cycles Per Issued|stall|Stall" \
+        "$out/ncu_moe_$run.log" | sed "s/^/[ncu $run] /" | head -60 | tee -a "$out/profile.log"
+    done
+  fi
 fi
 
 step "summary"
@@ -317,11 +355,9 @@ step "summary"
     "$out/tp_20b.log" "$out/profile.log" 2>/dev/null
   grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|cublaslt|gemv|load checkpoint|weights|extend)" "$out/bench_random.log" 2>/dev/null
   grep -h -E "^(load checkpoint|decode batch 1 tok/s)" "$out/bench_loaded.log" 2>/dev/null | sed 's/^/[loaded] /'
-  for kernel in "" _moe_v1; do  # the expert stages of each step, both kernels of the A/B
-    grep -h -E "stage shares|moe_(gate_up_swiglu|down) |^(decode batch [0-9]+ tok/s|prefill|extend)" \
-      "$out/bench_random$kernel.log" 2>/dev/null | sed "s/^/[moe${kernel:-_v2}] /"
-  done
-  grep -h -E "FAIL|checks:" "$out/kernel_check_moe_v1.log" 2>/dev/null | sed 's/^/[moe_v1] /'
+  # the expert stages of each step (docs/cuda-notes.md "h15moe")
+  grep -h -E "stage shares|moe_(gate_up_swiglu|down) |^(decode batch [0-9]+ step ms)" "$out/bench_random.log" 2>/dev/null |
+    sed "s/^/[moe] /"
   grep -h "torch" "$out/torch.log" 2>/dev/null
   cat "$out/depth.log" 2>/dev/null
   grep -h "hf_compare" "$out"/hf_*.log 2>/dev/null

@@ -5,6 +5,7 @@
 // for bit; a batch of sequences keeps each one's rows apart; and a backend
 // with a wrong MoE output or wrong expert choices is caught at the layer that
 // is wrong.
+#include <cmath>
 #include <cstring>
 #include <numeric>
 
@@ -31,7 +32,7 @@ std::vector<int32_t> sequence_tokens() {
 // The reference with one layer made wrong.
 class Faulty final : public LayerUnderTest {
  public:
-  enum class Fault { MoeScale, NextExpert, FarExpert };
+  enum class Fault { MoeScale, NextExpert, FarExpert, RaisedNext };
   Faulty(const TeacherForcedCheck& check, int32_t layer, Fault fault)
       : reference_(check), config_(check.config()), layer_(layer), fault_(fault) {}
   void run_layer(int32_t layer, const std::vector<LayerCheckSequence>& batch, const std::vector<float>& x,
@@ -49,7 +50,10 @@ class Faulty final : public LayerUnderTest {
       std::vector<int32_t> order(E);
       std::iota(order.begin(), order.end(), 0);
       std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
-      out.experts[size_t(r) * K + K - 1] = order[fault_ == Fault::NextExpert ? K : K + 1];
+      out.experts[size_t(r) * K + K - 1] = order[fault_ == Fault::FarExpert ? K + 1 : K];
+      // RaisedNext: the layer's own logits put the (k+1)-th just above the k-th.
+      if (fault_ == Fault::RaisedNext)
+        out.router_logits[size_t(r) * E + order[K]] = std::nextafter(logits[order[K - 1]], INFINITY);
     }
   }
 
@@ -167,13 +171,26 @@ int main() {
     check(s.router_mismatches > s.router_near_ties, "most are counted as mismatches");
     check(s.failures == 1, "only layer 1 fails");
   }
+  // The same swap where the layer's own router logits order the two that
+  // way: explained by the measured logit error (which the router tolerance
+  // judges), so a tie of that kind and never a mismatch.
+  {
+    TeacherForcedCheck c(config, weights, &pool, LayerCheckTolerances{});
+    Faulty faulty(c, 1, Faulty::Fault::RaisedNext);
+    c.run("raised next", {dense}, faulty);
+    const LayerCheckSummary& s = c.summary();
+    check(s.router_mismatches == 0 && s.router_error_ties + s.router_near_ties == kPrompt + kDecode,
+          "a swap the layer's own logits explain is a tie within the measured error");
+    check(s.router_error_ties > 0, "counted as such");
+  }
   // The (k+2)-th expert: never a near tie, whatever the gap.
   {
     TeacherForcedCheck c(config, weights, &pool, LayerCheckTolerances{});
     Faulty faulty(c, 3, Faulty::Fault::FarExpert);
     c.run("far expert", {dense}, faulty);
     const LayerCheckSummary& s = c.summary();
-    check(s.router_mismatches == kPrompt + kDecode && s.router_near_ties == 0, "a far expert is always a mismatch");
+    check(s.router_mismatches == kPrompt + kDecode && s.router_near_ties == 0 && s.router_error_ties == 0,
+          "a far expert is always a mismatch");
     check(s.failures == 1 && s.worst_layer == 3, "only layer 3 fails");
   }
   std::printf("model_layer_check_test: OK\n");

@@ -5,7 +5,7 @@
 //   gptoss-cli --model DIR --prompt 1,2,3 [--max-tokens 32] [--temperature 0.7 --seed 1]
 //   gptoss-cli --model DIR --random-prompt 128 --batch 8 --max-tokens 64 --json
 //   gptoss-cli --model DIR --backend cuda [--gpu-memory-utilization 0.9] ...
-//   gptoss-cli --model DIR --tensor-parallel-size 2 [--moe-sharding experts] ...
+//   gptoss-cli --model DIR --tensor-parallel-size 2 [--moe-sharding experts] [--tp-all-reduce nccl] ...
 //   gptoss-cli ... --no-enable-prefix-caching     (vLLM's flag names; on by default)
 //   gptoss-cli --model DIR --shared-prefix 2048 --random-prompt 50 [--warm-up prefix|unrelated] ...
 //
@@ -50,6 +50,7 @@ struct Args {
   std::string backend = "cpu";
   int32_t tensor_parallel = 1;
   std::string moe_sharding = "intermediate";
+  std::string tp_all_reduce = "peer";
   int32_t threads = 0;
   std::vector<int32_t> prompt;
   int32_t random_prompt_len = 0;
@@ -75,6 +76,7 @@ struct Args {
                "gptoss-cli: %s\n"
                "usage: gptoss-cli --model DIR (--prompt ID,ID,... | --random-prompt LEN [--batch N])\n"
                "  [--backend cpu|cuda] [--tensor-parallel-size N] [--moe-sharding intermediate|experts]\n"
+               "  [--tp-all-reduce peer|nccl]\n"
                "  [--threads N] [--max-tokens N] [--temperature T] [--top-p P]\n"
                "  [--top-k K] [--min-p P] [--presence-penalty X] [--frequency-penalty X] [--seed S]\n"
                "  [--max-num-seqs N] [--max-model-len N] [--max-batched-tokens N] [--kv-cache-mb N]\n"
@@ -119,6 +121,7 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--backend") a.backend = v;
     else if (flag == "--tensor-parallel-size") a.tensor_parallel = static_cast<int32_t>(num());
     else if (flag == "--moe-sharding") a.moe_sharding = v;
+    else if (flag == "--tp-all-reduce") a.tp_all_reduce = v;
     else if (flag == "--threads") a.threads = static_cast<int32_t>(num());
     else if (flag == "--prompt") a.prompt = parse_ids(v);
     else if (flag == "--random-prompt") a.random_prompt_len = static_cast<int32_t>(num());
@@ -215,6 +218,7 @@ int main(int argc, char** argv) {
   cfg.backend = args.backend.c_str();
   cfg.tensor_parallel = args.tensor_parallel;
   cfg.moe_sharding = args.moe_sharding.c_str();
+  cfg.tp_all_reduce = args.tp_all_reduce.c_str();
   cfg.max_num_seqs = args.max_num_seqs > 0 ? args.max_num_seqs : args.batch;
   cfg.max_model_len = args.max_model_len;
   cfg.max_batched_tokens = args.max_batched_tokens;

@@ -1,15 +1,20 @@
 /**
  * A client that leaves mid-stream gets its sequence cancelled in the engine,
- * its KV blocks freed, and the worker serves the next request. Takes the
- * default stack, so it also runs against a GPU host's stack (STACK_URL).
+ * its KV blocks freed, and the worker serves the next request - with the
+ * engine on one rank and sharded over two (ENGINE_TP=2, CPU: both ranks in
+ * the worker's process). The one-rank suite takes the default stack, so it
+ * also runs against a GPU host's stack (STACK_URL); the sharded one starts
+ * its own.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { eventually } from "../helpers/eventually.ts";
-import { MODEL_NAME, stackForSuite } from "../helpers/stack.ts";
+import { EXTERNAL_STACK, MODEL_NAME, stackForSuite } from "../helpers/stack.ts";
 
-describe("cancellation", () => {
-  const suite = stackForSuite();
+for (const tp of [1, 2]) describe(`cancellation, ENGINE_TP=${tp}`, {
+  skip: tp > 1 && EXTERNAL_STACK ? "an external stack's workers are configured there" : false,
+}, () => {
+  const suite = stackForSuite(tp === 1 ? {} : { workerEnv: { ENGINE_TP: String(tp) } });
 
   it("a client that disconnects mid-stream has its sequence cancelled and its KV blocks freed", async () => {
     const stream = await suite.client.completions.create({

@@ -3,6 +3,7 @@
  * finishes within SHUTDOWN_GRACE_MS, and one that cannot finish in time goes
  * back to the queue when the grace period ends and another worker resumes its
  * stream. Either way the client gets the complete answer, and the worker exits 0.
+ * The same with the workers' engines sharded over two ranks (ENGINE_TP=2).
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -12,12 +13,12 @@ import { eventually } from "../helpers/eventually.ts";
 
 const GRACE_MS = 1000;
 
-describe("SIGTERM on a worker", () => {
+for (const tp of [1, 2]) describe(`SIGTERM on a worker, ENGINE_TP=${tp}`, () => {
   let s: Stack;
   before(async () => {
     s = await startStack({
       workers: 2,
-      workerEnv: { SHUTDOWN_GRACE_MS: String(GRACE_MS), JOB_LOCK_MS: "1000" },
+      workerEnv: { SHUTDOWN_GRACE_MS: String(GRACE_MS), JOB_LOCK_MS: "1000", ENGINE_TP: String(tp) },
     });
   });
   after(async () => await s?.stop());

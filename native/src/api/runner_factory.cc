@@ -22,7 +22,8 @@ std::unique_ptr<ModelRunner> make_model_runner(const RunnerOptions& o) {
   }
   if (o.backend == "cuda") {
 #ifdef GPTOSS_WITH_CUDA
-    if (o.tensor_parallel > 1) return make_cuda_tensor_parallel_runner(o.model_dir, o.tensor_parallel, o.moe_sharding);
+    if (o.tensor_parallel > 1)
+      return make_cuda_tensor_parallel_runner(o.model_dir, o.tensor_parallel, o.moe_sharding, o.tp_all_reduce);
     return make_cuda_runner(o.model_dir);
 #else
     throw Error(GPTOSS_ERR_BACKEND,

@@ -16,6 +16,7 @@ struct RunnerOptions {
   std::string model_dir;
   int32_t tensor_parallel = 1;                    // ranks the weights are sharded over
   MoeSharding moe_sharding = MoeSharding::Intermediate;  // how experts shard when tensor_parallel > 1
+  TpAllReduce tp_all_reduce = TpAllReduce::Peer;          // how cuda ranks sum their partials
   int32_t num_threads = 0;
   PacedTiming pace;  // backend "paced" only
 };

@@ -91,6 +91,8 @@ struct LayerCheckSummary {
   int64_t router_rows = 0;        // rows whose expert choice was compared
   int64_t router_near_ties = 0;   // choices that differ where the reference's k-th and
                                   // (k+1)-th logits are within bf16 rounding
+  int64_t router_error_ties = 0;  // ... or where the checked side's own router logits order
+                                  // those two the other way by less than their measured error
   int64_t router_mismatches = 0;  // choices that differ anywhere else
   int32_t failures = 0;           // layers with an output past its tolerance
 };
@@ -124,6 +126,9 @@ class TeacherForcedCheck {
   // expert replaced by the (k+1)-th and those two logits are within what
   // rounding the router's input to bf16 can move their difference:
   // 2^-8 * sum_i |(w_k[i] - w_k1[i]) h[i]|, h the normalised input.
+  // The reference's k-th and (k+1)-th experts when `chosen` is its choice
+  // with the one replaced by the other; {-1, -1} otherwise.
+  std::pair<int32_t, int32_t> swapped_pair(const float* logits, const std::vector<int32_t>& chosen) const;
   bool near_tie(int32_t layer, const float* x_row, const float* logits, const std::vector<int32_t>& chosen) const;
   void record(int32_t layer, const std::string& what, double error, double tolerance,
               LayerCheckWorst& worst);

@@ -55,9 +55,10 @@ class ModelRunner {
   // Device memory in use and in total, for stats; zeros on the host.
   virtual void device_memory(uint64_t* used, uint64_t* total) const { *used = *total = 0; }
 
-  // True when the backend samples on the device: the engine then calls
-  // forward_sampled instead of forward + Sampler, so only the sampled tokens
-  // (and requested log-probabilities) cross to the host.
+  // True when the backend samples itself: on the device, or over its
+  // tensor-parallel ranks' vocabulary slices (runtime/sliced_sampling.h). The
+  // engine then calls forward_sampled instead of forward + Sampler, so only
+  // the sampled tokens (and requested log-probabilities) come back.
   virtual bool samples_on_device() const { return false; }
 
   // One logits row's sampling: the Sampler's inputs.

@@ -15,6 +15,12 @@ MoeSharding parse_moe_sharding(const std::string& name) {
 
 const char* moe_sharding_name(MoeSharding s) { return s == MoeSharding::Experts ? "experts" : "intermediate"; }
 
+TpAllReduce parse_tp_all_reduce(const std::string& name) {
+  if (name == "peer") return TpAllReduce::Peer;
+  if (name == "nccl") return TpAllReduce::Nccl;
+  throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "tp_all_reduce \"" + name + "\" is unknown; use \"peer\" or \"nccl\"");
+}
+
 TensorParallelPlan::TensorParallelPlan(const ModelConfig& config, int32_t world_size, MoeSharding moe)
     : config_(config), world_size_(world_size), moe_(moe) {
   const auto bad = [&](const std::string& why) {

@@ -35,12 +35,25 @@ enum class MoeSharding : uint8_t {
 MoeSharding parse_moe_sharding(const std::string& name);
 const char* moe_sharding_name(MoeSharding s);
 
+// How device ranks sum their partials (the CPU backend sums in memory).
+enum class TpAllReduce : uint8_t {
+  // The one-shot peer kernel, fused with the residual add and the next norm.
+  Peer = 0,
+  // NCCL's all-reduce, then the residual add and norm as their own kernel:
+  // the general path and the comparison (one device per rank, NCCL built in).
+  Nccl = 1,
+};
+
+// "peer" or "nccl"; throws Error(INVALID_ARGUMENT) otherwise.
+TpAllReduce parse_tp_all_reduce(const std::string& name);
+
 // A half-open index range [begin, end).
 struct ShardRange {
   int32_t begin = 0;
   int32_t end = 0;
-  int32_t size() const { return end - begin; }
-  bool contains(int32_t i) const { return i >= begin && i < end; }
+  // constexpr: device code (the CUDA kernels) uses them too.
+  constexpr int32_t size() const { return end - begin; }
+  constexpr bool contains(int32_t i) const { return i >= begin && i < end; }
 };
 
 class TensorParallelPlan {

@@ -10,7 +10,8 @@ namespace gptoss {
 SampledToken Sampler::sample(const float* logits, const SamplingParams& params,
                              const std::unordered_map<int32_t, int32_t>& generated_counts, uint64_t counter,
                              const uint32_t* allowed) {
-  process(logits, params, generated_counts, allowed);
+  scaled_.resize(vocab_size_);
+  process_logits(logits, ShardRange{0, vocab_size_}, params, generated_counts, allowed, scaled_.data());
   const bool greedy = params.temperature == 0.0f;
   SampledToken out;
   if (greedy && params.top_logprobs < 0) {
@@ -49,20 +50,22 @@ SampledToken Sampler::sample(const float* logits, const SamplingParams& params,
   return out;
 }
 
-void Sampler::process(const float* logits, const SamplingParams& params,
-                      const std::unordered_map<int32_t, int32_t>& generated_counts, const uint32_t* allowed) {
-  scaled_.assign(logits, logits + vocab_size_);
+void process_logits(const float* logits, ShardRange ids, const SamplingParams& params,
+                    const std::unordered_map<int32_t, int32_t>& generated_counts, const uint32_t* allowed,
+                    float* out) {
+  std::copy(logits, logits + ids.size(), out);
   if (allowed != nullptr) {
-    for (int32_t id = 0; id < vocab_size_; ++id) {
-      if (((allowed[id >> 5] >> (id & 31)) & 1u) == 0) scaled_[id] = -INFINITY;
+    for (int32_t id = ids.begin; id < ids.end; ++id) {
+      if (((allowed[id >> 5] >> (id & 31)) & 1u) == 0) out[id - ids.begin] = -INFINITY;
     }
   }
   for (const auto& [token, count] : generated_counts) {
-    scaled_[token] -= params.frequency_penalty * static_cast<float>(count) + params.presence_penalty;
+    if (ids.contains(token))
+      out[token - ids.begin] -= params.frequency_penalty * static_cast<float>(count) + params.presence_penalty;
   }
   if (params.temperature > 0.0f && params.temperature != 1.0f) {
     const float inv_t = 1.0f / params.temperature;
-    for (float& x : scaled_) x *= inv_t;
+    for (int32_t i = 0; i < ids.size(); ++i) out[i] *= inv_t;
   }
 }
 
@@ -88,7 +91,8 @@ void Sampler::restrict_candidates(const SamplingParams& params) {
     if (scaled_[id] >= floor && scaled_[id] > -INFINITY) candidates_.push_back(id);
   }
   if (params.top_k > 0 && params.top_k < static_cast<int32_t>(candidates_.size())) {
-    std::nth_element(candidates_.begin(), candidates_.begin() + params.top_k, candidates_.end(), by_rank());
+    // The draw walks a cut list in rank order (sampler.h).
+    std::partial_sort(candidates_.begin(), candidates_.begin() + params.top_k, candidates_.end(), by_rank());
     candidates_.resize(params.top_k);
   }
   if (params.top_p < 1.0f) keep_nucleus(params.top_p);

@@ -9,7 +9,10 @@
 //   4. softmax over what is left.
 // Greedy (temperature 0) takes the argmax, lowest id on ties; otherwise the
 // token is drawn from that distribution with the counter-based RNG keyed by
-// (seed, tokens generated so far). A constrained row's mask (`allowed`) comes
+// (seed, tokens generated so far), walking the candidates in rank order when
+// top_k or top_p cut them (a short list), in id order otherwise (the draw is
+// then a function of the distribution alone, so tensor-parallel ranks can
+// walk their vocabulary slices one after another: runtime/sliced_sampling.h). A constrained row's mask (`allowed`) comes
 // before everything: tokens it leaves out get -inf logits, so they are never
 // picked and have no probability. Log-probabilities, of the chosen token and
 // of the top alternatives, are log-softmax of that same processed distribution:
@@ -22,6 +25,7 @@
 #include <vector>
 
 #include "gptoss.h"
+#include "model/tensor_parallel.h"
 #include "runtime/request.h"
 
 namespace gptoss {
@@ -33,6 +37,20 @@ struct SampledToken {
   int32_t top_ids[GPTOSS_MAX_TOP_LOGPROBS] = {};
   float top_logprobs[GPTOSS_MAX_TOP_LOGPROBS] = {};
 };
+
+// Steps 1 and 2 (and the mask) for the tokens `ids` of one row: out[i] is the
+// processed logit of token ids.begin + i, from logits[i]. `allowed` and
+// `generated_counts` use whole-vocabulary ids. The Sampler runs it over the
+// whole row; a tensor-parallel rank over its vocabulary slice.
+void process_logits(const float* logits, ShardRange ids, const SamplingParams& params,
+                    const std::unordered_map<int32_t, int32_t>& generated_counts, const uint32_t* allowed,
+                    float* out);
+
+// Higher processed logit first, lower id on ties: a total order, so results
+// never depend on the sort algorithm.
+inline bool ranks_before(float a_value, int32_t a_id, float b_value, int32_t b_id) {
+  return a_value > b_value || (a_value == b_value && a_id < b_id);
+}
 
 class Sampler {
  public:
@@ -47,13 +65,9 @@ class Sampler {
                       const uint32_t* allowed = nullptr);
 
  private:
-  // Higher logit first, lower id on ties: a total order, so results never
-  // depend on the sort algorithm.
   auto by_rank() const {
-    return [this](int32_t a, int32_t b) { return scaled_[a] > scaled_[b] || (scaled_[a] == scaled_[b] && a < b); };
+    return [this](int32_t a, int32_t b) { return ranks_before(scaled_[a], a, scaled_[b], b); };
   }
-  void process(const float* logits, const SamplingParams& params,
-               const std::unordered_map<int32_t, int32_t>& generated_counts, const uint32_t* allowed);
   int32_t argmax_all() const;
   int32_t argmax(const std::vector<int32_t>& ids) const;
   void restrict_candidates(const SamplingParams& params);

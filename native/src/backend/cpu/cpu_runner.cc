@@ -7,6 +7,9 @@
 // ranks' buffers. Ranks run one after another (each op is parallel over the
 // thread pool), so TP=N is the readable oracle of the sharding that device
 // backends run on N devices. TP=1 is one rank holding the whole layer.
+// Over ranks the runner samples itself (forward_sampled): each rank reduces
+// its vocabulary slice of a logits row and only the summaries meet
+// (runtime/sliced_sampling.h), as device ranks do.
 #include <algorithm>
 #include <limits>
 #include <string>
@@ -18,6 +21,7 @@
 #include "common/thread_pool.h"
 #include "model/tensor_parallel.h"
 #include "model/weights.h"
+#include "runtime/sliced_sampling.h"
 
 namespace gptoss {
 
@@ -96,7 +100,46 @@ class CpuRunner final : public ModelRunner {
 
   uint64_t weight_bytes() const override { return weights_.checkpoint->total_bytes(); }
 
+  // Whole rows: every rank's vocabulary columns gathered.
   void forward(const BatchPlan& plan, std::vector<float>& logits) override {
+    const ModelConfig& c = config_;
+    const int32_t rows = forward_ranks(plan);
+    logits.resize(static_cast<size_t>(rows) * c.vocab_size);
+    for (const Rank& rank : ranks_) {
+      const int32_t width = rank.vocab.size();
+      for (int32_t r = 0; r < rows; ++r) {
+        std::copy(&rank.logits[static_cast<size_t>(r) * width], &rank.logits[static_cast<size_t>(r + 1) * width],
+                  &logits[static_cast<size_t>(r) * c.vocab_size + rank.vocab.begin]);
+      }
+    }
+  }
+
+  bool samples_on_device() const override { return ranks_.size() > 1; }
+
+  // Over ranks: sampling over the ranks' vocabulary slices, never whole rows.
+  void forward_sampled(const BatchPlan& plan, const std::vector<RowSampling>& rows, std::vector<SampledToken>& out,
+                       const std::function<void()>& await_masks) override {
+    if (static_cast<int32_t>(rows.size()) != plan.num_logit_rows())
+      throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "forward_sampled: one RowSampling per logits row");
+    forward_ranks(plan);
+    if (await_masks) await_masks();
+    std::vector<ShardRange> ids;
+    for (const Rank& rank : ranks_) ids.push_back(rank.vocab);
+    static const std::unordered_map<int32_t, int32_t> kNoCounts;
+    out.resize(rows.size());
+    for (size_t r = 0; r < rows.size(); ++r) {
+      std::vector<const float*> slices;
+      for (const Rank& rank : ranks_) slices.push_back(&rank.logits[r * rank.vocab.size()]);
+      const RowSampling& row = rows[r];
+      out[r] = sliced_sampler_.sample(slices, ids, *row.params, row.generated_counts ? *row.generated_counts : kNoCounts,
+                                      row.counter, row.allowed);
+    }
+  }
+
+ private:
+  // The step on every rank, up to each rank's vocabulary columns of the
+  // logits rows (Rank::logits); returns the rows.
+  int32_t forward_ranks(const BatchPlan& plan) {
     const std::vector<TokenSlot> slots = validate(plan);
     const int32_t n = static_cast<int32_t>(plan.tokens.size());
     const ModelConfig& c = config_;
@@ -110,10 +153,9 @@ class CpuRunner final : public ModelRunner {
         row_slots_[kind][t] = cpu::RowSlot{slots[t].pos, plan.chunks[slots[t].chunk].block_table[kind]};
     }
     for (int32_t l = 0; l < c.num_layers; ++l) run_layer(l, n);
-    compute_logits(plan, logits);
+    return compute_rank_logits(plan);
   }
 
- private:
   size_t rank_block_floats(AttnKind kind, int32_t block_size, int32_t num_kv_heads) const {
     return static_cast<size_t>(config_.num_layers_of(kind)) * 2 * block_size * num_kv_heads * config_.head_dim;
   }
@@ -225,9 +267,9 @@ class CpuRunner final : public ModelRunner {
     all_reduce_into_residual();
   }
 
-  // The final norm is replicated; each rank computes its vocabulary columns,
-  // gathered here into whole rows (the host sampler reads whole rows).
-  void compute_logits(const BatchPlan& plan, std::vector<float>& logits) {
+  // The final norm is replicated; each rank computes its vocabulary columns
+  // of the logits rows into Rank::logits [rows, its vocabulary]. Returns the rows.
+  int32_t compute_rank_logits(const BatchPlan& plan) {
     const ModelConfig& c = config_;
     Activations& a = act_;
     const size_t hidden = c.hidden_size;
@@ -239,19 +281,15 @@ class CpuRunner final : public ModelRunner {
       last_rows.insert(last_rows.end(), src, src + hidden);
       ++rows;
     }
-    logits.resize(static_cast<size_t>(rows) * c.vocab_size);
-    if (rows == 0) return;
+    if (rows == 0) return 0;
     cpu::rmsnorm(last_rows.data(), rows, c.hidden_size, weights_.final_norm, c.rms_norm_eps, last_rows.data());
     for (Rank& rank : ranks_) {
       const int32_t width = rank.vocab.size();
       rank.logits.resize(static_cast<size_t>(rows) * width);
       cpu::linear_bf16(last_rows.data(), rows, c.hidden_size, rank.weights.lm_head, nullptr, width,
                        rank.logits.data(), &pool_);
-      for (int32_t r = 0; r < rows; ++r) {
-        std::copy(&rank.logits[static_cast<size_t>(r) * width], &rank.logits[static_cast<size_t>(r + 1) * width],
-                  &logits[static_cast<size_t>(r) * c.vocab_size + rank.vocab.begin]);
-      }
     }
+    return rows;
   }
 
   ModelConfig config_;
@@ -263,6 +301,7 @@ class CpuRunner final : public ModelRunner {
   KvCacheShape kv_shape_;
   bool kv_allocated_ = false;
   std::vector<Rank> ranks_;
+  SlicedSampler sliced_sampler_{config_.vocab_size};
   Activations act_;
   std::vector<cpu::RowSlot> row_slots_[kNumAttnKinds];  // per kind: each row of the step
 };

@@ -372,7 +372,7 @@ void CudaRunner::enqueue_attention_norm(const Step& step, int32_t layer) {
   const int32_t T = step.n_tokens, H = m.hidden_size;
   stage("rmsnorm");
   if (all_reduce_) {
-    all_reduce_->run(0, rank_, x_.get(), T, H, w.post_norm, m.rms_norm_eps, h_.get(), stream_);
+    reduce_add_norm(0, T, w.post_norm);
   } else {
     cuda::add_rmsnorm(x_.get(), delta_.get(), nullptr, T, H, w.post_norm, m.rms_norm_eps, h_.get(),
                       stream_);
@@ -387,8 +387,9 @@ void CudaRunner::enqueue_moe(const Step& step, int32_t layer) {
   cuda::linear_bf16(h_.get(), T, H, w.router_weight, w.router_bias, m.num_experts,
                     router_logits_.get(), stream_);
   const int32_t K = m.experts_per_token, pairs = T * K;
+  // Over ranks with experts split, only this rank's experts are computed.
   const cuda::MoeGroups groups{expert_offsets_.get(), pair_token_.get(), pair_slot_.get(),
-                               moe_tiles_.get(), moe_n_tiles_.get()};
+                               moe_tiles_.get(), moe_n_tiles_.get(), shape_.experts};
   stage("moe_route");
   const cuda::MoePath path = cuda::moe_path_for(pairs, m.num_experts);
   cuda::moe_route(router_logits_.get(), T, m.num_experts, K, cuda::moe_tile_rows(path), experts_.get(),
@@ -400,8 +401,8 @@ void CudaRunner::enqueue_moe(const Step& step, int32_t layer) {
   cuda::moe_down(expert_act_.get(), groups, pairs, w.down, path, expert_out_.get(), stream_);
   if (all_reduce_) {
     stage("moe_combine");
-    cuda::moe_combine(expert_out_.get(), pair_slot_.get(), expert_weights_.get(), T, K, H,
-                      all_reduce_->partial(1, rank_), stream_);
+    cuda::moe_combine(expert_out_.get(), pair_slot_.get(), expert_weights_.get(), groups.held_pairs(m.num_experts),
+                      T, K, H, all_reduce_->partial(1, rank_), stream_);
   } else {
     moe_pending_ = true;  // combined by the next norm
   }
@@ -419,12 +420,22 @@ void CudaRunner::add_pending_moe_and_norm(const int32_t* rows, int32_t n_rows, c
 
 void CudaRunner::enqueue_moe_norm(const Step& step, int32_t layer) {
   const ModelConfig& m = config_;
-  const int32_t T = step.n_tokens, H = m.hidden_size;
+  const int32_t T = step.n_tokens;
   if (all_reduce_) {
     // Normed with the next layer's input norm; after the last layer the
     // final norm (enqueue_head norms the logits rows again from x_).
     const bf16* next_norm = layer + 1 < m.num_layers ? weights_.layers[layer + 1].input_norm : weights_.final_norm;
-    all_reduce_->run(1, rank_, x_.get(), T, H, next_norm, m.rms_norm_eps, h_.get(), stream_);
+    reduce_add_norm(1, T, next_norm);
+  }
+}
+
+void CudaRunner::reduce_add_norm(int32_t site, int32_t n_tokens, const bf16* norm) {
+  const int32_t H = config_.hidden_size;
+  if (partials_summed_) {
+    cuda::add_rmsnorm(x_.get(), all_reduce_->partial(site, rank_), nullptr, n_tokens, H, norm, config_.rms_norm_eps,
+                      h_.get(), stream_);
+  } else {
+    all_reduce_->run(site, rank_, x_.get(), n_tokens, H, norm, config_.rms_norm_eps, h_.get(), stream_);
   }
 }
 
@@ -539,24 +550,14 @@ void CudaRunner::forward_sampled(const BatchPlan& plan, const std::vector<RowSam
   sample(rows, logits_.get(), step.real_logit_rows, out);
 }
 
-void CudaRunner::sample(const std::vector<RowSampling>& rows, float* logits, int32_t n_rows,
-                        std::vector<SampledToken>& out) {
+int32_t CudaRunner::upload_sampling(const std::vector<RowSampling>& rows) {
   upload_token_masks(rows);
   std::vector<cuda::DeviceSamplingRow> params(rows.size());
   std::vector<int32_t> penalties;  // tokens, then counts
   std::vector<int32_t> counts;
   for (size_t r = 0; r < rows.size(); ++r) {
     const SamplingParams& p = *rows[r].params;
-    cuda::DeviceSamplingRow& d = params[r];
-    d.temperature = p.temperature;
-    d.top_p = p.top_p;
-    d.min_p = p.min_p;
-    d.presence_penalty = p.presence_penalty;
-    d.frequency_penalty = p.frequency_penalty;
-    d.top_k = p.top_k;
-    d.top_logprobs = p.top_logprobs;
-    d.seed = p.seed;
-    d.counter = rows[r].counter;
+    cuda::DeviceSamplingRow& d = params[r] = cuda::DeviceSamplingRow::of(p, rows[r].counter);
     d.penalty_begin = static_cast<int32_t>(penalties.size());
     if (rows[r].generated_counts && (p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f)) {
       for (const auto& [token, count] : *rows[r].generated_counts) {
@@ -577,6 +578,12 @@ void CudaRunner::sample(const std::vector<RowSampling>& rows, float* logits, int
   GPTOSS_CUDA_CHECK(cudaMemcpyAsync(sampling_rows_.get(), params.data(),
                                     params.size() * sizeof(params[0]), cudaMemcpyHostToDevice,
                                     stream_));
+  return n_pen;
+}
+
+void CudaRunner::sample(const std::vector<RowSampling>& rows, float* logits, int32_t n_rows,
+                        std::vector<SampledToken>& out) {
+  const int32_t n_pen = upload_sampling(rows);
   stage("sampling");
   if (!mask_index_host_.empty())
     cuda::apply_token_masks(logits, n_rows, config_.vocab_size, mask_buf_.get(), mask_index_.get(), stream_);
@@ -607,7 +614,7 @@ void CudaRunner::forward_layer(const BatchPlan& plan, int32_t layer, const std::
   // After the layer, x_ holds the stream between attention and MoE; the MoE
   // output, which a next norm would fold in, is combined into delta_ here.
   if (moe_pending_)
-    cuda::moe_combine(expert_out_.get(), pair_slot_.get(), expert_weights_.get(), step.n_tokens,
+    cuda::moe_combine(expert_out_.get(), pair_slot_.get(), expert_weights_.get(), nullptr, step.n_tokens,
                       m.experts_per_token, H, delta_.get(), stream_);
   moe_pending_ = false;
   out.resize(m, n);

@@ -119,12 +119,18 @@ class CudaRunner final : public ModelRunner {
   void enqueue_attention_norm(const Step& step, int32_t layer);
   void enqueue_moe(const Step& step, int32_t layer);
   void enqueue_moe_norm(const Step& step, int32_t layer);
+  // Over ranks: x_ += the ranks' sum at all-reduce `site`, h_ = its norm.
+  void reduce_add_norm(int32_t site, int32_t n_tokens, const bf16* norm);
   // The final norm of the logits rows and this runner's vocabulary rows of
   // the unembedding into logits_ [rows, shape_.vocab.size()].
   void enqueue_head(const Step& step);
   // Norms x_ (rows: gathered, or all n_rows) into out, first adding the last
   // MoE output when it is pending (the single-GPU MoE combine, folded in).
   void add_pending_moe_and_norm(const int32_t* rows, int32_t n_rows, const bf16* weight, bf16* out);
+  // Uploads the rows' DeviceSamplingRows (sampling_rows_), their penalties
+  // (penalty_buf_: every token, then every count) and token masks, on the
+  // stream; returns the number of penalty tokens.
+  int32_t upload_sampling(const std::vector<RowSampling>& rows);
   // Samples n_rows rows of `logits` [n_rows, vocab] on the stream (the
   // sampler applies penalties in place; a row's token mask, rows[r].allowed,
   // first sets its disallowed logits to -inf).
@@ -145,6 +151,9 @@ class CudaRunner final : public ModelRunner {
   // rank's partials, summed over the ranks (fused with the residual add and
   // the next norm) instead of added to the residual by add_rmsnorm.
   const cuda::PeerAllReduce* all_reduce_ = nullptr;
+  // Set with NCCL: the partials are already summed in place when a site's
+  // norm runs, which then adds them to the residual with add_rmsnorm.
+  bool partials_summed_ = false;
   int32_t rank_ = 0;
   bool use_graphs_ = true;
   cuda::StageTimer* timer_ = nullptr;

@@ -60,8 +60,8 @@ void carve(Carver& c, const ModelConfig& cfg, const RankShape& shape, DeviceWeig
     l.post_norm = c.take<bf16>(hidden);
     l.router_weight = c.take<bf16>(static_cast<int64_t>(cfg.num_experts) * hidden);
     l.router_bias = c.take<bf16>(cfg.num_experts);
-    l.gate_up = carve_experts(c, cfg.num_experts, 2 * shape.intermediate, cfg.hidden_size);
-    l.down = carve_experts(c, cfg.num_experts, cfg.hidden_size, shape.intermediate);
+    l.gate_up = carve_experts(c, shape.experts.size(), 2 * shape.intermediate, cfg.hidden_size);
+    l.down = carve_experts(c, shape.experts.size(), cfg.hidden_size, shape.intermediate);
   }
 }
 
@@ -80,12 +80,13 @@ void copy(const void* dst, const void* src, int64_t bytes) {
 }  // namespace
 
 RankShape RankShape::whole(const ModelConfig& config) {
-  return RankShape{config.num_q_heads, config.num_kv_heads, config.intermediate_size, ShardRange{0, config.vocab_size}};
+  return RankShape{config.num_q_heads, config.num_kv_heads, config.intermediate_size,
+                   ShardRange{0, config.num_experts}, ShardRange{0, config.vocab_size}};
 }
 
 RankShape RankShape::of(const TensorParallelPlan& plan, int32_t rank) {
   return RankShape{plan.q_heads(rank).size(), plan.kv_heads(rank).size(), plan.intermediate(rank).size(),
-                   plan.vocab(rank)};
+                   plan.experts(rank), plan.vocab(rank)};
 }
 
 DeviceWeights::DeviceWeights(const ModelConfig& config, const RankShape& shape) {

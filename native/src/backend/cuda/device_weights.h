@@ -25,6 +25,7 @@ struct RankShape {
   int32_t q_heads = 0;
   int32_t kv_heads = 0;
   int32_t intermediate = 0;  // columns of every expert
+  ShardRange experts;        // the experts held (global ids)
   ShardRange vocab;          // rows of the unembedding
 
   static RankShape whole(const ModelConfig& config);

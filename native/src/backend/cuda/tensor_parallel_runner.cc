@@ -11,8 +11,12 @@
 #include "backend/cuda/cuda_runner.h"
 #include "backend/cuda/peer_all_reduce.h"
 #include "backend/cuda/rank_streams.h"
+#ifdef GPTOSS_WITH_NCCL
+#include "backend/cuda/nccl/nccl_group.h"
+#endif
 #include "common/error.h"
 #include "model/weights.h"
+#include "runtime/sliced_sampling.h"
 
 namespace gptoss {
 
@@ -20,8 +24,12 @@ using cuda::DeviceScope;
 
 class TensorParallelCudaRunner final : public ModelRunner {
  public:
-  TensorParallelCudaRunner(const ModelConfig& config, const Weights& host, const TensorParallelPlan& plan)
+  TensorParallelCudaRunner(const ModelConfig& config, const Weights& host, const TensorParallelPlan& plan,
+                           TpAllReduce all_reduce)
       : config_(config), streams_(cuda::devices_for_ranks(plan.world_size(), false)) {
+#ifdef GPTOSS_WITH_NCCL
+    if (all_reduce == TpAllReduce::Nccl) use_nccl();
+#endif
     for (int32_t r = 0; r < plan.world_size(); ++r) {
       const DeviceScope scope(streams_.device(r));
       const cuda::RankShape shape = cuda::RankShape::of(plan, r);
@@ -30,6 +38,7 @@ class TensorParallelCudaRunner final : public ModelRunner {
           cuda::DeviceWeights::upload(shard_weights(host, config, plan, r), config, shape);
       ranks_.push_back(std::make_unique<CudaRunner>(config, std::move(weights), shape, streams_.stream(r)));
       ranks_.back()->rank_ = r;
+      ranks_.back()->partials_summed_ = nccl_summed();
       cudaEvent_t done;
       GPTOSS_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
       done_.push_back(done);
@@ -103,6 +112,11 @@ class TensorParallelCudaRunner final : public ModelRunner {
     synchronize();
   }
 
+  // Sampling over the ranks' vocabulary slices (runtime/sliced_sampling.h):
+  // each rank processes and summarizes its slice of every row, the summaries
+  // come to the host and merge there; a walked draw runs on the rank it lands
+  // in; a row whose candidates reach past the lists is gathered on rank 0
+  // (already processed) for the one-device sampler.
   void forward_sampled(const BatchPlan& plan, const std::vector<RowSampling>& rows,
                        std::vector<SampledToken>& out, const std::function<void()>& await_masks) override {
     if (static_cast<int32_t>(rows.size()) != plan.num_logit_rows())
@@ -113,13 +127,30 @@ class TensorParallelCudaRunner final : public ModelRunner {
       synchronize();
       return;
     }
-    const DeviceScope scope(streams_.device(0));
-    const size_t floats = static_cast<size_t>(n) * config_.vocab_size;
-    if (gathered_.size() < floats) gathered_ = cuda::DeviceBuffer<float>(floats);
-    gather_logits(gathered_.get(), n);
+    fork_from_stream0();  // each rank's logits are final on its stream
     // Every rank's step is queued: the caller's token masks are computed while they run.
     if (await_masks) await_masks();
-    ranks_[0]->sample(rows, gathered_.get(), n, out);
+    summarize(rows, n);
+    out.resize(n);
+    merges_.resize(n);
+    std::vector<std::vector<cuda::SliceWalk>> walks(world());
+    std::vector<std::vector<int32_t>> walk_rows(world());
+    std::vector<int32_t> whole_rows;
+    std::vector<SliceSummary> row_slices(world());
+    for (int32_t i = 0; i < n; ++i) {
+      for (int32_t r = 0; r < world(); ++r) row_slices[r] = summaries_host_[r][i];
+      SliceMerge& m = merges_[i] = merge_slices(row_slices.data(), world(), *rows[i].params, rows[i].counter);
+      if (m.kind == SliceMerge::Kind::Walk) {
+        walks[m.walk_slice].push_back(cuda::SliceWalk{i, m.max, m.target});
+        walk_rows[m.walk_slice].push_back(i);
+      } else if (m.kind == SliceMerge::Kind::WholeRow) {
+        whole_rows.push_back(i);
+      } else {
+        out[i] = m.token;
+      }
+    }
+    walk(walks, walk_rows, out);
+    sample_whole_rows(rows, whole_rows, out);
   }
 
  private:
@@ -153,6 +184,19 @@ class TensorParallelCudaRunner final : public ModelRunner {
     }
   }
 
+  // Every rank's stream waits for everything enqueued so far on stream 0 (a
+  // decode graph runs every rank's part as one launch on stream 0).
+  void fork_from_stream0() {
+    {
+      const DeviceScope scope(streams_.device(0));
+      GPTOSS_CUDA_CHECK(cudaEventRecord(done_[0], streams_.stream(0)));
+    }
+    for (int32_t r = 1; r < world(); ++r) {
+      const DeviceScope scope(streams_.device(r));
+      GPTOSS_CUDA_CHECK(cudaStreamWaitEvent(streams_.stream(r), done_[0], 0));
+    }
+  }
+
   // After the ranks' prepare: every rank's buffers grow alike, and when they
   // did, graphs address the old ones and the all-reduce may be too small.
   void follow_capacity() {
@@ -173,6 +217,37 @@ class TensorParallelCudaRunner final : public ModelRunner {
     cap_ = cap;
   }
 
+#ifdef GPTOSS_WITH_NCCL
+  // NCCL sums the partials (one device per rank); the ranks then add them
+  // with add_rmsnorm. Checked before any weight is uploaded.
+  void use_nccl() {
+    std::vector<int> devices;
+    for (int32_t r = 0; r < streams_.world(); ++r) devices.push_back(streams_.device(r));
+    nccl_ = std::make_unique<cuda::NcclGroup>(devices);  // Error(BACKEND) when ranks share a device
+  }
+#endif
+
+  bool nccl_summed() const {
+#ifdef GPTOSS_WITH_NCCL
+    return nccl_ != nullptr;
+#else
+    return false;
+#endif
+  }
+
+  // Every rank's part of the all-reduce at `site` (then `norm_part` on every
+  // rank): the peer kernel there, or NCCL's group call over all ranks first.
+  void enqueue_all_reduce(int32_t site, int32_t n_tokens, const std::function<void(int32_t)>& norm_part) {
+#ifdef GPTOSS_WITH_NCCL
+    if (nccl_) {
+      std::vector<float*> partials;
+      for (int32_t r = 0; r < world(); ++r) partials.push_back(all_reduce_->partial(site, r));
+      nccl_->all_reduce(partials, static_cast<size_t>(n_tokens) * config_.hidden_size, streams_);
+    }
+#endif
+    each(norm_part);
+  }
+
   // Part by part across the ranks: the work before an all-reduce on every
   // rank, then that all-reduce on every rank, then the next part. A spinning
   // all-reduce waits for its peers' launches, and a launch on the host may
@@ -188,11 +263,12 @@ class TensorParallelCudaRunner final : public ModelRunner {
   // where two ranks' streams share one hardware queue.
   void enqueue(const std::vector<CudaRunner::Step>& steps) {
     each([&](int32_t r) { ranks_[r]->enqueue_embed(steps[r]); });
+    const int32_t n_tokens = steps[0].n_tokens;
     for (int32_t l = 0; l < config_.num_layers; ++l) {
       each([&](int32_t r) { ranks_[r]->enqueue_attention(steps[r], l); });
-      each([&](int32_t r) { ranks_[r]->enqueue_attention_norm(steps[r], l); });
+      enqueue_all_reduce(0, n_tokens, [&](int32_t r) { ranks_[r]->enqueue_attention_norm(steps[r], l); });
       each([&](int32_t r) { ranks_[r]->enqueue_moe(steps[r], l); });
-      each([&](int32_t r) { ranks_[r]->enqueue_moe_norm(steps[r], l); });
+      enqueue_all_reduce(1, n_tokens, [&](int32_t r) { ranks_[r]->enqueue_moe_norm(steps[r], l); });
     }
     each([&](int32_t r) { ranks_[r]->enqueue_head(steps[r]); });
   }
@@ -220,6 +296,104 @@ class TensorParallelCudaRunner final : public ModelRunner {
     return step.real_logit_rows;
   }
 
+  // Every rank: its slice of each row processed in place and summarized; the
+  // summaries land in summaries_host_[rank] once this returns.
+  void summarize(const std::vector<RowSampling>& rows, int32_t n) {
+    summaries_.resize(world());
+    summaries_host_.resize(world());
+    each([&](int32_t r) {
+      CudaRunner& rank = *ranks_[r];
+      const int32_t n_pen = rank.upload_sampling(rows);
+      if (summaries_[r].size() < static_cast<size_t>(n)) summaries_[r] = cuda::DeviceBuffer<SliceSummary>(n);
+      const bool masked = !rank.mask_index_host_.empty();
+      cuda::summarize_slices(rank.logits_.get(), n, rank.shape_.vocab, config_.vocab_size, rank.sampling_rows_.get(),
+                             rank.penalty_buf_.get(), rank.penalty_buf_.get() + n_pen,
+                             masked ? rank.mask_buf_.get() : nullptr, masked ? rank.mask_index_.get() : nullptr,
+                             summaries_[r].get(), streams_.stream(r));
+    });
+    // Copies into pageable memory return once done: every rank's kernel is queued first.
+    each([&](int32_t r) {
+      summaries_host_[r].resize(n);
+      GPTOSS_CUDA_CHECK(cudaMemcpyAsync(summaries_host_[r].data(), summaries_[r].get(), n * sizeof(SliceSummary),
+                                        cudaMemcpyDeviceToHost, streams_.stream(r)));
+    });
+    streams_.synchronize();
+  }
+
+  // The walked draws, each on the rank whose slice it lands in.
+  void walk(const std::vector<std::vector<cuda::SliceWalk>>& walks, const std::vector<std::vector<int32_t>>& walk_rows,
+            std::vector<SampledToken>& out) {
+    if (std::all_of(walks.begin(), walks.end(), [](const auto& w) { return w.empty(); })) return;
+    std::vector<std::vector<cuda::SliceWalkResult>> results(world());
+    walk_buffers_.resize(world());
+    each([&](int32_t r) {
+      const int32_t n_walks = static_cast<int32_t>(walks[r].size());
+      if (n_walks == 0) return;
+      WalkBuffers& b = walk_buffers_[r];
+      if (b.walks.size() < walks[r].size()) {
+        b.walks = cuda::DeviceBuffer<cuda::SliceWalk>(walks[r].size());
+        b.results = cuda::DeviceBuffer<cuda::SliceWalkResult>(walks[r].size());
+      }
+      const cudaStream_t stream = streams_.stream(r);
+      GPTOSS_CUDA_CHECK(cudaMemcpyAsync(b.walks.get(), walks[r].data(), n_walks * sizeof(cuda::SliceWalk),
+                                        cudaMemcpyHostToDevice, stream));
+      cuda::walk_slices(ranks_[r]->logits_.get(), ranks_[r]->shape_.vocab.size(), b.walks.get(), n_walks,
+                        b.results.get(), stream);
+    });
+    each([&](int32_t r) {  // after every rank's kernel is queued, as in summarize
+      results[r].resize(walks[r].size());
+      if (walks[r].empty()) return;
+      GPTOSS_CUDA_CHECK(cudaMemcpyAsync(results[r].data(), walk_buffers_[r].results.get(),
+                                        walks[r].size() * sizeof(cuda::SliceWalkResult), cudaMemcpyDeviceToHost,
+                                        streams_.stream(r)));
+    });
+    streams_.synchronize();
+    for (int32_t r = 0; r < world(); ++r) {
+      for (size_t j = 0; j < walk_rows[r].size(); ++j) {
+        const int32_t i = walk_rows[r][j];
+        finish_walk(merges_[i], ranks_[r]->shape_.vocab.begin + results[r][j].index, results[r][j].value);
+        out[i] = merges_[i].token;
+      }
+    }
+  }
+
+  // Rows whose candidates reach past the lists: their processed slices
+  // gathered on rank 0 and sampled whole there, as processed logits
+  // (temperature 1 or greedy, no penalties, masks already applied).
+  void sample_whole_rows(const std::vector<RowSampling>& rows, const std::vector<int32_t>& whole_rows,
+                         std::vector<SampledToken>& out) {
+    if (whole_rows.empty()) return;
+    const int32_t n = static_cast<int32_t>(whole_rows.size());
+    const DeviceScope scope(streams_.device(0));
+    const cudaStream_t stream0 = streams_.stream(0);
+    const size_t floats = static_cast<size_t>(n) * config_.vocab_size;
+    if (gathered_.size() < floats) gathered_ = cuda::DeviceBuffer<float>(floats);
+    std::vector<cuda::DeviceSamplingRow> params;
+    for (int32_t j = 0; j < n; ++j) {
+      const int32_t i = whole_rows[j];
+      for (const auto& rank : ranks_) {
+        const ShardRange v = rank->shape_.vocab;
+        GPTOSS_CUDA_CHECK(cudaMemcpyAsync(gathered_.get() + static_cast<size_t>(j) * config_.vocab_size + v.begin,
+                                          rank->logits_.get() + static_cast<size_t>(i) * v.size(),
+                                          v.size() * sizeof(float), cudaMemcpyDefault, stream0));
+      }
+      SamplingParams processed = *rows[i].params;
+      if (processed.temperature != 0.0f) processed.temperature = 1.0f;
+      processed.presence_penalty = processed.frequency_penalty = 0.0f;
+      params.push_back(cuda::DeviceSamplingRow::of(processed, rows[i].counter));
+    }
+    CudaRunner& rank0 = *ranks_[0];
+    GPTOSS_CUDA_CHECK(cudaMemcpyAsync(rank0.sampling_rows_.get(), params.data(), n * sizeof(params[0]),
+                                      cudaMemcpyHostToDevice, stream0));
+    cuda::sample_rows(gathered_.get(), n, config_.vocab_size, rank0.sampling_rows_.get(), nullptr, nullptr,
+                      rank0.sampled_.get(), stream0);
+    std::vector<SampledToken> sampled(n);
+    GPTOSS_CUDA_CHECK(cudaMemcpyAsync(sampled.data(), rank0.sampled_.get(), n * sizeof(SampledToken),
+                                      cudaMemcpyDeviceToHost, stream0));
+    GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream0));
+    for (int32_t j = 0; j < n; ++j) out[whole_rows[j]] = sampled[j];
+  }
+
   // Each rank's logits [rows, its vocabulary rows] into its columns of dst
   // [rows, vocab] (host memory or rank 0's device), on stream 0.
   void gather_logits(float* dst, int32_t rows) {
@@ -235,26 +409,41 @@ class TensorParallelCudaRunner final : public ModelRunner {
 
   const ModelConfig config_;
   cuda::RankStreams streams_;
-  std::vector<cudaEvent_t> done_;  // per rank > 0 (rank 0's unused): its stream's work so far, for stream 0
+  // Per rank, its stream's work so far: rank r > 0's for stream 0, rank 0's for the others.
+  std::vector<cudaEvent_t> done_;
   std::vector<std::unique_ptr<CudaRunner>> ranks_;
-  std::unique_ptr<cuda::PeerAllReduce> all_reduce_;
+  std::unique_ptr<cuda::PeerAllReduce> all_reduce_;  // with NCCL: only its partial buffers are used
+#ifdef GPTOSS_WITH_NCCL
+  std::unique_ptr<cuda::NcclGroup> nccl_;
+#endif
   CudaRunner::Capacity cap_;  // the ranks' buffers the graphs and all-reduce were made for
   cuda::DeviceBuffer<float> gathered_;  // [rows, vocab] on rank 0's device, for its sampler
+  // Sampling over slices: per rank, its summaries of the step's rows (device,
+  // host) and its walks; per row, its merge.
+  std::vector<cuda::DeviceBuffer<SliceSummary>> summaries_;
+  std::vector<std::vector<SliceSummary>> summaries_host_;
+  struct WalkBuffers {
+    cuda::DeviceBuffer<cuda::SliceWalk> walks;
+    cuda::DeviceBuffer<cuda::SliceWalkResult> results;
+  };
+  std::vector<WalkBuffers> walk_buffers_;
+  std::vector<SliceMerge> merges_;
   // Decode graphs over all ranks by (padded tokens, block-table widths).
   std::map<std::tuple<int32_t, int32_t, int32_t>, cudaGraphExec_t> graphs_;
 };
 
 std::unique_ptr<ModelRunner> make_cuda_tensor_parallel_runner(const std::string& model_dir,
-                                                              int32_t tensor_parallel, MoeSharding moe) {
-  if (moe != MoeSharding::Intermediate) {
-    throw Error(GPTOSS_ERR_INVALID_ARGUMENT, std::string("moe_sharding \"") + moe_sharding_name(moe) +
-                                                 "\": the cuda engine runs tensor parallel with \"intermediate\" only so far");
-  }
+                                                              int32_t tensor_parallel, MoeSharding moe,
+                                                              TpAllReduce all_reduce) {
+#ifndef GPTOSS_WITH_NCCL
+  if (all_reduce == TpAllReduce::Nccl)  // before reading the checkpoint
+    throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "tp_all_reduce \"nccl\": this engine is built without NCCL; use \"peer\"");
+#endif
   require_hopper_gpu();
   const ModelConfig config = load_model_config(model_dir);
   const TensorParallelPlan plan(config, tensor_parallel, moe);
   const Weights host = load_weights(model_dir, config);
-  return std::make_unique<TensorParallelCudaRunner>(config, host, plan);
+  return std::make_unique<TensorParallelCudaRunner>(config, host, plan, all_reduce);
 }
 
 }  // namespace gptoss

@@ -23,10 +23,13 @@
 
 namespace gptoss {
 
-// Loads `model_dir` sharded over `tensor_parallel` ranks (>= 2). The MoE runs
-// in the intermediate layout only so far; MoeSharding::Experts is
-// Error(INVALID_ARGUMENT).
+// Loads `model_dir` sharded over `tensor_parallel` ranks (>= 2), the MoE in
+// `moe`'s layout (experts split whole: a rank computes only the pairs routed
+// to its experts, MoeGroups::held).
+// `all_reduce` TpAllReduce::Nccl needs NCCL built in (GPTOSS_WITH_NCCL) and
+// a device per rank, else Error(INVALID_ARGUMENT) before loading anything.
 std::unique_ptr<ModelRunner> make_cuda_tensor_parallel_runner(const std::string& model_dir,
-                                                              int32_t tensor_parallel, MoeSharding moe);
+                                                              int32_t tensor_parallel, MoeSharding moe,
+                                                              TpAllReduce all_reduce = TpAllReduce::Peer);
 
 }  // namespace gptoss

@@ -1,22 +1,21 @@
-// The MXFP4 x bf16 tile product with the weights decoded once per block.
+// The MXFP4 x bf16 tile product of the expert layers, the weights decoded
+// once per block.
 //
-// Same contract and same numbers as gemm_tiled.cuh's gemm_tile with
-// Mxfp4Weights (C[m][n] = sum_k A[m][k] * B[n][k], the same 2 x 4 warps and
-// m16n8k16 products in the same K order, so results are bitwise equal), but
-// where that kernel has every warp decode its own B fragments from nibbles
-// (twice over the block, since two warp rows share each column) and waits on
-// one scale byte load per K step, this one:
-//   - copies the tile's whole scale strip (128 rows x K/32 bytes, contiguous
-//     in the checkpoint layout) into shared memory once, up front;
-//   - streams A rows and packed MXFP4 blocks through a cp.async pipeline in
-//     K steps of 64 (two MXFP4 blocks a row: half the barriers of K steps of 32);
-//   - has each thread decode one MXFP4 block (one row, 32 weights) of the next
+// C[m][n] = sum_k A[m][k] * B[n][k] with gemm_tiled.cuh's warp layout (2 x 4
+// warps, m16n8k16 products, the same accumulators and epilogue contract). The
+// MXFP4 weights are dequantised in the kernel (no bf16 copy of them exists):
+//   - the tile's whole scale strip (128 rows x K/32 bytes, contiguous in the
+//     checkpoint layout) is copied into shared memory once, up front;
+//   - A rows and packed MXFP4 blocks stream through a cp.async pipeline in
+//     K steps of 64 (two MXFP4 blocks a row);
+//   - each thread decodes one MXFP4 block (one row, 32 weights) of the next
 //     K step into a bf16 tile in shared memory while the tensor cores consume
 //     the current one (two decoded tiles alternate: one barrier a K step),
 //     with bit operations in registers, not table lookups (shared-memory
-//     bandwidth, not arithmetic, is what these tiles run short of);
-//   - reads both operands with ldmatrix from 128-byte rows whose eight 16-byte
-//     chunks are XOR-swizzled by row, free of bank conflicts.
+//     bandwidth, not arithmetic, is what these tiles run short of), so every
+//     column is decoded once per block, not once per warp that reads it;
+//   - both operands are read with ldmatrix from 128-byte rows whose eight
+//     16-byte chunks are XOR-swizzled by row, free of bank conflicts.
 #pragma once
 
 #include <type_traits>
@@ -36,11 +35,22 @@ constexpr int kPackedBytes = kTileN * kPackedRowBytes;
 constexpr int kDecodedBytes = kTileN * kRowBytes;
 constexpr int kMaxK = 4096;                      // check_experts' bound: the scale strip's size
 
-// Pipeline depth: 4 stages with 32-row tiles (2 blocks an SM), 3 with 128-row
-// tiles (whose 16 KiB A stages would otherwise leave 1 block an SM).
+// One expert's MXFP4 weights [n_rows, k] in the checkpoint layout.
+struct Mxfp4Weights {
+  const uint8_t* blocks;  // [n_rows, k/32, 16]: 32 FP4 E2M1 codes a block, low nibble first
+  const uint8_t* scales;  // [n_rows, k/32]: E8M0 power-of-two scales
+  int32_t n_rows;
+  int32_t k;
+};
+
+// Pipeline depth. A K step's copies are issued kStages - 1 steps ahead and
+// decoded one step ahead, so they have kStages - 2 steps to land. 32-row
+// tiles: 6 stages (91 KiB, still 2 blocks an SM), four steps to cover a DRAM
+// line's latency at the ~1 us a step these few-row tiles took (call 16); 128-row
+// tiles: 3 (their 16 KiB A stages would otherwise leave 1 block an SM).
 template <int kMi>
 constexpr int stages() {
-  return kMi == 1 ? 4 : 3;
+  return kMi == 1 ? 6 : 3;
 }
 
 // Dynamic shared memory of a block for K = k.
@@ -96,7 +106,7 @@ __device__ __forceinline__ void copy_strip(uint8_t* dst, const uint8_t* src, int
 // half the warps of a 32-row tile idle but for copies and decoding).
 template <int kMi, typename Epilogue>
 __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src,
-                                          int valid_rows, const tiled::Mxfp4Weights& w, int n0,
+                                          int valid_rows, const Mxfp4Weights& w, int n0,
                                           const Epilogue& epilogue) {
   constexpr int kTileM = tile_m<kMi>(), kATileBytes = kTileM * kRowBytes, kStages = stages<kMi>();
   extern __shared__ __align__(128) uint8_t smem[];
@@ -122,16 +132,19 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
       tiled::cp_async16(tiled::smem_addr(as) + swizzled(r, c), a + (ok ? src * lda + k0 + c * 8 : 0), ok);
     }
     // One 16-byte MXFP4 block a thread: row threadIdx.x / 2, block threadIdx.x % 2.
+    // A row's 32 bytes a step are a quarter line: the whole line comes from
+    // DRAM at once and the next three steps find it in L2.
     const int r = threadIdx.x / 2, h = threadIdx.x % 2;
     const bool ok = r < rows && k0 / 32 + h < k_blocks;
     const int64_t block = ok ? static_cast<int64_t>(n0 + r) * k_blocks + k0 / 32 + h : 0;
-    tiled::cp_async16(tiled::smem_addr(packed + slot * kPackedBytes) + threadIdx.x * 16, w.blocks + block * 16, ok);
+    tiled::cp_async16<true>(tiled::smem_addr(packed + slot * kPackedBytes) + threadIdx.x * 16, w.blocks + block * 16,
+                            ok);
   };
 
   // Thread t decodes the MXFP4 block it copied: row t / 2, weights 32 h.. of
   // the step, into chunks 4h.. of the row (8 weights each). The weights are
-  // the rounded products fp4 * 2^(s - 127), bit for bit those of
-  // gemm_tiled.cuh: 2^126 * 2^(s - 127) is one bf16 for scale bytes s <= 128;
+  // the bf16-rounded products fp4 * 2^(s - 127): 2^126 * 2^(s - 127) is one
+  // bf16 for scale bytes s <= 128;
   // larger scales (never in a checkpoint) take two exact multiplies.
   auto decode_step = [&](int slot, int step, int buffer) {
     const int r = threadIdx.x / 2, h = threadIdx.x % 2;

@@ -1,23 +1,15 @@
-// The tensor-core tiled matrix product shared by the dense bf16 layers and the
-// MXFP4 expert layers: C[m][n] = sum_k A[m][k] * B[n][k], float accumulation.
+// The tensor-core tiled matrix product of the dense bf16 layers:
+// C[m][n] = sum_k A[m][k] * B[n][k], float accumulation.
 //
 // One block computes a (32 kMi) x 128 tile of C with 8 warps (2 x 4, each
 // 16 kMi x 32: kMi x 4 mma.sync m16n8k16 bf16 tiles), stepping through K 32 at
-// a time with a cp.async pipeline (3 stages for bf16 weights; 6 for MXFP4,
-// whose 2 KiB stages would otherwise leave too few bytes in flight). kMi = 4 (128 rows) for prefill;
-// smaller tiles waste less work when an expert has few rows. Shared-memory rows are 64 bytes with their four
-// 16-byte chunks XOR-swizzled, so ldmatrix reads are free of bank conflicts.
+// a time with a 3-stage cp.async pipeline. Shared-memory rows are 64 bytes with
+// their four 16-byte chunks XOR-swizzled, so ldmatrix reads are free of bank
+// conflicts.
 //
-// The B loader decides the weight format. Bf16Weights copy rows with
-// cp.async and read fragments with ldmatrix. Mxfp4Weights copy the raw MXFP4
-// blocks (16 bytes and a scale per row and K step: 0.53 bytes a weight) and
-// decode each thread's fragment bytes straight into bf16 pairs in registers
-// (a 16-entry table, times the power-of-two scale): the dequantisation is
-// fused, and no bf16 copy of the weights exists anywhere.
-//
-// The A row source and the epilogue are the callers' too, so one kernel serves
-// dense layers (contiguous rows, bias add) and grouped experts (rows gathered
-// through a pair list, SwiGLU or bias epilogue).
+// The A row source and the epilogue are the caller's. The warp-level pieces
+// (ldmatrix, mma, accumulators and their hand-off to the epilogue) are shared
+// with the MXFP4 expert tile (gemm_mxfp4_decoded.cuh).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -48,9 +40,16 @@ __device__ __forceinline__ uint32_t swizzled(int r, int c) {
 }
 
 // 16-byte asynchronous copy; `valid` false fills the destination with zeros.
+// kWholeLine: the L2 fetches the whole 128-byte line around src from DRAM, for
+// rows read a few sectors a K step (the line's later sectors then hit L2).
+template <bool kWholeLine = false>
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0));
+  if constexpr (kWholeLine)
+    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(valid ? 16 : 0));
+  else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(valid ? 16 : 0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int kPending>
@@ -127,8 +126,6 @@ struct Bf16Weights {
   static constexpr int kStageBytes = kBf16TileBytes;
   static constexpr int kStages = 3;
 
-  __device__ __forceinline__ void setup(uint8_t*) const {}
-
   // Issues the copies of B tile rows n0.. for K step k0 into `stage`.
   __device__ __forceinline__ void load(uint8_t* stage, int n0, int k0) const {
 #pragma unroll
@@ -143,65 +140,13 @@ struct Bf16Weights {
   }
 
   // B fragments of n8 tiles j (0..3) of this warp for K slice kk (0, 1).
-  __device__ __forceinline__ void fragments(const uint8_t* stage, const uint8_t*, int warp_n, int kk,
-                                            uint32_t (&b)[4][2]) const {
+  __device__ __forceinline__ void fragments(const uint8_t* stage, int warp_n, int kk, uint32_t (&b)[4][2]) const {
     const int lane = threadIdx.x % kWarpSize;
 #pragma unroll
     for (int j = 0; j < 4; j += 2) {
       const int r = warp_n + 8 * j + (lane % 8) + (lane / 16) * 8;
       const int c = kk * 2 + (lane / 8) % 2;
       ldmatrix_x4(smem_addr(stage) + swizzled(r, c), b[j][0], b[j][1], b[j + 1][0], b[j + 1][1]);
-    }
-  }
-};
-
-// One expert's MXFP4 weights [n_rows, k]: a K step of 32 is exactly one block
-// per row. A stage holds 128 rows x 16 code bytes, then 128 scale bytes.
-struct Mxfp4Weights {
-  const uint8_t* blocks;  // [n_rows, k/32, 16]
-  const uint8_t* scales;  // [n_rows, k/32]
-  int32_t n_rows;
-  int32_t k;
-
-  static constexpr int kStageBytes = kTileN * 16 + kTileN;
-  static constexpr int kStages = 6;
-
-  // The FP4 code -> bf16 table, in the shared memory after the stages.
-  __device__ __forceinline__ void setup(uint8_t* table) const {
-    if (threadIdx.x < 16)
-      reinterpret_cast<uint16_t*>(table)[threadIdx.x] =
-          __bfloat16_as_ushort(__float2bfloat16_rn(fp4_e2m1_value(threadIdx.x)));
-  }
-
-  __device__ __forceinline__ void load(uint8_t* stage, int n0, int k0) const {
-    if (threadIdx.x < kTileN) {
-      const int r = threadIdx.x, n = n0 + r;
-      const bool ok = n < n_rows;
-      const int64_t block = static_cast<int64_t>(ok ? n : 0) * (k / 32) + k0 / 32;
-      cp_async16(smem_addr(stage) + r * 16, blocks + block * 16, ok);
-      stage[kTileN * 16 + r] = ok ? scales[block] : 127;  // visible after the stage's barrier
-    }
-  }
-
-  __device__ __forceinline__ void fragments(const uint8_t* stage, const uint8_t* table, int warp_n,
-                                            int kk, uint32_t (&b)[4][2]) const {
-    const int lane = threadIdx.x % kWarpSize;
-    const uint16_t* lut = reinterpret_cast<const uint16_t*>(table);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      // Thread holds k = 2t, 2t+1 (byte t of this slice) and k + 8 (byte t + 4)
-      // of weight row n: exactly one byte each, low nibble first.
-      const int r = warp_n + 8 * j + lane / 4, t = lane % 4;
-      const uint8_t* row = stage + r * 16 + kk * 8;
-      const __nv_bfloat162 scale =
-          __bfloat162bfloat162(__float2bfloat16_rn(e8m0_value(stage[kTileN * 16 + r])));
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const uint32_t byte = row[t + 4 * h];
-        const uint32_t pair = lut[byte & 0xf] | (static_cast<uint32_t>(lut[byte >> 4]) << 16);
-        const __nv_bfloat162 v = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&pair), scale);
-        b[j][h] = *reinterpret_cast<const uint32_t*>(&v);
-      }
     }
   }
 };
@@ -224,7 +169,7 @@ struct BiasEpilogue {
 // Shared memory a block of gemm_tile<kMi, Weights> needs (dynamic).
 template <int kMi, typename Weights>
 constexpr int smem_bytes() {
-  return Weights::kStages * (tile_m<kMi>() * kRowBytes + Weights::kStageBytes) + 64;
+  return Weights::kStages * (tile_m<kMi>() * kRowBytes + Weights::kStageBytes);
 }
 
 // The block's C tile. `row_src[r]` is the A row of tile row r (negative: no
@@ -239,8 +184,6 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
   extern __shared__ __align__(128) uint8_t smem[];
   uint8_t* a_stages = smem;
   uint8_t* b_stages = smem + kStages * kATileBytes;
-  uint8_t* table = b_stages + kStages * Weights::kStageBytes;
-  b.setup(table);
 
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const int warp_m = (warp / 4) * 16 * kMi, warp_n = (warp % 4) * 32;
@@ -285,7 +228,7 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
       for (int i = 0; i < kMi; ++i)
         ldmatrix_x4(smem_addr(as) + swizzled(warp_m + 16 * i + lane % 16, kk * 2 + lane / 16), af[i][0],
                     af[i][1], af[i][2], af[i][3]);
-      b.fragments(bs, table, warp_n, kk, bf);
+      b.fragments(bs, warp_n, kk, bf);
       mma_warp_tile(acc, af, bf);
     }
   }

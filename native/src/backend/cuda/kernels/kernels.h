@@ -11,8 +11,10 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <limits>
 
 #include "common/bf16.h"
+#include "model/tensor_parallel.h"  // ShardRange
 #include "model/weights.h"  // Mxfp4Experts: all experts of one projection (device pointers here)
 
 namespace gptoss::cuda {
@@ -153,12 +155,30 @@ void router_top_k(const float* logits, int32_t n_rows, int32_t n_experts, int32_
 // Token/expert pairs grouped by expert, on the device. Pair (t, j) is the
 // j-th choice of token t; grouped order lists expert 0's pairs first, each
 // expert's pairs in token order.
+//
+// A rank that holds only some experts whole (tensor parallel, experts split)
+// sets `held`: experts are then numbered from held.begin (local e is global
+// held.begin + e, the index into the rank's Mxfp4Experts), only held experts
+// get offsets and tiles, and the pairs routed elsewhere are grouped last,
+// from expert_offsets[held.size()] on, where no kernel computes them.
 struct MoeGroups {
-  int32_t* expert_offsets = nullptr;  // [n_experts + 1] into the grouped order
+  int32_t* expert_offsets = nullptr;  // [n_experts + 1] into the grouped order, by local expert
   int32_t* pair_token = nullptr;      // [n_pairs] grouped index -> token
   int32_t* pair_slot = nullptr;       // [n_pairs] t * k + j -> grouped index
-  int32_t* tiles = nullptr;           // [max tiles] (expert << 16 | tile index) for the tiled path
+  int32_t* tiles = nullptr;           // [max tiles] (local expert << 16 | tile index) for the tiled path
   int32_t* n_tiles = nullptr;         // [1]
+  ShardRange held{0, std::numeric_limits<int32_t>::max()};  // every expert unless set
+
+  // The held experts among n_experts.
+  constexpr ShardRange held_of(int32_t n_experts) const {
+    return ShardRange{held.begin, held.end < n_experts ? held.end : n_experts};
+  }
+  // The device count of pairs routed to held experts, for moe_combine; null
+  // when every expert is held.
+  const int32_t* held_pairs(int32_t n_experts) const {
+    const ShardRange h = held_of(n_experts);
+    return h.begin == 0 && h.end == n_experts ? nullptr : expert_offsets + h.size();
+  }
 };
 // Tiles of the tiled path: this many rows of the grouped order per block.
 // Tiles needed at most for n_pairs pairs over n_experts experts.
@@ -176,10 +196,10 @@ void moe_route(const float* logits, int32_t n_rows, int32_t n_experts, int32_t k
                int32_t* experts, float* weights, const MoeGroups& groups, cudaStream_t stream);
 
 // Which kernel runs an expert product: the GEMV streams each expert's weights
-// once per step (decode, about a pair per expert; its blocks walk only the
-// experts with pairs, listed as one tile each); the tiled kernel runs
-// tensor cores over tiles of 32 grouped pairs of one expert (decode at large
-// batches) or of 128 (prefill).
+// once per step (decode at 1-2 sequences, a few experts touched; its blocks
+// walk only the experts with pairs, listed as one tile each); the tiled kernel
+// runs tensor cores over tiles of 32 grouped pairs of one expert (decode from
+// 3 sequences) or of 128 (prefill).
 enum class MoePath { Gemv, TiledSmall, Tiled };
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
 int32_t moe_tile_rows(MoePath path);
@@ -199,9 +219,10 @@ void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,
 void moe_down(const bf16* act, const MoeGroups& groups, int32_t n_pairs, const Mxfp4Experts& w,
               MoePath path, float* y, cudaStream_t stream);
 
-// delta[t] = sum_j weights[t][j] * y[pair_slot[t * k + j]], j in order.
-void moe_combine(const float* y, const int32_t* pair_slot, const float* weights, int32_t n_rows,
-                 int32_t k, int32_t dim, float* delta, cudaStream_t stream);
+// delta[t] = sum_j weights[t][j] * y[pair_slot[t * k + j]], j in order, over
+// the pairs grouped before *held_pairs (MoeGroups::held_pairs; null: all).
+void moe_combine(const float* y, const int32_t* pair_slot, const float* weights, const int32_t* held_pairs,
+                 int32_t n_rows, int32_t k, int32_t dim, float* delta, cudaStream_t stream);
 
 // ---- random weights ---------------------------------------------------------------------
 

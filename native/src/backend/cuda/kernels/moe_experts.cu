@@ -8,20 +8,15 @@
 // Weights are read once per step up to 8 pairs an expert: every decode batch
 // the GEMV serves.
 //
-// Tiled paths (large decode batches, prefill): tiles of 32 or 128 grouped
-// pairs of one expert and 128 output columns. gemm_mxfp4_decoded.cuh decodes
-// each weight tile once per block into shared memory (the default);
-// GPTOSS_MOE_KERNEL=v1 selects gemm_tiled.cuh, each warp decoding its MXFP4
-// fragment bytes straight into registers, kept only for an A/B on the GPU.
+// Tiled paths (decode from a few sequences on, prefill): tiles of 32 or 128
+// grouped pairs of one expert and 128 output columns, each weight tile
+// decoded once per block into shared memory (gemm_mxfp4_decoded.cuh).
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/dependent_launch.cuh"
 #include "backend/cuda/kernels/device_math.cuh"
 #include "backend/cuda/kernels/gemm_mxfp4_decoded.cuh"
-#include "backend/cuda/kernels/gemm_tiled.cuh"
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/sm_count.h"
 
@@ -31,8 +26,8 @@ namespace {
 constexpr float kSwigluAlpha = 1.702f;
 constexpr int kGemvWarps = 8;
 constexpr int kGemvBlocksPerSm = 2;  // the GEMV's __launch_bounds__ minimum, used to size its grid
-// x rows the GEMV stages at once: decode batches of up to 8 (the GEMV's range:
-// pairs <= experts) put at most 8 pairs on an expert.
+// x rows the GEMV stages at once: the GEMV's decode batches (up to 2, see
+// moe_path_for) put at most 8 pairs on an expert.
 constexpr int32_t kGemvStagedPairs = 8;
 // Pairs of a one-token step (gpt-oss: top-4): the most the GEMV applies one at
 // a time, and the expert count its one-wave grid is sized for.
@@ -264,12 +259,11 @@ struct SwigluEpilogue {
 };
 
 // One block per (column tile, expert tile); tiles past the step's count exit.
-// kDecoded: the weight tile decoded once per block (gemm_mxfp4_decoded.cuh).
-template <int kMi, bool kSwiglu, bool kDecoded>
-__global__ void __launch_bounds__(tiled::kThreads, kDecoded ? 2 : 1)
+template <int kMi, bool kSwiglu>
+__global__ void __launch_bounds__(decoded::kThreads, 2)
     moe_tiled_kernel(const __nv_bfloat16* x, const int32_t* row_token, MoeGroups groups,
                      Mxfp4Experts w, float limit, void* out) {
-  constexpr int kTileM = tiled::tile_m<kMi>();
+  constexpr int kTileM = decoded::tile_m<kMi>();
   __shared__ int64_t row_src[kTileM];
   if (static_cast<int32_t>(blockIdx.y) >= *groups.n_tiles) return;
   const int32_t tile = groups.tiles[blockIdx.y];
@@ -282,57 +276,33 @@ __global__ void __launch_bounds__(tiled::kThreads, kDecoded ? 2 : 1)
   }
   __syncthreads();
   const int64_t n_blocks = w.cols / 32;
-  const tiled::Mxfp4Weights weights{w.blocks + static_cast<int64_t>(expert) * w.rows * n_blocks * 16,
-                                    w.scales + static_cast<int64_t>(expert) * w.rows * n_blocks,
-                                    w.rows, w.cols};
+  const decoded::Mxfp4Weights weights{w.blocks + static_cast<int64_t>(expert) * w.rows * n_blocks * 16,
+                                      w.scales + static_cast<int64_t>(expert) * w.rows * n_blocks,
+                                      w.rows, w.cols};
   const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
-  const int n0 = blockIdx.x * tiled::kTileN;
-  auto product = [&](const auto& epilogue) {
-    if constexpr (kDecoded)
-      decoded::gemm_tile<kMi>(x, w.cols, row_src, g_end - g_begin, weights, n0, epilogue);
-    else
-      tiled::gemm_tile<kMi>(x, w.cols, row_src, weights, n0, w.cols, epilogue);
-  };
+  const int n0 = blockIdx.x * decoded::kTileN;
   if constexpr (kSwiglu)
-    product(SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g_begin, g_end, limit});
+    decoded::gemm_tile<kMi>(x, w.cols, row_src, g_end - g_begin, weights, n0,
+                            SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g_begin, g_end, limit});
   else
-    product(tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
-}
-
-// Read once: GPTOSS_MOE_KERNEL=v1 runs the per-warp-decode tiled kernel.
-bool decoded_kernel_selected() {
-  static const bool decoded = [] {
-    const char* choice = std::getenv("GPTOSS_MOE_KERNEL");
-    return choice == nullptr || std::strcmp(choice, "v1") != 0;
-  }();
-  return decoded;
-}
-
-template <int kMi, bool kSwiglu, bool kDecoded>
-void launch_tiled_kernel(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
-                         const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
-  constexpr int kMaxSmem = kDecoded ? decoded::smem_bytes<kMi>(decoded::kMaxK)
-                                    : tiled::smem_bytes<kMi, tiled::Mxfp4Weights>();
-  static const bool configured = [] {
-    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(moe_tiled_kernel<kMi, kSwiglu, kDecoded>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem));
-    return true;
-  }();
-  (void)configured;
-  const int smem = kDecoded ? decoded::smem_bytes<kMi>(w.cols) : kMaxSmem;
-  const dim3 grid((w.rows + tiled::kTileN - 1) / tiled::kTileN,
-                  moe_max_tiles(n_pairs, w.num_experts, tiled::tile_m<kMi>()));
-  moe_tiled_kernel<kMi, kSwiglu, kDecoded><<<grid, tiled::kThreads, smem, stream>>>(
-      reinterpret_cast<const __nv_bfloat16*>(x), row_token, groups, w, limit, out);
+    decoded::gemm_tile<kMi>(x, w.cols, row_src, g_end - g_begin, weights, n0,
+                            tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
 }
 
 template <int kMi, bool kSwiglu>
 void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
                   const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
-  if (decoded_kernel_selected())
-    launch_tiled_kernel<kMi, kSwiglu, true>(x, row_token, groups, n_pairs, w, limit, out, stream);
-  else
-    launch_tiled_kernel<kMi, kSwiglu, false>(x, row_token, groups, n_pairs, w, limit, out, stream);
+  static const bool configured = [] {
+    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(moe_tiled_kernel<kMi, kSwiglu>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           decoded::smem_bytes<kMi>(decoded::kMaxK)));
+    return true;
+  }();
+  (void)configured;
+  const dim3 grid((w.rows + decoded::kTileN - 1) / decoded::kTileN,
+                  moe_max_tiles(n_pairs, w.num_experts, decoded::tile_m<kMi>()));
+  moe_tiled_kernel<kMi, kSwiglu><<<grid, decoded::kThreads, decoded::smem_bytes<kMi>(w.cols), stream>>>(
+      reinterpret_cast<const __nv_bfloat16*>(x), row_token, groups, w, limit, out);
 }
 
 void check_experts(const Mxfp4Experts& w) {
@@ -400,21 +370,25 @@ void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, in
 }  // namespace
 
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts) {
-  // Up to about one pair per expert the weight stream dominates and the GEMV
-  // reads it at full bandwidth; beyond that its CUDA-core arithmetic does.
-  // Small tiles until experts average 32 pairs (decode at 256 sequences),
-  // then full tiles (measured: docs/PERFORMANCE.md).
-  if (n_pairs <= n_experts) return MoePath::Gemv;
+  // The GEMV streams a touched expert's weights at ~0.8 TB/s (0.33-0.42 ms a
+  // touched expert over 24 layers at batch 1, 0.5-0.7 at batch 8); a 32-row
+  // tile block takes ~45 us whatever its rows (6.0 ms gate/up at batch 32,
+  // 7.0 at 128), so the tiles cost whole waves of 264 blocks: gate/up one per
+  // 5.9 touched experts, down one per 11.5. Beyond a pair for every fourth
+  // expert (3 sequences at top-4 of 32) the tiles' waves cost less than the
+  // GEMV's bytes (docs/cuda-notes.md, h15moe round 2). Small tiles until
+  // experts average 32 pairs (decode at 256 sequences), then full tiles.
+  if (4 * n_pairs <= n_experts) return MoePath::Gemv;
   return n_pairs <= 32 * n_experts ? MoePath::TiledSmall : MoePath::Tiled;
 }
 
 int32_t moe_tile_rows(MoePath path) {
   switch (path) {
     case MoePath::Gemv: return kGemvTileRows;
-    case MoePath::TiledSmall: return tiled::tile_m<1>();
+    case MoePath::TiledSmall: return decoded::tile_m<1>();
     case MoePath::Tiled: break;
   }
-  return tiled::tile_m<4>();
+  return decoded::tile_m<4>();
 }
 
 void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,

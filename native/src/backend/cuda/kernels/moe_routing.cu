@@ -60,33 +60,40 @@ __device__ void warp_top_k(const float* row_logits, int32_t n_experts, int32_t k
 // the experts out in order, then each warp places the pairs of its experts
 // by scanning all pairs in order (ballot + popcount gives each pair its rank
 // among its expert's pairs).
+// Pairs go to buckets: the held experts' local ids, then one bucket for the
+// pairs of experts held elsewhere (none when every expert is held).
 __device__ void block_group(const int32_t* experts, int32_t n_pairs, int32_t k, int32_t n_experts,
                             int32_t tile_rows, const MoeGroups& groups) {
-  __shared__ int32_t count[kMaxExperts];
-  __shared__ int32_t offset[kMaxExperts + 1];
-  for (int e = threadIdx.x; e < n_experts; e += blockDim.x) count[e] = 0;
+  __shared__ int32_t count[kMaxExperts + 1];
+  __shared__ int32_t offset[kMaxExperts + 2];
+  const ShardRange held = groups.held_of(n_experts);
+  const int32_t n_held = held.size();
+  const int32_t n_buckets = n_held + (n_held < n_experts ? 1 : 0);
+  auto bucket = [&](int32_t e) { return held.contains(e) ? e - held.begin : n_held; };
+  for (int e = threadIdx.x; e < n_buckets; e += blockDim.x) count[e] = 0;
   __syncthreads();
-  for (int32_t i = threadIdx.x; i < n_pairs; i += blockDim.x) atomicAdd(&count[experts[i]], 1);
+  for (int32_t i = threadIdx.x; i < n_pairs; i += blockDim.x) atomicAdd(&count[bucket(experts[i])], 1);
   __syncthreads();
   if (threadIdx.x == 0) {
     int32_t total = 0, n_tiles = 0;
-    for (int e = 0; e < n_experts; ++e) {
+    for (int e = 0; e < n_buckets; ++e) {
       offset[e] = total;
       groups.expert_offsets[e] = total;
       total += count[e];
-      for (int32_t t = 0; t * tile_rows < count[e]; ++t) groups.tiles[n_tiles++] = (e << 16) | t;
+      if (e < n_held)
+        for (int32_t t = 0; t * tile_rows < count[e]; ++t) groups.tiles[n_tiles++] = (e << 16) | t;
     }
-    offset[n_experts] = total;
-    groups.expert_offsets[n_experts] = total;
+    offset[n_buckets] = total;
+    groups.expert_offsets[n_buckets] = total;
     *groups.n_tiles = n_tiles;
   }
   __syncthreads();
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  for (int e = warp; e < n_experts; e += blockDim.x / kWarpSize) {
+  for (int e = warp; e < n_buckets; e += blockDim.x / kWarpSize) {
     int32_t placed = offset[e];
     for (int32_t base = 0; base < n_pairs; base += kWarpSize) {
       const int32_t i = base + lane;
-      const bool mine = i < n_pairs && experts[i] == e;
+      const bool mine = i < n_pairs && bucket(experts[i]) == e;
       const uint32_t ballot = __ballot_sync(0xffffffffu, mine);
       if (mine) {
         const int32_t g = placed + __popc(ballot & ((1u << lane) - 1u));
@@ -127,14 +134,16 @@ __global__ void __launch_bounds__(kGroupThreads)
 }
 
 __global__ void moe_combine_kernel(const float* y, const int32_t* pair_slot, const float* weights,
-                                   int32_t k, int32_t dim, float* delta) {
+                                   const int32_t* held_pairs, int32_t k, int32_t dim, float* delta) {
   const int32_t t = blockIdx.x;
+  const int32_t held_end = held_pairs ? *held_pairs : INT32_MAX;
   for (int32_t d = threadIdx.x * 4; d < dim; d += blockDim.x * 4) {
     float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     for (int j = 0; j < k; ++j) {
+      const int32_t g = pair_slot[static_cast<int64_t>(t) * k + j];
+      if (g >= held_end) continue;  // an expert another rank holds
       const float w = weights[static_cast<int64_t>(t) * k + j];
-      const float4 v = *reinterpret_cast<const float4*>(
-          y + static_cast<int64_t>(pair_slot[static_cast<int64_t>(t) * k + j]) * dim + d);
+      const float4 v = *reinterpret_cast<const float4*>(y + static_cast<int64_t>(g) * dim + d);
       sum.x = fmaf(w, v.x, sum.x), sum.y = fmaf(w, v.y, sum.y);
       sum.z = fmaf(w, v.z, sum.z), sum.w = fmaf(w, v.w, sum.w);
     }
@@ -142,16 +151,18 @@ __global__ void moe_combine_kernel(const float* y, const int32_t* pair_slot, con
   }
 }
 
-void check_routing_shape(int32_t n_experts, int32_t k) {
+void check_routing_shape(int32_t n_experts, int32_t k, const MoeGroups& groups) {
   if (n_experts > kMaxExperts || k > kMaxTopK || k > n_experts)
     throw Error(GPTOSS_ERR_BACKEND, "MoE routing: at most 128 experts and top-8");
+  const ShardRange held = groups.held_of(n_experts);
+  if (held.begin < 0 || held.size() <= 0) throw Error(GPTOSS_ERR_BACKEND, "MoE routing: no held experts");
 }
 
 }  // namespace
 
 void router_top_k(const float* logits, int32_t n_rows, int32_t n_experts, int32_t k,
                   int32_t* experts, float* weights, cudaStream_t stream) {
-  check_routing_shape(n_experts, k);
+  check_routing_shape(n_experts, k, MoeGroups{});
   if (n_rows == 0) return;
   router_top_k_kernel<<<(n_rows + 7) / 8, 256, 0, stream>>>(logits, n_rows, n_experts, k, experts,
                                                             weights);
@@ -160,7 +171,7 @@ void router_top_k(const float* logits, int32_t n_rows, int32_t n_experts, int32_
 
 void moe_group(const int32_t* experts, int32_t n_rows, int32_t k, int32_t n_experts,
                int32_t tile_rows, const MoeGroups& groups, cudaStream_t stream) {
-  check_routing_shape(n_experts, k);
+  check_routing_shape(n_experts, k, groups);
   moe_group_kernel<<<1, kGroupThreads, 0, stream>>>(experts, n_rows * k, k, n_experts, tile_rows, groups);
   GPTOSS_CUDA_CHECK_LAUNCH();
 }
@@ -172,17 +183,17 @@ void moe_route(const float* logits, int32_t n_rows, int32_t n_experts, int32_t k
     moe_group(experts, n_rows, k, n_experts, tile_rows, groups, stream);
     return;
   }
-  check_routing_shape(n_experts, k);
+  check_routing_shape(n_experts, k, groups);
   moe_route_kernel<<<1, kGroupThreads, 0, stream>>>(logits, n_rows, n_experts, k, tile_rows, experts, weights,
                                                     groups);
   GPTOSS_CUDA_CHECK_LAUNCH();
 }
 
-void moe_combine(const float* y, const int32_t* pair_slot, const float* weights, int32_t n_rows,
-                 int32_t k, int32_t dim, float* delta, cudaStream_t stream) {
+void moe_combine(const float* y, const int32_t* pair_slot, const float* weights, const int32_t* held_pairs,
+                 int32_t n_rows, int32_t k, int32_t dim, float* delta, cudaStream_t stream) {
   if (dim % 4 != 0) throw Error(GPTOSS_ERR_BACKEND, "moe_combine: dim must be a multiple of 4");
   if (n_rows == 0) return;
-  moe_combine_kernel<<<n_rows, 256, 0, stream>>>(y, pair_slot, weights, k, dim, delta);
+  moe_combine_kernel<<<n_rows, 256, 0, stream>>>(y, pair_slot, weights, held_pairs, k, dim, delta);
   GPTOSS_CUDA_CHECK_LAUNCH();
 }
 

@@ -6,7 +6,9 @@
 
 #include <cstdint>
 
+#include "model/tensor_parallel.h"
 #include "runtime/sampler.h"
+#include "runtime/sliced_sampling.h"
 
 namespace gptoss::cuda {
 
@@ -23,6 +25,21 @@ struct DeviceSamplingRow {
   int32_t penalty_end = 0;
   uint64_t seed = 0;
   uint64_t counter = 0;
+
+  // `p` for the row's `counter`-th token, no penalty range yet.
+  static DeviceSamplingRow of(const SamplingParams& p, uint64_t counter) {
+    DeviceSamplingRow d;
+    d.temperature = p.temperature;
+    d.top_p = p.top_p;
+    d.min_p = p.min_p;
+    d.presence_penalty = p.presence_penalty;
+    d.frequency_penalty = p.frequency_penalty;
+    d.top_k = p.top_k;
+    d.top_logprobs = p.top_logprobs;
+    d.seed = p.seed;
+    d.counter = counter;
+    return d;
+  }
 };
 
 // Constrained decoding: sets the logits of tokens a row's mask leaves out to
@@ -37,6 +54,32 @@ void apply_token_masks(float* logits, int32_t n_rows, int32_t vocab, const uint3
 // tokens and their counts, rows[r] naming its range.
 void sample_rows(float* logits, int32_t n_rows, int32_t vocab, const DeviceSamplingRow* rows,
                  const int32_t* penalty_tokens, const int32_t* penalty_counts, SampledToken* out,
+                 cudaStream_t stream);
+
+// ---- tensor parallel: sampling over the ranks' vocabulary slices (runtime/sliced_sampling.h)
+
+// A rank's `slice` of each of n_rows rows (logits [n_rows, slice.size()])
+// processed in place as process_logits does (the row's mask, mask_index and
+// masks as for apply_token_masks, over whole-vocabulary ids; its penalties of
+// tokens in the slice; its temperature) and reduced to out[r] as
+// summarize_slice does, listing slice_list_length(row) candidates.
+void summarize_slices(float* logits, int32_t n_rows, ShardRange slice, int32_t vocab, const DeviceSamplingRow* rows,
+                      const int32_t* penalty_tokens, const int32_t* penalty_counts, const uint32_t* masks,
+                      const int32_t* mask_index, SliceSummary* out, cudaStream_t stream);
+
+// A walked draw (SliceMerge::Kind::Walk) in one row of a rank's processed slice.
+struct SliceWalk {
+  int32_t row = 0;
+  float max = 0.0f;
+  double target = 0.0;
+};
+struct SliceWalkResult {
+  int32_t index = 0;  // into the slice
+  float value = 0.0f;  // its processed logit
+};
+
+// walk_slice for each of `walks` over `logits` [rows, width] (processed by summarize_slices).
+void walk_slices(const float* logits, int32_t width, const SliceWalk* walks, int32_t n_walks, SliceWalkResult* out,
                  cudaStream_t stream);
 
 }  // namespace gptoss::cuda

@@ -20,6 +20,7 @@
 #include "backend/cuda/rank_streams.h"
 #include "backend/cuda/tools/check_util.h"
 #include "runtime/sampler.h"
+#include "runtime/sliced_sampling.h"
 
 using namespace gptoss;
 using namespace gptoss::cuda;
@@ -107,7 +108,7 @@ void check_add_moe_rmsnorm(Random& rng, Verdicts& v) {
     add_moe_rmsnorm(d_x.get(), d_y.get(), d_slot.get(), d_mix.get(), k, d_rows, n, dim, d_weight.get(), 1e-5f,
                     fused.get(), nullptr);
     auto delta = to_device(std::vector<float>(x.size()));
-    moe_combine(d_y.get(), d_slot.get(), d_mix.get(), rows, k, dim, delta.get(), nullptr);
+    moe_combine(d_y.get(), d_slot.get(), d_mix.get(), nullptr, rows, k, dim, delta.get(), nullptr);
     add_rmsnorm(d_x2.get(), delta.get(), d_rows, n, dim, d_weight.get(), 1e-5f, two.get(), nullptr);
     const std::vector<bf16> got = to_host(fused, size_t(n) * dim);
     const std::vector<float> got_x = to_host(d_x, x.size());
@@ -601,17 +602,29 @@ struct MoeFixture {
 };
 
 // One step's pairs grouped by expert on the device.
+// `held`: the experts a tensor-parallel rank holds whole (MoeGroups::held).
 struct MoeGrouping {
   int32_t pairs;
+  ShardRange held;
   DeviceBuffer<int32_t> offsets, pair_token, pair_slot, tiles, n_tiles;
 
-  MoeGrouping(const DeviceBuffer<int32_t>& d_chosen, int32_t tokens, MoePath path)
-      : pairs(tokens * MoeFixture::k), offsets(MoeFixture::experts + 1), pair_token(pairs), pair_slot(pairs),
-        tiles(moe_max_tiles(pairs, MoeFixture::experts, moe_tile_rows(path))), n_tiles(1) {
+  MoeGrouping(const DeviceBuffer<int32_t>& d_chosen, int32_t tokens, MoePath path,
+              ShardRange held_experts = {0, MoeFixture::experts})
+      : pairs(tokens * MoeFixture::k), held(held_experts), offsets(MoeFixture::experts + 1), pair_token(pairs),
+        pair_slot(pairs), tiles(moe_max_tiles(pairs, MoeFixture::experts, moe_tile_rows(path))), n_tiles(1) {
     moe_group(d_chosen.get(), tokens, MoeFixture::k, MoeFixture::experts, moe_tile_rows(path), groups(), nullptr);
   }
-  MoeGroups groups() const { return {offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()}; }
+  MoeGroups groups() const {
+    return {offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get(), held};
+  }
 };
+
+// The experts `held` of `all` (whole experts: views at an offset).
+Mxfp4Experts held_experts(const Mxfp4Experts& all, ShardRange held) {
+  const int64_t blocks = int64_t(held.begin) * all.rows * (all.cols / 32);
+  return Mxfp4Experts{all.blocks + blocks * 16, all.scales + blocks, all.bias + int64_t(held.begin) * all.rows,
+                      held.size(), all.rows, all.cols};
+}
 
 // One step's expert products on the device: grouping, gate/up + SwiGLU, down.
 struct MoeRun : MoeGrouping {
@@ -619,11 +632,11 @@ struct MoeRun : MoeGrouping {
   DeviceBuffer<float> y;
 
   MoeRun(const MoeFixture& f, const DeviceBuffer<bf16>& d_x, const DeviceBuffer<int32_t>& d_chosen, int32_t tokens,
-         MoePath path)
-      : MoeGrouping(d_chosen, tokens, path), act(poisoned<bf16>(size_t(pairs) * f.inter)),
+         MoePath path, ShardRange held_range = {0, MoeFixture::experts})
+      : MoeGrouping(d_chosen, tokens, path, held_range), act(poisoned<bf16>(size_t(pairs) * f.inter)),
         y(poisoned<float>(size_t(pairs) * f.hidden)) {
-    moe_gate_up_swiglu(d_x.get(), groups(), pairs, f.gate_up, f.limit, path, act.get(), nullptr);
-    moe_down(act.get(), groups(), pairs, f.down, path, y.get(), nullptr);
+    moe_gate_up_swiglu(d_x.get(), groups(), pairs, held_experts(f.gate_up, held), f.limit, path, act.get(), nullptr);
+    moe_down(act.get(), groups(), pairs, held_experts(f.down, held), path, y.get(), nullptr);
   }
 };
 
@@ -674,8 +687,8 @@ void check_moe_gemv_invariance(Random& rng, MoeFixture& f, Verdicts& v) {
 }
 
 // Programmatic dependent launch (dependent_launch.cuh): the decode chain of a
-// layer at batch 1 and 3 (norm, dense GEMV, grouping, expert GEMVs, the MoE
-// norm, dense GEMV; four layers) launched back to back on a stream, directly
+// layer at batch 1, 2 (expert GEMVs) and 5 (expert tiles) (norm, dense GEMV,
+// grouping, expert products, the MoE norm, dense GEMV; four layers) launched back to back on a stream, directly
 // and as a replayed CUDA graph, gives the bits of the same chain with the
 // stream drained after every launch (nothing overlapping). A kernel reading
 // its predecessor's output before waiting for it would differ here.
@@ -686,7 +699,7 @@ void check_dependent_launch_chain(Random& rng, MoeFixture& f, Verdicts& v) {
   const auto d_norm = to_device(to_bf16(rng.bf16_floats(dim, 1.0f)));
   cudaStream_t stream = nullptr;
   GPTOSS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  for (const int32_t rows : {1, 3}) {
+  for (const int32_t rows : {1, 2, 5}) {
     const std::vector<float> x0 = rng.bf16_floats(size_t(rows) * dim, 3.0f);
     const auto d_chosen = to_device(choose_experts(rng, rows, false));
     std::vector<float> mix(size_t(rows) * k);
@@ -748,7 +761,10 @@ void check_dependent_launch_chain(Random& rng, MoeFixture& f, Verdicts& v) {
 // down product and the combine, for every kernel path.
 void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
   const int32_t hidden = f.hidden, inter = f.inter, k = f.k;
-  for (const auto& [tokens, path] : {std::pair{3, MoePath::Gemv}, std::pair{40, MoePath::Gemv}, std::pair{40, MoePath::TiledSmall},
+  // 3 and 8 tokens on 32-row tiles: decode at 3-8 sequences (moe_path_for),
+  // one or two rows an expert, most warps of a tile idle.
+  for (const auto& [tokens, path] : {std::pair{3, MoePath::Gemv}, std::pair{40, MoePath::Gemv}, std::pair{3, MoePath::TiledSmall},
+                                     std::pair{8, MoePath::TiledSmall}, std::pair{40, MoePath::TiledSmall},
                                      std::pair{100, MoePath::TiledSmall}, std::pair{40, MoePath::Tiled}, std::pair{700, MoePath::Tiled}}) {
     const char* names[] = {"gemv", "tiled 32", "tiled 128"};
     const std::string tag = std::to_string(tokens) + " tokens, " + names[static_cast<int>(path)];
@@ -766,7 +782,7 @@ void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
     MoeRun run(f, d_x, d_chosen, tokens, path);
     const int32_t pairs = run.pairs;
     auto delta = poisoned<float>(size_t(tokens) * hidden);
-    moe_combine(run.y.get(), run.pair_slot.get(), d_weights.get(), tokens, k, hidden, delta.get(), nullptr);
+    moe_combine(run.y.get(), run.pair_slot.get(), d_weights.get(), nullptr, tokens, k, hidden, delta.get(), nullptr);
 
     const std::vector<int32_t> slot = to_host(run.pair_slot, pairs);
     const std::vector<float> g_act = to_float(to_host(run.act, size_t(pairs) * inter));
@@ -791,6 +807,20 @@ void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
     v.expect_close("moe_gate_up_swiglu " + tag, relative_error(got_act, ref_act), kBf16Tol);
     v.expect_close("moe_down " + tag, relative_error(got_y, ref_y), kFloatTol);
     v.expect_close("moe_combine " + tag, relative_error(to_host(delta, ref_delta.size()), ref_delta), 1e-6);
+
+    // Experts split whole over two ranks (MoeGroups::held): each computes only
+    // its experts' pairs, and the two partial sums add up to the whole.
+    std::vector<float> split_delta(size_t(tokens) * hidden, 0.0f);
+    for (const ShardRange held : {ShardRange{0, f.experts / 2}, ShardRange{f.experts / 2, f.experts}}) {
+      const MoeRun part(f, d_x, d_chosen, tokens, path, held);
+      auto part_delta = poisoned<float>(size_t(tokens) * hidden);
+      moe_combine(part.y.get(), part.pair_slot.get(), d_weights.get(), part.groups().held_pairs(f.experts), tokens, k,
+                  hidden, part_delta.get(), nullptr);
+      const std::vector<float> got = to_host(part_delta, split_delta.size());
+      for (size_t i = 0; i < got.size(); ++i) split_delta[i] += got[i];
+    }
+    v.expect_close("moe experts split over 2 ranks, summed == whole " + tag,
+                   relative_error(split_delta, to_host(delta, ref_delta.size())), 1e-5);
   }
 }
 
@@ -890,6 +920,9 @@ void check_sampling(Random& rng, Verdicts& v) {
       {"temperature 1.2, min_p 0.05", 1.2f, 1.0f, 0.05f, 0.0f, 0.0f, 0, 3},
       {"top_k 40 + top_p 0.9 + logprobs", 0.7f, 0.9f, 0.0f, 0.0f, 0.0f, 40, 20},
       {"top_p 0.5", 1.0f, 0.5f, 0.0f, 0.0f, 0.0f, 0, 4},
+      {"top_k 5 (drawn in rank order)", 1.0f, 1.0f, 0.0f, 0.0f, 0.0f, 5, -1},
+      {"top_k 30, temperature 2 (drawn in rank order)", 2.0f, 1.0f, 0.0f, 0.0f, 0.0f, 30, 2},
+      {"top_p 0.95, temperature 1.5", 1.5f, 0.95f, 0.0f, 0.0f, 0.0f, 0, -1},
   };
   const int32_t n = int32_t(std::size(cases));
   std::vector<float> logits(size_t(n) * vocab);
@@ -928,16 +961,139 @@ void check_sampling(Random& rng, Verdicts& v) {
   const std::vector<SampledToken> got = to_host(d_out, n);
   for (int32_t r = 0; r < n; ++r) {
     const Case& c = cases[r];
-    // Draws walk the same order as the Sampler unless top_k/top_p reorder it.
-    const bool same_order = c.top_k == 0 && c.top_p >= 1.0f;
-    bool ok = !same_order || got[r].token == ref[r].token;
-    ok &= c.top_logprobs < 0 || std::fabs(got[r].logprob - ref[r].logprob) < 1e-4f || !same_order;
+    // Draws walk the Sampler's order: rank order for a top_k/top_p cut list, else id order.
+    bool ok = got[r].token == ref[r].token;
+    ok &= c.top_logprobs < 0 || std::fabs(got[r].logprob - ref[r].logprob) < 1e-4f;
     ok &= got[r].n_top == ref[r].n_top;
     for (int32_t j = 0; ok && j < got[r].n_top; ++j)
       ok &= got[r].top_ids[j] == ref[r].top_ids[j] && std::fabs(got[r].top_logprobs[j] - ref[r].top_logprobs[j]) < 1e-4f;
     v.expect(std::string("sample_rows ") + c.name, ok,
              "token " + std::to_string(got[r].token) + " (cpu " + std::to_string(ref[r].token) + ")");
   }
+}
+
+// Tensor parallel sampling over two vocabulary slices: summarize_slices
+// against process_logits + summarize_slice on the same logits, then the
+// host merge with the GPU's summaries and walk_slices against SlicedSampler
+// (the CPU backend's TP path) - the same tokens and log-probabilities.
+void check_sliced_sampling(Random& rng, Verdicts& v) {
+  const int32_t vocab = 201088, words = (vocab + 31) / 32, n = 24;
+  const std::vector<ShardRange> slices = {{0, vocab / 2}, {vocab / 2, vocab}};
+  std::vector<float> logits(size_t(n) * vocab);
+  for (float& x : logits) x = rng.uniform(-4.0f, 4.0f);
+  std::unordered_map<int32_t, int32_t> counts;
+  for (int32_t i = 0; i < 50; ++i) counts[rng.integer(0, vocab - 1)] += rng.integer(1, 3);
+  std::vector<int32_t> penalty;
+  for (const auto& [t, c] : counts) penalty.push_back(t);
+  for (const auto& [t, c] : counts) penalty.push_back(c);
+  const std::unordered_map<int32_t, int32_t> no_counts;
+  std::vector<SamplingParams> params(n);
+  std::vector<uint64_t> counters(n);
+  std::vector<DeviceSamplingRow> rows(n);
+  std::vector<uint32_t> masks;
+  std::vector<int32_t> mask_index(n, -1);
+  for (int32_t r = 0; r < n; ++r) {
+    const float temperatures[] = {0.0f, 0.7f, 1.0f, 1.3f};
+    const int32_t top_ks[] = {0, 0, 1, 20, 64, 100};
+    const float top_ps[] = {1.0f, 1.0f, 0.9f, 0.3f};
+    SamplingParams& p = params[r];
+    p.temperature = temperatures[r % 4];
+    p.top_k = top_ks[r % 6];
+    p.top_p = top_ps[(r / 4) % 4];
+    p.min_p = r % 5 == 0 ? 0.1f : 0.0f;
+    p.top_logprobs = r % 3 == 0 ? 20 : -1;
+    if (r % 2) p.presence_penalty = 0.4f, p.frequency_penalty = 0.3f;
+    p.seed = rng.engine()();
+    counters[r] = rng.integer(0, 1000);
+    for (int32_t i = 0; i < 20; ++i)  // peaked rows, some with ties across the slices
+      logits[size_t(r) * vocab + rng.integer(0, vocab - 1)] = r % 4 == 3 ? 9.0f : rng.uniform(6.0f, 12.0f);
+    rows[r] = DeviceSamplingRow::of(p, counters[r]);
+    if (p.presence_penalty != 0.0f) rows[r].penalty_end = int32_t(counts.size());
+    if (r % 6 == 5) {  // a structured-output mask of 3000 tokens
+      mask_index[r] = int32_t(masks.size() / words);
+      masks.resize(masks.size() + words, 0u);
+      for (int32_t i = 0; i < 3000; ++i) {
+        const int32_t id = rng.integer(0, vocab - 1);
+        masks[size_t(mask_index[r]) * words + (id >> 5)] |= 1u << (id & 31);
+      }
+    }
+  }
+  const uint32_t* no_mask = nullptr;
+  auto row_mask = [&](int32_t r) { return mask_index[r] < 0 ? no_mask : masks.data() + size_t(mask_index[r]) * words; };
+  auto d_rows = to_device(rows);
+  auto d_pen = to_device(penalty);
+  auto d_masks = to_device(masks);
+  auto d_index = to_device(mask_index);
+
+  std::vector<std::vector<float>> processed(slices.size());
+  std::vector<std::vector<SliceSummary>> summaries(slices.size());
+  std::vector<DeviceBuffer<float>> d_slices;
+  bool processed_ok = true, summaries_ok = true;
+  double sum_err = 0.0;
+  for (size_t k = 0; k < slices.size(); ++k) {
+    const ShardRange ids = slices[k];
+    std::vector<float> slice(size_t(n) * ids.size());
+    for (int32_t r = 0; r < n; ++r)
+      std::copy_n(logits.begin() + size_t(r) * vocab + ids.begin, ids.size(), slice.begin() + size_t(r) * ids.size());
+    d_slices.push_back(to_device(slice));
+    DeviceBuffer<SliceSummary> d_sum(n);
+    summarize_slices(d_slices.back().get(), n, ids, vocab, d_rows.get(), d_pen.get(), d_pen.get() + counts.size(),
+                     d_masks.get(), d_index.get(), d_sum.get(), nullptr);
+    processed[k] = to_host(d_slices.back(), slice.size());
+    summaries[k] = to_host(d_sum, n);
+    std::vector<float> cpu(ids.size());
+    for (int32_t r = 0; r < n; ++r) {
+      process_logits(slice.data() + size_t(r) * ids.size(), ids, params[r],
+                     params[r].presence_penalty != 0.0f ? counts : no_counts, row_mask(r), cpu.data());
+      const float* gpu = processed[k].data() + size_t(r) * ids.size();
+      for (int32_t i = 0; i < ids.size(); ++i)
+        processed_ok &= cpu[i] == gpu[i] || std::fabs(cpu[i] - gpu[i]) <= 1e-6f * std::fabs(cpu[i]);
+      const SliceSummary want = summarize_slice(cpu.data(), ids, slice_list_length(params[r]));
+      const SliceSummary& got = summaries[k][r];
+      summaries_ok &= got.n_valid == want.n_valid && got.n_listed == want.n_listed && got.max == want.max;
+      for (int32_t j = 0; summaries_ok && j < got.n_listed; ++j)
+        summaries_ok &= got.ids[j] == want.ids[j] && got.values[j] == want.values[j];
+      sum_err = std::max(sum_err, std::fabs(got.sum_exp - want.sum_exp) / want.sum_exp);
+    }
+  }
+  v.expect("summarize_slices: processed slices == process_logits", processed_ok);
+  v.expect("summarize_slices: counts, max and candidate lists == summarize_slice", summaries_ok);
+  v.expect_close("summarize_slices: sum of exponentials", sum_err, 1e-6);
+
+  // The merge on the GPU's summaries, walked draws on the GPU, against the CPU's TP sampler.
+  SlicedSampler cpu_sampler(vocab);
+  int32_t matched = 0, walked = 0, whole = 0, logprobs_off = 0;
+  for (int32_t r = 0; r < n; ++r) {
+    std::vector<const float*> raw;
+    for (const ShardRange& ids : slices) raw.push_back(logits.data() + size_t(r) * vocab + ids.begin);
+    const SampledToken want = cpu_sampler.sample(raw, slices, params[r],
+                                                 params[r].presence_penalty != 0.0f ? counts : no_counts, counters[r],
+                                                 row_mask(r));
+    const SliceSummary row_slices[2] = {summaries[0][r], summaries[1][r]};
+    SliceMerge m = merge_slices(row_slices, 2, params[r], counters[r]);
+    if (m.kind == SliceMerge::Kind::WholeRow) {
+      ++whole;  // the one-device sampler's (sample_rows, checked above)
+      continue;
+    }
+    if (m.kind == SliceMerge::Kind::Walk) {
+      ++walked;
+      const int32_t k = m.walk_slice;
+      auto d_walk = to_device(std::vector<SliceWalk>{SliceWalk{r, m.max, m.target}});
+      DeviceBuffer<SliceWalkResult> d_res(1);
+      walk_slices(d_slices[k].get(), slices[k].size(), d_walk.get(), 1, d_res.get(), nullptr);
+      const SliceWalkResult res = to_host(d_res, 1)[0];
+      finish_walk(m, slices[k].begin + res.index, res.value);
+    }
+    matched += m.token.token == want.token;
+    bool close = std::fabs(m.token.logprob - want.logprob) <= 1e-4f && m.token.n_top == want.n_top;
+    for (int32_t j = 0; close && j < want.n_top; ++j) close &= m.token.top_ids[j] == want.top_ids[j];
+    logprobs_off += !close;
+  }
+  v.expect("sliced sampling: merged GPU summaries and walks == SlicedSampler tokens (" + std::to_string(walked) +
+               " walked, " + std::to_string(whole) + " whole rows)",
+           matched == n - whole && walked > 0, std::to_string(matched) + "/" + std::to_string(n - whole));
+  v.expect("sliced sampling: log-probabilities and top alternatives", logprobs_off == 0,
+           std::to_string(logprobs_off) + " rows off");
 }
 
 // Constrained decoding: apply_token_masks then sample_rows against the Sampler
@@ -1032,6 +1188,7 @@ int main(int argc, char** argv) {
     }
     check_sampling(rng, v);
     check_masked_sampling(rng, v);
+    check_sliced_sampling(rng, v);
     // Last: under compute-sanitizer (which serializes kernels) the ranks
     // never meet and the all-reduce traps; every other check runs first.
     check_all_reduce(rng, v, true);

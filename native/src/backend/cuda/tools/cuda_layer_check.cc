@@ -181,9 +181,9 @@ int main(int argc, char** argv) {
     print_worst("moe output", r.moe, tol.moe);
     print_worst("residual", r.residual, tol.residual);
     std::printf("layer check router choices: %lld rows, %lld near ties (k-th and (k+1)-th logits within bf16 "
-                "rounding), %lld mismatches\n",
+                "rounding), %lld within the measured router-logit error, %lld mismatches\n",
                 static_cast<long long>(r.router_rows), static_cast<long long>(r.router_near_ties),
-                static_cast<long long>(r.router_mismatches));
+                static_cast<long long>(r.router_error_ties), static_cast<long long>(r.router_mismatches));
     if (std::isinf(r.worst_ratio))
       std::printf("layer check worst layer %d: %s\n", r.worst_layer, r.worst_what.c_str());
     else
