@@ -7,9 +7,9 @@
 // the group. Per tile of 64 keys: S = Q K^T (mma.sync m16n8k16, bf16 in,
 // float out; q pre-scaled by 1/sqrt(64)), masking (causal, window), online
 // softmax on the accumulator fragments, P cast to bf16 in place as the A
-// operand of O += P V (V fragments through ldmatrix.trans). The next tile's
-// K/V load (cp.async, two stages) overlaps this tile's math, and its
-// block-table reads were issued a tile before that (attention_mma::KvTileRows):
+// operand of O += P V (V fragments through ldmatrix.trans). The next two
+// tiles' K/V loads (cp.async, three stages) overlap this tile's math, and a
+// tile's block-table reads go out a tile before its copies (KvTileRows):
 // an extend step of a few query tiles over a long cached prefix is one long
 // walk per block. Only tiles that cross a row's causal or window edge are
 // masked (at 8k nearly every tile is inside every row's range). Blocks start
@@ -33,7 +33,8 @@ using attention_mma::swz;
 using tiled::ldmatrix_x4;
 using tiled::smem_addr;
 
-constexpr int kKeys = 64;  // keys per tile
+constexpr int kKeys = 64;   // keys per tile
+constexpr int kStages = 3;  // K/V tiles in flight: 48 KiB, 4 blocks an SM
 // The grid is (KV head, query tile): CUDA's limit on its second dimension.
 constexpr int32_t kMaxQueryTiles = 65535;
 
@@ -44,8 +45,11 @@ constexpr int32_t kMaxQueryTiles = 65535;
 template <int kWarps>
 __global__ void __launch_bounds__(kWarps * kWarpSize, 16 / (kWarps > 4 ? kWarps : 4))
     attention_prefill_kernel(AttentionArgs args, QueryTiles tiles) {
-  __shared__ __align__(128) uint8_t q_s[kWarps * 16 * kRowBytes];
-  __shared__ __align__(128) uint8_t kv_s[2][2][kKeys * kRowBytes];  // [stage][K, V]
+  __shared__ __align__(128) uint8_t kv_s[kStages][2][kKeys * kRowBytes];  // [stage][K, V]
+  // Q passes through the last stage: its fragments are in registers before
+  // that stage takes its first tile (iteration 0, after a barrier).
+  uint8_t* q_s = kv_s[kStages - 1][0];
+  static_assert(kWarps * 16 * kRowBytes <= sizeof(kv_s[0]), "Q rows fit one stage");
 
   const int group = args.n_q_heads / args.n_kv_heads;
   const int rows = kPrefillQueryTile * group;  // row = token * group + head
@@ -98,25 +102,34 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 16 / (kWarps > 4 ? kWarps 
   float o[8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
-  // `next` holds the next tile's K/V rows: copied into its stage one
-  // iteration ahead of its math, and refetched for the tile after it.
+  // Tile i sits in stage i % kStages; its copies go out kStages - 1
+  // iterations ahead of its math, and its block-table entries (`next`) one
+  // iteration before its copies.
   attention_mma::KvTileRows<kKeys, kWarps * kWarpSize> next;
-  next.fetch(kv, table, key_begin, key_end, threadIdx.x);
-  next.copy(kv, kv_head, smem_addr(kv_s[0][0]), smem_addr(kv_s[0][1]), threadIdx.x);
-  tiled::cp_async_commit();
-  next.fetch(kv, table, key_begin + kKeys, key_end, threadIdx.x);
+  const auto copy_next = [&](int stage) {
+    next.copy(kv, kv_head, smem_addr(kv_s[stage][0]), smem_addr(kv_s[stage][1]), threadIdx.x);
+  };
+#pragma unroll
+  for (int stage = 0; stage < kStages - 1; ++stage) {  // tiles past the keys: zero-filled, never read
+    next.fetch(kv, table, key_begin + stage * kKeys, key_end, threadIdx.x);
+    copy_next(stage);
+    tiled::cp_async_commit();
+  }
+  next.fetch(kv, table, key_begin + (kStages - 1) * kKeys, key_end, threadIdx.x);
   for (int32_t k0 = key_begin, i = 0; k0 < key_end; k0 += kKeys, ++i) {
-    __syncthreads();  // tile i - 1's stage is consumed: it takes tile i + 1
-    if (k0 + kKeys < key_end) {
-      next.copy(kv, kv_head, smem_addr(kv_s[(i + 1) % 2][0]), smem_addr(kv_s[(i + 1) % 2][1]), threadIdx.x);
-      next.fetch(kv, table, k0 + 2 * kKeys, key_end, threadIdx.x);
+    __syncthreads();  // tile i - 1's stage is consumed: it takes tile i + kStages - 1
+    const int32_t k_ahead = k0 + (kStages - 1) * kKeys;
+    if (k_ahead < key_end) {
+      copy_next((i + kStages - 1) % kStages);
+      next.fetch(kv, table, k_ahead + kKeys, key_end, threadIdx.x);
     }
-    tiled::cp_async_commit();  // empty on the last tile: the wait count stays uniform
-    tiled::cp_async_wait<1>();
+    tiled::cp_async_commit();  // empty near the end: the wait count stays uniform
+    tiled::cp_async_wait<kStages - 1>();
     __syncthreads();
 
+    const int stage = i % kStages;
     float s[8][4];
-    attention_mma::scores(qf, smem_addr(kv_s[i % 2][0]), s);
+    attention_mma::scores(qf, smem_addr(kv_s[stage][0]), s);
     if (k0 + kKeys - 1 > first_pos || k0 < last_lo) {  // causal and window masks
 #pragma unroll
       for (int j = 0; j < 8; ++j)
@@ -127,7 +140,7 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 16 / (kWarps > 4 ? kWarps 
         }
     }
     attention_mma::online_softmax(s, m, l, o);
-    attention_mma::accumulate_pv(s, smem_addr(kv_s[i % 2][1]), o);
+    attention_mma::accumulate_pv(s, smem_addr(kv_s[stage][1]), o);
   }
 
   // out = O / (l + exp(sink - m)), rescaled to the common maximum.

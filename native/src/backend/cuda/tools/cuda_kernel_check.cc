@@ -375,6 +375,49 @@ void check_attention(Random& rng, Verdicts& v) {
   }
 }
 
+// The layer check's prompts (100, 1000, 4500) as 100, 1024, 4500 in one step
+// (a chunk each, many key tiles a block on full layers); the oracle checks
+// the 100-token prompt whole and the others at their first rows, both sides
+// of the window's edge, 12 rows across and the last rows. Then batch
+// invariance: the 1024-token prompt alone gives the bits it gives in the step
+// (its tiles run in another order there, after other blocks).
+void check_prefill_prompts(AttentionCheck& check, Verdicts& v, const std::string& kind,
+                           const std::vector<int32_t>& contexts) {
+  std::vector<int32_t> pp, pc, checked, tile_first, tile_n;
+  for (size_t s = 0; s < contexts.size(); ++s) {
+    const int32_t len = contexts[s], first = int32_t(pp.size());
+    add_chunk_tiles(first, len, tile_first, tile_n);
+    for (int32_t i = 0; i < len; ++i) pp.push_back(i), pc.push_back(int32_t(s));
+    std::vector<int32_t> rows(len);
+    std::iota(rows.begin(), rows.end(), 0);
+    if (len > 128) {
+      rows = {0, 1, 2, 3, 126, 127, 128, 129, len - 4, len - 3, len - 2, len - 1};
+      for (int32_t i = 1; i <= 12; ++i) rows.push_back(len * i / 13);
+      std::sort(rows.begin(), rows.end());
+    }
+    for (const int32_t r : rows) checked.push_back(first + r);
+  }
+  const std::vector<float> qkv = check.rng.bf16_floats(pp.size() * AttentionCheck::width, 1.5f);
+  std::vector<float> ref;
+  const std::vector<float> together = check.run(AttentionKernel::Prefill, pp, pc, 1, qkv, ref, tile_first, tile_n, checked);
+  v.expect_close("attention_prefill" + kind + " prompts 100/1024/4500 in one step", relative_error(together, ref),
+                 2 * kBf16Tol);
+  const int32_t first = contexts[0], len = contexts[1];
+  std::vector<int32_t> ap(pp.begin() + first, pp.begin() + first + len), ac(len, pc[first]), afirst, an, achecked;
+  add_chunk_tiles(0, len, afirst, an);
+  for (const int32_t t : checked)
+    if (t >= first && t < first + len) achecked.push_back(t - first);
+  const std::vector<float> alone =
+      check.run(AttentionKernel::Prefill, ap, ac, 1,
+                std::vector<float>(qkv.begin() + size_t(first) * AttentionCheck::width,
+                                   qkv.begin() + size_t(first + len) * AttentionCheck::width),
+                ref, afirst, an, achecked);
+  const size_t row = size_t(AttentionCheck::hq) * AttentionCheck::hd;
+  const auto at = std::find(checked.begin(), checked.end(), first) - checked.begin();
+  v.expect("attention_prefill" + kind + " prompt alone == in a step of 3",
+           std::equal(alone.begin(), alone.end(), together.begin() + at * row), "1024 tokens");
+}
+
 // Decode at the serving shapes: batches of 1, 64 and 256 over contexts of
 // 100, 1024 and 4500 (sequences share 6 block tables, so the pool stays
 // small), both kernels where the runner uses them; and batch invariance of
@@ -434,27 +477,7 @@ void check_attention_serving_shapes(Random& rng, Verdicts& v) {
     check.expect(AttentionKernel::Prefill, ep, ec, 1, "attention_prefill" + kind + " extend 50 over 2048 cached",
                  tile_first, tile_n);
 
-    // The layer check's prompts (100, 1000, 4500) as 100, 1024, 4500 in one step (a
-    // chunk each, many key tiles a block on full layers); the oracle checks
-    // the 100-token prompt whole and the others at their first rows, both
-    // sides of the window's edge, 12 rows across and the last rows.
-    std::vector<int32_t> pp, pc, checked;
-    tile_first.clear(), tile_n.clear();
-    for (size_t s = 0; s < contexts.size(); ++s) {
-      const int32_t len = contexts[s], first = int32_t(pp.size());
-      add_chunk_tiles(first, len, tile_first, tile_n);
-      for (int32_t i = 0; i < len; ++i) pp.push_back(i), pc.push_back(int32_t(s));
-      std::vector<int32_t> rows(len);
-      std::iota(rows.begin(), rows.end(), 0);
-      if (len > 128) {
-        rows = {0, 1, 2, 3, 126, 127, 128, 129, len - 4, len - 3, len - 2, len - 1};
-        for (int32_t i = 1; i <= 12; ++i) rows.push_back(len * i / 13);
-        std::sort(rows.begin(), rows.end());
-      }
-      for (const int32_t r : rows) checked.push_back(first + r);
-    }
-    check.expect(AttentionKernel::Prefill, pp, pc, 1, "attention_prefill" + kind + " prompts 100/1024/4500 in one step",
-                 tile_first, tile_n, checked);
+    check_prefill_prompts(check, v, kind, contexts);
   }
 }
 
