@@ -31,22 +31,25 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 // on). Their block-table reads are the tile's dependent loads (the entry,
 // then the row): a kernel fetches a tile's entries one tile ahead of its
 // copies, so the round trip to L2 overlaps a tile of math instead of stalling
-// the copies. (Entries, not 64-bit row offsets: 4 registers fewer a thread.)
+// the copies. A thread's keys are kStride apart: one division by the
+// (run-time) block size a tile, then steps.
 template <int kKeys, int kThreads>
 struct KvTileRows {
   static constexpr int kChunks = kKeys * 8;  // 16-byte chunks of K (and as many of V)
   static_assert(kChunks % kThreads == 0, "every thread copies as many chunks");
   static constexpr int kPerThread = kChunks / kThreads;
-  int32_t k0;
+  static constexpr int kStride = kThreads / 8;  // keys between a thread's chunks
   int32_t block[kPerThread];
+  int32_t first_slot;  // the first key's row within its block
 
-  __device__ __forceinline__ void fetch(const KvLayerView& kv, const int32_t* block_table, int32_t first_key,
-                                        int32_t key_end, int tid) {
-    k0 = first_key;
+  __device__ __forceinline__ void fetch(const KvLayerView& kv, const int32_t* block_table, int32_t k0, int32_t key_end,
+                                        int tid) {
+    int32_t key = k0 + tid / 8, index = key / kv.block_size, slot = key - index * kv.block_size;
+    first_slot = slot;
 #pragma unroll
-    for (int b = 0; b < kPerThread; ++b) {
-      const int32_t key = k0 + (tid + b * kThreads) / 8;
-      block[b] = key < key_end ? block_table[key / kv.block_size] : -1;
+    for (int b = 0; b < kPerThread; ++b, key += kStride) {
+      block[b] = key < key_end ? block_table[index] : -1;
+      for (slot += kStride; slot >= kv.block_size; slot -= kv.block_size) ++index;
     }
   }
 
@@ -55,15 +58,16 @@ struct KvTileRows {
   // masked probabilities meet zeros.
   __device__ __forceinline__ void copy(const KvLayerView& kv, int kv_head, uint32_t k_tile, uint32_t v_tile,
                                        int tid) const {
+    int32_t slot = first_slot;
 #pragma unroll
     for (int b = 0; b < kPerThread; ++b) {
-      const int n = tid + b * kThreads, j = n / 8, c = n % 8;
-      const int64_t row = block[b] < 0 ? 0
-                                       : block[b] * kv.block_stride +
-                                             static_cast<int64_t>((k0 + j) % kv.block_size) * kv.kv_dim;
+      const int j = tid / 8 + b * kStride, c = tid % 8;
+      const int64_t row = block[b] < 0 ? 0 : block[b] * kv.block_stride + static_cast<int64_t>(slot) * kv.kv_dim;
       const bf16* src = kv.pool + row + kv_head * kHeadDim + c * 8;
       tiled::cp_async16(k_tile + swz(j, c), src + kv.k_offset, block[b] >= 0);
       tiled::cp_async16(v_tile + swz(j, c), src + kv.v_offset, block[b] >= 0);
+      slot += kStride;
+      while (slot >= kv.block_size) slot -= kv.block_size;
     }
   }
 };

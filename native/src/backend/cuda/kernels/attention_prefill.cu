@@ -39,11 +39,12 @@ constexpr int kStages = 3;  // K/V tiles in flight: 48 KiB, 4 blocks an SM
 constexpr int32_t kMaxQueryTiles = 65535;
 
 // kWarps = the group's rows / 16 (a compile-time thread count: each thread
-// copies a fixed share of a K/V tile). At least 16 warps an SM (128
-// registers a thread): at 3 blocks of 4 (132 registers) the K/V and table
-// latency had 12 warps to hide behind.
+// copies a fixed share of a K/V tile). 4 blocks an SM: for gpt-oss's 4-warp
+// blocks that caps a thread at 128 registers (at 132, 3 blocks left the K/V
+// and table latency 12 warps to hide behind); 8-warp blocks keep their
+// registers (at 128 they spill).
 template <int kWarps>
-__global__ void __launch_bounds__(kWarps * kWarpSize, 16 / (kWarps > 4 ? kWarps : 4))
+__global__ void __launch_bounds__(kWarps * kWarpSize, kWarps <= 4 ? 4 : 1)
     attention_prefill_kernel(AttentionArgs args, QueryTiles tiles) {
   __shared__ __align__(128) uint8_t kv_s[kStages][2][kKeys * kRowBytes];  // [stage][K, V]
   // Q passes through the last stage: its fragments are in registers before

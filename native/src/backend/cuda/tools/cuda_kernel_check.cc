@@ -202,7 +202,8 @@ struct TestKv {
   DeviceBuffer<bf16> d_pool;
   DeviceBuffer<int32_t> d_tables;
 
-  TestKv(Random& rng, int32_t kv_dim_, int32_t n_seqs, int32_t max_len) : kv_dim(kv_dim_) {
+  TestKv(Random& rng, int32_t kv_dim_, int32_t n_seqs, int32_t max_len, int32_t block_size_ = 16)
+      : block_size(block_size_), kv_dim(kv_dim_) {
     max_blocks = (max_len + block_size - 1) / block_size;
     n_blocks = n_seqs * max_blocks;
     pool = rng.bf16_floats(size_t(n_blocks) * 2 * block_size * kv_dim, 1.0f);
@@ -348,30 +349,35 @@ void one_token_tiles(int32_t n, std::vector<int32_t>& tile_first, std::vector<in
   for (int32_t t = 0; t < n; ++t) tile_first.push_back(t), tile_n.push_back(1);
 }
 
+// Both cache block sizes: the engine's 16 and 12 (the K/V tile loads step a
+// thread's keys through the blocks: 16 and 4 keys apart, more or fewer than a
+// block, not a power of two).
 void check_attention(Random& rng, Verdicts& v) {
-  for (int32_t window : {0, 128}) {
-    const std::string kind = window ? "sliding" : "full";
-    // Decode: four sequences of different lengths, one token each.
-    const std::vector<int32_t> lens = {1, 17, 300, 1500};
-    TestKv kv(rng, AttentionCheck::hkv * AttentionCheck::hd, int32_t(lens.size()), 1500);
-    AttentionCheck check{rng, v, kv, window};
-    std::vector<int32_t> pos, chunk;
-    for (size_t s = 0; s < lens.size(); ++s) pos.push_back(lens[s] - 1), chunk.push_back(int32_t(s));
-    check.expect(AttentionKernel::Decode, pos, chunk, 1, "attention_decode " + kind + " (1 split)");
-    check.expect(AttentionKernel::Decode, pos, chunk, 7, "attention_decode " + kind + " (7 splits)");
-    check.expect(AttentionKernel::DecodeTc, pos, chunk, 1, "attention_decode_tc " + kind + " (1 split)");
-    check.expect(AttentionKernel::DecodeTc, pos, chunk, 16, "attention_decode_tc " + kind + " (16 splits)");
-    // Prefill: chunks of 37 tokens at 200 and 5 tokens at 0.
-    std::vector<int32_t> ppos, pchunk, tile_first, tile_n;
-    for (int32_t i = 0; i < 37; ++i) ppos.push_back(200 + i), pchunk.push_back(2);
-    for (int32_t i = 0; i < 5; ++i) ppos.push_back(i), pchunk.push_back(0);
-    add_chunk_tiles(0, 37, tile_first, tile_n);
-    add_chunk_tiles(37, 5, tile_first, tile_n);
-    check.expect(AttentionKernel::Prefill, ppos, pchunk, 1, "attention_prefill " + kind + " (chunks of 37 and 5)",
-                 tile_first, tile_n);
-    one_token_tiles(int32_t(pos.size()), tile_first, tile_n);
-    check.expect(AttentionKernel::Prefill, pos, chunk, 1, "attention_prefill " + kind + " (one-token tiles)", tile_first,
-                 tile_n);
+  for (const int32_t block_size : {16, 12}) {
+    for (int32_t window : {0, 128}) {
+      const std::string kind = std::string(window ? "sliding" : "full") + (block_size == 16 ? "" : ", 12-key blocks");
+      // Decode: four sequences of different lengths, one token each.
+      const std::vector<int32_t> lens = {1, 17, 300, 1500};
+      TestKv kv(rng, AttentionCheck::hkv * AttentionCheck::hd, int32_t(lens.size()), 1500, block_size);
+      AttentionCheck check{rng, v, kv, window};
+      std::vector<int32_t> pos, chunk;
+      for (size_t s = 0; s < lens.size(); ++s) pos.push_back(lens[s] - 1), chunk.push_back(int32_t(s));
+      check.expect(AttentionKernel::Decode, pos, chunk, 1, "attention_decode " + kind + " (1 split)");
+      check.expect(AttentionKernel::Decode, pos, chunk, 7, "attention_decode " + kind + " (7 splits)");
+      check.expect(AttentionKernel::DecodeTc, pos, chunk, 1, "attention_decode_tc " + kind + " (1 split)");
+      check.expect(AttentionKernel::DecodeTc, pos, chunk, 16, "attention_decode_tc " + kind + " (16 splits)");
+      // Prefill: chunks of 37 tokens at 200 and 5 tokens at 0.
+      std::vector<int32_t> ppos, pchunk, tile_first, tile_n;
+      for (int32_t i = 0; i < 37; ++i) ppos.push_back(200 + i), pchunk.push_back(2);
+      for (int32_t i = 0; i < 5; ++i) ppos.push_back(i), pchunk.push_back(0);
+      add_chunk_tiles(0, 37, tile_first, tile_n);
+      add_chunk_tiles(37, 5, tile_first, tile_n);
+      check.expect(AttentionKernel::Prefill, ppos, pchunk, 1, "attention_prefill " + kind + " (chunks of 37 and 5)",
+                   tile_first, tile_n);
+      one_token_tiles(int32_t(pos.size()), tile_first, tile_n);
+      check.expect(AttentionKernel::Prefill, pos, chunk, 1, "attention_prefill " + kind + " (one-token tiles)", tile_first,
+                   tile_n);
+    }
   }
 }
 
