@@ -143,6 +143,7 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, kWarps <= 4 ? 4 : 1)
     attention_mma::online_softmax(s, m, l, o);
     attention_mma::accumulate_pv(s, smem_addr(kv_s[stage][1]), o);
   }
+  tiled::cp_async_wait<0>();  // a one-tile walk's zero-filled second stage: no copy outlives the block
 
   // out = O / (l + exp(sink - m)), rescaled to the common maximum.
 #pragma unroll
