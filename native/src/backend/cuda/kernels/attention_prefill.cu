@@ -118,15 +118,16 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, kWarps <= 4 ? 4 : 1)
   }
   next.fetch(kv, table, key_begin + (kStages - 1) * kKeys, key_end, threadIdx.x);
   for (int32_t k0 = key_begin, i = 0; k0 < key_end; k0 += kKeys, ++i) {
-    __syncthreads();  // tile i - 1's stage is consumed: it takes tile i + kStages - 1
+    // One barrier a tile: after it tile i is visible to every thread, and
+    // every warp is done with tile i - 1, whose stage takes tile i + kStages - 1.
+    tiled::cp_async_wait<kStages - 2>();
+    __syncthreads();
     const int32_t k_ahead = k0 + (kStages - 1) * kKeys;
     if (k_ahead < key_end) {
       copy_next((i + kStages - 1) % kStages);
       next.fetch(kv, table, k_ahead + kKeys, key_end, threadIdx.x);
     }
     tiled::cp_async_commit();  // empty near the end: the wait count stays uniform
-    tiled::cp_async_wait<kStages - 1>();
-    __syncthreads();
 
     const int stage = i % kStages;
     float s[8][4];
