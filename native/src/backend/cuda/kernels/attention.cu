@@ -12,8 +12,9 @@
 // Tensor-core kernel (larger batches). A block serves one (token, KV head,
 // split); the query heads of the group are the rows of one m16 tile (8 of 16
 // used at gpt-oss's GQA 8). Its 4 warps take turns over 16-key tiles of the
-// split, each warp with its own 3-stage cp.async pipeline and no block
-// barrier inside the loop (the CUDA-core kernel's loads wait on two barriers
+// split, each warp with its own 3-stage cp.async pipeline (a tile's
+// block-table reads issued a tile before its copies) and no block barrier
+// inside the loop (the CUDA-core kernel's loads wait on two barriers
 // a tile: latency-bound); at the end the warps' softmax states are combined
 // in shared memory in a fixed order.
 //
@@ -220,24 +221,32 @@ __device__ __forceinline__ void attend_split_tc(const AttentionArgs& args, int32
   const int32_t my_tiles = n_tiles > warp ? (n_tiles - warp + kTcWarps - 1) / kTcWarps : 0;
   const int32_t* table = args.tokens.block_tables + static_cast<int64_t>(args.tokens.token_chunk[t]) * args.tokens.max_blocks;
 
-  // This warp's i-th tile (tile warp + 4 i of the split) into `stage`.
-  const auto load = [&](int32_t i, int stage) {
-    attention_mma::load_kv_tile(args.kv, table, kv_head, key_begin + (warp + kTcWarps * i) * kTcKeys, key_end, kTcKeys,
-                                tiled::smem_addr(kv_s[warp][stage][0]), tiled::smem_addr(kv_s[warp][stage][1]), lane,
-                                kWarpSize);
+  // `rows` holds the K/V rows of this warp's i-th tile (tile warp + 4 i of the
+  // split), fetched one tile ahead of their copy into stage i % kTcStages.
+  attention_mma::KvTileRows<kTcKeys, kWarpSize> rows;
+  const auto fetch = [&](int32_t i) {
+    rows.fetch(args.kv, table, key_begin + (warp + kTcWarps * i) * kTcKeys, key_end, lane);
+  };
+  const auto copy = [&](int stage) {
+    rows.copy(args.kv, kv_head, tiled::smem_addr(kv_s[warp][stage][0]), tiled::smem_addr(kv_s[warp][stage][1]), lane);
   };
 
   float o[8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 #pragma unroll
   for (int i = 0; i < kTcStages - 1; ++i) {
-    if (i < my_tiles) load(i, i);
+    fetch(i);
+    if (i < my_tiles) copy(i);
     tiled::cp_async_commit();
   }
+  fetch(kTcStages - 1);
   for (int32_t i = 0; i < my_tiles; ++i) {
     tiled::cp_async_wait<kTcStages - 2>();
     __syncwarp();  // tile i visible to all lanes; tile i - 1's stage consumed by all
-    if (i + kTcStages - 1 < my_tiles) load(i + kTcStages - 1, (i + kTcStages - 1) % kTcStages);
+    if (i + kTcStages - 1 < my_tiles) {
+      copy((i + kTcStages - 1) % kTcStages);
+      fetch(i + kTcStages);
+    }
     tiled::cp_async_commit();
 
     const int stage = i % kTcStages;

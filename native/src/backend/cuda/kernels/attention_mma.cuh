@@ -26,36 +26,60 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// Issues the cp.async copies of keys k0 .. k0 + n_keys - 1 of one KV head
-// (K rows to `k_tile`, V rows to `v_tile`), thread `tid` of `n_threads`;
-// keys from `key_end` on are zero-filled, so masked probabilities meet zeros.
-// A thread's block-table reads go out kBatch at a time before any copy needs
-// them: one dependent read at a time would cost a round trip to L2 each.
-__device__ __forceinline__ void load_kv_tile(const KvLayerView& kv, const int32_t* block_table, int kv_head, int32_t k0,
-                                             int32_t key_end, int n_keys, uint32_t k_tile, uint32_t v_tile, int tid,
-                                             int n_threads) {
-  constexpr int kBatch = 4;
-  const int chunks = n_keys * 8;  // 16-byte chunks of K (and as many of V)
-  for (int n0 = tid; n0 < chunks; n0 += kBatch * n_threads) {
-    int64_t row[kBatch];
+// The cache blocks of the K/V rows one thread copies for a tile of kKeys
+// keys from k0 (kThreads threads, 16-byte chunks; -1 for keys from `key_end`
+// on). Their block-table reads are the tile's dependent loads (the entry,
+// then the row): a kernel fetches a tile's entries one tile ahead of its
+// copies, so the round trip to L2 overlaps a tile of math instead of stalling
+// the copies. A thread's keys are kStride apart: one division by the
+// (run-time) block size a tile, then steps.
+template <int kKeys, int kThreads>
+struct KvTileRows {
+  static constexpr int kChunks = kKeys * 8;  // 16-byte chunks of K (and as many of V)
+  static_assert(kChunks % kThreads == 0, "every thread copies as many chunks");
+  static constexpr int kPerThread = kChunks / kThreads;
+  static constexpr int kStride = kThreads / 8;  // keys between a thread's chunks
+  int32_t block[kPerThread];
+  int32_t first_slot;  // the first key's row within its block
+
+  __device__ __forceinline__ void fetch(const KvLayerView& kv, const int32_t* block_table, int32_t k0, int32_t key_end,
+                                        int tid) {
+    int32_t key = k0 + tid / 8, index = key / kv.block_size, slot = key - index * kv.block_size;
+    first_slot = slot;
 #pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int n = n0 + b * n_threads;
-      const int32_t key = k0 + n / 8;
-      row[b] = n < chunks && key < key_end
-                   ? block_table[key / kv.block_size] * kv.block_stride + static_cast<int64_t>(key % kv.block_size) * kv.kv_dim
-                   : -1;
-    }
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int n = n0 + b * n_threads, j = n / 8, c = n % 8;
-      if (n >= chunks) break;
-      const bf16* src = kv.pool + (row[b] < 0 ? 0 : row[b]) + kv_head * kHeadDim + c * 8;
-      tiled::cp_async16(k_tile + swz(j, c), src + kv.k_offset, row[b] >= 0);
-      tiled::cp_async16(v_tile + swz(j, c), src + kv.v_offset, row[b] >= 0);
+    for (int b = 0; b < kPerThread; ++b, key += kStride) {
+      block[b] = key < key_end ? block_table[index] : -1;
+      for (slot += kStride; slot >= kv.block_size; slot -= kv.block_size) ++index;
     }
   }
+
+  // Issues the cp.async copies of the fetched rows of one KV head (K rows to
+  // `k_tile`, V rows to `v_tile`); rows past the keys are zero-filled, so
+  // masked probabilities meet zeros.
+  __device__ __forceinline__ void copy(const KvLayerView& kv, int kv_head, uint32_t k_tile, uint32_t v_tile,
+                                       int tid) const {
+    int32_t slot = first_slot;
+#pragma unroll
+    for (int b = 0; b < kPerThread; ++b) {
+      const int j = tid / 8 + b * kStride, c = tid % 8;
+      const int64_t row = block[b] < 0 ? 0 : block[b] * kv.block_stride + static_cast<int64_t>(slot) * kv.kv_dim;
+      const bf16* src = kv.pool + row + kv_head * kHeadDim + c * 8;
+      tiled::cp_async16(k_tile + swz(j, c), src + kv.k_offset, block[b] >= 0);
+      tiled::cp_async16(v_tile + swz(j, c), src + kv.v_offset, block[b] >= 0);
+      slot += kStride;
+      while (slot >= kv.block_size) slot -= kv.block_size;
+    }
+  }
+};
+
+// 2^x on the special-function unit (one instruction; -inf gives 0): the
+// softmax takes exp(x) as 2^(x log2 e), the log2 e folded into one FMA.
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
+constexpr float kLog2e = 1.4426950408889634f;
 
 // S = Q K^T for 16 rows x 8 kN8 keys; `k_tile` is the tile's first key row.
 template <int kN8>
@@ -91,8 +115,9 @@ __device__ __forceinline__ void online_softmax(float (&s)[kN8][4], float (&m)[2]
     tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
     tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
     const float m_new = fmaxf(m[h], tile_max[h]);
-    base[h] = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet
-    scale[h] = expf(m[h] - base[h]);
+    const float mb = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet
+    scale[h] = exp2_approx((m[h] - mb) * kLog2e);         // exactly 1 while the max stays
+    base[h] = -mb * kLog2e;
     m[h] = m_new;
   }
   float row_sum[2] = {0.0f, 0.0f};
@@ -100,7 +125,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[kN8][4], float (&m)[2]
   for (int j = 0; j < kN8; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      s[j][e] = expf(s[j][e] - base[e / 2]);
+      s[j][e] = exp2_approx(fmaf(s[j][e], kLog2e, base[e / 2]));
       row_sum[e / 2] += s[j][e];
     }
 #pragma unroll

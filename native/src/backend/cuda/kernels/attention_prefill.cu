@@ -7,9 +7,14 @@
 // the group. Per tile of 64 keys: S = Q K^T (mma.sync m16n8k16, bf16 in,
 // float out; q pre-scaled by 1/sqrt(64)), masking (causal, window), online
 // softmax on the accumulator fragments, P cast to bf16 in place as the A
-// operand of O += P V (V fragments through ldmatrix.trans). The next tile's
-// K/V load (cp.async, two stages) overlaps this tile's math: an extend step
-// of a few query tiles over a long cached prefix is one long walk per block.
+// operand of O += P V (V fragments through ldmatrix.trans). The next two
+// tiles' K/V loads (cp.async, three stages) overlap this tile's math, and a
+// tile's block-table reads go out a tile before its copies (KvTileRows):
+// an extend step of a few query tiles over a long cached prefix is one long
+// walk per block. Only tiles that cross a row's causal or window edge are
+// masked (at 8k nearly every tile is inside every row's range). Blocks start
+// longest walk first (the last query tiles of a chunk), so the short ones
+// fill the end of the grid instead of the long ones trailing alone.
 // The sink joins the denominator at the end.
 #include <cmath>
 
@@ -28,19 +33,31 @@ using attention_mma::swz;
 using tiled::ldmatrix_x4;
 using tiled::smem_addr;
 
-constexpr int kKeys = 64;  // keys per tile
-constexpr int kMaxRows = kPrefillQueryTile * 16;
+constexpr int kKeys = 64;   // keys per tile
+constexpr int kStages = 3;  // K/V tiles in flight: 48 KiB, 4 blocks an SM
+// The grid is (KV head, query tile): CUDA's limit on its second dimension.
+constexpr int32_t kMaxQueryTiles = 65535;
 
-__global__ void __launch_bounds__(kMaxRows / 16 * kWarpSize)
+// kWarps = the group's rows / 16 (a compile-time thread count: each thread
+// copies a fixed share of a K/V tile). 4 blocks an SM: for gpt-oss's 4-warp
+// blocks that caps a thread at 128 registers (at 132, 3 blocks left the K/V
+// and table latency 12 warps to hide behind); 8-warp blocks keep their
+// registers (at 128 they spill).
+template <int kWarps>
+__global__ void __launch_bounds__(kWarps * kWarpSize, kWarps <= 4 ? 4 : 1)
     attention_prefill_kernel(AttentionArgs args, QueryTiles tiles) {
-  __shared__ __align__(128) uint8_t q_s[kMaxRows * kRowBytes];
-  __shared__ __align__(128) uint8_t kv_s[2][2][kKeys * kRowBytes];  // [stage][K, V]
+  __shared__ __align__(128) uint8_t kv_s[kStages][2][kKeys * kRowBytes];  // [stage][K, V]
+  // Q passes through the last stage: its fragments are in registers before
+  // that stage takes its first tile (iteration 0, after a barrier).
+  uint8_t* q_s = kv_s[kStages - 1][0];
+  static_assert(kWarps * 16 * kRowBytes <= sizeof(kv_s[0]), "Q rows fit one stage");
 
   const int group = args.n_q_heads / args.n_kv_heads;
   const int rows = kPrefillQueryTile * group;  // row = token * group + head
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const int kv_head = blockIdx.y;
-  const int32_t first = tiles.first_token[blockIdx.x], n_tokens = tiles.n_tokens[blockIdx.x];
+  const int kv_head = blockIdx.x;
+  const int32_t tile = tiles.n_tiles - 1 - static_cast<int32_t>(blockIdx.y);  // longest walk first
+  const int32_t first = tiles.first_token[tile], n_tokens = tiles.n_tokens[tile];
   const TokenPlacement& tok = args.tokens;
   const KvLayerView& kv = args.kv;
 
@@ -65,52 +82,69 @@ __global__ void __launch_bounds__(kMaxRows / 16 * kWarpSize)
     ldmatrix_x4(smem_addr(q_s) + swz(16 * warp + lane % 16, 2 * kk + lane / 16), qf[kk][0], qf[kk][1],
                 qf[kk][2], qf[kk][3]);
 
-  // This thread's two rows: r0 = 16 warp + lane / 4 and r0 + 8.
-  int32_t pos[2], lo[2];
+  // This thread's two rows: r0 = 16 warp + lane / 4 and r0 + 8; -1 for a
+  // row past the tile's tokens. A row at `pos` sees key k iff 0 <= pos - k <
+  // `visible` (one unsigned compare: the causal and the window edge).
+  int32_t pos[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int t = (16 * warp + lane / 4 + 8 * h) / group;
     pos[h] = t < n_tokens ? tok.token_pos[first + t] : -1;
-    lo[h] = pos[h] < 0 ? 0 : (args.sliding_window > 0 ? max(0, pos[h] - args.sliding_window + 1) : 0);
   }
+  const uint32_t visible = args.sliding_window > 0 ? args.sliding_window : INT32_MAX;
   const int32_t first_pos = tok.token_pos[first];
   const int32_t key_begin = args.sliding_window > 0 ? max(0, first_pos - args.sliding_window + 1) : 0;
-  const int32_t key_end = tok.token_pos[first + n_tokens - 1] + 1;
+  const int32_t last_pos = tok.token_pos[first + n_tokens - 1], key_end = last_pos + 1;
+  // Keys from here to first_pos are visible to every row of the tile.
+  const int32_t last_lo = args.sliding_window > 0 ? max(0, last_pos - args.sliding_window + 1) : 0;
   const int32_t* table =
       tok.block_tables + static_cast<int64_t>(tok.token_chunk[first]) * tok.max_blocks;
 
   float o[8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
-  const auto load = [&](int32_t k0, int stage) {
-    attention_mma::load_kv_tile(kv, table, kv_head, k0, key_end, kKeys, smem_addr(kv_s[stage][0]),
-                                smem_addr(kv_s[stage][1]), threadIdx.x, blockDim.x);
-    tiled::cp_async_commit();
+  // Tile i sits in stage i % kStages; its copies go out kStages - 1
+  // iterations ahead of its math, and its block-table entries (`next`) one
+  // iteration before its copies.
+  attention_mma::KvTileRows<kKeys, kWarps * kWarpSize> next;
+  const auto copy_next = [&](int stage) {
+    next.copy(kv, kv_head, smem_addr(kv_s[stage][0]), smem_addr(kv_s[stage][1]), threadIdx.x);
   };
-  load(key_begin, 0);
-  for (int32_t k0 = key_begin, i = 0; k0 < key_end; k0 += kKeys, ++i) {
-    __syncthreads();  // tile i - 1's stage is consumed: it takes tile i + 1
-    if (k0 + kKeys < key_end)
-      load(k0 + kKeys, (i + 1) % 2);
-    else
-      tiled::cp_async_commit();  // an empty group keeps the wait count uniform
-    tiled::cp_async_wait<1>();
-    __syncthreads();
-
-    float s[8][4];
-    attention_mma::scores(qf, smem_addr(kv_s[i % 2][0]), s);
-    // Causal and window masks.
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int h = e / 2;
-        const int32_t key = k0 + 8 * j + 2 * (lane % 4) + (e % 2);
-        if (key < lo[h] || key > pos[h]) s[j][e] = -INFINITY;
-      }
-    attention_mma::online_softmax(s, m, l, o);
-    attention_mma::accumulate_pv(s, smem_addr(kv_s[i % 2][1]), o);
+  for (int stage = 0; stage < kStages - 1; ++stage) {  // tiles past the keys: zero-filled, never read
+    next.fetch(kv, table, key_begin + stage * kKeys, key_end, threadIdx.x);
+    copy_next(stage);
+    tiled::cp_async_commit();
   }
+  next.fetch(kv, table, key_begin + (kStages - 1) * kKeys, key_end, threadIdx.x);
+  for (int32_t k0 = key_begin, i = 0; k0 < key_end; k0 += kKeys, ++i) {
+    // One barrier a tile: after it tile i is visible to every thread, and
+    // every warp is done with tile i - 1, whose stage takes tile i + kStages - 1.
+    tiled::cp_async_wait<kStages - 2>();
+    __syncthreads();
+    const int32_t k_ahead = k0 + (kStages - 1) * kKeys;
+    if (k_ahead < key_end) {
+      copy_next((i + kStages - 1) % kStages);
+      next.fetch(kv, table, k_ahead + kKeys, key_end, threadIdx.x);
+    }
+    tiled::cp_async_commit();  // empty near the end: the wait count stays uniform
+
+    const int stage = i % kStages;
+    float s[8][4];
+    attention_mma::scores(qf, smem_addr(kv_s[stage][0]), s);
+    if (k0 + kKeys - 1 > first_pos || k0 < last_lo) {  // causal and window masks
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int32_t key = k0 + 8 * j + 2 * (lane % 4) + (e % 2);
+          if (static_cast<uint32_t>(pos[e / 2] - key) >= visible) s[j][e] = -INFINITY;
+        }
+    }
+    attention_mma::online_softmax(s, m, l, o);
+    attention_mma::accumulate_pv(s, smem_addr(kv_s[stage][1]), o);
+  }
+  tiled::cp_async_wait<0>();  // a one-tile walk's zero-filled second stage: no copy outlives the block
 
   // out = O / (l + exp(sink - m)), rescaled to the common maximum.
 #pragma unroll
@@ -130,15 +164,29 @@ __global__ void __launch_bounds__(kMaxRows / 16 * kWarpSize)
   }
 }
 
+template <int kWarps>
+void launch_prefill(const AttentionArgs& args, const QueryTiles& tiles, cudaStream_t stream) {
+  const dim3 grid(args.n_kv_heads, tiles.n_tiles, 1);
+  attention_prefill_kernel<kWarps><<<grid, kWarps * kWarpSize, 0, stream>>>(args, tiles);
+  GPTOSS_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
 
 void attention_prefill(const AttentionArgs& args, const QueryTiles& tiles, cudaStream_t stream) {
   check_attention_shape(args);
   if (tiles.n_tiles == 0) return;
-  const int group = args.n_q_heads / args.n_kv_heads;
-  const dim3 grid(tiles.n_tiles, args.n_kv_heads, 1);
-  attention_prefill_kernel<<<grid, kPrefillQueryTile * group / 16 * kWarpSize, 0, stream>>>(args, tiles);
-  GPTOSS_CUDA_CHECK_LAUNCH();
+  if (tiles.n_tiles > kMaxQueryTiles)
+    throw Error(GPTOSS_ERR_BACKEND, "attention_prefill: at most 65535 query tiles a step");
+  static_assert(kPrefillQueryTile == 8, "rows / 16 warps: a group of g query heads is g / 2 warps");
+  switch (args.n_q_heads / args.n_kv_heads) {
+    case 2: return launch_prefill<1>(args, tiles, stream);
+    case 4: return launch_prefill<2>(args, tiles, stream);
+    case 8: return launch_prefill<4>(args, tiles, stream);  // gpt-oss
+    case 16: return launch_prefill<8>(args, tiles, stream);
+    default:
+      throw Error(GPTOSS_ERR_BACKEND, "attention_prefill: 2, 4, 8 or 16 query heads per KV head");
+  }
 }
 
 }  // namespace gptoss::cuda

@@ -258,7 +258,8 @@ struct TestKv {
   DeviceBuffer<bf16> d_pool;
   DeviceBuffer<int32_t> d_tables;
 
-  TestKv(Random& rng, int32_t kv_dim_, int32_t n_seqs, int32_t max_len) : kv_dim(kv_dim_) {
+  TestKv(Random& rng, int32_t kv_dim_, int32_t n_seqs, int32_t max_len, int32_t block_size_ = 16)
+      : block_size(block_size_), kv_dim(kv_dim_) {
     max_blocks = (max_len + block_size - 1) / block_size;
     n_blocks = n_seqs * max_blocks;
     pool = rng.bf16_floats(size_t(n_blocks) * 2 * block_size * kv_dim, 1.0f);
@@ -404,31 +405,79 @@ void one_token_tiles(int32_t n, std::vector<int32_t>& tile_first, std::vector<in
   for (int32_t t = 0; t < n; ++t) tile_first.push_back(t), tile_n.push_back(1);
 }
 
+// Both cache block sizes: the engine's 16 and 12 (the K/V tile loads step a
+// thread's keys through the blocks: 16 and 4 keys apart, more or fewer than a
+// block, not a power of two).
 void check_attention(Random& rng, Verdicts& v) {
-  for (int32_t window : {0, 128}) {
-    const std::string kind = window ? "sliding" : "full";
-    // Decode: four sequences of different lengths, one token each.
-    const std::vector<int32_t> lens = {1, 17, 300, 1500};
-    TestKv kv(rng, AttentionCheck::hkv * AttentionCheck::hd, int32_t(lens.size()), 1500);
-    AttentionCheck check{rng, v, kv, window};
-    std::vector<int32_t> pos, chunk;
-    for (size_t s = 0; s < lens.size(); ++s) pos.push_back(lens[s] - 1), chunk.push_back(int32_t(s));
-    check.expect(AttentionKernel::Decode, pos, chunk, 1, "attention_decode " + kind + " (1 split)");
-    check.expect(AttentionKernel::Decode, pos, chunk, 7, "attention_decode " + kind + " (7 splits)");
-    check.expect(AttentionKernel::DecodeTc, pos, chunk, 1, "attention_decode_tc " + kind + " (1 split)");
-    check.expect(AttentionKernel::DecodeTc, pos, chunk, 16, "attention_decode_tc " + kind + " (16 splits)");
-    // Prefill: chunks of 37 tokens at 200 and 5 tokens at 0.
-    std::vector<int32_t> ppos, pchunk, tile_first, tile_n;
-    for (int32_t i = 0; i < 37; ++i) ppos.push_back(200 + i), pchunk.push_back(2);
-    for (int32_t i = 0; i < 5; ++i) ppos.push_back(i), pchunk.push_back(0);
-    add_chunk_tiles(0, 37, tile_first, tile_n);
-    add_chunk_tiles(37, 5, tile_first, tile_n);
-    check.expect(AttentionKernel::Prefill, ppos, pchunk, 1, "attention_prefill " + kind + " (chunks of 37 and 5)",
-                 tile_first, tile_n);
-    one_token_tiles(int32_t(pos.size()), tile_first, tile_n);
-    check.expect(AttentionKernel::Prefill, pos, chunk, 1, "attention_prefill " + kind + " (one-token tiles)", tile_first,
-                 tile_n);
+  for (const int32_t block_size : {16, 12}) {
+    for (int32_t window : {0, 128}) {
+      const std::string kind = std::string(window ? "sliding" : "full") + (block_size == 16 ? "" : ", 12-key blocks");
+      // Decode: four sequences of different lengths, one token each.
+      const std::vector<int32_t> lens = {1, 17, 300, 1500};
+      TestKv kv(rng, AttentionCheck::hkv * AttentionCheck::hd, int32_t(lens.size()), 1500, block_size);
+      AttentionCheck check{rng, v, kv, window};
+      std::vector<int32_t> pos, chunk;
+      for (size_t s = 0; s < lens.size(); ++s) pos.push_back(lens[s] - 1), chunk.push_back(int32_t(s));
+      check.expect(AttentionKernel::Decode, pos, chunk, 1, "attention_decode " + kind + " (1 split)");
+      check.expect(AttentionKernel::Decode, pos, chunk, 7, "attention_decode " + kind + " (7 splits)");
+      check.expect(AttentionKernel::DecodeTc, pos, chunk, 1, "attention_decode_tc " + kind + " (1 split)");
+      check.expect(AttentionKernel::DecodeTc, pos, chunk, 16, "attention_decode_tc " + kind + " (16 splits)");
+      // Prefill: chunks of 37 tokens at 200 and 5 tokens at 0.
+      std::vector<int32_t> ppos, pchunk, tile_first, tile_n;
+      for (int32_t i = 0; i < 37; ++i) ppos.push_back(200 + i), pchunk.push_back(2);
+      for (int32_t i = 0; i < 5; ++i) ppos.push_back(i), pchunk.push_back(0);
+      add_chunk_tiles(0, 37, tile_first, tile_n);
+      add_chunk_tiles(37, 5, tile_first, tile_n);
+      check.expect(AttentionKernel::Prefill, ppos, pchunk, 1, "attention_prefill " + kind + " (chunks of 37 and 5)",
+                   tile_first, tile_n);
+      one_token_tiles(int32_t(pos.size()), tile_first, tile_n);
+      check.expect(AttentionKernel::Prefill, pos, chunk, 1, "attention_prefill " + kind + " (one-token tiles)", tile_first,
+                   tile_n);
+    }
   }
+}
+
+// The layer check's prompts (100, 1000, 4500) as 100, 1024, 4500 in one step
+// (a chunk each, many key tiles a block on full layers); the oracle checks
+// the 100-token prompt whole and the others at their first rows, both sides
+// of the window's edge, 12 rows across and the last rows. Then batch
+// invariance: the 1024-token prompt alone gives the bits it gives in the step
+// (its tiles run in another order there, after other blocks).
+void check_prefill_prompts(AttentionCheck& check, Verdicts& v, const std::string& kind,
+                           const std::vector<int32_t>& contexts) {
+  std::vector<int32_t> pp, pc, checked, tile_first, tile_n;
+  for (size_t s = 0; s < contexts.size(); ++s) {
+    const int32_t len = contexts[s], first = int32_t(pp.size());
+    add_chunk_tiles(first, len, tile_first, tile_n);
+    for (int32_t i = 0; i < len; ++i) pp.push_back(i), pc.push_back(int32_t(s));
+    std::vector<int32_t> rows(len);
+    std::iota(rows.begin(), rows.end(), 0);
+    if (len > 128) {
+      rows = {0, 1, 2, 3, 126, 127, 128, 129, len - 4, len - 3, len - 2, len - 1};
+      for (int32_t i = 1; i <= 12; ++i) rows.push_back(len * i / 13);
+      std::sort(rows.begin(), rows.end());
+    }
+    for (const int32_t r : rows) checked.push_back(first + r);
+  }
+  const std::vector<float> qkv = check.rng.bf16_floats(pp.size() * AttentionCheck::width, 1.5f);
+  std::vector<float> ref;
+  const std::vector<float> together = check.run(AttentionKernel::Prefill, pp, pc, 1, qkv, ref, tile_first, tile_n, checked);
+  v.expect_close("attention_prefill" + kind + " prompts 100/1024/4500 in one step", relative_error(together, ref),
+                 2 * kBf16Tol);
+  const int32_t first = contexts[0], len = contexts[1];
+  std::vector<int32_t> ap(pp.begin() + first, pp.begin() + first + len), ac(len, pc[first]), afirst, an, achecked;
+  add_chunk_tiles(0, len, afirst, an);
+  for (const int32_t t : checked)
+    if (t >= first && t < first + len) achecked.push_back(t - first);
+  const std::vector<float> alone =
+      check.run(AttentionKernel::Prefill, ap, ac, 1,
+                std::vector<float>(qkv.begin() + size_t(first) * AttentionCheck::width,
+                                   qkv.begin() + size_t(first + len) * AttentionCheck::width),
+                ref, afirst, an, achecked);
+  const size_t row = size_t(AttentionCheck::hq) * AttentionCheck::hd;
+  const auto at = std::find(checked.begin(), checked.end(), first) - checked.begin();
+  v.expect("attention_prefill" + kind + " prompt alone == in a step of 3",
+           std::equal(alone.begin(), alone.end(), together.begin() + at * row), "1024 tokens");
 }
 
 // Decode at the serving shapes: batches of 1, 64 and 256 over contexts of
@@ -490,27 +539,7 @@ void check_attention_serving_shapes(Random& rng, Verdicts& v) {
     check.expect(AttentionKernel::Prefill, ep, ec, 1, "attention_prefill" + kind + " extend 50 over 2048 cached",
                  tile_first, tile_n);
 
-    // The layer check's prompts (100, 1000, 4500) as 100, 1024, 4500 in one step (a
-    // chunk each, many key tiles a block on full layers); the oracle checks
-    // the 100-token prompt whole and the others at their first rows, both
-    // sides of the window's edge, 12 rows across and the last rows.
-    std::vector<int32_t> pp, pc, checked;
-    tile_first.clear(), tile_n.clear();
-    for (size_t s = 0; s < contexts.size(); ++s) {
-      const int32_t len = contexts[s], first = int32_t(pp.size());
-      add_chunk_tiles(first, len, tile_first, tile_n);
-      for (int32_t i = 0; i < len; ++i) pp.push_back(i), pc.push_back(int32_t(s));
-      std::vector<int32_t> rows(len);
-      std::iota(rows.begin(), rows.end(), 0);
-      if (len > 128) {
-        rows = {0, 1, 2, 3, 126, 127, 128, 129, len - 4, len - 3, len - 2, len - 1};
-        for (int32_t i = 1; i <= 12; ++i) rows.push_back(len * i / 13);
-        std::sort(rows.begin(), rows.end());
-      }
-      for (const int32_t r : rows) checked.push_back(first + r);
-    }
-    check.expect(AttentionKernel::Prefill, pp, pc, 1, "attention_prefill" + kind + " prompts 100/1024/4500 in one step",
-                 tile_first, tile_n, checked);
+    check_prefill_prompts(check, v, kind, contexts);
   }
 }
 
