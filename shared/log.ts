@@ -6,6 +6,8 @@
  * which callers do only with LOG_PROMPTS. Runs under Deno (gateway) and Node
  * (worker): it uses no runtime-specific API.
  */
+import { setImmediate } from "node:timers";
+
 export type LogLevel = "debug" | "info" | "warn" | "error";
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
@@ -43,5 +45,25 @@ export function createLogger(
     warn: log("warn"),
     error: log("error"),
     child: (fields) => createLogger(minLevel, { ...base, ...fields }, write),
+  };
+}
+
+/**
+ * A line writer that hands `write` the lines of one event-loop turn together, as one text.
+ * Every request writes a line, and each `console.log` is a write syscall of its own (`op_print`,
+ * 3 % of the gateway's CPU at 256 streams); a line waits at most for the rest of its turn.
+ */
+export function linesPerTurn(
+  write: (text: string) => void = (text) => console.log(text),
+): (line: string) => void {
+  let pending: string[] = [];
+  const flush = () => {
+    const lines = pending;
+    pending = [];
+    write(lines.join("\n"));
+  };
+  return (line) => {
+    if (pending.length === 0) setImmediate(flush);
+    pending.push(line);
   };
 }
