@@ -2,7 +2,7 @@
  * This stack against a peer gateway, side by side on one machine, one command:
  *
  *   node --import tsx bench/gateway-vs-peer.ts [--quick] [--levels 1,32,256] [--phase-seconds 4]
- *     [--rounds 2] [--tokens 16] [--profile DIR]
+ *     [--rounds 2] [--tokens 16] [--profile DIR] [--no-peer]
  *
  * Targets, measured in alternating phases so both see the same machine:
  * - "ours": the Deno gateway, a private Redis and a worker whose engine is infinitely fast
@@ -69,7 +69,10 @@ const nodeProfile = (name: string) =>
   PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}/${name}`] : [];
 
 type TargetName = "ours" | "peer" | "floor";
-const TARGETS: TargetName[] = ["ours", "peer", "floor"];
+/** `--no-peer`: ours and the floor only, for A/B runs of this stack's own cost. */
+const TARGETS: TargetName[] = process.argv.includes("--no-peer")
+  ? ["ours", "floor"]
+  : ["ours", "peer", "floor"];
 
 interface HttpTarget {
   name: TargetName;
@@ -264,7 +267,7 @@ function ensurePeerInstalled(): void {
 const fmt = (n: number, digits = 2) => n.toFixed(digits).padStart(8);
 
 async function main() {
-  ensurePeerInstalled();
+  if (TARGETS.includes("peer")) ensurePeerInstalled();
   const prefix = `bench-peer-${randomBytes(4).toString("hex")}`;
   const processes: ManagedProcess[] = [];
   try {
@@ -370,7 +373,7 @@ async function main() {
         ...results,
         addedTtftP50Ms: {
           ours: results.ours.ttftMs.p50 - results.floor.ttftMs.p50,
-          peer: results.peer.ttftMs.p50 - results.floor.ttftMs.p50,
+          peer: (results.peer?.ttftMs.p50 ?? NaN) - results.floor.ttftMs.p50,
         },
       });
     }
@@ -431,8 +434,10 @@ async function main() {
         (n, p) => n + top.ours.cpuMsPerRequest[p],
         0,
       );
-      goals["256 streams: requests/s >= 2x peer"] =
-        top.ours.requestsPerSecond >= 2 * top.peer.requestsPerSecond;
+      if (top.peer) {
+        goals["256 streams: requests/s >= 2x peer"] =
+          top.ours.requestsPerSecond >= 2 * top.peer.requestsPerSecond;
+      }
       goals["256 streams: added TTFT p50 <= 40 ms"] = top.addedTtftP50Ms.ours <= 40;
       goals["256 streams: gateway + worker + Redis <= 0.8 core-ms/request"] = stack <= 0.8;
     }

@@ -13,12 +13,12 @@
  * stalled reader can hold neither an engine slot nor gateway memory for long.
  */
 import type { Context } from "hono";
-import { type SSEStreamingApi, streamSSE } from "hono/streaming";
 import type { AppEnv } from "../env.ts";
 import type { Logger } from "../../shared/log.ts";
 import { GatewayError, toOpenAIError } from "../errors.ts";
 import type { ChunkFormat } from "../responses/common.ts";
 import type { Generation } from "./generation.ts";
+import { SSEBody } from "./sse-body.ts";
 
 export interface SlowClientLimits {
   writeTimeoutMs: number;
@@ -43,7 +43,8 @@ export function relaySSE(
   options: SSEOptions,
 ): Response {
   const requestEnd = c.var.requestEnd;
-  return streamSSE(c, async (stream) => {
+  const stream = new SSEBody();
+  const relay = async () => {
     let lastWrite = Date.now();
     /** When the write in progress started; undefined while none waits on the client. */
     let writingSince: number | undefined;
@@ -130,11 +131,15 @@ export function relaySSE(
       clearInterval(slowClientCheck);
       await generation.close();
     }
-  });
+  };
+  relay().catch((err) => c.var.log.error("relay failed", { err })).finally(() => stream.close());
+  c.header("Content-Type", "text/event-stream");
+  c.header("Cache-Control", "no-cache");
+  return c.newResponse(stream.stream);
 }
 
-async function sendError(stream: SSEStreamingApi, err: unknown, log: Logger): Promise<void> {
+async function sendError(stream: SSEBody, err: unknown, log: Logger): Promise<void> {
   const mapped = toOpenAIError(err);
   if (mapped.status >= 500) log.error("stream failed", { err });
-  await stream.writeSSE({ data: JSON.stringify(mapped.body) });
+  await stream.write(`data: ${JSON.stringify(mapped.body)}\n\n`);
 }
