@@ -4,9 +4,10 @@
  * One ReadableStream fed through its controller. Hono's `streamSSE` puts a TransformStream and a
  * second ReadableStream that pulls from it between the two: three streams, a reader and a writer
  * per response, and a few promise hops per write; at 256 streams the web streams' code was the
- * gateway's third-largest script by self time. A write resolves once the server has asked for
- * what it holds (the client's backpressure, which the slow-client check watches), as a write to
- * the TransformStream did.
+ * gateway's third-largest script by self time. A write resolves at once when the server was
+ * waiting for it, else once the server has taken it and asks for more: a client that does not
+ * read holds the write (the backpressure the slow-client check watches), as it held a write to
+ * the TransformStream.
  */
 const encoder = new TextEncoder();
 
