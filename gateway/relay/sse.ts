@@ -48,14 +48,11 @@ export function relaySSE(
     let lastWrite = Date.now();
     /** When the write in progress started; undefined while none waits on the client. */
     let writingSince: number | undefined;
-    /**
-     * Writes events in one write to the client. Event data is JSON or [DONE], never a line
-     * break, so each event is the one `data:` line writeSSE would make.
-     */
-    const send = async (events: string[]) => {
-      if (events.length === 0) return;
+    /** Writes `text` (whole events) to the client in one write. */
+    const send = async (text: string) => {
+      if (text === "") return;
       lastWrite = writingSince = Date.now();
-      await stream.write(events.map((data) => `data: ${data}\n\n`).join(""));
+      await stream.write(text);
       writingSince = undefined;
     };
     const keepAlive = setInterval(() => {
@@ -85,15 +82,18 @@ export function relaySSE(
      * At most MAX_HELD_CHARS go in one write, so a slow reader's backlog stays with the events,
      * where `maxBufferedBytes` bounds it, rather than in ever larger writes.
      */
-    const held: string[] = [];
-    let heldChars = 0;
-    const hold = (chunk: string) => {
-      held.push(chunk);
-      heldChars += chunk.length;
+    let held = "";
+    /**
+     * Adds one event. Event data is JSON or [DONE], never a line break, so each event is the one
+     * `data:` line writeSSE would make; appended to one string, not gathered in a list and joined.
+     */
+    const hold = (data: string) => {
+      held += `data: ${data}\n\n`;
     };
     const flush = () => {
-      heldChars = 0;
-      return send(held.splice(0));
+      const text = held;
+      held = "";
+      return send(text);
     };
     try {
       for (
@@ -104,7 +104,7 @@ export function relaySSE(
         if (stream.aborted) break;
         if (update.type === "text") {
           for (const chunk of format.text(update)) hold(JSON.stringify(chunk));
-          if (!generation.updateAtHand || heldChars >= MAX_HELD_CHARS) await flush();
+          if (!generation.updateAtHand || held.length >= MAX_HELD_CHARS) await flush();
           continue;
         }
         for (const chunk of format.finish(update.finishReason)) hold(JSON.stringify(chunk));
