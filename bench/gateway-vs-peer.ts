@@ -3,6 +3,7 @@
  *
  *   node --import tsx bench/gateway-vs-peer.ts [--quick] [--levels 1,32,256] [--phase-seconds 4]
  *     [--rounds 2] [--tokens 16] [--profile DIR] [--no-peer] [--syscalls]
+ *     [--gateway-v8-flags F]
  *
  * Targets, measured in alternating phases so both see the same machine:
  * - "ours": the Deno gateway, a private Redis and a worker whose engine is infinitely fast
@@ -64,6 +65,8 @@ const PEER_DIR = `${ROOT}bench/peer`;
 const PEER_ENTRY = `${PEER_DIR}/node_modules/@portkey-ai/gateway/build/start-server.js`;
 const CLOCK_TICKS_PER_S = 100;
 const PROFILE_DIR = flag("--profile");
+/** `--gateway-v8-flags F`: V8 flags for the gateway (e.g. `--max-semi-space-size=32`). */
+const GATEWAY_V8_FLAGS = flag("--gateway-v8-flags");
 /** Node's `--cpu-prof` flags for a process named `name`, when profiling. */
 const nodeProfile = (name: string) =>
   PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}/${name}`] : [];
@@ -341,7 +344,10 @@ async function main() {
       redisUrl: own.url,
       prefix,
       port: 0,
-      denoFlags: PROFILE_DIR ? [`--inspect=127.0.0.1:${inspectPort}`] : [],
+      denoFlags: [
+        ...(PROFILE_DIR ? [`--inspect=127.0.0.1:${inspectPort}`] : []),
+        ...(GATEWAY_V8_FLAGS ? [`--v8-flags=${GATEWAY_V8_FLAGS}`] : []),
+      ],
     });
     processes.push(gateway.process);
     await waitUntilReady(gateway.url, 30_000);

@@ -32,7 +32,10 @@ const REGISTRY_REFRESH_MS = 250;
 
 const config = loadConfig(GatewayConfigSchema, Deno.env.toObject());
 const keys = redisKeys(config.REDIS_PREFIX);
-const log = createLogger(config.LOG_LEVEL, { service: "gateway" }, linesPerTurn());
+const logLines = linesPerTurn();
+const log = createLogger(config.LOG_LEVEL, { service: "gateway" }, logLines);
+// Lines wait for the end of their turn: write them before the process exits or dies.
+for (const event of ["unload", "error", "unhandledrejection"]) addEventListener(event, logLines.flush);
 
 // Fail fast while Redis is down (a 503 to the client) instead of queueing
 // commands for a long reconnect; the connection itself keeps retrying.

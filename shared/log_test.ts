@@ -49,3 +49,14 @@ Deno.test("lines of one turn reach the writer together, in order, once the turn 
     [["a", "b"], ["c"]],
   );
 });
+
+Deno.test("flush writes the lines still waiting, at once", () => {
+  const writes: string[] = [];
+  const lines = linesPerTurn((text) => writes.push(text));
+  const logger = createLogger("info", {}, lines);
+  logger.error("dying");
+  lines.flush();
+  assert.deepEqual(writes.map((text) => JSON.parse(text).msg), ["dying"]);
+  lines.flush();
+  assert.equal(writes.length, 1, "nothing left to write");
+});
