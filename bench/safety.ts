@@ -43,14 +43,14 @@ function rate(samples: CorpusSample[], detector: Detector) {
 
 const bySource = new Map<string, CorpusSample[]>();
 for (const s of test) bySource.set(s.source, [...(bySource.get(s.source) ?? []), s]);
-/** The role-play set written for this project: reported apart, so the public figures stay comparable. */
+/** The role-play sets written for this project: reported apart, so the public figures stay comparable. */
 const isRolePlay = (s: CorpusSample) => s.source.startsWith("roleplay-");
 const attacks = test.filter((s) => s.label === "attack" && !isRolePlay(s));
 const isAnswer = (s: CorpusSample) => s.source.endsWith("-answers");
 /** Benign requests: what the false-positive rate is about. Model answers are reported apart. */
 const benign = test.filter((s) => s.label === "benign" && !isAnswer(s) && !isRolePlay(s));
-const rolePlayAttacks = test.filter((s) => s.source === "roleplay-attacks");
-const rolePlayBenign = test.filter((s) => s.source === "roleplay-benign");
+const rolePlayAttacks = test.filter((s) => isRolePlay(s) && s.label === "attack");
+const rolePlayBenign = test.filter((s) => isRolePlay(s) && s.label === "benign");
 const answers = test.filter((s) => s.label === "benign" && isAnswer(s));
 /** The known jailbreak prompts of the collections (jailbreakchat.com's, through GPTFuzz and a copy). */
 const jailbreakTemplates = attacks.filter((s) =>
@@ -67,9 +67,7 @@ for (const [name, detector] of Object.entries(detectors)) {
     "all attacks": rate(attacks, detector),
     "role-play attacks": rate(rolePlayAttacks, detector),
   };
-  for (const [source, samples] of bySource) {
-    if (!isRolePlay(samples[0])) row[source] = rate(samples, detector);
-  }
+  for (const [source, samples] of bySource) row[source] = rate(samples, detector);
   row["benign requests (FP)"] = rate(benign, detector);
   row["benign answers (FP)"] = rate(answers, detector);
   row["benign role-play (FP)"] = rate(rolePlayBenign, detector);
@@ -78,7 +76,7 @@ for (const [name, detector] of Object.entries(detectors)) {
 }
 console.log(
   "\nprompt_injection detection on the held-out test split (rate = share flagged; \"all attacks\" " +
-    "and \"benign requests\" are the public sources, the role-play set is apart)",
+    "and \"benign requests\" are the public sources, the role-play sets are apart)",
 );
 console.table(detectionRows);
 

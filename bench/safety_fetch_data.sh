@@ -24,6 +24,7 @@ sources=(
   "Neural-alchemy/promptshield dfdc85a5d6c420ef8e00151acbdffa44c5b7ecbe openclay/shields/attack_db README.md"
   "sherdencooper/GPTFuzz 1eddeb565740ae311b5f4950492b011a6f866fe7 datasets/prompts/GPTFuzzer.csv LICENSE"
   "yunwei37/prompt-hacker-collections 4ac361ae1bc8487c33dd6ce8b293874fcee3ae95 jailbreak LICENSE"
+  "f/awesome-chatgpt-prompts 012a0d8ddf998f3d20b5e041232672ac7459e9a7 prompts.csv LICENSE"
   "HumanCompatibleAI/tensor-trust-data e2385ea9cf448c9641b96e2e39f113ed4979a5b0 benchmarks/hijacking-robustness/v1/hijacking_robustness_dataset.jsonl benchmarks/extraction-robustness/v1/extraction_robustness_dataset.jsonl"
 )
 

@@ -112,6 +112,23 @@ function moreBenign(): Sample[] {
   ];
 }
 
+/**
+ * Public role-play requests ("I want you to act as a Linux terminal ..."), the benign role-play
+ * the persona rules and the classifier must let through. Two entries are left out: the DAN
+ * jailbreak the collection also carries, and "AI Trying to Escape the Box", a rogue-AI role-play
+ * that is neither clearly benign nor clearly an attack.
+ */
+const NOT_BENIGN_ROLE_PLAY = ["Unconstrained AI model DAN", "AI Trying to Escape the Box"];
+function awesomeChatGptPrompts(): Sample[] {
+  const [, ...rows] = parseCsv(read("f+awesome-chatgpt-prompts/prompts.csv"));
+  return rows.filter((r) => r.length >= 2 && !NOT_BENIGN_ROLE_PLAY.includes(r[0])).map((r) => ({
+    text: r[1],
+    label: "benign",
+    source: "awesome-chatgpt-prompts",
+    lang: "en",
+  }));
+}
+
 function gptFuzz(): Sample[] {
   const [, ...rows] = parseCsv(read("sherdencooper+GPTFuzz/datasets/prompts/GPTFuzzer.csv"));
   return rows.filter((r) => r.length >= 2).map((r) => ({
@@ -184,25 +201,25 @@ function tensorTrust(): Sample[] {
 }
 
 /**
- * Role-play persona jailbreaks and benign role-play written for this project
- * (bench/safety_roleplay.json), split like the public sources: the test half is held out.
+ * Role-play persona jailbreaks and benign role-play written for this project, split like the public
+ * sources (the test half is held out): bench/safety_roleplay.json (sources `roleplay-attacks`,
+ * `roleplay-benign`) and the second set, bench/safety_roleplay_structures.json
+ * (`roleplay-structures-attacks`, `roleplay-structures-benign`).
  */
-function rolePlay(): Sample[] {
-  const file = JSON.parse(
-    Deno.readTextFileSync(new URL("./safety_roleplay.json", import.meta.url)),
-  );
+function rolePlay(file: string, prefix: string): Sample[] {
+  const set = JSON.parse(Deno.readTextFileSync(new URL(file, import.meta.url)));
   const lang = (text: string) => /[\u3400-\u9fff]/.test(text) ? "zh" as const : "en" as const;
   return [
-    ...(file.attacks as string[]).map((text) => ({
+    ...(set.attacks as string[]).map((text) => ({
       text,
       label: "attack" as const,
-      source: "roleplay-attacks",
+      source: `${prefix}-attacks`,
       lang: lang(text),
     })),
-    ...(file.benign as string[]).map((text) => ({
+    ...(set.benign as string[]).map((text) => ({
       text,
       label: "benign" as const,
-      source: "roleplay-benign",
+      source: `${prefix}-benign`,
       lang: lang(text),
     })),
   ];
@@ -229,11 +246,13 @@ const all = [
   ...belle(),
   ...belleAnswers(),
   ...moreBenign(),
+  ...awesomeChatGptPrompts(),
   ...gptFuzz(),
   ...jailbreakYaml(),
   ...promptShield(),
   ...tensorTrust(),
-  ...rolePlay(),
+  ...rolePlay("./safety_roleplay.json", "roleplay"),
+  ...rolePlay("./safety_roleplay_structures.json", "roleplay-structures"),
   ...hardNegatives(),
 ];
 

@@ -26,13 +26,11 @@ const L2 = 1e-6;
 const MAX_VALIDATION_FPR = 0.01;
 const OUT = new URL("../gateway/safety/classifier_weights.json", import.meta.url);
 
-// The role-play set (bench/safety_roleplay.json) measures one attack family, and its train half is
-// what the role-play rules were written from; the classifier does not learn from it. Learning from
-// it was tried and measured (docs/SAFETY.md): no better on that family, worse on the public attacks.
-const ROLE_PLAY_SOURCES = ["roleplay-attacks", "roleplay-benign"];
-const train = loadCorpus().filter((s) =>
-  s.split === "train" && !ROLE_PLAY_SOURCES.includes(s.source)
-);
+// The role-play sets (bench/safety_roleplay*.json) measure one attack family, and their train halves
+// are what the role-play rules were written from; the classifier does not learn from them. Learning
+// from them was tried and measured (docs/SAFETY.md): its benign role-play comes from the public
+// awesome-chatgpt-prompts requests instead.
+const train = loadCorpus().filter((s) => s.split === "train" && !s.source.startsWith("roleplay-"));
 const examples = train.map((s) => ({
   buckets: featureBuckets(textViews(s.text).folded.text),
   y: s.label === "attack" ? 1 : 0,

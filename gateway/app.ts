@@ -22,6 +22,7 @@ import { bodyLimit } from "./middleware/body-limit.ts";
 import { contextVariables } from "./middleware/context-variables.ts";
 import { preparePrompt } from "./middleware/prompt.ts";
 import { requestId } from "./middleware/request-id.ts";
+import { debugTimeline } from "./middleware/debug-timeline.ts";
 import { requestLog } from "./middleware/request-log.ts";
 import type { Logger } from "../shared/log.ts";
 import { validateGeneration } from "./middleware/validate.ts";
@@ -116,7 +117,7 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
     )
   );
 
-  app.use("*", contextVariables(), requestId(), requestLog(deps.log));
+  app.use("*", contextVariables(), requestId(), requestLog(deps.log), debugTimeline());
   const { metrics } = deps;
   if (metrics) {
     app.use("*", requestMetrics(metrics));

@@ -10,6 +10,7 @@ import type { TenancyVariables } from "./tenancy/context.ts";
 import type { SafetyVariables } from "./safety/context.ts";
 import type { EventSubscription } from "./relay/subscription.ts";
 import type { Reservation } from "./queue/job-queue.ts";
+import type { Timeline } from "../shared/timeline.ts";
 
 /** The prompt as the model will see it, checked against the model's context length. */
 export interface PreparedPrompt {
@@ -36,6 +37,8 @@ export interface GatewayVariables {
   queuePlace: { place: Promise<Reservation>; at: number; release(): void };
   /** Set by the prompt middleware (token count and context check). */
   prompt: PreparedPrompt;
+  /** Set by debug-timeline, only for a request that asked for its latency timeline (a bench's). */
+  timeline?: Timeline;
 }
 
 /**

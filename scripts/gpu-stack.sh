@@ -3,6 +3,8 @@
 #
 #   scripts/gpu-stack.sh [OUT_DIR]                        GPU host: CUDA engine, gpt-oss-20b shape
 #   ENGINE_BACKEND=cpu scripts/gpu-stack.sh --quick       any host: CPU engine, tiny model, short sweep (CI)
+#   STACK_SKIP=chat,e2e STACK_LEVELS=1 scripts/gpu-stack.sh   one stream only: the latency breakdown
+#                                                          (engine alone beside the stack, by stage)
 #
 # On a GPU host with no Node, Deno or Redis (the lent device machines), carry
 # .stack-runtime/ (scripts/stack/pack-runtime.sh makes it here) and they are

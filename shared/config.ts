@@ -63,7 +63,15 @@ export const WorkerConfigSchema = z.object({
   MODEL_DIR: z.string().default(".models/tiny"),
   /** Name clients use in `model`. */
   MODEL_NAME: z.string().default("gpt-oss-tiny"),
-  ENGINE_BACKEND: z.enum(["cpu", "cuda"]).default("cpu"),
+  /**
+   * `paced`, for benches only: an engine that computes nothing and takes a GPU's time per step
+   * (ENGINE_PACE_*), its answers letters: the stack around a busy engine, on a host without a GPU.
+   */
+  ENGINE_BACKEND: z.enum(["cpu", "cuda", "paced"]).default("cpu"),
+  /** ENGINE_BACKEND=paced: one step, µs (an H100's batch-1 decode step of the 20b model). */
+  ENGINE_PACE_STEP_US: int(4000).pipe(z.number().positive()),
+  /** ENGINE_BACKEND=paced: each further prompt token of a step, µs (≈ 40 ms for a 1 024-token prefill). */
+  ENGINE_PACE_PREFILL_US_PER_TOKEN: int(35).pipe(z.number().positive()),
   ENGINE_TP: int(1).pipe(z.number().refine((n) => [1, 2, 4, 8].includes(n), "must be 1, 2, 4 or 8")),
   /** With ENGINE_TP > 1: split every expert's columns over the ranks, or the experts whole. */
   ENGINE_MOE_SHARDING: z.enum(["intermediate", "experts"]).default("intermediate"),

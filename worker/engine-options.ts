@@ -16,5 +16,11 @@ export function engineOptions(config: WorkerConfig): EngineOptions {
     numThreads: config.ENGINE_THREADS,
     tokenMaskTimeoutMs: config.ENGINE_TOKEN_MASK_TIMEOUT_MS,
     enablePrefixCaching: config.ENGINE_PREFIX_CACHING,
+    ...(config.ENGINE_BACKEND === "paced"
+      ? {
+        paceStepUs: config.ENGINE_PACE_STEP_US,
+        pacePrefillUsPerToken: config.ENGINE_PACE_PREFILL_US_PER_TOKEN,
+      }
+      : {}),
   };
 }

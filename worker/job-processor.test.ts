@@ -362,3 +362,24 @@ test("a call cut by a hand-off is resumed with the same id and whole arguments",
     "the client saw one call, whole",
   );
 });
+
+test("a job that asks for its timeline gets the worker's stages, in order, in its done event", async () => {
+  const { events } = await runWithStream(makeJob({ debugTimeline: true }));
+  const done = events.at(-1)!;
+  assert.equal(done.type, "done");
+  const timeline = done.type === "done" ? done.timeline : undefined;
+  const stages = [
+    "fetched", "parsed", "claimed", "submitted", "firstTextDelivered", "firstDeltaPublished", "donePublished",
+  ] as const;
+  const at = stages.map((stage) => timeline?.[stage]);
+  assert.ok(at.every((t) => typeof t === "number"), `every stage stamped: ${JSON.stringify(timeline)}`);
+  for (let i = 1; i < at.length; i++) assert.ok(at[i]! >= at[i - 1]!, `${stages[i]} after ${stages[i - 1]}`);
+  // Stamped on the host's shared clock (epoch ms), not on this process's performance.now().
+  assert.ok(Math.abs(timeline!.fetched! - Date.now()) < 60_000);
+});
+
+test("a job that does not ask for a timeline has none", async () => {
+  const { events } = await runWithStream(makeJob());
+  const done = events.at(-1)!;
+  assert.equal(done.type === "done" && done.timeline, undefined);
+});

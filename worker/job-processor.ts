@@ -22,6 +22,7 @@ import type { HarmonyTokenizer } from "../shared/tokenizer.ts";
 import type { Engine } from "../native/node/types.ts";
 import { EventPublisher } from "./redis/event-publisher.ts";
 import { publishedOutput, type RecordedStream, StreamLog } from "./redis/stream-log.ts";
+import { type Timeline, timelineNow } from "../shared/timeline.ts";
 import type { CancelListener } from "./redis/cancel-listener.ts";
 import { Generation, type Resume } from "./generation/generation.ts";
 import type { StreamError } from "./generation/engine-request.ts";
@@ -118,62 +119,108 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
     job: Job,
     bullJob: BullJob,
     token: string | undefined,
+    fetchedAt: number,
   ): Promise<JobResult> {
     const startedAt = Date.now();
+    const timeline: Timeline | undefined = job.debugTimeline
+      ? { fetched: fetchedAt, parsed: timelineNow() }
+      : undefined;
     const log = streamLog(job.requestId, job.deadline);
-    const recorded = await log.claim();
-    const ended = endedOutcome(recorded);
-    if (ended !== undefined) {
-      await log.delete();
-      return ended;
-    }
-    const publisher = new EventPublisher(log, deps.publishIntervalMs, {
-      firstSeq: recorded.events.length,
-      onLost: (reason) => {
-        if (reason === "not_owner") generation.leave("superseded");
-        else generation.cancel("client");
-      },
-    });
-    const generation: Generation = new Generation(
-      {
-        engine: deps.engine,
-        tokenizer: deps.tokenizer,
-        publisher,
-        ...(deps.grammars ? { grammars: deps.grammars } : {}),
-        onGrammarReady: (compileMs) => deps.events.emit("grammar_ready", { requestId: job.requestId, compileMs }),
-        onFirstToken: () =>
-          deps.events.emit("first_token", {
-            requestId: job.requestId,
-            timeToFirstTokenMs: Date.now() - startedAt,
-          }),
-      },
-      job,
-      resumeOf(recorded),
-    );
-    publisher.start(deps.workerId);
-    deps.events.emit("job_started", {
-      requestId: job.requestId,
-      tenantId: job.tenantId,
-      kind: job.kind,
-      promptTokens: job.promptTokenIds.length,
-      queueWaitMs: startedAt - job.enqueuedAt,
-      resumedTokens: recorded.tokenIds.length,
-    });
-
     // Watch first, then check the marker: a cancel sent in between is caught by one or the other.
-    const stopWatching = deps.cancels.watch(job.requestId, () => generation.cancel("client"));
+    let generation: Generation | undefined;
+    let cancelledEarly = false;
+    const stopWatching = deps.cancels.watch(job.requestId, () => {
+      if (generation !== undefined) generation.cancel("client");
+      else cancelledEarly = true;
+    });
+    try {
+      // The claim and the marker check go out together: one Redis round trip before the engine,
+      // not two. A failed check counts as "not cancelled": the cancel channel still reaches this job.
+      const [recorded, marked] = await Promise.all([
+        log.claim(),
+        deps.redis.exists(deps.keys.cancelMarker(job.requestId)).catch(() => 0),
+      ]);
+      const ended = endedOutcome(recorded);
+      if (ended !== undefined) {
+        await log.delete();
+        return ended;
+      }
+      if (timeline !== undefined) timeline.claimed = timelineNow();
+      const publisher = new EventPublisher(log, deps.publishIntervalMs, {
+        firstSeq: recorded.events.length,
+        onLost: (reason) => {
+          if (reason === "not_owner") generation!.leave("superseded");
+          else generation!.cancel("client");
+        },
+        ...(timeline !== undefined ? { timeline } : {}),
+      });
+      generation = new Generation(
+        {
+          engine: deps.engine,
+          tokenizer: deps.tokenizer,
+          publisher,
+          ...(deps.grammars ? { grammars: deps.grammars } : {}),
+          ...(timeline !== undefined ? { timeline } : {}),
+          onGrammarReady: (compileMs) => deps.events.emit("grammar_ready", { requestId: job.requestId, compileMs }),
+          onFirstToken: () =>
+            deps.events.emit("first_token", {
+              requestId: job.requestId,
+              timeToFirstTokenMs: Date.now() - startedAt,
+            }),
+        },
+        job,
+        resumeOf(recorded),
+      );
+      publisher.start(deps.workerId);
+      const started = {
+        requestId: job.requestId,
+        tenantId: job.tenantId,
+        kind: job.kind,
+        promptTokens: job.promptTokenIds.length,
+        queueWaitMs: startedAt - job.enqueuedAt,
+        resumedTokens: recorded.tokenIds.length,
+      };
+      return await runGeneration(generation, job, bullJob, token, {
+        log,
+        publisher,
+        startedAt,
+        cancelled: cancelledEarly || marked > 0,
+        onSubmitted: () => deps.events.emit("job_started", started),
+      });
+    } finally {
+      stopWatching();
+    }
+  }
+
+  async function runGeneration(
+    generation: Generation,
+    job: Job,
+    bullJob: BullJob,
+    token: string | undefined,
+    run: {
+      log: StreamLog;
+      publisher: EventPublisher;
+      startedAt: number;
+      cancelled: boolean;
+      /** Told once the engine has the request (or it ended before): logging waits until then. */
+      onSubmitted: () => void;
+    },
+  ): Promise<JobResult> {
+    const { log, publisher, startedAt } = run;
     const deadline = setTimeout(
       () => generation.cancel("deadline"),
       Math.min(Math.max(0, job.deadline - startedAt), MAX_TIMER_MS),
     );
     running.add(generation);
     try {
-      // A failed check counts as "not cancelled": the cancel channel still reaches this job.
-      const marked = await deps.redis.exists(deps.keys.cancelMarker(job.requestId)).catch(() => 0);
-      if (marked) generation.cancel("client");
+      if (run.cancelled) generation.cancel("client");
       // The timer only fires after this turn; an expired job must not reach the engine at all.
       if (job.deadline <= Date.now()) generation.cancel("deadline");
-      const end = await generation.run();
+      // run() submits before it first waits (an unconstrained request): the prefill starts now,
+      // and the job's log line and metrics are written while it runs.
+      const ending = generation.run();
+      run.onSubmitted();
+      const end = await ending;
       await publisher.drain();
       if (end.kind === "left") {
         deps.events.emit("job_left", {
@@ -202,14 +249,14 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
     } finally {
       running.delete(generation);
       clearTimeout(deadline);
-      stopWatching();
     }
   }
 
   const processor = (bullJob: BullJob, token?: string): Promise<JobResult> => {
+    const fetchedAt = timelineNow();
     const parsed = JobSchema.safeParse(bullJob.data);
     if (!parsed.success) return reject(bullJob, describeIssues(parsed.error));
-    return generate(parsed.data, bullJob, token);
+    return generate(parsed.data, bullJob, token, fetchedAt);
   };
   return Object.assign(processor, {
     handOff() {

@@ -57,8 +57,8 @@ async function run(
     events,
     model: config.MODEL_NAME,
     // The engine reports one memory figure; with tensor parallelism it covers all its GPUs.
-    device: config.ENGINE_BACKEND === "cpu"
-      ? "cpu"
+    device: config.ENGINE_BACKEND !== "cuda"
+      ? config.ENGINE_BACKEND
       : config.ENGINE_TP === 1
       ? "cuda:0"
       : `cuda:0-${config.ENGINE_TP - 1}`,

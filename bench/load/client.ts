@@ -1,6 +1,7 @@
 /** One streaming chat completion, timed from send to last byte. */
 import { mulberry32 } from "./distribution.ts";
 import { readSse } from "./sse.ts";
+import { TIMELINE_COMMENT_PREFIX, TIMELINE_HEADER, type Timeline, timelineAt } from "../../shared/timeline.ts";
 
 export interface RequestSpec {
   promptWords: number;
@@ -18,6 +19,8 @@ export interface RequestOutcome {
   chunkGapsMs: number[];
   completionTokens: number;
   promptTokens: number;
+  /** The request's latency timeline, when it was asked for (`runRequest`'s `timeline`). */
+  timeline?: Timeline;
 }
 
 export interface Target {
@@ -42,14 +45,35 @@ export function promptOf(words: number, salt: number): string {
   return out.join(" ");
 }
 
-export async function runRequest(target: Target, spec: RequestSpec, salt: number, signal?: AbortSignal): Promise<RequestOutcome> {
+/** The comment of a timeline comment line, as readSse hands it over (no leading colon). */
+const TIMELINE_COMMENT = TIMELINE_COMMENT_PREFIX.slice(1).trimStart();
+
+/**
+ * `timeline`: ask the stack for the request's latency timeline (shared/timeline.ts) and add the
+ * client's own stages to it: sent, first text, [DONE].
+ */
+export async function runRequest(
+  target: Target,
+  spec: RequestSpec,
+  salt: number,
+  options: { signal?: AbortSignal; timeline?: boolean } = {},
+): Promise<RequestOutcome> {
   const startedAt = performance.now();
   const outcome: RequestOutcome = { ok: false, startedAt, e2eMs: 0, chunkGapsMs: [], completionTokens: 0, promptTokens: 0 };
+  const onComment = options.timeline
+    ? (comment: string) => {
+      if (comment.startsWith(TIMELINE_COMMENT)) outcome.timeline = JSON.parse(comment.slice(TIMELINE_COMMENT.length));
+    }
+    : undefined;
   try {
     const res = await fetch(`${target.baseUrl}/v1/chat/completions`, {
       method: "POST",
-      signal,
-      headers: { "content-type": "application/json", authorization: `Bearer ${target.apiKey}` },
+      signal: options.signal,
+      headers: {
+        "content-type": "application/json",
+        authorization: `Bearer ${target.apiKey}`,
+        ...(options.timeline ? { [TIMELINE_HEADER]: "1" } : {}),
+      },
       body: JSON.stringify({
         model: target.model,
         messages: [{ role: "user", content: promptOf(spec.promptWords, salt) }],
@@ -64,9 +88,14 @@ export async function runRequest(target: Target, spec: RequestSpec, salt: number
       return finish(outcome);
     }
     let lastTextAt: number | undefined;
-    for await (const { data, at } of readSse(res.body)) {
+    for await (const { data, at } of readSse(res.body, onComment)) {
       if (data === "[DONE]") {
         outcome.ok = outcome.errorType === undefined;
+        if (outcome.timeline) {
+          outcome.timeline.sent = timelineAt(startedAt);
+          if (outcome.ttftMs !== undefined) outcome.timeline.firstText = timelineAt(startedAt + outcome.ttftMs);
+          outcome.timeline.doneReceived = timelineAt(at);
+        }
         break;
       }
       let chunk;

@@ -17,6 +17,8 @@ export interface LoopLimits {
   /** Requests to send in all (Infinity: until the deadline). */
   count: number;
   durationSec: number;
+  /** How long a client waits after a request ends before it sends its next one (default 0). */
+  pauseMs?: number;
 }
 
 /** Requests sent by this process: the next request's salt. */
@@ -26,8 +28,10 @@ export async function closedLoop(send: SendRequest, limits: LoopLimits, prompt: 
   const outcomes: RequestOutcome[] = [];
   const deadline = performance.now() + limits.durationSec * 1000;
   let sent = 0;
+  const pause = () => new Promise((resolve) => setTimeout(resolve, limits.pauseMs));
   const client = async () => {
-    while (performance.now() < deadline && sent < limits.count) {
+    for (let first = true; performance.now() < deadline && sent < limits.count; first = false) {
+      if (!first && limits.pauseMs) await pause();
       sent++;
       outcomes.push(await send({ promptWords: prompt(), maxTokens: output() }, sentInProcess++));
     }

@@ -7,6 +7,8 @@
  *   npx tsx bench/load/main.ts ... --rate 5 --duration 60        (Poisson arrivals)
  *   npx tsx bench/load/main.ts ... --concurrency 1,64 --waves 2   (each level sends 2 x its
  *       concurrency requests, at least 8; --duration still caps it)
+ *   npx tsx bench/load/main.ts ... --timeline    (every request asks for its latency
+ *       timeline, shared/timeline.ts; each level prints the median of every stage)
  *   npx tsx bench/load/main.ts --local --concurrency 1,4,16,32 ...
  *       (--local: starts the embedded CPU stack of the tests, tiny model, its own
  *        REDIS_PREFIX, and stops it afterwards)
@@ -19,7 +21,7 @@ import { parseArgs } from "node:util";
 import { type RequestOutcome, runRequest, type Target } from "./client.ts";
 import { closedLoop, levelCount, type SendRequest } from "./loop.ts";
 import { mulberry32, parseDistribution, type Sampler } from "./distribution.ts";
-import { type LevelReport, levelReport, printTable, svgChart } from "./report.ts";
+import { type LevelReport, levelReport, printTable, printTimeline, svgChart } from "./report.ts";
 import { startStack } from "../../tests/helpers/stack.ts";
 
 const { values: args } = parseArgs({
@@ -40,6 +42,7 @@ const { values: args } = parseArgs({
     seed: { type: "string", default: "1" },
     out: { type: "string" },
     title: { type: "string", default: "load test" },
+    timeline: { type: "boolean", default: false },
   },
 });
 
@@ -82,7 +85,7 @@ async function openLoop(target: Target, rate: number, prompt: Sampler, output: S
   while (next < t0 + durationSec * 1000 && i < maxRequests) {
     const wait = next - performance.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-    inflight.push(runRequest(target, { promptWords: prompt(), maxTokens: output() }, i++));
+    inflight.push(runRequest(target, { promptWords: prompt(), maxTokens: output() }, i++, { timeline: args.timeline }));
     next += (-Math.log(1 - uniform()) / rate) * 1000;
   }
   const outcomes = await Promise.all(inflight);
@@ -98,7 +101,7 @@ let failure: string | undefined;
 try {
   target.model = args.model ?? (await resolveModel(target.baseUrl, target.apiKey));
   for (const c of concurrencies) {
-    const send: SendRequest = (spec, salt) => runRequest(target, spec, salt);
+    const send: SendRequest = (spec, salt) => runRequest(target, spec, salt, { timeline: args.timeline });
     const limits = { concurrency: c, count: levelCount(c, args.requests ? maxRequests : undefined, waves), durationSec };
     const { outcomes, elapsedSec } = await closedLoop(send, limits, promptLen, outputLen);
     levels.push(levelReport(`c=${c}`, outcomes, elapsedSec, slo, { concurrency: c }));
@@ -115,6 +118,7 @@ try {
 }
 if (failure !== undefined) fail(failure);
 printTable(levels);
+for (const level of levels) if (level.timeline) printTimeline(level.label, level.timeline);
 const out = args.out ?? `bench/results/load-${new Date().toISOString().replace(/[:.]/g, "-")}`;
 mkdirSync(dirname(out), { recursive: true });
 const report = {

@@ -1,6 +1,7 @@
 /** Turns a run's outcomes into figures, a printed table and an SVG chart. */
 import { type Summary, summarize } from "./stats.ts";
 import type { RequestOutcome } from "./client.ts";
+import { timelineSpans } from "../../shared/timeline.ts";
 
 export interface SloTarget {
   ttftMs: number;
@@ -27,6 +28,49 @@ export interface LevelReport {
   requestsPerSec: number;
   /** Requests per second that met the SLO. */
   goodputPerSec: number;
+  /** Where the time went, when the requests carried timelines (shared/timeline.ts). */
+  timeline?: TimelineBreakdown;
+}
+
+export interface TimelineBreakdown {
+  requests: number;
+  /** Each span between consecutive stages, median over the requests that had both ends. */
+  spans: { span: string; p50Ms: number }[];
+  /** (engine's last token − engine's first text) / (completion tokens − 1): the engine's own TPOT. */
+  engineTpotMs: number;
+}
+
+/** The median of every span of the timelines the successful requests carried; undefined: none had one. */
+export function timelineBreakdown(outcomes: RequestOutcome[]): TimelineBreakdown | undefined {
+  const timed = outcomes.filter((o) => o.ok && o.timeline !== undefined);
+  if (timed.length === 0) return undefined;
+  const bySpan = new Map<string, number[]>();
+  for (const o of timed) {
+    for (const { span, ms } of timelineSpans(o.timeline!)) {
+      const list = bySpan.get(span);
+      if (list) list.push(ms);
+      else bySpan.set(span, [ms]);
+    }
+  }
+  const engineTpot = timed.flatMap((o) => {
+    const { engineFirstText, engineLastToken } = o.timeline!;
+    return engineFirstText !== undefined && engineLastToken !== undefined && o.completionTokens > 1
+      ? [(engineLastToken - engineFirstText) / (o.completionTokens - 1)]
+      : [];
+  });
+  return {
+    requests: timed.length,
+    spans: [...bySpan].map(([span, ms]) => ({ span, p50Ms: summarize(ms).p50 })),
+    engineTpotMs: summarize(engineTpot).p50,
+  };
+}
+
+/** One line per span: `label  span  p50 ms`. */
+export function printTimeline(label: string, breakdown: TimelineBreakdown): void {
+  console.log(`${label}: where the time went (p50 of ${breakdown.requests} requests)`);
+  const width = Math.max(...breakdown.spans.map((s) => s.span.length));
+  for (const { span, p50Ms } of breakdown.spans) console.log(`  ${span.padEnd(width)}  ${p50Ms.toFixed(3)} ms`);
+  console.log(`  ${"engine TPOT (its own stamps)".padEnd(width)}  ${breakdown.engineTpotMs.toFixed(3)} ms`);
 }
 
 export function levelReport(label: string, outcomes: RequestOutcome[], durationSec: number, slo: SloTarget,
@@ -41,6 +85,7 @@ export function levelReport(label: string, outcomes: RequestOutcome[], durationS
     return (o.ttftMs ?? Infinity) <= slo.ttftMs && perToken <= slo.tpotMs;
   });
   const outputTokens = ok.reduce((s, o) => s + o.completionTokens, 0);
+  const timeline = timelineBreakdown(outcomes);
   return {
     label,
     ...extra,
@@ -56,6 +101,7 @@ export function levelReport(label: string, outcomes: RequestOutcome[], durationS
     outputTokensPerSec: outputTokens / durationSec,
     requestsPerSec: ok.length / durationSec,
     goodputPerSec: good.length / durationSec,
+    ...(timeline !== undefined ? { timeline } : {}),
   };
 }
 

@@ -1,9 +1,11 @@
 /**
  * Minimal server-sent-events reader for OpenAI streams: yields each `data:`
- * payload as it arrives, with the time it arrived. Comment lines are skipped.
+ * payload as it arrives, with the time it arrived. Comment lines go to
+ * `onComment` (without the leading colon), if given, and are skipped otherwise.
  */
 export async function* readSse(
   body: ReadableStream<Uint8Array>,
+  onComment?: (comment: string) => void,
 ): AsyncGenerator<{ data: string; at: number }> {
   const decoder = new TextDecoder();
   let buffer = "";
@@ -15,7 +17,9 @@ export async function* readSse(
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const event = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
-      const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart());
+      const lines = event.split("\n");
+      if (onComment) for (const l of lines) if (l.startsWith(":")) onComment(l.slice(1).trimStart());
+      const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart());
       if (data.length > 0) yield { data: data.join("\n"), at };
     }
   }

@@ -13,6 +13,9 @@
  * (temperature 1, top_p 1). Tokens go through the worker's harmony output
  * parser, so that, as through the stack, TTFT ends at the first text (content
  * or reasoning) and inter-token gaps are between steps that produced text.
+ * Every request keeps a timeline (shared/timeline.ts) of the stages the engine
+ * alone has: sent, submitted, the engine thread's first text and last token,
+ * and the first text's arrival in JavaScript, to set beside the stack's.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
@@ -20,7 +23,7 @@ import { parseArgs } from "node:util";
 import { promptOf, type RequestOutcome, type RequestSpec } from "../load/client.ts";
 import { parseDistribution } from "../load/distribution.ts";
 import { closedLoop, levelCount, type SendRequest } from "../load/loop.ts";
-import { type LevelReport, levelReport, printTable } from "../load/report.ts";
+import { type LevelReport, levelReport, printTable, printTimeline } from "../load/report.ts";
 import { loadConfig, WorkerConfigSchema } from "../../shared/config.ts";
 import { renderChat } from "../../shared/harmony.ts";
 import { getTokenizer } from "../../shared/tokenizer.ts";
@@ -30,6 +33,7 @@ import type { Engine, EngineTokenEvent } from "../../native/node/types.ts";
 import { engineOptions } from "../../worker/engine-options.ts";
 import { toEngineSampling } from "../../worker/generation/engine-request.ts";
 import { createOutputParser } from "../../worker/output/output-parser.ts";
+import { timelineAt, timelineNow } from "../../shared/timeline.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -42,6 +46,8 @@ const { values: args } = parseArgs({
     "slo-tpot-ms": { type: "string", default: "50" },
     seed: { type: "string", default: "1" },
     out: { type: "string", default: "bench/results/engine-load" },
+    /** A pause between a client's requests, e.g. the time the stack's round trip leaves the engine idle. */
+    "pause-ms": { type: "string", default: "0" },
   },
 });
 
@@ -65,33 +71,41 @@ function sendTo(engine: Engine): SendRequest {
     const startedAt = performance.now();
     const outcome: RequestOutcome = {
       ok: false, startedAt, e2eMs: 0, chunkGapsMs: [], completionTokens: 0, promptTokens: prompt.length,
+      timeline: { sent: timelineAt(startedAt) },
     };
-    const parser = createOutputParser("chat", tokenizer);
+    const timeline = outcome.timeline!;
+    const parser = createOutputParser({ kind: "chat", requestId: `engine-load-${salt}` }, tokenizer);
     return new Promise((resolve) => {
       let lastTextAt: number | undefined;
-      const textAt = (at: number) => {
-        if (outcome.ttftMs === undefined) outcome.ttftMs = at - startedAt;
+      const textAt = (at: number, stepAt: number | undefined) => {
+        if (outcome.ttftMs === undefined) {
+          outcome.ttftMs = at - startedAt;
+          timeline.engineFirstText = stepAt;
+          timeline.firstTextDelivered = timelineAt(at);
+        }
         else if (lastTextAt !== undefined && at > lastTextAt) outcome.chunkGapsMs.push(at - lastTextAt);
         lastTextAt = at;
       };
-      const onEvents = (events: EngineTokenEvent[]) => {
+      const onEvents = (events: EngineTokenEvent[], stepAt?: number) => {
         const at = performance.now();
         for (const event of events) {
           if (event.token >= 0) {
             outcome.completionTokens++;
             const piece = parser.push(event.token);
-            if (piece.content !== "" || piece.reasoning !== "") textAt(at);
+            if (piece.content !== "" || piece.reasoning !== "") textAt(at, stepAt);
           }
           if (event.finish !== undefined) {
             outcome.ok = event.finish === "stop" || event.finish === "length";
             if (!outcome.ok) outcome.errorType = `engine_${event.finish}`;
             outcome.e2eMs = at - startedAt;
+            timeline.engineLastToken = stepAt;
             resolve(outcome);
           }
         }
       };
       try {
         engine.submit(prompt, sampling, onEvents, "bench");
+        timeline.submitted = timelineNow();
       } catch (err) {
         outcome.errorType = `submit_${(err as { code?: string }).code ?? "error"}`;
         outcome.e2eMs = performance.now() - startedAt;
@@ -111,7 +125,12 @@ const levels: LevelReport[] = [];
 try {
   const send = sendTo(engine);
   for (const c of args.concurrency!.split(",").map(Number)) {
-    const limits = { concurrency: c, count: levelCount(c, undefined, Number(args.waves)), durationSec: Number(args.duration) };
+    const limits = {
+      concurrency: c,
+      count: levelCount(c, undefined, Number(args.waves)),
+      durationSec: Number(args.duration),
+      pauseMs: Number(args["pause-ms"]),
+    };
     const { outcomes, elapsedSec } = await closedLoop(send, limits, promptLen, outputLen);
     levels.push(levelReport(`c=${c}`, outcomes, elapsedSec, slo, { concurrency: c }));
     console.error(`engine level c=${c}: ${outcomes.length} requests in ${elapsedSec.toFixed(1)} s`);
@@ -120,12 +139,13 @@ try {
   await engine.close();
 }
 printTable(levels);
+for (const level of levels) if (level.timeline) printTimeline(`engine ${level.label}`, level.timeline);
 mkdirSync(dirname(args.out!), { recursive: true });
 const report = {
   tool: "bench/stack/engine-load",
   at: new Date().toISOString(),
   target: { backend: config.ENGINE_BACKEND, engine: engineOptions(config) },
-  workload: { prompt: args.prompt, output: args.output, slo },
+  workload: { prompt: args.prompt, output: args.output, slo, pauseMs: Number(args["pause-ms"]) },
   levels,
 };
 writeFileSync(`${args.out}.json`, JSON.stringify(report, null, 2));

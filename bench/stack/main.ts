@@ -9,13 +9,18 @@
  *      (tests/helpers/stack.ts's external mode);
  *   3. the load tool (bench/load) through the stack on the same workloads,
  *      with a check that every token the engine generated was delivered and
- *      billed exactly once (engine counter delta = sum of usage);
+ *      billed exactly once (engine counter delta = sum of usage); its requests
+ *      carry latency timelines (shared/timeline.ts), and the report breaks
+ *      one stream's time to first text and per token down by stage;
  *   4. with several GPUs, one worker per GPU behind the same gateway, against
  *      one worker;
  * then a table, a JSON report and an SVG chart in the output folder.
  *
  *   node --import tsx bench/stack/main.ts --backend cuda --model-dir /tmp/20b --out $OUT
  *   node --import tsx bench/stack/main.ts --backend cpu --quick     (CI: tiny model, short sweep)
+ *   node --import tsx bench/stack/main.ts --backend paced --levels 1 --skip e2e,chat
+ *       (no GPU: an engine that takes an H100's time per step, ENGINE_PACE_*, computing nothing;
+ *        the stack's own latency around a busy engine, with the full-size workloads)
  */
 import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -43,12 +48,14 @@ const { values: args } = parseArgs({
     "model-name": { type: "string", default: process.env.MODEL_NAME ?? "gpt-oss-tiny" },
     quick: { type: "boolean", default: false },
     gpus: { type: "string", default: process.env.STACK_GPUS ?? "1" },
+    /** Concurrency levels, e.g. 1,8 (STACK_LEVELS; default: 1,4 with --quick, else 1 to 256). */
+    levels: { type: "string", default: process.env.STACK_LEVELS },
     /** Any of: engine, e2e, multi, or a workload's name (fixed, chat). */
     skip: { type: "string", default: process.env.STACK_SKIP ?? "" },
     out: { type: "string", default: `${ROOT}bench/results/gpu-stack` },
   },
 });
-const backend = args.backend as "cpu" | "cuda";
+const backend = args.backend as "cpu" | "cuda" | "paced";
 const skip = new Set(args.skip!.split(",").filter(Boolean));
 const out = args.out!.replace(/\/$/, "");
 mkdirSync(out, { recursive: true });
@@ -103,10 +110,17 @@ const ALL_WORKLOADS: Workload[] = args.quick
     },
   ];
 const WORKLOADS = ALL_WORKLOADS.filter((w) => !skip.has(w.name));
-const LEVELS = args.quick ? [1, 4] : [1, 8, 32, 64, 128, 256];
+const LEVELS = args.levels?.split(",").map(Number) ?? (args.quick ? [1, 4] : [1, 8, 32, 64, 128, 256]);
 /** Both loops send max(8, concurrency) requests a level: one wave at the large levels. */
 const WAVES = "1";
 const SLO = { ttftMs: 1000, tpotMs: 50 };
+/**
+ * At one stream the stack leaves the engine idle between requests (the client's round trip through
+ * it, ≈ 5–10 ms); the engine bench sends the next request at once. The engine alone runs that level
+ * once more with this pause, to tell a cost of the idle engine (GPU clocks, a sleeping thread) from
+ * the stack's own.
+ */
+const IDLE_PAUSE_MS = 10;
 
 /** The engine's configuration, the same for the engine bench and every worker. */
 const engineEnv: Record<string, string> = {
@@ -142,11 +156,11 @@ function runLogged(logName: string, command: string, argv: string[], env: Record
 
 const tsx = (script: string, ...rest: string[]) => ["--import", "tsx", script, ...rest];
 
-async function engineAlone(workload: Workload): Promise<LevelReport[]> {
-  const file = `${out}/engine-${workload.name}`;
+async function engineAlone(workload: Workload, levels = LEVELS, pauseMs = 0): Promise<LevelReport[]> {
+  const file = `${out}/engine-${workload.name}${pauseMs > 0 ? `-pause${pauseMs}` : ""}`;
   const { code, output } = await runLogged("engine.log", process.execPath, tsx("bench/stack/engine-load.ts",
-    "--concurrency", LEVELS.join(","), "--waves", WAVES, "--prompt", workload.prompt, "--output", workload.output,
-    "--slo-tpot-ms", String(SLO.tpotMs), "--out", file), engineEnv);
+    "--concurrency", levels.join(","), "--waves", WAVES, "--prompt", workload.prompt, "--output", workload.output,
+    "--slo-tpot-ms", String(SLO.tpotMs), "--pause-ms", String(pauseMs), "--out", file), engineEnv);
   if (code !== 0) throw new Error(`engine bench failed (exit ${code}):\n${output.slice(-2000)}`);
   return JSON.parse(readFileSync(`${file}.json`, "utf8")).levels;
 }
@@ -156,7 +170,7 @@ async function throughStack(stack: RunningStack, workload: Workload, label: stri
   const { code, output } = await runLogged("load.log", process.execPath, tsx("bench/load/main.ts",
     "--url", stack.url, "--key", stack.apiKey, "--model", args["model-name"]!, "--concurrency", LEVELS.join(","),
     "--waves", WAVES, "--duration", "600", "--prompt", workload.prompt, "--output", workload.output,
-    "--slo-tpot-ms", String(SLO.tpotMs), "--out", file, "--title", `stack ${label}`), {});
+    "--slo-tpot-ms", String(SLO.tpotMs), "--out", file, "--title", `stack ${label}`, "--timeline"), {});
   if (code !== 0) throw new Error(`load tool failed (exit ${code}):\n${output.slice(-2000)}`);
   return JSON.parse(readFileSync(`${file}.json`, "utf8")).levels;
 }
@@ -272,6 +286,11 @@ if (!skip.has("engine")) {
   for (const [i, w] of WORKLOADS.entries()) {
     log(`engine alone: ${w.name}`);
     workloadReports[i].engine = await engineAlone(w);
+    if (LEVELS.includes(1)) {
+      log(`engine alone, one stream, ${IDLE_PAUSE_MS} ms between requests: ${w.name}`);
+      const [level] = await engineAlone(w, [1], IDLE_PAUSE_MS);
+      workloadReports[i].enginePaused = { pauseMs: IDLE_PAUSE_MS, level };
+    }
   }
 }
 log("starting redis, gateway and a worker");

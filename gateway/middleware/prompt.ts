@@ -13,6 +13,7 @@ import { GatewayError, needingRedis } from "../errors.ts";
 import type { PromptSource } from "../schemas/generation.ts";
 import { toolPlan } from "../schemas/tools.ts";
 import type { ServedModel, WorkerRegistry } from "../workers/registry.ts";
+import { timelineNow } from "../../shared/timeline.ts";
 
 export interface PromptOptions {
   tokenizer: HarmonyTokenizer;
@@ -51,6 +52,7 @@ export async function resolveModel(registry: WorkerRegistry, model: string): Pro
 
 export function preparePrompt(options: PromptOptions) {
   return createMiddleware<AppEnv>(async (c, next) => {
+    if (c.var.timeline !== undefined) c.var.timeline.filtered = timelineNow();
     const generation = c.var.generation;
     const model = await resolveModel(options.registry, generation.model);
     const tokenIds = renderPrompt(options.tokenizer, generation.prompt);
@@ -89,6 +91,7 @@ export function preparePrompt(options: PromptOptions) {
       promptTokens: tokenIds.length,
       maxTokens,
     });
+    if (c.var.timeline !== undefined) c.var.timeline.prompted = timelineNow();
     await next();
   });
 }

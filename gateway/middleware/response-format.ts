@@ -1,6 +1,7 @@
 /**
- * Checks a `json_schema` response format before the request is queued, so a schema the worker
- * could not enforce is a 400 naming the problem rather than a failed stream:
+ * Checks every JSON schema a request's output is held to (a `json_schema` response format, strict
+ * tools' parameters) before the request is queued, so a schema the worker could not enforce is a
+ * 400 naming the problem rather than a failed stream:
  *
  * - its size (compact JSON bytes) against the tenant's `maxSchemaBytes`: each distinct schema costs
  *   a grammar compile on a worker;
@@ -15,10 +16,24 @@ import type { AppEnv } from "../env.ts";
 import { GatewayError } from "../errors.ts";
 import { GrammarError, loadXGrammar, xgrammarCall } from "../../shared/xgrammar.ts";
 import { schemaGrammar } from "../../shared/json-schema-grammar.ts";
+import type { OutputConstraint } from "../../shared/protocol.ts";
 
-/** Where the schema came from: the response format, or the parameters of a forced strict tool. */
-const paramOf = (target: "answer" | "call" | undefined) =>
-  target === "call" ? "tools.function.parameters" : "response_format.json_schema.schema";
+/** The JSON schemas a constraint enforces, each with where the request wrote it. */
+function schemasOf(constraint: OutputConstraint | undefined): { schema: string; param: string }[] {
+  switch (constraint?.kind) {
+    case "json_schema":
+      return [{
+        schema: constraint.schema,
+        param: constraint.target === "call" ? "tools.function.parameters" : "response_format.json_schema.schema",
+      }];
+    case "tool_calls":
+      return constraint.functions.flatMap(({ schema }) =>
+        schema === undefined ? [] : [{ schema, param: "tools.function.parameters" }]
+      );
+    default:
+      return [];
+  }
+}
 /** Schemas remembered as convertible; the oldest is forgotten first. */
 const ACCEPTED_CACHE_SIZE = 1024;
 
@@ -36,26 +51,25 @@ async function checkConvertible(schema: string): Promise<void> {
 
 export function checkResponseFormat() {
   return createMiddleware<AppEnv>(async (c, next) => {
-    const constraint = c.var.generation.constraint;
-    if (constraint?.kind === "json_schema") {
-      const bytes = encoder.encode(constraint.schema).length;
+    for (const { schema, param } of schemasOf(c.var.generation.constraint)) {
+      const bytes = encoder.encode(schema).length;
       const cap = c.var.principal.policy.maxSchemaBytes;
       if (bytes > cap) {
         throw new GatewayError({
           reason: "invalid_request",
           message: `The JSON schema is ${bytes} bytes (as compact JSON); this tenant's limit is ${cap}.`,
-          param: paramOf(constraint.target),
+          param,
           code: "invalid_value",
         });
       }
       try {
-        await checkConvertible(constraint.schema);
+        await checkConvertible(schema);
       } catch (error) {
         if (!(error instanceof GrammarError)) throw error;
         throw new GatewayError({
           reason: "invalid_request",
           message: `The JSON schema cannot be enforced: ${error.message}`,
-          param: paramOf(constraint.target),
+          param,
           code: "unsupported_value",
         });
       }

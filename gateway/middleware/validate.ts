@@ -9,6 +9,7 @@ import type { AppEnv } from "../env.ts";
 import { parseJsonObject } from "../json-body.ts";
 import type { GenerationRequest } from "../schemas/generation.ts";
 import { fromZodError } from "../schemas/issues.ts";
+import { timelineNow } from "../../shared/timeline.ts";
 
 export function validateGeneration<S extends z.ZodTypeAny>(
   schema: S,
@@ -19,6 +20,7 @@ export function validateGeneration<S extends z.ZodTypeAny>(
     const parsed = schema.safeParse(body);
     if (!parsed.success) throw fromZodError(parsed.error);
     c.set("generation", toGeneration(parsed.data));
+    if (c.var.timeline !== undefined) c.var.timeline.validated = timelineNow();
     await next();
   });
 }

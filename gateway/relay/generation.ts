@@ -14,6 +14,7 @@ import { GatewayError, needingRedis } from "../errors.ts";
 import type { JobQueue } from "../queue/job-queue.ts";
 import type { ProgressEvent, RequestEventStream } from "./event-stream.ts";
 import type { FilterStep, OutputFilter, OutputFilterFactory } from "./output-filter.ts";
+import { type Timeline, timelineNow } from "../../shared/timeline.ts";
 
 export type ClientFinishReason = "stop" | "length" | "tool_calls" | "content_filter";
 
@@ -59,6 +60,8 @@ export class Generation {
   #call: { index: number; filter: OutputFilter | undefined } | undefined;
   readonly #observer: GenerationObserver | undefined;
   readonly #log: Logger;
+  /** The request's latency timeline, when it asked for one: the worker's stages are merged in at the end. */
+  readonly timeline: Timeline | undefined;
   #completionTokens = 0;
   #cancelled = false;
   /** Updates made by an event and not yet handed out (a text and the finish it ended with). */
@@ -75,6 +78,7 @@ export class Generation {
     this.requestId = c.var.requestId;
     this.#log = c.var.log;
     this.#observer = observer;
+    this.timeline = c.var.timeline;
     this.#events = events;
     this.#deps = deps;
     this.#promptTokens = c.var.prompt.tokenIds.length;
@@ -109,11 +113,13 @@ export class Generation {
       ...(calling ? { tools: calling } : {}),
       deadline,
       enqueuedAt: now,
+      ...(c.var.timeline !== undefined ? { debugTimeline: true as const } : {}),
     };
     const events = await needingRedis(() => subscription.take());
     const observer = deps.observe?.(c);
     try {
       await needingRedis(() => deps.queue.enqueue(job, deps.priority?.(c)));
+      if (c.var.timeline !== undefined) c.var.timeline.enqueued = timelineNow();
       c.var.queuePlace.release();
     } catch (err) {
       await events.close();
@@ -195,6 +201,9 @@ export class Generation {
         });
       }
       this.#completionTokens = event.usage.completionTokens;
+      if (this.timeline !== undefined && event.timeline !== undefined) {
+        Object.assign(this.timeline, event.timeline);
+      }
       content = this.#end("content");
       reasoning = this.#end("reasoning");
       calls = this.#endCall();
@@ -204,6 +213,7 @@ export class Generation {
     if (
       content.text !== "" || reasoning.text !== "" || logprobs?.length || calls.deltas.length > 0
     ) {
+      if (this.timeline !== undefined) this.timeline.firstEventReceived ??= timelineNow();
       this.#queued.push({
         type: "text",
         content: content.text,

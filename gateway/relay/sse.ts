@@ -19,6 +19,7 @@ import { GatewayError, toOpenAIError } from "../errors.ts";
 import type { ChunkFormat } from "../responses/common.ts";
 import type { Generation } from "./generation.ts";
 import { SSEBody } from "./sse-body.ts";
+import { TIMELINE_COMMENT_PREFIX, timelineNow } from "../../shared/timeline.ts";
 
 export interface SlowClientLimits {
   writeTimeoutMs: number;
@@ -48,13 +49,14 @@ export function relaySSE(
     let lastWrite = Date.now();
     /** When the write in progress started; undefined while none waits on the client. */
     let writingSince: number | undefined;
-    /** Writes `text` (whole events) to the client in one write. */
+    /** Writes `text` (whole events, after an SSE comment if any) to the client in one write. */
     const send = async (text: string) => {
       if (text === "") return;
       lastWrite = writingSince = Date.now();
       await stream.write(text);
       writingSince = undefined;
     };
+    const timeline = generation.timeline;
     const keepAlive = setInterval(() => {
       if (Date.now() - lastWrite < options.keepAliveMs) return;
       lastWrite = Date.now();
@@ -90,10 +92,13 @@ export function relaySSE(
     const hold = (data: string) => {
       held += `data: ${data}\n\n`;
     };
-    const flush = () => {
+    /** Writes what is held, after `comment` (an SSE comment) when anything is held. */
+    const flush = (comment = "") => {
       const text = held;
       held = "";
-      return send(text);
+      if (text === "") return Promise.resolve();
+      if (timeline !== undefined) timeline.firstWrite ??= timelineNow();
+      return send(comment + text);
     };
     try {
       for (
@@ -110,7 +115,17 @@ export function relaySSE(
         for (const chunk of format.finish(update.finishReason)) hold(JSON.stringify(chunk));
         if (options.includeUsage) hold(JSON.stringify(format.usage(update.usage)));
         hold(DONE_EVENT);
-        await flush();
+        if (timeline !== undefined) {
+          // The request asked for its timeline: it goes with the end of the stream, as a comment.
+          timeline.doneWritten = timelineNow();
+          await flush(`${TIMELINE_COMMENT_PREFIX}${JSON.stringify(timeline)}\n\n`);
+        } else {
+          await flush();
+        }
+        // The end's bookkeeping (rate-limit settlement, the request's log line, metrics) runs
+        // synchronously: let the event loop hand [DONE] to the socket first, or the client waits
+        // for it (2–3 ms on the dev VM, measured with the timeline's doneWritten → doneReceived).
+        await socketTurn();
         requestEnd.end({
           status: "completed",
           finishReason: update.finishReason,
@@ -136,6 +151,11 @@ export function relaySSE(
   c.header("Content-Type", "text/event-stream");
   c.header("Cache-Control", "no-cache");
   return c.newResponse(stream.stream);
+}
+
+/** One turn of the event loop, in which a chunk just written goes out to the client's socket. */
+function socketTurn(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 async function sendError(stream: SSEBody, err: unknown, log: Logger): Promise<void> {

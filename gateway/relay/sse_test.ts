@@ -308,3 +308,50 @@ Deno.test("the output filter sees the text stream and may end it with content_fi
     await g.close();
   }
 });
+
+Deno.test("a timeline asked for comes as one comment before [DONE], the worker's stages merged in", async () => {
+  const g = await testGateway("sse-timeline");
+  try {
+    await g.heartbeat();
+    const workerStages = { fetched: 0, submitted: 0, donePublished: 0 };
+    const jobs = await g.startWorker(async function* (job: Job) {
+      workerStages.fetched = performance.timeOrigin + performance.now();
+      yield { type: "start", workerId: "w1" };
+      workerStages.submitted = workerStages.fetched + 0.5;
+      yield { type: "delta", content: "Hi", reasoning: "", tokens: 1 };
+      workerStages.donePublished = performance.timeOrigin + performance.now();
+      yield {
+        type: "done",
+        finishReason: "stop",
+        usage: { promptTokens: job.promptTokenIds.length, completionTokens: 1 },
+        ...(job.debugTimeline ? { timeline: workerStages } : {}),
+      };
+    });
+    const asked = await g.post("/v1/chat/completions", chat(), {
+      headers: { authorization: `Bearer ${g.apiKey}`, "content-type": "application/json", "x-debug-timeline": "1" },
+    });
+    const { data, comments } = parseSSE(await asked.text());
+    assert.equal(jobs[0].debugTimeline, true);
+    assert.equal(data.at(-1), "[DONE]");
+    const timelines = comments.filter((c) => c.startsWith(": timeline "));
+    assert.equal(timelines.length, 1);
+    const timeline = JSON.parse(timelines[0].slice(": timeline ".length));
+    const order = [
+      "received", "validated", "filtered", "prompted", "enqueued", "firstEventReceived", "firstWrite", "doneWritten",
+    ];
+    for (let i = 1; i < order.length; i++) {
+      assert.ok(timeline[order[i]] >= timeline[order[i - 1]], `${order[i]} after ${order[i - 1]}: ${timelines[0]}`);
+    }
+    assert.deepEqual(
+      { fetched: timeline.fetched, submitted: timeline.submitted, donePublished: timeline.donePublished },
+      workerStages,
+    );
+    assert.ok(timeline.enqueued <= timeline.fetched && timeline.fetched <= timeline.doneWritten);
+
+    const plain = await g.post("/v1/chat/completions", chat());
+    assert.deepEqual(parseSSE(await plain.text()).comments.filter((c) => c.startsWith(": timeline")), []);
+    assert.equal(jobs[1].debugTimeline, undefined);
+  } finally {
+    await g.close();
+  }
+});

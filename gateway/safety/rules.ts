@@ -55,15 +55,41 @@ const RepetitionRuleSchema = z.object({
 
 const RuleSchema = z.union([PatternRuleSchema, RepetitionRuleSchema]);
 
+/**
+ * `{{name}}` in a pattern (or in a later definition) stands for the definition of that name, so a
+ * vocabulary several rules share ("rules, filters, limits, ethics ...") is written once.
+ */
+const DefinitionsSchema = z.record(z.string().regex(/^[a-z0-9-]+$/), z.string().min(1));
+const REFERENCE = /\{\{([a-z0-9-]+)\}\}/g;
+
+function expandDefinitions(pattern: string, definitions: Record<string, string>): string {
+  return pattern.replace(REFERENCE, (_, name: string) => {
+    const body = definitions[name];
+    if (body === undefined) throw new Error(`unknown definition {{${name}}}`);
+    return body;
+  });
+}
+
 export const RuleFileSchema = z.object({
   category: z.enum(RULE_CATEGORIES),
   /** Bumped on every change; reported by /v1/moderations and in the flag header. */
   version: z.string().min(1),
   description: z.string(),
+  definitions: DefinitionsSchema.default({}),
   rules: z.array(RuleSchema).min(1),
-}).superRefine((file, ctx) => {
+}).transform((file, ctx) => {
+  // Each definition may use the ones before it; rules may use any.
+  const definitions: Record<string, string> = {};
+  for (const [name, body] of Object.entries(file.definitions)) {
+    try {
+      definitions[name] = expandDefinitions(body, definitions);
+    } catch (e) {
+      ctx.addIssue({ code: "custom", path: ["definitions", name], message: String(e) });
+      return z.NEVER;
+    }
+  }
   const ids = new Set<string>();
-  file.rules.forEach((rule, i) => {
+  const rules = file.rules.map((rule, i) => {
     if (ids.has(rule.id)) {
       ctx.addIssue({
         code: "custom",
@@ -72,13 +98,17 @@ export const RuleFileSchema = z.object({
       });
     }
     ids.add(rule.id);
-    if (!("pattern" in rule)) return;
+    if (!("pattern" in rule)) return rule;
     try {
-      new RegExp(rule.pattern, `gu${rule.flags}`);
+      const pattern = expandDefinitions(rule.pattern, definitions);
+      new RegExp(pattern, `gu${rule.flags}`);
+      return { ...rule, pattern };
     } catch (e) {
       ctx.addIssue({ code: "custom", path: ["rules", i, "pattern"], message: String(e) });
+      return rule;
     }
   });
+  return { ...file, definitions, rules };
 });
 export type RuleFile = z.infer<typeof RuleFileSchema>;
 

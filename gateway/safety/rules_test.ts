@@ -33,6 +33,27 @@ Deno.test("a broken rule file is refused at load, naming the problem", () => {
   assert.throws(() => compileRuleSet([{ ...file([]), category: "weather" }]), /category/);
 });
 
+Deno.test("definitions are written once and used by name in patterns and later definitions", () => {
+  const set = compileRuleSet([{
+    ...file([{ id: "a", view: "canonical", pattern: "\\bno {{limit}}\\b" }]),
+    definitions: { word: "(?:rules?|filters?)", limit: "(?:{{word}}|limits)" },
+  }]);
+  const [rule] = set.rules;
+  assert.deepEqual(rule.find("no filters, no limits, no fun"), [[0, 10], [12, 21]]);
+  assert.throws(
+    () => compileRuleSet([file([{ id: "a", view: "canonical", pattern: "{{missing}}" }])]),
+    /rules\.0\.pattern: .*unknown definition \{\{missing\}\}/,
+  );
+  assert.throws(
+    () =>
+      compileRuleSet([{
+        ...file([{ id: "a", view: "canonical", pattern: "x" }]),
+        definitions: { early: "{{late}}", late: "y" },
+      }]),
+    /definitions\.early: .*unknown definition \{\{late\}\}/,
+  );
+});
+
 Deno.test("validators named in a rule run on its matches", () => {
   const set = compileRuleSet([
     file([{ id: "card", view: "canonical", pattern: "\\d{16}", validator: "luhn" }]),

@@ -11,6 +11,7 @@ import {
   dropNullFields,
   unsupportedValue,
 } from "./common.ts";
+import type { OutputConstraint } from "../../shared/protocol.ts";
 import type { GenerationRequest } from "./generation.ts";
 import { checkEnforceable, outputConstraint, ResponseFormatSchema } from "./response-format.ts";
 import {
@@ -99,28 +100,66 @@ type StrictCallFields = {
 };
 
 /**
- * The `strict` tool whose call the prompt opens (tool_choice naming it, or `required` with it
- * alone) and its index: its arguments are then constrained to its parameters.
+ * What the request's tools constrain, when tools are offered: a forced call of a `strict` tool
+ * (tool_choice naming it, or `required` with it alone) is its arguments against its parameters;
+ * `required` with several tools, the function's name among them and then, for a strict one, its
+ * arguments; `auto` with a strict tool, the arguments of every call to a strict tool, the rest
+ * free. Undefined when nothing is constrained. `forced`: the prompt opens the call, so this turn
+ * is a call and not an answer.
  */
-function strictForcedTool(req: StrictCallFields) {
-  const name = toolPlan(toolUseOf(req)).forcedCall?.name;
-  const index = req.tools?.findIndex((t) => t.function.name === name) ?? -1;
-  return index >= 0 && req.tools![index].function.strict === true ? { index, tool: req.tools![index] } : undefined;
+function toolsConstraint(req: StrictCallFields): { constraint: OutputConstraint; forced: boolean } | undefined {
+  const { calling, forcedCall } = toolPlan(toolUseOf(req));
+  if (calling === undefined) return undefined;
+  const tools = req.tools!;
+  const parametersOf = (tool: (typeof tools)[number]) => JSON.stringify(tool.function.parameters ?? {});
+  if (forcedCall?.name !== undefined) {
+    // An unknown name is refused by checkToolReferences.
+    const tool = tools.find((t) => t.function.name === forcedCall.name);
+    return tool?.function.strict === true
+      ? { constraint: { kind: "json_schema", schema: parametersOf(tool), target: "call" }, forced: true }
+      : undefined;
+  }
+  if (forcedCall === undefined && !tools.some((t) => t.function.strict === true)) return undefined;
+  const functions = tools.map((tool) => ({
+    name: tool.function.name,
+    ...(tool.function.strict === true ? { schema: parametersOf(tool) } : {}),
+  }));
+  return { constraint: { kind: "tool_calls", functions, nameFirst: forcedCall !== undefined }, forced: forcedCall !== undefined };
 }
 
-/** A strict forced call's parameters must be enforceable; the turn is that call, not an answer. */
+/**
+ * Strict tools' parameters must be enforceable when a call may be made; a forced call makes the
+ * turn a call, which no response format applies to.
+ */
 function checkStrictCall(req: StrictCallFields, ctx: z.RefinementCtx): void {
-  const forced = strictForcedTool(req);
-  if (forced === undefined) return;
-  checkEnforceable(forced.tool.function.parameters ?? {}, ["tools", forced.index, "function", "parameters"], ctx);
-  if (req.response_format !== undefined) {
+  const calls = toolsConstraint(req);
+  if (calls === undefined) return;
+  req.tools!.forEach((tool, index) => {
+    if (tool.function.strict === true) {
+      checkEnforceable(tool.function.parameters ?? {}, ["tools", index, "function", "parameters"], ctx);
+    }
+  });
+  if (calls.forced && req.response_format !== undefined) {
     ctx.addIssue({
       code: z.ZodIssueCode.custom,
       path: ["response_format"],
-      message: "response_format applies to an answer; tool_choice forces this turn to be a strict tool call.",
+      message: "response_format applies to an answer; tool_choice forces this turn to be a tool call.",
       params: unsupportedValue,
     });
   }
+}
+
+/**
+ * The job's constraint: a forced call's, else the response format's (the prompt then asks for the
+ * answer at once, so no call can start), else the strict tools' calls'. `answerOnly` when it is the
+ * response format's.
+ */
+function chatConstraint(req: ChatCompletionRequest): { constraint?: OutputConstraint; answerOnly: boolean } {
+  const calls = toolsConstraint(req);
+  const format = outputConstraint(req.response_format);
+  if (calls?.forced) return { constraint: calls.constraint, answerOnly: false };
+  if (format !== undefined) return { constraint: format, answerOnly: true };
+  return { ...(calls ? { constraint: calls.constraint } : {}), answerOnly: false };
 }
 
 export function chatToGeneration(req: ChatCompletionRequest): GenerationRequest {
@@ -132,10 +171,7 @@ export function chatToGeneration(req: ChatCompletionRequest): GenerationRequest 
       : { role: m.role, content: m.content }
   );
   const logprobs = req.logprobs ?? false;
-  const forced = strictForcedTool(req);
-  const constraint = forced
-    ? { kind: "json_schema" as const, schema: JSON.stringify(forced.tool.function.parameters ?? {}), target: "call" as const }
-    : outputConstraint(req.response_format);
+  const { constraint, answerOnly } = chatConstraint(req);
   const tools = toolUseOf(req);
   return {
     ...commonGeneration(req, { logprobs, topLogprobs: logprobs ? req.top_logprobs ?? 0 : 0 }),
@@ -145,7 +181,7 @@ export function chatToGeneration(req: ChatCompletionRequest): GenerationRequest 
       turns,
       reasoningEffort: req.reasoning_effort ?? "medium",
       ...(tools ? { tools } : {}),
-      ...(constraint && !forced ? { answerOnly: true } : {}),
+      ...(answerOnly ? { answerOnly: true } : {}),
     },
     maxTokens: req.max_completion_tokens ?? req.max_tokens,
     ...(constraint ? { constraint } : {}),

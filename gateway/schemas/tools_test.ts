@@ -86,6 +86,72 @@ Deno.test("tools: tool_choice decides what is offered and forced", () => {
   assert.deepEqual(plan([]), { offered: [] });
 });
 
+Deno.test("tools: strict tools constrain calls wherever one may start; required narrows the name", () => {
+  const constraintOf = (body: Record<string, unknown>) =>
+    chatToGeneration(ChatCompletionRequestSchema.parse({ model: "m", messages: user, ...body }))
+      .constraint;
+  const args = JSON.stringify(getOrder.function.parameters);
+  // auto: the strict tool's arguments, the other tool's free.
+  assert.deepEqual(constraintOf({ tools: [getOrder, handOver] }), {
+    kind: "tool_calls",
+    functions: [{ name: "get_order", schema: args }, { name: "hand_over" }],
+    nameFirst: false,
+  });
+  // auto with nothing strict, or none: nothing to enforce.
+  assert.equal(constraintOf({ tools: [handOver] }), undefined);
+  assert.equal(constraintOf({ tools: [getOrder], tool_choice: "none" }), undefined);
+  // required with several: the name first, strict or not.
+  assert.deepEqual(
+    constraintOf({
+      tools: [handOver, { ...handOver, function: { name: "ask" } }],
+      tool_choice: "required",
+    }),
+    {
+      kind: "tool_calls",
+      functions: [{ name: "hand_over" }, { name: "ask" }],
+      nameFirst: true,
+    },
+  );
+  // required with one strict tool, or naming it: the call is opened by the prompt.
+  for (const tool_choice of ["required", { type: "function", function: { name: "get_order" } }]) {
+    assert.deepEqual(
+      constraintOf({ tools: [getOrder], tool_choice }),
+      { kind: "json_schema", schema: args, target: "call" },
+    );
+  }
+  // A response format asks for the answer at once: it is the constraint, and the prompt says so.
+  const withFormat = chatToGeneration(ChatCompletionRequestSchema.parse({
+    model: "m",
+    messages: user,
+    tools: [getOrder],
+    response_format: { type: "json_object" },
+  }));
+  assert.deepEqual(withFormat.constraint, { kind: "json_object" });
+  assert.equal(withFormat.prompt.kind === "chat" && withFormat.prompt.answerOnly, true);
+  // ...and is refused when tool_choice forces a call.
+  assert.deepEqual(
+    refusal({
+      messages: user,
+      tools: [getOrder, handOver],
+      tool_choice: "required",
+      response_format: { type: "json_object" },
+    }).param,
+    "response_format",
+  );
+  // A strict tool's parameters must be enforceable under auto too.
+  const unenforceable = {
+    ...getOrder,
+    function: {
+      ...getOrder.function,
+      parameters: { type: "object", properties: { d: { type: "string", format: "date" } } },
+    },
+  };
+  assert.equal(
+    refusal({ messages: user, tools: [unenforceable] }).param,
+    "tools[0].function.parameters.properties.d.format",
+  );
+});
+
 Deno.test("tools: bad input is a 400 naming the field", () => {
   const cases: [Record<string, unknown>, string][] = [
     [{

@@ -31,7 +31,9 @@ typedef enum {
 
 typedef struct {
   const char* model_dir;          /* directory with config.json and *.safetensors */
-  const char* backend;            /* "cpu" or "cuda" */
+  const char* backend;            /* "cpu" or "cuda"; "paced" for benches: computes nothing, each step
+                                     lasts pace_step_us + pace_prefill_us_per_token per further prompt
+                                     token, and samples letters (a GPU engine's timing without a GPU) */
   int32_t tensor_parallel;        /* ranks the model is sharded over (cpu: in one process) */
   int32_t max_num_seqs;           /* sequences running at once */
   int32_t max_model_len;          /* prompt + generated tokens per sequence */
@@ -48,6 +50,9 @@ typedef struct {
                                      by later requests with the same prefix and cache_salt; 1 = off */
   const char* moe_sharding;       /* tensor_parallel > 1: "intermediate" (every expert's columns split;
                                      NULL = this) or "experts" (experts split whole) */
+  int32_t pace_step_us;           /* backend "paced": one step; 0 = default (4000) */
+  int32_t pace_prefill_us_per_token; /* backend "paced": each prompt token of a step beyond a chunk's
+                                        first; 0 = default (35) */
 } gptoss_engine_config;
 
 #define GPTOSS_MAX_TOP_LOGPROBS 20

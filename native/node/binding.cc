@@ -1,7 +1,9 @@
 // N-API addon: the engine's C API as a JS class.
 //
-//   new Engine(options, onStep)   onStep(events) is called on the JS thread once
-//                                 per engine step with that step's events
+//   new Engine(options, onStep)   onStep(events, stepAtMs) is called on the JS
+//                                 thread once per engine step with that step's
+//                                 events and when the engine thread handed them
+//                                 over (CLOCK_MONOTONIC ms, process.hrtime's clock)
 //   createEngine(options, onStep) the same, resolved once the model is loaded
 //                                 off the JS thread
 //   submit(promptTokenIds, sampling, fairnessKey?, cacheSalt?) -> id
@@ -20,6 +22,7 @@
 #define NAPI_CPP_EXCEPTIONS
 #include <napi.h>
 
+#include <chrono>
 #include <cmath>
 #include <memory>
 #include <optional>
@@ -116,6 +119,7 @@ std::vector<int32_t> token_ids(Napi::Env env, Napi::Value value, const char* nam
 struct Delivery {
   std::vector<gptoss_event> events;  // one engine step
   bool closed = false;               // the engine has stopped: resolve close()
+  double at_ms = 0;                  // when the engine thread queued it (steady_clock = CLOCK_MONOTONIC)
 };
 
 struct Channel;
@@ -137,7 +141,10 @@ struct Channel {
 
 // Engine thread: copy the step and queue it; never blocks, never fails while open.
 void on_engine_events(void* user, const gptoss_event* events, size_t n) {
-  auto* delivery = new Delivery{std::vector<gptoss_event>(events, events + n)};
+  // The stamp lets a latency breakdown tell the engine's time from the wait for the JS thread.
+  const double at_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  auto* delivery = new Delivery{std::vector<gptoss_event>(events, events + n), false, at_ms};
   if (static_cast<Channel*>(user)->events.NonBlockingCall(delivery) != napi_ok) delete delivery;
 }
 
@@ -181,7 +188,7 @@ void deliver(Napi::Env env, Napi::Function on_step, Channel* channel, Delivery* 
       if (--channel->in_flight == 0 && !channel->closing) channel->events.Unref(env);
     }
   }
-  on_step.Call({batch});
+  on_step.Call({batch, Napi::Number::New(env, owned->at_ms)});
 }
 
 gptoss_sampling read_sampling(Napi::Env env, Napi::Value value, std::vector<int32_t>& stop_ids) {
@@ -283,6 +290,10 @@ EngineConfig read_config(Napi::Env env, Napi::Value value) {
   cfg.num_threads = int_field(o, "options", "numThreads");
   cfg.block_size = has_field(o, "blockSize") ? int_field(o, "options", "blockSize") : 0;
   cfg.token_mask_timeout_ms = has_field(o, "tokenMaskTimeoutMs") ? int_field(o, "options", "tokenMaskTimeoutMs") : 0;
+  if (has_field(o, "paceStepUs")) cfg.pace_step_us = int_field(o, "options", "paceStepUs");
+  if (has_field(o, "pacePrefillUsPerToken")) {
+    cfg.pace_prefill_us_per_token = int_field(o, "options", "pacePrefillUsPerToken");
+  }
   if (has_field(o, "enablePrefixCaching")) {
     const Napi::Value enable = o.Get("enablePrefixCaching");
     if (!enable.IsBoolean()) throw_invalid(env, "options.enablePrefixCaching must be a boolean");

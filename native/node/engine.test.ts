@@ -4,6 +4,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { ensureTinyModel } from "../../scripts/tiny-model.mjs";
 import { NativeEngine } from "./index.ts";
+import { timelineNow } from "../../shared/timeline.ts";
 import type { EngineOptions, EngineSampling, EngineTokenEvent } from "./types.ts";
 
 let modelDir = "";
@@ -108,6 +109,24 @@ describe("NativeEngine", () => {
     assert.equal(stats.running, 0);
     assert.equal(stats.kvBlocksUsed, 0);
     assert.ok(stats.tokensGenerated >= 13);
+  });
+
+  it("stamps each step with when the engine thread handed it over, on the timeline clock", async () => {
+    const submittedAt = timelineNow();
+    const steps: { stepAt: number | undefined; deliveredAt: number }[] = [];
+    await new Promise<void>((resolve) => {
+      engine.submit([1, 2, 3], sampling({ maxTokens: 4 }), (events, stepAt) => {
+        steps.push({ stepAt, deliveredAt: timelineNow() });
+        if (events.at(-1)?.finish) resolve();
+      });
+    });
+    assert.equal(steps.length, 4);
+    let previous = submittedAt;
+    for (const { stepAt, deliveredAt } of steps) {
+      assert.ok(typeof stepAt === "number" && stepAt >= previous && stepAt <= deliveredAt,
+        `${stepAt} within [${previous}, ${deliveredAt}]`);
+      previous = stepAt;
+    }
   });
 
   it("gives the same output for an Int32Array and a number array, alone and in a batch", async () => {
@@ -333,5 +352,33 @@ describe("NativeEngine lifecycle", () => {
     const one = await run({});
     assert.deepEqual(await run({ tensorParallel: 2 }), one);
     assert.deepEqual(await run({ tensorParallel: 2, moeSharding: "experts" }), one);
+  });
+});
+
+describe("the paced backend (benches: a GPU's time per step, no computation)", () => {
+  it("takes the step time, plus the per-token time for a prompt, and answers in letters", async () => {
+    const engine = new NativeEngine(options({ backend: "paced", paceStepUs: 20_000, pacePrefillUsPerToken: 500 }));
+    try {
+      const submittedAt = timelineNow();
+      const stepsAt: number[] = [];
+      const events: EngineTokenEvent[] = [];
+      await new Promise<void>((resolve) => {
+        engine.submit(promptOf(41, 1), sampling({ maxTokens: 4 }), (batch, stepAt) => {
+          stepsAt.push(stepAt!);
+          events.push(...batch);
+          if (batch.at(-1)?.finish) resolve();
+        });
+      });
+      // The prompt's step: 20 ms + 40 further tokens × 0.5 ms; each decode step 20 ms.
+      assert.ok(stepsAt[0] - submittedAt >= 40, `prefill took ${stepsAt[0] - submittedAt} ms`);
+      for (let i = 1; i < stepsAt.length; i++) {
+        assert.ok(stepsAt[i] - stepsAt[i - 1] >= 19.5, `step ${i} took ${stepsAt[i] - stepsAt[i - 1]} ms`);
+      }
+      // Byte-level tokens 64.. are "a", "b", ...: text an output parser shows at once.
+      assert.deepEqual(tokens(events), [64, 65, 66, 67]);
+      assert.equal(events.at(-1)?.finish, "length");
+    } finally {
+      await engine.close();
+    }
   });
 });

@@ -11,10 +11,12 @@ import type {
   EngineError,
   EngineOptions,
   EngineSampling,
+  EngineEventsListener,
   EngineStats,
   EngineTokenEvent,
   ModelInfo,
 } from "./types.ts";
+import { timelineNow } from "../../shared/timeline.ts";
 
 export const ADDON_PATH = fileURLToPath(new URL("../build/gptoss_node.node", import.meta.url));
 
@@ -31,7 +33,8 @@ interface AddonEngine {
   close(): Promise<void>;
 }
 
-type OnStep = (events: AddonEvent[]) => void;
+/** `stepAtMs`: when the engine thread handed the step over, on CLOCK_MONOTONIC (process.hrtime's). */
+type OnStep = (events: AddonEvent[], stepAtMs: number) => void;
 
 interface Addon {
   Engine: new (options: EngineOptions, onStep: OnStep) => AddonEngine;
@@ -57,13 +60,15 @@ function loadAddon(): Addon {
 
 /** Routes each engine step's events to the requests' own callbacks. */
 class StepDispatcher {
-  readonly #listeners = new Map<number, (events: EngineTokenEvent[]) => void>();
+  readonly #listeners = new Map<number, EngineEventsListener>();
 
-  listen(id: number, onEvents: (events: EngineTokenEvent[]) => void): void {
+  listen(id: number, onEvents: EngineEventsListener): void {
     this.#listeners.set(id, onEvents);
   }
 
-  readonly dispatch = (events: AddonEvent[]): void => {
+  readonly dispatch = (events: AddonEvent[], stepAtMs: number): void => {
+    // The engine's monotonic stamp on the timeline clock: how long ago, read on both clocks now.
+    const stepAt = timelineNow() - (Number(process.hrtime.bigint()) / 1e6 - stepAtMs);
     const byRequest = new Map<number, EngineTokenEvent[]>();
     for (const { id, ...event } of events) {
       const list = byRequest.get(id);
@@ -75,7 +80,7 @@ class StepDispatcher {
       const listener = this.#listeners.get(id);
       if (list[list.length - 1].finish !== undefined) this.#listeners.delete(id);
       try {
-        listener?.(list);
+        listener?.(list, stepAt);
       } catch (error) {
         firstError ??= error;
       }
@@ -118,7 +123,7 @@ export class NativeEngine implements Engine {
   submit(
     promptTokenIds: ArrayLike<number>,
     sampling: EngineSampling,
-    onEvents: (events: EngineTokenEvent[]) => void,
+    onEvents: EngineEventsListener,
     fairnessKey?: string,
     cacheSalt?: string,
   ): number {

@@ -5,7 +5,8 @@
 
 export interface EngineOptions {
   modelDir: string;
-  backend: "cpu" | "cuda";
+  /** "paced": benches only, computes nothing and takes `paceStepUs` (+ per prompt token) per step. */
+  backend: "cpu" | "cuda" | "paced";
   tensorParallel: number;
   /** With tensorParallel > 1: "intermediate" (default) splits every expert's columns, "experts" splits experts whole. */
   moeSharding?: "intermediate" | "experts";
@@ -23,6 +24,10 @@ export interface EngineOptions {
   tokenMaskTimeoutMs?: number;
   /** Reuse the KV of prompt prefixes seen before with the same cache salt (default true). */
   enablePrefixCaching?: boolean;
+  /** backend "paced": one step, µs (default 4000). */
+  paceStepUs?: number;
+  /** backend "paced": each prompt token of a step beyond a chunk's first, µs (default 35). */
+  pacePrefillUsPerToken?: number;
 }
 
 export interface EngineSampling {
@@ -92,17 +97,20 @@ export interface EngineError extends Error {
     | "closed";
 }
 
+export type EngineEventsListener = (events: EngineTokenEvent[], stepAt?: number) => void;
+
 export interface Engine {
   readonly modelInfo: ModelInfo;
   /**
    * Queues a request. `onEvents` receives this request's events in batches on
    * the JS thread; the last event carries `finish`. Throws EngineError on
-   * invalid input.
+   * invalid input. `stepAt`, where the engine knows it: when its thread handed
+   * the step over, on the timeline clock (shared/timeline.ts `timelineNow`).
    */
   submit(
     promptTokenIds: ArrayLike<number>,
     sampling: EngineSampling,
-    onEvents: (events: EngineTokenEvent[]) => void,
+    onEvents: EngineEventsListener,
     fairnessKey?: string,
     /** Only requests with equal salts share cached prompt prefixes: the tenant. */
     cacheSalt?: string,

@@ -37,7 +37,8 @@
 #    the step's wall time: what bounds a step, kernels or the gaps between;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b layers prefix tp profile" leaves out those stages; GPTOSS_JOBS sets build parallelism.
+# loader model20b layers prefix tp profile moeab" leaves out those stages (moeab:
+# the kernel checks and bench again with GPTOSS_MOE_KERNEL=v1); GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -82,13 +83,19 @@ tools="$build/src/backend/cuda"
 echo "built"
 
 want kernels && step "kernel checks" &&
-if ! timeout 90 "$tools/gptoss-cuda-kernel-check" 2>&1 | tee "$out/kernel_check.log"; then
+if ! timeout 150 "$tools/gptoss-cuda-kernel-check" 2>&1 | tee "$out/kernel_check.log"; then
   status=1
   seed=$(awk '/seed/ {print $NF; exit}' "$out/kernel_check.log")
   echo "kernel checks failed; again under compute-sanitizer (seed $seed)"
-  timeout 150 compute-sanitizer --tool memcheck "$tools/gptoss-cuda-kernel-check" --seed "$seed" 2>&1 |
+  timeout 240 compute-sanitizer --tool memcheck "$tools/gptoss-cuda-kernel-check" --seed "$seed" 2>&1 |
     tail -40 | tee "$out/kernel_check_memcheck.log"
 fi
+# The MXFP4 expert kernel A/B (docs/cuda-notes.md "h15moe"): the old tiled
+# kernel's MoE checks on the same seed; the loser is deleted after the call.
+want kernels && want moeab && step "kernel checks, MoE with GPTOSS_MOE_KERNEL=v1" &&
+  GPTOSS_MOE_KERNEL=v1 timeout 150 "$tools/gptoss-cuda-kernel-check" \
+    --seed "$(awk '/seed/ {print $NF; exit}' "$out/kernel_check.log")" 2>&1 |
+  grep -E "moe|checks:" | tee "$out/kernel_check_moe_v1.log"
 
 small="$models/small64"
 "$build/gptoss-gen-model" --out "$small" --layers 3 --hidden 256 --intermediate 256 --heads 8 --kv-heads 2 \
@@ -163,6 +170,10 @@ fi
 if want bench; then
   step "benchmark, 20b shape, weights generated on the GPU"
   timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --json "$out/bench_random.json" 2>&1 | tee "$out/bench_random.log" || status=1
+  if want moeab; then
+    step "benchmark with GPTOSS_MOE_KERNEL=v1 (the old MXFP4 expert kernel, A/B)"
+    GPTOSS_MOE_KERNEL=v1 timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" 2>&1 | tee "$out/bench_random_moe_v1.log" || status=1
+  fi
 fi
 
 want torch && step "torch bf16 matmul ceiling" &&
@@ -300,6 +311,11 @@ step "summary"
     "$out/tp_20b.log" "$out/profile.log" 2>/dev/null
   grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|cublaslt|gemv|load checkpoint|weights|extend)" "$out/bench_random.log" 2>/dev/null
   grep -h -E "^(load checkpoint|decode batch 1 tok/s)" "$out/bench_loaded.log" 2>/dev/null | sed 's/^/[loaded] /'
+  for kernel in "" _moe_v1; do  # the expert stages of each step, both kernels of the A/B
+    grep -h -E "stage shares|moe_(gate_up_swiglu|down) |^(decode batch [0-9]+ tok/s|prefill|extend)" \
+      "$out/bench_random$kernel.log" 2>/dev/null | sed "s/^/[moe${kernel:-_v2}] /"
+  done
+  grep -h -E "FAIL|checks:" "$out/kernel_check_moe_v1.log" 2>/dev/null | sed 's/^/[moe_v1] /'
   grep -h "torch" "$out/torch.log" 2>/dev/null
   cat "$out/depth.log" 2>/dev/null
   grep -h "hf_compare" "$out"/hf_*.log 2>/dev/null

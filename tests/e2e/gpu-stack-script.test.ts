@@ -42,6 +42,18 @@ describe("scripts/gpu-stack.sh on the CPU engine", () => {
           assert.ok(level.outputTokensPerSec > 0 && level.ttftMs.count === level.succeeded);
         }
       }
+      // One stream, stage by stage: every request's timeline, from the client's send through the
+      // gateway, the worker and the engine thread back to the client's [DONE], beside the engine's.
+      const spans = (t: { spans: { span: string }[] } | undefined) => t?.spans.map((s) => s.span) ?? [];
+      const stackSpans = spans(w.stack[0].timeline);
+      const expected = [
+        "sent→received", "claimed→submitted", "submitted→engineFirstText", "firstWrite→firstText", "doneWritten→doneReceived",
+      ];
+      for (const span of expected) {
+        assert.ok(stackSpans.includes(span), `${w.name}: the stack's one-stream timeline has ${span} (${stackSpans})`);
+      }
+      assert.ok(spans(w.engine[0].timeline).includes("submitted→engineFirstText"));
+      assert.equal(w.enginePaused!.level.succeeded, w.enginePaused!.level.requests);
       assert.ok(w.tokens!.billedInUsage > 0);
       assert.equal(w.tokens!.generatedByEngine, w.tokens!.billedInUsage, "every generated token reached usage once");
     }

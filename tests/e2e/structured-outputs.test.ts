@@ -136,6 +136,31 @@ describe("structured outputs", () => {
     assert.deepEqual(failures, []);
   });
 
+  /** A call's name, arguments and finish reason, streamed or not. */
+  async function firstCall(request: OpenAI.ChatCompletionCreateParamsNonStreaming, stream: boolean) {
+    if (!stream) {
+      const completion = await suite.client.chat.completions.create(request);
+      const call = completion.choices[0].message.tool_calls?.[0];
+      return {
+        name: call?.type === "function" ? call.function.name : undefined,
+        args: call?.type === "function" ? call.function.arguments : "",
+        finish: completion.choices[0].finish_reason as string | null,
+      };
+    }
+    let name: string | undefined;
+    let args = "";
+    let finish: string | null = null;
+    for await (const chunk of await suite.client.chat.completions.create({ ...request, stream: true })) {
+      for (const call of chunk.choices[0]?.delta.tool_calls ?? []) {
+        if (call.index !== 0) continue;
+        name ??= call.function?.name;
+        args += call.function?.arguments ?? "";
+      }
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    return { name, args, finish };
+  }
+
   it("strict tools: a forced call's arguments validate against its parameters, streaming or not", async () => {
     const failures: string[] = [];
     const schemas = Array.from({ length: 40 }, (_, i) => generateSchema(1000 + i));
@@ -148,20 +173,7 @@ describe("structured outputs", () => {
         model: MODEL_NAME, messages, max_tokens: 256, seed: i, temperature: 1, tools,
         tool_choice: { type: "function" as const, function: { name: "fill_form" } },
       };
-      let args = "";
-      let finish: string | null = null;
-      if (i % 4 === 0) {
-        const stream = await suite.client.chat.completions.create({ ...request, stream: true });
-        for await (const chunk of stream) {
-          for (const call of chunk.choices[0]?.delta.tool_calls ?? []) args += call.function?.arguments ?? "";
-          finish = chunk.choices[0]?.finish_reason ?? finish;
-        }
-      } else {
-        const completion = await suite.client.chat.completions.create(request);
-        const call = completion.choices[0].message.tool_calls?.[0];
-        args = call?.type === "function" ? call.function.arguments : "";
-        finish = completion.choices[0].finish_reason;
-      }
+      const { args, finish } = await firstCall(request, i % 4 === 0);
       let parsed: unknown;
       try {
         parsed = JSON.parse(args);
@@ -174,6 +186,52 @@ describe("structured outputs", () => {
       if (finish !== "tool_calls") failures.push(`tool schema ${i}: finish_reason ${finish}`);
     });
     assert.deepEqual(failures, []);
+  });
+
+  it("required with several strict tools: the name is an offered one, the arguments its schema's", async () => {
+    const failures: string[] = [];
+    const drawn = new Set<string>();
+    await eachConcurrently(Array.from({ length: 24 }, (_, i) => i), 8, async (i) => {
+      const functions = [
+        { name: "fill_form", parameters: generateSchema(2000 + i), strict: true },
+        { name: "file_report", parameters: generateSchema(3000 + i), strict: true },
+      ];
+      const request = {
+        model: MODEL_NAME, messages, max_tokens: 256, seed: i, temperature: 1,
+        tools: functions.map((f) => ({ type: "function" as const, function: f })),
+        tool_choice: "required" as const,
+      };
+      const { name, args, finish } = await firstCall(request, i % 4 === 0);
+      const tool = functions.find((f) => f.name === name);
+      if (tool === undefined) return void failures.push(`request ${i}: called ${name} (finish ${finish})`);
+      drawn.add(tool.name);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(args);
+      } catch {
+        return void failures.push(`request ${i}: arguments not JSON (finish ${finish}): ${args}`);
+      }
+      const validate = ajv.compile(tool.parameters);
+      if (!validate(parsed)) failures.push(`request ${i}: ${ajv.errorsText(validate.errors)}: ${args}`);
+      if (finish !== "tool_calls") failures.push(`request ${i}: finish_reason ${finish}`);
+    });
+    assert.deepEqual(failures, []);
+    assert.equal(drawn.size, 2, "both names drawn over 24 seeds");
+  });
+
+  it("auto with a strict tool: the model may answer or call; a call it makes validates", async () => {
+    const parameters = generateSchema(4000);
+    const validate = ajv.compile(parameters);
+    await eachConcurrently(Array.from({ length: 8 }, (_, i) => i), 8, async (i) => {
+      const request = {
+        model: MODEL_NAME, messages, max_tokens: 32, seed: i, temperature: 1,
+        tools: [{ type: "function" as const, function: { name: "fill_form", parameters, strict: true } }],
+      };
+      const { name, args, finish } = await firstCall(request, i % 2 === 0);
+      // The random model seldom writes a call header; whatever it writes, the request completes.
+      assert.ok(finish === "stop" || finish === "length" || finish === "tool_calls", `request ${i}: ${finish}`);
+      if (name !== undefined && finish === "tool_calls") assert.ok(validate(JSON.parse(args)), args);
+    });
   });
 
   it("json_object: an answer that ends is a JSON object; every answer opens one", async () => {
@@ -289,6 +347,11 @@ describe("structured outputs", () => {
     assert.equal(refused.status, 400);
     assert.equal(refused.body.error.param, "response_format.json_schema.schema");
     assert.match(refused.body.error.message, new RegExp(`${bytes} bytes.*limit is ${bytes - 1}`));
+    // A strict tool's parameters count the same, whether or not tool_choice forces its call.
+    const strictTool = { type: "function", function: { name: "fill_form", parameters: schema, strict: true } };
+    const refusedTool = await chatRaw(baseURL, small.apiKey, { tools: [strictTool] });
+    assert.equal(refusedTool.status, 400);
+    assert.equal(refusedTool.body.error.param, "tools.function.parameters");
     const large = await bootstrapTenant(redis, prefix, { tenantId: "schema-cap-large", settings: { maxSchemaBytes: bytes } });
     const served = await chatRaw(baseURL, large.apiKey, { response_format: format, max_tokens: 200, temperature: 1, seed: 3 });
     assert.equal(served.status, 200, JSON.stringify(served.body));

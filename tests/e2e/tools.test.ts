@@ -428,6 +428,33 @@ describe("function calling, the served model", () => {
     );
   });
 
+  it("required with several tools: the call is to one of them, its name masked to the offered ones", async () => {
+    const names = new Set<string>();
+    for (let seed = 0; seed < 6; seed++) {
+      const request = {
+        model: MODEL_NAME,
+        messages: [{ role: "user" as const, content: "Where is order 42?" }],
+        tools,
+        tool_choice: "required" as const,
+        // The name, its space, <|constrain|>, json and <|message|> fit well within it.
+        max_tokens: 24,
+        seed,
+        temperature: 1,
+      };
+      const call = seed % 2 === 0
+        ? schema.completion(await suite.client.chat.completions.create(request)).choices[0].message.tool_calls?.[0]
+        : await (async () => {
+          const stream = suite.client.chat.completions.stream(request);
+          stream.on("chunk", (c) => schema.chunk(c));
+          return (await stream.finalChatCompletion()).choices[0].message.tool_calls?.[0];
+        })();
+      assert.ok(call?.type === "function", `seed ${seed}: a call`);
+      assert.ok(["get_order", "hand_over"].includes(call.function.name), `seed ${seed}: ${call.function.name}`);
+      names.add(call.function.name);
+    }
+    assert.ok(names.size > 0);
+  });
+
   it("tool_choice none never surfaces a call", async () => {
     const data = schema.completion(
       await suite.client.chat.completions.create({

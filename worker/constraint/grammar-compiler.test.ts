@@ -9,7 +9,7 @@ import { before, describe, it } from "node:test";
 import { getTokenizer, SPECIAL_TOKENS } from "../../shared/tokenizer.ts";
 import { GrammarError, loadXGrammar } from "../../shared/xgrammar.ts";
 import { schemaGrammar } from "../../shared/json-schema-grammar.ts";
-import { CONSTRAINED_STOP_TOKEN, GrammarCompiler } from "./grammar-compiler.ts";
+import { CONSTRAINED_STOP_TOKEN, GrammarCompiler, jsonGrammar } from "./grammar-compiler.ts";
 import { TokenConstraint } from "./token-constraint.ts";
 import { GrammarService } from "./grammar-service.ts";
 
@@ -31,7 +31,7 @@ describe("grammar compiler", () => {
   });
 
   it("walks a valid answer token by token: specials never allowed, the stop token only at the end", async () => {
-    const { matcher, compileMs } = await compiler.matcher({ kind: "json_schema", schema: schema("word") });
+    const { matcher, compileMs } = await compiler.matcher(jsonGrammar({ kind: "json_schema", schema: schema("word") }));
     assert.ok(compileMs > 0);
     const constraint = new TokenConstraint(matcher);
     const answer = tokenizer.encode('{"word":"abc","n":7}');
@@ -50,7 +50,7 @@ describe("grammar compiler", () => {
   });
 
   it("rejects a token the grammar does not allow", async () => {
-    const { matcher } = await compiler.matcher({ kind: "json_object" });
+    const { matcher } = await compiler.matcher(jsonGrammar({ kind: "json_object" }));
     const constraint = new TokenConstraint(matcher);
     const mask = (await constraint.nextMask())!;
     const [letter] = tokenizer.encode("x");
@@ -61,7 +61,7 @@ describe("grammar compiler", () => {
 
   it("reports what xgrammar refuses with its reason", async () => {
     const bad = JSON.stringify({ type: "object", properties: { a: { type: "string", pattern: "(?<=x)y" } } });
-    await assert.rejects(compiler.matcher({ kind: "json_schema", schema: bad }), (err: unknown) => {
+    await assert.rejects(compiler.matcher(jsonGrammar({ kind: "json_schema", schema: bad })), (err: unknown) => {
       assert.ok(err instanceof GrammarError);
       assert.match(err.message, /[Ll]ookbehind/);
       return true;
@@ -69,12 +69,12 @@ describe("grammar compiler", () => {
   });
 
   it("serves a repeated schema from the cache, bounded, and keeps evicted grammars' matchers working", async () => {
-    const first = await compiler.matcher({ kind: "json_schema", schema: schema("alpha") });
-    const again = await compiler.matcher({ kind: "json_schema", schema: schema("alpha") });
+    const first = await compiler.matcher(jsonGrammar({ kind: "json_schema", schema: schema("alpha") }));
+    const again = await compiler.matcher(jsonGrammar({ kind: "json_schema", schema: schema("alpha") }));
     assert.equal(again.compileMs, 0);
     // Two more schemas push "alpha" out of a cache of 2.
     for (const name of ["beta", "gamma"]) {
-      (await compiler.matcher({ kind: "json_schema", schema: schema(name) })).matcher.dispose();
+      (await compiler.matcher(jsonGrammar({ kind: "json_schema", schema: schema(name) }))).matcher.dispose();
     }
     assert.equal(compiler.cachedGrammars, 2);
     const constraint = new TokenConstraint(first.matcher);
@@ -105,12 +105,12 @@ describe("grammar compiler", () => {
     }
   });
 
-  it("the grammar thread: masks by message, completion, a refused schema, a resumed stream", async () => {
+  it("the grammar thread: masks by message, completion, json_object precompiled, a refused schema, a resumed stream", async () => {
     const service = await GrammarService.start(4);
     try {
       const constraint = { kind: "json_schema" as const, schema: schema("word") };
-      const { constraint: remote, compileMs } = await service.open(constraint);
-      assert.ok(compileMs >= 0);
+      const remote = service.open(constraint);
+      assert.ok((await remote.ready) >= 0);
       let step = await remote.advance();
       for (const token of tokenizer.encode('{"word":"ab","n":3}')) {
         assert.equal(step.kind, "mask");
@@ -121,14 +121,35 @@ describe("grammar compiler", () => {
       assert.equal((await remote.advance(CONSTRAINED_STOP_TOKEN)).kind, "complete");
       remote.dispose();
 
-      const resumed = await service.open(constraint, tokenizer.encode('{"word":"ab",'));
-      const next = await resumed.constraint.advance();
+      const resumed = service.open(constraint, tokenizer.encode('{"word":"ab",'));
+      const next = await resumed.advance();
       assert.ok(next.kind === "mask" && allows(next.mask, tokenizer.encode('"n')[0]));
-      assert.equal((await resumed.constraint.advance(tokenizer.encode("x")[0])).kind, "rejected");
-      resumed.constraint.dispose();
+      assert.equal((await resumed.advance(tokenizer.encode("x")[0])).kind, "rejected");
+      resumed.dispose();
+
+      // Tokens in a burst (an engine that does not wait for masks): each step runs after the last.
+      const calls = service.open({ kind: "tool_calls", functions: [{ name: "hand_over" }, { name: "get" }], nameFirst: true });
+      const header = [
+        ...tokenizer.encode("hand_over "),
+        SPECIAL_TOKENS["<|constrain|>"],
+        ...tokenizer.encode("json"),
+        SPECIAL_TOKENS["<|message|>"],
+      ];
+      const steps = await Promise.all([calls.advance(), ...header.map((token) => calls.advance(token))]);
+      assert.deepEqual(steps.map((step) => step.kind), [...header.map(() => "mask"), "free"]);
+      calls.dispose();
+
+      // json_object's grammar was compiled when the thread started.
+      const object = service.open({ kind: "json_object" });
+      assert.equal(await object.ready, 0);
+      object.dispose();
 
       const bad = JSON.stringify({ type: "object", properties: { a: { type: "string", pattern: "(?<=x)y" } } });
-      await assert.rejects(service.open({ kind: "json_schema", schema: bad }), GrammarError);
+      const refused = service.open({ kind: "json_schema", schema: bad });
+      // The first mask, asked for before the compile ends (the worker submits at once), fails too.
+      await assert.rejects(refused.advance(), GrammarError);
+      await assert.rejects(refused.ready, GrammarError);
+      refused.dispose();
     } finally {
       await service.close();
     }

@@ -9,7 +9,7 @@
  * exactly when the answer is complete, which ends the request (`<|call|>` instead for the arguments
  * of a forced call).
  *
- * Compiled grammars are kept by constraint (bounded, least recently used dropped first): the first
+ * Compiled grammars are kept by grammar (bounded, least recently used dropped first): the first
  * request with a schema pays for its compile, later ones look it up.
  */
 import { type HarmonyTokenizer, FIRST_SPECIAL_ID, SPECIAL_TOKENS, VOCAB_SIZE } from "../../shared/tokenizer.ts";
@@ -50,11 +50,45 @@ export function byteLevelVocabulary(tokenizer: HarmonyTokenizer): string[] {
   return vocab;
 }
 
-/** The schema text a constraint compiles: json_object is any object, properties unconstrained. */
-function schemaOf(constraint: OutputConstraint): { schema: string; strict: boolean } {
-  return constraint.kind === "json_object"
+/**
+ * What a matcher is made from: a grammar, compiled once per `key`, and the tokens that end it.
+ */
+export interface GrammarSpec {
+  /** Equal keys mean equal grammars: the cache key. */
+  key: string;
+  /** The grammar's EBNF text (may reject with xgrammar's reason: called through `xgrammarCall`). */
+  ebnf: (xgrammar: XGrammarModule) => Promise<string>;
+  /** The tokens that end it once the value is complete. */
+  stopTokens: number[];
+}
+
+type JsonConstraint = Exclude<OutputConstraint, { kind: "tool_calls" }>;
+
+/** The grammar of a JSON value: json_object is any object, properties unconstrained. */
+export function jsonGrammar(constraint: JsonConstraint): GrammarSpec {
+  const { schema, strict } = constraint.kind === "json_object"
     ? { schema: '{"type":"object"}', strict: false }
     : { schema: constraint.schema, strict: true };
+  const callArguments = constraint.kind === "json_schema" && constraint.target === "call";
+  return {
+    key: `${strict ? "strict" : "loose"}:${schema}`,
+    ebnf: (xgrammar) => schemaGrammar(xgrammar, schema, strict),
+    stopTokens: [callArguments ? CONSTRAINED_CALL_END : CONSTRAINED_STOP_TOKEN],
+  };
+}
+
+/**
+ * One of `names` and the space harmony writes before `<|constrain|>`, which ends it: the name
+ * of a call whose header the prompt opened up to `to=functions.`. Function names are letters,
+ * digits, `_` and `-` (the gateway checks), so each is a plain EBNF literal.
+ */
+export function functionNameGrammar(names: readonly string[]): GrammarSpec {
+  const alternatives = names.map((name) => `"${name}"`).join(" | ");
+  return {
+    key: `names:${names.join(",")}`,
+    ebnf: () => Promise.resolve(`root ::= (${alternatives}) " "`),
+    stopTokens: [SPECIAL_TOKENS["<|constrain|>"]],
+  };
 }
 
 export interface MatcherResult {
@@ -99,41 +133,52 @@ export class GrammarCompiler {
   }
 
   /**
-   * A fresh matcher for a constraint, its grammar compiled or taken from the cache; rejects with
-   * GrammarError when xgrammar refuses the schema.
+   * A fresh matcher for a grammar, compiled or taken from the cache; rejects with GrammarError
+   * when xgrammar refuses it.
    */
-  async matcher(constraint: OutputConstraint): Promise<MatcherResult> {
-    const { schema, strict } = schemaOf(constraint);
-    const key = `${strict ? "strict" : "loose"}:${schema}`;
-    let entry = this.#cache.get(key);
+  async matcher(spec: GrammarSpec): Promise<MatcherResult> {
     const started = performance.now();
-    const cached = entry !== undefined;
-    if (entry !== undefined) {
-      this.#cache.delete(key);
-    } else {
-      const grammar = xgrammarCall(async () =>
-        this.#compiler.compileGrammar(await schemaGrammar(this.#xgrammar, schema, strict))
-      );
-      entry = { grammar, users: 0, evicted: false };
-      // A refused schema is not kept: the next request with it gets the same error.
-      grammar.catch(() => this.#cache.get(key) === entry && this.#cache.delete(key));
-    }
-    this.#cache.set(key, entry);
+    const { entry, cached } = this.#lookup(spec);
     entry.users++;
-    this.#evict();
     try {
       const grammar = await entry.grammar;
       const compileMs = cached ? 0 : performance.now() - started;
-      const callArguments = constraint.kind === "json_schema" && constraint.target === "call";
-      const matcher = await this.#xgrammar.GrammarMatcher.createGrammarMatcher(
-        grammar,
-        callArguments ? [CONSTRAINED_CALL_END] : undefined,
-      );
+      const matcher = await this.#xgrammar.GrammarMatcher.createGrammarMatcher(grammar, spec.stopTokens);
       return { matcher, compileMs };
     } finally {
       entry.users--;
       this.#disposeIfUnused(entry);
     }
+  }
+
+  /**
+   * Compiles a grammar into the cache unless it is there, so a later `matcher` finds it; resolves
+   * with the milliseconds spent compiling (0: cached), rejects as `matcher` does.
+   */
+  async prepare(spec: GrammarSpec): Promise<number> {
+    const started = performance.now();
+    const { entry, cached } = this.#lookup(spec);
+    await entry.grammar;
+    return cached ? 0 : performance.now() - started;
+  }
+
+  /** The cache entry of a grammar, its compile started if it was not there; now the most recent. */
+  #lookup(spec: GrammarSpec): { entry: CacheEntry; cached: boolean } {
+    const { key } = spec;
+    let entry = this.#cache.get(key);
+    const cached = entry !== undefined;
+    if (entry !== undefined) {
+      this.#cache.delete(key);
+    } else {
+      const grammar = xgrammarCall(async () => this.#compiler.compileGrammar(await spec.ebnf(this.#xgrammar)));
+      const created: CacheEntry = { grammar, users: 0, evicted: false };
+      // A refused grammar is not kept: the next request with it gets the same error.
+      grammar.catch(() => this.#cache.get(key) === created && this.#cache.delete(key));
+      entry = created;
+    }
+    this.#cache.set(key, entry);
+    this.#evict();
+    return { entry, cached };
   }
 
   get cachedGrammars(): number {

@@ -11,21 +11,28 @@ import { VOCAB_SIZE } from "../../shared/tokenizer.ts";
 /** Every token allowed: the mask of a constrained request's positions after its value ended. */
 export const ALL_TOKENS_MASK = new Int32Array(Math.ceil(VOCAB_SIZE / 32)).fill(-1);
 
-export type ThreadRequest =
+/** What the thread is asked to do with the constraint `id`. */
+export type ThreadCommand =
   | { id: number; kind: "open"; constraint: OutputConstraint; resumedTokens: readonly number[] }
   /** Accept `token` (absent: none yet) and compute the next mask. */
   | { id: number; kind: "advance"; token?: number }
   | { id: number; kind: "close" };
 
-export type ThreadReply =
-  | { id: number; kind: "ready" }
-  | { id: number; kind: "opened"; compileMs: number; rejected: boolean }
-  | { id: number; kind: "failed"; grammar: boolean; message: string }
-  | MaskStep & { id: number };
+/** A command as sent: `call` numbers the message, and its reply names it. */
+export type ThreadRequest = ThreadCommand & { call: number };
+
+export type ThreadReply = { call: number } & (
+  | { kind: "ready" }
+  | { kind: "opened"; compileMs: number; rejected: boolean }
+  | { kind: "failed"; grammar: boolean; message: string }
+  | MaskStep
+);
 
 /** What follows a token: the next mask, or why there is none. */
 export type MaskStep =
   | { kind: "mask"; mask: Int32Array }
+  /** Every token is allowed (text outside a constrained call): send `ALL_TOKENS_MASK`. */
+  | { kind: "free" }
   /** The value is complete (the stop token was accepted). */
   | { kind: "complete" }
   /** The grammar allows no next token. */
@@ -37,13 +44,14 @@ export class GrammarService {
   readonly #thread: Worker;
   readonly #pending = new Map<number, (reply: ThreadReply) => void>();
   #nextId = 1;
+  #nextCall = 1;
   #failure: Error | undefined;
 
   private constructor(thread: Worker) {
     this.#thread = thread;
     thread.on("message", (reply: ThreadReply) => {
-      const resolve = this.#pending.get(reply.id);
-      this.#pending.delete(reply.id);
+      const resolve = this.#pending.get(reply.call);
+      this.#pending.delete(reply.call);
       resolve?.(reply);
     });
     thread.on("error", (error) => this.#fail(error));
@@ -62,55 +70,55 @@ export class GrammarService {
   }
 
   /**
-   * A request's constraint, its grammar compiled (or cached) and advanced past `resumedTokens`;
-   * rejects with GrammarError when xgrammar refuses the schema.
+   * A request's constraint, at once: its grammar compiles (or comes from the cache) on the thread
+   * and is advanced past `resumedTokens`, while the caller goes on (submits to the engine: the
+   * first mask is asked for at once and comes when the grammar is ready). `ready` resolves with the
+   * milliseconds spent compiling; it rejects with GrammarError when xgrammar refuses the schema or
+   * the resumed output does not match it.
    */
-  async open(
-    constraint: OutputConstraint,
-    resumedTokens: readonly number[] = [],
-  ): Promise<{ constraint: RemoteConstraint; compileMs: number }> {
+  open(constraint: OutputConstraint, resumedTokens: readonly number[] = []): RemoteConstraint {
     const id = this.#nextId++;
-    const reply = await this.#ask({ id, kind: "open", constraint, resumedTokens });
-    if (reply.kind === "failed") throw reply.grammar ? new GrammarError(reply.message) : new Error(reply.message);
-    if (reply.kind !== "opened") throw new Error(`unexpected reply ${reply.kind}`);
-    const remote = new RemoteConstraint(this, id);
-    if (reply.rejected) {
-      remote.dispose();
-      throw new GrammarError("the resumed output does not match the grammar");
-    }
-    return { constraint: remote, compileMs: reply.compileMs };
+    const ready = this.#ask({ id, kind: "open", constraint, resumedTokens }).then((reply) => {
+      if (reply.kind === "failed") throw reply.grammar ? new GrammarError(reply.message) : new Error(reply.message);
+      if (reply.kind !== "opened") throw new Error(`unexpected reply ${reply.kind}`);
+      if (reply.rejected) throw new GrammarError("the resumed output does not match the grammar");
+      return reply.compileMs;
+    });
+    // A caller that first waits on a mask learns of a refusal there too, and reads `ready` later.
+    ready.catch(() => undefined);
+    return new RemoteConstraint(this, id, ready);
   }
 
   /** @internal RemoteConstraint's step. */
   async advance(id: number, token: number | undefined): Promise<MaskStep> {
     const reply = await this.#ask({ id, kind: "advance", ...(token !== undefined ? { token } : {}) });
-    if (reply.kind === "failed" || reply.kind === "opened" || reply.kind === "ready") {
-      throw new Error(reply.kind === "failed" ? reply.message : `unexpected reply ${reply.kind}`);
-    }
+    if (reply.kind === "failed") throw reply.grammar ? new GrammarError(reply.message) : new Error(reply.message);
+    if (reply.kind === "opened" || reply.kind === "ready") throw new Error(`unexpected reply ${reply.kind}`);
     return reply;
   }
 
   /** @internal */
-  post(request: ThreadRequest): void {
-    if (this.#failure === undefined) this.#thread.postMessage(request);
+  post(command: ThreadCommand): void {
+    if (this.#failure === undefined) this.#thread.postMessage({ ...command, call: this.#nextCall++ });
   }
 
   close(): Promise<number> {
     return this.#thread.terminate();
   }
 
-  #ask(request: ThreadRequest): Promise<ThreadReply> {
+  #ask(command: ThreadCommand): Promise<ThreadReply> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    const call = this.#nextCall++;
     return new Promise((resolve) => {
-      this.#pending.set(request.id, resolve);
-      this.#thread.postMessage(request);
+      this.#pending.set(call, resolve);
+      this.#thread.postMessage({ ...command, call } satisfies ThreadRequest);
     });
   }
 
   /** A dead thread fails every request waiting on it, and every later one. */
   #fail(error: Error): void {
     this.#failure ??= error;
-    for (const [id, resolve] of this.#pending) resolve({ id, kind: "failed", grammar: false, message: error.message });
+    for (const [call, resolve] of this.#pending) resolve({ call, kind: "failed", grammar: false, message: error.message });
     this.#pending.clear();
   }
 }
@@ -120,10 +128,13 @@ export class RemoteConstraint {
   readonly #service: GrammarService;
   readonly #id: number;
   #closed = false;
+  /** Milliseconds spent compiling (0: cached); rejects with GrammarError for a refused grammar. */
+  readonly ready: Promise<number>;
 
-  constructor(service: GrammarService, id: number) {
+  constructor(service: GrammarService, id: number, ready: Promise<number>) {
     this.#service = service;
     this.#id = id;
+    this.ready = ready;
   }
 
   /** Accepts `token` (none before the first) and gives what may come next. */

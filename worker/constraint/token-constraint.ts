@@ -7,7 +7,21 @@
  */
 import type { GrammarMatcher } from "@mlc-ai/web-xgrammar";
 
-export class TokenConstraint {
+/** A position where every token is allowed: the worker sends its all-ones mask, nothing is computed. */
+export const FREE = "free";
+
+/** What the grammar thread advances per request: a grammar's matcher, or function calling's phases. */
+export interface StepConstraint {
+  /** Advances past a sampled token; false when it was not allowed (it never should be). */
+  accept(token: number): boolean | Promise<boolean>;
+  /** The value is complete: nothing more is constrained. */
+  readonly complete: boolean;
+  /** The tokens allowed next; undefined when none is (a dead end, which must end the request). */
+  nextMask(): Promise<Int32Array | typeof FREE | undefined>;
+  dispose(): void;
+}
+
+export class TokenConstraint implements StepConstraint {
   readonly #matcher: GrammarMatcher;
   #disposed = false;
 

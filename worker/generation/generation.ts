@@ -9,16 +9,21 @@
  * detokenizer, harmony parser and stop-string state exactly, and the engine
  * continues from prompt + those tokens with what is left of max_tokens.
  *
- * A constrained request (`job.constraint`: structured output) gets its grammar from the grammar
- * thread before it is submitted; after each token the grammar advances there and the next token
- * mask goes to the engine, which waits for it only when it samples that position.
+ * A constrained request (`job.constraint`: structured output, strict function calls) opens its
+ * grammar on the grammar thread; after each token the grammar advances there and the next token
+ * mask goes to the engine, which waits for it only when it samples that position. The engine's
+ * step waits for the masks of all its constrained rows, so a request is submitted only once its
+ * first mask can come quickly: a JSON value's grammar is compiled first (a compile running past
+ * the prompt's forward pass would hold up every sequence of the batch), while function calling
+ * starts free and is submitted at once, its strict functions' grammars compiling as the model
+ * writes.
  *
  * The terminal event (`done` or `error`) is published as soon as the end is
  * decided, so the client never waits on the engine. `run()` resolves later,
  * when the engine has let go of the sequence: the BullMQ concurrency slot is
  * only freed when the engine's batch slot is.
  */
-import type { Job, JobResult, TokenLogprob, ToolCall, Usage } from "../../shared/protocol.ts";
+import type { Job, JobResult, OutputConstraint, TokenLogprob, ToolCall, Usage } from "../../shared/protocol.ts";
 import { accumulateToolCalls } from "../../shared/tool-calls.ts";
 import type { HarmonyTokenizer } from "../../shared/tokenizer.ts";
 import type { Engine, EngineSampling, EngineTokenEvent } from "../../native/node/types.ts";
@@ -27,6 +32,7 @@ import { OutputAssembler, type OutputDelta } from "../output/output-assembler.ts
 import { type StreamError, submitError, toEngineSampling } from "./engine-request.ts";
 import { ALL_TOKENS_MASK, type GrammarService, type RemoteConstraint } from "../constraint/grammar-service.ts";
 import { GrammarError } from "../../shared/xgrammar.ts";
+import { type Timeline, timelineNow } from "../../shared/timeline.ts";
 
 export type GenerationEnd =
   | { kind: "finished"; result: JobResult }
@@ -65,6 +71,15 @@ export interface GenerationDeps {
   onFirstToken?: () => void;
   /** A constrained request's grammar is ready; `compileMs` is 0 for a cached grammar. */
   onGrammarReady?: (compileMs: number) => void;
+  /** The request's timeline, when the job asked for one: submit, the engine's first text and last token. */
+  timeline?: Timeline;
+}
+
+/** Where the client wrote the schema a constraint enforces. */
+function schemaField(constraint: OutputConstraint): string {
+  return constraint.kind === "tool_calls" || (constraint.kind === "json_schema" && constraint.target === "call")
+    ? "tools.function.parameters"
+    : "response_format.json_schema.schema";
 }
 
 export class Generation {
@@ -108,7 +123,11 @@ export class Generation {
 
   /** Submits to the engine; resolves once the request has ended and the engine released it. */
   async run(): Promise<GenerationEnd> {
-    if (this.#job.constraint !== undefined && this.#end === undefined) await this.#openConstraint();
+    if (this.#job.constraint !== undefined && this.#end === undefined) {
+      this.#openConstraint();
+      // A refusal has ended the request by now (`ready`'s own handler runs first).
+      if (this.#job.constraint.kind !== "tool_calls") await this.#constraint?.ready.catch(() => undefined);
+    }
     const sampling = { ...toEngineSampling(this.#job), constrained: this.#constraint !== undefined };
     const resumedFinish = this.#finishOfResumedTokens(sampling);
     if (this.#end === undefined && resumedFinish !== undefined) {
@@ -118,13 +137,14 @@ export class Generation {
     } else if (this.#end === undefined) {
       try {
         this.#engineId = this.#deps.engine.submit(
-          [...this.#job.promptTokenIds, ...this.#resumedTokenIds],
+          this.#enginePrompt(),
           { ...sampling, maxTokens: sampling.maxTokens - this.#resumedTokenIds.length },
-          (events) => this.#onEngineEvents(events),
+          (events, stepAt) => this.#onEngineEvents(events, stepAt),
           this.#job.tenantId,
           // The cache salt: one tenant's prompts never share KV with (nor time) another's.
           this.#job.tenantId,
         );
+        if (this.#deps.timeline !== undefined) this.#deps.timeline.submitted = timelineNow();
         this.#advanceConstraint();
       } catch (err) {
         this.#engineReleased = true;
@@ -140,24 +160,34 @@ export class Generation {
     return end;
   }
 
+  /**
+   * Prompt and resumed tokens as one Int32Array: the addon copies it in one go, where an array
+   * of numbers is read element by element (1 024 reads before the engine has the request).
+   */
+  #enginePrompt(): Int32Array {
+    const prompt = this.#job.promptTokenIds;
+    const ids = new Int32Array(prompt.length + this.#resumedTokenIds.length);
+    ids.set(prompt);
+    ids.set(this.#resumedTokenIds, prompt.length);
+    return ids;
+  }
+
   /** The grammar of a constrained request, advanced past the tokens of a resumed stream. */
-  async #openConstraint(): Promise<void> {
+  #openConstraint(): void {
     if (this.#deps.grammars === undefined) {
       this.#fail({ code: "invalid_request", message: "this worker does not serve structured outputs" });
       return;
     }
-    try {
-      const { constraint, compileMs } = await this.#deps.grammars.open(this.#job.constraint!, this.#resumedTokenIds);
-      this.#constraint = constraint;
-      this.#deps.onGrammarReady?.(compileMs);
-    } catch (err) {
+    this.#constraint = this.#deps.grammars.open(this.#job.constraint!, this.#resumedTokenIds);
+    this.#constraint.ready.then((compileMs) => this.#deps.onGrammarReady?.(compileMs), (err: unknown) => {
       if (this.#end !== undefined) return;
       this.#fail(
         err instanceof GrammarError
-          ? { code: "invalid_request", message: `response_format.json_schema.schema: ${err.message}` }
+          ? { code: "invalid_request", message: `${schemaField(this.#job.constraint!)}: ${err.message}` }
           : { code: "grammar_error", message: `the grammar could not be prepared: ${String(err)}` },
       );
-    }
+      this.#releaseEngine();
+    });
   }
 
   /**
@@ -180,6 +210,9 @@ export class Generation {
         case "mask":
           this.#deps.engine.setTokenMask(id, position, step.mask);
           return;
+        case "free":
+          this.#deps.engine.setTokenMask(id, position, ALL_TOKENS_MASK);
+          return;
         case "complete":
           // The value ended with its closing token and the engine goes on (more calls after a
           // forced one): the rest of the turn is free.
@@ -198,7 +231,8 @@ export class Generation {
       }
       this.#releaseEngine();
     }).catch((err: unknown) => {
-      if (this.#end !== undefined) return;
+      // A grammar that failed to compile is reported by `ready`.
+      if (this.#end !== undefined || err instanceof GrammarError) return;
       this.#fail({ code: "grammar_error", message: `computing the next token mask failed: ${String(err)}` });
       this.#releaseEngine();
     });
@@ -231,11 +265,16 @@ export class Generation {
     this.#releaseEngine();
   }
 
-  #onEngineEvents(events: EngineTokenEvent[]): void {
+  #onEngineEvents(events: EngineTokenEvent[], stepAt?: number): void {
+    const deliveredAt = this.#deps.timeline !== undefined ? timelineNow() : 0;
     for (const event of events) {
       if (event.cachedTokens !== undefined) this.#cachedTokens = event.cachedTokens;
-      if (event.token >= 0 && this.#end === undefined) this.#acceptToken(event);
+      if (event.token >= 0 && this.#end === undefined) {
+        const text = this.#acceptToken(event);
+        if (text && this.#deps.timeline !== undefined) stampFirstText(this.#deps.timeline, stepAt, deliveredAt);
+      }
       if (event.finish !== undefined) {
+        if (this.#deps.timeline !== undefined && stepAt !== undefined) this.#deps.timeline.engineLastToken = stepAt;
         this.#engineReleased = true;
         if (this.#end === undefined) this.#onEngineFinish(event.finish);
       }
@@ -243,7 +282,8 @@ export class Generation {
     this.#settleIfReleased();
   }
 
-  #acceptToken(event: EngineTokenEvent): void {
+  /** True when the token made text (or a piece of a call) to publish. */
+  #acceptToken(event: EngineTokenEvent): boolean {
     if (this.#completionTokens++ === 0) this.#deps.onFirstToken?.();
     if (this.#constraint !== undefined) {
       this.#enginePosition++;
@@ -255,6 +295,7 @@ export class Generation {
       this.#finish("stop");
       this.#releaseEngine();
     }
+    return delta.content !== "" || delta.reasoning !== "" || delta.toolCall !== undefined;
   }
 
   #onEngineFinish(finish: NonNullable<EngineTokenEvent["finish"]>): void {
@@ -343,4 +384,11 @@ export class Generation {
   #settleIfReleased(): void {
     if (this.#end !== undefined && this.#engineReleased) this.#resolve(this.#end);
   }
+}
+
+/** The first step that made text: when the engine handed it over and when it reached JavaScript. */
+function stampFirstText(timeline: Timeline, stepAt: number | undefined, deliveredAt: number): void {
+  if (timeline.firstTextDelivered !== undefined) return;
+  if (stepAt !== undefined) timeline.engineFirstText = stepAt;
+  timeline.firstTextDelivered = deliveredAt;
 }

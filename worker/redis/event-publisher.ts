@@ -26,6 +26,7 @@ import type {
   Usage,
 } from "../../shared/protocol.ts";
 import { coalesceToolCallDelta } from "../../shared/tool-calls.ts";
+import { type Timeline, timelineNow } from "../../shared/timeline.ts";
 import type { StreamLog } from "./stream-log.ts";
 
 /** An event as written before it gets its sequence number. */
@@ -45,12 +46,18 @@ export interface PublisherOptions {
   /** Sequence number of the first event (non-zero when resuming a stream). */
   firstSeq?: number;
   onLost?: (reason: LostReason) => void;
+  /**
+   * The request's timeline (the job asked for one): the publisher stamps its first delta and its
+   * terminal event, and sends the timeline with `done`.
+   */
+  timeline?: Timeline;
 }
 
 export class EventPublisher {
   readonly #log: StreamLog;
   readonly #intervalMs: number;
   readonly #onLost: ((reason: LostReason) => void) | undefined;
+  readonly #timeline: Timeline | undefined;
   #seq: number;
   #ended = false;
   /** Only deltas count: the first token's text goes out at once, not an interval after `start`. */
@@ -74,6 +81,7 @@ export class EventPublisher {
     this.#intervalMs = intervalMs;
     this.#seq = options.firstSeq ?? 0;
     this.#onLost = options.onLost;
+    this.#timeline = options.timeline;
   }
 
   get ended(): boolean {
@@ -110,7 +118,14 @@ export class EventPublisher {
   }
 
   done(finishReason: FinishReason, usage: Usage): void {
-    this.#end({ type: "done", finishReason, usage });
+    const timeline = this.#timeline;
+    if (timeline !== undefined) timeline.donePublished = timelineNow();
+    this.#end({
+      type: "done",
+      finishReason,
+      usage,
+      ...(timeline !== undefined ? { timeline } : {}),
+    });
   }
 
   error(code: string, message: string): void {
@@ -152,6 +167,7 @@ export class EventPublisher {
     }
     this.#pending = { content: "", reasoning: "", logprobs: [], toolCalls: [] };
     this.#lastDeltaAt = Date.now();
+    if (this.#timeline !== undefined) this.#timeline.firstDeltaPublished ??= timelineNow();
     return [{
       type: "delta",
       content,

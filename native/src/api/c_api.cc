@@ -63,6 +63,8 @@ int gptoss_engine_create(const gptoss_engine_config* cfg, gptoss_event_fn on_eve
     runner.tensor_parallel = cfg->tensor_parallel;
     if (cfg->moe_sharding != nullptr) runner.moe_sharding = gptoss::parse_moe_sharding(cfg->moe_sharding);
     runner.num_threads = cfg->num_threads;
+    if (cfg->pace_step_us != 0) runner.pace.step_us = cfg->pace_step_us;
+    if (cfg->pace_prefill_us_per_token != 0) runner.pace.prefill_us_per_token = cfg->pace_prefill_us_per_token;
     gptoss::EngineOptions options;
     options.max_num_seqs = cfg->max_num_seqs;
     options.max_model_len = cfg->max_model_len;

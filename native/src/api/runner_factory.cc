@@ -29,7 +29,9 @@ std::unique_ptr<ModelRunner> make_model_runner(const RunnerOptions& o) {
                 "backend \"cuda\" is not built into this engine (no CUDA compiler at build time); use \"cpu\"");
 #endif
   }
-  throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "backend \"" + o.backend + "\" is unknown; use \"cpu\" or \"cuda\"");
+  if (o.backend == "paced") return make_paced_runner(o.model_dir, o.pace);
+  throw Error(GPTOSS_ERR_INVALID_ARGUMENT,
+              "backend \"" + o.backend + "\" is unknown; use \"cpu\" or \"cuda\" (or \"paced\" for benches)");
 }
 
 }  // namespace gptoss

@@ -6,16 +6,18 @@
 #include <string>
 
 #include "backend/model_runner.h"
+#include "backend/paced/paced_runner.h"
 #include "model/tensor_parallel.h"
 
 namespace gptoss {
 
 struct RunnerOptions {
-  std::string backend;  // "cpu" or "cuda"
+  std::string backend;  // "cpu", "cuda", or "paced" (benches: no computation, a GPU's timing)
   std::string model_dir;
   int32_t tensor_parallel = 1;                    // ranks the weights are sharded over
   MoeSharding moe_sharding = MoeSharding::Intermediate;  // how experts shard when tensor_parallel > 1
   int32_t num_threads = 0;
+  PacedTiming pace;  // backend "paced" only
 };
 
 // Throws Error(BACKEND) for a backend not built into this library and

@@ -12,6 +12,8 @@
 namespace gptoss {
 namespace {
 
+constexpr std::chrono::milliseconds kDeviceMemoryReadInterval{250};
+
 void check_positive(int32_t value, const char* field) {
   if (value <= 0) throw Error(GPTOSS_ERR_INVALID_ARGUMENT, std::string(field) + " = " + std::to_string(value) + " must be > 0");
 }
@@ -369,14 +371,21 @@ void Engine::finish(uint64_t id, gptoss_finish reason, std::vector<gptoss_event>
 
 void Engine::publish_stats(int32_t batch_size) {
   uint64_t device_used = 0, device_total = 0;
-  bool device_known = true;
-  try {
-    runner_->device_memory(&device_used, &device_total);
-  } catch (const std::exception& e) {
-    // A failing device ends the sequences of the step that hits it; stats
-    // keep their last figures rather than taking the engine thread down.
-    std::fprintf(stderr, "gptoss: device memory query failed: %s\n", e.what());
-    device_known = false;
+  // Read at most every kDeviceMemoryReadInterval: the figure is a gauge that /metrics and the
+  // heartbeat sample once a second, while the query (cudaMemGetInfo) sits between every step's
+  // tokens and their delivery.
+  const auto now = std::chrono::steady_clock::now();
+  bool device_known = now - device_memory_read_at_ >= kDeviceMemoryReadInterval;
+  if (device_known) {
+    device_memory_read_at_ = now;
+    try {
+      runner_->device_memory(&device_used, &device_total);
+    } catch (const std::exception& e) {
+      // A failing device ends the sequences of the step that hits it; stats
+      // keep their last figures rather than taking the engine thread down.
+      std::fprintf(stderr, "gptoss: device memory query failed: %s\n", e.what());
+      device_known = false;
+    }
   }
   std::lock_guard<std::mutex> lock(mu_);
   if (device_known) {

@@ -9,6 +9,7 @@
 // and how much device memory is in use.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -106,6 +107,9 @@ class Engine {
   std::vector<uint64_t> finished_;  // ids finished this step
   uint64_t tokens_generated_ = 0;
   uint64_t prompt_tokens_processed_ = 0;
+  // When publish_stats last asked the runner for device memory (a driver call, cudaMemGetInfo,
+  // that a step waiting on its events should not pay every time).
+  std::chrono::steady_clock::time_point device_memory_read_at_{};
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable wake_;

@@ -16,11 +16,13 @@ namespace {
 constexpr int32_t kMaxSplits = 16;        // decode attention splits per token
 constexpr int32_t kMaxSplitTokens = 512;  // larger decode batches need no splitting
 constexpr int32_t kMaxGraphTokens = 512;  // decode steps above this run without graphs
-// From this many decode tokens the tensor-core prefill kernel (one tile per
-// token, a fraction of its rows used) beats the split-key CUDA-core kernel
-// (measured at context 1k: 8 % slower at 64, 8-11 % faster at 128 and 256);
-// below, the splits are what fills the GPU.
-constexpr int32_t kTensorCoreDecodeTokens = 128;
+// From this many decode tokens the tensor-core decode kernel (a KV group's
+// query heads as one m16 tile, per-warp cp.async pipelines) takes over from
+// the CUDA-core one, whose 64-key splits fill the GPU at a batch of one or
+// two; predicted crossover in docs/cuda-notes.md "h15attn", to be measured.
+// Compared with the step's token count after the decode graph's padding
+// (graph_bucket): 3 sequences run as 4 tokens, on tensor cores.
+constexpr int32_t kTensorCoreDecodeTokens = 4;
 constexpr int32_t kPartialFloats = 64 + 2;
 // Work buffers reserved when sizing the KV cache: a step of this many tokens
 // and logits rows must fit beside the cache.
@@ -40,17 +42,32 @@ int32_t graph_bucket(int32_t n) {
   return (n + 63) / 64 * 64;
 }
 
+// Buffers of different phases of a step, never live together, share one
+// allocation: the QKV output (attention), the expert activations and outputs
+// (MoE), the logits (after the last layer, until the step's rows are sampled
+// or read). Byte offsets, each 256-byte aligned.
+struct PhaseScratch {
+  int64_t expert_out = 0, bytes = 0;
+
+  PhaseScratch(const ModelConfig& c, int64_t tokens, int64_t rows) {
+    auto aligned = [](int64_t b) { return (b + 255) / 256 * 256; };
+    const int64_t pairs = tokens * c.experts_per_token;
+    const int64_t qkv = tokens * (c.q_dim() + 2 * c.kv_dim()) * 4;
+    expert_out = aligned(pairs * c.intermediate_size * 2);
+    const int64_t moe = expert_out + pairs * c.hidden_size * 4;
+    bytes = aligned(std::max({qkv, moe, rows * c.vocab_size * 4}));
+  }
+};
+
 // Bytes of work buffers for `tokens` tokens and `rows` logits rows.
 uint64_t workspace_bytes(const ModelConfig& c, int64_t tokens, int64_t rows) {
   const int64_t pairs = tokens * c.experts_per_token;
-  const int64_t floats = tokens * (2 * c.hidden_size + c.q_dim() + 2 * c.kv_dim() + c.num_experts +
-                                   c.experts_per_token) +
-                         pairs * c.hidden_size + rows * c.vocab_size +
+  const int64_t floats = tokens * (2 * c.hidden_size + c.num_experts + c.experts_per_token) +
                          std::min<int64_t>(tokens, kMaxSplitTokens) * c.num_q_heads * kMaxSplits *
                              kPartialFloats;
-  const int64_t halves = tokens * (c.hidden_size + c.q_dim()) + pairs * c.intermediate_size +
-                         rows * c.hidden_size;
-  return floats * 4 + halves * 2 + pairs * 12 + rows * sizeof(SampledToken);
+  const int64_t halves = tokens * (c.hidden_size + c.q_dim()) + rows * c.hidden_size;
+  return PhaseScratch(c, tokens, rows).bytes + floats * 4 + halves * 2 + pairs * 12 +
+         rows * sizeof(SampledToken);
 }
 
 }  // namespace
@@ -184,7 +201,12 @@ void CudaRunner::ensure_capacity(const Capacity& need) {
   x_ = DeviceBuffer<float>(T * m.hidden_size);
   delta_ = DeviceBuffer<float>(T * m.hidden_size);
   h_ = DeviceBuffer<bf16>(T * m.hidden_size);
-  qkv_ = DeviceBuffer<float>(T * (m.q_dim() + 2 * m.kv_dim()));
+  const PhaseScratch scratch(m, T, R);
+  phase_scratch_ = DeviceBuffer<uint8_t>(scratch.bytes);
+  qkv_ = {reinterpret_cast<float*>(phase_scratch_.get())};
+  expert_act_ = {reinterpret_cast<bf16*>(phase_scratch_.get())};
+  expert_out_ = {reinterpret_cast<float*>(phase_scratch_.get() + scratch.expert_out)};
+  logits_ = {reinterpret_cast<float*>(phase_scratch_.get())};
   attn_ = DeviceBuffer<bf16>(T * m.q_dim());
   router_logits_ = DeviceBuffer<float>(T * m.num_experts);
   experts_ = DeviceBuffer<int32_t>(pairs);
@@ -195,12 +217,9 @@ void CudaRunner::ensure_capacity(const Capacity& need) {
   moe_tiles_ = DeviceBuffer<int32_t>(
       cuda::moe_max_tiles(pairs, m.num_experts, cuda::moe_tile_rows(cuda::MoePath::TiledSmall)));
   moe_n_tiles_ = DeviceBuffer<int32_t>(1);
-  expert_act_ = DeviceBuffer<bf16>(pairs * m.intermediate_size);
-  expert_out_ = DeviceBuffer<float>(pairs * m.hidden_size);
   attn_partials_ = DeviceBuffer<float>(std::min<int64_t>(T, kMaxSplitTokens) * m.num_q_heads *
                                        kMaxSplits * kPartialFloats);
   h_last_ = DeviceBuffer<bf16>(R * m.hidden_size);
-  logits_ = DeviceBuffer<float>(R * m.vocab_size);
   sampling_rows_ = DeviceBuffer<cuda::DeviceSamplingRow>(R);
   sampled_ = DeviceBuffer<SampledToken>(R);
 }
@@ -300,8 +319,7 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
   // Over ranks, the previous layer's all-reduce already left this norm in h_.
   if (!all_reduce_ || layer == 0) {
     stage("rmsnorm");
-    cuda::add_rmsnorm(x_.get(), layer == 0 ? nullptr : delta_.get(), nullptr, T, H, w.input_norm,
-                      m.rms_norm_eps, h_.get(), stream_);
+    add_pending_moe_and_norm(nullptr, T, w.input_norm, h_.get());
   }
   stage("qkv");
   cuda::linear_bf16(h_.get(), T, H, w.qkv_weight, w.qkv_bias, qkv_width, qkv_.get(), stream_);
@@ -329,11 +347,15 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
   args.n_kv_heads = shape_.kv_heads;
   args.out = attn_.get();
   stage(kind == AttnKind::Full ? "attention_full" : "attention_sliding");
-  if (step.decode && T < kTensorCoreDecodeTokens) {
-    // Sliding windows are short; full layers split long contexts.
-    const int32_t splits = kind == AttnKind::Full && T <= kMaxSplitTokens ? kMaxSplits : 1;
-    cuda::attention_decode(args, splits, attn_partials_.get(), stream_);
-  } else {  // prompt tiles; at large decode batches, one tile per token
+  if (step.decode) {
+    // Keys split by the token's own range (sliding windows fit one split);
+    // above kMaxSplitTokens the batch fills the GPU and partials would not fit.
+    const int32_t splits = T <= kMaxSplitTokens ? kMaxSplits : 1;
+    if (T < kTensorCoreDecodeTokens)
+      cuda::attention_decode(args, kind == AttnKind::Full ? splits : 1, attn_partials_.get(), stream_);
+    else
+      cuda::attention_decode_tc(args, splits, attn_partials_.get(), stream_);
+  } else {  // prompt tiles
     cuda::attention_prefill(args, cuda::QueryTiles{meta_.tile_first, meta_.tile_n, step.n_query_tiles},
                             stream_);
   }
@@ -376,10 +398,23 @@ void CudaRunner::enqueue_moe(const Step& step, int32_t layer) {
                            expert_act_.get(), stream_);
   stage("moe_down");
   cuda::moe_down(expert_act_.get(), groups, pairs, w.down, path, expert_out_.get(), stream_);
-  stage("moe_combine");
-  float* moe_out = all_reduce_ ? all_reduce_->partial(1, rank_) : delta_.get();
-  cuda::moe_combine(expert_out_.get(), pair_slot_.get(), expert_weights_.get(), T, K, H, moe_out,
-                    stream_);
+  if (all_reduce_) {
+    stage("moe_combine");
+    cuda::moe_combine(expert_out_.get(), pair_slot_.get(), expert_weights_.get(), T, K, H,
+                      all_reduce_->partial(1, rank_), stream_);
+  } else {
+    moe_pending_ = true;  // combined by the next norm
+  }
+}
+
+void CudaRunner::add_pending_moe_and_norm(const int32_t* rows, int32_t n_rows, const bf16* weight, bf16* out) {
+  const ModelConfig& m = config_;
+  if (moe_pending_)
+    cuda::add_moe_rmsnorm(x_.get(), expert_out_.get(), pair_slot_.get(), expert_weights_.get(),
+                          m.experts_per_token, rows, n_rows, m.hidden_size, weight, m.rms_norm_eps, out, stream_);
+  else
+    cuda::add_rmsnorm(x_.get(), nullptr, rows, n_rows, m.hidden_size, weight, m.rms_norm_eps, out, stream_);
+  moe_pending_ = false;
 }
 
 void CudaRunner::enqueue_moe_norm(const Step& step, int32_t layer) {
@@ -394,6 +429,7 @@ void CudaRunner::enqueue_moe_norm(const Step& step, int32_t layer) {
 }
 
 void CudaRunner::enqueue_embed(const Step& step) {
+  moe_pending_ = false;
   stage("embed");
   cuda::embed_tokens(meta_.tokens, step.n_tokens, weights_.embed_tokens, config_.hidden_size, x_.get(),
                      stream_);
@@ -402,8 +438,7 @@ void CudaRunner::enqueue_embed(const Step& step) {
 void CudaRunner::enqueue_head(const Step& step) {
   const ModelConfig& m = config_;
   stage("rmsnorm");
-  cuda::add_rmsnorm(x_.get(), all_reduce_ ? nullptr : delta_.get(), meta_.logit_rows, step.n_logit_rows,
-                    m.hidden_size, weights_.final_norm, m.rms_norm_eps, h_last_.get(), stream_);
+  add_pending_moe_and_norm(meta_.logit_rows, step.n_logit_rows, weights_.final_norm, h_last_.get());
   stage("lm_head");
   cuda::linear_bf16(h_last_.get(), step.n_logit_rows, m.hidden_size, weights_.lm_head, nullptr,
                     shape_.vocab.size(), logits_.get(), stream_);
@@ -562,15 +597,19 @@ void CudaRunner::forward_layer(const BatchPlan& plan, int32_t layer, const std::
   if (layer < 0 || layer >= m.num_layers || n == 0 || x.size() != static_cast<size_t>(n) * H)
     throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "forward_layer: a layer of the model and one hidden row per token");
   const Step step = prepare(plan);
-  // Padding rows enter as zeros; no earlier layer left an output in delta_.
+  // Padding rows enter as zeros; x is the whole residual (no MoE output of
+  // an earlier layer to add).
   const size_t row_bytes = static_cast<size_t>(H) * sizeof(float);
   GPTOSS_CUDA_CHECK(cudaMemsetAsync(x_.get(), 0, step.n_tokens * row_bytes, stream_));
-  GPTOSS_CUDA_CHECK(cudaMemsetAsync(delta_.get(), 0, step.n_tokens * row_bytes, stream_));
   GPTOSS_CUDA_CHECK(cudaMemcpyAsync(x_.get(), x.data(), n * row_bytes, cudaMemcpyHostToDevice, stream_));
+  moe_pending_ = false;
   enqueue_layer(step, layer);
-
-  // After the layer, x_ holds the stream between attention and MoE and
-  // delta_ the MoE output: the next layer's first norm adds them.
+  // After the layer, x_ holds the stream between attention and MoE; the MoE
+  // output, which a next norm would fold in, is combined into delta_ here.
+  if (moe_pending_)
+    cuda::moe_combine(expert_out_.get(), pair_slot_.get(), expert_weights_.get(), step.n_tokens,
+                      m.experts_per_token, H, delta_.get(), stream_);
+  moe_pending_ = false;
   out.resize(m, n);
   std::vector<bf16> attn(static_cast<size_t>(n) * m.q_dim());
   std::vector<float> after_attention(x.size());

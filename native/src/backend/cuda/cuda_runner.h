@@ -108,8 +108,9 @@ class CudaRunner final : public ModelRunner {
   void enqueue_layer(const Step& step, int32_t layer);
   // enqueue_layer's four parts, in its order: attention up to the output
   // projection (into delta_, or all-reduce site 0's partial); the norm after
-  // it (add_rmsnorm, or the all-reduce at site 0); the MoE up to the combine
-  // (into delta_, or site 1's partial); over ranks, the all-reduce at site 1
+  // it (add_rmsnorm, or the all-reduce at site 0); the MoE (on one GPU up to
+  // the down product, its combine folded into the next norm; over ranks the
+  // combine into site 1's partial); over ranks, the all-reduce at site 1
   // (nothing on one rank). TensorParallelCudaRunner enqueues each part on
   // every rank before the next part on any, so while an all-reduce waits for
   // a peer not yet launched, the host launches nothing but the peers'
@@ -121,6 +122,9 @@ class CudaRunner final : public ModelRunner {
   // The final norm of the logits rows and this runner's vocabulary rows of
   // the unembedding into logits_ [rows, shape_.vocab.size()].
   void enqueue_head(const Step& step);
+  // Norms x_ (rows: gathered, or all n_rows) into out, first adding the last
+  // MoE output when it is pending (the single-GPU MoE combine, folded in).
+  void add_pending_moe_and_norm(const int32_t* rows, int32_t n_rows, const bf16* weight, bf16* out);
   // Samples n_rows rows of `logits` [n_rows, vocab] on the stream (the
   // sampler applies penalties in place; a row's token mask, rows[r].allowed,
   // first sets its disallowed logits to -inf).
@@ -156,14 +160,22 @@ class CudaRunner final : public ModelRunner {
   Meta meta_;
 
   // Activations, sized by cap_.tokens (pairs = tokens * experts_per_token).
-  cuda::DeviceBuffer<float> x_, delta_, qkv_, router_logits_, expert_weights_, expert_out_;
-  cuda::DeviceBuffer<bf16> h_, attn_, expert_act_;
+  cuda::DeviceBuffer<float> x_, delta_, router_logits_, expert_weights_;
+  cuda::DeviceBuffer<bf16> h_, attn_;
+  // qkv_, expert_act_ + expert_out_ and logits_ (sized by cap_.logit_rows)
+  // belong to different phases of a step and share phase_scratch_.
+  cuda::DeviceBuffer<uint8_t> phase_scratch_;
+  cuda::DeviceView<float> qkv_, expert_out_, logits_;
+  cuda::DeviceView<bf16> expert_act_;
+  // x_ still lacks the last MoE output, left un-combined in expert_out_ for
+  // the next norm to add (one GPU). Enqueue-time state: set by enqueue_moe,
+  // cleared by the norm that adds it and at the start of a model pass.
+  bool moe_pending_ = false;
   cuda::DeviceBuffer<int32_t> experts_, expert_offsets_, pair_token_, pair_slot_, moe_tiles_,
       moe_n_tiles_;
   cuda::DeviceBuffer<float> attn_partials_;
   // Logits and sampling, sized by cap_.logit_rows.
   cuda::DeviceBuffer<bf16> h_last_;
-  cuda::DeviceBuffer<float> logits_;
   cuda::DeviceBuffer<cuda::DeviceSamplingRow> sampling_rows_;
   cuda::DeviceBuffer<SampledToken> sampled_;
   cuda::DeviceBuffer<int32_t> penalty_buf_;

@@ -1,4 +1,5 @@
-// DeviceBuffer: one owned cudaMalloc allocation of `count` elements of T.
+// DeviceBuffer: one owned cudaMalloc allocation of `count` elements of T;
+// DeviceView: a typed, non-owning window into one.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -40,6 +41,14 @@ class DeviceBuffer {
  private:
   T* data_ = nullptr;
   size_t count_ = 0;
+};
+
+// A typed window into memory a DeviceBuffer owns (buffers that share one
+// allocation); get() as on the owner.
+template <typename T>
+struct DeviceView {
+  T* data = nullptr;
+  T* get() const { return data; }
 };
 
 }  // namespace gptoss::cuda

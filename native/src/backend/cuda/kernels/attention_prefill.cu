@@ -7,42 +7,34 @@
 // the group. Per tile of 64 keys: S = Q K^T (mma.sync m16n8k16, bf16 in,
 // float out; q pre-scaled by 1/sqrt(64)), masking (causal, window), online
 // softmax on the accumulator fragments, P cast to bf16 in place as the A
-// operand of O += P V (V fragments through ldmatrix.trans). The sink joins
-// the denominator at the end.
+// operand of O += P V (V fragments through ldmatrix.trans). The next tile's
+// K/V load (cp.async, two stages) overlaps this tile's math: an extend step
+// of a few query tiles over a long cached prefix is one long walk per block.
+// The sink joins the denominator at the end.
 #include <cmath>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/device_math.cuh"
-#include "backend/cuda/kernels/gemm_tiled.cuh"
+#include "backend/cuda/kernels/attention_mma.cuh"
 #include "backend/cuda/kernels/kernels.h"
 
 namespace gptoss::cuda {
 namespace {
 
+using attention_mma::kHeadDim;
+using attention_mma::kRowBytes;
+using attention_mma::pack_bf16;
+using attention_mma::swz;
 using tiled::ldmatrix_x4;
-using tiled::ldmatrix_x4_trans;
-using tiled::mma_bf16;
 using tiled::smem_addr;
 
-constexpr int kHeadDim = 64;
-constexpr int kKeys = 64;          // keys per tile
-constexpr int kRowBytes = 128;     // one 64-wide bf16 row
+constexpr int kKeys = 64;  // keys per tile
 constexpr int kMaxRows = kPrefillQueryTile * 16;
-
-// Byte offset of 16-byte chunk `c` (0..7) of row `r`, XOR-swizzled so that
-// ldmatrix's 8 rows at one logical chunk hit 8 different bank groups.
-__device__ __forceinline__ uint32_t swz(int r, int c) { return r * kRowBytes + ((c ^ (r & 7)) << 4); }
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 
 __global__ void __launch_bounds__(kMaxRows / 16 * kWarpSize)
     attention_prefill_kernel(AttentionArgs args, QueryTiles tiles) {
   __shared__ __align__(128) uint8_t q_s[kMaxRows * kRowBytes];
-  __shared__ __align__(128) uint8_t k_s[kKeys * kRowBytes];
-  __shared__ __align__(128) uint8_t v_s[kKeys * kRowBytes];
+  __shared__ __align__(128) uint8_t kv_s[2][2][kKeys * kRowBytes];  // [stage][K, V]
 
   const int group = args.n_q_heads / args.n_kv_heads;
   const int rows = kPrefillQueryTile * group;  // row = token * group + head
@@ -90,92 +82,34 @@ __global__ void __launch_bounds__(kMaxRows / 16 * kWarpSize)
   float o[8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
-  for (int32_t k0 = key_begin; k0 < key_end; k0 += kKeys) {
-    __syncthreads();  // the previous tile is consumed
-    for (int i = threadIdx.x; i < 2 * kKeys * 8; i += blockDim.x) {
-      const bool is_v = i >= kKeys * 8;
-      const int j = (i / 8) % kKeys, c = i % 8;
-      const int32_t key = k0 + j;
-      const bool ok = key < key_end;
-      const int64_t block = ok ? table[key / kv.block_size] : 0;
-      const bf16* src = kv.pool + block * kv.block_stride + (is_v ? kv.v_offset : kv.k_offset) +
-                        static_cast<int64_t>(ok ? key % kv.block_size : 0) * kv.kv_dim +
-                        kv_head * kHeadDim + c * 8;
-      tiled::cp_async16(smem_addr(is_v ? v_s : k_s) + swz(j, c), src, ok);
-    }
+  const auto load = [&](int32_t k0, int stage) {
+    attention_mma::load_kv_tile(kv, table, kv_head, k0, key_end, kKeys, smem_addr(kv_s[stage][0]),
+                                smem_addr(kv_s[stage][1]), threadIdx.x, blockDim.x);
     tiled::cp_async_commit();
-    tiled::cp_async_wait<0>();
+  };
+  load(key_begin, 0);
+  for (int32_t k0 = key_begin, i = 0; k0 < key_end; k0 += kKeys, ++i) {
+    __syncthreads();  // tile i - 1's stage is consumed: it takes tile i + 1
+    if (k0 + kKeys < key_end)
+      load(k0 + kKeys, (i + 1) % 2);
+    else
+      tiled::cp_async_commit();  // an empty group keeps the wait count uniform
+    tiled::cp_async_wait<1>();
     __syncthreads();
 
-    // S = Q K^T for 16 rows x 64 keys: 8 n8 tiles of keys.
-    float s[8][4] = {};
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-      for (int j = 0; j < 8; j += 2) {
-        uint32_t b0, b1, b2, b3;
-        ldmatrix_x4(smem_addr(k_s) + swz(8 * j + (lane % 8) + (lane / 16) * 8, 2 * kk + (lane / 8) % 2), b0,
-                    b1, b2, b3);
-        mma_bf16(s[j], qf[kk], b0, b1);
-        mma_bf16(s[j + 1], qf[kk], b2, b3);
-      }
-
-    // Mask, then the online softmax of each row (4 lanes share a row).
-    float tile_max[2] = {-INFINITY, -INFINITY};
+    float s[8][4];
+    attention_mma::scores(qf, smem_addr(kv_s[i % 2][0]), s);
+    // Causal and window masks.
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int h = e / 2;
         const int32_t key = k0 + 8 * j + 2 * (lane % 4) + (e % 2);
-        const bool valid = key >= lo[h] && key <= pos[h];
-        s[j][e] = valid ? s[j][e] : -INFINITY;
-        tile_max[h] = fmaxf(tile_max[h], s[j][e]);
+        if (key < lo[h] || key > pos[h]) s[j][e] = -INFINITY;
       }
-    float scale[2], base[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-      const float m_new = fmaxf(m[h], tile_max[h]);
-      base[h] = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet
-      scale[h] = expf(m[h] - base[h]);
-      m[h] = m_new;
-    }
-    float row_sum[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[j][e] = expf(s[j][e] - base[e / 2]);
-        row_sum[e / 2] += s[j][e];
-      }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      row_sum[h] += __shfl_xor_sync(0xffffffffu, row_sum[h], 1);
-      row_sum[h] += __shfl_xor_sync(0xffffffffu, row_sum[h], 2);
-      l[h] = l[h] * scale[h] + row_sum[h];
-    }
-#pragma unroll
-    for (int d = 0; d < 8; ++d)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) o[d][e] *= scale[e / 2];
-
-    // O += P V: P's accumulator layout is the A layout of the next product.
-#pragma unroll
-    for (int ks = 0; ks < 4; ++ks) {  // 16 keys at a time
-      const uint32_t pa[4] = {pack_bf16(s[2 * ks][0], s[2 * ks][1]), pack_bf16(s[2 * ks][2], s[2 * ks][3]),
-                              pack_bf16(s[2 * ks + 1][0], s[2 * ks + 1][1]),
-                              pack_bf16(s[2 * ks + 1][2], s[2 * ks + 1][3])};
-#pragma unroll
-      for (int dd = 0; dd < 4; ++dd) {  // 16 dims at a time
-        uint32_t b0, b1, b2, b3;
-        ldmatrix_x4_trans(smem_addr(v_s) + swz(16 * ks + (lane % 8) + ((lane / 8) % 2) * 8, 2 * dd + lane / 16),
-                          b0, b1, b2, b3);
-        mma_bf16(o[2 * dd], pa, b0, b1);
-        mma_bf16(o[2 * dd + 1], pa, b2, b3);
-      }
-    }
+    attention_mma::online_softmax(s, m, l, o);
+    attention_mma::accumulate_pv(s, smem_addr(kv_s[i % 2][1]), o);
   }
 
   // out = O / (l + exp(sink - m)), rescaled to the common maximum.

@@ -81,6 +81,43 @@ __device__ __forceinline__ void mma_bf16(float* d, const uint32_t* a, uint32_t b
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// A warp's share of a C tile: kMi x 4 m16n8k16 accumulators (16 kMi x 32).
+template <int kMi>
+__device__ __forceinline__ void zero_accumulators(float (&acc)[kMi][4][4]) {
+#pragma unroll
+  for (int i = 0; i < kMi; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+}
+
+// One K slice of 16: every A fragment times every B fragment.
+template <int kMi>
+__device__ __forceinline__ void mma_warp_tile(float (&acc)[kMi][4][4], const uint32_t (&a)[kMi][4],
+                                              const uint32_t (&b)[4][2]) {
+#pragma unroll
+  for (int i = 0; i < kMi; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) mma_bf16(acc[i][j], a[i], b[j][0], b[j][1]);
+}
+
+// Accumulator (i, j): rows warp_m + 16i + lane/4 (+8), columns
+// n0 + warp_n + 8j + 2 (lane % 4) and the next, handed to the epilogue.
+template <int kMi, typename Epilogue>
+__device__ __forceinline__ void store_accumulators(const float (&acc)[kMi][4][4], int warp_m, int n0,
+                                                   const Epilogue& epilogue) {
+  const int lane = threadIdx.x % kWarpSize;
+#pragma unroll
+  for (int i = 0; i < kMi; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int r = warp_m + 16 * i + lane / 4, n = n0 + 8 * j + 2 * (lane % 4);
+      epilogue(r, n, acc[i][j][0], acc[i][j][1]);
+      epilogue(r + 8, n, acc[i][j][2], acc[i][j][3]);
+    }
+}
+
 // Dense bf16 weights [n_rows, k] (row-major, the checkpoint layout).
 struct Bf16Weights {
   const __nv_bfloat16* w;
@@ -223,12 +260,7 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
   };
 
   float acc[kMi][4][4];
-#pragma unroll
-  for (int i = 0; i < kMi; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+  zero_accumulators(acc);
 
   const int k_steps = k / kTileK;
 #pragma unroll
@@ -254,24 +286,11 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
         ldmatrix_x4(smem_addr(as) + swizzled(warp_m + 16 * i + lane % 16, kk * 2 + lane / 16), af[i][0],
                     af[i][1], af[i][2], af[i][3]);
       b.fragments(bs, table, warp_n, kk, bf);
-#pragma unroll
-      for (int i = 0; i < kMi; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) mma_bf16(acc[i][j], af[i], bf[j][0], bf[j][1]);
+      mma_warp_tile(acc, af, bf);
     }
   }
   cp_async_wait<0>();
-
-  // Accumulator (i, j): rows warp_m + 16i + lane/4 (+8), columns
-  // warp_n + 8j + 2 (lane % 4) and the next.
-#pragma unroll
-  for (int i = 0; i < kMi; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int r = warp_m + 16 * i + lane / 4, n = n0 + warp_n + 8 * j + 2 * (lane % 4);
-      epilogue(r, n, acc[i][j][0], acc[i][j][1]);
-      epilogue(r + 8, n, acc[i][j][2], acc[i][j][3]);
-    }
+  store_accumulators(acc, warp_m, n0 + warp_n, epilogue);
 }
 
 }  // namespace gptoss::cuda::tiled

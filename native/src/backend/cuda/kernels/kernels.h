@@ -29,6 +29,13 @@ void embed_tokens(const int32_t* tokens, int32_t n_rows, const bf16* table, int3
 void add_rmsnorm(float* x, const float* delta, const int32_t* rows, int32_t n_rows, int32_t dim,
                  const bf16* weight, float eps, bf16* out, cudaStream_t stream);
 
+// add_rmsnorm with the MoE combine folded in: delta[r] is moe_combine's row r
+// (sum_j weights[r][j] * y[pair_slot[r * k + j]], j in order; the same bits),
+// not stored. k <= 8.
+void add_moe_rmsnorm(float* x, const float* y, const int32_t* pair_slot, const float* weights, int32_t k,
+                     const int32_t* rows, int32_t n_rows, int32_t dim, const bf16* weight, float eps, bf16* out,
+                     cudaStream_t stream);
+
 // ---- dense bf16 matrix products -------------------------------------------------
 
 // y[r][o] = x[r] . weight[o] + bias[o] (bias may be null); x bf16 [n_rows,
@@ -123,6 +130,14 @@ void check_attention_shape(const AttentionArgs& args);
 // n_tokens * n_q_heads * n_splits * (64 + 2) floats.
 void attention_decode(const AttentionArgs& args, int32_t n_splits, float* partials,
                       cudaStream_t stream);
+
+// Decode on tensor cores: a block per (token, KV head, split) with the query
+// heads of the group as the rows of one m16 tile, 4 warps over 16-key tiles
+// with their own cp.async pipelines. Same contract as attention_decode (split
+// by the token's own keys, at least 256 a split; `partials` sized alike);
+// faster from a few sequences on (the runner's threshold).
+void attention_decode_tc(const AttentionArgs& args, int32_t n_splits, float* partials,
+                         cudaStream_t stream);
 
 // Prefill: tiles of up to kPrefillQueryTile tokens of one chunk share K/V
 // loads; tensor cores (attention_prefill.cu).

@@ -1,4 +1,5 @@
-// Fused residual add + RMSNorm of one device's rows (the tensor-parallel
+// Fused residual add + RMSNorm of one device's rows, the added term either a
+// dense delta or the MoE combine of the experts' outputs (the tensor-parallel
 // variant that adds every rank's partial is in all_reduce.cu).
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/kernels.h"
@@ -6,6 +7,8 @@
 
 namespace gptoss::cuda {
 namespace {
+
+constexpr int kMaxMoeTopK = 8;  // experts per token add_moe_rmsnorm sums
 
 __global__ void add_rmsnorm_kernel(float* x, const float* delta, const int32_t* rows, int32_t dim,
                                    const uint16_t* weight, float eps, __nv_bfloat16* out) {
@@ -25,6 +28,40 @@ __global__ void add_rmsnorm_kernel(float* x, const float* delta, const int32_t* 
   residual_rmsnorm_row(load, dr ? xr : nullptr, dim, weight, eps, out + static_cast<int64_t>(out_row) * dim, scratch);
 }
 
+// The added term of row r is moe_combine's: sum_j weights[r][j] *
+// y[pair_slot[r * k + j]], j in order, added to x as moe_combine's output
+// would be (the same bits).
+__global__ void add_moe_rmsnorm_kernel(float* x, const float* y, const int32_t* pair_slot,
+                                       const float* weights, int32_t k, const int32_t* rows, int32_t dim,
+                                       const uint16_t* weight, float eps, __nv_bfloat16* out) {
+  __shared__ float scratch[32];
+  const int32_t out_row = blockIdx.x;
+  const int64_t src_row = rows ? rows[out_row] : out_row;
+  float4* xr = reinterpret_cast<float4*>(x + src_row * dim);
+  const float4* yr[kMaxMoeTopK];
+  float wr[kMaxMoeTopK];
+#pragma unroll
+  for (int j = 0; j < kMaxMoeTopK; ++j) {
+    if (j >= k) break;
+    yr[j] = reinterpret_cast<const float4*>(y + static_cast<int64_t>(pair_slot[src_row * k + j]) * dim);
+    wr[j] = weights[src_row * k + j];
+  }
+  const auto load = [&](int32_t idx) {
+    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+    for (int j = 0; j < kMaxMoeTopK; ++j) {
+      if (j >= k) break;
+      const float4 v = yr[j][idx];
+      sum.x = fmaf(wr[j], v.x, sum.x), sum.y = fmaf(wr[j], v.y, sum.y);
+      sum.z = fmaf(wr[j], v.z, sum.z), sum.w = fmaf(wr[j], v.w, sum.w);
+    }
+    float4 v = xr[idx];
+    v.x += sum.x, v.y += sum.y, v.z += sum.z, v.w += sum.w;
+    return v;
+  };
+  residual_rmsnorm_row(load, xr, dim, weight, eps, out + static_cast<int64_t>(out_row) * dim, scratch);
+}
+
 }  // namespace
 
 void add_rmsnorm(float* x, const float* delta, const int32_t* rows, int32_t n_rows, int32_t dim,
@@ -33,6 +70,17 @@ void add_rmsnorm(float* x, const float* delta, const int32_t* rows, int32_t n_ro
   if (n_rows == 0) return;
   add_rmsnorm_kernel<<<n_rows, kNormThreads, 0, stream>>>(x, delta, rows, dim, weight, eps,
                                                           reinterpret_cast<__nv_bfloat16*>(out));
+  GPTOSS_CUDA_CHECK_LAUNCH();
+}
+
+void add_moe_rmsnorm(float* x, const float* y, const int32_t* pair_slot, const float* weights, int32_t k,
+                     const int32_t* rows, int32_t n_rows, int32_t dim, const bf16* weight, float eps, bf16* out,
+                     cudaStream_t stream) {
+  if (!norm_dim_supported(dim)) throw Error(GPTOSS_ERR_BACKEND, "add_moe_rmsnorm: dim must be a multiple of 4 and at most 4096");
+  if (k > kMaxMoeTopK) throw Error(GPTOSS_ERR_BACKEND, "add_moe_rmsnorm: at most top-8");
+  if (n_rows == 0) return;
+  add_moe_rmsnorm_kernel<<<n_rows, kNormThreads, 0, stream>>>(x, y, pair_slot, weights, k, rows, dim, weight, eps,
+                                                              reinterpret_cast<__nv_bfloat16*>(out));
   GPTOSS_CUDA_CHECK_LAUNCH();
 }
 

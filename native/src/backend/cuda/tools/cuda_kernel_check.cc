@@ -72,6 +72,54 @@ void check_rmsnorm(Random& rng, Verdicts& v) {
   v.expect_close("add_rmsnorm (gathered rows)", relative_error(to_float(to_host(out2, pick.size() * dim)), ref_pick), kBf16Tol);
 }
 
+// add_moe_rmsnorm (the MoE combine folded into the next norm) at the model's
+// width and top-4: against the float oracle, and bit for bit against
+// moe_combine then add_rmsnorm, on all rows and on gathered rows.
+void check_add_moe_rmsnorm(Random& rng, Verdicts& v) {
+  const int32_t dim = 2880, rows = 19, k = 4, pairs = rows * k;
+  const std::vector<float> x = rng.bf16_floats(size_t(rows) * dim, 3.0f);
+  const std::vector<float> y = rng.bf16_floats(size_t(pairs) * dim, 1.0f);
+  const std::vector<bf16> weight = to_bf16(rng.bf16_floats(dim, 1.0f));
+  std::vector<int32_t> slot(pairs);
+  std::iota(slot.begin(), slot.end(), 0);
+  std::shuffle(slot.begin(), slot.end(), rng.engine());
+  std::vector<float> mix(pairs);
+  for (float& w : mix) w = rng.uniform(0.1f, 1.0f);
+  std::vector<float> summed = x;
+  for (int32_t r = 0; r < rows; ++r)
+    for (int32_t j = 0; j < k; ++j)
+      for (int32_t d = 0; d < dim; ++d)
+        summed[size_t(r) * dim + d] += mix[size_t(r) * k + j] * y[size_t(slot[size_t(r) * k + j]) * dim + d];
+  std::vector<float> ref(x.size());
+  cpu::rmsnorm(summed.data(), rows, dim, weight.data(), 1e-5f, ref.data());
+
+  const auto d_y = to_device(y), d_mix = to_device(mix);
+  const auto d_slot = to_device(slot);
+  const auto d_weight = to_device(weight);
+  const std::vector<int32_t> pick = {3, 0, 18, 7};
+  const auto d_pick = to_device(pick);
+  for (const bool gathered : {false, true}) {
+    const int32_t n = gathered ? int32_t(pick.size()) : rows;
+    const int32_t* d_rows = gathered ? d_pick.get() : nullptr;
+    const std::string tag = gathered ? " (gathered rows)" : "";
+    auto d_x = to_device(x), d_x2 = to_device(x);
+    auto fused = poisoned<bf16>(size_t(n) * dim), two = poisoned<bf16>(size_t(n) * dim);
+    add_moe_rmsnorm(d_x.get(), d_y.get(), d_slot.get(), d_mix.get(), k, d_rows, n, dim, d_weight.get(), 1e-5f,
+                    fused.get(), nullptr);
+    auto delta = to_device(std::vector<float>(x.size()));
+    moe_combine(d_y.get(), d_slot.get(), d_mix.get(), rows, k, dim, delta.get(), nullptr);
+    add_rmsnorm(d_x2.get(), delta.get(), d_rows, n, dim, d_weight.get(), 1e-5f, two.get(), nullptr);
+    const std::vector<bf16> got = to_host(fused, size_t(n) * dim);
+    const std::vector<float> got_x = to_host(d_x, x.size());
+    if (!gathered) {
+      v.expect_close("add_moe_rmsnorm", relative_error(to_float(got), ref), kBf16Tol);
+      v.expect_close("add_moe_rmsnorm residual stream", relative_error(got_x, summed), 1e-6);
+    }
+    v.expect("add_moe_rmsnorm" + tag + " == moe_combine + add_rmsnorm (bitwise)",
+             got == to_host(two, size_t(n) * dim) && got_x == to_host(d_x2, x.size()));
+  }
+}
+
 // The tensor-parallel all-reduce over two ranks (both on one GPU, or on two)
 // against cpu::all_reduce_residual_add + rmsnorm:
 // launched directly call after call (alternating call sites, so the flags'
@@ -159,7 +207,7 @@ void check_all_reduce(Random& rng, Verdicts& v, bool share_one_device) {
 
 void check_linear(Random& rng, Verdicts& v) {
   struct Case { int32_t rows, in, out; };
-  const Case cases[] = {{1, 2880, 5120}, {5, 4096, 2880}, {8, 2880, 32}, {37, 2880, 1000}, {300, 2880, 640}};
+  const Case cases[] = {{1, 2880, 5120}, {5, 4096, 2880}, {8, 2880, 32}, {3, 2880, 20000}, {37, 2880, 1000}, {300, 2880, 640}};
   for (const Case& c : cases) {
     const std::vector<float> x = rng.bf16_floats(size_t(c.rows) * c.in, 1.0f);
     const std::vector<bf16> w = to_bf16(rng.bf16_floats(size_t(c.out) * c.in, 0.05f));
@@ -172,7 +220,14 @@ void check_linear(Random& rng, Verdicts& v) {
     const std::string shape = std::to_string(c.rows) + "x" + std::to_string(c.in) + "->" + std::to_string(c.out);
     auto y1 = poisoned<float>(ref.size());
     linear_bf16_gemv(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y1.get(), nullptr);
-    v.expect_close("linear_bf16 gemv " + shape, relative_error(to_host(y1, ref.size()), ref), kFloatTol);
+    const std::vector<float> gemv_rows = to_host(y1, ref.size());
+    v.expect_close("linear_bf16 gemv " + shape, relative_error(gemv_rows, ref), kFloatTol);
+    // Batch invariance: row 0 alone (another grid) gives the bits it gets in the whole.
+    auto y0 = poisoned<float>(c.out);
+    linear_bf16_gemv(d_x.get(), 1, c.in, d_w.get(), d_b.get(), c.out, y0.get(), nullptr);
+    const std::vector<float> row0 = to_host(y0, c.out);
+    v.expect("linear_bf16 gemv " + shape + " row 0 alone == in the batch",
+             std::equal(row0.begin(), row0.end(), gemv_rows.begin()));
     auto y2 = poisoned<float>(ref.size());
     linear_bf16_tiled(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y2.get(), nullptr);
     v.expect_close("linear_bf16 tiled " + shape, relative_error(to_host(y2, ref.size()), ref), kFloatTol);
@@ -262,67 +317,199 @@ void check_rope(Random& rng, Verdicts& v) {
   v.expect_close("rope_and_store_kv (cache slots)", relative_error(got, want), kBf16Tol);
 }
 
+enum class AttentionKernel { Decode, DecodeTc, Prefill };
+
+// gpt-oss's attention shape: 64 query heads over 8 KV heads of 64 dims.
+struct AttentionCheck {
+  static constexpr int32_t hq = 64, hkv = 8, hd = 64, width = (hq + 2 * hkv) * hd;
+  Random& rng;
+  Verdicts& v;
+  TestKv& kv;
+  int32_t window = 0;
+  std::vector<bf16> sinks = to_bf16(rng.bf16_floats(hq, 2.0f));
+  DeviceBuffer<bf16> d_sinks = to_device(sinks);
+
+  // Tokens at positions p of chunks c with fresh random q (and the kernel's
+  // query tiles for Prefill): returns the kernel's output and, in `ref`, the
+  // CPU oracle's, both at the tokens `checked` (all when empty: the oracle
+  // cannot afford every row of a 4.5k prompt on full layers).
+  std::vector<float> run(AttentionKernel kernel, const std::vector<int32_t>& p, const std::vector<int32_t>& c,
+                         int32_t splits, const std::vector<float>& qkv, std::vector<float>& ref,
+                         const std::vector<int32_t>& tile_first = {}, const std::vector<int32_t>& tile_n = {},
+                         std::vector<int32_t> checked = {}) {
+    const int32_t n = int32_t(p.size());
+    const size_t row = size_t(hq) * hd;  // one token's output
+    if (checked.empty()) {
+      checked.resize(n);
+      std::iota(checked.begin(), checked.end(), 0);
+    }
+    const cpu::AttentionShape shape{hq, hkv, hd};
+    ref.assign(checked.size() * row, 0.0f);
+    std::vector<float> scratch;
+    for (size_t i = 0; i < checked.size(); ++i)
+      for (int32_t h = 0, t = checked[i]; h < hq; ++h)
+        cpu::attention_head(qkv.data() + size_t(t) * width + h * hd, h, shape, kv.cpu_view(), kv.table(c[t]), p[t], window,
+                            bf16_to_float(sinks[h]), scratch, ref.data() + i * row + size_t(h) * hd);
+    auto d_qkv = to_device(qkv);
+    auto d_pos = to_device(p);
+    auto d_chunk = to_device(c);
+    auto out = poisoned<bf16>(size_t(n) * row);
+    AttentionArgs args;
+    args.qkv = d_qkv.get();
+    args.qkv_stride = width;
+    args.tokens = TokenPlacement{d_pos.get(), d_chunk.get(), kv.d_tables.get(), kv.max_blocks, n};
+    args.kv = kv.gpu_view();
+    args.sinks = d_sinks.get();
+    args.sliding_window = window;
+    args.n_q_heads = hq;
+    args.n_kv_heads = hkv;
+    args.out = out.get();
+    DeviceBuffer<float> partials(size_t(n) * hq * splits * (hd + 2));
+    if (kernel == AttentionKernel::Decode) attention_decode(args, splits, partials.get(), nullptr);
+    if (kernel == AttentionKernel::DecodeTc) attention_decode_tc(args, splits, partials.get(), nullptr);
+    if (kernel == AttentionKernel::Prefill) {
+      auto d_first = to_device(tile_first);
+      auto d_n = to_device(tile_n);
+      attention_prefill(args, QueryTiles{d_first.get(), d_n.get(), int32_t(tile_first.size())}, nullptr);
+    }
+    const std::vector<float> all = to_float(to_host(out, size_t(n) * row));
+    std::vector<float> got;
+    for (const int32_t t : checked) got.insert(got.end(), all.begin() + t * row, all.begin() + (t + 1) * row);
+    return got;
+  }
+
+  void expect(AttentionKernel kernel, const std::vector<int32_t>& p, const std::vector<int32_t>& c, int32_t splits,
+              const std::string& name, const std::vector<int32_t>& tile_first = {},
+              const std::vector<int32_t>& tile_n = {}, const std::vector<int32_t>& checked = {}) {
+    std::vector<float> ref;
+    const std::vector<float> got =
+        run(kernel, p, c, splits, rng.bf16_floats(p.size() * width, 1.5f), ref, tile_first, tile_n, checked);
+    // Tensor cores take q and the probabilities in bf16 too.
+    const double tol = kernel == AttentionKernel::Decode ? kBf16Tol : 2 * kBf16Tol;
+    v.expect_close(name, relative_error(got, ref), tol);
+  }
+};
+
+// The query tiles of a chunk of n tokens from token `first`, cut as the
+// runner cuts them.
+void add_chunk_tiles(int32_t first, int32_t n, std::vector<int32_t>& tile_first, std::vector<int32_t>& tile_n) {
+  for (int32_t t0 = 0; t0 < n; t0 += kPrefillQueryTile)
+    tile_first.push_back(first + t0), tile_n.push_back(std::min(kPrefillQueryTile, n - t0));
+}
+
+// One query tile per token (decode tokens through the prefill kernel).
+void one_token_tiles(int32_t n, std::vector<int32_t>& tile_first, std::vector<int32_t>& tile_n) {
+  tile_first.clear(), tile_n.clear();
+  for (int32_t t = 0; t < n; ++t) tile_first.push_back(t), tile_n.push_back(1);
+}
+
 void check_attention(Random& rng, Verdicts& v) {
-  const int32_t hq = 64, hkv = 8, hd = 64, width = (hq + 2 * hkv) * hd;
-  const cpu::AttentionShape shape{hq, hkv, hd};
-  const std::vector<bf16> sinks = to_bf16(rng.bf16_floats(hq, 2.0f));
-  auto d_sinks = to_device(sinks);
   for (int32_t window : {0, 128}) {
+    const std::string kind = window ? "sliding" : "full";
     // Decode: four sequences of different lengths, one token each.
     const std::vector<int32_t> lens = {1, 17, 300, 1500};
-    TestKv kv(rng, hkv * hd, int32_t(lens.size()), 1500);
+    TestKv kv(rng, AttentionCheck::hkv * AttentionCheck::hd, int32_t(lens.size()), 1500);
+    AttentionCheck check{rng, v, kv, window};
     std::vector<int32_t> pos, chunk;
     for (size_t s = 0; s < lens.size(); ++s) pos.push_back(lens[s] - 1), chunk.push_back(int32_t(s));
+    check.expect(AttentionKernel::Decode, pos, chunk, 1, "attention_decode " + kind + " (1 split)");
+    check.expect(AttentionKernel::Decode, pos, chunk, 7, "attention_decode " + kind + " (7 splits)");
+    check.expect(AttentionKernel::DecodeTc, pos, chunk, 1, "attention_decode_tc " + kind + " (1 split)");
+    check.expect(AttentionKernel::DecodeTc, pos, chunk, 16, "attention_decode_tc " + kind + " (16 splits)");
     // Prefill: chunks of 37 tokens at 200 and 5 tokens at 0.
     std::vector<int32_t> ppos, pchunk, tile_first, tile_n;
     for (int32_t i = 0; i < 37; ++i) ppos.push_back(200 + i), pchunk.push_back(2);
     for (int32_t i = 0; i < 5; ++i) ppos.push_back(i), pchunk.push_back(0);
-    for (int32_t t0 = 0; t0 < 37; t0 += kPrefillQueryTile) tile_first.push_back(t0), tile_n.push_back(std::min(kPrefillQueryTile, 37 - t0));
-    tile_first.push_back(37), tile_n.push_back(5);
+    add_chunk_tiles(0, 37, tile_first, tile_n);
+    add_chunk_tiles(37, 5, tile_first, tile_n);
+    check.expect(AttentionKernel::Prefill, ppos, pchunk, 1, "attention_prefill " + kind + " (chunks of 37 and 5)",
+                 tile_first, tile_n);
+    one_token_tiles(int32_t(pos.size()), tile_first, tile_n);
+    check.expect(AttentionKernel::Prefill, pos, chunk, 1, "attention_prefill " + kind + " (one-token tiles)", tile_first,
+                 tile_n);
+  }
+}
 
-    auto run = [&](const std::vector<int32_t>& p, const std::vector<int32_t>& c, bool decode, int32_t splits, const std::string& name) {
-      const int32_t n = int32_t(p.size());
-      const std::vector<float> qkv = rng.bf16_floats(size_t(n) * width, 1.5f);
-      std::vector<float> ref(size_t(n) * hq * hd);
-      std::vector<float> scratch;
-      for (int32_t t = 0; t < n; ++t)
-        for (int32_t h = 0; h < hq; ++h)
-          cpu::attention_head(qkv.data() + size_t(t) * width + h * hd, h, shape, kv.cpu_view(), kv.table(c[t]), p[t], window,
-                              bf16_to_float(sinks[h]), scratch, ref.data() + (size_t(t) * hq + h) * hd);
-      auto d_qkv = to_device(qkv);
-      auto d_pos = to_device(p);
-      auto d_chunk = to_device(c);
-      auto out = poisoned<bf16>(ref.size());
-      AttentionArgs args;
-      args.qkv = d_qkv.get();
-      args.qkv_stride = width;
-      args.tokens = TokenPlacement{d_pos.get(), d_chunk.get(), kv.d_tables.get(), kv.max_blocks, n};
-      args.kv = kv.gpu_view();
-      args.sinks = d_sinks.get();
-      args.sliding_window = window;
-      args.n_q_heads = hq;
-      args.n_kv_heads = hkv;
-      args.out = out.get();
-      if (decode) {
-        DeviceBuffer<float> partials(size_t(n) * hq * splits * (hd + 2));
-        attention_decode(args, splits, partials.get(), nullptr);
-        v.expect_close(name, relative_error(to_float(to_host(out, ref.size())), ref), kBf16Tol);
-      } else {
-        auto d_first = to_device(tile_first);
-        auto d_n = to_device(tile_n);
-        attention_prefill(args, QueryTiles{d_first.get(), d_n.get(), int32_t(tile_first.size())}, nullptr);
-        // Tensor cores take q and the probabilities in bf16 too.
-        v.expect_close(name, relative_error(to_float(to_host(out, ref.size())), ref), 2 * kBf16Tol);
-      }
+// Decode at the serving shapes: batches of 1, 64 and 256 over contexts of
+// 100, 1024 and 4500 (sequences share 6 block tables, so the pool stays
+// small), both kernels where the runner uses them; and batch invariance of
+// the tensor-core kernel (a token's bits alone == in a batch of 256). Then
+// the extend step over a cached prefix: 50 new tokens after 2048 cached.
+void check_attention_serving_shapes(Random& rng, Verdicts& v) {
+  const std::vector<int32_t> contexts = {100, 1024, 4500};
+  constexpr int32_t kSeqs = 6, kSplits = 16;
+  for (int32_t window : {0, 128}) {
+    const std::string kind = window ? " sliding" : " full";
+    TestKv kv(rng, AttentionCheck::hkv * AttentionCheck::hd, kSeqs, 4500);
+    AttentionCheck check{rng, v, kv, window};
+    const auto batch = [&](int32_t n, size_t first_context) {
+      std::vector<int32_t> p, c;
+      for (int32_t t = 0; t < n; ++t) p.push_back(contexts[(first_context + t) % contexts.size()] - 1), c.push_back(t % kSeqs);
+      return std::make_pair(p, c);
     };
-    const std::string kind = window ? "sliding" : "full";
-    run(pos, chunk, true, 1, "attention_decode " + kind + " (1 split)");
-    run(pos, chunk, true, 7, "attention_decode " + kind + " (7 splits)");
-    run(ppos, pchunk, false, 1, "attention_prefill " + kind + " (chunks of 37 and 5)");
-    // Decode tokens as one-token prefill tiles (large decode batches).
+    for (size_t ctx = 0; ctx < contexts.size(); ++ctx) {
+      const auto [p, c] = batch(1, ctx);
+      const std::string name = kind + " b1 ctx " + std::to_string(contexts[ctx]);
+      check.expect(AttentionKernel::Decode, p, c, window ? 1 : kSplits, "attention_decode" + name);
+      check.expect(AttentionKernel::DecodeTc, p, c, kSplits, "attention_decode_tc" + name);
+    }
+    {
+      const auto [p, c] = batch(64, 0);
+      check.expect(AttentionKernel::DecodeTc, p, c, kSplits, "attention_decode_tc" + kind + " b64 ctx 100/1024/4500");
+    }
+    {
+      // 3 sequences: the CUDA-core kernel at 3 tokens, and the tensor-core one
+      // at the decode graph's 4 (a padding token at position 0 of a chunk of
+      // its own), which is what the runner runs for 3 sequences.
+      const auto [p, c] = batch(3, 0);
+      check.expect(AttentionKernel::Decode, p, c, window ? 1 : kSplits,
+                   "attention_decode" + kind + " 3 tokens ctx 100/1024/4500");
+      std::vector<int32_t> pp = p, pc = c;
+      pp.push_back(0), pc.push_back(3);
+      check.expect(AttentionKernel::DecodeTc, pp, pc, kSplits,
+                   "attention_decode_tc" + kind + " 3 tokens ctx 100/1024/4500 + padding");
+    }
+    // b256, and batch invariance: token 0 (ctx 4500, 15 splits) alone gives
+    // the bits it gives in the batch.
+    const auto [p, c] = batch(256, 2);
+    const std::vector<float> qkv = rng.bf16_floats(p.size() * AttentionCheck::width, 1.5f);
+    std::vector<float> ref;
+    const std::vector<float> all = check.run(AttentionKernel::DecodeTc, p, c, kSplits, qkv, ref);
+    v.expect_close("attention_decode_tc" + kind + " b256 ctx 4500/100/1024", relative_error(all, ref), 2 * kBf16Tol);
+    const std::vector<float> alone =
+        check.run(AttentionKernel::DecodeTc, {p[0]}, {c[0]}, kSplits,
+                  std::vector<float>(qkv.begin(), qkv.begin() + AttentionCheck::width), ref);
+    v.expect("attention_decode_tc" + kind + " token alone == in a batch of 256",
+             std::equal(alone.begin(), alone.end(), all.begin()), "ctx 4500");
+
+    // Extend: 50 tokens at 2048.. of one chunk, in prefill tiles.
+    std::vector<int32_t> ep, ec, tile_first, tile_n;
+    for (int32_t i = 0; i < 50; ++i) ep.push_back(2048 + i), ec.push_back(1);
+    add_chunk_tiles(0, 50, tile_first, tile_n);
+    check.expect(AttentionKernel::Prefill, ep, ec, 1, "attention_prefill" + kind + " extend 50 over 2048 cached",
+                 tile_first, tile_n);
+
+    // The layer check's prompts (100, 1000, 4500) as 100, 1024, 4500 in one step (a
+    // chunk each, many key tiles a block on full layers); the oracle checks
+    // the 100-token prompt whole and the others at their first rows, both
+    // sides of the window's edge, 12 rows across and the last rows.
+    std::vector<int32_t> pp, pc, checked;
     tile_first.clear(), tile_n.clear();
-    for (size_t t = 0; t < pos.size(); ++t) tile_first.push_back(int32_t(t)), tile_n.push_back(1);
-    run(pos, chunk, false, 1, "attention_prefill " + kind + " (one-token tiles)");
+    for (size_t s = 0; s < contexts.size(); ++s) {
+      const int32_t len = contexts[s], first = int32_t(pp.size());
+      add_chunk_tiles(first, len, tile_first, tile_n);
+      for (int32_t i = 0; i < len; ++i) pp.push_back(i), pc.push_back(int32_t(s));
+      std::vector<int32_t> rows(len);
+      std::iota(rows.begin(), rows.end(), 0);
+      if (len > 128) {
+        rows = {0, 1, 2, 3, 126, 127, 128, 129, len - 4, len - 3, len - 2, len - 1};
+        for (int32_t i = 1; i <= 12; ++i) rows.push_back(len * i / 13);
+        std::sort(rows.begin(), rows.end());
+      }
+      for (const int32_t r : rows) checked.push_back(first + r);
+    }
+    check.expect(AttentionKernel::Prefill, pp, pc, 1, "attention_prefill" + kind + " prompts 100/1024/4500 in one step",
+                 tile_first, tile_n, checked);
   }
 }
 
@@ -370,62 +557,149 @@ void check_router(Random& rng, Verdicts& v) {
   }
 }
 
-// The MoE block below the router: grouping, the fused gate/up + SwiGLU, the
-// down product and the combine, for both kernel paths.
-void check_moe(Random& rng, Verdicts& v) {
-  const int32_t hidden = 2880, inter = 2880, experts = 32, k = 4;
-  ThreadPool pool(0);  // the oracle's expert products on every core
-  const float limit = 7.0f;
-  auto make_experts = [&](int32_t rows, int32_t cols, std::vector<uint8_t>& blocks, std::vector<uint8_t>& scales, std::vector<bf16>& bias) {
-    blocks = rng.bytes(size_t(experts) * rows * (cols / 32) * 16, 0, 255);
-    scales = rng.bytes(size_t(experts) * rows * (cols / 32), 118, 121);
-    bias = to_bf16(rng.bf16_floats(size_t(experts) * rows, 0.5f));
-  };
+// The model's expert layers (gate/up 2880 -> 5760, down 2880 -> 2880, 32
+// experts, top-4) with random MXFP4 weights, on the host for the oracle and on
+// the device.
+struct MoeFixture {
+  static constexpr int32_t hidden = 2880, inter = 2880, experts = 32, k = 4;
+  static constexpr float limit = 7.0f;
   std::vector<uint8_t> gu_b, gu_s, dn_b, dn_s;
   std::vector<bf16> gu_bias, dn_bias;
-  make_experts(2 * inter, hidden, gu_b, gu_s, gu_bias);
-  make_experts(hidden, inter, dn_b, dn_s, dn_bias);
-  auto d_gu_b = to_device(gu_b), d_gu_s = to_device(gu_s), d_dn_b = to_device(dn_b), d_dn_s = to_device(dn_s);
-  auto d_gu_bias = to_device(gu_bias), d_dn_bias = to_device(dn_bias);
-  const Mxfp4Experts gate_up{d_gu_b.get(), d_gu_s.get(), d_gu_bias.get(), experts, 2 * inter, hidden};
-  const Mxfp4Experts down{d_dn_b.get(), d_dn_s.get(), d_dn_bias.get(), experts, hidden, inter};
-  const Mxfp4Experts host_gu{gu_b.data(), gu_s.data(), gu_bias.data(), experts, 2 * inter, hidden};
-  const Mxfp4Experts host_dn{dn_b.data(), dn_s.data(), dn_bias.data(), experts, hidden, inter};
+  DeviceBuffer<uint8_t> d_gu_b, d_gu_s, d_dn_b, d_dn_s;
+  DeviceBuffer<bf16> d_gu_bias, d_dn_bias;
+  Mxfp4Experts gate_up, down, host_gu, host_dn;
+  ThreadPool pool{0};  // the oracle's expert products on every core
 
+  explicit MoeFixture(Random& rng) {
+    auto make = [&](int32_t rows, int32_t cols, std::vector<uint8_t>& blocks, std::vector<uint8_t>& scales,
+                    std::vector<bf16>& bias) {
+      blocks = rng.bytes(size_t(experts) * rows * (cols / 32) * 16, 0, 255);
+      scales = rng.bytes(size_t(experts) * rows * (cols / 32), 118, 121);
+      bias = to_bf16(rng.bf16_floats(size_t(experts) * rows, 0.5f));
+    };
+    make(2 * inter, hidden, gu_b, gu_s, gu_bias);
+    make(hidden, inter, dn_b, dn_s, dn_bias);
+    d_gu_b = to_device(gu_b), d_gu_s = to_device(gu_s), d_dn_b = to_device(dn_b), d_dn_s = to_device(dn_s);
+    d_gu_bias = to_device(gu_bias), d_dn_bias = to_device(dn_bias);
+    gate_up = {d_gu_b.get(), d_gu_s.get(), d_gu_bias.get(), experts, 2 * inter, hidden};
+    down = {d_dn_b.get(), d_dn_s.get(), d_dn_bias.get(), experts, hidden, inter};
+    host_gu = {gu_b.data(), gu_s.data(), gu_bias.data(), experts, 2 * inter, hidden};
+    host_dn = {dn_b.data(), dn_s.data(), dn_bias.data(), experts, hidden, inter};
+  }
+
+  // Appends pair (token row x, expert e)'s oracle activations and the oracle
+  // down product of the GPU's own bf16 activations (g_act, isolating the
+  // kernel) to ref_act / ref_y.
+  void oracle(const float* x, int32_t e, const float* g_act, std::vector<float>& ref_act, std::vector<float>& ref_y) {
+    std::vector<float> gu(2 * inter), a(inter), yy(hidden);
+    cpu::linear_mxfp4(x, 1, host_gu.expert(e), host_gu.expert_bias(e), gu.data(), &pool);
+    cpu::swiglu_clamped(gu.data(), 1, inter, limit, a.data());
+    ref_act.insert(ref_act.end(), a.begin(), a.end());
+    cpu::linear_mxfp4(g_act, 1, host_dn.expert(e), host_dn.expert_bias(e), yy.data(), &pool);
+    ref_y.insert(ref_y.end(), yy.begin(), yy.end());
+  }
+};
+
+// One step's pairs grouped by expert on the device.
+struct MoeGrouping {
+  int32_t pairs;
+  DeviceBuffer<int32_t> offsets, pair_token, pair_slot, tiles, n_tiles;
+
+  MoeGrouping(const DeviceBuffer<int32_t>& d_chosen, int32_t tokens, MoePath path)
+      : pairs(tokens * MoeFixture::k), offsets(MoeFixture::experts + 1), pair_token(pairs), pair_slot(pairs),
+        tiles(moe_max_tiles(pairs, MoeFixture::experts, moe_tile_rows(path))), n_tiles(1) {
+    moe_group(d_chosen.get(), tokens, MoeFixture::k, MoeFixture::experts, moe_tile_rows(path), groups(), nullptr);
+  }
+  MoeGroups groups() const { return {offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()}; }
+};
+
+// One step's expert products on the device: grouping, gate/up + SwiGLU, down.
+struct MoeRun : MoeGrouping {
+  DeviceBuffer<bf16> act;
+  DeviceBuffer<float> y;
+
+  MoeRun(const MoeFixture& f, const DeviceBuffer<bf16>& d_x, const DeviceBuffer<int32_t>& d_chosen, int32_t tokens,
+         MoePath path)
+      : MoeGrouping(d_chosen, tokens, path), act(poisoned<bf16>(size_t(pairs) * f.inter)),
+        y(poisoned<float>(size_t(pairs) * f.hidden)) {
+    moe_gate_up_swiglu(d_x.get(), groups(), pairs, f.gate_up, f.limit, path, act.get(), nullptr);
+    moe_down(act.get(), groups(), pairs, f.down, path, y.get(), nullptr);
+  }
+};
+
+// k distinct experts per token; `skewed`: towards low ids (uneven groups).
+std::vector<int32_t> choose_experts(Random& rng, int32_t tokens, bool skewed) {
+  const int32_t experts = MoeFixture::experts, k = MoeFixture::k;
+  std::vector<int32_t> chosen(size_t(tokens) * k), ids(experts);
+  for (int32_t t = 0; t < tokens; ++t) {
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.begin() + 8, rng.engine());
+    if (!skewed || t % 3 == 0) std::shuffle(ids.begin(), ids.end(), rng.engine());
+    std::copy(ids.begin(), ids.begin() + k, chosen.begin() + size_t(t) * k);
+  }
+  return chosen;
+}
+
+// The expert GEMV's batch invariance: a token's activations and down outputs
+// are the same bits alone (batch-1 grid, one pair at a time), with a second
+// token (experts shared: several pairs on one row pair's weights) and in a
+// 12-token step (four pairs at a time). The 40-token GEMV case of check_moe
+// stages x in several rounds.
+void check_moe_gemv_invariance(Random& rng, MoeFixture& f, Verdicts& v) {
+  const int32_t tokens = 12;
+  const auto d_x = to_device(to_bf16(rng.bf16_floats(size_t(tokens) * f.hidden, 1.0f)));
+  const auto d_chosen = to_device(choose_experts(rng, tokens, true));
+  // The first n tokens' activations and outputs, in token-major pair order.
+  auto run = [&](int32_t n) {
+    const MoeRun r(f, d_x, d_chosen, n, MoePath::Gemv);
+    const std::vector<int32_t> slot = to_host(r.pair_slot, r.pairs);
+    const std::vector<bf16> act = to_host(r.act, size_t(r.pairs) * f.inter);
+    const std::vector<float> y = to_host(r.y, size_t(r.pairs) * f.hidden);
+    std::vector<bf16> act_sorted;
+    std::vector<float> y_sorted;
+    for (const int32_t g : slot) {
+      act_sorted.insert(act_sorted.end(), act.begin() + size_t(g) * f.inter, act.begin() + size_t(g + 1) * f.inter);
+      y_sorted.insert(y_sorted.end(), y.begin() + size_t(g) * f.hidden, y.begin() + size_t(g + 1) * f.hidden);
+    }
+    return std::pair{act_sorted, y_sorted};
+  };
+  const auto one = run(1), two = run(2), all = run(tokens);
+  auto same_prefix = [](const auto& part, const auto& whole) {
+    return std::equal(part.begin(), part.end(), whole.begin());
+  };
+  v.expect("moe gemv 1 token alone == with a second token (bitwise)",
+           same_prefix(one.first, two.first) && same_prefix(one.second, two.second));
+  v.expect("moe gemv 2 tokens alone == in a 12-token step (bitwise)",
+           same_prefix(two.first, all.first) && same_prefix(two.second, all.second));
+}
+
+// The MoE block below the router: grouping, the fused gate/up + SwiGLU, the
+// down product and the combine, for every kernel path.
+void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
+  const int32_t hidden = f.hidden, inter = f.inter, k = f.k;
   for (const auto& [tokens, path] : {std::pair{3, MoePath::Gemv}, std::pair{40, MoePath::Gemv}, std::pair{40, MoePath::TiledSmall},
                                      std::pair{100, MoePath::TiledSmall}, std::pair{40, MoePath::Tiled}, std::pair{700, MoePath::Tiled}}) {
     const char* names[] = {"gemv", "tiled 32", "tiled 128"};
     const std::string tag = std::to_string(tokens) + " tokens, " + names[static_cast<int>(path)];
     const std::vector<float> x = rng.bf16_floats(size_t(tokens) * hidden, 1.0f);
-    std::vector<int32_t> chosen(size_t(tokens) * k);
+    const std::vector<int32_t> chosen = choose_experts(rng, tokens, true);
     std::vector<float> weights(chosen.size());
-    for (int32_t t = 0; t < tokens; ++t) {  // k distinct experts, skewed towards low ids
-      std::vector<int32_t> ids(experts);
-      std::iota(ids.begin(), ids.end(), 0);
-      std::shuffle(ids.begin(), ids.begin() + 8, rng.engine());
-      if (t % 3 == 0) std::shuffle(ids.begin(), ids.end(), rng.engine());
+    for (int32_t t = 0; t < tokens; ++t) {
       float sum = 0.0f;
-      for (int32_t j = 0; j < k; ++j) chosen[size_t(t) * k + j] = ids[j], sum += weights[size_t(t) * k + j] = rng.uniform(0.1f, 1.0f);
+      for (int32_t j = 0; j < k; ++j) sum += weights[size_t(t) * k + j] = rng.uniform(0.1f, 1.0f);
       for (int32_t j = 0; j < k; ++j) weights[size_t(t) * k + j] /= sum;
     }
-    const int32_t pairs = tokens * k;
     auto d_x = to_device(to_bf16(x));
     auto d_chosen = to_device(chosen);
     auto d_weights = to_device(weights);
-    DeviceBuffer<int32_t> offsets(experts + 1), pair_token(pairs), pair_slot(pairs),
-        tiles(moe_max_tiles(pairs, experts, moe_tile_rows(path))), n_tiles(1);
-    const MoeGroups groups{offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()};
-    moe_group(d_chosen.get(), tokens, k, experts, moe_tile_rows(path), groups, nullptr);
-    auto act = poisoned<bf16>(size_t(pairs) * inter);
-    moe_gate_up_swiglu(d_x.get(), groups, pairs, gate_up, limit, path, act.get(), nullptr);
-    auto y = poisoned<float>(size_t(pairs) * hidden);
-    moe_down(act.get(), groups, pairs, down, path, y.get(), nullptr);
+    MoeRun run(f, d_x, d_chosen, tokens, path);
+    const int32_t pairs = run.pairs;
     auto delta = poisoned<float>(size_t(tokens) * hidden);
-    moe_combine(y.get(), pair_slot.get(), d_weights.get(), tokens, k, hidden, delta.get(), nullptr);
+    moe_combine(run.y.get(), run.pair_slot.get(), d_weights.get(), tokens, k, hidden, delta.get(), nullptr);
 
-    const std::vector<int32_t> slot = to_host(pair_slot, pairs);
-    const std::vector<float> g_act = to_float(to_host(act, size_t(pairs) * inter));
-    const std::vector<float> g_y = to_host(y, size_t(pairs) * hidden);
+    const std::vector<int32_t> slot = to_host(run.pair_slot, pairs);
+    const std::vector<float> g_act = to_float(to_host(run.act, size_t(pairs) * inter));
+    const std::vector<float> g_y = to_host(run.y, size_t(pairs) * hidden);
     // Grouping: every pair has its own slot, grouped by expert.
     std::vector<int32_t> sorted = slot;
     std::sort(sorted.begin(), sorted.end());
@@ -434,17 +708,11 @@ void check_moe(Random& rng, Verdicts& v) {
     v.expect("moe_group " + tag + " (pair slots a permutation)", perm_ok);
 
     std::vector<float> ref_act, got_act, ref_y, got_y, ref_delta(size_t(tokens) * hidden, 0.0f);
-    std::vector<float> gu(2 * inter), a(inter), yy(hidden);
     for (int32_t t = 0; t < tokens; ++t) {
       for (int32_t j = 0; j < k; ++j) {
         const int32_t e = chosen[size_t(t) * k + j], g = slot[size_t(t) * k + j];
-        cpu::linear_mxfp4(x.data() + size_t(t) * hidden, 1, host_gu.expert(e), host_gu.expert_bias(e), gu.data(), &pool);
-        cpu::swiglu_clamped(gu.data(), 1, inter, limit, a.data());
-        ref_act.insert(ref_act.end(), a.begin(), a.end());
+        f.oracle(x.data() + size_t(t) * hidden, e, g_act.data() + size_t(g) * inter, ref_act, ref_y);
         got_act.insert(got_act.end(), g_act.begin() + size_t(g) * inter, g_act.begin() + size_t(g + 1) * inter);
-        // Down product on the GPU's own bf16 activations: isolates the kernel.
-        cpu::linear_mxfp4(g_act.data() + size_t(g) * inter, 1, host_dn.expert(e), host_dn.expert_bias(e), yy.data(), &pool);
-        ref_y.insert(ref_y.end(), yy.begin(), yy.end());
         got_y.insert(got_y.end(), g_y.begin() + size_t(g) * hidden, g_y.begin() + size_t(g + 1) * hidden);
         for (int32_t d = 0; d < hidden; ++d) ref_delta[size_t(t) * hidden + d] += weights[size_t(t) * k + j] * g_y[size_t(g) * hidden + d];
       }
@@ -452,6 +720,91 @@ void check_moe(Random& rng, Verdicts& v) {
     v.expect_close("moe_gate_up_swiglu " + tag, relative_error(got_act, ref_act), kBf16Tol);
     v.expect_close("moe_down " + tag, relative_error(got_y, ref_y), kFloatTol);
     v.expect_close("moe_combine " + tag, relative_error(to_host(delta, ref_delta.size()), ref_delta), 1e-6);
+  }
+}
+
+// The tiled expert kernels at the step sizes that bound the model (issue 15):
+// 6, 32, 256 and 2048 rows an expert (a 48-token extend, decode at 256
+// sequences, prefill chunks). On 16 sampled tokens: the oracle; the other
+// tiled path (the same K order: the same bits); and batch invariance, the
+// sampled tokens alone giving the bits they get in the whole step.
+// K = 1440, a tensor-parallel shard of the down product (22.5 K steps of 64:
+// the decoded tile's half step), on the down weights seen as [32, 2880, 1440]
+// and random grouped activations, both tiled paths against the oracle.
+void check_moe_half_step(Random& rng, MoeFixture& f, Verdicts& v) {
+  const int32_t tokens = 48, rows = f.hidden, cols = f.inter / 2, k = f.k;
+  const Mxfp4Experts down{f.d_dn_b.get(), f.d_dn_s.get(), f.d_dn_bias.get(), f.experts, rows, cols};
+  const Mxfp4Experts host{f.dn_b.data(), f.dn_s.data(), f.dn_bias.data(), f.experts, rows, cols};
+  const std::vector<float> act = rng.bf16_floats(size_t(tokens) * k * cols, 1.0f);
+  const std::vector<int32_t> chosen = choose_experts(rng, tokens, false);
+  auto d_act = to_device(to_bf16(act));
+  auto d_chosen = to_device(chosen);
+  for (const MoePath path : {MoePath::TiledSmall, MoePath::Tiled}) {
+    const MoeGrouping grouping(d_chosen, tokens, path);
+    auto y = poisoned<float>(size_t(grouping.pairs) * rows);
+    moe_down(d_act.get(), grouping.groups(), grouping.pairs, down, path, y.get(), nullptr);
+    const std::vector<int32_t> slot = to_host(grouping.pair_slot, grouping.pairs);
+    std::vector<float> ref(size_t(grouping.pairs) * rows);
+    for (int32_t i = 0; i < grouping.pairs; ++i) {  // pair i is grouped row slot[i]
+      const size_t g = slot[i];
+      cpu::linear_mxfp4(act.data() + g * cols, 1, host.expert(chosen[i]), host.expert_bias(chosen[i]),
+                        ref.data() + g * rows, &f.pool);
+    }
+    v.expect_close(std::string("moe_down K 1440 (half step), ") + (path == MoePath::Tiled ? "tiled 128" : "tiled 32"),
+                   relative_error(to_host(y, ref.size()), ref), kFloatTol);
+  }
+}
+
+void check_moe_expert_tiles(Random& rng, MoeFixture& f, Verdicts& v) {
+  const int32_t hidden = f.hidden, inter = f.inter, k = f.k, sampled = 16;
+  for (const int32_t rows_per_expert : {6, 32, 256, 2048}) {
+    const int32_t tokens = rows_per_expert * f.experts / k, pairs = tokens * k;
+    const MoePath path = moe_path_for(pairs, f.experts);
+    const MoePath other = path == MoePath::Tiled ? MoePath::TiledSmall : MoePath::Tiled;
+    const std::string tag = std::to_string(rows_per_expert) + " rows an expert (" + std::to_string(tokens) + " tokens, " +
+                            (path == MoePath::Tiled ? "tiled 128" : "tiled 32") + ")";
+    const std::vector<float> x = rng.bf16_floats(size_t(tokens) * hidden, 1.0f);
+    const std::vector<int32_t> chosen = choose_experts(rng, tokens, false);
+    auto d_x = to_device(to_bf16(x));
+    auto d_chosen = to_device(chosen);
+    const MoeRun run(f, d_x, d_chosen, tokens, path), run_other(f, d_x, d_chosen, tokens, other);
+    const std::vector<bf16> act = to_host(run.act, size_t(pairs) * inter);
+    const std::vector<float> y = to_host(run.y, size_t(pairs) * hidden);
+    v.expect(std::string("moe experts ") + tag + ": the other tiled path gives the same bits",
+             act == to_host(run_other.act, act.size()) && y == to_host(run_other.y, y.size()));
+
+    // The sampled tokens (evenly spaced), alone in a step of their own.
+    std::vector<float> x_alone;
+    std::vector<int32_t> chosen_alone;
+    for (int32_t i = 0; i < sampled; ++i) {
+      const int32_t t = i * (tokens / sampled);
+      x_alone.insert(x_alone.end(), x.begin() + size_t(t) * hidden, x.begin() + size_t(t + 1) * hidden);
+      chosen_alone.insert(chosen_alone.end(), chosen.begin() + size_t(t) * k, chosen.begin() + size_t(t + 1) * k);
+    }
+    auto d_x_alone = to_device(to_bf16(x_alone));
+    auto d_chosen_alone = to_device(chosen_alone);
+    const MoeRun alone(f, d_x_alone, d_chosen_alone, sampled, path);
+    const std::vector<int32_t> slot = to_host(run.pair_slot, pairs), slot_alone = to_host(alone.pair_slot, alone.pairs);
+    const std::vector<bf16> act_alone = to_host(alone.act, size_t(alone.pairs) * inter);
+    const std::vector<float> y_alone = to_host(alone.y, size_t(alone.pairs) * hidden);
+
+    const std::vector<float> act_f = to_float(act);
+    std::vector<float> ref_act, got_act, ref_y, got_y;
+    bool invariant = true;
+    for (int32_t i = 0; i < sampled; ++i) {
+      const int32_t t = i * (tokens / sampled);
+      for (int32_t j = 0; j < k; ++j) {
+        const size_t g = slot[size_t(t) * k + j], ga = slot_alone[size_t(i) * k + j];
+        f.oracle(x.data() + size_t(t) * hidden, chosen[size_t(t) * k + j], act_f.data() + g * inter, ref_act, ref_y);
+        got_act.insert(got_act.end(), act_f.begin() + g * inter, act_f.begin() + (g + 1) * inter);
+        got_y.insert(got_y.end(), y.begin() + g * hidden, y.begin() + (g + 1) * hidden);
+        invariant &= std::equal(act.begin() + g * inter, act.begin() + (g + 1) * inter, act_alone.begin() + ga * inter) &&
+                     std::equal(y.begin() + g * hidden, y.begin() + (g + 1) * hidden, y_alone.begin() + ga * hidden);
+      }
+    }
+    v.expect_close("moe_gate_up_swiglu " + tag, relative_error(got_act, ref_act), kBf16Tol);
+    v.expect_close("moe_down " + tag, relative_error(got_y, ref_y), kFloatTol);
+    v.expect("moe experts " + tag + ": 16 tokens alone == in the step (bitwise)", invariant);
   }
 }
 
@@ -592,11 +945,19 @@ int main(int argc, char** argv) {
   try {
     check_embedding(rng, v);
     check_rmsnorm(rng, v);
+    check_add_moe_rmsnorm(rng, v);
     check_linear(rng, v);
     check_rope(rng, v);
     check_attention(rng, v);
+    check_attention_serving_shapes(rng, v);
     check_router(rng, v);
-    check_moe(rng, v);
+    {
+      MoeFixture moe(rng);
+      check_moe(rng, moe, v);
+      check_moe_gemv_invariance(rng, moe, v);
+      check_moe_expert_tiles(rng, moe, v);
+      check_moe_half_step(rng, moe, v);
+    }
     check_sampling(rng, v);
     check_masked_sampling(rng, v);
     // Last: under compute-sanitizer (which serializes kernels) the ranks

@@ -1,0 +1,214 @@
+// The MXFP4 x bf16 tile product with the weights decoded once per block.
+//
+// Same contract and same numbers as gemm_tiled.cuh's gemm_tile with
+// Mxfp4Weights (C[m][n] = sum_k A[m][k] * B[n][k], the same 2 x 4 warps and
+// m16n8k16 products in the same K order, so results are bitwise equal), but
+// where that kernel has every warp decode its own B fragments from nibbles
+// (twice over the block, since two warp rows share each column) and waits on
+// one scale byte load per K step, this one:
+//   - copies the tile's whole scale strip (128 rows x K/32 bytes, contiguous
+//     in the checkpoint layout) into shared memory once, up front;
+//   - streams A rows and packed MXFP4 blocks through a cp.async pipeline in
+//     K steps of 64 (two MXFP4 blocks a row: half the barriers of K steps of 32);
+//   - has each thread decode one MXFP4 block (one row, 32 weights) of the next
+//     K step into a bf16 tile in shared memory while the tensor cores consume
+//     the current one (two decoded tiles alternate: one barrier a K step),
+//     with bit operations in registers, not table lookups (shared-memory
+//     bandwidth, not arithmetic, is what these tiles run short of);
+//   - reads both operands with ldmatrix from 128-byte rows whose eight 16-byte
+//     chunks are XOR-swizzled by row, free of bank conflicts.
+#pragma once
+
+#include <type_traits>
+
+#include "backend/cuda/kernels/gemm_tiled.cuh"
+
+namespace gptoss::cuda::decoded {
+
+using tiled::kThreads;
+using tiled::kTileN;
+using tiled::tile_m;
+
+constexpr int kStepK = 64;                       // two MXFP4 blocks of each weight row
+constexpr int kRowBytes = kStepK * 2;            // one bf16 tile row: 8 chunks of 16 bytes
+constexpr int kPackedRowBytes = 2 * 16;          // one weight row's codes for a K step
+constexpr int kPackedBytes = kTileN * kPackedRowBytes;
+constexpr int kDecodedBytes = kTileN * kRowBytes;
+constexpr int kMaxK = 4096;                      // check_experts' bound: the scale strip's size
+
+// Pipeline depth: 4 stages with 32-row tiles (2 blocks an SM), 3 with 128-row
+// tiles (whose 16 KiB A stages would otherwise leave 1 block an SM).
+template <int kMi>
+constexpr int stages() {
+  return kMi == 1 ? 4 : 3;
+}
+
+// Dynamic shared memory of a block for K = k.
+template <int kMi>
+constexpr int smem_bytes(int k) {
+  return stages<kMi>() * (tile_m<kMi>() * kRowBytes + kPackedBytes) + 2 * kDecodedBytes + kTileN * (k / 32);
+}
+
+// The 8 FP4 E2M1 codes of w (byte i: k = 2i low nibble, 2i + 1 high) as
+// bf16 pairs (pairs[i]: k = 2i low half), each code's bits moved in place:
+// sign to bit 15, e1 e0 m to bits 8..6. That bf16 is the code's value times
+// 2^-126 exactly (0.5, e = 0, becomes the subnormal 2^-127, which bf16
+// arithmetic keeps), so one multiply by 2^126 * scale gives the weight.
+__device__ __forceinline__ void fp4x8_to_bf16_times_2_pow_m126(uint32_t w, uint32_t (&pairs)[4]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const uint32_t s = __byte_perm(w, 0, half ? 0x4342 : 0x4140);  // bytes 2h, 2h + 1 at bits 0, 16
+    const uint32_t lo = ((s & 0x00070007u) << 6) | ((s & 0x00080008u) << 12);
+    const uint32_t hi = ((s & 0x00700070u) << 2) | ((s & 0x00800080u) << 8);
+    pairs[2 * half] = __byte_perm(lo, hi, 0x5410);
+    pairs[2 * half + 1] = __byte_perm(lo, hi, 0x7632);
+  }
+}
+
+__device__ __forceinline__ __nv_bfloat162 bf16x2_from_bits(uint32_t bits16) {
+  const uint32_t both = bits16 | (bits16 << 16);
+  return *reinterpret_cast<const __nv_bfloat162*>(&both);
+}
+
+__device__ __forceinline__ uint32_t swizzled(int r, int c) {
+  return r * kRowBytes + ((c ^ (r & 7)) << 4);
+}
+
+// Copies bytes [src, src + n) to dst (same alignment modulo 16 is not
+// assumed): 16-byte cp.async for the aligned middle, plain bytes at the ends.
+__device__ __forceinline__ void copy_strip(uint8_t* dst, const uint8_t* src, int n) {
+  const int head = min(n, static_cast<int>((16 - reinterpret_cast<uintptr_t>(src) % 16) % 16));
+  const bool aligned = (reinterpret_cast<uintptr_t>(dst + head) % 16) == 0;
+  const int body = aligned ? (n - head) / 16 * 16 : 0;
+  for (int i = threadIdx.x; i < body / 16; i += kThreads)
+    tiled::cp_async16(tiled::smem_addr(dst + head + 16 * i), src + head + 16 * i, true);
+  for (int i = threadIdx.x; i < n - body; i += kThreads) {
+    const int j = i < head ? i : i + body;
+    dst[j] = src[j];
+  }
+}
+
+// The block's C tile of one expert's MXFP4 weights (blocks [n_rows, k/32, 16],
+// scales [n_rows, k/32]), k a multiple of 32 (an odd block count ends in a
+// half step whose missing half is zeros on both sides). row_src and the epilogue as in
+// tiled::gemm_tile; tile rows from `valid_rows` on have no A row, and a warp
+// whose rows are all past it skips its products (an expert with 6 rows leaves
+// half the warps of a 32-row tile idle but for copies and decoding).
+template <int kMi, typename Epilogue>
+__device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src,
+                                          int valid_rows, const tiled::Mxfp4Weights& w, int n0,
+                                          const Epilogue& epilogue) {
+  constexpr int kTileM = tile_m<kMi>(), kATileBytes = kTileM * kRowBytes, kStages = stages<kMi>();
+  extern __shared__ __align__(128) uint8_t smem[];
+  uint8_t* a_stages = smem;
+  uint8_t* packed = a_stages + kStages * kATileBytes;
+  uint8_t* decoded = packed + kStages * kPackedBytes;
+  uint8_t* scales = decoded + 2 * kDecodedBytes;
+  const int k_blocks = w.k / 32, rows = min(kTileN, w.n_rows - n0);
+
+  // The scale strip travels with K step 0's copies (the first commit group).
+  copy_strip(scales, w.scales + static_cast<int64_t>(n0) * k_blocks, rows * k_blocks);
+
+  auto load_step = [&](int slot, int step) {
+    const int k0 = step * kStepK;
+    uint8_t* as = a_stages + slot * kATileBytes;
+#pragma unroll
+    for (int i = 0; i < (kTileM * 8 + kThreads - 1) / kThreads; ++i) {
+      const int chunk = threadIdx.x + i * kThreads;
+      if (chunk >= kTileM * 8) break;
+      const int r = chunk / 8, c = chunk % 8;
+      const int64_t src = row_src[r];
+      const bool ok = src >= 0 && k0 + c * 8 < w.k;
+      tiled::cp_async16(tiled::smem_addr(as) + swizzled(r, c), a + (ok ? src * lda + k0 + c * 8 : 0), ok);
+    }
+    // One 16-byte MXFP4 block a thread: row threadIdx.x / 2, block threadIdx.x % 2.
+    const int r = threadIdx.x / 2, h = threadIdx.x % 2;
+    const bool ok = r < rows && k0 / 32 + h < k_blocks;
+    const int64_t block = ok ? static_cast<int64_t>(n0 + r) * k_blocks + k0 / 32 + h : 0;
+    tiled::cp_async16(tiled::smem_addr(packed + slot * kPackedBytes) + threadIdx.x * 16, w.blocks + block * 16, ok);
+  };
+
+  // Thread t decodes the MXFP4 block it copied: row t / 2, weights 32 h.. of
+  // the step, into chunks 4h.. of the row (8 weights each). The weights are
+  // the rounded products fp4 * 2^(s - 127), bit for bit those of
+  // gemm_tiled.cuh: 2^126 * 2^(s - 127) is one bf16 for scale bytes s <= 128;
+  // larger scales (never in a checkpoint) take two exact multiplies.
+  auto decode_step = [&](int slot, int step, int buffer) {
+    const int r = threadIdx.x / 2, h = threadIdx.x % 2;
+    const uint4 codes = *reinterpret_cast<const uint4*>(packed + slot * kPackedBytes + threadIdx.x * 16);
+    const uint32_t s = r < rows && step * 2 + h < k_blocks ? scales[r * k_blocks + step * 2 + h] : 127;
+    uint8_t* out = decoded + buffer * kDecodedBytes;
+    auto store = [&](auto two_multiplies) {
+      const __nv_bfloat162 first = bf16x2_from_bits((two_multiplies ? 253u : s + 126u) << 7);
+      const __nv_bfloat162 second = bf16x2_from_bits(s << 7);
+      const uint32_t words[4] = {codes.x, codes.y, codes.z, codes.w};
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        uint32_t pairs[4];
+        fp4x8_to_bf16_times_2_pow_m126(words[q], pairs);
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+          __nv_bfloat162 v = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&pairs[b]), first);
+          if constexpr (decltype(two_multiplies)::value) v = __hmul2(v, second);
+          pairs[b] = *reinterpret_cast<const uint32_t*>(&v);
+        }
+        *reinterpret_cast<uint4*>(out + swizzled(r, h * 4 + q)) = make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]);
+      }
+    };
+    if (s <= 128)
+      store(std::false_type{});
+    else
+      store(std::true_type{});
+  };
+
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int warp_m = (warp / 4) * 16 * kMi, warp_n = (warp % 4) * 32;
+  const bool has_rows = warp_m < valid_rows;
+  float acc[kMi][4][4];
+  tiled::zero_accumulators(acc);
+
+  const int k_steps = (w.k + kStepK - 1) / kStepK;
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < k_steps) load_step(s, s);
+    tiled::cp_async_commit();
+  }
+  tiled::cp_async_wait<kStages - 2>();
+  __syncthreads();  // step 0 and the scale strip are in
+  decode_step(0, 0, 0);
+
+  for (int step = 0; step < k_steps; ++step) {
+    // Groups committed: kStages - 1 + step; step + 1 must be complete.
+    tiled::cp_async_wait<kStages - 3>();
+    // Step's decoded tile is written; step - 1's A slot and decoded tile are
+    // consumed (so both are free); step + 1's copies are visible.
+    __syncthreads();
+    const int next = step + kStages - 1;
+    if (next < k_steps) load_step(next % kStages, next);
+    tiled::cp_async_commit();
+    if (step + 1 < k_steps) decode_step((step + 1) % kStages, step + 1, (step + 1) % 2);
+
+    if (!has_rows) continue;
+    const uint8_t* as = a_stages + (step % kStages) * kATileBytes;
+    const uint8_t* bs = decoded + (step % 2) * kDecodedBytes;
+#pragma unroll
+    for (int kk = 0; kk < kStepK / 16; ++kk) {
+      uint32_t af[kMi][4], bf[4][2];
+#pragma unroll
+      for (int i = 0; i < kMi; ++i)
+        tiled::ldmatrix_x4(tiled::smem_addr(as) + swizzled(warp_m + 16 * i + lane % 16, kk * 2 + lane / 16),
+                           af[i][0], af[i][1], af[i][2], af[i][3]);
+#pragma unroll
+      for (int j = 0; j < 4; j += 2) {
+        const int r = warp_n + 8 * j + (lane % 8) + (lane / 16) * 8;
+        tiled::ldmatrix_x4(tiled::smem_addr(bs) + swizzled(r, kk * 2 + (lane / 8) % 2), bf[j][0], bf[j][1],
+                           bf[j + 1][0], bf[j + 1][1]);
+      }
+      tiled::mma_warp_tile(acc, af, bf);
+    }
+  }
+  tiled::cp_async_wait<0>();
+  tiled::store_accumulators(acc, warp_m, n0 + warp_n, epilogue);
+}
+
+}  // namespace gptoss::cuda::decoded
