@@ -17,6 +17,7 @@ import { Worker } from "bullmq";
 import { Redis } from "ioredis";
 import type { Job, JobResult } from "../shared/protocol.ts";
 import { redisKeys } from "../shared/redis-keys.ts";
+import { batchRedisWrites } from "../shared/redis-write-batching.ts";
 
 const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const keys = redisKeys(process.env.REDIS_PREFIX ?? "bench");
@@ -25,7 +26,8 @@ const workerId = `bench-instant-${process.pid}`;
 const tokenIntervalMs = Number(process.env.BENCH_TOKEN_INTERVAL_MS ?? 20);
 const HEARTBEAT_MS = 1000;
 
-const redis = new Redis(redisUrl, { maxRetriesPerRequest: null });
+// Connections set up as the real worker's (worker/worker-process.ts): writes batched per turn.
+const redis = batchRedisWrites(new Redis(redisUrl, { maxRetriesPerRequest: null }));
 
 async function heartbeat(): Promise<void> {
   const at = Date.now();
@@ -80,7 +82,7 @@ const worker = new Worker<Job, JobResult>(keys.queueName, async (bullJob) => {
   }
   await redis.publish(channel, event({ type: "done", finishReason: "length", usage }));
   return { content: "ok ".repeat(tokens), reasoning: "", finishReason: "length", usage };
-}, { connection: redis.duplicate(), prefix: keys.bullPrefix, concurrency: 1024 });
+}, { connection: batchRedisWrites(redis.duplicate()), prefix: keys.bullPrefix, concurrency: 1024 });
 await worker.waitUntilReady();
 console.log("bench worker ready");
 

@@ -2,7 +2,8 @@
  * This stack against a peer gateway, side by side on one machine, one command:
  *
  *   node --import tsx bench/gateway-vs-peer.ts [--quick] [--levels 1,32,256] [--phase-seconds 4]
- *     [--rounds 2] [--tokens 16] [--profile DIR]
+ *     [--rounds 2] [--tokens 16] [--profile DIR] [--no-peer] [--syscalls]
+ *     [--gateway-v8-flags F]
  *
  * Targets, measured in alternating phases so both see the same machine:
  * - "ours": the Deno gateway, a private Redis and a worker whose engine is infinitely fast
@@ -29,7 +30,7 @@
  * `node --experimental-websocket` on Node 20), the worker and the peer with `--cpu-prof`
  * (DIR/worker, DIR/peer). Open the profiles in Chrome DevTools.
  */
-import { spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { randomBytes } from "node:crypto";
@@ -64,12 +65,17 @@ const PEER_DIR = `${ROOT}bench/peer`;
 const PEER_ENTRY = `${PEER_DIR}/node_modules/@portkey-ai/gateway/build/start-server.js`;
 const CLOCK_TICKS_PER_S = 100;
 const PROFILE_DIR = flag("--profile");
+/** `--gateway-v8-flags F`: V8 flags for the gateway (e.g. `--max-semi-space-size=32`). */
+const GATEWAY_V8_FLAGS = flag("--gateway-v8-flags");
 /** Node's `--cpu-prof` flags for a process named `name`, when profiling. */
 const nodeProfile = (name: string) =>
   PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}/${name}`] : [];
 
 type TargetName = "ours" | "peer" | "floor";
-const TARGETS: TargetName[] = ["ours", "peer", "floor"];
+/** `--no-peer`: ours and the floor only, for A/B runs of this stack's own cost. */
+const TARGETS: TargetName[] = process.argv.includes("--no-peer")
+  ? ["ours", "floor"]
+  : ["ours", "peer", "floor"];
 
 interface HttpTarget {
   name: TargetName;
@@ -85,6 +91,30 @@ function cpuMs(pid: number): number {
   // Fields after the command name (which may hold spaces) start at index 2 = state.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) * 1000 / CLOCK_TICKS_PER_S;
+}
+
+/**
+ * `--syscalls`: system calls of each process over a phase, counted by `perf stat` on the
+ * raw_syscalls tracepoint (root or perf_event_paranoid <= 1). Unlike CPU time, a count that
+ * other load on the machine does not inflate: socket writes, reads and epoll waits per request.
+ */
+const COUNT_SYSCALLS = process.argv.includes("--syscalls");
+
+function countSyscalls(pid: number): { stop(): Promise<number> } {
+  const perf: ChildProcess = spawn(
+    "perf",
+    ["stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p", String(pid)],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let report = "";
+  perf.stderr!.on("data", (chunk) => report += chunk);
+  return {
+    stop: () =>
+      new Promise((resolve) => {
+        perf.once("close", () => resolve(Number(report.split(",")[0]) || NaN));
+        perf.kill("SIGINT");
+      }),
+  };
 }
 
 /** Redis commandstats: calls and usec per command. */
@@ -156,6 +186,8 @@ interface Phase {
   errors: number;
   seconds: number;
   cpuMs: Record<string, number>;
+  /** With `--syscalls`: system calls per process over the phase. */
+  syscalls: Record<string, number>;
   redis?: Map<string, { calls: number; usec: number }>;
 }
 
@@ -168,6 +200,9 @@ async function phase(target: HttpTarget, concurrency: number, redis: Redis): Pro
     Object.entries(pids).map(([name, pid]) => [name, cpuMs(pid)]),
   );
   const redisBefore = target.name === "ours" ? await commandStats(redis) : undefined;
+  const syscallCounters = COUNT_SYSCALLS
+    ? Object.entries(pids).map(([name, pid]) => [name, countSyscalls(pid)] as const)
+    : [];
   const ttfts: number[] = [];
   let requests = 0;
   let errors = 0;
@@ -183,6 +218,8 @@ async function phase(target: HttpTarget, concurrency: number, redis: Redis): Pro
     }
   }));
   const seconds = (performance.now() - started) / 1000;
+  const syscalls: Record<string, number> = {};
+  for (const [name, counter] of syscallCounters) syscalls[name] = await counter.stop();
   const cpu = Object.fromEntries(
     Object.entries(pids).map(([name, pid]) => [name, cpuMs(pid) - cpuBefore[name]]),
   );
@@ -199,7 +236,7 @@ async function phase(target: HttpTarget, concurrency: number, redis: Redis): Pro
       }
     }
   }
-  return { ttfts, requests, errors, seconds, cpuMs: cpu, redis: redisDelta };
+  return { ttfts, requests, errors, seconds, cpuMs: cpu, syscalls, redis: redisDelta };
 }
 
 interface TargetResult {
@@ -210,6 +247,8 @@ interface TargetResult {
   ttftMs: Summary;
   /** Core-ms per completed request, per process. */
   cpuMsPerRequest: Record<string, number>;
+  /** With `--syscalls`: system calls per completed request, per process. */
+  syscallsPerRequest: Record<string, number>;
   /**
    * Ours only, per request by command (the bench's own INFO excluded): calls, and µs of Redis time.
    * Commands run inside a Lua script count under their own names too, and in the script's
@@ -221,12 +260,16 @@ interface TargetResult {
 function combine(target: TargetName, phases: Phase[]): TargetResult {
   const requests = phases.reduce((n, p) => n + p.requests, 0);
   const seconds = phases.reduce((n, p) => n + p.seconds, 0);
-  const cpuMsPerRequest: Record<string, number> = {};
-  for (const p of phases) {
-    for (const [name, ms] of Object.entries(p.cpuMs)) {
-      cpuMsPerRequest[name] = (cpuMsPerRequest[name] ?? 0) + ms / requests;
+  const perRequest = (counts: (p: Phase) => Record<string, number>) => {
+    const sums: Record<string, number> = {};
+    for (const p of phases) {
+      for (const [name, n] of Object.entries(counts(p))) {
+        sums[name] = (sums[name] ?? 0) + n / requests;
+      }
     }
-  }
+    return sums;
+  };
+  const cpuMsPerRequest = perRequest((p) => p.cpuMs);
   const result: TargetResult = {
     target,
     requests,
@@ -234,6 +277,7 @@ function combine(target: TargetName, phases: Phase[]): TargetResult {
     requestsPerSecond: requests / seconds,
     ttftMs: summarize(phases.flatMap((p) => p.ttfts)),
     cpuMsPerRequest,
+    syscallsPerRequest: perRequest((p) => p.syscalls),
   };
   if (phases[0].redis) {
     const perRequest: Record<string, { calls: number; usec: number }> = {};
@@ -264,7 +308,7 @@ function ensurePeerInstalled(): void {
 const fmt = (n: number, digits = 2) => n.toFixed(digits).padStart(8);
 
 async function main() {
-  ensurePeerInstalled();
+  if (TARGETS.includes("peer")) ensurePeerInstalled();
   const prefix = `bench-peer-${randomBytes(4).toString("hex")}`;
   const processes: ManagedProcess[] = [];
   try {
@@ -300,7 +344,10 @@ async function main() {
       redisUrl: own.url,
       prefix,
       port: 0,
-      denoFlags: PROFILE_DIR ? [`--inspect=127.0.0.1:${inspectPort}`] : [],
+      denoFlags: [
+        ...(PROFILE_DIR ? [`--inspect=127.0.0.1:${inspectPort}`] : []),
+        ...(GATEWAY_V8_FLAGS ? [`--v8-flags=${GATEWAY_V8_FLAGS}`] : []),
+      ],
     });
     processes.push(gateway.process);
     await waitUntilReady(gateway.url, 30_000);
@@ -370,7 +417,7 @@ async function main() {
         ...results,
         addedTtftP50Ms: {
           ours: results.ours.ttftMs.p50 - results.floor.ttftMs.p50,
-          peer: results.peer.ttftMs.p50 - results.floor.ttftMs.p50,
+          peer: (results.peer?.ttftMs.p50 ?? NaN) - results.floor.ttftMs.p50,
         },
       });
     }
@@ -400,13 +447,16 @@ async function main() {
         const added = name === "floor" ? "" : fmt(level.addedTtftP50Ms[name]);
         const cpu = Object.entries(r.cpuMsPerRequest).map(([p, ms]) => `${p} ${ms.toFixed(3)}`)
           .join(", ");
+        const syscalls = Object.entries(r.syscallsPerRequest).map(([p, n]) =>
+          `${p} ${n.toFixed(1)}`
+        ).join(", ");
         console.log(
           `${String(level.concurrency).padStart(7)} ${name.padEnd(6)} | ${
             r.requestsPerSecond.toFixed(0).padStart(6)
           } ${String(r.errors).padStart(7)} | ` +
             `${fmt(r.ttftMs.p50)} ${fmt(r.ttftMs.p90)} ${fmt(r.ttftMs.p99)} | ${
               added.padStart(9)
-            } | ${cpu}`,
+            } | ${cpu}${syscalls ? ` | syscalls per request: ${syscalls}` : ""}`,
         );
       }
       const ours = level.ours;
@@ -431,8 +481,10 @@ async function main() {
         (n, p) => n + top.ours.cpuMsPerRequest[p],
         0,
       );
-      goals["256 streams: requests/s >= 2x peer"] =
-        top.ours.requestsPerSecond >= 2 * top.peer.requestsPerSecond;
+      if (top.peer) {
+        goals["256 streams: requests/s >= 2x peer"] =
+          top.ours.requestsPerSecond >= 2 * top.peer.requestsPerSecond;
+      }
       goals["256 streams: added TTFT p50 <= 40 ms"] = top.addedTtftP50Ms.ours <= 40;
       goals["256 streams: gateway + worker + Redis <= 0.8 core-ms/request"] = stack <= 0.8;
     }

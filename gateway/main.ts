@@ -9,7 +9,8 @@ import { GatewayConfigSchema, loadConfig } from "../shared/config.ts";
 import { redisKeys } from "../shared/redis-keys.ts";
 import { getTokenizer } from "../shared/tokenizer.ts";
 import { createApp } from "./app.ts";
-import { createLogger } from "../shared/log.ts";
+import { createLogger, linesPerTurn } from "../shared/log.ts";
+import { batchRedisWrites } from "../shared/redis-write-batching.ts";
 import { createGatewayMetrics } from "./metrics/gateway-metrics.ts";
 import { metricsRoute } from "./metrics/instrumentation.ts";
 import { UI_DIST_DIR } from "./ui/serve.ts";
@@ -31,12 +32,15 @@ const REGISTRY_REFRESH_MS = 250;
 
 const config = loadConfig(GatewayConfigSchema, Deno.env.toObject());
 const keys = redisKeys(config.REDIS_PREFIX);
-const log = createLogger(config.LOG_LEVEL, { service: "gateway" });
+const logLines = linesPerTurn();
+const log = createLogger(config.LOG_LEVEL, { service: "gateway" }, logLines);
+// Lines wait for the end of their turn: write them before the process exits or dies.
+for (const event of ["unload", "error", "unhandledrejection"]) addEventListener(event, logLines.flush);
 
 // Fail fast while Redis is down (a 503 to the client) instead of queueing
 // commands for a long reconnect; the connection itself keeps retrying.
-const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 1 });
-const subscriber = new Redis(config.REDIS_URL);
+const redis = batchRedisWrites(new Redis(config.REDIS_URL, { maxRetriesPerRequest: 1 }));
+const subscriber = batchRedisWrites(new Redis(config.REDIS_URL));
 for (const [name, connection] of [["commands", redis], ["subscriber", subscriber]] as const) {
   connection.on("error", (err: Error) => log.error("redis connection error", { connection: name, err }));
 }

@@ -1,9 +1,13 @@
 import assert from "node:assert/strict";
-import { createLogger, type LogLevel } from "./log.ts";
+import { createLogger, linesPerTurn, type LogLevel } from "./log.ts";
 
 function capture(level: LogLevel) {
   const lines: Record<string, unknown>[] = [];
-  const logger = createLogger(level, { service: "gateway" }, (line) => lines.push(JSON.parse(line)));
+  const logger = createLogger(
+    level,
+    { service: "gateway" },
+    (line) => lines.push(JSON.parse(line)),
+  );
   return { logger, lines };
 }
 
@@ -29,4 +33,30 @@ Deno.test("lines below the configured level are dropped", () => {
   logger.child({ requestId: "r" }).info("i");
   logger.warn("w");
   assert.deepEqual(lines.map((l) => l.msg), ["w"]);
+});
+
+Deno.test("lines of one turn reach the writer together, in order, once the turn is over", async () => {
+  const writes: string[] = [];
+  const logger = createLogger("info", {}, linesPerTurn((text) => writes.push(text)));
+  logger.info("a");
+  logger.info("b");
+  assert.equal(writes.length, 0, "nothing is written within the turn");
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  logger.info("c");
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(
+    writes.map((text) => text.split("\n").map((line) => JSON.parse(line).msg)),
+    [["a", "b"], ["c"]],
+  );
+});
+
+Deno.test("flush writes the lines still waiting, at once", () => {
+  const writes: string[] = [];
+  const lines = linesPerTurn((text) => writes.push(text));
+  const logger = createLogger("info", {}, lines);
+  logger.error("dying");
+  lines.flush();
+  assert.deepEqual(writes.map((text) => JSON.parse(text).msg), ["dying"]);
+  lines.flush();
+  assert.equal(writes.length, 1, "nothing left to write");
 });

@@ -15,6 +15,7 @@ import { Worker } from "bullmq";
 import { Redis } from "ioredis";
 import { loadConfig, type WorkerConfig, WorkerConfigSchema } from "../shared/config.ts";
 import { redisKeys } from "../shared/redis-keys.ts";
+import { batchRedisWrites } from "../shared/redis-write-batching.ts";
 import { getTokenizer } from "../shared/tokenizer.ts";
 import type { Engine } from "../native/node/types.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
@@ -42,8 +43,9 @@ async function run(
     ...engine.modelInfo,
   });
 
-  // BullMQ blocks on its own connections and needs commands to wait out reconnects.
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  // BullMQ blocks on its own connections and needs commands to wait out reconnects. Writes are
+  // batched per turn: a step's events of every stream, and BullMQ's job moves, in one send.
+  const redis = batchRedisWrites(new Redis(config.REDIS_URL, { maxRetriesPerRequest: null }));
   redis.on("error", (err) => log.error("redis error", { err }));
   const cancels = await CancelListener.listen(redis.duplicate(), keys.cancelChannel);
 
@@ -103,7 +105,7 @@ async function run(
     grammars,
   });
   const worker = new Worker(keys.queueName, processor, {
-    connection: redis.duplicate(),
+    connection: batchRedisWrites(redis.duplicate()),
     prefix: keys.bullPrefix,
     concurrency: config.ENGINE_MAX_NUM_SEQS,
     // A job whose worker died goes back to the queue once its lock runs out;

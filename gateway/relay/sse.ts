@@ -13,12 +13,12 @@
  * stalled reader can hold neither an engine slot nor gateway memory for long.
  */
 import type { Context } from "hono";
-import { type SSEStreamingApi, streamSSE } from "hono/streaming";
 import type { AppEnv } from "../env.ts";
 import type { Logger } from "../../shared/log.ts";
 import { GatewayError, toOpenAIError } from "../errors.ts";
 import type { ChunkFormat } from "../responses/common.ts";
 import type { Generation } from "./generation.ts";
+import { SSEBody } from "./sse-body.ts";
 import { TIMELINE_COMMENT_PREFIX, timelineNow } from "../../shared/timeline.ts";
 
 export interface SlowClientLimits {
@@ -44,19 +44,16 @@ export function relaySSE(
   options: SSEOptions,
 ): Response {
   const requestEnd = c.var.requestEnd;
-  return streamSSE(c, async (stream) => {
+  const stream = new SSEBody();
+  const relay = async () => {
     let lastWrite = Date.now();
     /** When the write in progress started; undefined while none waits on the client. */
     let writingSince: number | undefined;
-    /**
-     * Writes events in one write to the client, after `comment` (an SSE comment, if any). Event
-     * data is JSON or [DONE], never a line break, so each event is the one `data:` line writeSSE
-     * would make.
-     */
-    const send = async (events: string[], comment = "") => {
-      if (events.length === 0) return;
+    /** Writes `text` (whole events, after an SSE comment if any) to the client in one write. */
+    const send = async (text: string) => {
+      if (text === "") return;
       lastWrite = writingSince = Date.now();
-      await stream.write(comment + events.map((data) => `data: ${data}\n\n`).join(""));
+      await stream.write(text);
       writingSince = undefined;
     };
     const timeline = generation.timeline;
@@ -87,16 +84,21 @@ export function relaySSE(
      * At most MAX_HELD_CHARS go in one write, so a slow reader's backlog stays with the events,
      * where `maxBufferedBytes` bounds it, rather than in ever larger writes.
      */
-    const held: string[] = [];
-    let heldChars = 0;
-    const hold = (chunk: string) => {
-      held.push(chunk);
-      heldChars += chunk.length;
+    let held = "";
+    /**
+     * Adds one event. Event data is JSON or [DONE], never a line break, so each event is the one
+     * `data:` line writeSSE would make; appended to one string, not gathered in a list and joined.
+     */
+    const hold = (data: string) => {
+      held += `data: ${data}\n\n`;
     };
-    const flush = (comment?: string) => {
-      heldChars = 0;
-      if (timeline !== undefined && held.length > 0) timeline.firstWrite ??= timelineNow();
-      return send(held.splice(0), comment);
+    /** Writes what is held, after `comment` (an SSE comment) when anything is held. */
+    const flush = (comment = "") => {
+      const text = held;
+      held = "";
+      if (text === "") return Promise.resolve();
+      if (timeline !== undefined) timeline.firstWrite ??= timelineNow();
+      return send(comment + text);
     };
     try {
       for (
@@ -107,7 +109,7 @@ export function relaySSE(
         if (stream.aborted) break;
         if (update.type === "text") {
           for (const chunk of format.text(update)) hold(JSON.stringify(chunk));
-          if (!generation.updateAtHand || heldChars >= MAX_HELD_CHARS) await flush();
+          if (!generation.updateAtHand || held.length >= MAX_HELD_CHARS) await flush();
           continue;
         }
         for (const chunk of format.finish(update.finishReason)) hold(JSON.stringify(chunk));
@@ -144,7 +146,11 @@ export function relaySSE(
       clearInterval(slowClientCheck);
       await generation.close();
     }
-  });
+  };
+  relay().catch((err) => c.var.log.error("relay failed", { err })).finally(() => stream.close());
+  c.header("Content-Type", "text/event-stream");
+  c.header("Cache-Control", "no-cache");
+  return c.newResponse(stream.stream);
 }
 
 /** One turn of the event loop, in which a chunk just written goes out to the client's socket. */
@@ -152,8 +158,8 @@ function socketTurn(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
-async function sendError(stream: SSEStreamingApi, err: unknown, log: Logger): Promise<void> {
+async function sendError(stream: SSEBody, err: unknown, log: Logger): Promise<void> {
   const mapped = toOpenAIError(err);
   if (mapped.status >= 500) log.error("stream failed", { err });
-  await stream.writeSSE({ data: JSON.stringify(mapped.body) });
+  await stream.write(`data: ${JSON.stringify(mapped.body)}\n\n`);
 }
