@@ -43,7 +43,7 @@
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
 # loader model20b layers prefix tp profile pdlab" leaves out those stages (pdlab:
-# decode at batch 1 and 8 again with GPTOSS_PDL=0, plain launches); GPTOSS_JOBS sets build parallelism.
+# decode at batch 1 and 8 again with GPTOSS_PDL=1, programmatic dependent launch); GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -170,9 +170,9 @@ if want bench; then
   # batches 2, 4 and 16 around the GEMV / tile threshold (docs/cuda-notes.md "h15moe")
   timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,4,8,16,32,64,128,256 --json "$out/bench_random.json" 2>&1 | tee "$out/bench_random.log" || status=1
   if want pdlab; then
-    step "decode with GPTOSS_PDL=0 (no programmatic dependent launch, A/B)"
-    GPTOSS_PDL=0 timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,8 --prefill 512 2>&1 |
-      grep -E "^(decode batch|batch-1)" | tee "$out/bench_random_pdl0.log" || status=1
+    step "decode with GPTOSS_PDL=1 (programmatic dependent launch, A/B; off by default)"
+    GPTOSS_PDL=1 timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,8 --prefill 512 2>&1 |
+      grep -E "^(decode batch|batch-1)" | tee "$out/bench_random_pdl1.log" || status=1
   fi
 fi
 
