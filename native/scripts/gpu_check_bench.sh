@@ -355,6 +355,7 @@ step "summary"
     "$out/tp_20b.log" "$out/profile.log" 2>/dev/null
   grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|cublaslt|gemv|load checkpoint|weights|extend)" "$out/bench_random.log" 2>/dev/null
   grep -h -E "^(load checkpoint|decode batch 1 tok/s)" "$out/bench_loaded.log" 2>/dev/null | sed 's/^/[loaded] /'
+  sed 's/^/[GPTOSS_PDL=1] /' "$out/bench_random_pdl1.log" 2>/dev/null
   # the expert stages of each step (docs/cuda-notes.md "h15moe")
   grep -h -E "stage shares|moe_(gate_up_swiglu|down) |^(decode batch [0-9]+ step ms)" "$out/bench_random.log" 2>/dev/null |
     sed "s/^/[moe] /"
