@@ -85,7 +85,12 @@ for (let epoch = 0; epoch < EPOCHS; epoch++) {
 const score = (e: { buckets: Uint32Array }) => 1 / (1 + Math.exp(-margin(e.buckets, w, bias)));
 const benignScores = validation.filter((e) => e.y === 0).map(score).sort((a, b) => b - a);
 const allowedFp = Math.floor(benignScores.length * MAX_VALIDATION_FPR);
-const threshold = Math.min(0.99, Math.max(0.5, (benignScores[allowedFp] ?? 0.5) + 1e-6));
+// Never below 0.6: the validation split's benign prompts are too few to see short technical
+// questions, which this model scores up to ~0.56 ("Tell me about paged attention." was blocked
+// at 0.5, found by the browser suite); on the held-out split 0.6 keeps the jailbreak templates
+// at 45/47 and halves ordinary-request false positives (docs/PERFORMANCE.md, prompt safety).
+const MIN_THRESHOLD = 0.6;
+const threshold = Math.min(0.99, Math.max(MIN_THRESHOLD, (benignScores[allowedFp] ?? MIN_THRESHOLD) + 1e-6));
 const attacks = validation.filter((e) => e.y === 1);
 const recall = attacks.filter((e) => score(e) >= threshold).length / attacks.length;
 const fpr = benignScores.filter((s) => s >= threshold).length / benignScores.length;
