@@ -25,6 +25,9 @@ sources=(
   "sherdencooper/GPTFuzz 1eddeb565740ae311b5f4950492b011a6f866fe7 datasets/prompts/GPTFuzzer.csv LICENSE"
   "yunwei37/prompt-hacker-collections 4ac361ae1bc8487c33dd6ce8b293874fcee3ae95 jailbreak LICENSE"
   "f/awesome-chatgpt-prompts 012a0d8ddf998f3d20b5e041232672ac7459e9a7 prompts.csv LICENSE"
+  # Evaluation only (split blind, never trained on): "Do Anything Now"'s in-the-wild jailbreak
+  # prompts (verazuo/jailbreak_llms, MIT), from a verbatim copy of its 2023_12_25 file.
+  "kaif0102/Sentinel-AI-Defense-System- 3189a21bf5c5fe179046d27906e1b892e3af63c8 jailbreak_prompts_2023_12_25.csv"
   "HumanCompatibleAI/tensor-trust-data e2385ea9cf448c9641b96e2e39f113ed4979a5b0 benchmarks/hijacking-robustness/v1/hijacking_robustness_dataset.jsonl benchmarks/extraction-robustness/v1/extraction_robustness_dataset.jsonl"
 )
 

@@ -5,10 +5,14 @@
  *
  * The split is a hash of the text, so it is stable across runs and machines: `train` is what the
  * classifier learns from and what rule authors may read; `test` is held out for the benchmark.
+ * A third split, `blind`, holds the evaluation-only source (`blindJailbreaks`): never trained on,
+ * never read while rules were written, and kept only where it is neither an exact nor a near
+ * duplicate (bench/safety_near_duplicates.ts) of any other source's text or of its own earlier ones.
  *
  *   node_modules/.bin/deno run --allow-all bench/safety_prepare.ts
  */
 import { parseCsv, stableFraction } from "./safety_data.ts";
+import { NearDuplicateIndex } from "./safety_near_duplicates.ts";
 
 const RAW = new URL("./data/safety/raw/", import.meta.url);
 const OUT = new URL("./data/safety/corpus.jsonl", import.meta.url);
@@ -21,6 +25,7 @@ interface Sample {
   label: Label;
   source: string;
   lang: "en" | "zh";
+  community?: string;
 }
 
 const read = (path: string) => Deno.readTextFileSync(new URL(path, RAW));
@@ -239,6 +244,30 @@ function hardNegatives(): Sample[] {
 }
 const TRAIN_ONLY_SOURCE = "hard-negatives";
 
+/**
+ * Evaluation only: the jailbreak prompts of "Do Anything Now" (Shen et al., CCS 2024,
+ * verazuo/jailbreak_llms, MIT), collected Dec 2022 - Dec 2023 from Reddit, Discord and prompt
+ * websites; read from a verbatim copy of its 2023_12_25 file (1 405 rows, the paper's count).
+ * `community` is the paper's own label of the prompt's family (blank for most), kept so the
+ * benchmark can report it.
+ */
+const BLIND_SOURCE = "dan-in-the-wild";
+function blindJailbreaks(): Sample[] {
+  const [header, ...rows] = parseCsv(
+    read("kaif0102+Sentinel-AI-Defense-System-/jailbreak_prompts_2023_12_25.csv"),
+  );
+  const column = (name: string) => header.indexOf(name);
+  return rows.filter((r) => r.length === header.length && r[column("jailbreak")] === "True").map((
+    r,
+  ) => ({
+    text: r[column("prompt")],
+    label: "attack",
+    source: BLIND_SOURCE,
+    lang: /[\u3400-\u9fff]/.test(r[column("prompt")]) ? "zh" : "en",
+    community: r[column("community")] || undefined,
+  }));
+}
+
 const all = [
   ...alpacaSeed(),
   ...alpacaEval(),
@@ -271,6 +300,38 @@ for (const s of all) {
   (counts[s.source] ??= { train: 0, test: 0 })[split]++;
   lines.push(JSON.stringify({ ...s, text, split }));
 }
+
+// The blind source keeps only what no other text (of any source or split) and none of its own
+// earlier prompts already says, exactly or nearly.
+const index = new NearDuplicateIndex();
+for (const line of lines) index.add(JSON.parse(line).text);
+const blind = { read: 0, exact: 0, nearOtherSource: 0, nearItself: 0, kept: 0 };
+const firstBlind = lines.length;
+for (const s of blindJailbreaks()) {
+  blind.read++;
+  const text = s.text.trim();
+  const key = text.replace(/\s+/g, " ").toLowerCase();
+  if (text === "" || seen.has(key)) {
+    blind.exact++;
+    continue;
+  }
+  seen.add(key);
+  const match = index.nearDuplicateOf(text);
+  if (match) {
+    if (match.index < firstBlind) blind.nearOtherSource++;
+    else blind.nearItself++;
+    continue;
+  }
+  index.add(text);
+  blind.kept++;
+  lines.push(JSON.stringify({ ...s, text, split: "blind" }));
+}
+
 Deno.writeTextFileSync(OUT, lines.join("\n") + "\n");
 console.table(counts);
+console.log(
+  `${BLIND_SOURCE} (split blind): ${blind.read} read, ${blind.exact} exact duplicates, ` +
+    `${blind.nearOtherSource} near-duplicates of other sources, ${blind.nearItself} of its own ` +
+    `earlier prompts, ${blind.kept} kept`,
+);
 console.log(`wrote ${lines.length} samples to ${OUT.pathname}`);
