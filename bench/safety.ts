@@ -5,7 +5,7 @@
  *
  *   node_modules/.bin/deno run --allow-all bench/safety.ts
  *
- * The blind evaluation (split `blind`: a source never trained on nor read by rule authors, see
+ * The blind evaluation (split `blind`: sources never trained on nor read by rule authors, see
  * bench/safety_prepare.ts) is reported in a table of its own.
  *
  * Prints tables and writes bench/results/safety.json. Targets (issue "Prompt safety"):
@@ -90,14 +90,20 @@ console.table(detectionRows);
 // before the detectors first ran on the source (docs/SAFETY.md, "Blind evaluation").
 const PERSONA_OR_ROLE_PLAY =
   /\b(act(s|ing)? as|pretend|role[- ]?play|in character|persona|simulat|impersonat|you are (now|no longer)|you('| a)re going to be|you will (now )?(be|become|play)|from now on,? you('| a)re|play(ing)? the (role|part)|take on the role|in the role of|character (named|called)|the character of|break(ing)? character)/i;
+const blindAttacks = blind.filter((s) => s.label === "attack");
+const blindBenign = blind.filter((s) => s.label === "benign");
 const blindGroups: Record<string, CorpusSample[]> = {
-  "all blind jailbreaks": blind,
-  "persona / role-play": blind.filter((s) => PERSONA_OR_ROLE_PLAY.test(s.text)),
-  "other jailbreaks": blind.filter((s) => !PERSONA_OR_ROLE_PLAY.test(s.text)),
+  "jailbreaks": blindAttacks,
+  "jailbreaks, persona / role-play": blindAttacks.filter((s) => PERSONA_OR_ROLE_PLAY.test(s.text)),
+  "jailbreaks, other": blindAttacks.filter((s) => !PERSONA_OR_ROLE_PLAY.test(s.text)),
 };
-for (const s of blind) {
-  if (s.community) (blindGroups[`community: ${s.community}`] ??= []).push(s);
+for (const s of blindAttacks) {
+  if (s.community) (blindGroups[`jailbreaks, community ${s.community}`] ??= []).push(s);
 }
+blindGroups["benign (FP)"] = blindBenign;
+blindGroups["benign persona / role-play (FP)"] = blindBenign.filter((s) =>
+  PERSONA_OR_ROLE_PLAY.test(s.text)
+);
 const blindDetection: Record<string, Record<string, ReturnType<typeof rate>>> = {};
 const blindRows: Record<string, Record<string, string>> = {};
 for (const [name, detector] of Object.entries(detectors)) {
@@ -109,8 +115,8 @@ for (const [name, detector] of Object.entries(detectors)) {
   );
 }
 console.log(
-  "\nBLIND evaluation: prompt_injection detection on the evaluation-only source " +
-    "(split blind; no benign counterpart)",
+  "\nBLIND evaluation: prompt_injection detection on the evaluation-only sources (split blind; " +
+    "rate = share flagged)",
 );
 console.table(blindRows);
 

@@ -26,7 +26,9 @@ export function shingles(text: string): Set<string> {
   const w = words(text);
   if (w.length <= SHINGLE_WORDS) return new Set([w.join(" ")]);
   const out = new Set<string>();
-  for (let i = 0; i + SHINGLE_WORDS <= w.length; i++) out.add(w.slice(i, i + SHINGLE_WORDS).join(" "));
+  for (let i = 0; i + SHINGLE_WORDS <= w.length; i++) {
+    out.add(w.slice(i, i + SHINGLE_WORDS).join(" "));
+  }
   return out;
 }
 
@@ -60,7 +62,9 @@ export class NearDuplicateIndex {
     const set = shingles(text);
     const shared = new Map<number, number>();
     for (const s of set) {
-      for (const index of this.#postings.get(s) ?? []) shared.set(index, (shared.get(index) ?? 0) + 1);
+      for (const index of this.#postings.get(s) ?? []) {
+        shared.set(index, (shared.get(index) ?? 0) + 1);
+      }
     }
     let best: Match | null = null;
     for (const [index, n] of shared) {

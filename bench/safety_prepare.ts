@@ -5,9 +5,9 @@
  *
  * The split is a hash of the text, so it is stable across runs and machines: `train` is what the
  * classifier learns from and what rule authors may read; `test` is held out for the benchmark.
- * A third split, `blind`, holds the evaluation-only source (`blindJailbreaks`): never trained on,
- * never read while rules were written, and kept only where it is neither an exact nor a near
- * duplicate (bench/safety_near_duplicates.ts) of any other source's text or of its own earlier ones.
+ * A third split, `blind`, holds the evaluation-only sources (`blindJailbreaks`, `blindRolePlay`):
+ * never trained on, never read while rules were written, and kept only where a text is neither an
+ * exact nor a near duplicate (bench/safety_near_duplicates.ts) of any other text, of any source.
  *
  *   node_modules/.bin/deno run --allow-all bench/safety_prepare.ts
  */
@@ -251,7 +251,6 @@ const TRAIN_ONLY_SOURCE = "hard-negatives";
  * `community` is the paper's own label of the prompt's family (blank for most), kept so the
  * benchmark can report it.
  */
-const BLIND_SOURCE = "dan-in-the-wild";
 function blindJailbreaks(): Sample[] {
   const [header, ...rows] = parseCsv(
     read("kaif0102+Sentinel-AI-Defense-System-/jailbreak_prompts_2023_12_25.csv"),
@@ -262,10 +261,27 @@ function blindJailbreaks(): Sample[] {
   ) => ({
     text: r[column("prompt")],
     label: "attack",
-    source: BLIND_SOURCE,
+    source: "dan-in-the-wild",
     lang: /[\u3400-\u9fff]/.test(r[column("prompt")]) ? "zh" : "en",
     community: r[column("community")] || undefined,
   }));
+}
+
+/**
+ * Evaluation only: the benign side, the prompt library of `awesomeChatGptPrompts` as of March 2026
+ * (1 529 prompts, most added after the pinned 2025 copy; role-play requests, agents, coding and
+ * image prompts, several languages). Labelled as that source is: benign except the same two titles.
+ */
+function blindRolePlay(): Sample[] {
+  const [header, ...rows] = parseCsv(read("f+awesome-chatgpt-prompts@2026-03/prompts.csv"));
+  const [act, prompt] = [header.indexOf("act"), header.indexOf("prompt")];
+  return rows.filter((r) => r.length === header.length && !NOT_BENIGN_ROLE_PLAY.includes(r[act]))
+    .map((r) => ({
+      text: r[prompt],
+      label: "benign",
+      source: "prompts-chat-2026",
+      lang: /[\u3400-\u9fff]/.test(r[prompt]) ? "zh" : "en",
+    }));
 }
 
 const all = [
@@ -301,37 +317,44 @@ for (const s of all) {
   lines.push(JSON.stringify({ ...s, text, split }));
 }
 
-// The blind source keeps only what no other text (of any source or split) and none of its own
-// earlier prompts already says, exactly or nearly.
+// The blind sources keep only what no other text (of any source or split) already says, exactly
+// or nearly; a near-duplicate is counted against its own source or another.
 const index = new NearDuplicateIndex();
-for (const line of lines) index.add(JSON.parse(line).text);
-const blind = { read: 0, exact: 0, nearOtherSource: 0, nearItself: 0, kept: 0 };
-const firstBlind = lines.length;
-for (const s of blindJailbreaks()) {
-  blind.read++;
+const indexSource: string[] = [];
+for (const line of lines) {
+  const { text, source } = JSON.parse(line);
+  indexSource[index.add(text)] = source;
+}
+const blind: Record<string, Record<string, number>> = {};
+for (const s of [...blindJailbreaks(), ...blindRolePlay()]) {
+  const count = blind[s.source] ??= {
+    read: 0,
+    exact: 0,
+    nearOtherSource: 0,
+    nearItself: 0,
+    kept: 0,
+  };
+  count.read++;
   const text = s.text.trim();
   const key = text.replace(/\s+/g, " ").toLowerCase();
   if (text === "" || seen.has(key)) {
-    blind.exact++;
+    count.exact++;
     continue;
   }
   seen.add(key);
   const match = index.nearDuplicateOf(text);
   if (match) {
-    if (match.index < firstBlind) blind.nearOtherSource++;
-    else blind.nearItself++;
+    if (indexSource[match.index] === s.source) count.nearItself++;
+    else count.nearOtherSource++;
     continue;
   }
-  index.add(text);
-  blind.kept++;
+  indexSource[index.add(text)] = s.source;
+  count.kept++;
   lines.push(JSON.stringify({ ...s, text, split: "blind" }));
 }
 
 Deno.writeTextFileSync(OUT, lines.join("\n") + "\n");
 console.table(counts);
-console.log(
-  `${BLIND_SOURCE} (split blind): ${blind.read} read, ${blind.exact} exact duplicates, ` +
-    `${blind.nearOtherSource} near-duplicates of other sources, ${blind.nearItself} of its own ` +
-    `earlier prompts, ${blind.kept} kept`,
-);
+console.log("blind split (evaluation only): exact and near duplicates dropped");
+console.table(blind);
 console.log(`wrote ${lines.length} samples to ${OUT.pathname}`);
