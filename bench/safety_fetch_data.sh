@@ -27,7 +27,8 @@ sources=(
   "yunwei37/prompt-hacker-collections 4ac361ae1bc8487c33dd6ce8b293874fcee3ae95 jailbreak LICENSE"
   "f/awesome-chatgpt-prompts 012a0d8ddf998f3d20b5e041232672ac7459e9a7 prompts.csv LICENSE"
   # Evaluation only (split blind, never trained on): "Do Anything Now"'s in-the-wild jailbreak
-  # prompts (verazuo/jailbreak_llms, MIT), from a verbatim copy of its 2023_12_25 file.
+  # prompts (verazuo/jailbreak_llms, MIT), from a copy of its 2023_12_25 file (the original is
+  # not reachable here).
   "kaif0102/Sentinel-AI-Defense-System- 3189a21bf5c5fe179046d27906e1b892e3af63c8 jailbreak_prompts_2023_12_25.csv"
   # Evaluation only (split blind): the same prompt library as above 14 months later (CC0-1.0).
   "f/awesome-chatgpt-prompts=f+awesome-chatgpt-prompts@2026-03 50a97c072933c93c76cc0714e9dd4c4cf1d80ae7 prompts.csv LICENSE"

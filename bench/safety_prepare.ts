@@ -28,6 +28,8 @@ interface Sample {
   community?: string;
 }
 
+/** Chinese when the text holds Han characters; every other source text counts as English. */
+const langOf = (text: string) => /[\u3400-\u9fff]/.test(text) ? "zh" as const : "en" as const;
 const read = (path: string) => Deno.readTextFileSync(new URL(path, RAW));
 const jsonLines = (path: string) =>
   read(path).split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l));
@@ -180,7 +182,7 @@ function promptShield(): Sample[] {
           text,
           label: benign ? "benign" : "attack",
           source: benign ? "promptshield-benign" : "promptshield-attacks",
-          lang: /[\u3400-\u9fff]/.test(text) ? "zh" : "en",
+          lang: langOf(text),
         });
       }
     }
@@ -213,19 +215,18 @@ function tensorTrust(): Sample[] {
  */
 function rolePlay(file: string, prefix: string): Sample[] {
   const set = JSON.parse(Deno.readTextFileSync(new URL(file, import.meta.url)));
-  const lang = (text: string) => /[\u3400-\u9fff]/.test(text) ? "zh" as const : "en" as const;
   return [
     ...(set.attacks as string[]).map((text) => ({
       text,
       label: "attack" as const,
       source: `${prefix}-attacks`,
-      lang: lang(text),
+      lang: langOf(text),
     })),
     ...(set.benign as string[]).map((text) => ({
       text,
       label: "benign" as const,
       source: `${prefix}-benign`,
-      lang: lang(text),
+      lang: langOf(text),
     })),
   ];
 }
@@ -239,7 +240,7 @@ function hardNegatives(): Sample[] {
     text,
     label: "benign",
     source: TRAIN_ONLY_SOURCE,
-    lang: /[\u3400-\u9fff]/.test(text) ? "zh" : "en",
+    lang: langOf(text),
   }));
 }
 const TRAIN_ONLY_SOURCE = "hard-negatives";
@@ -247,7 +248,7 @@ const TRAIN_ONLY_SOURCE = "hard-negatives";
 /**
  * Evaluation only: the jailbreak prompts of "Do Anything Now" (Shen et al., CCS 2024,
  * verazuo/jailbreak_llms, MIT), collected Dec 2022 - Dec 2023 from Reddit, Discord and prompt
- * websites; read from a verbatim copy of its 2023_12_25 file (1 405 rows, the paper's count).
+ * websites; read from a copy of its 2023_12_25 file (1 405 rows and the original's columns).
  * `community` is the paper's own label of the prompt's family (blank for most), kept so the
  * benchmark can report it.
  */
@@ -262,7 +263,7 @@ function blindJailbreaks(): Sample[] {
     text: r[column("prompt")],
     label: "attack",
     source: "dan-in-the-wild",
-    lang: /[\u3400-\u9fff]/.test(r[column("prompt")]) ? "zh" : "en",
+    lang: langOf(r[column("prompt")]),
     community: r[column("community")] || undefined,
   }));
 }
@@ -280,7 +281,7 @@ function blindRolePlay(): Sample[] {
       text: r[prompt],
       label: "benign",
       source: "prompts-chat-2026",
-      lang: /[\u3400-\u9fff]/.test(r[prompt]) ? "zh" : "en",
+      lang: langOf(r[prompt]),
     }));
 }
 
