@@ -5,6 +5,9 @@
  *
  *   node_modules/.bin/deno run --allow-all bench/safety.ts
  *
+ * The blind evaluation (split `blind`: sources never trained on nor read by rule authors, see
+ * bench/safety_prepare.ts) is reported in a table of its own.
+ *
  * Prints tables and writes bench/results/safety.json. Targets (issue "Prompt safety"):
  * >= 95 % detection at <= 2 % false positives; <= 1 ms p99 input filtering of a 4 KB prompt;
  * <= 5 ms total output scanning of a 1 000-token answer; <= 50 ms automaton build for 10 000 words.
@@ -21,7 +24,9 @@ import { compileRuleSet } from "../gateway/safety/rules.ts";
 import weightsFile from "../gateway/safety/classifier_weights.json" with { type: "json" };
 
 const RESULTS = new URL("./results/safety.json", import.meta.url);
-const test = loadCorpus().filter((s) => s.split === "test");
+const corpus = loadCorpus();
+const test = corpus.filter((s) => s.split === "test");
+const blind = corpus.filter((s) => s.split === "blind");
 const injectionOnly = { categories: new Set<Category>(["prompt_injection"]) };
 const rulesOnly = { rules: BUILTIN_DETECTORS.rules };
 const classifierOnly = { rules: { ...compileRuleSet([]), versions: BUILTIN_DETECTORS.rules.versions } };
@@ -79,6 +84,41 @@ console.log(
     "and \"benign requests\" are the public sources, the role-play sets are apart)",
 );
 console.table(detectionRows);
+
+// The blind evaluation. A blind prompt counts as persona / role-play when it asks the model to be,
+// act as, play or simulate someone or something else: this criterion was fixed and committed
+// before the detectors first ran on the source (docs/SAFETY.md, "Blind evaluation").
+const PERSONA_OR_ROLE_PLAY =
+  /\b(act(s|ing)? as|pretend|role[- ]?play|in character|persona|simulat|impersonat|you are (now|no longer)|you('| a)re going to be|you will (now )?(be|become|play)|from now on,? you('| a)re|play(ing)? the (role|part)|take on the role|in the role of|character (named|called)|the character of|break(ing)? character)/i;
+const blindAttacks = blind.filter((s) => s.label === "attack");
+const blindBenign = blind.filter((s) => s.label === "benign");
+const blindGroups: Record<string, CorpusSample[]> = {
+  "jailbreaks": blindAttacks,
+  "jailbreaks, persona / role-play": blindAttacks.filter((s) => PERSONA_OR_ROLE_PLAY.test(s.text)),
+  "jailbreaks, other": blindAttacks.filter((s) => !PERSONA_OR_ROLE_PLAY.test(s.text)),
+};
+for (const s of blindAttacks) {
+  if (s.community) (blindGroups[`jailbreaks, community ${s.community}`] ??= []).push(s);
+}
+blindGroups["benign (FP)"] = blindBenign;
+blindGroups["benign persona / role-play (FP)"] = blindBenign.filter((s) =>
+  PERSONA_OR_ROLE_PLAY.test(s.text)
+);
+const blindDetection: Record<string, Record<string, ReturnType<typeof rate>>> = {};
+const blindRows: Record<string, Record<string, string>> = {};
+for (const [name, detector] of Object.entries(detectors)) {
+  blindDetection[name] = Object.fromEntries(
+    Object.entries(blindGroups).map(([group, samples]) => [group, rate(samples, detector)]),
+  );
+  blindRows[name] = Object.fromEntries(
+    Object.entries(blindDetection[name]).map(([k, v]) => [k, pct(v)]),
+  );
+}
+console.log(
+  "\nBLIND evaluation: prompt_injection detection on the evaluation-only sources (split blind; " +
+    "rate = share flagged)",
+);
+console.table(blindRows);
 
 // Operating points of the classifier (with the rules), for the record: the committed threshold
 // was chosen on the validation slice of the training split, never here.
@@ -222,7 +262,9 @@ Deno.writeTextFileSync(
       rules: BUILTIN_DETECTORS.rules.versions,
       classifier: BUILTIN_DETECTORS.classifier?.version,
       testSplit: Object.fromEntries([...bySource].map(([k, v]) => [k, v.length])),
+      blindSplit: blind.length,
       detection,
+      blindDetection,
       thresholdSweep: sweep,
       defaultPolicyOnBenign: {
         n: benign.length,

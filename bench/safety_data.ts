@@ -6,7 +6,10 @@ export interface CorpusSample {
   label: "attack" | "benign";
   source: string;
   lang: "en" | "zh";
-  split: "train" | "test";
+  /** `blind`: the evaluation-only source, never trained on nor read by rule authors. */
+  split: "train" | "test" | "blind";
+  /** The blind source's own label of the prompt's jailbreak family, where it gives one. */
+  community?: string;
 }
 
 export const CORPUS_URL = new URL("./data/safety/corpus.jsonl", import.meta.url);

@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 out=bench/data/safety/raw
 mkdir -p "$out"
 
-# repo commit path... (each path is copied to $out/<owner>+<name>/<path>)
+# repo commit path... (each path is copied to $out/<owner>+<name>/<path>); a repository read at a
+# second commit names its own folder: repo=folder (copied to $out/<folder>/<path>).
 sources=(
   "tatsu-lab/stanford_alpaca 761dc5bfbdeeffa89b8bff5d038781a4055f796a seed_tasks.jsonl DATA_LICENSE"
   "tatsu-lab/alpaca_eval cd543a149df89434d8a54582c0151c0b945c3d20 results/Conifer-7B-DPO/model_outputs.json LICENSE"
@@ -25,29 +26,38 @@ sources=(
   "sherdencooper/GPTFuzz 1eddeb565740ae311b5f4950492b011a6f866fe7 datasets/prompts/GPTFuzzer.csv LICENSE"
   "yunwei37/prompt-hacker-collections 4ac361ae1bc8487c33dd6ce8b293874fcee3ae95 jailbreak LICENSE"
   "f/awesome-chatgpt-prompts 012a0d8ddf998f3d20b5e041232672ac7459e9a7 prompts.csv LICENSE"
+  # Evaluation only (split blind, never trained on): "Do Anything Now"'s in-the-wild jailbreak
+  # prompts (verazuo/jailbreak_llms, MIT), from a copy of its 2023_12_25 file (the original is
+  # not reachable here).
+  "kaif0102/Sentinel-AI-Defense-System- 3189a21bf5c5fe179046d27906e1b892e3af63c8 jailbreak_prompts_2023_12_25.csv"
+  # Evaluation only (split blind): the same prompt library as above 14 months later (CC0-1.0).
+  "f/awesome-chatgpt-prompts=f+awesome-chatgpt-prompts@2026-03 50a97c072933c93c76cc0714e9dd4c4cf1d80ae7 prompts.csv LICENSE"
   "HumanCompatibleAI/tensor-trust-data e2385ea9cf448c9641b96e2e39f113ed4979a5b0 benchmarks/hijacking-robustness/v1/hijacking_robustness_dataset.jsonl benchmarks/extraction-robustness/v1/extraction_robustness_dataset.jsonl"
 )
 
 for entry in "${sources[@]}"; do
-  read -r repo commit paths <<<"$entry"
+  read -r spec commit paths <<<"$entry"
+  repo="${spec%%=*}"
   slug="${repo/\//+}"
+  folder="${spec#*=}"
+  [ "$folder" = "$spec" ] && folder="$slug"
   if [ -n "${SAFETY_MIRROR:-}" ]; then
     gitdir="$SAFETY_MIRROR/$slug/repo"
   else
     gitdir="bench/data/safety/git/$slug"
-    if [ ! -d "$gitdir" ]; then
-      git init -q --bare "$gitdir"
+    [ -d "$gitdir" ] || git init -q --bare "$gitdir"
+    if ! git -C "$gitdir" cat-file -e "$commit^{commit}" 2>/dev/null; then
       git -C "$gitdir" fetch -q --depth 1 "https://github.com/$repo.git" "$commit"
     fi
   fi
   for path in $paths; do
-    dest="$out/$slug/$path"
+    dest="$out/$folder/$path"
     mkdir -p "$(dirname "$dest")"
     if [ "$(git -C "$gitdir" cat-file -t "$commit:$path")" = tree ]; then
       mkdir -p "$dest"
       git -C "$gitdir" ls-tree -r --name-only "$commit" "$path/" | while read -r f; do
-        mkdir -p "$(dirname "$out/$slug/$f")"
-        git -C "$gitdir" show "$commit:$f" >"$out/$slug/$f"
+        mkdir -p "$(dirname "$out/$folder/$f")"
+        git -C "$gitdir" show "$commit:$f" >"$out/$folder/$f"
       done
     else
       git -C "$gitdir" show "$commit:$path" >"$dest"

@@ -5,10 +5,14 @@
  *
  * The split is a hash of the text, so it is stable across runs and machines: `train` is what the
  * classifier learns from and what rule authors may read; `test` is held out for the benchmark.
+ * A third split, `blind`, holds the evaluation-only sources (`blindJailbreaks`, `blindRolePlay`):
+ * never trained on, never read while rules were written, and kept only where a text is neither an
+ * exact nor a near duplicate (bench/safety_near_duplicates.ts) of any other text, of any source.
  *
  *   node_modules/.bin/deno run --allow-all bench/safety_prepare.ts
  */
 import { parseCsv, stableFraction } from "./safety_data.ts";
+import { NearDuplicateIndex } from "./safety_near_duplicates.ts";
 
 const RAW = new URL("./data/safety/raw/", import.meta.url);
 const OUT = new URL("./data/safety/corpus.jsonl", import.meta.url);
@@ -21,8 +25,11 @@ interface Sample {
   label: Label;
   source: string;
   lang: "en" | "zh";
+  community?: string;
 }
 
+/** Chinese when the text holds Han characters; every other source text counts as English. */
+const langOf = (text: string) => /[\u3400-\u9fff]/.test(text) ? "zh" as const : "en" as const;
 const read = (path: string) => Deno.readTextFileSync(new URL(path, RAW));
 const jsonLines = (path: string) =>
   read(path).split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l));
@@ -175,7 +182,7 @@ function promptShield(): Sample[] {
           text,
           label: benign ? "benign" : "attack",
           source: benign ? "promptshield-benign" : "promptshield-attacks",
-          lang: /[\u3400-\u9fff]/.test(text) ? "zh" : "en",
+          lang: langOf(text),
         });
       }
     }
@@ -208,19 +215,18 @@ function tensorTrust(): Sample[] {
  */
 function rolePlay(file: string, prefix: string): Sample[] {
   const set = JSON.parse(Deno.readTextFileSync(new URL(file, import.meta.url)));
-  const lang = (text: string) => /[\u3400-\u9fff]/.test(text) ? "zh" as const : "en" as const;
   return [
     ...(set.attacks as string[]).map((text) => ({
       text,
       label: "attack" as const,
       source: `${prefix}-attacks`,
-      lang: lang(text),
+      lang: langOf(text),
     })),
     ...(set.benign as string[]).map((text) => ({
       text,
       label: "benign" as const,
       source: `${prefix}-benign`,
-      lang: lang(text),
+      lang: langOf(text),
     })),
   ];
 }
@@ -234,10 +240,50 @@ function hardNegatives(): Sample[] {
     text,
     label: "benign",
     source: TRAIN_ONLY_SOURCE,
-    lang: /[\u3400-\u9fff]/.test(text) ? "zh" : "en",
+    lang: langOf(text),
   }));
 }
 const TRAIN_ONLY_SOURCE = "hard-negatives";
+
+/**
+ * Evaluation only: the jailbreak prompts of "Do Anything Now" (Shen et al., CCS 2024,
+ * verazuo/jailbreak_llms, MIT), collected Dec 2022 - Dec 2023 from Reddit, Discord and prompt
+ * websites; read from a copy of its 2023_12_25 file (1 405 rows and the original's columns).
+ * `community` is the paper's own label of the prompt's family (blank for most), kept so the
+ * benchmark can report it.
+ */
+function blindJailbreaks(): Sample[] {
+  const [header, ...rows] = parseCsv(
+    read("kaif0102+Sentinel-AI-Defense-System-/jailbreak_prompts_2023_12_25.csv"),
+  );
+  const column = (name: string) => header.indexOf(name);
+  return rows.filter((r) => r.length === header.length && r[column("jailbreak")] === "True").map((
+    r,
+  ) => ({
+    text: r[column("prompt")],
+    label: "attack",
+    source: "dan-in-the-wild",
+    lang: langOf(r[column("prompt")]),
+    community: r[column("community")] || undefined,
+  }));
+}
+
+/**
+ * Evaluation only: the benign side, the prompt library of `awesomeChatGptPrompts` as of March 2026
+ * (1 529 prompts, most added after the pinned 2025 copy; role-play requests, agents, coding and
+ * image prompts, several languages). Labelled as that source is: benign except the same two titles.
+ */
+function blindRolePlay(): Sample[] {
+  const [header, ...rows] = parseCsv(read("f+awesome-chatgpt-prompts@2026-03/prompts.csv"));
+  const [act, prompt] = [header.indexOf("act"), header.indexOf("prompt")];
+  return rows.filter((r) => r.length === header.length && !NOT_BENIGN_ROLE_PLAY.includes(r[act]))
+    .map((r) => ({
+      text: r[prompt],
+      label: "benign",
+      source: "prompts-chat-2026",
+      lang: langOf(r[prompt]),
+    }));
+}
 
 const all = [
   ...alpacaSeed(),
@@ -271,6 +317,45 @@ for (const s of all) {
   (counts[s.source] ??= { train: 0, test: 0 })[split]++;
   lines.push(JSON.stringify({ ...s, text, split }));
 }
+
+// The blind sources keep only what no other text (of any source or split) already says, exactly
+// or nearly; a near-duplicate is counted against its own source or another.
+const index = new NearDuplicateIndex();
+const indexSource: string[] = [];
+for (const line of lines) {
+  const { text, source } = JSON.parse(line);
+  indexSource[index.add(text)] = source;
+}
+const blind: Record<string, Record<string, number>> = {};
+for (const s of [...blindJailbreaks(), ...blindRolePlay()]) {
+  const count = blind[s.source] ??= {
+    read: 0,
+    exact: 0,
+    nearOtherSource: 0,
+    nearItself: 0,
+    kept: 0,
+  };
+  count.read++;
+  const text = s.text.trim();
+  const key = text.replace(/\s+/g, " ").toLowerCase();
+  if (text === "" || seen.has(key)) {
+    count.exact++;
+    continue;
+  }
+  seen.add(key);
+  const match = index.nearDuplicateOf(text);
+  if (match) {
+    if (indexSource[match.index] === s.source) count.nearItself++;
+    else count.nearOtherSource++;
+    continue;
+  }
+  indexSource[index.add(text)] = s.source;
+  count.kept++;
+  lines.push(JSON.stringify({ ...s, text, split: "blind" }));
+}
+
 Deno.writeTextFileSync(OUT, lines.join("\n") + "\n");
 console.table(counts);
+console.log("blind split (evaluation only): exact and near duplicates dropped");
+console.table(blind);
 console.log(`wrote ${lines.length} samples to ${OUT.pathname}`);
