@@ -58,13 +58,16 @@ const tokenizer = getTokenizer();
 const safety = safetyModule({ redis, keys, tokenizer, metrics });
 await safety.listen(subscriber);
 
+const registry = new WorkerRegistry(redis, keys, { staleMs: config.WORKER_STALE_MS, refreshMs: REGISTRY_REFRESH_MS });
+const stopRegistryRefresh = registry.keepFresh();
+
 const app = createApp({
   config,
   redis,
   keys,
   hub: new EventHub(subscriber),
   queue,
-  registry: new WorkerRegistry(redis, keys, { staleMs: config.WORKER_STALE_MS, refreshMs: REGISTRY_REFRESH_MS }),
+  registry,
   tokenizer,
   auth: authMiddleware(keyCache),
   afterAuth: [rateLimitHeadersMiddleware(limiter)],
@@ -100,6 +103,7 @@ async function shutdown(signal: string): Promise<void> {
   log.info("shutting down", { signal });
   await Promise.all([server.shutdown(), metricsServer.shutdown()]);
   limiter.close();
+  stopRegistryRefresh();
   await queue.close();
   redis.disconnect();
   subscriber.disconnect();
