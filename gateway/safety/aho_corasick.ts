@@ -16,6 +16,15 @@ export interface AcMatch {
   readonly end: number;
 }
 
+/**
+ * Automata up to this many states also get a dense table of every state's transition on each ASCII
+ * unit (512 bytes a state, 2 MB at most): the rule anchors' automata (≈ 500 and 1 600 states) read
+ * a prompt of a thousand words several times faster with it than by following failure links. A
+ * tenant's word list of thousands of words does without: its table would cost tens of MB.
+ */
+const MAX_ASCII_TABLE_STATES = 4096;
+const ASCII = 128;
+
 export class AhoCorasick {
   // Transitions. Most trie states have one child, so it is kept in two plain arrays; a Map is made
   // only for a state's further children. The start state, which sees every character, has a dense
@@ -29,6 +38,8 @@ export class AhoCorasick {
   private readonly output: Int32Array;
   private readonly dictLink: Int32Array;
   private readonly lengths: number[];
+  /** asciiNext[state * ASCII + c] = step(state, c) for ASCII c; absent past the size bound. */
+  private readonly asciiNext: Int32Array | undefined;
   /** Length of the longest pattern, in UTF-16 units (0 with no patterns). */
   readonly maxLength: number;
 
@@ -73,6 +84,24 @@ export class AhoCorasick {
         queue.push(child);
       });
     }
+    this.asciiNext = n <= MAX_ASCII_TABLE_STATES ? this.asciiTable(queue) : undefined;
+  }
+
+  /**
+   * step() on every ASCII unit from every state: a state's own child, else its failure target's
+   * entry, which breadth-first order (`order`: every state but the start) has already filled.
+   */
+  private asciiTable(order: readonly number[]): Int32Array {
+    const table = new Int32Array(this.onlyChar.length * ASCII);
+    table.set(this.rootNext.subarray(0, ASCII));
+    for (const state of order) {
+      const failed = this.fail[state] * ASCII;
+      for (let c = 0; c < ASCII; c++) {
+        const to = this.child(state, c);
+        table[state * ASCII + c] = to !== 0 ? to : table[failed + c];
+      }
+    }
+    return table;
   }
 
   /** Child of `state` on unit `c`, 0 when there is none (the start state is nobody's child). */
@@ -111,9 +140,11 @@ export class AhoCorasick {
   /** Every match in `text`, in order of end position (longest first among equal ends). */
   findAll(text: string): AcMatch[] {
     const matches: AcMatch[] = [];
+    const ascii = this.asciiNext;
     let state = 0;
     for (let i = 0; i < text.length; i++) {
-      state = this.step(state, text.charCodeAt(i));
+      const c = text.charCodeAt(i);
+      state = ascii !== undefined && c < ASCII ? ascii[state * ASCII + c] : this.step(state, c);
       for (let s = this.output[state] !== -1 ? state : this.dictLink[state]; s !== -1;) {
         const pattern = this.output[s];
         matches.push({ pattern, start: i + 1 - this.lengths[pattern], end: i + 1 });

@@ -40,6 +40,24 @@ Deno.test("agrees with brute force on random patterns and texts", () => {
   );
 });
 
+Deno.test("an automaton too large for the ASCII table agrees with brute force too", () => {
+  // 3 000 six-letter words over six letters: some 7 000 states, past the table's bound.
+  fc.assert(
+    fc.property(
+      fc.array(fc.stringMatching(/^[a-f]{6}$/), { minLength: 3000, maxLength: 3000 }),
+      fc.stringMatching(/^[a-f 中]{0,300}$/),
+      (patterns, text) => {
+        const ac = new AhoCorasick(patterns);
+        assert.deepEqual(
+          ac.findAll(text).map((m) => `${m.pattern}@${m.start}`).sort(),
+          naive(patterns, text),
+        );
+      },
+    ),
+    { numRuns: 5 },
+  );
+});
+
 Deno.test("nonOverlapping keeps leftmost, then longest", () => {
   const ac = new AhoCorasick(["abc", "bcd", "ab", "cde"]);
   const kept = nonOverlapping(ac.findAll("abcde")).map((m) => ac.patterns[m.pattern]);
