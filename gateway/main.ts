@@ -26,6 +26,7 @@ import { SlotWaiters } from "./tenancy/slot-waiters.ts";
 import { TenantStore } from "./tenancy/store.ts";
 import { WorkerRegistry } from "./workers/registry.ts";
 import { safetyModule } from "./safety/mod.ts";
+import { warmRequestPath } from "./warmup.ts";
 
 /** How old a cached view of worker heartbeats may be on the request path. */
 const REGISTRY_REFRESH_MS = 250;
@@ -55,6 +56,9 @@ await slots.listen(subscriber, keys.slotReleased);
 const queue = new JobQueue(redis, keys);
 const metrics = createGatewayMetrics();
 const tokenizer = getTokenizer();
+const warmStart = performance.now();
+warmRequestPath(tokenizer);
+log.info("request path warmed", { ms: Math.round(performance.now() - warmStart) });
 const safety = safetyModule({ redis, keys, tokenizer, metrics });
 await safety.listen(subscriber);
 
