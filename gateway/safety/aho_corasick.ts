@@ -44,7 +44,7 @@ export class AhoCorasick {
   private readonly output: Int32Array;
   private readonly dictLink: Int32Array;
   private readonly lengths: number[];
-  /** asciiNext[state * ASCII + c] = step(state, c) for ASCII c; absent past the size bound. */
+  /** asciiNext[state * ASCII + c] = step(state, c) for ASCII c; absent unless asked for. */
   private readonly asciiNext: Int32Array | undefined;
   /** Length of the longest pattern, in UTF-16 units (0 with no patterns). */
   readonly maxLength: number;
