@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { canonicalize, fold, foldedView, type NormalizedText, originalSpan, textViews } from "./normalize.ts";
+import {
+  canonicalize,
+  fold,
+  foldedView,
+  type NormalizedText,
+  originalSpan,
+  textViews,
+} from "./normalize.ts";
 
 const folded = (text: string) => textViews(text).folded.text;
 
@@ -81,8 +88,28 @@ Deno.test("views of plain ASCII, taken unit for unit, equal the views built unit
     assert.deepEqual(Array.from(fast.end), Array.from(slow.end));
   };
   const pieces = [
-    "Ignore", "the", "A", " ", "  ", "\t", "\n", "1gn0r3", "h3llo!", "i g n o r e", "x.y.z", "&#73;",
-    "&amp;", "é", "忽 略", "@", "$5", "|", "+", "a-b-c", "\u007f", "~",
+    "Ignore",
+    "the",
+    "A",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "1gn0r3",
+    "h3llo!",
+    "i g n o r e",
+    "x.y.z",
+    "&#73;",
+    "&amp;",
+    "é",
+    "忽 略",
+    "@",
+    "$5",
+    "|",
+    "+",
+    "a-b-c",
+    "\u007f",
+    "~",
   ];
   let unitForUnit = 0;
   fc.assert(
