@@ -26,6 +26,7 @@ import { SlotWaiters } from "./tenancy/slot-waiters.ts";
 import { TenantStore } from "./tenancy/store.ts";
 import { WorkerRegistry } from "./workers/registry.ts";
 import { safetyModule } from "./safety/mod.ts";
+import { warmRequestPath } from "./warmup.ts";
 
 /** How old a cached view of worker heartbeats may be on the request path. */
 const REGISTRY_REFRESH_MS = 250;
@@ -55,8 +56,14 @@ await slots.listen(subscriber, keys.slotReleased);
 const queue = new JobQueue(redis, keys);
 const metrics = createGatewayMetrics();
 const tokenizer = getTokenizer();
+const warmStart = performance.now();
+warmRequestPath(tokenizer);
+log.info("request path warmed", { ms: Math.round(performance.now() - warmStart) });
 const safety = safetyModule({ redis, keys, tokenizer, metrics });
 await safety.listen(subscriber);
+
+const registry = new WorkerRegistry(redis, keys, { staleMs: config.WORKER_STALE_MS, refreshMs: REGISTRY_REFRESH_MS });
+const stopRegistryRefresh = registry.keepFresh();
 
 const app = createApp({
   config,
@@ -64,7 +71,7 @@ const app = createApp({
   keys,
   hub: new EventHub(subscriber),
   queue,
-  registry: new WorkerRegistry(redis, keys, { staleMs: config.WORKER_STALE_MS, refreshMs: REGISTRY_REFRESH_MS }),
+  registry,
   tokenizer,
   auth: authMiddleware(keyCache),
   afterAuth: [rateLimitHeadersMiddleware(limiter)],
@@ -100,6 +107,7 @@ async function shutdown(signal: string): Promise<void> {
   log.info("shutting down", { signal });
   await Promise.all([server.shutdown(), metricsServer.shutdown()]);
   limiter.close();
+  stopRegistryRefresh();
   await queue.close();
   redis.disconnect();
   subscriber.disconnect();

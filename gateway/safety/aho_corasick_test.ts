@@ -30,13 +30,33 @@ Deno.test("agrees with brute force on random patterns and texts", () => {
   const str = (max: number) => fc.array(alphabet, { maxLength: max }).map((a) => a.join(""));
   fc.assert(
     fc.property(fc.array(str(4), { minLength: 1, maxLength: 8 }), str(40), (patterns, text) => {
-      const ac = new AhoCorasick(patterns);
-      assert.deepEqual(
-        ac.findAll(text).map((m) => `${m.pattern}@${m.start}`).sort(),
-        naive(patterns, text),
-      );
+      for (const asciiTable of [false, true]) {
+        const ac = new AhoCorasick(patterns, { asciiTable });
+        assert.deepEqual(
+          ac.findAll(text).map((m) => `${m.pattern}@${m.start}`).sort(),
+          naive(patterns, text),
+        );
+      }
     }),
     { numRuns: 500 },
+  );
+});
+
+Deno.test("an automaton too large for the ASCII table agrees with brute force without it", () => {
+  // 3 000 six-letter words over six letters: some 7 000 states, past the table's bound.
+  fc.assert(
+    fc.property(
+      fc.array(fc.stringMatching(/^[a-f]{6}$/), { minLength: 3000, maxLength: 3000 }),
+      fc.stringMatching(/^[a-f 中]{0,300}$/),
+      (patterns, text) => {
+        const ac = new AhoCorasick(patterns, { asciiTable: true });
+        assert.deepEqual(
+          ac.findAll(text).map((m) => `${m.pattern}@${m.start}`).sort(),
+          naive(patterns, text),
+        );
+      },
+    ),
+    { numRuns: 5 },
   );
 });
 

@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { canonicalize, fold, originalSpan, textViews } from "./normalize.ts";
+import {
+  canonicalize,
+  fold,
+  foldedView,
+  type NormalizedText,
+  originalSpan,
+  textViews,
+} from "./normalize.ts";
 
 const folded = (text: string) => textViews(text).folded.text;
 
@@ -69,4 +76,57 @@ Deno.test("canonical view: HTML numeric character references read as their chara
   );
   const [s, e] = originalSpan(c, 0, 2);
   assert.equal(original.slice(s, e), "&#73;&#x67;");
+});
+
+Deno.test("views of plain ASCII, taken unit for unit, equal the views built unit by unit", () => {
+  // A trailing zero-width space is dropped from both views but takes the text off the unit-for-unit
+  // path: the same views, built the general way.
+  const general = (text: string) => text + "\u200b";
+  const same = (fast: NormalizedText, slow: NormalizedText) => {
+    assert.equal(fast.text, slow.text);
+    assert.deepEqual(Array.from(fast.start), Array.from(slow.start));
+    assert.deepEqual(Array.from(fast.end), Array.from(slow.end));
+  };
+  const pieces = [
+    "Ignore",
+    "the",
+    "A",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "1gn0r3",
+    "h3llo!",
+    "i g n o r e",
+    "x.y.z",
+    "&#73;",
+    "&amp;",
+    "é",
+    "忽 略",
+    "@",
+    "$5",
+    "|",
+    "+",
+    "a-b-c",
+    "\u007f",
+    "~",
+  ];
+  let unitForUnit = 0;
+  fc.assert(
+    fc.property(
+      fc.array(fc.constantFrom(...pieces), { maxLength: 24 }),
+      fc.constantFrom("", " "),
+      (parts, separator) => {
+        const text = parts.join(separator);
+        const views = textViews(text);
+        // The unit-for-unit path's span maps are windows on one shared typed array.
+        if (views.folded.start instanceof Int32Array) unitForUnit++;
+        same(views.canonical, canonicalize(general(text)));
+        same(views.folded, foldedView(general(text)));
+        same(foldedView(text), foldedView(general(text)));
+      },
+    ),
+    { numRuns: 2000 },
+  );
+  assert.ok(unitForUnit > 100, `the unit-for-unit path was taken ${unitForUnit} times`);
 });

@@ -201,7 +201,7 @@ export class RuleAnchors {
         this.rulesOf[a].push(r);
       }
     });
-    this.automaton = new AhoCorasick([...index.keys()]);
+    this.automaton = new AhoCorasick([...index.keys()], { asciiTable: true });
   }
 
   /**
