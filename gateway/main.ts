@@ -62,16 +62,13 @@ log.info("request path warmed", { ms: Math.round(performance.now() - warmStart) 
 const safety = safetyModule({ redis, keys, tokenizer, metrics });
 await safety.listen(subscriber);
 
-const registry = new WorkerRegistry(redis, keys, { staleMs: config.WORKER_STALE_MS, refreshMs: REGISTRY_REFRESH_MS });
-const stopRegistryRefresh = registry.keepFresh();
-
 const app = createApp({
   config,
   redis,
   keys,
   hub: new EventHub(subscriber),
   queue,
-  registry,
+  registry: new WorkerRegistry(redis, keys, { staleMs: config.WORKER_STALE_MS, refreshMs: REGISTRY_REFRESH_MS }),
   tokenizer,
   auth: authMiddleware(keyCache),
   afterAuth: [rateLimitHeadersMiddleware(limiter)],
@@ -107,7 +104,6 @@ async function shutdown(signal: string): Promise<void> {
   log.info("shutting down", { signal });
   await Promise.all([server.shutdown(), metricsServer.shutdown()]);
   limiter.close();
-  stopRegistryRefresh();
   await queue.close();
   redis.disconnect();
   subscriber.disconnect();

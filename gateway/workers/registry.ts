@@ -54,19 +54,6 @@ export class WorkerRegistry {
     return await this.refresh();
   }
 
-  /**
-   * Reads the heartbeats in the background, twice per `refreshMs`, so `snapshot()` on the request
-   * path finds a fresh one instead of waiting for two round trips (ZRANGEBYSCORE, then MGET): at
-   * one stream, requests come further apart than `refreshMs` and each paid them (≈ 1 ms of
-   * filtered → prompted on the dev VM). A failed read is retried on the next tick; meanwhile the
-   * request path reads on its own, as without this. Returns the function that stops it.
-   */
-  keepFresh(): () => void {
-    const timer = setInterval(() => void this.refresh().catch(() => {}), this.#options.refreshMs / 2);
-    Deno.unrefTimer(timer); // never what keeps the process alive
-    return () => clearInterval(timer);
-  }
-
   /** Reads the heartbeats now (concurrent callers share one read). */
   refresh(): Promise<WorkerSnapshot> {
     this.#inflight ??= this.#read().finally(() => this.#inflight = undefined);
