@@ -48,6 +48,21 @@ std::vector<int32_t> parse_list(const std::string& s) {
   return out;
 }
 
+// Wall time of `fn`, a step that returns when its results are on the host
+// (the runner's own stream), median of `reps` after one warm-up run.
+template <typename Fn>
+double median_wall_ms(int reps, Fn fn) {
+  fn();
+  std::vector<double> ms(reps);
+  for (double& m : ms) {
+    const auto s = Clock::now();
+    fn();
+    m = seconds_since(s) * 1e3;
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[reps / 2];
+}
+
 // Device time of `fn` (launches on the default stream), median of `reps`.
 template <typename Fn>
 double median_ms(int reps, Fn fn) {
@@ -210,17 +225,10 @@ int main(int argc, char** argv) {
         blocks.add(plan, 0, 0, random_tokens(len), true);
         std::vector<ModelRunner::RowSampling> rows(1, {&greedy, nullptr, 0});
         std::vector<SampledToken> out;
-        runner->forward_sampled(plan, rows, out);  // warm-up
-        std::vector<double> t;
-        for (int i = 0; i < 3; ++i) {
-          const auto s = Clock::now();
-          runner->forward_sampled(plan, rows, out);
-          t.push_back(seconds_since(s));
-        }
-        std::sort(t.begin(), t.end());
-        r.add("prefill " + std::to_string(len) + " tok/s", len / t[1]);
-        r.add("prefill " + std::to_string(len) + " TFLOP/s", len / t[1] * prefill_flops_per_token(cfg, len) / 1e12);
-        if (len == 512) r.add("TTFT 512 ms", t[1] * 1e3);
+        const double step_s = median_wall_ms(3, [&] { runner->forward_sampled(plan, rows, out); }) / 1e3;
+        r.add("prefill " + std::to_string(len) + " tok/s", len / step_s);
+        r.add("prefill " + std::to_string(len) + " TFLOP/s", len / step_s * prefill_flops_per_token(cfg, len) / 1e12);
+        if (len == 512) r.add("TTFT 512 ms", step_s * 1e3);
         StageTimer timer;
         runner->set_stage_timer(&timer);
         runner->forward_sampled(plan, rows, out);
@@ -277,15 +285,7 @@ int main(int argc, char** argv) {
       blocks.add(plan, 0, cached, random_tokens(turn), true);
       std::vector<ModelRunner::RowSampling> rows(1, {&greedy, nullptr, 0});
       std::vector<SampledToken> out;
-      runner->forward_sampled(plan, rows, out);  // warm-up
-      std::vector<double> t;
-      for (int i = 0; i < 5; ++i) {
-        const auto s = Clock::now();
-        runner->forward_sampled(plan, rows, out);
-        t.push_back(seconds_since(s));
-      }
-      std::sort(t.begin(), t.end());
-      r.add("extend 50 after 2048 cached ms", t[2] * 1e3);
+      r.add("extend 50 after 2048 cached ms", median_wall_ms(5, [&] { runner->forward_sampled(plan, rows, out); }));
       StageTimer timer;
       runner->set_stage_timer(&timer);
       runner->forward_sampled(plan, rows, out);
