@@ -331,15 +331,20 @@ if want profile; then
   # What bounds the MXFP4 expert tiles (docs/cuda-notes.md "h15moe"): ncu's
   # throughput, occupancy and warp-stall sections for the first gate/up and
   # down launches of a 2 048-token prefill (128-row tiles) and of the timed
-  # batch-64 decode steps (32-row tiles, ~8 rows an expert).
+  # batch-64 decode steps (32-row tiles, ~8 rows an expert), and the batch-1
+  # expert GEMVs (one row an expert).
   if command -v ncu >/dev/null; then
-    for run in prefill2048 decode64; do
-      if [ "$run" = prefill2048 ]; then args=(--batches 1 --prefill 2048 --steps 2) from=on
-      else args=(--batches 64 --prefill 16 --steps 2 --profile-batch 64) from=off; fi
-      timeout 150 ncu --profile-from-start $from --kernel-name regex:moe_tiled --launch-count 2 \
+    for run in prefill2048 decode64 gemv1; do
+      kernel=moe_tiled
+      case $run in
+        prefill2048) args=(--batches 1 --prefill 2048 --steps 2) from=on ;;
+        decode64) args=(--batches 64 --prefill 16 --steps 2 --profile-batch 64) from=off ;;
+        gemv1) args=(--batches 1 --prefill 16 --steps 2 --profile-batch 1) from=off kernel=moe_gemv ;;
+      esac
+      timeout 150 ncu --profile-from-start $from --kernel-name regex:$kernel --launch-count 2 \
         --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats \
         "$tools/gptoss-cuda-bench" --random "$models/20b" "${args[@]}" >"$out/ncu_moe_$run.log" 2>&1
-      grep -E "moe_tiled|Duration|Throughput|Achieved Occupancy|Warp Cycles Per Issued|stall|Stall" \
+      grep -E "moe_tiled|moe_gemv|Duration|Throughput|Achieved Occupancy|Warp Cycles Per Issued|stall|Stall" \
         "$out/ncu_moe_$run.log" | sed "s/^/[ncu $run] /" | head -60 | tee -a "$out/profile.log"
     done
   fi
