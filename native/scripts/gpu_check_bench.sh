@@ -342,7 +342,7 @@ if want profile; then
         gemv1) args=(--batches 1 --prefill 16 --steps 2 --profile-batch 1) from=off kernel=moe_gemv ;;
       esac
       timeout 150 ncu --profile-from-start $from --kernel-name regex:$kernel --launch-count 2 \
-        --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --print-details all \
         "$tools/gptoss-cuda-bench" --random "$models/20b" "${args[@]}" >"$out/ncu_moe_$run.log" 2>&1
       grep -E "moe_tiled|moe_gemv|Duration|Throughput|Achieved Occupancy|Warp Cycles Per Issued|stall|Stall" \
         "$out/ncu_moe_$run.log" | sed "s/^/[ncu $run] /" | head -60 | tee -a "$out/profile.log"
