@@ -285,6 +285,12 @@ if want tp; then
   CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2_seeded 2 --temperature 1 --seed 7
   python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_seeded.log" "$out/cli_tp1_seeded.log" \
     "cli seeded (temperature 1) agreement cuda TP=2 (one GPU) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
+  # The same with top_k 20: the merge of the slices' candidate lists is exact there (no walk, no
+  # sums in another order), so any disagreement is a bug, not float32 rounding on a flat row.
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp1_seeded_topk 1 --temperature 1 --top-k 20 --seed 7
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2_seeded_topk 2 --temperature 1 --top-k 20 --seed 7
+  python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_seeded_topk.log" "$out/cli_tp1_seeded_topk.log" \
+    "cli seeded (temperature 1, top_k 20) agreement cuda TP=2 (one GPU) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
   if [ "$gpus" -ge 2 ]; then
     step "tensor parallel at the 20b shape: decode and TTFT, TP=1 vs TP=2 (two GPUs)"
     [ -n "$gen_pid" ] && wait "$gen_pid" 2>/dev/null
