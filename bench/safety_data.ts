@@ -77,3 +77,14 @@ export function parseCsv(text: string): string[][] {
   if (field !== "" || row.length > 0) rows.push([...row, field]);
   return rows;
 }
+
+/**
+ * The in-the-wild sources of prompt sites (bench/safety_prepare.ts's `wildSources`): split train /
+ * test by near-duplicate cluster, reported apart from the older public sources.
+ */
+export const WILD_SOURCES = [
+  "dan-in-the-wild",
+  "prompts-chat-2026",
+  "flowgpt-jailbreaks",
+  "flowgpt-roleplay",
+];

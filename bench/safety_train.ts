@@ -12,8 +12,10 @@
 import {
   encodeWeights,
   FEATURE_BITS,
-  featureBuckets,
   featureScale,
+  features,
+  margin,
+  STRUCTURE_SCALE,
 } from "../gateway/safety/classifier.ts";
 import { textViews } from "../gateway/safety/normalize.ts";
 import { loadCorpus, stableFraction } from "./safety_data.ts";
@@ -22,7 +24,10 @@ const EPOCHS = 40;
 const LEARNING_RATE = 0.5;
 /** Log-odds of an attack before any feature is seen. */
 const PRIOR_BIAS = -3;
-const L2 = 1e-6;
+// Ten times the earlier 1e-6 since the in-the-wild sources joined (issue 21, part 3): they repeat
+// templates, and the weaker penalty fit their wordings (97 % of the training split's persona
+// jailbreaks, 83 % of the held-out ones) without generalising better.
+const L2 = 1e-5;
 const MAX_VALIDATION_FPR = 0.01;
 const OUT = new URL("../gateway/safety/classifier_weights.json", import.meta.url);
 
@@ -32,7 +37,7 @@ const OUT = new URL("../gateway/safety/classifier_weights.json", import.meta.url
 // awesome-chatgpt-prompts requests instead.
 const train = loadCorpus().filter((s) => s.split === "train" && !s.source.startsWith("roleplay-"));
 const examples = train.map((s) => ({
-  buckets: featureBuckets(textViews(s.text).folded.text),
+  features: features(textViews(s.text).folded.text),
   y: s.label === "attack" ? 1 : 0,
   // Jailbreak-template collections are one group; every other attack source is one.
   group: ["gptfuzz-templates", "jailbreakchat-collection"].includes(s.source)
@@ -57,12 +62,6 @@ const w = new Float64Array(size);
 const g2 = new Float64Array(size).fill(1e-8);
 const bias = PRIOR_BIAS;
 
-const margin = (buckets: Uint32Array, weights: Float64Array, b: number) => {
-  let z = 0;
-  for (const k of buckets) z += weights[k];
-  return b + z * featureScale(buckets.length);
-};
-
 // Deterministic shuffles: a fixed-seed LCG, so a rerun writes the same weights.
 let seed = 42;
 const random = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
@@ -70,19 +69,22 @@ for (let epoch = 0; epoch < EPOCHS; epoch++) {
   const order = fit.map((_, i) => i).sort(() => random() - 0.5);
   for (const i of order) {
     const e = fit[i];
-    const p = 1 / (1 + Math.exp(-margin(e.buckets, w, bias)));
+    const p = 1 / (1 + Math.exp(-margin(e.features, w, bias)));
     const err = (p - e.y) * classWeight[e.y] * groupWeight(e);
-    const x = featureScale(e.buckets.length);
-    for (const k of e.buckets) {
-      const g = err * x + L2 * w[k];
-      g2[k] += g * g;
-      w[k] -= (LEARNING_RATE * g) / Math.sqrt(g2[k]);
-    }
+    const step = (buckets: Uint32Array, x: number) => {
+      for (const k of buckets) {
+        const g = err * x + L2 * w[k];
+        g2[k] += g * g;
+        w[k] -= (LEARNING_RATE * g) / Math.sqrt(g2[k]);
+      }
+    };
+    step(e.features.ngrams, featureScale(e.features.ngrams.length));
+    step(e.features.structure, STRUCTURE_SCALE);
   }
 }
 
 // Threshold: the lowest score that keeps validation false positives within the budget.
-const score = (e: { buckets: Uint32Array }) => 1 / (1 + Math.exp(-margin(e.buckets, w, bias)));
+const score = (e: (typeof examples)[number]) => 1 / (1 + Math.exp(-margin(e.features, w, bias)));
 const benignScores = validation.filter((e) => e.y === 0).map(score).sort((a, b) => b - a);
 const allowedFp = Math.floor(benignScores.length * MAX_VALIDATION_FPR);
 // Never below 0.6: the validation split's benign prompts are too few to see short technical

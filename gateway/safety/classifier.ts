@@ -1,8 +1,9 @@
 /**
  * A small learned detector for prompt injection and jailbreak text: logistic regression over hashed
  * word unigrams and bigrams (Latin script) and character unigrams and bigrams (Chinese), read from
- * the folded view. Pure TypeScript, no allocation per feature beyond the token strings; it scores a
- * 4 KB prompt in well under a millisecond (bench/safety.ts measures it).
+ * the folded view, and over structure features (`structureBuckets`): which kinds of cue a text
+ * combines, and how closely. Pure TypeScript; it scores a 4 KB prompt in well under a millisecond
+ * (bench/safety.ts measures it).
  *
  * Weights are trained by bench/safety_train.ts on public data (docs/SAFETY.md lists the sources)
  * and committed as classifier_weights.json: int8-quantized, base64, 2^15 buckets.
@@ -109,6 +110,189 @@ export function featureBuckets(folded: string): Uint32Array {
   return Uint32Array.from(out);
 }
 
+/**
+ * Cue classes of the jailbreak family's structure (issue 21, part 3). A persona jailbreak combines
+ * a persona directive with a claim that the persona is free of the model's limits, usually with
+ * the refusals it must not give, the harms it will now produce, the model it replaces and a way
+ * to keep it in line; benign role-play has the persona without the rest. Words are matched whole
+ * or, for entries ending in `*`, by prefix; the n-gram features carry the wording, these the
+ * shape, so a new wording of the shape still scores.
+ */
+const enum Cue {
+  Persona,
+  Limit,
+  Negation,
+  Refusal,
+  Harm,
+  Identity,
+  Enforcement,
+  /** A limit word negated nearby ("no rules", "free of filters") or a word that is one ("unfiltered"). */
+  NegatedLimit,
+}
+const CUE_COUNT = 8;
+const CUE_WORDS: Record<Exclude<Cue, Cue.NegatedLimit>, string[]> = {
+  [Cue.Persona]: [
+    "pretend*", "roleplay*", "role", "persona*", "personality", "character*", "embod*",
+    "impersonat*", "simulat*", "become", "becomes", "alter", "named", "called", "act", "acting",
+    "behave", "portray*",
+  ],
+  [Cue.Limit]: [
+    "rule*", "filter*", "restrict*", "guideline*", "ethic*", "moral*", "censor*", "polic*",
+    "limit*", "boundar*", "safeguard*", "guardrail*", "law", "laws", "principle*", "constrain*",
+    "regulation*", "programming", "alignment", "scruple*", "conscience", "values",
+  ],
+  [Cue.Negation]: [
+    "no", "not", "without", "free", "freed", "ignore*", "bypass*", "break", "breaks", "broken",
+    "disregard*", "never", "zero", "unbound", "beyond", "outside", "above", "remov*", "disabl*",
+    "off", "don't", "doesn't", "dont", "doesnt", "lack*", "abandon*", "rid", "escap*", "none",
+  ],
+  [Cue.Refusal]: [
+    "refus*", "declin*", "deny", "denies", "sorry", "apolog*", "warning*", "disclaimer*", "can't",
+    "cannot", "won't", "reject*",
+  ],
+  [Cue.Harm]: [
+    "illegal*", "harmful", "harm", "offensive", "explicit", "dangerous", "unethical", "immoral",
+    "nsfw", "violen*", "drug*", "weapon*", "malware", "porn*", "sexual*", "profan*", "swear*",
+    "crime*", "criminal*", "obscen*", "vulgar*", "hateful", "racist",
+  ],
+  [Cue.Identity]: [
+    "chatgpt", "openai", "gpt", "llm", "ai", "assistant", "anthropic", "claude", "model",
+    "language", "bard", "gemini", "deepseek",
+  ],
+  [Cue.Enforcement]: [
+    "stay*", "remind*", "token*", "lives", "points", "deduct*", "shut", "terminat*", "jailbr*",
+    "mode", "enabled", "activat*", "unlock*", "obey*", "comply", "complies", "must", "always",
+  ],
+};
+/** Words that negate a limit by themselves. */
+const SELF_NEGATED_LIMIT = [
+  "unfilter*", "uncensor*", "unrestrict*", "unlimit*", "limitless", "unbound", "amoral",
+  "unethical", "lawless", "unshackl*", "unchain*", "jailbr*", "unmoderat*", "unaligned",
+];
+/** Words between a negation and the limit it negates, or a limit and its negation. */
+const NEGATION_REACH = 4;
+/** Words within which two cues count as near each other. */
+const CUE_WINDOW = 12;
+
+class WordTable {
+  private readonly exact = new Map<string, number>();
+  private readonly prefixes = new Map<string, number>();
+  private readonly prefixLengths: number[];
+  constructor(entries: [string, number][]) {
+    const lengths = new Set<number>();
+    for (const [word, value] of entries) {
+      if (word.endsWith("*")) {
+        const stem = word.slice(0, -1);
+        this.prefixes.set(stem, (this.prefixes.get(stem) ?? 0) | value);
+        lengths.add(stem.length);
+      } else this.exact.set(word, (this.exact.get(word) ?? 0) | value);
+    }
+    this.prefixLengths = [...lengths].sort((a, b) => a - b);
+  }
+  /** Bit set of the entries that match `word`. */
+  lookup(word: string): number {
+    let bits = this.exact.get(word) ?? 0;
+    for (const n of this.prefixLengths) {
+      if (n > word.length) break;
+      bits |= this.prefixes.get(word.slice(0, n)) ?? 0;
+    }
+    return bits;
+  }
+}
+const SELF_NEGATED_BIT = 1 << Cue.NegatedLimit;
+const CUE_TABLE = new WordTable([
+  ...Object.entries(CUE_WORDS).flatMap(([cue, words]) =>
+    words.map((w): [string, number] => [w, 1 << Number(cue)])
+  ),
+  ...SELF_NEGATED_LIMIT.map((w): [string, number] => [w, SELF_NEGATED_BIT]),
+]);
+const STRUCTURE_SEED = fnvString(FNV_OFFSET, "s:");
+const structureHash = (...parts: number[]) => {
+  let h = STRUCTURE_SEED;
+  for (const p of parts) h = Math.imul(h ^ (p + 1), FNV_PRIME);
+  return h;
+};
+
+/**
+ * Distinct hashed structure features of folded text: each cue class present; each pair of
+ * classes present, and each pair found within CUE_WINDOW words; each triple with a negated limit;
+ * how many negated limits (1, 2, 3 or more). They weigh the same whatever the text's length
+ * (`STRUCTURE_SCALE`), so a long prompt neither dilutes nor inflates its shape.
+ */
+export function structureBuckets(folded: string): Uint32Array {
+  const last = new Array<number>(CUE_COUNT).fill(-Infinity);
+  const present = new Array<boolean>(CUE_COUNT).fill(false);
+  const near = new Set<number>();
+  let negatedLimits = 0;
+  let t = 0;
+  const mark = (cue: number) => {
+    for (let other = 0; other < CUE_COUNT; other++) {
+      if (other !== cue && t - last[other] <= CUE_WINDOW) {
+        near.add(Math.min(cue, other) * CUE_COUNT + Math.max(cue, other));
+      }
+    }
+    last[cue] = t;
+    present[cue] = true;
+  };
+  for (let i = 0; i < folded.length;) {
+    if (!isWordCode(folded.charCodeAt(i))) {
+      i++;
+      continue;
+    }
+    let j = i + 1;
+    while (j < folded.length && isWordCode(folded.charCodeAt(j))) j++;
+    const bits = CUE_TABLE.lookup(folded.slice(i, j));
+    if (bits !== 0) {
+      const negatesLimit = (bits & SELF_NEGATED_BIT) !== 0 ||
+        ((bits & (1 << Cue.Limit)) !== 0 && t - last[Cue.Negation] <= NEGATION_REACH) ||
+        ((bits & (1 << Cue.Negation)) !== 0 && t - last[Cue.Limit] <= NEGATION_REACH);
+      for (let cue = 0; cue < Cue.NegatedLimit; cue++) if (bits & (1 << cue)) mark(cue);
+      if (negatesLimit) {
+        negatedLimits++;
+        mark(Cue.NegatedLimit);
+      }
+    }
+    t++;
+    i = j;
+  }
+  const out: number[] = [];
+  for (let a = 0; a < CUE_COUNT; a++) {
+    if (!present[a]) continue;
+    out.push(structureHash(0, a));
+    for (let b = a + 1; b < CUE_COUNT; b++) {
+      if (!present[b]) continue;
+      out.push(structureHash(1, a, b));
+      if (near.has(a * CUE_COUNT + b)) out.push(structureHash(2, a, b));
+      if (a === Cue.NegatedLimit || b === Cue.NegatedLimit) continue;
+      if (present[Cue.NegatedLimit]) out.push(structureHash(3, a, b));
+    }
+  }
+  if (negatedLimits > 0) out.push(structureHash(4, Math.min(negatedLimits, 3)));
+  return Uint32Array.from(new Set(out.map((h) => (h >>> 0) & (BUCKETS - 1))));
+}
+
+/** Weight of each structure feature: that of a feature of a short text, whatever the length. */
+export const STRUCTURE_SCALE = featureScale(FEATURE_FLOOR);
+
+/** Features of folded text, as the model reads them. */
+export interface Features {
+  readonly ngrams: Uint32Array;
+  readonly structure: Uint32Array;
+}
+export const features = (folded: string): Features => ({
+  ngrams: featureBuckets(folded),
+  structure: structureBuckets(folded),
+});
+
+/** Log-odds of an attack: the bias, n-gram evidence scaled by length, structure evidence not. */
+export function margin(f: Features, weights: ArrayLike<number>, bias: number): number {
+  let ngrams = 0;
+  for (const b of f.ngrams) ngrams += weights[b];
+  let structure = 0;
+  for (const b of f.structure) structure += weights[b];
+  return bias + ngrams * featureScale(f.ngrams.length) + structure * STRUCTURE_SCALE;
+}
+
 export const ClassifierWeightsSchema = z.object({
   version: z.string(),
   featureBits: z.literal(FEATURE_BITS),
@@ -141,11 +325,7 @@ export class InjectionClassifier {
 
   /** Probability that folded text is an injection or jailbreak attempt. */
   score(folded: string): number {
-    const buckets = featureBuckets(folded);
-    let z = 0;
-    for (const b of buckets) z += this.weights[b];
-    z = this.bias + z * featureScale(buckets.length);
-    return 1 / (1 + Math.exp(-z));
+    return 1 / (1 + Math.exp(-margin(features(folded), this.weights, this.bias)));
   }
 }
 
