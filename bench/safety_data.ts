@@ -8,8 +8,13 @@ export interface CorpusSample {
   lang: "en" | "zh";
   /** `blind`: the evaluation-only source, never trained on nor read by rule authors. */
   split: "train" | "test" | "blind";
-  /** The blind source's own label of the prompt's jailbreak family, where it gives one. */
+  /** The source's own label of the prompt's jailbreak family, where it gives one. */
   community?: string;
+  /**
+   * In-the-wild sources: the near-duplicate cluster (one template and its rewordings) the text
+   * belongs to; a cluster never straddles splits, nor the training script's validation slice.
+   */
+  cluster?: number;
 }
 
 export const CORPUS_URL = new URL("./data/safety/corpus.jsonl", import.meta.url);

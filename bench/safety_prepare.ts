@@ -408,11 +408,13 @@ for (const s of all) {
 const index = new NearDuplicateIndex();
 const indexSource: string[] = [];
 const indexSplit: string[] = [];
+const indexCluster: number[] = [];
 for (const line of lines) {
   const { text, source, split } = JSON.parse(line);
   const i = index.add(text);
   indexSource[i] = source;
   indexSplit[i] = split;
+  indexCluster[i] = i;
 }
 const wildSources = [...danInTheWild(), ...promptsChat2026(), ...flowGpt()];
 for (const s of wildSources) {
@@ -425,8 +427,10 @@ for (const s of wildSources) {
   const i = index.add(text);
   indexSource[i] = s.source;
   indexSplit[i] = split;
+  // The cluster is the first text of the template; training keeps clusters whole too.
+  indexCluster[i] = match ? indexCluster[match.index] : i;
   (counts[s.source] ??= { train: 0, test: 0 })[split as "train" | "test"]++;
-  lines.push(JSON.stringify({ ...s, text, split }));
+  lines.push(JSON.stringify({ ...s, text, split, cluster: indexCluster[i] }));
 }
 
 // The blind sources keep only what no other text (of any source or split) already says, exactly

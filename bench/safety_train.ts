@@ -11,11 +11,11 @@
  */
 import {
   encodeWeights,
-  FEATURE_BITS,
   featureScale,
   features,
   margin,
   STRUCTURE_SCALE,
+  WEIGHT_COUNT,
 } from "../gateway/safety/classifier.ts";
 import { textViews } from "../gateway/safety/normalize.ts";
 import { loadCorpus, stableFraction } from "./safety_data.ts";
@@ -24,18 +24,21 @@ const EPOCHS = 40;
 const LEARNING_RATE = 0.5;
 /** Log-odds of an attack before any feature is seen. */
 const PRIOR_BIAS = -3;
-// Ten times the earlier 1e-6 since the in-the-wild sources joined (issue 21, part 3): they repeat
-// templates, and the weaker penalty fit their wordings (97 % of the training split's persona
-// jailbreaks, 83 % of the held-out ones) without generalising better.
-const L2 = 1e-5;
+// A hundred times the earlier 1e-6 for the n-grams since the in-the-wild sources joined (issue 21,
+// part 3): they repeat templates, and the weaker penalty fit their wordings (97 % of the training
+// split's persona jailbreaks, 83 % of the held-out ones) and gave ordinary phrases ("tell me
+// about", "you reply with") attack weight. The few structure features keep the old penalty.
+const L2 = 1e-4;
+const L2_STRUCTURE = 1e-6;
 const MAX_VALIDATION_FPR = 0.01;
 const OUT = new URL("../gateway/safety/classifier_weights.json", import.meta.url);
 
 // The role-play sets (bench/safety_roleplay*.json) measure one attack family, and their train halves
-// are what the role-play rules were written from; the classifier does not learn from them. Learning
-// from them was tried and measured (docs/SAFETY.md): its benign role-play comes from the public
-// awesome-chatgpt-prompts requests instead.
-const train = loadCorpus().filter((s) => s.split === "train" && !s.source.startsWith("roleplay-"));
+// are what the role-play rules were written from: the classifier learns from their benign halves
+// only (since issue 21, part 3; with the in-the-wild sources, that no longer cost public attacks),
+// never from their attacks, which taught it that role-play vocabulary is an attack
+// (docs/SAFETY.md).
+const train = loadCorpus().filter((s) => s.split === "train" && !(s.source.startsWith("roleplay-") && s.label === "attack"));
 const examples = train.map((s) => ({
   features: features(textViews(s.text).folded.text),
   y: s.label === "attack" ? 1 : 0,
@@ -43,8 +46,9 @@ const examples = train.map((s) => ({
   group: ["gptfuzz-templates", "jailbreakchat-collection"].includes(s.source)
     ? "jailbreak-templates"
     : s.source,
-  // A second, independent hash of the text picks a fifth of the training split for validation.
-  validation: stableFraction(`validation:${s.text}`) < 0.2,
+  // A second, independent hash of the text (of its cluster, for the in-the-wild sources, so that a
+  // template's rewordings are not on both sides) picks a fifth of the training split for validation.
+  validation: stableFraction(`validation:${s.cluster ?? s.text}`) < 0.2,
 }));
 const fit = examples.filter((e) => !e.validation);
 const validation = examples.filter((e) => e.validation);
@@ -57,7 +61,7 @@ for (const e of fit) if (e.y === 1) attackGroups.set(e.group, (attackGroups.get(
 const groupWeight = (e: { y: number; group: string }) =>
   e.y === 0 ? 1 : positives / (attackGroups.size * attackGroups.get(e.group)!);
 
-const size = 1 << FEATURE_BITS;
+const size = WEIGHT_COUNT;
 const w = new Float64Array(size);
 const g2 = new Float64Array(size).fill(1e-8);
 const bias = PRIOR_BIAS;
@@ -71,15 +75,15 @@ for (let epoch = 0; epoch < EPOCHS; epoch++) {
     const e = fit[i];
     const p = 1 / (1 + Math.exp(-margin(e.features, w, bias)));
     const err = (p - e.y) * classWeight[e.y] * groupWeight(e);
-    const step = (buckets: Uint32Array, x: number) => {
+    const step = (buckets: Uint32Array, x: number, l2: number) => {
       for (const k of buckets) {
-        const g = err * x + L2 * w[k];
+        const g = err * x + l2 * w[k];
         g2[k] += g * g;
         w[k] -= (LEARNING_RATE * g) / Math.sqrt(g2[k]);
       }
     };
-    step(e.features.ngrams, featureScale(e.features.ngrams.length));
-    step(e.features.structure, STRUCTURE_SCALE);
+    step(e.features.ngrams, featureScale(e.features.ngrams.length), L2);
+    step(e.features.structure, STRUCTURE_SCALE, L2_STRUCTURE);
   }
 }
 

@@ -12,6 +12,15 @@ import { z } from "zod";
 
 export const FEATURE_BITS = 15;
 const BUCKETS = 1 << FEATURE_BITS;
+/**
+ * Structure features have a table of their own after the n-gram buckets: they occur in most
+ * attacks at a weight independent of length, and sharing a bucket with a common word gave that
+ * word their weight ("Act as a Linux terminal ..." scored 0.63 through such collisions).
+ */
+const STRUCTURE_BITS = 10;
+const STRUCTURE_BUCKETS = 1 << STRUCTURE_BITS;
+/** Weights in the file: the n-gram buckets, then the structure buckets. */
+export const WEIGHT_COUNT = BUCKETS + STRUCTURE_BUCKETS;
 
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
@@ -135,29 +144,40 @@ const CUE_WORDS: Record<Exclude<Cue, Cue.NegatedLimit>, string[]> = {
     "pretend*", "roleplay*", "role", "persona*", "personality", "character*", "embod*",
     "impersonat*", "simulat*", "become", "becomes", "alter", "named", "called", "act", "acting",
     "behave", "portray*",
+    // Spanish, Portuguese, French, German (the folded view has no accents).
+    "personaje*", "personagem*", "personnage*", "finge", "finja", "fingir", "interpreta*", "eres",
+    "incarne*", "rolle", "spiele",
   ],
   [Cue.Limit]: [
-    "rule*", "filter*", "restrict*", "guideline*", "ethic*", "moral*", "censor*", "polic*",
+    "rule*", "filter*", "restri*", "guideline*", "ethic*", "moral*", "censor*", "polic*",
     "limit*", "boundar*", "safeguard*", "guardrail*", "law", "laws", "principle*", "constrain*",
     "regulation*", "programming", "alignment", "scruple*", "conscience", "values",
+    "regla*", "regra*", "regle*", "regel*", "filtro*", "filtre*", "etic*", "etik*", "ley", "leyes",
+    "lei", "leis", "loi", "lois", "gesetz*", "limite*", "limitac*", "censur*", "politica*",
+    "directriz*", "diretriz*", "richtlinie*", "valores", "valeurs",
   ],
   [Cue.Negation]: [
-    "no", "not", "without", "free", "freed", "ignore*", "bypass*", "break", "breaks", "broken",
+    "no", "not", "without", "free", "freed", "ignor*", "bypass*", "break", "breaks", "broken",
     "disregard*", "never", "zero", "unbound", "beyond", "outside", "above", "remov*", "disabl*",
     "off", "don't", "doesn't", "dont", "doesnt", "lack*", "abandon*", "rid", "escap*", "none",
+    "unhindered", "unfettered", "unconstrained", "untethered", "liberated", "exempt",
+    "sin", "sem", "sans", "ohne", "ningun*", "nenhum*", "aucun*", "kein*", "nunca", "jamas",
+    "jamais", "nie", "niemals", "libre", "livre", "frei", "desvinculad*",
   ],
   [Cue.Refusal]: [
     "refus*", "declin*", "deny", "denies", "sorry", "apolog*", "warning*", "disclaimer*", "can't",
-    "cannot", "won't", "reject*",
+    "cannot", "won't", "reject*", "rechaz*", "recus*", "aviso*", "advertencia*",
+    "avertissement*", "warnung*", "ablehn*",
   ],
   [Cue.Harm]: [
     "illegal*", "harmful", "harm", "offensive", "explicit", "dangerous", "unethical", "immoral",
     "nsfw", "violen*", "drug*", "weapon*", "malware", "porn*", "sexual*", "profan*", "swear*",
-    "crime*", "criminal*", "obscen*", "vulgar*", "hateful", "racist",
+    "crime*", "criminal*", "obscen*", "vulgar*", "hateful", "racist", "ilegal*", "danger*",
+    "peligros*", "perigos*", "gefahr*", "prejudicial*", "danin*", "nociv*", "explicit*",
   ],
   [Cue.Identity]: [
     "chatgpt", "openai", "gpt", "llm", "ai", "assistant", "anthropic", "claude", "model",
-    "language", "bard", "gemini", "deepseek",
+    "language", "bard", "gemini", "deepseek", "ia", "ki",
   ],
   [Cue.Enforcement]: [
     "stay*", "remind*", "token*", "lives", "points", "deduct*", "shut", "terminat*", "jailbr*",
@@ -168,6 +188,7 @@ const CUE_WORDS: Record<Exclude<Cue, Cue.NegatedLimit>, string[]> = {
 const SELF_NEGATED_LIMIT = [
   "unfilter*", "uncensor*", "unrestrict*", "unlimit*", "limitless", "unbound", "amoral",
   "unethical", "lawless", "unshackl*", "unchain*", "jailbr*", "unmoderat*", "unaligned",
+  "unfettered", "amoral", "amoralisch", "sinfiltro*",
 ];
 /** Words between a negation and the limit it negates, or a limit and its negation. */
 const NEGATION_REACH = 4;
@@ -268,7 +289,7 @@ export function structureBuckets(folded: string): Uint32Array {
     }
   }
   if (negatedLimits > 0) out.push(structureHash(4, Math.min(negatedLimits, 3)));
-  return Uint32Array.from(new Set(out.map((h) => (h >>> 0) & (BUCKETS - 1))));
+  return Uint32Array.from(new Set(out.map((h) => BUCKETS + ((h >>> 0) & (STRUCTURE_BUCKETS - 1)))));
 }
 
 /** Weight of each structure feature: that of a feature of a short text, whatever the length. */
@@ -301,7 +322,7 @@ export const ClassifierWeightsSchema = z.object({
   scale: z.number().positive(),
   /** Score at or above which text is reported as injection. */
   threshold: z.number().gt(0).lt(1),
-  /** Base64 of BUCKETS signed bytes. */
+  /** Base64 of WEIGHT_COUNT signed bytes. */
   weights: z.string(),
   training: z.record(z.unknown()),
 });
@@ -315,7 +336,9 @@ export class InjectionClassifier {
 
   constructor(file: ClassifierWeights) {
     const bytes = Uint8Array.from(atob(file.weights), (c) => c.charCodeAt(0));
-    if (bytes.length !== BUCKETS) throw new Error(`classifier weights: ${bytes.length} buckets`);
+    if (bytes.length !== WEIGHT_COUNT) {
+      throw new Error(`classifier weights: ${bytes.length} buckets, expected ${WEIGHT_COUNT}`);
+    }
     const signed = new Int8Array(bytes.buffer);
     this.weights = Float32Array.from(signed, (w) => w * file.scale);
     this.bias = file.bias;
@@ -336,9 +359,9 @@ export function encodeWeights(
 ): ClassifierWeights {
   const max = weights.reduce((m, w) => Math.max(m, Math.abs(w)), 1e-9);
   const scale = max / 127;
-  const bytes = new Uint8Array(BUCKETS);
+  const bytes = new Uint8Array(WEIGHT_COUNT);
   const signed = new Int8Array(bytes.buffer);
-  for (let i = 0; i < BUCKETS; i++) signed[i] = Math.round(weights[i] / scale);
+  for (let i = 0; i < WEIGHT_COUNT; i++) signed[i] = Math.round(weights[i] / scale);
   let binary = "";
   for (const b of bytes) binary += String.fromCharCode(b);
   return { ...fields, featureBits: FEATURE_BITS, scale, weights: btoa(binary) };
