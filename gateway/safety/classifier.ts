@@ -67,59 +67,6 @@ const seen = new Int32Array(BUCKETS);
 let call = 0;
 
 /**
- * Distinct hashed feature buckets of folded text: words (runs of a-z, 0-9, '), single Chinese
- * characters and punctuation runs as unigrams; neighbouring words and neighbouring Chinese
- * characters as bigrams. Hashes are computed over the text in place, no token strings built.
- */
-export function featureBuckets(folded: string): Uint32Array {
-  if (++call === 0x7fffffff) {
-    seen.fill(0);
-    call = 1;
-  }
-  const out: number[] = [];
-  const add = (h: number) => {
-    const b = (h >>> 0) & (BUCKETS - 1);
-    if (seen[b] !== call) {
-      seen[b] = call;
-      out.push(b);
-    }
-  };
-  let prevKind = -1;
-  let prevStart = 0;
-  let prevEnd = 0;
-  for (let i = 0; i < folded.length;) {
-    const c = folded.charCodeAt(i);
-    if (c === 0x20) {
-      i++;
-      continue;
-    }
-    const kind = kindOf(c);
-    let j = i + 1;
-    if (kind !== Kind.Cjk) {
-      while (j < folded.length) {
-        const d = folded.charCodeAt(j);
-        if (d === 0x20 || kindOf(d) !== kind) break;
-        j++;
-      }
-    }
-    add(fnvRange(UNIGRAM_SEED[kind], folded, i, j));
-    // Character 4-grams of longer words: "unfiltered", "unfilter", "filtering" share most.
-    if (kind === Kind.Word) {
-      for (let g = i; g + 4 <= j; g++) add(fnvRange(NGRAM_SEED, folded, g, g + 4));
-    }
-    if (kind !== Kind.Punctuation && prevKind === kind) {
-      const left = fnvRange(BIGRAM_SEED[kind], folded, prevStart, prevEnd);
-      add(fnvRange(Math.imul(left ^ 0x20, FNV_PRIME), folded, i, j));
-    }
-    prevKind = kind;
-    prevStart = i;
-    prevEnd = j;
-    i = j;
-  }
-  return Uint32Array.from(out);
-}
-
-/**
  * Cue classes of the jailbreak family's structure (issue 21, part 3). A persona jailbreak combines
  * a persona directive with a claim that the persona is free of the model's limits, usually with
  * the refusals it must not give, the harms it will now produce, the model it replaces and a way
@@ -195,33 +142,37 @@ const NEGATION_REACH = 4;
 /** Words within which two cues count as near each other. */
 const CUE_WINDOW = 12;
 
-class WordTable {
-  private readonly exact = new Map<string, number>();
-  private readonly prefixes = new Map<string, number>();
-  private readonly prefixLengths: number[];
+/**
+ * Cue words by hash (the word unigram's hash, so the scan hashes each word once): exact words,
+ * and stems whose hash is checked at each length a stem has while the word is hashed. A byte per
+ * low 16 bits of every stored hash rules most words out with one array read.
+ */
+class CueTable {
+  private readonly exact = new Map<number, number>();
+  private readonly stems = new Map<number, number>();
+  private readonly maybe = new Uint8Array(1 << 16);
+  /** Bit n is set when some stem has n characters. */
+  stemLengths = 0;
   constructor(entries: [string, number][]) {
-    const lengths = new Set<number>();
     for (const [word, value] of entries) {
-      if (word.endsWith("*")) {
-        const stem = word.slice(0, -1);
-        this.prefixes.set(stem, (this.prefixes.get(stem) ?? 0) | value);
-        lengths.add(stem.length);
-      } else this.exact.set(word, (this.exact.get(word) ?? 0) | value);
+      const stem = word.endsWith("*");
+      const text = stem ? word.slice(0, -1) : word;
+      const h = fnvString(UNIGRAM_SEED[Kind.Word], text);
+      const map = stem ? this.stems : this.exact;
+      map.set(h, (map.get(h) ?? 0) | value);
+      this.maybe[h & 0xffff] = 1;
+      if (stem) this.stemLengths |= 1 << text.length;
     }
-    this.prefixLengths = [...lengths].sort((a, b) => a - b);
   }
-  /** Bit set of the entries that match `word`. */
-  lookup(word: string): number {
-    let bits = this.exact.get(word) ?? 0;
-    for (const n of this.prefixLengths) {
-      if (n > word.length) break;
-      bits |= this.prefixes.get(word.slice(0, n)) ?? 0;
-    }
-    return bits;
+  stem(h: number): number {
+    return this.maybe[h & 0xffff] === 0 ? 0 : this.stems.get(h) ?? 0;
+  }
+  word(h: number): number {
+    return this.maybe[h & 0xffff] === 0 ? 0 : this.exact.get(h) ?? 0;
   }
 }
 const SELF_NEGATED_BIT = 1 << Cue.NegatedLimit;
-const CUE_TABLE = new WordTable([
+const CUE_TABLE = new CueTable([
   ...Object.entries(CUE_WORDS).flatMap(([cue, words]) =>
     words.map((w): [string, number] => [w, 1 << Number(cue)])
   ),
@@ -234,62 +185,65 @@ const structureHash = (...parts: number[]) => {
   return h;
 };
 
-/**
- * Distinct hashed structure features of folded text: each cue class present; each pair of
- * classes present, and each pair found within CUE_WINDOW words; each triple with a negated limit;
- * how many negated limits (1, 2, 3 or more). They weigh the same whatever the text's length
- * (`STRUCTURE_SCALE`), so a long prompt neither dilutes nor inflates its shape.
- */
-export function structureBuckets(folded: string): Uint32Array {
-  const last = new Array<number>(CUE_COUNT).fill(-Infinity);
-  const present = new Array<boolean>(CUE_COUNT).fill(false);
-  const near = new Set<number>();
-  let negatedLimits = 0;
-  let t = 0;
-  const mark = (cue: number) => {
-    for (let other = 0; other < CUE_COUNT; other++) {
-      if (other !== cue && t - last[other] <= CUE_WINDOW) {
-        near.add(Math.min(cue, other) * CUE_COUNT + Math.max(cue, other));
-      }
-    }
-    last[cue] = t;
-    present[cue] = true;
-  };
-  for (let i = 0; i < folded.length;) {
-    if (!isWordCode(folded.charCodeAt(i))) {
-      i++;
-      continue;
-    }
-    let j = i + 1;
-    while (j < folded.length && isWordCode(folded.charCodeAt(j))) j++;
-    const bits = CUE_TABLE.lookup(folded.slice(i, j));
+/** Where each cue class was last seen, and which pairs were seen near each other, in one text. */
+class CueTracker {
+  private readonly last = new Float64Array(CUE_COUNT).fill(-Infinity);
+  private present = 0;
+  /** Bit a * CUE_COUNT + b (a < b) of a 64-bit set, as two words. */
+  private readonly near = new Int32Array(2);
+  private negatedLimits = 0;
+  private t = 0;
+
+  /** One word of the text, with its cue bits (0 for most words). */
+  word(bits: number) {
     if (bits !== 0) {
       const negatesLimit = (bits & SELF_NEGATED_BIT) !== 0 ||
-        ((bits & (1 << Cue.Limit)) !== 0 && t - last[Cue.Negation] <= NEGATION_REACH) ||
-        ((bits & (1 << Cue.Negation)) !== 0 && t - last[Cue.Limit] <= NEGATION_REACH);
-      for (let cue = 0; cue < Cue.NegatedLimit; cue++) if (bits & (1 << cue)) mark(cue);
+        ((bits & (1 << Cue.Limit)) !== 0 && this.t - this.last[Cue.Negation] <= NEGATION_REACH) ||
+        ((bits & (1 << Cue.Negation)) !== 0 && this.t - this.last[Cue.Limit] <= NEGATION_REACH);
+      for (let cue = 0; cue < Cue.NegatedLimit; cue++) if (bits & (1 << cue)) this.mark(cue);
       if (negatesLimit) {
-        negatedLimits++;
-        mark(Cue.NegatedLimit);
+        this.negatedLimits++;
+        this.mark(Cue.NegatedLimit);
       }
     }
-    t++;
-    i = j;
+    this.t++;
   }
-  const out: number[] = [];
-  for (let a = 0; a < CUE_COUNT; a++) {
-    if (!present[a]) continue;
-    out.push(structureHash(0, a));
-    for (let b = a + 1; b < CUE_COUNT; b++) {
-      if (!present[b]) continue;
-      out.push(structureHash(1, a, b));
-      if (near.has(a * CUE_COUNT + b)) out.push(structureHash(2, a, b));
-      if (a === Cue.NegatedLimit || b === Cue.NegatedLimit) continue;
-      if (present[Cue.NegatedLimit]) out.push(structureHash(3, a, b));
+
+  private mark(cue: number) {
+    for (let other = 0; other < CUE_COUNT; other++) {
+      if (other !== cue && this.t - this.last[other] <= CUE_WINDOW) {
+        const bit = Math.min(cue, other) * CUE_COUNT + Math.max(cue, other);
+        this.near[bit >> 5] |= 1 << (bit & 31);
+      }
     }
+    this.last[cue] = this.t;
+    this.present |= 1 << cue;
   }
-  if (negatedLimits > 0) out.push(structureHash(4, Math.min(negatedLimits, 3)));
-  return Uint32Array.from(new Set(out.map((h) => BUCKETS + ((h >>> 0) & (STRUCTURE_BUCKETS - 1)))));
+
+  /**
+   * The structure features: each cue class present; each pair of classes present, and each pair
+   * seen within CUE_WINDOW words; each pair with a negated limit present too; how many negated
+   * limits (1, 2, 3 or more).
+   */
+  buckets(): Uint32Array {
+    const out = new Set<number>();
+    const add = (h: number) => out.add(BUCKETS + ((h >>> 0) & (STRUCTURE_BUCKETS - 1)));
+    const has = (cue: number) => (this.present & (1 << cue)) !== 0;
+    for (let a = 0; a < CUE_COUNT; a++) {
+      if (!has(a)) continue;
+      add(structureHash(0, a));
+      for (let b = a + 1; b < CUE_COUNT; b++) {
+        if (!has(b)) continue;
+        add(structureHash(1, a, b));
+        const bit = a * CUE_COUNT + b;
+        if (this.near[bit >> 5] & (1 << (bit & 31))) add(structureHash(2, a, b));
+        if (a === Cue.NegatedLimit || b === Cue.NegatedLimit) continue;
+        if (has(Cue.NegatedLimit)) add(structureHash(3, a, b));
+      }
+    }
+    if (this.negatedLimits > 0) add(structureHash(4, Math.min(this.negatedLimits, 3)));
+    return Uint32Array.from(out);
+  }
 }
 
 /** Weight of each structure feature: that of a feature of a short text, whatever the length. */
@@ -300,10 +254,78 @@ export interface Features {
   readonly ngrams: Uint32Array;
   readonly structure: Uint32Array;
 }
-export const features = (folded: string): Features => ({
-  ngrams: featureBuckets(folded),
-  structure: structureBuckets(folded),
-});
+
+/**
+ * The features of folded text, in one pass with no token strings built. N-grams: words (runs of
+ * a-z, 0-9, '), single Chinese characters and punctuation runs as unigrams; neighbouring words
+ * and neighbouring Chinese characters as bigrams; character 4-grams of words; each bucket once.
+ * Structure (`CueTracker`): which cue classes the words belong to, and how close together. They
+ * weigh the same whatever the text's length (`STRUCTURE_SCALE`), so a long prompt neither
+ * dilutes nor inflates its shape.
+ */
+export function features(folded: string): Features {
+  if (++call === 0x7fffffff) {
+    seen.fill(0);
+    call = 1;
+  }
+  const out: number[] = [];
+  const add = (h: number) => {
+    const b = (h >>> 0) & (BUCKETS - 1);
+    if (seen[b] !== call) {
+      seen[b] = call;
+      out.push(b);
+    }
+  };
+  const cues = new CueTracker();
+  const stemLengths = CUE_TABLE.stemLengths;
+  let prevKind = -1;
+  let prevStart = 0;
+  let prevEnd = 0;
+  for (let i = 0; i < folded.length;) {
+    const c = folded.charCodeAt(i);
+    if (c === 0x20) {
+      i++;
+      continue;
+    }
+    const kind = kindOf(c);
+    let j = i + 1;
+    if (kind !== Kind.Cjk) {
+      while (j < folded.length) {
+        const d = folded.charCodeAt(j);
+        if (d === 0x20 || kindOf(d) !== kind) break;
+        j++;
+      }
+    }
+    if (kind === Kind.Word) {
+      // The unigram hash, built a character at a time so cue stems are checked on the way.
+      let h = UNIGRAM_SEED[Kind.Word];
+      let bits = 0;
+      for (let k = i; k < j; k++) {
+        h = Math.imul(h ^ folded.charCodeAt(k), FNV_PRIME);
+        const length = k - i + 1;
+        if (length < 32 && (stemLengths >>> length) & 1) bits |= CUE_TABLE.stem(h);
+      }
+      add(h);
+      cues.word(bits | CUE_TABLE.word(h));
+      // Character 4-grams of longer words: "unfiltered", "unfilter", "filtering" share most.
+      for (let g = i; g + 4 <= j; g++) add(fnvRange(NGRAM_SEED, folded, g, g + 4));
+    } else add(fnvRange(UNIGRAM_SEED[kind], folded, i, j));
+    if (kind !== Kind.Punctuation && prevKind === kind) {
+      const left = fnvRange(BIGRAM_SEED[kind], folded, prevStart, prevEnd);
+      add(fnvRange(Math.imul(left ^ 0x20, FNV_PRIME), folded, i, j));
+    }
+    prevKind = kind;
+    prevStart = i;
+    prevEnd = j;
+    i = j;
+  }
+  return { ngrams: Uint32Array.from(out), structure: cues.buckets() };
+}
+
+/** The n-gram buckets of folded text (`features`). */
+export const featureBuckets = (folded: string) => features(folded).ngrams;
+/** The structure buckets of folded text (`features`). */
+export const structureBuckets = (folded: string) => features(folded).structure;
 
 /** Log-odds of an attack: the bias, n-gram evidence scaled by length, structure evidence not. */
 export function margin(f: Features, weights: ArrayLike<number>, bias: number): number {
