@@ -109,6 +109,14 @@ console.table(detectionRows);
 const PERSONA_OR_ROLE_PLAY =
   /\b(act(s|ing)? as|pretend|role[- ]?play|in character|persona|simulat|impersonat|you are (now|no longer)|you('| a)re going to be|you will (now )?(be|become|play)|from now on,? you('| a)re|play(ing)? the (role|part)|take on the role|in the role of|character (named|called)|the character of|break(ing)? character)/i;
 const isPersona = (s: CorpusSample) => PERSONA_OR_ROLE_PLAY.test(s.text);
+// The narrower reading, fixed before the second blind run (docs/SAFETY.md): a persona prompt that
+// also names the limits the family's personas are freed of. The sources label as jailbreaks many
+// personas that lift nothing (a Gandhi, an attorney, a coding mentor); a prompt of the family
+// must at least name what its persona is free of. Benign role-play that names them (game rules,
+// "no limits to your creativity") is the harder benign set.
+const NAMES_LIMITS =
+  /\b(rules?|restrict\w*|filter\w*|guidelines?|ethic\w*|moral\w*|censor\w*|polic(y|ies)|limit\w*|laws?|boundar\w*|safeguards?|guardrails?|constraints?)\b/i;
+const isPersonaNamingLimits = (s: CorpusSample) => isPersona(s) && NAMES_LIMITS.test(s.text);
 
 /** Wilson's 95 % score interval of a rate, in percent. */
 function wilson({ hits, n }: { hits: number; n: number }) {
@@ -125,8 +133,14 @@ const withInterval = (r: ReturnType<typeof rate>) => `${pct(r)}, ${wilson(r)}`;
 const wildTest = test.filter(isWild);
 const wildGroups: Record<string, CorpusSample[]> = {
   "persona jailbreaks": wildTest.filter((s) => s.label === "attack" && isPersona(s)),
+  "persona jailbreaks naming limits": wildTest.filter((s) =>
+    s.label === "attack" && isPersonaNamingLimits(s)
+  ),
   "other jailbreaks": wildTest.filter((s) => s.label === "attack" && !isPersona(s)),
   "benign role-play (FP)": wildTest.filter((s) => s.label === "benign" && isPersona(s)),
+  "benign role-play naming limits (FP)": wildTest.filter((s) =>
+    s.label === "benign" && isPersonaNamingLimits(s)
+  ),
   "benign, other (FP)": wildTest.filter((s) => s.label === "benign" && !isPersona(s)),
 };
 for (const source of WILD_SOURCES) {
@@ -152,6 +166,7 @@ const blindBenign = blind.filter((s) => s.label === "benign");
 const blindGroups: Record<string, CorpusSample[]> = {
   "jailbreaks": blindAttacks,
   "jailbreaks, persona / role-play": blindAttacks.filter(isPersona),
+  "jailbreaks, persona naming limits": blindAttacks.filter(isPersonaNamingLimits),
   "jailbreaks, other": blindAttacks.filter((s) => !isPersona(s)),
 };
 for (const s of blindAttacks) {
@@ -159,6 +174,7 @@ for (const s of blindAttacks) {
 }
 blindGroups["benign (FP)"] = blindBenign;
 blindGroups["benign persona / role-play (FP)"] = blindBenign.filter(isPersona);
+blindGroups["benign persona naming limits (FP)"] = blindBenign.filter(isPersonaNamingLimits);
 const blindDetection: Record<string, Record<string, ReturnType<typeof rate>>> = {};
 const blindRows: Record<string, Record<string, string>> = {};
 for (const [name, detector] of Object.entries(detectors)) {
