@@ -24,6 +24,8 @@ import { OutputScanner } from "../gateway/safety/output_scanner.ts";
 import { WordList } from "../gateway/safety/word_list.ts";
 import {
   type CorpusSample,
+  isPersona as isPersonaText,
+  isPersonaNamingLimits as isPersonaNamingLimitsText,
   loadCorpus,
   prompt,
   stableFraction,
@@ -102,21 +104,10 @@ console.log(
 );
 console.table(detectionRows);
 
-// A prompt counts as persona / role-play when it asks the model to be, act as, play or simulate
-// someone or something else: this criterion was fixed and committed before the detectors first
-// ran on the first blind source, and kept unchanged for the in-the-wild and second blind sources
-// (docs/SAFETY.md, "Blind evaluation").
-const PERSONA_OR_ROLE_PLAY =
-  /\b(act(s|ing)? as|pretend|role[- ]?play|in character|persona|simulat|impersonat|you are (now|no longer)|you('| a)re going to be|you will (now )?(be|become|play)|from now on,? you('| a)re|play(ing)? the (role|part)|take on the role|in the role of|character (named|called)|the character of|break(ing)? character)/i;
-const isPersona = (s: CorpusSample) => PERSONA_OR_ROLE_PLAY.test(s.text);
-// The narrower reading, fixed before the second blind run (docs/SAFETY.md): a persona prompt that
-// also names the limits the family's personas are freed of. The sources label as jailbreaks many
-// personas that lift nothing (a Gandhi, an attorney, a coding mentor); a prompt of the family
-// must at least name what its persona is free of. Benign role-play that names them (game rules,
-// "no limits to your creativity") is the harder benign set.
-const NAMES_LIMITS =
-  /\b(rules?|restrict\w*|filter\w*|guidelines?|ethic\w*|moral\w*|censor\w*|polic(y|ies)|limit\w*|laws?|boundar\w*|safeguards?|guardrails?|constraints?)\b/i;
-const isPersonaNamingLimits = (s: CorpusSample) => isPersona(s) && NAMES_LIMITS.test(s.text);
+// The persona criteria (bench/safety_data.ts): the broad one, fixed before the first blind run,
+// and the narrower one (the persona names the limits it is freed of), fixed before the second.
+const isPersona = (s: CorpusSample) => isPersonaText(s.text);
+const isPersonaNamingLimits = (s: CorpusSample) => isPersonaNamingLimitsText(s.text);
 
 /** Wilson's 95 % score interval of a rate, in percent. */
 function wilson({ hits, n }: { hits: number; n: number }) {

@@ -18,7 +18,13 @@ import {
   WEIGHT_COUNT,
 } from "../gateway/safety/classifier.ts";
 import { textViews } from "../gateway/safety/normalize.ts";
-import { loadCorpus, stableFraction } from "./safety_data.ts";
+import {
+  isPersona,
+  isPersonaNamingLimits,
+  loadCorpus,
+  stableFraction,
+  WILD_SOURCES,
+} from "./safety_data.ts";
 
 const EPOCHS = 40;
 const LEARNING_RATE = 0.5;
@@ -38,7 +44,15 @@ const OUT = new URL("../gateway/safety/classifier_weights.json", import.meta.url
 // only (since issue 21, part 3; with the in-the-wild sources, that no longer cost public attacks),
 // never from their attacks, which taught it that role-play vocabulary is an attack
 // (docs/SAFETY.md).
-const train = loadCorpus().filter((s) => s.split === "train" && !(s.source.startsWith("roleplay-") && s.label === "attack"));
+// The in-the-wild sources label as jailbreaks every prompt of a jailbreak venue, personas that
+// lift nothing among them (a Gandhi, an attorney, a coding mentor); learned as attacks they taught
+// the classifier that "act as ..." is one (public role-play requests flagged: 1 -> 4 of 81 on the
+// held-out split). Their persona prompts that name no limit are left out of training.
+const train = loadCorpus().filter((s) =>
+  s.split === "train" && !(s.source.startsWith("roleplay-") && s.label === "attack") &&
+  !(s.label === "attack" && WILD_SOURCES.includes(s.source) && isPersona(s.text) &&
+    !isPersonaNamingLimits(s.text))
+);
 const examples = train.map((s) => ({
   features: features(textViews(s.text).folded.text),
   y: s.label === "attack" ? 1 : 0,
