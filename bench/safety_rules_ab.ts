@@ -9,8 +9,9 @@
  *   node_modules/.bin/deno run --allow-all bench/safety_rules_ab.ts --tree <dir>
  *
  * With `--tree`, the baseline is the whole detection (rules, rule engine, classifier code and
- * weights) of another checkout of the project in <dir>, e.g. one made with
- * `git archive <revision> | tar -x -C <dir>`: for changes to the classifier, not only the rules.
+ * weights) of another checkout of the project in <dir>, made with
+ * `git archive <revision> | tar -x -C <dir> && ln -s "$PWD/node_modules" <dir>/node_modules` (its
+ * imports resolve through its own package.json): for changes to the classifier, not only rules.
  *
  * Prints a table and writes bench/results/safety_rules_ab.json. Needs the corpus (the benchmark's
  * 4 KB prompts are built from it): bench/safety_fetch_data.sh, then bench/safety_prepare.ts.
