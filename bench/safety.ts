@@ -42,7 +42,9 @@ const runBlind = Deno.args.includes("--blind");
 const blind = runBlind ? corpus.filter((s) => s.split === "blind") : [];
 const injectionOnly = { categories: new Set<Category>(["prompt_injection"]) };
 const rulesOnly = { rules: BUILTIN_DETECTORS.rules };
-const classifierOnly = { rules: { ...compileRuleSet([]), versions: BUILTIN_DETECTORS.rules.versions } };
+const classifierOnly = {
+  rules: { ...compileRuleSet([]), versions: BUILTIN_DETECTORS.rules.versions },
+};
 
 // ---- Detection ------------------------------------------------------------------------------
 type Detector = (text: string) => boolean;
@@ -99,8 +101,8 @@ for (const [name, detector] of Object.entries(detectors)) {
   detectionRows[name] = Object.fromEntries(Object.entries(row).map(([k, v]) => [k, pct(v)]));
 }
 console.log(
-  "\nprompt_injection detection on the held-out test split (rate = share flagged; \"all attacks\" " +
-    "and \"benign requests\" are the public sources, the role-play sets are apart)",
+  '\nprompt_injection detection on the held-out test split (rate = share flagged; "all attacks" ' +
+    'and "benign requests" are the public sources, the role-play sets are apart)',
 );
 console.table(detectionRows);
 
@@ -137,16 +139,21 @@ const wildGroups: Record<string, CorpusSample[]> = {
 for (const source of WILD_SOURCES) {
   wildGroups[source] = wildTest.filter((s) => s.source === source);
 }
-const wildDetection: Record<string, Record<string, ReturnType<typeof rate>>> = {};
-const wildRows: Record<string, Record<string, string>> = {};
-for (const [name, detector] of Object.entries(detectors)) {
-  wildDetection[name] = Object.fromEntries(
-    Object.entries(wildGroups).map(([group, samples]) => [group, rate(samples, detector)]),
-  );
-  wildRows[name] = Object.fromEntries(
-    Object.entries(wildDetection[name]).map(([k, v]) => [k, withInterval(v)]),
-  );
+/** Each detector's rate on each group of samples, and the table rows that print them. */
+function groupRates(groups: Record<string, CorpusSample[]>) {
+  const rates: Record<string, Record<string, ReturnType<typeof rate>>> = {};
+  const rows: Record<string, Record<string, string>> = {};
+  for (const [name, detector] of Object.entries(detectors)) {
+    rates[name] = Object.fromEntries(
+      Object.entries(groups).map(([group, samples]) => [group, rate(samples, detector)]),
+    );
+    rows[name] = Object.fromEntries(
+      Object.entries(rates[name]).map(([k, v]) => [k, withInterval(v)]),
+    );
+  }
+  return { rates, rows };
 }
+const { rates: wildDetection, rows: wildRows } = groupRates(wildGroups);
 console.log(
   "\nin-the-wild sources, held-out test split (rate = share flagged, Wilson 95 % interval)",
 );
@@ -160,26 +167,16 @@ const blindGroups: Record<string, CorpusSample[]> = {
   "jailbreaks, persona naming limits": blindAttacks.filter(isPersonaNamingLimits),
   "jailbreaks, other": blindAttacks.filter((s) => !isPersona(s)),
 };
-for (const s of blindAttacks) {
-  if (s.community) (blindGroups[`jailbreaks, community ${s.community}`] ??= []).push(s);
-}
 blindGroups["benign (FP)"] = blindBenign;
 blindGroups["benign persona / role-play (FP)"] = blindBenign.filter(isPersona);
 blindGroups["benign persona naming limits (FP)"] = blindBenign.filter(isPersonaNamingLimits);
-const blindDetection: Record<string, Record<string, ReturnType<typeof rate>>> = {};
-const blindRows: Record<string, Record<string, string>> = {};
-for (const [name, detector] of Object.entries(detectors)) {
-  blindDetection[name] = Object.fromEntries(
-    Object.entries(blindGroups).map(([group, samples]) => [group, rate(samples, detector)]),
-  );
-  blindRows[name] = Object.fromEntries(
-    Object.entries(blindDetection[name]).map(([k, v]) => [k, withInterval(v)]),
+const { rates: blindDetection, rows: blindRows } = groupRates(blindGroups);
+if (runBlind) {
+  console.log(
+    "\nBLIND evaluation: prompt_injection detection on the evaluation-only sources (split blind; " +
+      "rate = share flagged)",
   );
 }
-if (runBlind) console.log(
-  "\nBLIND evaluation: prompt_injection detection on the evaluation-only sources (split blind; " +
-    "rate = share flagged)",
-);
 if (runBlind) console.table(blindRows);
 
 // Operating points of the classifier (with the rules), for the record: the committed threshold

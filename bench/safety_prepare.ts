@@ -423,7 +423,11 @@ for (const s of wildSources) {
   if (text === "" || seen.has(key)) continue;
   seen.add(key);
   const match = index.nearDuplicateOf(text);
-  const split = match ? indexSplit[match.index] : stableFraction(key) < TEST_SHARE ? "test" : "train";
+  const split = match
+    ? indexSplit[match.index]
+    : stableFraction(key) < TEST_SHARE
+    ? "test"
+    : "train";
   const i = index.add(text);
   indexSource[i] = s.source;
   indexSplit[i] = split;

@@ -41,7 +41,9 @@ const CALLS = 200;
 type Detect = (text: string, options: { categories: Set<Category> }) => unknown;
 async function baselineDetect(): Promise<Detect> {
   if (tree) {
-    const other = await import(new URL(`file://${Deno.realPathSync(tree)}/gateway/safety/detect.ts`).href);
+    const other = await import(
+      new URL(`file://${Deno.realPathSync(tree)}/gateway/safety/detect.ts`).href
+    );
     return (text, options) => other.detect(text, options, other.BUILTIN_DETECTORS);
   }
   const show = new Deno.Command("git", {
@@ -123,9 +125,9 @@ for (const [name, text] of Object.entries(prompts)) {
 }
 const load = Deno.loadavg();
 console.log(
-  `input filter detectors, ${tree ? "the tree in" : "rules of"} ${revision} against the working tree (load ${
-    load.map((l) => l.toFixed(2)).join(" ")
-  })`,
+  `input filter detectors, ${
+    tree ? "the tree in" : "rules of"
+  } ${revision} against the working tree (load ${load.map((l) => l.toFixed(2)).join(" ")})`,
 );
 console.table(rows);
 Deno.mkdirSync(new URL("./results/", import.meta.url), { recursive: true });

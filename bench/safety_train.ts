@@ -11,8 +11,8 @@
  */
 import {
   encodeWeights,
-  featureScale,
   features,
+  featureScale,
   margin,
   STRUCTURE_SCALE,
   WEIGHT_COUNT,
@@ -110,7 +110,10 @@ const allowedFp = Math.floor(benignScores.length * MAX_VALIDATION_FPR);
 // at 0.5, found by the browser suite); on the held-out split 0.6 keeps the jailbreak templates
 // at 45/47 and halves ordinary-request false positives (docs/PERFORMANCE.md, prompt safety).
 const MIN_THRESHOLD = 0.6;
-const threshold = Math.min(0.99, Math.max(MIN_THRESHOLD, (benignScores[allowedFp] ?? MIN_THRESHOLD) + 1e-6));
+const threshold = Math.min(
+  0.99,
+  Math.max(MIN_THRESHOLD, (benignScores[allowedFp] ?? MIN_THRESHOLD) + 1e-6),
+);
 const attacks = validation.filter((e) => e.y === 1);
 const recall = attacks.filter((e) => score(e) >= threshold).length / attacks.length;
 const fpr = benignScores.filter((s) => s >= threshold).length / benignScores.length;

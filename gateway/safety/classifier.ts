@@ -86,57 +86,52 @@ const enum Cue {
   NegatedLimit,
 }
 const CUE_COUNT = 8;
+/** Words of a list written one after another, English first, then Spanish, Portuguese, French and
+ * German (the folded view has no accents). */
+const wordList = (words: string) => words.trim().split(/\s+/);
 const CUE_WORDS: Record<Exclude<Cue, Cue.NegatedLimit>, string[]> = {
-  [Cue.Persona]: [
-    "pretend*", "roleplay*", "role", "persona*", "personality", "character*", "embod*",
-    "impersonat*", "simulat*", "become", "becomes", "alter", "named", "called", "act", "acting",
-    "behave", "portray*",
-    // Spanish, Portuguese, French, German (the folded view has no accents).
-    "personaje*", "personagem*", "personnage*", "finge", "finja", "fingir", "interpreta*", "eres",
-    "incarne*", "rolle", "spiele",
-  ],
-  [Cue.Limit]: [
-    "rule*", "filter*", "restri*", "guideline*", "ethic*", "moral*", "censor*", "polic*",
-    "limit*", "boundar*", "safeguard*", "guardrail*", "law", "laws", "principle*", "constrain*",
-    "regulation*", "programming", "alignment", "scruple*", "conscience", "values",
-    "regla*", "regra*", "regle*", "regel*", "filtro*", "filtre*", "etic*", "etik*", "ley", "leyes",
-    "lei", "leis", "loi", "lois", "gesetz*", "limite*", "limitac*", "censur*", "politica*",
-    "directriz*", "diretriz*", "richtlinie*", "valores", "valeurs",
-  ],
-  [Cue.Negation]: [
-    "no", "not", "without", "free", "freed", "ignor*", "bypass*", "break", "breaks", "broken",
-    "disregard*", "never", "zero", "unbound", "beyond", "outside", "above", "remov*", "disabl*",
-    "off", "don't", "doesn't", "dont", "doesnt", "lack*", "abandon*", "rid", "escap*", "none",
-    "unhindered", "unfettered", "unconstrained", "untethered", "liberated", "exempt",
-    "sin", "sem", "sans", "ohne", "ningun*", "nenhum*", "aucun*", "kein*", "nunca", "jamas",
-    "jamais", "nie", "niemals", "libre", "livre", "frei", "desvinculad*",
-  ],
-  [Cue.Refusal]: [
-    "refus*", "declin*", "deny", "denies", "sorry", "apolog*", "warning*", "disclaimer*", "can't",
-    "cannot", "won't", "reject*", "rechaz*", "recus*", "aviso*", "advertencia*",
-    "avertissement*", "warnung*", "ablehn*",
-  ],
-  [Cue.Harm]: [
-    "illegal*", "harmful", "harm", "offensive", "explicit", "dangerous", "unethical", "immoral",
-    "nsfw", "violen*", "drug*", "weapon*", "malware", "porn*", "sexual*", "profan*", "swear*",
-    "crime*", "criminal*", "obscen*", "vulgar*", "hateful", "racist", "ilegal*", "danger*",
-    "peligros*", "perigos*", "gefahr*", "prejudicial*", "danin*", "nociv*", "explicit*",
-  ],
-  [Cue.Identity]: [
-    "chatgpt", "openai", "gpt", "llm", "ai", "assistant", "anthropic", "claude", "model",
-    "language", "bard", "gemini", "deepseek", "ia", "ki",
-  ],
-  [Cue.Enforcement]: [
-    "stay*", "remind*", "token*", "lives", "points", "deduct*", "shut", "terminat*", "jailbr*",
-    "mode", "enabled", "activat*", "unlock*", "obey*", "comply", "complies", "must", "always",
-  ],
+  [Cue.Persona]: wordList(`
+    pretend* roleplay* role persona* personality character* embod* impersonat* simulat* become
+    becomes alter named called act acting behave portray* personaje* personagem* personnage*
+    finge finja fingir interpreta* eres incarne* rolle spiele
+  `),
+  [Cue.Limit]: wordList(`
+    rule* filter* restri* guideline* ethic* moral* censor* polic* limit* boundar* safeguard*
+    guardrail* law laws principle* constrain* regulation* programming alignment scruple*
+    conscience values regla* regra* regle* regel* filtro* filtre* etic* etik* ley leyes lei
+    leis loi lois gesetz* limite* limitac* censur* politica* directriz* diretriz* richtlinie*
+    valores valeurs
+  `),
+  [Cue.Negation]: wordList(`
+    no not without free freed ignor* bypass* break breaks broken disregard* never zero unbound
+    beyond outside above remov* disabl* off don't doesn't dont doesnt lack* abandon* rid
+    escap* none unhindered unfettered unconstrained untethered liberated exempt sin sem sans
+    ohne ningun* nenhum* aucun* kein* nunca jamas jamais nie niemals libre livre frei
+    desvinculad*
+  `),
+  [Cue.Refusal]: wordList(`
+    refus* declin* deny denies sorry apolog* warning* disclaimer* can't cannot won't reject*
+    rechaz* recus* aviso* advertencia* avertissement* warnung* ablehn*
+  `),
+  [Cue.Harm]: wordList(`
+    illegal* harmful harm offensive explicit dangerous unethical immoral nsfw violen* drug*
+    weapon* malware porn* sexual* profan* swear* crime* criminal* obscen* vulgar* hateful
+    racist ilegal* danger* peligros* perigos* gefahr* prejudicial* danin* nociv* explicit*
+  `),
+  [Cue.Identity]: wordList(`
+    chatgpt openai gpt llm ai assistant anthropic claude model language bard gemini deepseek
+    ia ki
+  `),
+  [Cue.Enforcement]: wordList(`
+    stay* remind* token* lives points deduct* shut terminat* jailbr* mode enabled activat*
+    unlock* obey* comply complies must always
+  `),
 };
 /** Words that negate a limit by themselves. */
-const SELF_NEGATED_LIMIT = [
-  "unfilter*", "uncensor*", "unrestrict*", "unlimit*", "limitless", "unbound", "amoral",
-  "unethical", "lawless", "unshackl*", "unchain*", "jailbr*", "unmoderat*", "unaligned",
-  "unfettered", "amoral", "amoralisch", "sinfiltro*",
-];
+const SELF_NEGATED_LIMIT = wordList(`
+  unfilter* uncensor* unrestrict* unlimit* limitless unbound amoral unethical lawless
+  unshackl* unchain* jailbr* unmoderat* unaligned unfettered amoralisch sinfiltro*
+`);
 /** Words between a negation and the limit it negates, or a limit and its negation. */
 const NEGATION_REACH = 4;
 /** Words within which two cues count as near each other. */
