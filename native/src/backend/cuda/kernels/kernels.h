@@ -217,7 +217,7 @@ void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,
                         cudaStream_t stream);
 
 // y[g] = act[g] . W_e^T + b_e; act bf16 [n_pairs, cols], y float [n_pairs, rows].
-// On the GEMV path it reads `groups` before waiting for the kernel before it
+// On the GEMV and streamed paths it reads `groups` before waiting for the kernel before it
 // (dependent_launch.cuh): the grouping must come from an earlier kernel than
 // that one (the gate/up product that made act always sits between).
 void moe_down(const bf16* act, const MoeGroups& groups, int32_t n_pairs, const Mxfp4Experts& w,

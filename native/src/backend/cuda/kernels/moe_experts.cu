@@ -1,14 +1,17 @@
-// The MXFP4 expert products, dequantisation fused into both kernels.
+// The MXFP4 expert products, dequantisation fused into every kernel.
 //
-// GEMV path (decode): each warp walks row pairs of one expert (for gate/up:
+// Streamed path (decode, short extends; the default up to 32 pairs an expert
+// on average): weights streamed into registers, tokens in shared memory,
+// tensor cores (gemm_mxfp4_streamed.cuh).
+//
+// GEMV path (A/B runs only, GPTOSS_MOE_KERNEL=gemv): each warp walks row
+// pairs of one expert (for gate/up:
 // the gate row and the up row of one SwiGLU output; for down: two output
 // columns), holding a row pair in registers (16-byte loads, one MXFP4 block
 // per lane) while the next one's loads are in flight, and applies it to the
 // pairs routed to the expert (up to 8 staged at once), 1 or 4 at a time.
-// Weights are read once per step up to 8 pairs an expert: every decode batch
-// the GEMV serves.
 //
-// Tiled paths (decode from a few sequences on, prefill): tiles of 32 or 128
+// Tiled paths (prefill; the 32-row tiles for A/B runs only): tiles of 32 or 128
 // grouped pairs of one expert and 128 output columns, each weight tile
 // decoded once per block into shared memory (gemm_mxfp4_decoded.cuh).
 #include <algorithm>
