@@ -544,7 +544,8 @@ void check_attention_serving_shapes(Random& rng, Verdicts& v) {
 }
 
 void check_router(Random& rng, Verdicts& v) {
-  const int32_t experts = 32, k = 4, tile_rows = 32;
+  // The streamed path's 16-row tiles: the most tiles a step lists.
+  const int32_t experts = 32, k = 4, tile_rows = moe_tile_rows(MoePath::Streamed);
   // 50 rows: moe_route's one-kernel path; 300: router_top_k + moe_group.
   for (const int32_t rows : {50, 300}) {
     const std::string tag = " (" + std::to_string(rows) + " rows)";
