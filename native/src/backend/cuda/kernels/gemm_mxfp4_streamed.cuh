@@ -30,9 +30,9 @@
 
 namespace gptoss::cuda::streamed {
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * kWarpSize;
-constexpr int kBlocksPerSm = 2;     // __launch_bounds__ minimum, used to size the grid
+constexpr int kMaxWarps = 8;        // a block's warps: 8, or 4 (see launch_streamed)
+constexpr int kMaxThreads = kMaxWarps * kWarpSize;
+constexpr int kBlocksPerSm = 2;     // __launch_bounds__ minimum (8-warp blocks), used to size the grid
 constexpr int kTileRows = 16;       // grouped pairs (tokens) a block serves: two n8 fragments
 constexpr int kMTile = 16;          // weight rows a warp holds: mma's M
 constexpr int kItemBlocks = 8;      // MXFP4 blocks of each weight row a K item covers
@@ -153,18 +153,19 @@ __device__ __forceinline__ void stage_tokens(const uint16_t* x, int32_t k, int n
   constexpr int kSlots = kFrags * 8, kLoads = 4;
   const int vectors = (k + kItemK - 1) / kItemK * (kItemK / 8);  // 8 values a vector, per row
   const int total = n_rows * vectors;
-  for (int base = 0; base < total; base += kLoads * kThreads) {
+  const int threads = blockDim.x;
+  for (int base = 0; base < total; base += kLoads * threads) {
     uint4 v[kLoads];
 #pragma unroll
     for (int i = 0; i < kLoads; ++i) {
-      const int id = base + threadIdx.x + i * kThreads, r = id / vectors, e = id % vectors;
+      const int id = base + threadIdx.x + i * threads, r = id / vectors, e = id % vectors;
       v[i] = id < total && e * 8 < k
                  ? __ldg(reinterpret_cast<const uint4*>(x + row_src(r) * k) + e)
                  : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int i = 0; i < kLoads; ++i) {
-      const int id = base + threadIdx.x + i * kThreads, r = id / vectors, e = id % vectors;
+      const int id = base + threadIdx.x + i * threads, r = id / vectors, e = id % vectors;
       if (id >= total) break;
       const int block = e / 4, j = e % 4, c = block / kItemBlocks, t = block % kItemBlocks / 2, u = block % 2;
       xs[(((c * 2 + u) * 4 + j) * kSlots + r) * 4 + t] = to_decode_order(v[i]);

@@ -301,7 +301,7 @@ __global__ void __launch_bounds__(decoded::kThreads, 2)
 // count exit. The down product reads the grouping (written before the
 // gate/up product) and requests its first weights before its wait.
 template <bool kSwiglu, int kFrags>
-__global__ void __launch_bounds__(streamed::kThreads, streamed::kBlocksPerSm)
+__global__ void __launch_bounds__(streamed::kMaxThreads, streamed::kBlocksPerSm)
     moe_streamed_kernel(const uint16_t* x, const int32_t* row_token, MoeGroups groups, Mxfp4Experts w,
                         float limit, void* out) {
   if constexpr (kSwiglu) {
@@ -318,8 +318,8 @@ __global__ void __launch_bounds__(streamed::kThreads, streamed::kBlocksPerSm)
                                        w.scales + static_cast<int64_t>(expert) * w.rows * n_blocks, w.rows, w.cols};
   const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
   const auto row_src = [&](int r) -> int64_t { return row_token ? row_token[g_begin + r] : g_begin + r; };
-  const int warp = threadIdx.x / kWarpSize;
-  const int first_m_tile = blockIdx.y * streamed::kWarps + warp, m_stride = gridDim.y * streamed::kWarps;
+  const int warp = threadIdx.x / kWarpSize, warps = blockDim.x / kWarpSize;
+  const int first_m_tile = blockIdx.y * warps + warp, m_stride = gridDim.y * warps;
   if constexpr (kSwiglu)
     streamed::gemm_tile<kFrags>(x, row_src, g_end - g_begin, weights, first_m_tile, m_stride, [] {},
                                 SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g_begin, g_end, limit});
@@ -334,7 +334,7 @@ __global__ void __launch_bounds__(streamed::kThreads, streamed::kBlocksPerSm)
 }
 
 template <bool kSwiglu, int kFrags>
-void launch_streamed_kernel(dim3 grid, const bf16* x, const int32_t* row_token, const MoeGroups& groups,
+void launch_streamed_kernel(dim3 grid, int warps, const bf16* x, const int32_t* row_token, const MoeGroups& groups,
                             const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
   constexpr auto kernel = moe_streamed_kernel<kSwiglu, kFrags>;
   static const bool configured = [] {
@@ -343,33 +343,38 @@ void launch_streamed_kernel(dim3 grid, const bf16* x, const int32_t* row_token, 
     return true;
   }();
   (void)configured;
-  launch_dependent(kernel, grid, streamed::kThreads, streamed::staged_bytes<kFrags * 8>(w.cols), stream,
+  launch_dependent(kernel, grid, warps * kWarpSize, streamed::staged_bytes<kFrags * 8>(w.cols), stream,
                    reinterpret_cast<const uint16_t*>(x), row_token, groups, w, limit, out);
 }
 
 // The grid: every tile (x) times slices of the weight rows (y). A step's
 // tiles are about its touched experts (more where an expert has over 16
 // pairs); the slices give them kWaves waves of resident blocks together, each
-// warp an equal whole number of 16-row m-tiles (at batch 1: one, 4 x 45
-// blocks for gate/up).
+// warp an equal whole number of 16-row m-tiles. Blocks of 4 warps while one
+// fragment serves (at most 8 pairs in the step: at most 8 rows to stage), so
+// that the few experts of such a step get twice the blocks (batch 1: 4 x 90
+// blocks for gate/up, 4 x 45 for down, one m-tile a warp; 8-warp blocks would
+// leave down 92 blocks for 132 SMs).
 template <bool kSwiglu>
 void launch_streamed(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
                      const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
   constexpr int kWaves = 2;
+  const bool one_fragment = n_pairs <= 8;  // no tile has more pairs than the step
+  const int32_t warps = one_fragment ? streamed::kMaxWarps / 2 : streamed::kMaxWarps;
+  const int32_t resident = streamed::kBlocksPerSm * streamed::kMaxWarps / warps;  // blocks an SM
   const int32_t tiles_bound = moe_max_tiles(n_pairs, w.num_experts, streamed::kTileRows);
   const int32_t tiles_expected =
       std::max(std::min(n_pairs, w.num_experts), (n_pairs + streamed::kTileRows - 1) / streamed::kTileRows);
   const int32_t m_tiles = (w.rows + streamed::kMTile - 1) / streamed::kMTile;
-  const int32_t target_blocks = kWaves * streamed::kBlocksPerSm * multiprocessor_count();
-  const int32_t max_slices = (m_tiles + streamed::kWarps - 1) / streamed::kWarps;
+  const int32_t target_blocks = kWaves * resident * multiprocessor_count();
+  const int32_t max_slices = (m_tiles + warps - 1) / warps;
   const int32_t slices = std::clamp((target_blocks + tiles_expected - 1) / tiles_expected, 1, max_slices);
-  const int32_t per_warp = (m_tiles + slices * streamed::kWarps - 1) / (slices * streamed::kWarps);
-  const dim3 grid(tiles_bound, (m_tiles + per_warp * streamed::kWarps - 1) / (per_warp * streamed::kWarps));
-  // No tile has more pairs than the step.
-  if (n_pairs <= 8)
-    launch_streamed_kernel<kSwiglu, 1>(grid, x, row_token, groups, w, limit, out, stream);
+  const int32_t per_warp = (m_tiles + slices * warps - 1) / (slices * warps);
+  const dim3 grid(tiles_bound, (m_tiles + per_warp * warps - 1) / (per_warp * warps));
+  if (one_fragment)
+    launch_streamed_kernel<kSwiglu, 1>(grid, warps, x, row_token, groups, w, limit, out, stream);
   else
-    launch_streamed_kernel<kSwiglu, 2>(grid, x, row_token, groups, w, limit, out, stream);
+    launch_streamed_kernel<kSwiglu, 2>(grid, warps, x, row_token, groups, w, limit, out, stream);
 }
 
 template <int kMi, bool kSwiglu>
