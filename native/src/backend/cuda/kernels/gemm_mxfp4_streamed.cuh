@@ -75,14 +75,16 @@ __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
 }
 
 // The weights times 2^(s - 127): one multiply by 2^126 * 2^(s - 127) (a bf16
-// for s <= 128), a second for larger scales (never in a checkpoint).
+// for s <= 128); kWide: a second for larger scales (never in a checkpoint),
+// chosen per K item so that the common case issues no second multiply.
+template <bool kWide>
 __device__ __forceinline__ void apply_scale(uint32_t s, uint32_t (&pairs)[4]) {
-  const uint32_t first = s <= 128 ? (s + 126u) << 7 : 253u << 7;
-  const uint32_t second = s << 7;
+  const uint32_t first = (kWide ? (s <= 128 ? s + 126u : 253u) : s + 126u) << 7;
+  const uint32_t second = kWide && s > 128 ? s << 7 : 127u << 7;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     pairs[i] = bf16x2_mul(pairs[i], first | (first << 16));
-    if (s > 128) pairs[i] = bf16x2_mul(pairs[i], second | (second << 16));
+    if constexpr (kWide) pairs[i] = bf16x2_mul(pairs[i], second | (second << 16));
   }
 }
 
@@ -109,11 +111,13 @@ struct Item {
         s[r][u] = ok ? __ldg(w.scales + at) : 127u;
       }
   }
+  // A scale past 128: apply_scale's second multiply.
+  __device__ __forceinline__ bool wide() const { return max(max(s[0][0], s[0][1]), max(s[1][0], s[1][1])) > 128; }
 };
 
 // acc[f] += this item's 16 rows x token slots 8f..8f+7 (fragments from
 // n_frags on are skipped: their slots hold no tokens).
-template <int kFrags>
+template <int kFrags, bool kWide>
 __device__ __forceinline__ void multiply(const Item& item, const uint4* xs, int c, int lane, int n_frags,
                                          float (&acc)[kFrags][4]) {
   constexpr int kSlots = kFrags * 8;
@@ -126,8 +130,8 @@ __device__ __forceinline__ void multiply(const Item& item, const uint4* xs, int 
       uint32_t even[4], odd[4];
       decode_word(word[0], even);
       decode_word(word[1], odd);
-      apply_scale(item.s[0][u], even);
-      apply_scale(item.s[1][u], odd);
+      apply_scale<kWide>(item.s[0][u], even);
+      apply_scale<kWide>(item.s[1][u], odd);
       const uint32_t a0[4] = {even[0], odd[0], even[1], odd[1]};
       const uint32_t a1[4] = {even[2], odd[2], even[3], odd[3]};
       const uint4* xv = xs + (((c * 2 + u) * 4 + j) * kSlots) * 4 + lane;
@@ -208,7 +212,10 @@ __device__ __forceinline__ void gemm_tile(const uint16_t* x, const RowSource& ro
       const int i = i0 + d;
       if (i >= total) break;
       const int c = i % items;
-      multiply<kFrags>(ring[d], xs, c, lane, n_frags, acc);
+      if (ring[d].wide())
+        multiply<kFrags, true>(ring[d], xs, c, lane, n_frags, acc);
+      else
+        multiply<kFrags, false>(ring[d], xs, c, lane, n_frags, acc);
       if (i + kDepth < total) ring[d].load(w, row_of(i + kDepth), (i + kDepth) % items, t);
       if (c == items - 1) {  // the m-tile's sums are complete
         const int n = row_of(i);
