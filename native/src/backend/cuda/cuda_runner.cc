@@ -334,9 +334,6 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
     stage("rmsnorm");
     add_pending_moe_and_norm(nullptr, T, w.input_norm, h_.get());
   }
-  stage("qkv");
-  cuda::linear_bf16(h_.get(), T, H, w.qkv_weight, w.qkv_bias, qkv_width, qkv_.get(), stream_);
-
   cuda::KvLayerView kv;
   kv.pool = kv_pool_[k].get();
   kv.block_size = kv_shape_.block_size;
@@ -345,9 +342,9 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
   kv.k_offset = static_cast<int64_t>(layer_index_in_kind_[layer]) * 2 * kv.block_size * kv.kv_dim;
   kv.v_offset = kv.k_offset + static_cast<int64_t>(kv.block_size) * kv.kv_dim;
   const cuda::TokenPlacement tokens = placement(step, kind);
-  stage("rope+kv_store");
-  cuda::rope_and_store_kv(qkv_.get(), tokens, inv_freq_.get(), rope_.attention_factor,
-                          shape_.q_heads, shape_.kv_heads, kv, stream_);
+  stage("qkv+rope+kv_store");  // one kernel at decode sizes
+  cuda::qkv_rope_and_store_kv(h_.get(), H, w.qkv_weight, w.qkv_bias, qkv_.get(), tokens, inv_freq_.get(),
+                              rope_.attention_factor, shape_.q_heads, shape_.kv_heads, kv, stream_);
 
   cuda::AttentionArgs args;
   args.qkv = qkv_.get();

@@ -98,6 +98,14 @@ void rope_and_store_kv(float* qkv, const TokenPlacement& tokens, const float* in
                        float attention_factor, int32_t n_q_heads, int32_t n_kv_heads,
                        const KvLayerView& kv, cudaStream_t stream);
 
+// linear_bf16 (x . weight^T + bias, the QKV product of the rows of `tokens`)
+// then rope_and_store_kv on its output `qkv`: up to the GEMV's rows (decode)
+// in one kernel, the rotation and the cache store in the GEMV's epilogue;
+// the same bits either way.
+void qkv_rope_and_store_kv(const bf16* x, int32_t in_dim, const bf16* weight, const bf16* bias, float* qkv,
+                           const TokenPlacement& tokens, const float* inv_freq, float attention_factor,
+                           int32_t n_q_heads, int32_t n_kv_heads, const KvLayerView& kv, cudaStream_t stream);
+
 // ---- attention ---------------------------------------------------------------------
 
 // Groups of consecutive tokens of one chunk that one thread block serves (a
