@@ -227,6 +227,8 @@ void CudaRunner::ensure_capacity(const Capacity& need) {
   moe_n_tiles_ = DeviceBuffer<int32_t>(1);
   attn_partials_ = DeviceBuffer<float>(std::min<int64_t>(T, kMaxSplitTokens) * m.num_q_heads *
                                        kMaxSplits * kPartialFloats);
+  attn_split_counters_ = DeviceBuffer<int32_t>(std::min<int64_t>(T, kMaxSplitTokens) * m.num_kv_heads);
+  GPTOSS_CUDA_CHECK(cudaMemsetAsync(attn_split_counters_.get(), 0, attn_split_counters_.bytes(), stream_));
   h_last_ = DeviceBuffer<bf16>(R * m.hidden_size);
   sampling_rows_ = DeviceBuffer<cuda::DeviceSamplingRow>(R);
   sampled_ = DeviceBuffer<SampledToken>(R);
@@ -362,7 +364,8 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
     // above kMaxSplitTokens the batch fills the GPU and partials would not fit.
     const int32_t splits = T <= kMaxSplitTokens ? kMaxSplits : 1;
     if (T < kTensorCoreDecodeTokens)
-      cuda::attention_decode(args, kind == AttnKind::Full ? splits : 1, attn_partials_.get(), stream_);
+      cuda::attention_decode(args, kind == AttnKind::Full ? splits : 1, attn_partials_.get(),
+                             attn_split_counters_.get(), stream_);
     else
       cuda::attention_decode_tc(args, splits, attn_partials_.get(), stream_);
   } else {  // prompt tiles

@@ -188,6 +188,7 @@ class CudaRunner final : public ModelRunner {
   cuda::DeviceBuffer<int32_t> experts_, expert_offsets_, pair_token_, pair_slot_, moe_tiles_,
       moe_n_tiles_;
   cuda::DeviceBuffer<float> attn_partials_;
+  cuda::DeviceBuffer<int32_t> attn_split_counters_;  // attention_decode's, zero between launches
   // Logits and sampling, sized by cap_.logit_rows.
   cuda::DeviceBuffer<bf16> h_last_;
   cuda::DeviceBuffer<cuda::DeviceSamplingRow> sampling_rows_;

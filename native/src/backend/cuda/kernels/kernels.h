@@ -137,14 +137,17 @@ void check_attention_shape(const AttentionArgs& args);
 // `n_splits` ranges of at least 64 keys, processed by separate blocks and
 // merged (flash-decoding), so a small batch still fills the GPU; the split
 // depends on the token's own keys only, never on the batch. `partials` holds
-// n_tokens * n_q_heads * n_splits * (64 + 2) floats.
-void attention_decode(const AttentionArgs& args, int32_t n_splits, float* partials,
+// n_tokens * n_q_heads * n_splits * (64 + 2) floats. The last split block of
+// a (token, KV head) merges (no merge kernel); `split_counters` holds
+// n_tokens * n_kv_heads zeros, which it leaves zero.
+void attention_decode(const AttentionArgs& args, int32_t n_splits, float* partials, int32_t* split_counters,
                       cudaStream_t stream);
 
 // Decode on tensor cores: a block per (token, KV head, split) with the query
 // heads of the group as the rows of one m16 tile, 4 warps over 16-key tiles
 // with their own cp.async pipelines. Same contract as attention_decode (split
-// by the token's own keys, at least 256 a split; `partials` sized alike);
+// by the token's own keys, at least 256 a split; `partials` sized alike;
+// merged by a kernel of its own);
 // faster from a few sequences on (the runner's threshold).
 void attention_decode_tc(const AttentionArgs& args, int32_t n_splits, float* partials,
                          cudaStream_t stream);

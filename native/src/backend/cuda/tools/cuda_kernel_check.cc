@@ -421,7 +421,15 @@ struct AttentionCheck {
     args.n_kv_heads = hkv;
     args.out = out.get();
     DeviceBuffer<float> partials(size_t(n) * hq * splits * (hd + 2));
-    if (kernel == AttentionKernel::Decode) attention_decode(args, splits, partials.get(), nullptr);
+    if (kernel == AttentionKernel::Decode) {
+      // Twice, the output poisoned again between: the first launch must
+      // leave its split counters at zero for the second to merge.
+      DeviceBuffer<int32_t> counters(size_t(n) * hkv);
+      GPTOSS_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+      attention_decode(args, splits, partials.get(), counters.get(), nullptr);
+      GPTOSS_CUDA_CHECK(cudaMemset(out.get(), 0xff, out.bytes()));
+      attention_decode(args, splits, partials.get(), counters.get(), nullptr);
+    }
     if (kernel == AttentionKernel::DecodeTc) attention_decode_tc(args, splits, partials.get(), nullptr);
     if (kernel == AttentionKernel::Prefill) {
       auto d_first = to_device(tile_first);
