@@ -26,7 +26,8 @@ constexpr int kGemvCols = 16;          // output columns a GEMV block owns: the 
 constexpr int kGemvRows = 8;           // x rows a GEMV block handles: the mma's n
 constexpr int kGemvWarps = 8;          // the block's warps split K
 constexpr int kGemvChunkK = 32;        // k of one chunk: 4 lanes x 8 bf16, two k16 mma steps
-constexpr int kGemvChunksInFlight = 6; // chunks a warp loads before it multiplies them (6 KiB of weights)
+constexpr int kGemvChunksInFlight = 4; // chunks a warp loads before it multiplies them (4 KiB of weights)
+constexpr int kGemvBlocksPerSm = 3;    // 24 warps, 96 KiB of loads an SM; QKV's 320 blocks in one wave
 constexpr int32_t kGemvMaxBatch = 8;   // linear_bf16 uses the GEMV up to this many rows
 constexpr int kDenseMi = 4;            // tiled path: 128-row tiles
 
@@ -53,7 +54,7 @@ __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
 // one lane's two weight rows) and stores each x row's pair of them
 // (store_pair(row, col_m, y_m, col_m8, y_m8), bias added).
 template <typename Epilogue>
-__global__ void __launch_bounds__(kGemvWarps * kWarpSize)
+__global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
     gemv_bf16_kernel(const uint16_t* x, int32_t n_rows, int32_t in_dim, const uint16_t* weight,
                      const uint16_t* bias, int32_t out_dim, Epilogue epilogue) {
   __shared__ float4 partial[kGemvWarps][kWarpSize];
