@@ -229,6 +229,8 @@ void CudaRunner::ensure_capacity(const Capacity& need) {
                                        kMaxSplits * kPartialFloats);
   attn_split_counters_ = DeviceBuffer<int32_t>(std::min<int64_t>(T, kMaxSplitTokens) * m.num_kv_heads);
   GPTOSS_CUDA_CHECK(cudaMemsetAsync(attn_split_counters_.get(), 0, attn_split_counters_.bytes(), stream_));
+  route_done_ = DeviceBuffer<int32_t>(1);
+  GPTOSS_CUDA_CHECK(cudaMemsetAsync(route_done_.get(), 0, route_done_.bytes(), stream_));
   h_last_ = DeviceBuffer<bf16>(R * m.hidden_size);
   sampling_rows_ = DeviceBuffer<cuda::DeviceSamplingRow>(R);
   sampled_ = DeviceBuffer<SampledToken>(R);
@@ -396,17 +398,15 @@ void CudaRunner::enqueue_moe(const Step& step, int32_t layer) {
   const ModelConfig& m = config_;
   const cuda::DeviceLayer& w = weights_.layers[layer];
   const int32_t T = step.n_tokens, H = m.hidden_size;
-  stage("router");
-  cuda::linear_bf16(h_.get(), T, H, w.router_weight, w.router_bias, m.num_experts,
-                    router_logits_.get(), stream_);
   const int32_t K = m.experts_per_token, pairs = T * K;
   // Over ranks with experts split, only this rank's experts are computed.
   const cuda::MoeGroups groups{expert_offsets_.get(), pair_token_.get(), pair_slot_.get(),
                                moe_tiles_.get(), moe_n_tiles_.get(), shape_.experts};
-  stage("moe_route");
+  stage("router+moe_route");  // one kernel at decode sizes
   const cuda::MoePath path = cuda::moe_path_for(pairs, m.num_experts);
-  cuda::moe_route(router_logits_.get(), T, m.num_experts, K, cuda::moe_tile_rows(path), experts_.get(),
-                  expert_weights_.get(), groups, stream_);
+  cuda::router_and_route(h_.get(), T, H, w.router_weight, w.router_bias, m.num_experts, router_logits_.get(), K,
+                         cuda::moe_tile_rows(path), experts_.get(), expert_weights_.get(), groups,
+                         route_done_.get(), stream_);
   stage("moe_gate_up_swiglu");
   cuda::moe_gate_up_swiglu(h_.get(), groups, pairs, w.gate_up, m.swiglu_limit, path,
                            expert_act_.get(), stream_);

@@ -189,6 +189,7 @@ class CudaRunner final : public ModelRunner {
       moe_n_tiles_;
   cuda::DeviceBuffer<float> attn_partials_;
   cuda::DeviceBuffer<int32_t> attn_split_counters_;  // attention_decode's, zero between launches
+  cuda::DeviceBuffer<int32_t> route_done_;           // router_and_route's, likewise
   // Logits and sampling, sized by cap_.logit_rows.
   cuda::DeviceBuffer<bf16> h_last_;
   cuda::DeviceBuffer<cuda::DeviceSamplingRow> sampling_rows_;

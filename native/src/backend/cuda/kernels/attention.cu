@@ -224,17 +224,7 @@ __global__ void attention_decode_kernel(AttentionArgs args, int32_t n_splits, fl
   if (static_cast<int32_t>(blockIdx.z) >= used) return;  // a split past this token's keys
   attend<1>(args, blockIdx.x, 1, blockIdx.z, n_splits, partials);
   if (used == 1) return;  // attend wrote the output
-  __shared__ bool last;
-  __threadfence();  // this block's partials reach L2 before its count
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int32_t* counter = split_counters + static_cast<int64_t>(blockIdx.x) * gridDim.y + blockIdx.y;
-    last = atomicAdd(counter, 1) == used - 1;
-    if (last) *counter = 0;
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
+  if (!last_block_to_finish(split_counters + static_cast<int64_t>(blockIdx.x) * gridDim.y + blockIdx.y, used)) return;
   const int group = args.n_q_heads / args.n_kv_heads;
   merge_row(args, static_cast<int64_t>(blockIdx.x) * args.n_q_heads + blockIdx.y * group + threadIdx.x / kWarpSize,
             used, n_splits, partials);

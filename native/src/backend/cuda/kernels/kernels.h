@@ -206,6 +206,13 @@ void moe_group(const int32_t* experts, int32_t n_rows, int32_t k, int32_t n_expe
 void moe_route(const float* logits, int32_t n_rows, int32_t n_experts, int32_t k, int32_t tile_rows,
                int32_t* experts, float* weights, const MoeGroups& groups, cudaStream_t stream);
 
+// The router product (linear_bf16 into `logits`) then moe_route: up to the
+// dense GEMV's rows in one kernel whose last block routes (`done_counter`, one
+// int, zero between launches, left zero); the same bits either way.
+void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
+                      int32_t n_experts, float* logits, int32_t k, int32_t tile_rows, int32_t* experts,
+                      float* weights, const MoeGroups& groups, int32_t* done_counter, cudaStream_t stream);
+
 // Which kernel runs an expert product: the GEMV streams each expert's weights
 // once per step (decode at 1-2 sequences, a few experts touched; its blocks
 // walk only the experts with pairs, listed as one tile each); the tiled kernel

@@ -17,6 +17,7 @@
 #include "backend/cuda/kernels/device_math.cuh"
 #include "backend/cuda/kernels/gemm_tiled.cuh"
 #include "backend/cuda/kernels/kernels.h"
+#include "backend/cuda/kernels/moe_route.cuh"
 #include "backend/cuda/kernels/rope.cuh"
 
 namespace gptoss::cuda {
@@ -123,6 +124,7 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
       epilogue.store_pair(row, c_lo, lo + (bias && c_lo < out_dim ? bf16_bits_to_float(bias[c_lo]) : 0.0f), c_hi,
                           hi + (bias && c_hi < out_dim ? bf16_bits_to_float(bias[c_hi]) : 0.0f));
   }
+  epilogue.finish();
 }
 
 // y [n_rows, out_dim] row-major; block b owns the columns 16b .. 16b + 15.
@@ -133,6 +135,26 @@ struct DenseOutput {
   __device__ __forceinline__ void store_pair(int32_t row, int32_t c0, float v0, int32_t c1, float v1) const {
     if (c0 < out_dim) y[static_cast<int64_t>(row) * out_dim + c0] = v0;
     if (c1 < out_dim) y[static_cast<int64_t>(row) * out_dim + c1] = v1;
+  }
+  __device__ __forceinline__ void finish() const {}
+};
+
+// The router's logits (DenseOutput), then, in the last block to finish, the
+// MoE routing of all rows (moe_route.cuh): moe_route without its launch.
+struct RouteOutput {
+  DenseOutput logits;
+  int32_t n_rows, k, tile_rows;
+  int32_t* experts;
+  float* weights;
+  MoeGroups groups;
+  int32_t* done;  // zero between launches
+  __device__ __forceinline__ int32_t column(int m) const { return logits.column(m); }
+  __device__ __forceinline__ void store_pair(int32_t row, int32_t c0, float v0, int32_t c1, float v1) const {
+    logits.store_pair(row, c0, v0, c1, v1);
+  }
+  __device__ __forceinline__ void finish() const {
+    if (last_block_to_finish(done, gridDim.x * gridDim.y))
+      route_rows(logits.y, n_rows, logits.out_dim, k, tile_rows, experts, weights, groups);
   }
 };
 
@@ -147,6 +169,7 @@ struct RopeOutput {
   __device__ __forceinline__ void store_pair(int32_t t, int32_t c0, float a, int32_t, float b) const {
     rope.store_pair(t, rope.tokens.token_pos[t], rope.slot(t), c0 / kRopeHeadDim, c0 % kRopeHeadDim, a, b);
   }
+  __device__ __forceinline__ void finish() const {}
 };
 static_assert(kGemvCols * 4 == kRopeHeadDim, "RopeOutput: four GEMV blocks a head");
 
@@ -210,6 +233,20 @@ void qkv_rope_and_store_kv(const bf16* x, int32_t in_dim, const bf16* weight, co
     return;
   }
   launch_gemv(x, tokens.n_tokens, in_dim, weight, bias, width, RopeOutput{rope}, stream);
+}
+
+void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
+                      int32_t n_experts, float* logits, int32_t k, int32_t tile_rows, int32_t* experts,
+                      float* weights, const MoeGroups& groups, int32_t* done_counter, cudaStream_t stream) {
+  if (n_rows > kGemvMaxBatch) {
+    linear_bf16(x, n_rows, in_dim, weight, bias, n_experts, logits, stream);
+    moe_route(logits, n_rows, n_experts, k, tile_rows, experts, weights, groups, stream);
+    return;
+  }
+  check_routing_shape(n_experts, k, groups);
+  launch_gemv(x, n_rows, in_dim, weight, bias, n_experts,
+              RouteOutput{DenseOutput{logits, n_experts}, n_rows, k, tile_rows, experts, weights, groups, done_counter},
+              stream);
 }
 
 void linear_bf16_tiled(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,

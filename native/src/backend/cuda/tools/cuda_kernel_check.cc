@@ -649,6 +649,52 @@ void check_router(Random& rng, Verdicts& v) {
   }
 }
 
+// The router product with the routing in its last block against
+// linear_bf16 then moe_route (checked above): the same bits in the logits,
+// the choices and the grouping, at 1, 2 and 8 rows and 11 (the two-kernel
+// fallback); each case twice, outputs poisoned again between, so the done
+// counter must come back to zero.
+void check_router_and_route(Random& rng, Verdicts& v) {
+  const int32_t hidden = 2880, experts = 32, k = 4, tile_rows = 32;
+  auto d_w = to_device(to_bf16(rng.bf16_floats(size_t(experts) * hidden, 0.05f)));
+  auto d_b = to_device(to_bf16(rng.bf16_floats(experts, 0.5f)));
+  DeviceBuffer<int32_t> done(1);
+  GPTOSS_CUDA_CHECK(cudaMemset(done.get(), 0, done.bytes()));
+  for (const int32_t rows : {1, 2, 8, 11}) {
+    auto d_x = to_device(to_bf16(rng.bf16_floats(size_t(rows) * hidden, 1.0f)));
+    const int32_t pairs = rows * k, max_tiles = moe_max_tiles(pairs, experts, tile_rows);
+    auto routed = [&](auto&& run) {
+      std::vector<DeviceBuffer<int32_t>> b;
+      for (int32_t n : {experts + 1, pairs, pairs, max_tiles, 1, pairs}) b.push_back(poisoned<int32_t>(n));
+      auto logits = poisoned<float>(size_t(rows) * experts);
+      auto weights = poisoned<float>(pairs);
+      run(MoeGroups{b[0].get(), b[1].get(), b[2].get(), b[3].get(), b[4].get()}, logits.get(), b[5].get(),
+          weights.get());
+      const int32_t n_tiles = to_host(b[4], 1)[0];
+      std::vector<float> floats = to_host(logits, size_t(rows) * experts), w = to_host(weights, pairs);
+      floats.insert(floats.end(), w.begin(), w.end());
+      std::vector<int32_t> bits(floats.size());
+      std::memcpy(bits.data(), floats.data(), floats.size() * sizeof(float));
+      return std::vector<std::vector<int32_t>>{bits, to_host(b[5], pairs), to_host(b[0], experts + 1), to_host(b[1], pairs),
+                                               to_host(b[2], pairs), to_host(b[3], std::clamp(n_tiles, 0, max_tiles)),
+                                               {n_tiles}};
+    };
+    const auto two = routed([&](const MoeGroups& g, float* logits, int32_t* e, float* w) {
+      linear_bf16(d_x.get(), rows, hidden, d_w.get(), d_b.get(), experts, logits, nullptr);
+      moe_route(logits, rows, experts, k, tile_rows, e, w, g, nullptr);
+    });
+    for (int run = 0; run < 2; ++run) {
+      const auto one = routed([&](const MoeGroups& g, float* logits, int32_t* e, float* w) {
+        router_and_route(d_x.get(), rows, hidden, d_w.get(), d_b.get(), experts, logits, k, tile_rows, e, w, g,
+                         done.get(), nullptr);
+      });
+      v.expect("router_and_route == linear_bf16 + moe_route, " + std::to_string(rows) + " rows, launch " +
+                   std::to_string(run + 1),
+               one == two);
+    }
+  }
+}
+
 // The model's expert layers (gate/up 2880 -> 5760, down 2880 -> 2880, 32
 // experts, top-4) with random MXFP4 weights, on the host for the oracle and on
 // the device.
@@ -1270,6 +1316,7 @@ int main(int argc, char** argv) {
     check_attention(rng, v);
     check_attention_serving_shapes(rng, v);
     check_router(rng, v);
+    check_router_and_route(rng, v);
     {
       MoeFixture moe(rng);
       check_moe(rng, moe, v);
