@@ -165,6 +165,24 @@ void CudaRunner::validate(const BatchPlan& plan) const {
   }
 }
 
+int64_t CudaRunner::meta_elements(int64_t tokens, int64_t logit_rows) const {
+  return tokens * (3 + cap_.max_blocks[0] + cap_.max_blocks[1] + 2) + logit_rows;
+}
+
+int64_t CudaRunner::lay_out_meta(int32_t tokens, int32_t logit_rows) {
+  int32_t* p = meta_buf_.get();
+  auto take = [&p](int64_t n) { int32_t* q = p; p += n; return q; };
+  meta_.tokens = take(tokens);
+  meta_.token_pos = take(tokens);
+  meta_.token_chunk = take(tokens);
+  meta_.block_tables[0] = take(int64_t(tokens) * cap_.max_blocks[0]);
+  meta_.block_tables[1] = take(int64_t(tokens) * cap_.max_blocks[1]);
+  meta_.logit_rows = take(logit_rows);
+  meta_.tile_first = take(tokens);
+  meta_.tile_n = take(tokens);
+  return p - meta_buf_.get();
+}
+
 void CudaRunner::ensure_capacity(const Capacity& need) {
   if (need.tokens <= cap_.tokens && need.logit_rows <= cap_.logit_rows &&
       need.max_blocks[0] <= cap_.max_blocks[0] && need.max_blocks[1] <= cap_.max_blocks[1])
@@ -181,20 +199,10 @@ void CudaRunner::ensure_capacity(const Capacity& need) {
   cap_ = c;
 
   const int64_t T = c.tokens, R = c.logit_rows;
-  const int64_t meta_elems = T * (3 + c.max_blocks[0] + c.max_blocks[1] + 2) + R;
+  const int64_t meta_elems = meta_elements(T, R);
   meta_buf_ = DeviceBuffer<int32_t>(meta_elems);
   if (meta_pinned_) cudaFreeHost(meta_pinned_);
   GPTOSS_CUDA_CHECK(cudaMallocHost(&meta_pinned_, meta_elems * sizeof(int32_t)));
-  int32_t* p = meta_buf_.get();
-  auto take = [&p](int64_t n) { int32_t* q = p; p += n; return q; };
-  meta_.tokens = take(T);
-  meta_.token_pos = take(T);
-  meta_.token_chunk = take(T);
-  meta_.block_tables[0] = take(T * c.max_blocks[0]);
-  meta_.block_tables[1] = take(T * c.max_blocks[1]);
-  meta_.logit_rows = take(R);
-  meta_.tile_first = take(T);
-  meta_.tile_n = take(T);
 
   const ModelConfig& m = config_;
   const int64_t pairs = T * m.experts_per_token;
@@ -219,6 +227,10 @@ void CudaRunner::ensure_capacity(const Capacity& need) {
   moe_n_tiles_ = DeviceBuffer<int32_t>(1);
   attn_partials_ = DeviceBuffer<float>(std::min<int64_t>(T, kMaxSplitTokens) * m.num_q_heads *
                                        kMaxSplits * kPartialFloats);
+  attn_split_counters_ = DeviceBuffer<int32_t>(std::min<int64_t>(T, kMaxSplitTokens) * m.num_kv_heads);
+  GPTOSS_CUDA_CHECK(cudaMemsetAsync(attn_split_counters_.get(), 0, attn_split_counters_.bytes(), stream_));
+  route_done_ = DeviceBuffer<int32_t>(1);
+  GPTOSS_CUDA_CHECK(cudaMemsetAsync(route_done_.get(), 0, route_done_.bytes(), stream_));
   h_last_ = DeviceBuffer<bf16>(R * m.hidden_size);
   sampling_rows_ = DeviceBuffer<cuda::DeviceSamplingRow>(R);
   sampled_ = DeviceBuffer<SampledToken>(R);
@@ -242,6 +254,11 @@ CudaRunner::Step CudaRunner::prepare(const BatchPlan& plan) {
     for (int k = 0; k < kNumAttnKinds; ++k)
       need.max_blocks[k] = std::max(need.max_blocks[k], c.n_blocks[k]);
   ensure_capacity(need);
+  // Laid out for this step's sizes, not the capacity's: after an 8k-token
+  // prefill the capacity's image is ~34 MB, and copying all of it made every
+  // later decode step ~0.5 ms slower. A graph's step size (its key) fixes the
+  // layout, so the pointers it captured stay valid.
+  const int64_t meta_used = lay_out_meta(need.tokens, need.logit_rows);
 
   // Host image of the metadata buffer (same layout), then one copy.
   int32_t* base = meta_pinned_;
@@ -289,7 +306,7 @@ CudaRunner::Step CudaRunner::prepare(const BatchPlan& plan) {
   }
   for (; row < s.n_logit_rows; ++row) rows[row] = std::min(row, s.n_tokens - 1);
 
-  GPTOSS_CUDA_CHECK(cudaMemcpyAsync(meta_buf_.get(), meta_pinned_, meta_buf_.bytes(),
+  GPTOSS_CUDA_CHECK(cudaMemcpyAsync(meta_buf_.get(), meta_pinned_, meta_used * sizeof(int32_t),
                                     cudaMemcpyHostToDevice, stream_));
   return s;
 }
@@ -321,9 +338,6 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
     stage("rmsnorm");
     add_pending_moe_and_norm(nullptr, T, w.input_norm, h_.get());
   }
-  stage("qkv");
-  cuda::linear_bf16(h_.get(), T, H, w.qkv_weight, w.qkv_bias, qkv_width, qkv_.get(), stream_);
-
   cuda::KvLayerView kv;
   kv.pool = kv_pool_[k].get();
   kv.block_size = kv_shape_.block_size;
@@ -332,9 +346,9 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
   kv.k_offset = static_cast<int64_t>(layer_index_in_kind_[layer]) * 2 * kv.block_size * kv.kv_dim;
   kv.v_offset = kv.k_offset + static_cast<int64_t>(kv.block_size) * kv.kv_dim;
   const cuda::TokenPlacement tokens = placement(step, kind);
-  stage("rope+kv_store");
-  cuda::rope_and_store_kv(qkv_.get(), tokens, inv_freq_.get(), rope_.attention_factor,
-                          shape_.q_heads, shape_.kv_heads, kv, stream_);
+  stage("qkv+rope+kv_store");  // one kernel at decode sizes
+  cuda::qkv_rope_and_store_kv(h_.get(), H, w.qkv_weight, w.qkv_bias, qkv_.get(), tokens, inv_freq_.get(),
+                              rope_.attention_factor, shape_.q_heads, shape_.kv_heads, kv, stream_);
 
   cuda::AttentionArgs args;
   args.qkv = qkv_.get();
@@ -352,7 +366,8 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
     // above kMaxSplitTokens the batch fills the GPU and partials would not fit.
     const int32_t splits = T <= kMaxSplitTokens ? kMaxSplits : 1;
     if (T < kTensorCoreDecodeTokens)
-      cuda::attention_decode(args, kind == AttnKind::Full ? splits : 1, attn_partials_.get(), stream_);
+      cuda::attention_decode(args, kind == AttnKind::Full ? splits : 1, attn_partials_.get(),
+                             attn_split_counters_.get(), stream_);
     else
       cuda::attention_decode_tc(args, splits, attn_partials_.get(), stream_);
   } else {  // prompt tiles
@@ -383,17 +398,15 @@ void CudaRunner::enqueue_moe(const Step& step, int32_t layer) {
   const ModelConfig& m = config_;
   const cuda::DeviceLayer& w = weights_.layers[layer];
   const int32_t T = step.n_tokens, H = m.hidden_size;
-  stage("router");
-  cuda::linear_bf16(h_.get(), T, H, w.router_weight, w.router_bias, m.num_experts,
-                    router_logits_.get(), stream_);
   const int32_t K = m.experts_per_token, pairs = T * K;
   // Over ranks with experts split, only this rank's experts are computed.
   const cuda::MoeGroups groups{expert_offsets_.get(), pair_token_.get(), pair_slot_.get(),
                                moe_tiles_.get(), moe_n_tiles_.get(), shape_.experts};
-  stage("moe_route");
+  stage("router+moe_route");  // one kernel at decode sizes
   const cuda::MoePath path = cuda::moe_path_for(pairs, m.num_experts);
-  cuda::moe_route(router_logits_.get(), T, m.num_experts, K, cuda::moe_tile_rows(path), experts_.get(),
-                  expert_weights_.get(), groups, stream_);
+  cuda::router_and_route(h_.get(), T, H, w.router_weight, w.router_bias, m.num_experts, router_logits_.get(), K,
+                         cuda::moe_tile_rows(path), experts_.get(), expert_weights_.get(), groups,
+                         route_done_.get(), stream_);
   stage("moe_gate_up_swiglu");
   cuda::moe_gate_up_swiglu(h_.get(), groups, pairs, w.gate_up, m.swiglu_limit, path,
                            expert_act_.get(), stream_);

@@ -83,7 +83,8 @@ class CudaRunner final : public ModelRunner {
     int32_t n_query_tiles = 0;
     bool decode = false;
   };
-  // Device pointers into the metadata buffer, laid out from the capacity.
+  // Device pointers into the metadata buffer, laid out for the step's
+  // (padded) token and logits-row counts, tables cap_.max_blocks wide.
   struct Meta {
     int32_t* tokens = nullptr;
     int32_t* token_pos = nullptr;
@@ -100,6 +101,10 @@ class CudaRunner final : public ModelRunner {
   void upload_token_masks(const std::vector<RowSampling>& rows);
   Step prepare(const BatchPlan& plan);
   void ensure_capacity(const Capacity& need);
+  // Elements of the metadata layout for `tokens` tokens and `logit_rows` rows.
+  int64_t meta_elements(int64_t tokens, int64_t logit_rows) const;
+  // Points meta_ at that layout in meta_buf_; returns its element count.
+  int64_t lay_out_meta(int32_t tokens, int32_t logit_rows);
   // Whether the step replays a decode graph (prepare padded it for one).
   bool graphed(const Step& step) const;
   void run_step(const Step& step);
@@ -183,6 +188,8 @@ class CudaRunner final : public ModelRunner {
   cuda::DeviceBuffer<int32_t> experts_, expert_offsets_, pair_token_, pair_slot_, moe_tiles_,
       moe_n_tiles_;
   cuda::DeviceBuffer<float> attn_partials_;
+  cuda::DeviceBuffer<int32_t> attn_split_counters_;  // attention_decode's, zero between launches
+  cuda::DeviceBuffer<int32_t> route_done_;           // router_and_route's, likewise
   // Logits and sampling, sized by cap_.logit_rows.
   cuda::DeviceBuffer<bf16> h_last_;
   cuda::DeviceBuffer<cuda::DeviceSamplingRow> sampling_rows_;

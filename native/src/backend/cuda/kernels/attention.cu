@@ -189,12 +189,45 @@ __device__ __forceinline__ void attend(const AttentionArgs& args, int32_t first_
   }
 }
 
-__global__ void attention_decode_kernel(AttentionArgs args, int32_t n_splits, float* partials) {
+// Merges the `used` splits' partial softmax states of one (token, head) row
+// and the sink into the final output; one warp. Partials are read past L1:
+// in the decode kernel they come from other blocks of the same launch.
+__device__ __forceinline__ void merge_row(const AttentionArgs& args, int64_t row, int32_t used, int32_t n_splits,
+                                          const float* partials) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int32_t head = row % args.n_q_heads;
+  const float* part = partials + row * n_splits * kPartialFloats;
+  float m = bf16_bits_to_float(args.sinks[head]);
+  for (int s = 0; s < used; ++s) m = fmaxf(m, __ldcg(part + s * kPartialFloats + kHeadDim));
+  float denom = expf(bf16_bits_to_float(args.sinks[head]) - m), a0 = 0.0f, a1 = 0.0f;
+  for (int s = 0; s < used; ++s) {
+    const float* p = part + s * kPartialFloats;
+    const float r = expf(__ldcg(p + kHeadDim) - m);
+    denom += __ldcg(p + kHeadDim + 1) * r;
+    a0 += __ldcg(p + 2 * lane) * r;
+    a1 += __ldcg(p + 2 * lane + 1) * r;
+  }
+  reinterpret_cast<__nv_bfloat162*>(args.out + row * kHeadDim)[lane] =
+      __floats2bfloat162_rn(a0 / denom, a1 / denom);
+}
+
+// Block (token, KV head, split); the last of a token's split blocks of a KV
+// head to finish merges their partials (its warps are the group's query
+// heads), so no merge kernel runs: at batch 1 that is a launch less in each
+// full-attention layer. `split_counters` [n_tokens * n_kv_heads] start at
+// zero and are left at zero.
+__global__ void attention_decode_kernel(AttentionArgs args, int32_t n_splits, float* partials,
+                                        int32_t* split_counters) {
   const int32_t pos = args.tokens.token_pos[blockIdx.x];
   const int32_t span = pos - first_key(pos, args.sliding_window) + 1;
-  if (static_cast<int32_t>(blockIdx.z) >= splits_used(span, keys_per_split(span, n_splits, kMinSplitKeys)))
-    return;  // a split past this token's keys: the merge skips it
+  const int32_t used = splits_used(span, keys_per_split(span, n_splits, kMinSplitKeys));
+  if (static_cast<int32_t>(blockIdx.z) >= used) return;  // a split past this token's keys
   attend<1>(args, blockIdx.x, 1, blockIdx.z, n_splits, partials);
+  if (used == 1) return;  // attend wrote the output
+  if (!last_block_to_finish(split_counters + static_cast<int64_t>(blockIdx.x) * gridDim.y + blockIdx.y, used)) return;
+  const int group = args.n_q_heads / args.n_kv_heads;
+  merge_row(args, static_cast<int64_t>(blockIdx.x) * args.n_q_heads + blockIdx.y * group + threadIdx.x / kWarpSize,
+            used, n_splits, partials);
 }
 
 // The tensor-core kernel's geometry.
@@ -345,32 +378,18 @@ __global__ void __launch_bounds__(kTcWarps * kWarpSize)
 }
 
 // One warp per (token, head): merges the splits' partial softmax states and
-// the sink into the final output. A token whose keys fit one split was
-// written by its block.
+// the sink into the final output (merge_row). A token whose keys fit one
+// split was written by its block.
 __global__ void attention_merge_kernel(AttentionArgs args, int32_t n_splits, int32_t min_split_keys,
                                        const float* partials) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarpSize) +
                       threadIdx.x / kWarpSize;  // token * n_q_heads + head
-  const int lane = threadIdx.x % kWarpSize;
   if (row >= static_cast<int64_t>(args.tokens.n_tokens) * args.n_q_heads) return;
-  const int32_t head = row % args.n_q_heads;
   const int32_t pos = args.tokens.token_pos[row / args.n_q_heads];
   const int32_t span = pos - first_key(pos, args.sliding_window) + 1;
   const int32_t used = splits_used(span, keys_per_split(span, n_splits, min_split_keys));
   if (used == 1) return;
-  const float* part = partials + row * n_splits * kPartialFloats;
-  float m = bf16_bits_to_float(args.sinks[head]);
-  for (int s = 0; s < used; ++s) m = fmaxf(m, part[s * kPartialFloats + kHeadDim]);
-  float denom = expf(bf16_bits_to_float(args.sinks[head]) - m), a0 = 0.0f, a1 = 0.0f;
-  for (int s = 0; s < used; ++s) {
-    const float* p = part + s * kPartialFloats;
-    const float r = expf(p[kHeadDim] - m);
-    denom += p[kHeadDim + 1] * r;
-    a0 += p[2 * lane] * r;
-    a1 += p[2 * lane + 1] * r;
-  }
-  reinterpret_cast<__nv_bfloat162*>(args.out + row * kHeadDim)[lane] =
-      __floats2bfloat162_rn(a0 / denom, a1 / denom);
+  merge_row(args, row, used, n_splits, partials);
 }
 
 void merge_splits(const AttentionArgs& args, int32_t n_splits, int32_t min_split_keys, const float* partials,
@@ -390,15 +409,14 @@ void check_attention_shape(const AttentionArgs& args) {
                 "attention: head_dim must be 64 and 2, 4, .. 16 query heads per KV head");
 }
 
-void attention_decode(const AttentionArgs& args, int32_t n_splits, float* partials,
+void attention_decode(const AttentionArgs& args, int32_t n_splits, float* partials, int32_t* split_counters,
                       cudaStream_t stream) {
   check_attention_shape(args);
   if (args.tokens.n_tokens == 0) return;
   const int group = args.n_q_heads / args.n_kv_heads;
   const dim3 grid(args.tokens.n_tokens, args.n_kv_heads, n_splits);
-  attention_decode_kernel<<<grid, group * kWarpSize, 0, stream>>>(args, n_splits, partials);
+  attention_decode_kernel<<<grid, group * kWarpSize, 0, stream>>>(args, n_splits, partials, split_counters);
   GPTOSS_CUDA_CHECK_LAUNCH();
-  merge_splits(args, n_splits, kMinSplitKeys, partials, stream);
 }
 
 void attention_decode_tc(const AttentionArgs& args, int32_t n_splits, float* partials,

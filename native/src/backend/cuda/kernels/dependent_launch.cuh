@@ -11,11 +11,12 @@
 //   and writes nothing;
 // - it calls allow_next_kernel() right after the wait, so that when the next
 //   kernel starts, this one's predecessor has finished (the first point holds).
-// Off unless GPTOSS_PDL=1: measured on an H100 (call 19, same build, same
-// call) a batch-1 step took 4.13 ms with it and 3.48 ms without, batch 8
-// 11.51 vs 10.92 ms; a likely cause is that dependents released right after
-// the wait sit on SM slots while their predecessor still streams. Plain
-// launches make both device calls no-ops.
+// Off unless GPTOSS_PDL=1. Call 19 measured a batch-1 step at 4.13 ms with
+// it and 3.48 ms without, but the two arms ran different bench arguments:
+// the first after an 8k-token prefill, which then made every decode step
+// copy a 34 MB metadata image (docs/cuda-notes.md "h22gemv"), so PDL's own
+// effect is unmeasured until both arms run alike. Plain launches make both
+// device calls no-ops.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -61,6 +61,25 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return block_reduce(v, scratch, 0.0f, [](float a, float b) { return a + b; });
 }
 
+// For a kernel whose last block to finish does the step that needs every
+// block's output (no second launch): each block calls it once, with all its
+// threads, after its global writes; it returns true in the one block that
+// arrives last, which may then read all blocks' writes (with loads past L1,
+// e.g. __ldcg). `counter` starts at zero and is left at zero for the next
+// launch.
+__device__ __forceinline__ bool last_block_to_finish(int32_t* counter, int32_t n_blocks) {
+  __shared__ bool last;
+  __threadfence();  // this block's writes reach L2 before its count
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(counter, 1) == n_blocks - 1;
+    if (last) *counter = 0;
+  }
+  __syncthreads();
+  if (last) __threadfence();
+  return last;
+}
+
 // FP4 E2M1 code -> value (OCP MX): 0, 0.5, 1, 1.5, 2, 3, 4, 6 and negatives.
 // Built from the bits (exponent e, mantissa m): e > 0 is 2^(e-1) * (1 + m/2),
 // e = 0 is m/2; no table, so no local-memory indexing.

@@ -98,6 +98,14 @@ void rope_and_store_kv(float* qkv, const TokenPlacement& tokens, const float* in
                        float attention_factor, int32_t n_q_heads, int32_t n_kv_heads,
                        const KvLayerView& kv, cudaStream_t stream);
 
+// linear_bf16 (x . weight^T + bias, the QKV product of the rows of `tokens`)
+// then rope_and_store_kv on its output `qkv`: up to the GEMV's rows (decode)
+// in one kernel, the rotation and the cache store in the GEMV's epilogue;
+// the same bits either way.
+void qkv_rope_and_store_kv(const bf16* x, int32_t in_dim, const bf16* weight, const bf16* bias, float* qkv,
+                           const TokenPlacement& tokens, const float* inv_freq, float attention_factor,
+                           int32_t n_q_heads, int32_t n_kv_heads, const KvLayerView& kv, cudaStream_t stream);
+
 // ---- attention ---------------------------------------------------------------------
 
 // Groups of consecutive tokens of one chunk that one thread block serves (a
@@ -129,14 +137,17 @@ void check_attention_shape(const AttentionArgs& args);
 // `n_splits` ranges of at least 64 keys, processed by separate blocks and
 // merged (flash-decoding), so a small batch still fills the GPU; the split
 // depends on the token's own keys only, never on the batch. `partials` holds
-// n_tokens * n_q_heads * n_splits * (64 + 2) floats.
-void attention_decode(const AttentionArgs& args, int32_t n_splits, float* partials,
+// n_tokens * n_q_heads * n_splits * (64 + 2) floats. The last split block of
+// a (token, KV head) merges (no merge kernel); `split_counters` holds
+// n_tokens * n_kv_heads zeros, which it leaves zero.
+void attention_decode(const AttentionArgs& args, int32_t n_splits, float* partials, int32_t* split_counters,
                       cudaStream_t stream);
 
 // Decode on tensor cores: a block per (token, KV head, split) with the query
 // heads of the group as the rows of one m16 tile, 4 warps over 16-key tiles
 // with their own cp.async pipelines. Same contract as attention_decode (split
-// by the token's own keys, at least 256 a split; `partials` sized alike);
+// by the token's own keys, at least 256 a split; `partials` sized alike;
+// merged by a kernel of its own);
 // faster from a few sequences on (the runner's threshold).
 void attention_decode_tc(const AttentionArgs& args, int32_t n_splits, float* partials,
                          cudaStream_t stream);
@@ -194,6 +205,13 @@ void moe_group(const int32_t* experts, int32_t n_rows, int32_t k, int32_t n_expe
 // (one launch less a layer), else the two. Same results either way.
 void moe_route(const float* logits, int32_t n_rows, int32_t n_experts, int32_t k, int32_t tile_rows,
                int32_t* experts, float* weights, const MoeGroups& groups, cudaStream_t stream);
+
+// The router product (linear_bf16 into `logits`) then moe_route: up to the
+// dense GEMV's rows in one kernel whose last block routes (`done_counter`, one
+// int, zero between launches, left zero); the same bits either way.
+void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
+                      int32_t n_experts, float* logits, int32_t k, int32_t tile_rows, int32_t* experts,
+                      float* weights, const MoeGroups& groups, int32_t* done_counter, cudaStream_t stream);
 
 // Which kernel runs an expert product: the streamed kernel (decode, short
 // extends: up to 32 pairs an expert on average) streams each touched

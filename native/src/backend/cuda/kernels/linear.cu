@@ -1,11 +1,15 @@
 // Dense bf16 layers (QKV, attention output, router, unembedding):
 // y = x W^T + b with float accumulation.
 //
-// Decode reads each weight once per step, so few rows take a GEMV whose warps
-// each own output columns and stream their weight rows in 16-byte loads, the
-// next slice's loads in flight while the current one is used. Many rows take
-// cuBLASLt where the build has it (linear_cublaslt.cc), else the tensor-core
-// tiled kernel (gemm_tiled.cuh).
+// Decode reads each weight once per step, so few rows take a GEMV on tensor
+// cores: a block owns 16 output columns (the m of mma m16n8k16) and up to 8 x
+// rows (its n), its warps split K, and each lane streams its weight vectors
+// straight from memory in 16-byte loads, several chunks in flight (no shared
+// memory staging, no unpacking: the bf16 pairs are the mma's operands). On CUDA
+// cores, 8 rows cost 8 x loads and 64 FMAs per weight vector, which at batch 8
+// made the GEMV issue-bound at ~1/3 of the bandwidth. Many rows take cuBLASLt
+// where the build has it (linear_cublaslt.cc), else the tensor-core tiled
+// kernel (gemm_tiled.cuh).
 #include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
@@ -13,92 +17,170 @@
 #include "backend/cuda/kernels/device_math.cuh"
 #include "backend/cuda/kernels/gemm_tiled.cuh"
 #include "backend/cuda/kernels/kernels.h"
-#include "backend/cuda/kernels/sm_count.h"
+#include "backend/cuda/kernels/moe_route.cuh"
+#include "backend/cuda/kernels/rope.cuh"
 
 namespace gptoss::cuda {
 namespace {
 
-constexpr int kGemvRows = 8;          // x rows one GEMV block handles
-constexpr int kGemvWarps = 8;
-constexpr int kGemvBlocksPerSm = 2;   // the GEMV's __launch_bounds__ minimum, used to size its grid
-constexpr int kGemvSliceVectors = 12;  // 16-byte weight vectors per lane and slice
-constexpr int32_t kGemvMaxBatch = 8;  // linear_bf16 uses the GEMV up to this many rows
-constexpr int kDenseMi = 4;           // tiled path: 128-row tiles
+constexpr int kGemvCols = 16;          // output columns a GEMV block owns: the mma's m
+constexpr int kGemvRows = 8;           // x rows a GEMV block handles: the mma's n
+constexpr int kGemvWarps = 8;          // the block's warps split K
+constexpr int kGemvChunkK = 32;        // k of one chunk: 4 lanes x 8 bf16, two k16 mma steps
+constexpr int kGemvChunksInFlight = 4; // chunks a warp loads before it multiplies them (4 KiB of weights)
+constexpr int kGemvBlocksPerSm = 3;    // 24 warps, 96 KiB of loads an SM; QKV's 320 blocks in one wave
+constexpr int32_t kGemvMaxBatch = 8;   // linear_bf16 uses the GEMV up to this many rows
+constexpr int kDenseMi = 4;            // tiled path: 128-row tiles
 
-// One slice of a weight row as a lane holds it: the 16-byte vectors
-// first + lane, first + lane + 32, ... (kGemvSliceVectors of them).
-struct WeightSlice {
-  uint4 v[kGemvSliceVectors];
+// Weights are read once a step: keep them out of L1, where x is reused.
+__device__ __forceinline__ uint4 load_streaming(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
 
-  __device__ __forceinline__ void load(const uint4* row, int32_t first, int32_t n_vec, int lane) {
+// Lane (g, t) of a warp (g = lane / 4, t = lane % 4) holds, for chunk c, the
+// 8 bf16 at k = 32c + 8t .. 32c + 8t + 7 of weight rows g and g + 8 and of x
+// row g. Read as mma operands, the pairs (8t, 8t+1), (8t+2, 8t+3) are the k
+// the fragment layout calls (2t, 2t+1), (2t+8, 2t+9) of the first k16 step
+// and the other two pairs those of the second: A and B see the same
+// permutation of k, so the products are x . W over every k exactly once.
+// Warp w multiplies the chunks w, w + kGemvWarps, ...; the warps' 16 x 8
+// partial tiles are added in warp order through shared memory, so a row's
+// result depends on neither the other rows nor how many rows the step has.
+//
+// The epilogue names the block's columns (column(m), m < 16; m and m + 8 are
+// one lane's two weight rows) and stores each x row's pair of them
+// (store_pair(row, col_m, y_m, col_m8, y_m8), bias added).
+template <typename Epilogue>
+__global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
+    gemv_bf16_kernel(const uint16_t* x, int32_t n_rows, int32_t in_dim, const uint16_t* weight,
+                     const uint16_t* bias, int32_t out_dim, Epilogue epilogue) {
+  __shared__ float4 partial[kGemvWarps][kWarpSize];
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const int g = lane / 4, t = lane % 4;
+  const int32_t row0 = blockIdx.y * kGemvRows;
+  const int32_t col_lo = epilogue.column(g), col_hi = epilogue.column(g + 8);
+  const int32_t n_vec = in_dim / 8;
+  const int32_t n_chunks = (in_dim + kGemvChunkK - 1) / kGemvChunkK;
+  constexpr int32_t kRoundChunks = kGemvWarps * kGemvChunksInFlight;
+  const int32_t rounds = (n_chunks + kRoundChunks - 1) / kRoundChunks;
+  const uint4* w = reinterpret_cast<const uint4*>(weight);
+  const uint4* w_lo = col_lo < out_dim ? w + static_cast<int64_t>(col_lo) * n_vec : nullptr;
+  const uint4* w_hi = col_hi < out_dim ? w + static_cast<int64_t>(col_hi) * n_vec : nullptr;
+  const uint4* xr = row0 + g < n_rows ? reinterpret_cast<const uint4*>(x) + static_cast<int64_t>(row0 + g) * n_vec
+                                      : nullptr;
+  const auto vector_of = [&](int32_t round, int u) {  // this lane's vector of slot u's chunk
+    return 4 * (warp + kGemvWarps * (round * kGemvChunksInFlight + u)) + t;
+  };
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  uint4 lo[kGemvChunksInFlight], hi[kGemvChunksInFlight], xv[kGemvChunksInFlight];
+  const auto load_weights = [&](int32_t round) {
 #pragma unroll
-    for (int i = 0; i < kGemvSliceVectors; ++i) {
-      const int32_t c = first + lane + i * kWarpSize;
-      v[i] = c < n_vec ? __ldg(row + c) : make_uint4(0, 0, 0, 0);
+    for (int u = 0; u < kGemvChunksInFlight; ++u) {
+      const int32_t v = vector_of(round, u);
+      lo[u] = w_lo && v < n_vec ? load_streaming(w_lo + v) : zero;
+      hi[u] = w_hi && v < n_vec ? load_streaming(w_hi + v) : zero;
     }
+  };
+
+  load_weights(0);
+  wait_for_previous_kernel();  // x is the previous kernel's output (launch_dependent)
+  allow_next_kernel();
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int32_t round = 0; round < rounds; ++round) {
+    if (round > 0) load_weights(round);
+#pragma unroll
+    for (int u = 0; u < kGemvChunksInFlight; ++u) {
+      const int32_t v = vector_of(round, u);
+      xv[u] = xr && v < n_vec ? __ldg(xr + v) : zero;
+    }
+#pragma unroll
+    for (int u = 0; u < kGemvChunksInFlight; ++u) {
+      if (warp + kGemvWarps * (round * kGemvChunksInFlight + u) >= n_chunks) break;  // warp-uniform
+      const uint32_t a0[4] = {lo[u].x, hi[u].x, lo[u].y, hi[u].y};
+      tiled::mma_bf16(acc, a0, xv[u].x, xv[u].y);
+      const uint32_t a1[4] = {lo[u].z, hi[u].z, lo[u].w, hi[u].w};
+      tiled::mma_bf16(acc, a1, xv[u].z, xv[u].w);
+    }
+  }
+
+  // Accumulator r of lane (g, t) is column m = g + 8 (r / 2), x row 2t + r % 2.
+  partial[warp][lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+  __syncthreads();
+  if (threadIdx.x < kWarpSize * 2) {
+    const int src = threadIdx.x / 2, r = threadIdx.x % 2;
+    float lo = 0.0f, hi = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kGemvWarps; ++k) {
+      const float* p = reinterpret_cast<const float*>(&partial[k][src]);
+      lo += p[r], hi += p[r + 2];
+    }
+    const int m = src / 4;
+    const int32_t row = row0 + 2 * (src % 4) + r, c_lo = epilogue.column(m), c_hi = epilogue.column(m + 8);
+    if (row < n_rows)
+      epilogue.store_pair(row, c_lo, lo + (bias && c_lo < out_dim ? bf16_bits_to_float(bias[c_lo]) : 0.0f), c_hi,
+                          hi + (bias && c_hi < out_dim ? bf16_bits_to_float(bias[c_hi]) : 0.0f));
+  }
+  epilogue.finish();
+}
+
+// y [n_rows, out_dim] row-major; block b owns the columns 16b .. 16b + 15.
+struct DenseOutput {
+  float* y;
+  int32_t out_dim;
+  __device__ __forceinline__ int32_t column(int m) const { return blockIdx.x * kGemvCols + m; }
+  __device__ __forceinline__ void store_pair(int32_t row, int32_t c0, float v0, int32_t c1, float v1) const {
+    if (c0 < out_dim) y[static_cast<int64_t>(row) * out_dim + c0] = v0;
+    if (c1 < out_dim) y[static_cast<int64_t>(row) * out_dim + c1] = v1;
+  }
+  __device__ __forceinline__ void finish() const {}
+};
+
+// The router's logits (DenseOutput), then, in the last block to finish, the
+// MoE routing of all rows (moe_route.cuh): moe_route without its launch.
+struct RouteOutput {
+  DenseOutput logits;
+  int32_t n_rows, k, tile_rows;
+  int32_t* experts;
+  float* weights;
+  MoeGroups groups;
+  int32_t* done;  // zero between launches
+  __device__ __forceinline__ int32_t column(int m) const { return logits.column(m); }
+  __device__ __forceinline__ void store_pair(int32_t row, int32_t c0, float v0, int32_t c1, float v1) const {
+    logits.store_pair(row, c0, v0, c1, v1);
+  }
+  __device__ __forceinline__ void finish() const {
+    if (last_block_to_finish(done, gridDim.x * gridDim.y))
+      route_rows(logits.y, n_rows, logits.out_dim, k, tile_rows, experts, weights, groups);
   }
 };
 
-// Each warp walks output columns (its global warp index, then every
-// gridDim.x * kGemvWarps-th), each column's weight row in slices of
-// 32 * kGemvSliceVectors vectors, and loads the next slice (of this column or
-// the next) before it multiplies the current one: every warp keeps a slice's
-// bytes in flight for the whole kernel, and the grid fills each SM with
-// kGemvBlocksPerSm blocks of equal work. Lane l adds the vectors l, l + 32,
-// ... of the row in order and the warp's partial sums are added by warp_sum,
-// so a row's result does not depend on how many rows share the block.
-__global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
-    gemv_bf16_kernel(const uint16_t* x, int32_t n_rows, int32_t in_dim, const uint16_t* weight,
-                     const uint16_t* bias, int32_t out_dim, float* y) {
-  const int lane = threadIdx.x % kWarpSize;
-  const int32_t row0 = blockIdx.y * kGemvRows;
-  const int32_t rows = min(kGemvRows, n_rows - row0);
-  const int32_t n_vec = in_dim / 8, slice_vec = kGemvSliceVectors * kWarpSize;
-  const int32_t stride = gridDim.x * kGemvWarps;
-  const uint4* w = reinterpret_cast<const uint4*>(weight);
-  const uint4* xr = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(row0) * in_dim);
-
-  int32_t o = blockIdx.x * kGemvWarps + threadIdx.x / kWarpSize, first = 0;
-  WeightSlice cur{};
-  if (o < out_dim) cur.load(w + static_cast<int64_t>(o) * n_vec, 0, n_vec, lane);
-  wait_for_previous_kernel();  // x is the previous kernel's output (launch_dependent)
-  allow_next_kernel();
-  float acc[kGemvRows] = {};
-  while (o < out_dim) {
-    // The next slice: further on in this row, else the next column's first.
-    const bool row_done = first + slice_vec >= n_vec;
-    const int32_t next_o = row_done ? o + stride : o, next_first = row_done ? 0 : first + slice_vec;
-    WeightSlice nxt{};
-    if (next_o < out_dim) nxt.load(w + static_cast<int64_t>(next_o) * n_vec, next_first, n_vec, lane);
-
-#pragma unroll
-    for (int i = 0; i < kGemvSliceVectors; ++i) {
-      const int32_t c = first + lane + i * kWarpSize;
-      if (c >= n_vec) break;
-      float wf[8];
-      unpack_bf16x8(cur.v[i], wf);
-#pragma unroll
-      for (int r = 0; r < kGemvRows; ++r) {
-        if (r >= rows) break;
-        float xf[8];
-        unpack_bf16x8(__ldg(xr + static_cast<int64_t>(r) * n_vec + c), xf);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[r] = fmaf(xf[e], wf[e], acc[r]);
-      }
-    }
-    if (row_done) {
-      const float b = bias ? bf16_bits_to_float(bias[o]) : 0.0f;
-#pragma unroll
-      for (int r = 0; r < kGemvRows; ++r) {
-        if (r >= rows) break;
-        const float sum = warp_sum(acc[r]);
-        if (lane == 0) y[static_cast<int64_t>(row0 + r) * out_dim + o] = sum + b;
-        acc[r] = 0.0f;
-      }
-    }
-    o = next_o, first = next_first;
-    cur = nxt;
+// The QKV output rotated and stored (rope.cuh): block b owns the column pairs
+// (j, j + 32), j = 8 (b % 4) .. 8 (b % 4) + 7, of head b / 4, so every
+// rotation pair ends in one thread. x row = token.
+struct RopeOutput {
+  RopeKvStore rope;
+  __device__ __forceinline__ int32_t column(int m) const {
+    return (blockIdx.x / 4) * kRopeHeadDim + (m / 8) * kRopePairs + (blockIdx.x % 4) * 8 + m % 8;
   }
+  __device__ __forceinline__ void store_pair(int32_t t, int32_t c0, float a, int32_t, float b) const {
+    rope.store_pair(t, rope.tokens.token_pos[t], rope.slot(t), c0 / kRopeHeadDim, c0 % kRopeHeadDim, a, b);
+  }
+  __device__ __forceinline__ void finish() const {}
+};
+static_assert(kGemvCols * 4 == kRopeHeadDim, "RopeOutput: four GEMV blocks a head");
+
+template <typename Epilogue>
+void launch_gemv(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
+                 int32_t out_dim, const Epilogue& epilogue, cudaStream_t stream) {
+  if (in_dim % 8 != 0) throw Error(GPTOSS_ERR_BACKEND, "linear_bf16_gemv: in_dim must be a multiple of 8");
+  if (n_rows == 0) return;
+  const dim3 grid((out_dim + kGemvCols - 1) / kGemvCols, (n_rows + kGemvRows - 1) / kGemvRows);
+  launch_dependent(gemv_bf16_kernel<Epilogue>, grid, kGemvWarps * kWarpSize, 0, stream, x, n_rows, in_dim, weight,
+                   bias, out_dim, epilogue);
 }
 
 __global__ void __launch_bounds__(tiled::kThreads)
@@ -137,18 +219,34 @@ void prepare_linear_bf16(cudaStream_t) {}  // the own kernels need nothing set u
 
 void linear_bf16_gemv(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                       const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream) {
-  if (in_dim % 8 != 0)
-    throw Error(GPTOSS_ERR_BACKEND, "linear_bf16_gemv: in_dim must be a multiple of 8");
-  if (n_rows == 0) return;
-  // Columns per warp such that one wave of kGemvBlocksPerSm blocks per SM
-  // covers every (column, row group) once.
-  const int32_t row_groups = (n_rows + kGemvRows - 1) / kGemvRows;
-  const int32_t warps = kGemvWarps * kGemvBlocksPerSm * multiprocessor_count();
-  const int32_t per_warp = std::max<int32_t>(1, (out_dim * row_groups + warps - 1) / warps);
-  const int32_t per_block = kGemvWarps * per_warp;
-  const dim3 grid((out_dim + per_block - 1) / per_block, row_groups);
-  launch_dependent(gemv_bf16_kernel, grid, kGemvWarps * kWarpSize, 0, stream, x, n_rows, in_dim, weight, bias,
-                   out_dim, y);
+  launch_gemv(x, n_rows, in_dim, weight, bias, out_dim, DenseOutput{y, out_dim}, stream);
+}
+
+void qkv_rope_and_store_kv(const bf16* x, int32_t in_dim, const bf16* weight, const bf16* bias, float* qkv,
+                           const TokenPlacement& tokens, const float* inv_freq, float attention_factor,
+                           int32_t n_q_heads, int32_t n_kv_heads, const KvLayerView& kv, cudaStream_t stream) {
+  const RopeKvStore rope = rope_kv_store(qkv, tokens, inv_freq, attention_factor, n_q_heads, n_kv_heads, kv);
+  const int32_t width = (n_q_heads + 2 * n_kv_heads) * kRopeHeadDim;
+  if (tokens.n_tokens > kGemvMaxBatch) {
+    linear_bf16(x, tokens.n_tokens, in_dim, weight, bias, width, qkv, stream);
+    rope_and_store_kv(qkv, tokens, inv_freq, attention_factor, n_q_heads, n_kv_heads, kv, stream);
+    return;
+  }
+  launch_gemv(x, tokens.n_tokens, in_dim, weight, bias, width, RopeOutput{rope}, stream);
+}
+
+void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
+                      int32_t n_experts, float* logits, int32_t k, int32_t tile_rows, int32_t* experts,
+                      float* weights, const MoeGroups& groups, int32_t* done_counter, cudaStream_t stream) {
+  if (n_rows > kGemvMaxBatch) {
+    linear_bf16(x, n_rows, in_dim, weight, bias, n_experts, logits, stream);
+    moe_route(logits, n_rows, n_experts, k, tile_rows, experts, weights, groups, stream);
+    return;
+  }
+  check_routing_shape(n_experts, k, groups);
+  launch_gemv(x, n_rows, in_dim, weight, bias, n_experts,
+              RouteOutput{DenseOutput{logits, n_experts}, n_rows, k, tile_rows, experts, weights, groups, done_counter},
+              stream);
 }
 
 void linear_bf16_tiled(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <string>
 
@@ -208,7 +209,13 @@ void check_all_reduce(Random& rng, Verdicts& v, bool share_one_device) {
 
 void check_linear(Random& rng, Verdicts& v) {
   struct Case { int32_t rows, in, out; };
-  const Case cases[] = {{1, 2880, 5120}, {5, 4096, 2880}, {8, 2880, 32}, {3, 2880, 20000}, {37, 2880, 1000}, {300, 2880, 640}};
+  // The 20b's decode shapes at batch 1, 2 and 8 (QKV, O, router; a vocabulary
+  // slice), small ones whose K is no multiple of the GEMV's 32-wide chunk or
+  // whose columns end inside a 16-column block, and more rows than one GEMV
+  // block takes.
+  const Case cases[] = {{1, 2880, 5120}, {2, 2880, 5120}, {8, 2880, 5120}, {1, 4096, 2880}, {5, 4096, 2880},
+                        {1, 2880, 32},   {8, 2880, 32},   {2, 2880, 20008}, {3, 2880, 20000}, {1, 40, 24},
+                        {8, 72, 9},      {37, 2880, 1000}, {300, 2880, 640}};
   for (const Case& c : cases) {
     const std::vector<float> x = rng.bf16_floats(size_t(c.rows) * c.in, 1.0f);
     const std::vector<bf16> w = to_bf16(rng.bf16_floats(size_t(c.out) * c.in, 0.05f));
@@ -229,6 +236,7 @@ void check_linear(Random& rng, Verdicts& v) {
     const std::vector<float> row0 = to_host(y0, c.out);
     v.expect("linear_bf16 gemv " + shape + " row 0 alone == in the batch",
              std::equal(row0.begin(), row0.end(), gemv_rows.begin()));
+    if (c.in % 32 != 0) continue;  // the tiled kernel's K steps are 32 wide
     auto y2 = poisoned<float>(ref.size());
     linear_bf16_tiled(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y2.get(), nullptr);
     v.expect_close("linear_bf16 tiled " + shape, relative_error(to_host(y2, ref.size()), ref), kFloatTol);
@@ -319,6 +327,52 @@ void check_rope(Random& rng, Verdicts& v) {
   v.expect_close("rope_and_store_kv (cache slots)", relative_error(got, want), kBf16Tol);
 }
 
+// The QKV product with RoPE and the cache store fused in its epilogue
+// (decode sizes) against linear_bf16 then rope_and_store_kv (both checked
+// against the oracle above): the same bits in qkv and in the cache, at the
+// 20b's heads and a small shape, 1, 2 and 8 tokens and 11 (the unfused
+// fallback), each token a sequence of its own at a random position.
+void check_qkv_rope(Random& rng, Verdicts& v) {
+  struct Shape { int32_t hq, hkv, in; };
+  const YarnRope yarn;
+  const cpu::RopeTable table = cpu::make_yarn_rope_table(64, yarn);
+  auto d_freq = to_device(table.inv_freq);
+  for (const Shape sh : {Shape{64, 8, 2880}, Shape{4, 2, 96}}) {
+    const int32_t width = (sh.hq + 2 * sh.hkv) * 64;
+    const std::vector<bf16> w = to_bf16(rng.bf16_floats(size_t(width) * sh.in, 0.05f));
+    const std::vector<bf16> b = to_bf16(rng.bf16_floats(width, 0.5f));
+    auto d_w = to_device(w);
+    auto d_b = to_device(b);
+    for (const int32_t n : {1, 2, 8, 11}) {
+      TestKv kv(rng, sh.hkv * 64, n, 1024);
+      std::vector<int32_t> pos(n), chunk(n);
+      for (int32_t t = 0; t < n; ++t) pos[t] = rng.integer(0, 1023), chunk[t] = t;
+      auto d_pos = to_device(pos);
+      auto d_chunk = to_device(chunk);
+      const TokenPlacement tokens{d_pos.get(), d_chunk.get(), kv.d_tables.get(), kv.max_blocks, n};
+      auto d_x = to_device(to_bf16(rng.bf16_floats(size_t(n) * sh.in, 1.0f)));
+      auto fused_pool = to_device(to_host(kv.d_pool, kv.d_pool.size()));
+      KvLayerView fused_view = kv.gpu_view();
+      fused_view.pool = fused_pool.get();
+      auto y_two = poisoned<float>(size_t(n) * width);
+      linear_bf16(d_x.get(), n, sh.in, d_w.get(), d_b.get(), width, y_two.get(), nullptr);
+      rope_and_store_kv(y_two.get(), tokens, d_freq.get(), table.attention_factor, sh.hq, sh.hkv, kv.gpu_view(),
+                        nullptr);
+      auto y_fused = poisoned<float>(size_t(n) * width);
+      qkv_rope_and_store_kv(d_x.get(), sh.in, d_w.get(), d_b.get(), y_fused.get(), tokens, d_freq.get(),
+                            table.attention_factor, sh.hq, sh.hkv, fused_view, nullptr);
+      const std::string tag = std::to_string(n) + " tokens, " + std::to_string(sh.hq) + "/" + std::to_string(sh.hkv) +
+                              " heads, K " + std::to_string(sh.in);
+      const std::vector<float> a = to_host(y_two, size_t(n) * width), f = to_host(y_fused, size_t(n) * width);
+      v.expect("qkv_rope_and_store_kv == linear_bf16 + rope_and_store_kv (qkv), " + tag,
+               std::equal(a.begin(), a.end(), f.begin(), [](float p, float q) { return std::memcmp(&p, &q, 4) == 0; }));
+      const std::vector<bf16> ca = to_host(kv.d_pool, kv.d_pool.size()), cf = to_host(fused_pool, fused_pool.size());
+      v.expect("qkv_rope_and_store_kv == linear_bf16 + rope_and_store_kv (cache), " + tag,
+               std::memcmp(ca.data(), cf.data(), ca.size() * sizeof(bf16)) == 0);
+    }
+  }
+}
+
 enum class AttentionKernel { Decode, DecodeTc, Prefill };
 
 // gpt-oss's attention shape: 64 query heads over 8 KV heads of 64 dims.
@@ -367,7 +421,15 @@ struct AttentionCheck {
     args.n_kv_heads = hkv;
     args.out = out.get();
     DeviceBuffer<float> partials(size_t(n) * hq * splits * (hd + 2));
-    if (kernel == AttentionKernel::Decode) attention_decode(args, splits, partials.get(), nullptr);
+    if (kernel == AttentionKernel::Decode) {
+      // Twice, the output poisoned again between: the first launch must
+      // leave its split counters at zero for the second to merge.
+      DeviceBuffer<int32_t> counters(size_t(n) * hkv);
+      GPTOSS_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+      attention_decode(args, splits, partials.get(), counters.get(), nullptr);
+      GPTOSS_CUDA_CHECK(cudaMemset(out.get(), 0xff, out.bytes()));
+      attention_decode(args, splits, partials.get(), counters.get(), nullptr);
+    }
     if (kernel == AttentionKernel::DecodeTc) attention_decode_tc(args, splits, partials.get(), nullptr);
     if (kernel == AttentionKernel::Prefill) {
       auto d_first = to_device(tile_first);
@@ -585,6 +647,52 @@ void check_router(Random& rng, Verdicts& v) {
              to_host(r_e, ref_e.size()) == ref_e && to_host(r_w, ref_w.size()) == to_host(d_w, ref_w.size()));
     v.expect("moe_route groups == moe_group's" + tag, routed == two_kernels,
              std::to_string(two_kernels[4][0]) + " tiles");
+  }
+}
+
+// The router product with the routing in its last block against
+// linear_bf16 then moe_route (checked above): the same bits in the logits,
+// the choices and the grouping, at 1, 2 and 8 rows and 11 (the two-kernel
+// fallback); each case twice, outputs poisoned again between, so the done
+// counter must come back to zero.
+void check_router_and_route(Random& rng, Verdicts& v) {
+  const int32_t hidden = 2880, experts = 32, k = 4, tile_rows = 32;
+  auto d_w = to_device(to_bf16(rng.bf16_floats(size_t(experts) * hidden, 0.05f)));
+  auto d_b = to_device(to_bf16(rng.bf16_floats(experts, 0.5f)));
+  DeviceBuffer<int32_t> done(1);
+  GPTOSS_CUDA_CHECK(cudaMemset(done.get(), 0, done.bytes()));
+  for (const int32_t rows : {1, 2, 8, 11}) {
+    auto d_x = to_device(to_bf16(rng.bf16_floats(size_t(rows) * hidden, 1.0f)));
+    const int32_t pairs = rows * k, max_tiles = moe_max_tiles(pairs, experts, tile_rows);
+    auto routed = [&](auto&& run) {
+      std::vector<DeviceBuffer<int32_t>> b;
+      for (int32_t n : {experts + 1, pairs, pairs, max_tiles, 1, pairs}) b.push_back(poisoned<int32_t>(n));
+      auto logits = poisoned<float>(size_t(rows) * experts);
+      auto weights = poisoned<float>(pairs);
+      run(MoeGroups{b[0].get(), b[1].get(), b[2].get(), b[3].get(), b[4].get()}, logits.get(), b[5].get(),
+          weights.get());
+      const int32_t n_tiles = to_host(b[4], 1)[0];
+      std::vector<float> floats = to_host(logits, size_t(rows) * experts), w = to_host(weights, pairs);
+      floats.insert(floats.end(), w.begin(), w.end());
+      std::vector<int32_t> bits(floats.size());
+      std::memcpy(bits.data(), floats.data(), floats.size() * sizeof(float));
+      return std::vector<std::vector<int32_t>>{bits, to_host(b[5], pairs), to_host(b[0], experts + 1), to_host(b[1], pairs),
+                                               to_host(b[2], pairs), to_host(b[3], std::clamp(n_tiles, 0, max_tiles)),
+                                               {n_tiles}};
+    };
+    const auto two = routed([&](const MoeGroups& g, float* logits, int32_t* e, float* w) {
+      linear_bf16(d_x.get(), rows, hidden, d_w.get(), d_b.get(), experts, logits, nullptr);
+      moe_route(logits, rows, experts, k, tile_rows, e, w, g, nullptr);
+    });
+    for (int run = 0; run < 2; ++run) {
+      const auto one = routed([&](const MoeGroups& g, float* logits, int32_t* e, float* w) {
+        router_and_route(d_x.get(), rows, hidden, d_w.get(), d_b.get(), experts, logits, k, tile_rows, e, w, g,
+                         done.get(), nullptr);
+      });
+      v.expect("router_and_route == linear_bf16 + moe_route, " + std::to_string(rows) + " rows, launch " +
+                   std::to_string(run + 1),
+               one == two);
+    }
   }
 }
 
@@ -1310,9 +1418,11 @@ int main(int argc, char** argv) {
     check_add_moe_rmsnorm(rng, v);
     check_linear(rng, v);
     check_rope(rng, v);
+    check_qkv_rope(rng, v);
     check_attention(rng, v);
     check_attention_serving_shapes(rng, v);
     check_router(rng, v);
+    check_router_and_route(rng, v);
     {
       MoeFixture moe(rng);
       check_moe(rng, moe, v);
