@@ -11,6 +11,7 @@ import type { SafetyVariables } from "./safety/context.ts";
 import type { EventSubscription } from "./relay/subscription.ts";
 import type { Reservation } from "./queue/job-queue.ts";
 import type { Timeline } from "../shared/timeline.ts";
+import type { ServedModel } from "./workers/registry.ts";
 
 /** The prompt as the model will see it, checked against the model's context length. */
 export interface PreparedPrompt {
@@ -31,6 +32,8 @@ export interface GatewayVariables {
   requestEnd: RequestEnd;
   /** Set by validation. */
   generation: GenerationRequest;
+  /** Set by the model lookup step: the model the request names, as its workers report it, being read. */
+  servedModel: Promise<ServedModel>;
   /** Set by the subscription step: the request's event stream, being opened. */
   events: EventSubscription;
   /** Set by the reservation step: the request's place in the queue, being reserved. */
