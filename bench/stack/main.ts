@@ -53,6 +53,8 @@ const { values: args } = parseArgs({
     /** Any of: engine, e2e, multi, or a workload's name (fixed, chat). */
     skip: { type: "string", default: process.env.STACK_SKIP ?? "" },
     out: { type: "string", default: `${ROOT}bench/results/gpu-stack` },
+    /** The load tool's HTTP client (bench/load/client.ts): http (default) or fetch, as SDKs send. */
+    client: { type: "string", default: process.env.STACK_CLIENT ?? "http" },
   },
 });
 const backend = args.backend as "cpu" | "cuda" | "paced";
@@ -170,7 +172,8 @@ async function throughStack(stack: RunningStack, workload: Workload, label: stri
   const { code, output } = await runLogged("load.log", process.execPath, tsx("bench/load/main.ts",
     "--url", stack.url, "--key", stack.apiKey, "--model", args["model-name"]!, "--concurrency", LEVELS.join(","),
     "--waves", WAVES, "--duration", "600", "--prompt", workload.prompt, "--output", workload.output,
-    "--slo-tpot-ms", String(SLO.tpotMs), "--out", file, "--title", `stack ${label}`, "--timeline"), {});
+    "--slo-tpot-ms", String(SLO.tpotMs), "--out", file, "--title", `stack ${label}`, "--timeline",
+    "--client", args.client!), {});
   if (code !== 0) throw new Error(`load tool failed (exit ${code}):\n${output.slice(-2000)}`);
   return JSON.parse(readFileSync(`${file}.json`, "utf8")).levels;
 }
