@@ -38,6 +38,13 @@ export interface GatewayVariables {
   events: EventSubscription;
   /** Set by the reservation step: the request's place in the queue, being reserved. */
   queuePlace: { place: Promise<Reservation>; at: number; release(): void };
+  /**
+   * Set by a step that leaves part of its check until the job is enqueued (the input filter's
+   * injection detectors: they change nothing the model is sent, so they run while the worker
+   * fetches the job). Generation.start runs it right after the enqueue, before anything is
+   * relayed; a throw refuses the request and cancels its job.
+   */
+  checkAfterEnqueue?: () => void;
   /** Set by the prompt middleware (token count and context check). */
   prompt: PreparedPrompt;
   /** Set by debug-timeline, only for a request that asked for its latency timeline (a bench's). */
