@@ -43,7 +43,7 @@
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
 # loader model20b layers prefix tp profile pdlab" leaves out those stages (pdlab:
-# decode at batch 1 and 8 again with GPTOSS_PDL=1, programmatic dependent launch); GPTOSS_JOBS sets build parallelism.
+# decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch); GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -170,9 +170,14 @@ if want bench; then
   # batches 2, 4 and 16 around the GEMV / tile threshold (docs/cuda-notes.md "h15moe")
   timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,4,8,16,32,64,128,256 --json "$out/bench_random.json" 2>&1 | tee "$out/bench_random.log" || status=1
   if want pdlab; then
-    step "decode with GPTOSS_PDL=1 (programmatic dependent launch, A/B; off by default)"
-    GPTOSS_PDL=1 timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,8 --prefill 512 2>&1 |
-      grep -E "^(decode batch|batch-1)" | tee "$out/bench_random_pdl1.log" || status=1
+    # The same short run with and without programmatic dependent launch: call 19's PDL A/B
+    # compared a short run (3.48 ms at batch 1) with the full table above (4.13 ms); call 20's
+    # full table gave 4.03 ms with PDL off, so the short run itself is half of the question.
+    step "decode batch 1 and 8, short runs: GPTOSS_PDL=0 and 1 (programmatic dependent launch, off by default)"
+    for pdl in 0 1; do
+      GPTOSS_PDL=$pdl timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,8 --prefill 512 2>&1 |
+        grep -E "^(decode batch|batch-1)" | sed "s/^/[GPTOSS_PDL=$pdl short] /" | tee -a "$out/bench_random_pdl.log" || status=1
+    done
   fi
 fi
 
@@ -280,6 +285,12 @@ if want tp; then
   CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2_seeded 2 --temperature 1 --seed 7
   python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_seeded.log" "$out/cli_tp1_seeded.log" \
     "cli seeded (temperature 1) agreement cuda TP=2 (one GPU) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
+  # The same with top_k 20: the merge of the slices' candidate lists is exact there (no walk, no
+  # sums in another order), so any disagreement is a bug, not float32 rounding on a flat row.
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp1_seeded_topk 1 --temperature 1 --top-k 20 --seed 7
+  CUDA_VISIBLE_DEVICES=0 cli_small cli_tp2_seeded_topk 2 --temperature 1 --top-k 20 --seed 7
+  python3 "$here/scripts/greedy_agreement.py" "$out/cli_tp2_seeded_topk.log" "$out/cli_tp1_seeded_topk.log" \
+    "cli seeded (temperature 1, top_k 20) agreement cuda TP=2 (one GPU) vs TP=1" 2>&1 | tee -a "$out/tp_agreement.log"
   if [ "$gpus" -ge 2 ]; then
     step "tensor parallel at the 20b shape: decode and TTFT, TP=1 vs TP=2 (two GPUs)"
     [ -n "$gen_pid" ] && wait "$gen_pid" 2>/dev/null
@@ -342,7 +353,7 @@ if want profile; then
         gemv1) args=(--batches 1 --prefill 16 --steps 2 --profile-batch 1) from=off kernel=moe_gemv ;;
       esac
       timeout 150 ncu --profile-from-start $from --kernel-name regex:$kernel --launch-count 2 \
-        --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --print-details all \
         "$tools/gptoss-cuda-bench" --random "$models/20b" "${args[@]}" >"$out/ncu_moe_$run.log" 2>&1
       grep -E "moe_tiled|moe_gemv|Duration|Throughput|Achieved Occupancy|Warp Cycles Per Issued|stall|Stall" \
         "$out/ncu_moe_$run.log" | sed "s/^/[ncu $run] /" | head -60 | tee -a "$out/profile.log"
@@ -360,7 +371,7 @@ step "summary"
     "$out/tp_20b.log" "$out/profile.log" 2>/dev/null
   grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|cublaslt|gemv|load checkpoint|weights|extend)" "$out/bench_random.log" 2>/dev/null
   grep -h -E "^(load checkpoint|decode batch 1 tok/s)" "$out/bench_loaded.log" 2>/dev/null | sed 's/^/[loaded] /'
-  sed 's/^/[GPTOSS_PDL=1] /' "$out/bench_random_pdl1.log" 2>/dev/null
+  cat "$out/bench_random_pdl.log" 2>/dev/null
   # the expert stages of each step (docs/cuda-notes.md "h15moe")
   grep -h -E "stage shares|moe_(gate_up_swiglu|down) |^(decode batch [0-9]+ step ms)" "$out/bench_random.log" 2>/dev/null |
     sed "s/^/[moe] /"
