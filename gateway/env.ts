@@ -32,7 +32,7 @@ export interface GatewayVariables {
   requestEnd: RequestEnd;
   /** Set by validation. */
   generation: GenerationRequest;
-  /** Set by the model lookup step: the model the request names, as its workers report it, being read. */
+  /** Set by the model lookup step: the request's model as its workers report it, being read. */
   servedModel: Promise<ServedModel>;
   /** Set by the subscription step: the request's event stream, being opened. */
   events: EventSubscription;

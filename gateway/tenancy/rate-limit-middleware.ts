@@ -131,7 +131,9 @@ export function admissionMiddleware(limiter: RateLimiter, options: AdmissionOpti
     }
     const { admission } = result;
     c.var.requestEnd.onEnd((outcome) =>
-      void (refusedByContentPolicy(outcome) ? admission.withdraw() : admission.complete(usageOf(outcome)))
+      void (refusedByContentPolicy(outcome)
+        ? admission.withdraw()
+        : admission.complete(usageOf(outcome)))
     );
     await next();
   });

@@ -121,7 +121,10 @@ export class RateLimiter {
     const used = usage === null ? 0 : usage.promptTokens + usage.completionTokens;
     // A withdrawal takes the request out of the day it was counted in.
     const usageKey = withdrawn ? a.usageKey : this.#usageKey(a.policy);
-    await SETTLE.run(this.redis, [...a.policy.scopes.flatMap((s) => scopeKeys(this.keys, s)), usageKey], [
+    await SETTLE.run(this.redis, [
+      ...a.policy.scopes.flatMap((s) => scopeKeys(this.keys, s)),
+      usageKey,
+    ], [
       a.policy.scopes.length,
       a.reservedTokens - used,
       a.leaseId,
@@ -132,7 +135,9 @@ export class RateLimiter {
       this.keys.slotReleased,
       a.policy.scopes[0].tenantId,
       withdrawn ? 1 : 0,
-      ...a.policy.scopes.flatMap((s) => [s.requestsPerMinute ?? 0, s.tokensPerMinute ?? 0, s.concurrentRequests ?? 0]),
+      ...a.policy.scopes.flatMap((
+        s,
+      ) => [s.requestsPerMinute ?? 0, s.tokensPerMinute ?? 0, s.concurrentRequests ?? 0]),
     ]);
   }
 

@@ -264,7 +264,9 @@ Deno.test("a withdrawn request is as if never admitted: request, tokens and slot
     const usage = await readUsage(t.redis, t.keys, "acme", utcDay(Date.now()), utcDay(Date.now()));
     const nothing = { requests: 0, rejectedRequests: 0, promptTokens: 0, completionTokens: 0 };
     assert.deepEqual(usage.total, nothing);
-    for (const day of usage.days) for (const counts of Object.values(day.keys)) assert.deepEqual(counts, nothing);
+    for (const day of usage.days) {
+      for (const counts of Object.values(day.keys)) assert.deepEqual(counts, nothing);
+    }
     // The slot is free again.
     const next = await a.admit(p, "key_a", 1);
     assert.ok(next.admitted);

@@ -5,29 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { testRedis } from "../tenancy/test_support.ts";
+import { writeHeartbeat } from "../test_gateway.ts";
 import { WorkerRegistry } from "./registry.ts";
 
 const STALE_MS = 2_000;
 
 Deno.test("registry: joins, leaves, staleness and changed heartbeats show on the next read", async () => {
   const t = testRedis("registry");
-  const beat = async (workerId: string, model: string, maxModelLen: number, at = Date.now()) => {
-    await t.redis.zadd(t.keys.workers, at, workerId);
-    await t.redis.set(
-      t.keys.worker(workerId),
-      JSON.stringify({
-        workerId,
-        model,
-        maxModelLen,
-        backend: "cpu",
-        running: 0,
-        waiting: 0,
-        kvBlocksUsed: 0,
-        kvBlocksTotal: 1,
-        at,
-      }),
-    );
-  };
+  const beat = (workerId: string, model: string, maxModelLen: number, at = Date.now()) =>
+    writeHeartbeat(t, { workerId, model, maxModelLen, at });
   const registry = new WorkerRegistry(t.redis, t.keys, { staleMs: STALE_MS, refreshMs: 60_000 });
   const read = async () => {
     const { models, liveWorkers } = await registry.refresh();
