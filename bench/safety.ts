@@ -5,8 +5,12 @@
  *
  *   node_modules/.bin/deno run --allow-all bench/safety.ts
  *
+ * The in-the-wild sources (persona jailbreaks and benign role-play of prompt sites, split train /
+ * test by near-duplicate cluster) are reported in a table of their own, by the persona criterion.
+ *
  * The blind evaluation (split `blind`: sources never trained on nor read by rule authors, see
- * bench/safety_prepare.ts) is reported in a table of its own.
+ * bench/safety_prepare.ts) runs only when asked, `bench/safety.ts --blind`: it is meant to be run
+ * once, when detectors are final.
  *
  * Prints tables and writes bench/results/safety.json. Targets (issue "Prompt safety"):
  * >= 95 % detection at <= 2 % false positives; <= 1 ms p99 input filtering of a 4 KB prompt;
@@ -18,7 +22,15 @@ import { filterInput } from "../gateway/safety/input_filter.ts";
 import { compilePolicy, DEFAULT_POLICY } from "../gateway/safety/policy.ts";
 import { OutputScanner } from "../gateway/safety/output_scanner.ts";
 import { WordList } from "../gateway/safety/word_list.ts";
-import { type CorpusSample, loadCorpus, prompt, stableFraction } from "./safety_data.ts";
+import {
+  type CorpusSample,
+  isPersona as isPersonaText,
+  isPersonaNamingLimits as isPersonaNamingLimitsText,
+  loadCorpus,
+  prompt,
+  stableFraction,
+  WILD_SOURCES,
+} from "./safety_data.ts";
 import { ClassifierWeightsSchema, InjectionClassifier } from "../gateway/safety/classifier.ts";
 import { compileRuleSet } from "../gateway/safety/rules.ts";
 import weightsFile from "../gateway/safety/classifier_weights.json" with { type: "json" };
@@ -26,10 +38,13 @@ import weightsFile from "../gateway/safety/classifier_weights.json" with { type:
 const RESULTS = new URL("./results/safety.json", import.meta.url);
 const corpus = loadCorpus();
 const test = corpus.filter((s) => s.split === "test");
-const blind = corpus.filter((s) => s.split === "blind");
+const runBlind = Deno.args.includes("--blind");
+const blind = runBlind ? corpus.filter((s) => s.split === "blind") : [];
 const injectionOnly = { categories: new Set<Category>(["prompt_injection"]) };
 const rulesOnly = { rules: BUILTIN_DETECTORS.rules };
-const classifierOnly = { rules: { ...compileRuleSet([]), versions: BUILTIN_DETECTORS.rules.versions } };
+const classifierOnly = {
+  rules: { ...compileRuleSet([]), versions: BUILTIN_DETECTORS.rules.versions },
+};
 
 // ---- Detection ------------------------------------------------------------------------------
 type Detector = (text: string) => boolean;
@@ -48,12 +63,18 @@ function rate(samples: CorpusSample[], detector: Detector) {
 
 const bySource = new Map<string, CorpusSample[]>();
 for (const s of test) bySource.set(s.source, [...(bySource.get(s.source) ?? []), s]);
-/** The role-play sets written for this project: reported apart, so the public figures stay comparable. */
+/**
+ * The role-play sets written for this project and the in-the-wild sources: reported apart, so the
+ * public figures stay comparable with the earlier runs.
+ */
 const isRolePlay = (s: CorpusSample) => s.source.startsWith("roleplay-");
-const attacks = test.filter((s) => s.label === "attack" && !isRolePlay(s));
+const isWild = (s: CorpusSample) => WILD_SOURCES.includes(s.source);
+const attacks = test.filter((s) => s.label === "attack" && !isRolePlay(s) && !isWild(s));
 const isAnswer = (s: CorpusSample) => s.source.endsWith("-answers");
 /** Benign requests: what the false-positive rate is about. Model answers are reported apart. */
-const benign = test.filter((s) => s.label === "benign" && !isAnswer(s) && !isRolePlay(s));
+const benign = test.filter((s) =>
+  s.label === "benign" && !isAnswer(s) && !isRolePlay(s) && !isWild(s)
+);
 const rolePlayAttacks = test.filter((s) => isRolePlay(s) && s.label === "attack");
 const rolePlayBenign = test.filter((s) => isRolePlay(s) && s.label === "benign");
 const answers = test.filter((s) => s.label === "benign" && isAnswer(s));
@@ -80,45 +101,83 @@ for (const [name, detector] of Object.entries(detectors)) {
   detectionRows[name] = Object.fromEntries(Object.entries(row).map(([k, v]) => [k, pct(v)]));
 }
 console.log(
-  "\nprompt_injection detection on the held-out test split (rate = share flagged; \"all attacks\" " +
-    "and \"benign requests\" are the public sources, the role-play sets are apart)",
+  '\nprompt_injection detection on the held-out test split (rate = share flagged; "all attacks" ' +
+    'and "benign requests" are the public sources, the role-play sets are apart)',
 );
 console.table(detectionRows);
 
-// The blind evaluation. A blind prompt counts as persona / role-play when it asks the model to be,
-// act as, play or simulate someone or something else: this criterion was fixed and committed
-// before the detectors first ran on the source (docs/SAFETY.md, "Blind evaluation").
-const PERSONA_OR_ROLE_PLAY =
-  /\b(act(s|ing)? as|pretend|role[- ]?play|in character|persona|simulat|impersonat|you are (now|no longer)|you('| a)re going to be|you will (now )?(be|become|play)|from now on,? you('| a)re|play(ing)? the (role|part)|take on the role|in the role of|character (named|called)|the character of|break(ing)? character)/i;
+// The persona criteria (bench/safety_data.ts): the broad one, fixed before the first blind run,
+// and the narrower one (the persona names the limits it is freed of), fixed before the second.
+const isPersona = (s: CorpusSample) => isPersonaText(s.text);
+const isPersonaNamingLimits = (s: CorpusSample) => isPersonaNamingLimitsText(s.text);
+
+/** Wilson's 95 % score interval of a rate, in percent. */
+function wilson({ hits, n }: { hits: number; n: number }) {
+  if (n === 0) return "";
+  const z = 1.96;
+  const p = hits / n;
+  const centre = (p + z * z / (2 * n)) / (1 + z * z / n);
+  const half = (z / (1 + z * z / n)) * Math.sqrt(p * (1 - p) / n + z * z / (4 * n * n));
+  return `${((centre - half) * 100).toFixed(1)}–${((centre + half) * 100).toFixed(1)}`;
+}
+const withInterval = (r: ReturnType<typeof rate>) => `${pct(r)}, ${wilson(r)}`;
+
+// Held-out in-the-wild figures (issue 21, part 3): the test halves of the prompt-site sources.
+const wildTest = test.filter(isWild);
+const wildGroups: Record<string, CorpusSample[]> = {
+  "persona jailbreaks": wildTest.filter((s) => s.label === "attack" && isPersona(s)),
+  "persona jailbreaks naming limits": wildTest.filter((s) =>
+    s.label === "attack" && isPersonaNamingLimits(s)
+  ),
+  "other jailbreaks": wildTest.filter((s) => s.label === "attack" && !isPersona(s)),
+  "benign role-play (FP)": wildTest.filter((s) => s.label === "benign" && isPersona(s)),
+  "benign role-play naming limits (FP)": wildTest.filter((s) =>
+    s.label === "benign" && isPersonaNamingLimits(s)
+  ),
+  "benign, other (FP)": wildTest.filter((s) => s.label === "benign" && !isPersona(s)),
+};
+for (const source of WILD_SOURCES) {
+  wildGroups[source] = wildTest.filter((s) => s.source === source);
+}
+/** Each detector's rate on each group of samples, and the table rows that print them. */
+function groupRates(groups: Record<string, CorpusSample[]>) {
+  const rates: Record<string, Record<string, ReturnType<typeof rate>>> = {};
+  const rows: Record<string, Record<string, string>> = {};
+  for (const [name, detector] of Object.entries(detectors)) {
+    rates[name] = Object.fromEntries(
+      Object.entries(groups).map(([group, samples]) => [group, rate(samples, detector)]),
+    );
+    rows[name] = Object.fromEntries(
+      Object.entries(rates[name]).map(([k, v]) => [k, withInterval(v)]),
+    );
+  }
+  return { rates, rows };
+}
+const { rates: wildDetection, rows: wildRows } = groupRates(wildGroups);
+console.log(
+  "\nin-the-wild sources, held-out test split (rate = share flagged, Wilson 95 % interval)",
+);
+console.table(wildRows);
+
 const blindAttacks = blind.filter((s) => s.label === "attack");
 const blindBenign = blind.filter((s) => s.label === "benign");
 const blindGroups: Record<string, CorpusSample[]> = {
   "jailbreaks": blindAttacks,
-  "jailbreaks, persona / role-play": blindAttacks.filter((s) => PERSONA_OR_ROLE_PLAY.test(s.text)),
-  "jailbreaks, other": blindAttacks.filter((s) => !PERSONA_OR_ROLE_PLAY.test(s.text)),
+  "jailbreaks, persona / role-play": blindAttacks.filter(isPersona),
+  "jailbreaks, persona naming limits": blindAttacks.filter(isPersonaNamingLimits),
+  "jailbreaks, other": blindAttacks.filter((s) => !isPersona(s)),
 };
-for (const s of blindAttacks) {
-  if (s.community) (blindGroups[`jailbreaks, community ${s.community}`] ??= []).push(s);
-}
 blindGroups["benign (FP)"] = blindBenign;
-blindGroups["benign persona / role-play (FP)"] = blindBenign.filter((s) =>
-  PERSONA_OR_ROLE_PLAY.test(s.text)
-);
-const blindDetection: Record<string, Record<string, ReturnType<typeof rate>>> = {};
-const blindRows: Record<string, Record<string, string>> = {};
-for (const [name, detector] of Object.entries(detectors)) {
-  blindDetection[name] = Object.fromEntries(
-    Object.entries(blindGroups).map(([group, samples]) => [group, rate(samples, detector)]),
-  );
-  blindRows[name] = Object.fromEntries(
-    Object.entries(blindDetection[name]).map(([k, v]) => [k, pct(v)]),
+blindGroups["benign persona / role-play (FP)"] = blindBenign.filter(isPersona);
+blindGroups["benign persona naming limits (FP)"] = blindBenign.filter(isPersonaNamingLimits);
+const { rates: blindDetection, rows: blindRows } = groupRates(blindGroups);
+if (runBlind) {
+  console.log(
+    "\nBLIND evaluation: prompt_injection detection on the evaluation-only sources (split blind; " +
+      "rate = share flagged)",
   );
 }
-console.log(
-  "\nBLIND evaluation: prompt_injection detection on the evaluation-only sources (split blind; " +
-    "rate = share flagged)",
-);
-console.table(blindRows);
+if (runBlind) console.table(blindRows);
 
 // Operating points of the classifier (with the rules), for the record: the committed threshold
 // was chosen on the validation slice of the training split, never here.
@@ -264,7 +323,8 @@ Deno.writeTextFileSync(
       testSplit: Object.fromEntries([...bySource].map(([k, v]) => [k, v.length])),
       blindSplit: blind.length,
       detection,
-      blindDetection,
+      wildDetection,
+      ...(runBlind ? { blindDetection } : {}),
       thresholdSweep: sweep,
       defaultPolicyOnBenign: {
         n: benign.length,

@@ -8,8 +8,13 @@ export interface CorpusSample {
   lang: "en" | "zh";
   /** `blind`: the evaluation-only source, never trained on nor read by rule authors. */
   split: "train" | "test" | "blind";
-  /** The blind source's own label of the prompt's jailbreak family, where it gives one. */
+  /** The source's own label of the prompt's jailbreak family, where it gives one. */
   community?: string;
+  /**
+   * In-the-wild sources: the near-duplicate cluster (one template and its rewordings) the text
+   * belongs to; a cluster never straddles splits, nor the training script's validation slice.
+   */
+  cluster?: number;
 }
 
 export const CORPUS_URL = new URL("./data/safety/corpus.jsonl", import.meta.url);
@@ -77,3 +82,32 @@ export function parseCsv(text: string): string[][] {
   if (field !== "" || row.length > 0) rows.push([...row, field]);
   return rows;
 }
+
+/**
+ * The in-the-wild sources of prompt sites (bench/safety_prepare.ts's `wildSources`): split train /
+ * test by near-duplicate cluster, reported apart from the older public sources.
+ */
+export const WILD_SOURCES = [
+  "dan-in-the-wild",
+  "prompts-chat-2026",
+  "flowgpt-jailbreaks",
+  "flowgpt-roleplay",
+];
+
+/**
+ * A prompt counts as persona / role-play when it asks the model to be, act as, play or simulate
+ * someone or something else. Fixed and committed before the detectors first ran on the first blind
+ * source, and kept unchanged for the in-the-wild and second blind sources (docs/SAFETY.md, "Blind
+ * evaluation").
+ */
+export const PERSONA_OR_ROLE_PLAY =
+  /\b(act(s|ing)? as|pretend|role[- ]?play|in character|persona|simulat|impersonat|you are (now|no longer)|you('| a)re going to be|you will (now )?(be|become|play)|from now on,? you('| a)re|play(ing)? the (role|part)|take on the role|in the role of|character (named|called)|the character of|break(ing)? character)/i;
+/**
+ * The limits a persona of the jailbreak family is said to be free of. A persona prompt that names
+ * none lifts nothing, whatever its source's label (a Gandhi, an attorney, a coding mentor): the
+ * narrower reading of the persona family, fixed before the second blind run.
+ */
+export const NAMES_LIMITS =
+  /\b(rules?|restrict\w*|filter\w*|guidelines?|ethic\w*|moral\w*|censor\w*|polic(y|ies)|limit\w*|laws?|boundar\w*|safeguards?|guardrails?|constraints?)\b/i;
+export const isPersona = (text: string) => PERSONA_OR_ROLE_PLAY.test(text);
+export const isPersonaNamingLimits = (text: string) => isPersona(text) && NAMES_LIMITS.test(text);

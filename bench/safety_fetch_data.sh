@@ -32,6 +32,13 @@ sources=(
   "kaif0102/Sentinel-AI-Defense-System- 3189a21bf5c5fe179046d27906e1b892e3af63c8 jailbreak_prompts_2023_12_25.csv"
   # Evaluation only (split blind): the same prompt library as above 14 months later (CC0-1.0).
   "f/awesome-chatgpt-prompts=f+awesome-chatgpt-prompts@2026-03 50a97c072933c93c76cc0714e9dd4c4cf1d80ae7 prompts.csv LICENSE"
+  # Issue 21, part 3: in-the-wild persona jailbreaks and benign persona prompts of one prompt
+  # site (FlowGPT, through this MIT-licensed copy), split train / test like the sources above.
+  "friuns2/BlackFriday-GPTs-Prompts 09c530e31212aaca68ab72e2b7fdfbb3faa57a62 Jailbreaks.md Game.md gpts LICENSE"
+  # Evaluation only (split blind, issue 21 part 3): jailbreaks of 2024-2026 (GPL-3.0) and custom
+  # GPT instructions (MIT). A space in a path is written %20.
+  "CyberAlbSecOP/Awesome_GPT_Super_Prompting 15334d89925d8cd83d26599a75b72202c5b2d243 Latest%20Jailbreaks LICENSE"
+  "0xeb/TheBigPromptLibrary 655667d2dd43bad65f189ec49d8606bf3e8d967e CustomInstructions/ChatGPT LICENSE"
   "HumanCompatibleAI/tensor-trust-data e2385ea9cf448c9641b96e2e39f113ed4979a5b0 benchmarks/hijacking-robustness/v1/hijacking_robustness_dataset.jsonl benchmarks/extraction-robustness/v1/extraction_robustness_dataset.jsonl"
 )
 
@@ -51,13 +58,18 @@ for entry in "${sources[@]}"; do
     fi
   fi
   for path in $paths; do
+    path="${path//%20/ }"
     dest="$out/$folder/$path"
     mkdir -p "$(dirname "$dest")"
     if [ "$(git -C "$gitdir" cat-file -t "$commit:$path")" = tree ]; then
       mkdir -p "$dest"
-      git -C "$gitdir" ls-tree -r --name-only "$commit" "$path/" | while read -r f; do
+      # NUL-separated: names with spaces, quotes or non-ASCII letters come through unquoted. A
+      # blob a local mirror lacks (its snapshots leave out files of 4 MiB and more) is skipped
+      # with a note; the corpus reads none of those.
+      git -C "$gitdir" ls-tree -r -z --name-only "$commit" "$path/" | while IFS= read -r -d '' f; do
         mkdir -p "$(dirname "$out/$folder/$f")"
-        git -C "$gitdir" show "$commit:$f" >"$out/$folder/$f"
+        git -C "$gitdir" show "$commit:$f" >"$out/$folder/$f" 2>/dev/null ||
+          { rm -f "$out/$folder/$f"; echo "  absent here, skipped: $f" >&2; }
       done
     else
       git -C "$gitdir" show "$commit:$path" >"$dest"

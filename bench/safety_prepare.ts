@@ -5,7 +5,8 @@
  *
  * The split is a hash of the text, so it is stable across runs and machines: `train` is what the
  * classifier learns from and what rule authors may read; `test` is held out for the benchmark.
- * A third split, `blind`, holds the evaluation-only sources (`blindJailbreaks`, `blindRolePlay`):
+ * The in-the-wild sources (`wildSources`) are split so that near duplicates share a split. A third
+ * split, `blind`, holds the evaluation-only sources (`blindJailbreaks`, `blindGptInstructions`):
  * never trained on, never read while rules were written, and kept only where a text is neither an
  * exact nor a near duplicate (bench/safety_near_duplicates.ts) of any other text, of any source.
  *
@@ -246,13 +247,13 @@ function hardNegatives(): Sample[] {
 const TRAIN_ONLY_SOURCE = "hard-negatives";
 
 /**
- * Evaluation only: the jailbreak prompts of "Do Anything Now" (Shen et al., CCS 2024,
- * verazuo/jailbreak_llms, MIT), collected Dec 2022 - Dec 2023 from Reddit, Discord and prompt
- * websites; read from a copy of its 2023_12_25 file (1 405 rows and the original's columns).
- * `community` is the paper's own label of the prompt's family (blank for most), kept so the
- * benchmark can report it.
+ * The jailbreak prompts of "Do Anything Now" (Shen et al., CCS 2024, verazuo/jailbreak_llms, MIT),
+ * collected Dec 2022 - Dec 2023 from Reddit, Discord and prompt websites; read from a copy of its
+ * 2023_12_25 file (1 405 rows and the original's columns). `community` is the paper's own label
+ * of the prompt's family (blank for most). It was the blind set of 2026-12-06; that figure is
+ * spent, so since issue 21 part 3 it is an in-the-wild source split train / test (`wildSources`).
  */
-function blindJailbreaks(): Sample[] {
+function danInTheWild(): Sample[] {
   const [header, ...rows] = parseCsv(
     read("kaif0102+Sentinel-AI-Defense-System-/jailbreak_prompts_2023_12_25.csv"),
   );
@@ -269,11 +270,12 @@ function blindJailbreaks(): Sample[] {
 }
 
 /**
- * Evaluation only: the benign side, the prompt library of `awesomeChatGptPrompts` as of March 2026
- * (1 529 prompts, most added after the pinned 2025 copy; role-play requests, agents, coding and
- * image prompts, several languages). Labelled as that source is: benign except the same two titles.
+ * The prompt library of `awesomeChatGptPrompts` as of March 2026 (1 529 prompts, most added after
+ * the pinned 2025 copy; role-play requests, agents, coding and image prompts, several languages),
+ * labelled as that source is: benign except the same two titles. The blind benign side of
+ * 2026-12-06, split train / test since (`wildSources`).
  */
-function blindRolePlay(): Sample[] {
+function promptsChat2026(): Sample[] {
   const [header, ...rows] = parseCsv(read("f+awesome-chatgpt-prompts@2026-03/prompts.csv"));
   const [act, prompt] = [header.indexOf("act"), header.indexOf("prompt")];
   return rows.filter((r) => r.length === header.length && !NOT_BENIGN_ROLE_PLAY.includes(r[act]))
@@ -283,6 +285,88 @@ function blindRolePlay(): Sample[] {
       source: "prompts-chat-2026",
       lang: langOf(r[prompt]),
     }));
+}
+
+/**
+ * FlowGPT prompts through friuns2/BlackFriday-GPTs-Prompts (MIT): each listing (`Jailbreaks.md`,
+ * `Game.md`) links one page per prompt under `gpts/`, whose prompt is the first fenced block after
+ * its `# Prompt` heading. The jailbreak listing gives in-the-wild persona jailbreaks
+ * (`flowgpt-jailbreaks`); the game listing, role-play of the same site and era, gives the benign
+ * counterpart (`flowgpt-roleplay`), minus any entry the jailbreak listing also has and any whose
+ * title or blurb calls it a jailbreak or uncensored (`NOT_BENIGN_LISTING`, read from the listing
+ * only, never from the prompts).
+ */
+const NOT_BENIGN_LISTING =
+  /jail ?break|uncensor|unfilter|unrestrict|nsfw|\bdan\b|no (rules|limits|restrictions|filters?)|\bevil\b|18\+/i;
+function flowGpt(): Sample[] {
+  const root = "friuns2+BlackFriday-GPTs-Prompts/";
+  const listing = (file: string) =>
+    [...read(root + file).matchAll(/^- \[(.*?)\]\(\.\/(gpts\/[^)]+)\)(.*)$/gm)].map((m) => ({
+      title: m[1],
+      path: m[2],
+      blurb: m[3],
+    }));
+  const promptOf = (path: string) => {
+    let page: string;
+    try {
+      page = read(root + decodeURIComponent(path));
+    } catch {
+      return ""; // a listing entry without its page
+    }
+    return page.match(/^# Prompt\s*\n```[^\n]*\n([\s\S]*?)\n```/m)?.[1] ?? "";
+  };
+  const jailbreaks = listing("Jailbreaks.md");
+  const jailbreakPaths = new Set(jailbreaks.map((e) => e.path));
+  const sample = (text: string, label: Label, source: string): Sample => ({
+    text,
+    label,
+    source,
+    lang: langOf(text),
+  });
+  return [
+    ...jailbreaks.map((e) => sample(promptOf(e.path), "attack", "flowgpt-jailbreaks")),
+    ...listing("Game.md").filter((e) =>
+      !jailbreakPaths.has(e.path) && !NOT_BENIGN_LISTING.test(`${e.title} ${e.blurb}`)
+    ).map((e) => sample(promptOf(e.path), "benign", "flowgpt-roleplay")),
+  ];
+}
+
+/**
+ * Evaluation only (split blind, issue 21 part 3), chosen before any training: the jailbreaks of
+ * CyberAlbSecOP/Awesome_GPT_Super_Prompting's "Latest Jailbreaks" folder (GPL-3.0), 2024-2026
+ * prompts for GPT-4o, GPT-5, DeepSeek and others, a later era and other authors than every
+ * training source. Each file directly in the folder is one prompt, read whole (subfolders and
+ * images left out).
+ */
+function blindJailbreaks(): Sample[] {
+  const dir = new URL("CyberAlbSecOP+Awesome_GPT_Super_Prompting/Latest Jailbreaks/", RAW);
+  return [...Deno.readDirSync(dir)].filter((e) => e.isFile).map((e) => e.name).sort().map((
+    name,
+  ) => {
+    const text = Deno.readTextFileSync(new URL(encodeURIComponent(name), dir));
+    return { text, label: "attack" as const, source: "jailbreaks-2024-2026", lang: langOf(text) };
+  });
+}
+
+/**
+ * Evaluation only (split blind): the benign side, custom GPT instructions of 0xeb/TheBigPromptLibrary
+ * (MIT): the persona prompts ("You are GIF Animation Studio ...") of ~1 500 public GPTs, the text
+ * after "GPT instructions:". A GPT whose file name calls it a jailbreak, DAN, uncensored, evil,
+ * dark or a hacking tool is left out (`NOT_BENIGN_GPT`, from the name only, fixed before the run).
+ */
+const NOT_BENIGN_GPT = /jail ?break|\bdan\b|uncensor|unfilter|evil|dark|hack|worm|nsfw/i;
+function blindGptInstructions(): Sample[] {
+  const dir = new URL("0xeb+TheBigPromptLibrary/CustomInstructions/ChatGPT/", RAW);
+  const samples: Sample[] = [];
+  for (const name of [...Deno.readDirSync(dir)].filter((e) => e.isFile).map((e) => e.name).sort()) {
+    if (!name.endsWith(".md") || NOT_BENIGN_GPT.test(name.replaceAll("_", " "))) continue;
+    const page = Deno.readTextFileSync(new URL(encodeURIComponent(name), dir));
+    const after = page.split(/^GPT [Ii]nstructions:?\s*$/m)[1];
+    if (after === undefined) continue;
+    const text = after.replace(/^\s*```[^\n]*\n/, "").replace(/\n```\s*$/, "");
+    samples.push({ text, label: "benign", source: "gpt-instructions", lang: langOf(text) });
+  }
+  return samples;
 }
 
 const all = [
@@ -318,16 +402,45 @@ for (const s of all) {
   lines.push(JSON.stringify({ ...s, text, split }));
 }
 
-// The blind sources keep only what no other text (of any source or split) already says, exactly
-// or nearly; a near-duplicate is counted against its own source or another.
+// The in-the-wild sources repeat themselves: one template reworded many times. A text that is a
+// near duplicate of an earlier one takes that text's split, so no template straddles train and
+// test and the test split measures wordings the classifier has not learned (issue 21, part 3).
 const index = new NearDuplicateIndex();
 const indexSource: string[] = [];
+const indexSplit: string[] = [];
+const indexCluster: number[] = [];
 for (const line of lines) {
-  const { text, source } = JSON.parse(line);
-  indexSource[index.add(text)] = source;
+  const { text, source, split } = JSON.parse(line);
+  const i = index.add(text);
+  indexSource[i] = source;
+  indexSplit[i] = split;
+  indexCluster[i] = i;
 }
+const wildSources = [...danInTheWild(), ...promptsChat2026(), ...flowGpt()];
+for (const s of wildSources) {
+  const text = s.text.trim();
+  const key = text.replace(/\s+/g, " ").toLowerCase();
+  if (text === "" || seen.has(key)) continue;
+  seen.add(key);
+  const match = index.nearDuplicateOf(text);
+  const split = match
+    ? indexSplit[match.index]
+    : stableFraction(key) < TEST_SHARE
+    ? "test"
+    : "train";
+  const i = index.add(text);
+  indexSource[i] = s.source;
+  indexSplit[i] = split;
+  // The cluster is the first text of the template; training keeps clusters whole too.
+  indexCluster[i] = match ? indexCluster[match.index] : i;
+  (counts[s.source] ??= { train: 0, test: 0 })[split as "train" | "test"]++;
+  lines.push(JSON.stringify({ ...s, text, split, cluster: indexCluster[i] }));
+}
+
+// The blind sources keep only what no other text (of any source or split) already says, exactly
+// or nearly; a near-duplicate is counted against its own source or another.
 const blind: Record<string, Record<string, number>> = {};
-for (const s of [...blindJailbreaks(), ...blindRolePlay()]) {
+for (const s of [...blindJailbreaks(), ...blindGptInstructions()]) {
   const count = blind[s.source] ??= {
     read: 0,
     exact: 0,

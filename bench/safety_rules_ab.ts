@@ -6,6 +6,12 @@
  * move nearly as much).
  *
  *   node_modules/.bin/deno run --allow-all bench/safety_rules_ab.ts [revision, default HEAD~1]
+ *   node_modules/.bin/deno run --allow-all bench/safety_rules_ab.ts --tree <dir>
+ *
+ * With `--tree`, the baseline is the whole detection (rules, rule engine, classifier code and
+ * weights) of another checkout of the project in <dir>, made with
+ * `git archive <revision> | tar -x -C <dir> && ln -s "$PWD/node_modules" <dir>/node_modules` (its
+ * imports resolve through its own package.json): for changes to the classifier, not only rules.
  *
  * Prints a table and writes bench/results/safety_rules_ab.json. Needs the corpus (the benchmark's
  * 4 KB prompts are built from it): bench/safety_fetch_data.sh, then bench/safety_prepare.ts.
@@ -22,39 +28,52 @@ import { compileRuleSet } from "../gateway/safety/rules.ts";
 import payloadRules from "../gateway/safety/rules/dangerous_payload.json" with { type: "json" };
 import secretRules from "../gateway/safety/rules/secrets.json" with { type: "json" };
 import piiRules from "../gateway/safety/rules/pii.json" with { type: "json" };
-import { type CorpusSample, loadCorpus, prompt } from "./safety_data.ts";
+import { type CorpusSample, loadCorpus, prompt, WILD_SOURCES } from "./safety_data.ts";
 
-const revision = Deno.args[0] ?? "HEAD~1";
+const tree = Deno.args[0] === "--tree" ? Deno.args[1] : undefined;
+const revision = tree ?? Deno.args[0] ?? "HEAD~1";
 const RESULTS = new URL("./results/safety_rules_ab.json", import.meta.url);
 /** Rounds of CALLS calls per variant, alternating; the first WARMUP rounds are not counted. */
 const ROUNDS = 20;
 const WARMUP = 2;
 const CALLS = 200;
 
-const show = new Deno.Command("git", {
-  args: ["show", `${revision}:gateway/safety/rules/prompt_injection.json`],
-  cwd: new URL("..", import.meta.url),
-}).outputSync();
-if (!show.success) {
-  throw new Error(`git show ${revision}: ${new TextDecoder().decode(show.stderr)}`);
+type Detect = (text: string, options: { categories: Set<Category> }) => unknown;
+async function baselineDetect(): Promise<Detect> {
+  if (tree) {
+    const other = await import(
+      new URL(`file://${Deno.realPathSync(tree)}/gateway/safety/detect.ts`).href
+    );
+    return (text, options) => other.detect(text, options, other.BUILTIN_DETECTORS);
+  }
+  const show = new Deno.Command("git", {
+    args: ["show", `${revision}:gateway/safety/rules/prompt_injection.json`],
+    cwd: new URL("..", import.meta.url),
+  }).outputSync();
+  if (!show.success) {
+    throw new Error(`git show ${revision}: ${new TextDecoder().decode(show.stderr)}`);
+  }
+  const baseline: Detectors = {
+    rules: compileRuleSet([
+      JSON.parse(new TextDecoder().decode(show.stdout)),
+      payloadRules,
+      secretRules,
+      piiRules,
+    ]),
+    classifier: BUILTIN_DETECTORS.classifier,
+  };
+  return (text, options) => detect(text, options, baseline);
 }
-const baseline: Detectors = {
-  rules: compileRuleSet([
-    JSON.parse(new TextDecoder().decode(show.stdout)),
-    payloadRules,
-    secretRules,
-    piiRules,
-  ]),
-  classifier: BUILTIN_DETECTORS.classifier,
-};
-const variants: Record<string, Detectors> = {
-  [revision]: baseline,
-  "working tree": BUILTIN_DETECTORS,
+const variants: Record<string, Detect> = {
+  [revision]: await baselineDetect(),
+  "working tree": (text, options) => detect(text, options, BUILTIN_DETECTORS),
 };
 
 const test = loadCorpus().filter((s) => s.split === "test");
+// The same text as bench/safety.ts's latency rows: the in-the-wild sources left out.
 const ordinary = (s: CorpusSample) =>
-  s.label === "benign" && !s.source.endsWith("-answers") && !s.source.startsWith("roleplay-");
+  s.label === "benign" && !s.source.endsWith("-answers") && !s.source.startsWith("roleplay-") &&
+  !WILD_SOURCES.includes(s.source);
 const prompts = {
   "4 KB English instructions": prompt(test.filter((s) => ordinary(s) && s.lang === "en"), 4096),
   "4 KB Chinese instructions": prompt(test.filter((s) => ordinary(s) && s.lang === "zh"), 4096),
@@ -72,12 +91,12 @@ for (const [name, text] of Object.entries(prompts)) {
   const cpu: Record<string, number> = {};
   const walls: Record<string, number[]> = {};
   for (let round = 0; round < ROUNDS + WARMUP; round++) {
-    for (const [variant, detectors] of Object.entries(variants)) {
+    for (const [variant, detectText] of Object.entries(variants)) {
       const counted = round >= WARMUP;
       const cpu0 = process.cpuUsage();
       for (let i = 0; i < CALLS; i++) {
         const t0 = performance.now();
-        detect(text, options, detectors);
+        detectText(text, options);
         if (counted) (walls[variant] ??= []).push(performance.now() - t0);
       }
       const used = process.cpuUsage(cpu0);
@@ -106,9 +125,9 @@ for (const [name, text] of Object.entries(prompts)) {
 }
 const load = Deno.loadavg();
 console.log(
-  `input filter detectors, rules of ${revision} against the working tree (load ${
-    load.map((l) => l.toFixed(2)).join(" ")
-  })`,
+  `input filter detectors, ${
+    tree ? "the tree in" : "rules of"
+  } ${revision} against the working tree (load ${load.map((l) => l.toFixed(2)).join(" ")})`,
 );
 console.table(rows);
 Deno.mkdirSync(new URL("./results/", import.meta.url), { recursive: true });

@@ -11,35 +11,58 @@
  */
 import {
   encodeWeights,
-  FEATURE_BITS,
-  featureBuckets,
+  features,
   featureScale,
+  margin,
+  STRUCTURE_SCALE,
+  WEIGHT_COUNT,
 } from "../gateway/safety/classifier.ts";
 import { textViews } from "../gateway/safety/normalize.ts";
-import { loadCorpus, stableFraction } from "./safety_data.ts";
+import {
+  isPersona,
+  isPersonaNamingLimits,
+  loadCorpus,
+  stableFraction,
+  WILD_SOURCES,
+} from "./safety_data.ts";
 
 const EPOCHS = 40;
 const LEARNING_RATE = 0.5;
 /** Log-odds of an attack before any feature is seen. */
 const PRIOR_BIAS = -3;
-const L2 = 1e-6;
+// A hundred times the earlier 1e-6 for the n-grams since the in-the-wild sources joined (issue 21,
+// part 3): they repeat templates, and the weaker penalty fit their wordings (97 % of the training
+// split's persona jailbreaks, 83 % of the held-out ones) and gave ordinary phrases ("tell me
+// about", "you reply with") attack weight. The few structure features keep the old penalty.
+const L2 = 1e-4;
+const L2_STRUCTURE = 1e-6;
 const MAX_VALIDATION_FPR = 0.01;
 const OUT = new URL("../gateway/safety/classifier_weights.json", import.meta.url);
 
 // The role-play sets (bench/safety_roleplay*.json) measure one attack family, and their train halves
-// are what the role-play rules were written from; the classifier does not learn from them. Learning
-// from them was tried and measured (docs/SAFETY.md): its benign role-play comes from the public
-// awesome-chatgpt-prompts requests instead.
-const train = loadCorpus().filter((s) => s.split === "train" && !s.source.startsWith("roleplay-"));
+// are what the role-play rules were written from: the classifier learns from their benign halves
+// only (since issue 21, part 3; with the in-the-wild sources, that no longer cost public attacks),
+// never from their attacks, which taught it that role-play vocabulary is an attack
+// (docs/SAFETY.md).
+// The in-the-wild sources label as jailbreaks every prompt of a jailbreak venue, personas that
+// lift nothing among them (a Gandhi, an attorney, a coding mentor); learned as attacks they taught
+// the classifier that "act as ..." is one (public role-play requests flagged: 1 -> 4 of 81 on the
+// held-out split). Their persona prompts that name no limit are left out of training.
+const train = loadCorpus().filter((s) =>
+  s.split === "train" && !(s.source.startsWith("roleplay-") && s.label === "attack") &&
+  !(s.label === "attack" && WILD_SOURCES.includes(s.source) && isPersona(s.text) &&
+    !isPersonaNamingLimits(s.text))
+);
 const examples = train.map((s) => ({
-  buckets: featureBuckets(textViews(s.text).folded.text),
+  features: features(textViews(s.text).folded.text),
   y: s.label === "attack" ? 1 : 0,
   // Jailbreak-template collections are one group; every other attack source is one.
   group: ["gptfuzz-templates", "jailbreakchat-collection"].includes(s.source)
     ? "jailbreak-templates"
     : s.source,
-  // A second, independent hash of the text picks a fifth of the training split for validation.
-  validation: stableFraction(`validation:${s.text}`) < 0.2,
+  // A second, independent hash of the text (of its cluster, for the in-the-wild sources, so that a
+  // template's rewordings are not on both sides) picks a fifth of the training split for validation.
+  validation: stableFraction(`validation:${s.cluster ?? s.text}`) < 0.2,
 }));
 const fit = examples.filter((e) => !e.validation);
 const validation = examples.filter((e) => e.validation);
@@ -52,16 +75,10 @@ for (const e of fit) if (e.y === 1) attackGroups.set(e.group, (attackGroups.get(
 const groupWeight = (e: { y: number; group: string }) =>
   e.y === 0 ? 1 : positives / (attackGroups.size * attackGroups.get(e.group)!);
 
-const size = 1 << FEATURE_BITS;
+const size = WEIGHT_COUNT;
 const w = new Float64Array(size);
 const g2 = new Float64Array(size).fill(1e-8);
 const bias = PRIOR_BIAS;
-
-const margin = (buckets: Uint32Array, weights: Float64Array, b: number) => {
-  let z = 0;
-  for (const k of buckets) z += weights[k];
-  return b + z * featureScale(buckets.length);
-};
 
 // Deterministic shuffles: a fixed-seed LCG, so a rerun writes the same weights.
 let seed = 42;
@@ -70,19 +87,22 @@ for (let epoch = 0; epoch < EPOCHS; epoch++) {
   const order = fit.map((_, i) => i).sort(() => random() - 0.5);
   for (const i of order) {
     const e = fit[i];
-    const p = 1 / (1 + Math.exp(-margin(e.buckets, w, bias)));
+    const p = 1 / (1 + Math.exp(-margin(e.features, w, bias)));
     const err = (p - e.y) * classWeight[e.y] * groupWeight(e);
-    const x = featureScale(e.buckets.length);
-    for (const k of e.buckets) {
-      const g = err * x + L2 * w[k];
-      g2[k] += g * g;
-      w[k] -= (LEARNING_RATE * g) / Math.sqrt(g2[k]);
-    }
+    const step = (buckets: Uint32Array, x: number, l2: number) => {
+      for (const k of buckets) {
+        const g = err * x + l2 * w[k];
+        g2[k] += g * g;
+        w[k] -= (LEARNING_RATE * g) / Math.sqrt(g2[k]);
+      }
+    };
+    step(e.features.ngrams, featureScale(e.features.ngrams.length), L2);
+    step(e.features.structure, STRUCTURE_SCALE, L2_STRUCTURE);
   }
 }
 
 // Threshold: the lowest score that keeps validation false positives within the budget.
-const score = (e: { buckets: Uint32Array }) => 1 / (1 + Math.exp(-margin(e.buckets, w, bias)));
+const score = (e: (typeof examples)[number]) => 1 / (1 + Math.exp(-margin(e.features, w, bias)));
 const benignScores = validation.filter((e) => e.y === 0).map(score).sort((a, b) => b - a);
 const allowedFp = Math.floor(benignScores.length * MAX_VALIDATION_FPR);
 // Never below 0.6: the validation split's benign prompts are too few to see short technical
@@ -90,7 +110,10 @@ const allowedFp = Math.floor(benignScores.length * MAX_VALIDATION_FPR);
 // at 0.5, found by the browser suite); on the held-out split 0.6 keeps the jailbreak templates
 // at 45/47 and halves ordinary-request false positives (docs/PERFORMANCE.md, prompt safety).
 const MIN_THRESHOLD = 0.6;
-const threshold = Math.min(0.99, Math.max(MIN_THRESHOLD, (benignScores[allowedFp] ?? MIN_THRESHOLD) + 1e-6));
+const threshold = Math.min(
+  0.99,
+  Math.max(MIN_THRESHOLD, (benignScores[allowedFp] ?? MIN_THRESHOLD) + 1e-6),
+);
 const attacks = validation.filter((e) => e.y === 1);
 const recall = attacks.filter((e) => score(e) >= threshold).length / attacks.length;
 const fpr = benignScores.filter((s) => s >= threshold).length / benignScores.length;

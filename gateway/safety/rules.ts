@@ -235,6 +235,10 @@ export interface RuleStarts {
 }
 const NO_STARTS: readonly number[] = Object.freeze([]);
 
+const WORD_CHARACTER = /[\p{L}\p{N}]/u;
+const hasWordCharacter = (text: string, from: number, to: number) =>
+  WORD_CHARACTER.test(text.slice(from, to));
+
 function repetitionFinder(maxUnit: number, minRepeats: number) {
   return (text: string) => {
     const spans: [number, number][] = [];
@@ -250,8 +254,13 @@ function repetitionFinder(maxUnit: number, minRepeats: number) {
         while (from > 0 && same(from - 1, unit)) from--;
         let to = probe + 1;
         while (to + unit < text.length && same(to, unit)) to++;
-        // A flood of "ab" is also one of "abab": the shortest unit reports it.
-        if (to - from >= needed && !spans.some(([s, e]) => s < to + unit && from < e)) {
+        // A flood of "ab" is also one of "abab": the shortest unit reports it. A unit without a
+        // letter or digit ("─", "=", "_", "-*") is a separator line, formatting that long agent
+        // and system prompts are full of, not padding that carries no meaning to the model.
+        if (
+          to - from >= needed && hasWordCharacter(text, from, from + unit) &&
+          !spans.some(([s, e]) => s < to + unit && from < e)
+        ) {
           spans.push([from, to + unit]);
         }
         probe = Math.max(probe, to - (to % needed));

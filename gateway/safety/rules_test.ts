@@ -74,16 +74,30 @@ Deno.test("repetition rules find a short unit repeated, in one linear pass", () 
   assert.deepEqual(rule.find("an ordinary sentence with no padding"), []);
 });
 
+Deno.test("separator lines are not floods; a flood of words is, whatever its length", () => {
+  const set = compileRuleSet([
+    file([{ id: "flood", view: "folded", repetition: { max_unit: 6, min_repeats: 30 } }]),
+  ]);
+  const [rule] = set.rules;
+  for (const separator of ["─", "═", "=", "-", "_", "*", "-*", "| --- "]) {
+    assert.deepEqual(rule.find(`## Output\n${separator.repeat(60)}\nStep 1`), [], separator);
+  }
+  assert.equal(rule.find("hi ".repeat(40)).length, 1, "a word repeated");
+  assert.equal(rule.find("!a".repeat(40)).length, 1, "a unit with a letter in it");
+  assert.equal(rule.find("忽".repeat(40)).length, 1, "a Chinese character repeated");
+});
+
 Deno.test("repetition rules find a flood exactly when one exists (against brute force)", () => {
   const set = compileRuleSet([
     file([{ id: "flood", view: "folded", repetition: { max_unit: 3, min_repeats: 4 } }]),
   ]);
   const [rule] = set.rules;
-  /** Is some unit of 1..3 characters repeated 4 times in a row somewhere? */
+  /** Is some unit of 1..3 characters, not all spaces, repeated 4 times in a row somewhere? */
   const naive = (t: string) =>
     [1, 2, 3].some((u) =>
       [...Array(t.length).keys()].some((i) =>
-        i + 4 * u <= t.length && t.slice(i, i + u).repeat(4) === t.slice(i, i + 4 * u)
+        i + 4 * u <= t.length && t.slice(i, i + u).trim() !== "" &&
+        t.slice(i, i + u).repeat(4) === t.slice(i, i + 4 * u)
       )
     );
   fc.assert(
