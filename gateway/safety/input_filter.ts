@@ -5,6 +5,7 @@
  * the same code.
  */
 import { type Category, detect } from "./detect.ts";
+import type { TextViews } from "./normalize.ts";
 import { type Action, ACTION_RANK, type CompiledPolicy } from "./policy.ts";
 
 /** One text of a request. */
@@ -15,6 +16,11 @@ export interface InputPart {
    * injection, which is what an injection tries to override; every other category applies.
    */
   readonly instructions?: boolean;
+  /**
+   * The text's normalized views (`textViews`), when the caller filters the same part more than
+   * once (the middleware's two passes): built once, not per pass.
+   */
+  readonly views?: TextViews;
 }
 
 export interface InputFinding {
@@ -77,8 +83,13 @@ export function filterInput(
     categories: new Set([...looked].filter((c) => c !== "prompt_injection")),
   };
   const parts = inputs.map((p) => p.text);
-  inputs.forEach(({ text, instructions }, part) => {
-    const detection = detect(text, instructions ? withoutInjection : options, policy.detectors);
+  inputs.forEach(({ text, instructions, views }, part) => {
+    const detection = detect(
+      text,
+      instructions ? withoutInjection : options,
+      policy.detectors,
+      views,
+    );
     for (const f of detection.findings) {
       const action = policy.policy.actions[f.category];
       if (action !== "allow") {

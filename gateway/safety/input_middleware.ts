@@ -26,6 +26,7 @@ import {
   type InputPart,
   type InputVerdict,
 } from "./input_filter.ts";
+import { textViews } from "./normalize.ts";
 import type { SafetyPolicyStore } from "./policy_store.ts";
 
 export interface InputSafetyDeps {
@@ -51,8 +52,10 @@ export function inputSafety({ policies, tokenizer, metrics }: InputSafetyDeps) {
     const policy = await needingRedis(() => policies.get(c.var.principal.tenant.id));
     c.set("safetyPolicy", policy);
     const generation = c.var.generation;
-    const parts = inputParts(generation.prompt, tokenizer);
     const later = checkableAfterEnqueue(policy);
+    const parts = inputParts(generation.prompt, tokenizer).map((part) =>
+      later.size === 0 ? part : { ...part, views: textViews(part.text) }
+    );
     const verdict = filterInput(parts, policy, without(policy.active, later));
     if (verdict.action === "block") {
       // Refused now: with every category checked, so the error and the metrics are one pass's.
