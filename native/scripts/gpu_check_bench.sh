@@ -42,8 +42,10 @@
 #    prefill 2k and decode batch 64;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b layers prefix tp profile pdlab" leaves out those stages (pdlab:
-# decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch); GPTOSS_JOBS sets build parallelism.
+# loader model20b layers prefix tp profile pdlab moeab" leaves out those stages (pdlab:
+# decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch;
+# moeab: decode and the 50-token extend again with the expert kernels before the streamed one,
+# GPTOSS_MOE_KERNEL=gemv at batch 1-2 and =tiled beyond); GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -178,6 +180,13 @@ if want bench; then
       GPTOSS_PDL=$pdl timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,8 --prefill 512 2>&1 |
         grep -E "^(decode batch|batch-1)" | sed "s/^/[GPTOSS_PDL=$pdl short] /" | tee -a "$out/bench_random_pdl.log" || status=1
     done
+  fi
+  if want moeab; then
+    step "decode with the pre-h22 expert kernels (GPTOSS_MOE_KERNEL A/B; docs/cuda-notes.md \"h22marlin\")"
+    { GPTOSS_MOE_KERNEL=gemv timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2 --prefill 512 2>&1 |
+        grep -E "^decode batch" | sed 's/^/[gemv] /'
+      GPTOSS_MOE_KERNEL=tiled timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 8,64,256 --prefill 512 2>&1 |
+        grep -E "^(decode batch|extend)" | sed 's/^/[tiled] /'; } | tee "$out/bench_random_moeab.log" || status=1
   fi
 fi
 
@@ -372,6 +381,9 @@ step "summary"
   grep -h -E "^(copy bandwidth|decode batch [0-9]+ tok/s|prefill|TTFT|batch-1|peak|tiled|cublaslt|gemv|load checkpoint|weights|extend)" "$out/bench_random.log" 2>/dev/null
   grep -h -E "^(load checkpoint|decode batch 1 tok/s)" "$out/bench_loaded.log" 2>/dev/null | sed 's/^/[loaded] /'
   cat "$out/bench_random_pdl.log" 2>/dev/null
+  # the expert products alone, streamed vs the kernels before it (docs/cuda-notes.md "h22marlin")
+  grep -h -E "^experts " "$out/bench_random.log" 2>/dev/null
+  sed 's/^/[GPTOSS_MOE_KERNEL] /' "$out/bench_random_moeab.log" 2>/dev/null
   # the expert stages of each step (docs/cuda-notes.md "h15moe")
   grep -h -E "stage shares|moe_(gate_up_swiglu|down) |^(decode batch [0-9]+ step ms)" "$out/bench_random.log" 2>/dev/null |
     sed "s/^/[moe] /"

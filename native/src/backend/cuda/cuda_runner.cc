@@ -215,7 +215,7 @@ void CudaRunner::ensure_capacity(const Capacity& need) {
   pair_token_ = DeviceBuffer<int32_t>(pairs);
   pair_slot_ = DeviceBuffer<int32_t>(pairs);
   moe_tiles_ = DeviceBuffer<int32_t>(
-      cuda::moe_max_tiles(pairs, m.num_experts, cuda::moe_tile_rows(cuda::MoePath::TiledSmall)));
+      cuda::moe_max_tiles(pairs, m.num_experts, cuda::moe_min_tile_rows()));
   moe_n_tiles_ = DeviceBuffer<int32_t>(1);
   attn_partials_ = DeviceBuffer<float>(std::min<int64_t>(T, kMaxSplitTokens) * m.num_q_heads *
                                        kMaxSplits * kPartialFloats);

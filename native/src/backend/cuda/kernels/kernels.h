@@ -195,14 +195,18 @@ void moe_group(const int32_t* experts, int32_t n_rows, int32_t k, int32_t n_expe
 void moe_route(const float* logits, int32_t n_rows, int32_t n_experts, int32_t k, int32_t tile_rows,
                int32_t* experts, float* weights, const MoeGroups& groups, cudaStream_t stream);
 
-// Which kernel runs an expert product: the GEMV streams each expert's weights
-// once per step (decode at 1-2 sequences, a few experts touched; its blocks
-// walk only the experts with pairs, listed as one tile each); the tiled kernel
-// runs tensor cores over tiles of 32 grouped pairs of one expert (decode from
-// 3 sequences) or of 128 (prefill).
-enum class MoePath { Gemv, TiledSmall, Tiled };
+// Which kernel runs an expert product: the streamed kernel (decode, short
+// extends: up to 32 pairs an expert on average) streams each touched
+// expert's MXFP4 weights into registers once per 16 of its pairs
+// (gemm_mxfp4_streamed.cuh); the tiled kernel runs tensor cores over tiles of
+// 128 grouped pairs of one expert decoded into shared memory (prefill). The
+// GEMV (one expert a block row, CUDA cores) and the 32-row tiles are reached
+// only through GPTOSS_MOE_KERNEL (A/B runs, see moe_path_for).
+enum class MoePath { Gemv, Streamed, TiledSmall, Tiled };
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
 int32_t moe_tile_rows(MoePath path);
+// The smallest moe_tile_rows of any path: the tile list's size bound.
+int32_t moe_min_tile_rows();
 
 // act[g] = swiglu(x[pair_token[g]] . W_e^T + b_e) for every grouped pair g of
 // expert e: the gate/up product with the clamped SwiGLU fused in its
@@ -213,7 +217,7 @@ void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,
                         cudaStream_t stream);
 
 // y[g] = act[g] . W_e^T + b_e; act bf16 [n_pairs, cols], y float [n_pairs, rows].
-// On the GEMV path it reads `groups` before waiting for the kernel before it
+// On the GEMV and streamed paths it reads `groups` before waiting for the kernel before it
 // (dependent_launch.cuh): the grouping must come from an earlier kernel than
 // that one (the gate/up product that made act always sits between).
 void moe_down(const bf16* act, const MoeGroups& groups, int32_t n_pairs, const Mxfp4Experts& w,

@@ -1,22 +1,29 @@
-// The MXFP4 expert products, dequantisation fused into both kernels.
+// The MXFP4 expert products, dequantisation fused into every kernel.
 //
-// GEMV path (decode): each warp walks row pairs of one expert (for gate/up:
+// Streamed path (decode, short extends; the default up to 32 pairs an expert
+// on average): weights streamed into registers, tokens in shared memory,
+// tensor cores (gemm_mxfp4_streamed.cuh).
+//
+// GEMV path (A/B runs only, GPTOSS_MOE_KERNEL=gemv): each warp walks row
+// pairs of one expert (for gate/up:
 // the gate row and the up row of one SwiGLU output; for down: two output
 // columns), holding a row pair in registers (16-byte loads, one MXFP4 block
 // per lane) while the next one's loads are in flight, and applies it to the
 // pairs routed to the expert (up to 8 staged at once), 1 or 4 at a time.
-// Weights are read once per step up to 8 pairs an expert: every decode batch
-// the GEMV serves.
 //
-// Tiled paths (decode from a few sequences on, prefill): tiles of 32 or 128
+// Tiled paths (prefill; the 32-row tiles for A/B runs only): tiles of 32 or 128
 // grouped pairs of one expert and 128 output columns, each weight tile
 // decoded once per block into shared memory (gemm_mxfp4_decoded.cuh).
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/dependent_launch.cuh"
 #include "backend/cuda/kernels/device_math.cuh"
 #include "backend/cuda/kernels/gemm_mxfp4_decoded.cuh"
+#include "backend/cuda/kernels/gemm_mxfp4_streamed.cuh"
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/sm_count.h"
 
@@ -289,6 +296,87 @@ __global__ void __launch_bounds__(decoded::kThreads, 2)
                             tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
 }
 
+// One block per (expert tile of up to 16 grouped pairs, slice of the weight
+// rows): the streamed kernel (gemm_mxfp4_streamed.cuh). Tiles past the step's
+// count exit. The down product reads the grouping (written before the
+// gate/up product) and requests its first weights before its wait.
+template <bool kSwiglu, int kFrags>
+__global__ void __launch_bounds__(streamed::kMaxThreads, streamed::kBlocksPerSm)
+    moe_streamed_kernel(const uint16_t* x, const int32_t* row_token, MoeGroups groups, Mxfp4Experts w,
+                        float limit, void* out) {
+  if constexpr (kSwiglu) {
+    wait_for_previous_kernel();
+    allow_next_kernel();
+  }
+  if (static_cast<int32_t>(blockIdx.x) >= *groups.n_tiles) return;
+  const int32_t tile = groups.tiles[blockIdx.x];
+  const int32_t expert = tile >> 16;
+  const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * streamed::kTileRows;
+  const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + streamed::kTileRows);
+  const int64_t n_blocks = w.cols / 32;
+  const streamed::Mxfp4Weights weights{w.blocks + static_cast<int64_t>(expert) * w.rows * n_blocks * 16,
+                                       w.scales + static_cast<int64_t>(expert) * w.rows * n_blocks, w.rows, w.cols};
+  const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
+  const auto row_src = [&](int r) -> int64_t { return row_token ? row_token[g_begin + r] : g_begin + r; };
+  const int warp = threadIdx.x / kWarpSize, warps = blockDim.x / kWarpSize;
+  const int first_m_tile = blockIdx.y * warps + warp, m_stride = gridDim.y * warps;
+  if constexpr (kSwiglu)
+    streamed::gemm_tile<kFrags>(x, row_src, g_end - g_begin, weights, first_m_tile, m_stride, [] {},
+                                SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g_begin, g_end, limit});
+  else
+    streamed::gemm_tile<kFrags>(
+        x, row_src, g_end - g_begin, weights, first_m_tile, m_stride,
+        [] {
+          wait_for_previous_kernel();
+          allow_next_kernel();
+        },
+        tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
+}
+
+template <bool kSwiglu, int kFrags>
+void launch_streamed_kernel(dim3 grid, int warps, const bf16* x, const int32_t* row_token, const MoeGroups& groups,
+                            const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+  constexpr auto kernel = moe_streamed_kernel<kSwiglu, kFrags>;
+  static const bool configured = [] {
+    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           streamed::staged_bytes<kFrags * 8>(decoded::kMaxK)));
+    return true;
+  }();
+  (void)configured;
+  launch_dependent(kernel, grid, warps * kWarpSize, streamed::staged_bytes<kFrags * 8>(w.cols), stream,
+                   reinterpret_cast<const uint16_t*>(x), row_token, groups, w, limit, out);
+}
+
+// The grid: every tile (x) times slices of the weight rows (y). A step's
+// tiles are about its touched experts (more where an expert has over 16
+// pairs); the slices give them kWaves waves of resident blocks together, each
+// warp an equal whole number of 16-row m-tiles. Blocks of 4 warps while one
+// fragment serves (at most 8 pairs in the step: at most 8 rows to stage), so
+// that the few experts of such a step get twice the blocks (batch 1: 4 x 90
+// blocks for gate/up, 4 x 45 for down, one m-tile a warp; 8-warp blocks would
+// leave down 92 blocks for 132 SMs).
+template <bool kSwiglu>
+void launch_streamed(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
+                     const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+  constexpr int kWaves = 2;
+  const bool one_fragment = n_pairs <= 8;  // no tile has more pairs than the step
+  const int32_t warps = one_fragment ? streamed::kMaxWarps / 2 : streamed::kMaxWarps;
+  const int32_t resident = streamed::kBlocksPerSm * streamed::kMaxWarps / warps;  // blocks an SM
+  const int32_t tiles_bound = moe_max_tiles(n_pairs, w.num_experts, streamed::kTileRows);
+  const int32_t tiles_expected =
+      std::max(std::min(n_pairs, w.num_experts), (n_pairs + streamed::kTileRows - 1) / streamed::kTileRows);
+  const int32_t m_tiles = (w.rows + streamed::kMTile - 1) / streamed::kMTile;
+  const int32_t target_blocks = kWaves * resident * multiprocessor_count();
+  const int32_t max_slices = (m_tiles + warps - 1) / warps;
+  const int32_t slices = std::clamp((target_blocks + tiles_expected - 1) / tiles_expected, 1, max_slices);
+  const int32_t per_warp = (m_tiles + slices * warps - 1) / (slices * warps);
+  const dim3 grid(tiles_bound, (m_tiles + per_warp * warps - 1) / (per_warp * warps));
+  if (one_fragment)
+    launch_streamed_kernel<kSwiglu, 1>(grid, warps, x, row_token, groups, w, limit, out, stream);
+  else
+    launch_streamed_kernel<kSwiglu, 2>(grid, warps, x, row_token, groups, w, limit, out, stream);
+}
+
 template <int kMi, bool kSwiglu>
 void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
                   const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
@@ -359,6 +447,8 @@ void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, in
   if (n_pairs == 0) return;
   if (path == MoePath::Gemv) {
     launch_gemv<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+  } else if (path == MoePath::Streamed) {
+    launch_streamed<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   } else if (path == MoePath::TiledSmall) {
     launch_tiled<1, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   } else {
@@ -367,29 +457,57 @@ void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, in
   GPTOSS_CUDA_CHECK_LAUNCH();
 }
 
+// GPTOSS_MOE_KERNEL picks the expert kernel for A/B runs: auto (the rule
+// below), streamed, gemv, or tiled (the decoded tiles, 32 or 128 rows by the
+// step's pairs as before the streamed kernel). Read once, like GPTOSS_PDL.
+enum class MoeKernelChoice { Auto, Streamed, Gemv, Tiled };
+
+MoeKernelChoice moe_kernel_choice() {
+  static const MoeKernelChoice choice = [] {
+    const char* value = std::getenv("GPTOSS_MOE_KERNEL");
+    if (value == nullptr || std::strcmp(value, "auto") == 0) return MoeKernelChoice::Auto;
+    if (std::strcmp(value, "streamed") == 0) return MoeKernelChoice::Streamed;
+    if (std::strcmp(value, "gemv") == 0) return MoeKernelChoice::Gemv;
+    if (std::strcmp(value, "tiled") == 0) return MoeKernelChoice::Tiled;
+    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_MOE_KERNEL must be auto, streamed, gemv or tiled, not '") +
+                                        value + "'");
+  }();
+  return choice;
+}
+
 }  // namespace
 
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts) {
-  // The GEMV streams a touched expert's weights at ~0.8 TB/s (0.33-0.42 ms a
-  // touched expert over 24 layers at batch 1, 0.5-0.7 at batch 8); a 32-row
-  // tile block takes ~45 us whatever its rows (6.0 ms gate/up at batch 32,
-  // 7.0 at 128), so the tiles cost whole waves of 264 blocks: gate/up one per
-  // 5.9 touched experts, down one per 11.5. Beyond a pair for every fourth
-  // expert (3 sequences at top-4 of 32) the tiles' waves cost less than the
-  // GEMV's bytes (docs/cuda-notes.md, h15moe round 2). Small tiles until
-  // experts average 32 pairs (decode at 256 sequences), then full tiles.
-  if (4 * n_pairs <= n_experts) return MoePath::Gemv;
-  return n_pairs <= 32 * n_experts ? MoePath::TiledSmall : MoePath::Tiled;
+  // The decoded tiles of 32 rows take a wave of blocks per few touched
+  // experts whatever their rows (~45 us a block, latency-bound: call 20),
+  // the streamed kernel one pass over a touched expert's weights per 16 of
+  // its pairs, at the memory's rate. Up to 32 pairs an expert on average
+  // (decode at 256 sequences, top-4 of 32) the streamed kernel's passes (two
+  // an expert at most on average) cost less than the tiles' waves; beyond,
+  // 128-row tiles decode each weight once per 128 pairs and the streamed
+  // kernel's repeated passes would decode it 8 times (its decode is about
+  // half its issue slots at the memory's rate).
+  const bool few = n_pairs <= 32 * n_experts;
+  switch (moe_kernel_choice()) {
+    case MoeKernelChoice::Streamed: return MoePath::Streamed;
+    case MoeKernelChoice::Gemv: return MoePath::Gemv;
+    case MoeKernelChoice::Tiled: return few ? MoePath::TiledSmall : MoePath::Tiled;
+    case MoeKernelChoice::Auto: break;
+  }
+  return few ? MoePath::Streamed : MoePath::Tiled;
 }
 
 int32_t moe_tile_rows(MoePath path) {
   switch (path) {
     case MoePath::Gemv: return kGemvTileRows;
+    case MoePath::Streamed: return streamed::kTileRows;
     case MoePath::TiledSmall: return decoded::tile_m<1>();
     case MoePath::Tiled: break;
   }
   return decoded::tile_m<4>();
 }
+
+int32_t moe_min_tile_rows() { return streamed::kTileRows; }
 
 void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,
                         const Mxfp4Experts& w, float limit, MoePath path, bf16* act,

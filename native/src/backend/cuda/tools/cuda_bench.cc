@@ -156,6 +156,57 @@ void bench_products(Results& r, const ModelConfig& c) {
   r.add("gemv bf16 1x2880->5120 GB/s", double(n_qkv) * hidden * 2 / ms_gemv / 1e6);
 }
 
+// The expert products alone at 1, 8 and 32 pairs an expert (1: a batch-1
+// step's 4 experts; 8 and 32: every expert, decode at 64 and 256 sequences),
+// in GB/s of the touched experts' MXFP4 weight bytes (codes and scales), each
+// path that serves the size side by side: streamed (the default up to 32),
+// and the kernels it replaces there (the GEMV up to 8, the 32-row tiles).
+void bench_experts(Results& r, const ModelConfig& c) {
+  const int32_t experts = c.num_experts, hidden = c.hidden_size, inter = c.intermediate_size;
+  auto make = [&](int32_t rows, int32_t cols, uint64_t seed, DeviceBuffer<uint8_t>& blocks,
+                  DeviceBuffer<uint8_t>& scales, DeviceBuffer<bf16>& bias) {
+    const int64_t n_blocks = int64_t(experts) * rows * (cols / 32);
+    blocks = DeviceBuffer<uint8_t>(n_blocks * 16), scales = DeviceBuffer<uint8_t>(n_blocks);
+    bias = DeviceBuffer<bf16>(int64_t(experts) * rows);
+    fill_random_bytes(blocks.get(), n_blocks * 16, seed, 0, 255, nullptr);
+    fill_random_bytes(scales.get(), n_blocks, seed + 1, 118, 121, nullptr);
+    fill_random_bf16(bias.get(), int64_t(experts) * rows, seed + 2, 0.5f, nullptr);
+    return Mxfp4Experts{blocks.get(), scales.get(), bias.get(), experts, rows, cols};
+  };
+  DeviceBuffer<uint8_t> gu_b, gu_s, dn_b, dn_s;
+  DeviceBuffer<bf16> gu_bias, dn_bias;
+  const Mxfp4Experts gate_up = make(2 * inter, hidden, 11, gu_b, gu_s, gu_bias);
+  const Mxfp4Experts down = make(hidden, inter, 21, dn_b, dn_s, dn_bias);
+  const int32_t most_pairs = 32 * experts, tile_rows = moe_min_tile_rows();
+  DeviceBuffer<bf16> x(int64_t(most_pairs) * hidden), act(int64_t(most_pairs) * inter);
+  fill_random_bf16(x.get(), int64_t(most_pairs) * hidden, 31, 1.0f, nullptr);
+  fill_random_bf16(act.get(), int64_t(most_pairs) * inter, 32, 1.0f, nullptr);
+  DeviceBuffer<float> y(int64_t(most_pairs) * hidden);
+  DeviceBuffer<int32_t> chosen(most_pairs), offsets(experts + 1), pair_token(most_pairs), pair_slot(most_pairs),
+      tiles(moe_max_tiles(most_pairs, experts, tile_rows)), n_tiles(1);
+  const MoeGroups groups{offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()};
+  for (const int32_t per_expert : {1, 8, 32}) {
+    const int32_t touched = per_expert == 1 ? c.experts_per_token : experts, pairs = per_expert * touched;
+    std::vector<int32_t> route(pairs);  // one expert a token (k = 1), experts interleaved
+    for (int32_t i = 0; i < pairs; ++i) route[i] = (i % touched) * (experts / touched);
+    GPTOSS_CUDA_CHECK(cudaMemcpy(chosen.get(), route.data(), pairs * sizeof(int32_t), cudaMemcpyHostToDevice));
+    auto bytes = [&](const Mxfp4Experts& w) { return double(touched) * w.rows * (w.cols / 32) * 17; };
+    std::vector<MoePath> paths = {MoePath::Streamed, MoePath::TiledSmall};
+    if (per_expert <= 8) paths.push_back(MoePath::Gemv);
+    for (const MoePath path : paths) {
+      moe_group(chosen.get(), pairs, 1, experts, moe_tile_rows(path), groups, nullptr);
+      const char* name = path == MoePath::Streamed ? "streamed" : path == MoePath::Gemv ? "gemv" : "tiled 32";
+      const std::string tag = std::to_string(per_expert) + " pairs/expert " + name + " GB/s";
+      const double ms_gu = median_ms(20, [&] {
+        moe_gate_up_swiglu(x.get(), groups, pairs, gate_up, c.swiglu_limit, path, act.get(), nullptr);
+      });
+      const double ms_dn = median_ms(20, [&] { moe_down(act.get(), groups, pairs, down, path, y.get(), nullptr); });
+      r.add("experts gate_up " + tag, bytes(gate_up) / ms_gu / 1e6);
+      r.add("experts down " + tag, bytes(down) / ms_dn / 1e6);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -206,6 +257,7 @@ int main(int argc, char** argv) {
     const ModelConfig& cfg = runner->config();
     r.add("weights GB", runner->weight_bytes() / 1e9);
     bench_products(r, cfg);
+    bench_experts(r, cfg);
     uint64_t peak = used_memory();
     Random rng(99);
     auto random_tokens = [&](int32_t n) {

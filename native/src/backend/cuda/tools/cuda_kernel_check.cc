@@ -544,7 +544,8 @@ void check_attention_serving_shapes(Random& rng, Verdicts& v) {
 }
 
 void check_router(Random& rng, Verdicts& v) {
-  const int32_t experts = 32, k = 4, tile_rows = 32;
+  // The streamed path's 16-row tiles: the most tiles a step lists.
+  const int32_t experts = 32, k = 4, tile_rows = moe_tile_rows(MoePath::Streamed);
   // 50 rows: moe_route's one-kernel path; 300: router_top_k + moe_group.
   for (const int32_t rows : {50, 300}) {
     const std::string tag = " (" + std::to_string(rows) + " rows)";
@@ -585,6 +586,16 @@ void check_router(Random& rng, Verdicts& v) {
     v.expect("moe_route groups == moe_group's" + tag, routed == two_kernels,
              std::to_string(two_kernels[4][0]) + " tiles");
   }
+}
+
+const char* moe_path_name(MoePath path) {
+  switch (path) {
+    case MoePath::Gemv: return "gemv";
+    case MoePath::Streamed: return "streamed";
+    case MoePath::TiledSmall: return "tiled 32";
+    case MoePath::Tiled: break;
+  }
+  return "tiled 128";
 }
 
 // The model's expert layers (gate/up 2880 -> 5760, down 2880 -> 2880, 32
@@ -716,7 +727,7 @@ void check_moe_gemv_invariance(Random& rng, MoeFixture& f, Verdicts& v) {
 }
 
 // Programmatic dependent launch (dependent_launch.cuh): the decode chain of a
-// layer at batch 1, 2 (expert GEMVs) and 5 (expert tiles) (norm, dense GEMV,
+// layer at batch 1, 2 and 5 (streamed expert kernel), 2 (expert GEMV) (norm, dense GEMV,
 // grouping, expert products, the MoE norm, dense GEMV; four layers) launched back to back on a stream, directly
 // and as a replayed CUDA graph, gives the bits of the same chain with the
 // stream drained after every launch (nothing overlapping). A kernel reading
@@ -728,13 +739,15 @@ void check_dependent_launch_chain(Random& rng, MoeFixture& f, Verdicts& v) {
   const auto d_norm = to_device(to_bf16(rng.bf16_floats(dim, 1.0f)));
   cudaStream_t stream = nullptr;
   GPTOSS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  for (const int32_t rows : {1, 2, 5}) {
+  for (const auto& chain : {std::pair{1, MoePath::Streamed}, std::pair{2, MoePath::Streamed},
+                            std::pair{5, MoePath::Streamed}, std::pair{2, MoePath::Gemv}}) {
+    const int32_t rows = chain.first;  // named, not bound: the lambdas below capture them (C++17)
+    const MoePath path = chain.second;
     const std::vector<float> x0 = rng.bf16_floats(size_t(rows) * dim, 3.0f);
     const auto d_chosen = to_device(choose_experts(rng, rows, false));
     std::vector<float> mix(size_t(rows) * k);
     for (float& w : mix) w = rng.uniform(0.1f, 1.0f);
     const auto d_mix = to_device(mix);
-    const MoePath path = moe_path_for(rows * k, f.experts);
     // One run: the residual stream and the last norm's output.
     auto run = [&](bool drain, bool graph) {
       auto x = to_device(x0);
@@ -779,7 +792,7 @@ void check_dependent_launch_chain(Random& rng, MoeFixture& f, Verdicts& v) {
       return std::pair{to_host(x, x0.size()), to_host(h, x0.size())};
     };
     const auto drained = run(true, false), chained = run(false, false), replayed = run(false, true);
-    const std::string tag = std::to_string(rows) + " rows, " + std::to_string(layers) + " layers";
+    const std::string tag = std::to_string(rows) + " rows (" + moe_path_name(path) + "), " + std::to_string(layers) + " layers";
     v.expect("dependent launches back to back == drained after each (bitwise), " + tag, chained == drained);
     v.expect("dependent launches in a CUDA graph == drained after each (bitwise), " + tag, replayed == drained);
   }
@@ -792,11 +805,13 @@ void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
   const int32_t hidden = f.hidden, inter = f.inter, k = f.k;
   // 3 and 8 tokens on 32-row tiles: decode at 3-8 sequences (moe_path_for),
   // one or two rows an expert, most warps of a tile idle.
-  for (const auto& [tokens, path] : {std::pair{3, MoePath::Gemv}, std::pair{40, MoePath::Gemv}, std::pair{3, MoePath::TiledSmall},
+  // 1, 2 and 40 tokens streamed: one and two pairs an expert staged in one
+  // n8 fragment, and uneven tiles of up to 16 pairs.
+  for (const auto& [tokens, path] : {std::pair{3, MoePath::Gemv}, std::pair{40, MoePath::Gemv}, std::pair{1, MoePath::Streamed},
+                                     std::pair{2, MoePath::Streamed}, std::pair{40, MoePath::Streamed}, std::pair{3, MoePath::TiledSmall},
                                      std::pair{8, MoePath::TiledSmall}, std::pair{40, MoePath::TiledSmall},
                                      std::pair{100, MoePath::TiledSmall}, std::pair{40, MoePath::Tiled}, std::pair{700, MoePath::Tiled}}) {
-    const char* names[] = {"gemv", "tiled 32", "tiled 128"};
-    const std::string tag = std::to_string(tokens) + " tokens, " + names[static_cast<int>(path)];
+    const std::string tag = std::to_string(tokens) + " tokens, " + moe_path_name(path);
     const std::vector<float> x = rng.bf16_floats(size_t(tokens) * hidden, 1.0f);
     const std::vector<int32_t> chosen = choose_experts(rng, tokens, true);
     std::vector<float> weights(chosen.size());
@@ -869,7 +884,7 @@ void check_moe_half_step(Random& rng, MoeFixture& f, Verdicts& v) {
   const std::vector<int32_t> chosen = choose_experts(rng, tokens, false);
   auto d_act = to_device(to_bf16(act));
   auto d_chosen = to_device(chosen);
-  for (const MoePath path : {MoePath::TiledSmall, MoePath::Tiled}) {
+  for (const MoePath path : {MoePath::Streamed, MoePath::TiledSmall, MoePath::Tiled}) {
     const MoeGrouping grouping(d_chosen, tokens, path);
     auto y = poisoned<float>(size_t(grouping.pairs) * rows);
     moe_down(d_act.get(), grouping.groups(), grouping.pairs, down, path, y.get(), nullptr);
@@ -880,7 +895,7 @@ void check_moe_half_step(Random& rng, MoeFixture& f, Verdicts& v) {
       cpu::linear_mxfp4(act.data() + g * cols, 1, host.expert(chosen[i]), host.expert_bias(chosen[i]),
                         ref.data() + g * rows, &f.pool);
     }
-    v.expect_close(std::string("moe_down K 1440 (half step), ") + (path == MoePath::Tiled ? "tiled 128" : "tiled 32"),
+    v.expect_close(std::string("moe_down K 1440 (half step; streamed: 5 5/8 K items), ") + moe_path_name(path),
                    relative_error(to_host(y, ref.size()), ref), kFloatTol);
   }
 }
@@ -892,7 +907,7 @@ void check_moe_expert_tiles(Random& rng, MoeFixture& f, Verdicts& v) {
     const MoePath path = moe_path_for(pairs, f.experts);
     const MoePath other = path == MoePath::Tiled ? MoePath::TiledSmall : MoePath::Tiled;
     const std::string tag = std::to_string(rows_per_expert) + " rows an expert (" + std::to_string(tokens) + " tokens, " +
-                            (path == MoePath::Tiled ? "tiled 128" : "tiled 32") + ")";
+                            moe_path_name(path) + ")";
     const std::vector<float> x = rng.bf16_floats(size_t(tokens) * hidden, 1.0f);
     const std::vector<int32_t> chosen = choose_experts(rng, tokens, false);
     auto d_x = to_device(to_bf16(x));
@@ -900,8 +915,16 @@ void check_moe_expert_tiles(Random& rng, MoeFixture& f, Verdicts& v) {
     const MoeRun run(f, d_x, d_chosen, tokens, path), run_other(f, d_x, d_chosen, tokens, other);
     const std::vector<bf16> act = to_host(run.act, size_t(pairs) * inter);
     const std::vector<float> y = to_host(run.y, size_t(pairs) * hidden);
-    v.expect(std::string("moe experts ") + tag + ": the other tiled path gives the same bits",
-             act == to_host(run_other.act, act.size()) && y == to_host(run_other.y, y.size()));
+    if (path == MoePath::Streamed) {  // another K order: the same sums up to rounding
+      v.expect_close("moe_gate_up_swiglu " + tag + " vs tiled 128",
+                     relative_error(to_float(act), to_float(to_host(run_other.act, act.size()))), kBf16Tol);
+      // Each down product on its own path's activations: their bf16
+      // roundings differ here and there.
+      v.expect_close("moe_down " + tag + " vs tiled 128", relative_error(y, to_host(run_other.y, y.size())), kBf16Tol);
+    } else {
+      v.expect(std::string("moe experts ") + tag + ": the other tiled path gives the same bits",
+               act == to_host(run_other.act, act.size()) && y == to_host(run_other.y, y.size()));
+    }
 
     // The sampled tokens (evenly spaced), alone in a step of their own.
     std::vector<float> x_alone;
@@ -936,6 +959,89 @@ void check_moe_expert_tiles(Random& rng, MoeFixture& f, Verdicts& v) {
     v.expect_close("moe_down " + tag, relative_error(got_y, ref_y), kFloatTol);
     v.expect("moe experts " + tag + ": 16 tokens alone == in the step (bitwise)", invariant);
   }
+}
+
+// One projection pair of experts (gate/up [experts, 2 inter, hidden], down
+// [experts, hidden, inter]) on the host and on the device.
+struct ExpertPair {
+  Mxfp4Experts host_gu, host_dn, gate_up, down;
+  float limit;
+};
+
+// The streamed expert kernel against the CPU ops with given pairs an expert
+// (`counts[e]`; zero: an expert no block may touch): every token routed to
+// one expert (k = 1), tokens of different experts interleaved; both
+// products, the down product on the kernel's own activations.
+void check_moe_streamed_groups(const std::string& shape, const ExpertPair& w, const std::vector<int32_t>& counts,
+                               Random& rng, ThreadPool* pool, Verdicts& v) {
+  const int32_t experts = w.gate_up.num_experts, hidden = w.gate_up.cols, inter = w.down.cols;
+  std::vector<int32_t> chosen;
+  for (int32_t e = 0; e < experts; ++e) chosen.insert(chosen.end(), counts[e], e);
+  std::shuffle(chosen.begin(), chosen.end(), rng.engine());
+  const int32_t pairs = int32_t(chosen.size()), tile_rows = moe_tile_rows(MoePath::Streamed);
+  const std::vector<float> x = rng.bf16_floats(size_t(pairs) * hidden, 1.0f);
+  const auto d_x = to_device(to_bf16(x));
+  const auto d_chosen = to_device(chosen);
+  DeviceBuffer<int32_t> offsets(experts + 1), pair_token(pairs), pair_slot(pairs),
+      tiles(moe_max_tiles(pairs, experts, tile_rows)), n_tiles(1);
+  const MoeGroups groups{offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()};
+  moe_group(d_chosen.get(), pairs, 1, experts, tile_rows, groups, nullptr);
+  auto act = poisoned<bf16>(size_t(pairs) * inter);
+  auto y = poisoned<float>(size_t(pairs) * hidden);
+  moe_gate_up_swiglu(d_x.get(), groups, pairs, w.gate_up, w.limit, MoePath::Streamed, act.get(), nullptr);
+  moe_down(act.get(), groups, pairs, w.down, MoePath::Streamed, y.get(), nullptr);
+
+  const std::vector<int32_t> slot = to_host(pair_slot, pairs);
+  const std::vector<float> g_act = to_float(to_host(act, size_t(pairs) * inter)), g_y = to_host(y, size_t(pairs) * hidden);
+  std::vector<float> ref_act(g_act.size()), ref_y(g_y.size()), gu(2 * size_t(inter));
+  for (int32_t t = 0; t < pairs; ++t) {
+    const int32_t e = chosen[t];
+    const size_t g = slot[t];
+    cpu::linear_mxfp4(x.data() + size_t(t) * hidden, 1, w.host_gu.expert(e), w.host_gu.expert_bias(e), gu.data(), pool);
+    cpu::swiglu_clamped(gu.data(), 1, inter, w.limit, ref_act.data() + g * inter);
+    cpu::linear_mxfp4(g_act.data() + g * inter, 1, w.host_dn.expert(e), w.host_dn.expert_bias(e),
+                      ref_y.data() + g * hidden, pool);
+  }
+  std::string tag = shape + ", pairs an expert";
+  for (const int32_t c : counts) tag += " " + std::to_string(c);
+  v.expect_close("moe_gate_up_swiglu streamed, " + tag, relative_error(g_act, ref_act), kBf16Tol);
+  v.expect_close("moe_down streamed, " + tag, relative_error(g_y, ref_y), kFloatTol);
+}
+
+// The streamed kernel's group sizes (1, 2, 5, 8, 17, 32 and 64 pairs an
+// expert, uneven, experts without pairs; up to 8 pairs in the step: one
+// fragment) on the model's shape and on a small one whose K ends inside a K
+// item (7 and 5 MXFP4 blocks) with scales past 128 (two multiplies).
+void check_moe_streamed(Random& rng, MoeFixture& f, Verdicts& v) {
+  const ExpertPair model{f.host_gu, f.host_dn, f.gate_up, f.down, f.limit};
+  std::vector<int32_t> mixed(f.experts, 0), one_token(f.experts, 0), eight(f.experts, 0);
+  const int32_t sizes[] = {1, 2, 5, 8, 17, 32, 64, 0, 3, 0, 16, 9, 0, 1, 24};
+  std::copy(std::begin(sizes), std::end(sizes), mixed.begin() + 3);
+  for (const int32_t e : {2, 9, 20, 31}) one_token[e] = 1;
+  eight[13] = 8;
+  for (const auto& counts : {mixed, one_token, eight}) check_moe_streamed_groups("20b shape", model, counts, rng, &f.pool, v);
+
+  const int32_t experts = 8, hidden = 224, inter = 160;
+  auto make = [&](int32_t rows, int32_t cols, std::vector<uint8_t>& blocks, std::vector<uint8_t>& scales,
+                  std::vector<bf16>& bias) {
+    blocks = rng.bytes(size_t(experts) * rows * (cols / 32) * 16, 0, 255);
+    scales = rng.bytes(size_t(experts) * rows * (cols / 32), 118, 130);
+    bias = to_bf16(rng.bf16_floats(size_t(experts) * rows, 0.5f));
+  };
+  std::vector<uint8_t> gu_b, gu_s, dn_b, dn_s;
+  std::vector<bf16> gu_bias, dn_bias;
+  make(2 * inter, hidden, gu_b, gu_s, gu_bias);
+  make(hidden, inter, dn_b, dn_s, dn_bias);
+  const auto d_gu_b = to_device(gu_b), d_gu_s = to_device(gu_s), d_dn_b = to_device(dn_b), d_dn_s = to_device(dn_s);
+  const auto d_gu_bias = to_device(gu_bias), d_dn_bias = to_device(dn_bias);
+  const ExpertPair small{{gu_b.data(), gu_s.data(), gu_bias.data(), experts, 2 * inter, hidden},
+                         {dn_b.data(), dn_s.data(), dn_bias.data(), experts, hidden, inter},
+                         {d_gu_b.get(), d_gu_s.get(), d_gu_bias.get(), experts, 2 * inter, hidden},
+                         {d_dn_b.get(), d_dn_s.get(), d_dn_bias.get(), experts, hidden, inter},
+                         7.0f};
+  const std::string shape = "small shape (8 experts, 224 -> 320, 160 -> 224)";
+  for (const auto& counts : {std::vector<int32_t>{1, 17, 0, 64, 5, 2, 32, 8}, std::vector<int32_t>{0, 0, 3, 0, 0, 0, 0, 0}})
+    check_moe_streamed_groups(shape, small, counts, rng, &f.pool, v);
 }
 
 // GPU sampling against the runtime's Sampler on the same logits.
@@ -1213,6 +1319,7 @@ int main(int argc, char** argv) {
       check_moe_gemv_invariance(rng, moe, v);
       check_moe_expert_tiles(rng, moe, v);
       check_moe_half_step(rng, moe, v);
+      check_moe_streamed(rng, moe, v);
       check_dependent_launch_chain(rng, moe, v);
     }
     check_sampling(rng, v);

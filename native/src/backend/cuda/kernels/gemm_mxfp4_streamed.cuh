@@ -1,0 +1,235 @@
+// The MXFP4 expert product for few rows an expert (decode, short extends):
+// the weights streamed from DRAM straight into registers, the tokens in
+// shared memory ("swap A/B": weights are the mma A operand, output features
+// on its M = 16 side; the up to 16 token rows of a tile are two n8 B
+// fragments).
+//
+// No repacked copy of the weights is needed: a dot product does not care in
+// which order its K terms are summed, so the K index that mma calls k may be
+// any permutation of the real one as long as A and B use the same. Lane
+// (g, t) of a warp takes, for a K item of 256 (8 MXFP4 blocks, a 128-byte
+// line of every weight row), the two blocks 2t and 2t + 1 of two weight rows:
+// 32 contiguous bytes a row in the checkpoint layout, two 16-byte loads, and
+// the warp's 16 rows read as 16 whole 128-byte lines. Those 64 codes a row
+// feed 8 mma k16 steps; the tokens are staged in shared memory in the
+// matching order, so each B fragment pair is one conflict-free 16-byte read.
+//
+// mma row g is weight row 2g of the warp's 16 and row g + 8 is row 2g + 1:
+// the gate and up rows of one SwiGLU output (or two adjacent output columns
+// of the down product) land in the same lane, which hands them to the
+// existing epilogues as (column n, column n + 1).
+//
+// Each warp keeps kDepth K items (2 KiB each) of loads in flight while it
+// decodes and multiplies the oldest, across its m-tiles without a break;
+// decoding is bit operations and one bf16 multiply per value pair (exact:
+// the E8M0 scale is a power of two), no shared-memory tile and no barrier
+// after the staging.
+#pragma once
+
+#include "backend/cuda/kernels/gemm_mxfp4_decoded.cuh"
+
+namespace gptoss::cuda::streamed {
+
+constexpr int kMaxWarps = 8;        // a block's warps: 8, or 4 (see launch_streamed)
+constexpr int kMaxThreads = kMaxWarps * kWarpSize;
+constexpr int kBlocksPerSm = 2;     // __launch_bounds__ minimum (8-warp blocks), used to size the grid
+constexpr int kTileRows = 16;       // grouped pairs (tokens) a block serves: two n8 fragments
+constexpr int kMTile = 16;          // weight rows a warp holds: mma's M
+constexpr int kItemBlocks = 8;      // MXFP4 blocks of each weight row a K item covers
+constexpr int kItemK = kItemBlocks * 32;
+constexpr int kDepth = 3;           // K items a warp has in flight
+
+// Staged tokens: for K item c, block pair half u (block 2t + u of the item),
+// code word j of the block (values 8j..8j+7) and token slot r, lane t's 16
+// bytes at [((c * 2 + u) * 4 + j) * kSlots + r] * 4 + t, the eight values in
+// the order decode_word gives the codes. Lanes (g, t) of fragment f read
+// slot 8f + g: 32 consecutive 16-byte words.
+template <int kSlots>
+__host__ __device__ constexpr int staged_bytes(int k) {
+  return (k + kItemK - 1) / kItemK * kItemK * kSlots * 2;
+}
+
+// One 32-bit code word (values 0..7, value i in nibble i) as four bf16 pairs
+// {0, 4}, {1, 5}, {2, 6}, {3, 7} (low half first), each code's bits moved in
+// place as in decoded::fp4x8_to_bf16_times_2_pow_m126: the code's value
+// times 2^-126, exactly. This order needs one mask and shift per field,
+// no byte permutes; the staged tokens follow it.
+__device__ __forceinline__ void decode_word(uint32_t w, uint32_t (&pairs)[4]) {
+  pairs[0] = ((w & 0x00070007u) << 6) | ((w & 0x00080008u) << 12);
+  pairs[1] = ((w & 0x00700070u) << 2) | ((w & 0x00800080u) << 8);
+  pairs[2] = ((w & 0x07000700u) >> 2) | ((w & 0x08000800u) << 4);
+  pairs[3] = ((w & 0x70007000u) >> 6) | (w & 0x80008000u);
+}
+
+// Eight token values (x0..x7 as bf16 pairs {0, 1}, {2, 3}, ...) in
+// decode_word's order.
+__device__ __forceinline__ uint4 to_decode_order(uint4 v) {
+  return make_uint4(__byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632), __byte_perm(v.y, v.w, 0x5410),
+                    __byte_perm(v.y, v.w, 0x7632));
+}
+
+__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
+  const __nv_bfloat162 r =
+      __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&a), *reinterpret_cast<const __nv_bfloat162*>(&b));
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
+
+// The weights times 2^(s - 127): one multiply by 2^126 * 2^(s - 127) (a bf16
+// for s <= 128); kWide: a second for larger scales (never in a checkpoint),
+// chosen per K item so that the common case issues no second multiply.
+template <bool kWide>
+__device__ __forceinline__ void apply_scale(uint32_t s, uint32_t (&pairs)[4]) {
+  const uint32_t first = (kWide ? (s <= 128 ? s + 126u : 253u) : s + 126u) << 7;
+  const uint32_t second = kWide && s > 128 ? s << 7 : 127u << 7;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    pairs[i] = bf16x2_mul(pairs[i], first | (first << 16));
+    if constexpr (kWide) pairs[i] = bf16x2_mul(pairs[i], second | (second << 16));
+  }
+}
+
+// One expert's MXFP4 weights, checkpoint layout (decoded::Mxfp4Weights).
+using decoded::Mxfp4Weights;
+
+// A lane's share of one K item of its warp's 16 weight rows: blocks 2t and
+// 2t + 1 of the item in rows 2g (r = 0) and 2g + 1 (r = 1), their scales.
+struct Item {
+  uint4 q[2][2];
+  uint32_t s[2][2];
+
+  __device__ __forceinline__ void load(const Mxfp4Weights& w, int32_t row, int item, int t) {
+    const int32_t k_blocks = w.k / 32;
+    const bool row_ok = row + 1 < w.n_rows;  // rows come in pairs (check_experts)
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        const int32_t b = item * kItemBlocks + 2 * t + u;
+        const bool ok = row_ok && b < k_blocks;
+        const int64_t at = static_cast<int64_t>(row + r) * k_blocks + b;
+        q[r][u] = ok ? __ldg(reinterpret_cast<const uint4*>(w.blocks) + at) : make_uint4(0, 0, 0, 0);
+        s[r][u] = ok ? __ldg(w.scales + at) : 127u;
+      }
+  }
+  // A scale past 128: apply_scale's second multiply.
+  __device__ __forceinline__ bool wide() const { return max(max(s[0][0], s[0][1]), max(s[1][0], s[1][1])) > 128; }
+};
+
+// acc[f] += this item's 16 rows x token slots 8f..8f+7 (fragments from
+// n_frags on are skipped: their slots hold no tokens).
+template <int kFrags, bool kWide>
+__device__ __forceinline__ void multiply(const Item& item, const uint4* xs, int c, int lane, int n_frags,
+                                         float (&acc)[kFrags][4]) {
+  constexpr int kSlots = kFrags * 8;
+#pragma unroll
+  for (int u = 0; u < 2; ++u) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t word[2] = {j == 0 ? item.q[0][u].x : j == 1 ? item.q[0][u].y : j == 2 ? item.q[0][u].z : item.q[0][u].w,
+                                j == 0 ? item.q[1][u].x : j == 1 ? item.q[1][u].y : j == 2 ? item.q[1][u].z : item.q[1][u].w};
+      uint32_t even[4], odd[4];
+      decode_word(word[0], even);
+      decode_word(word[1], odd);
+      apply_scale<kWide>(item.s[0][u], even);
+      apply_scale<kWide>(item.s[1][u], odd);
+      const uint32_t a0[4] = {even[0], odd[0], even[1], odd[1]};
+      const uint32_t a1[4] = {even[2], odd[2], even[3], odd[3]};
+      const uint4* xv = xs + (((c * 2 + u) * 4 + j) * kSlots) * 4 + lane;
+#pragma unroll
+      for (int f = 0; f < kFrags; ++f) {
+        if (f >= n_frags) break;
+        const uint4 b = xv[f * 32];
+        tiled::mma_bf16(acc[f], a0, b.x, b.y);
+        tiled::mma_bf16(acc[f], a1, b.z, b.w);
+      }
+    }
+  }
+}
+
+// Stages tokens row_src(0) .. row_src(n_rows - 1) of x ([*, k] bf16) in the
+// layout of staged_bytes; K past k is zeros (its weights are zeros too, and
+// zeros keep the sums finite). Slots from n_rows on are left as they are:
+// mma keeps its columns apart, and their outputs are never stored. Each
+// thread has kLoads 16-byte loads in flight before its first store.
+template <int kFrags, typename RowSource>
+__device__ __forceinline__ void stage_tokens(const uint16_t* x, int32_t k, int n_rows, const RowSource& row_src,
+                                             uint4* xs) {
+  constexpr int kSlots = kFrags * 8, kLoads = 4;
+  const int vectors = (k + kItemK - 1) / kItemK * (kItemK / 8);  // 8 values a vector, per row
+  const int total = n_rows * vectors;
+  const int threads = blockDim.x;
+  for (int base = 0; base < total; base += kLoads * threads) {
+    uint4 v[kLoads];
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      const int id = base + threadIdx.x + i * threads, r = id / vectors, e = id % vectors;
+      v[i] = id < total && e * 8 < k
+                 ? __ldg(reinterpret_cast<const uint4*>(x + row_src(r) * k) + e)
+                 : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      const int id = base + threadIdx.x + i * threads, r = id / vectors, e = id % vectors;
+      if (id >= total) break;
+      const int block = e / 4, j = e % 4, c = block / kItemBlocks, t = block % kItemBlocks / 2, u = block % 2;
+      xs[(((c * 2 + u) * 4 + j) * kSlots + r) * 4 + t] = to_decode_order(v[i]);
+    }
+  }
+}
+
+// The block's share of one expert's product over one tile of up to
+// kFrags * 8 token rows: warp m-tiles first_m_tile, first_m_tile + m_stride,
+// ... (16 weight rows each), every K item of each. `before_staging` runs
+// after the first weights are requested and before the tokens are read (the
+// dependent-launch wait, see dependent_launch.cuh). The epilogue gets
+// (token row, even output column n, value of n, value of n + 1).
+template <int kFrags, typename RowSource, typename Wait, typename Epilogue>
+__device__ __forceinline__ void gemm_tile(const uint16_t* x, const RowSource& row_src, int n_rows,
+                                          const Mxfp4Weights& w, int first_m_tile, int m_stride,
+                                          const Wait& before_staging, const Epilogue& epilogue) {
+  extern __shared__ uint4 xs[];
+  const int lane = threadIdx.x % kWarpSize, g = lane / 4, t = lane % 4;
+  const int items = (w.k + kItemK - 1) / kItemK;
+  const int m_tiles = (w.n_rows + kMTile - 1) / kMTile;
+  const int my_tiles = first_m_tile < m_tiles ? (m_tiles - first_m_tile + m_stride - 1) / m_stride : 0;
+  const int total = my_tiles * items;
+  const int n_frags = (n_rows + 7) / 8;
+  // Work unit i: m-tile first_m_tile + (i / items) * m_stride, K item i % items.
+  auto row_of = [&](int i) { return (first_m_tile + (i / items) * m_stride) * kMTile + 2 * g; };
+
+  Item ring[kDepth];
+#pragma unroll
+  for (int d = 0; d < kDepth; ++d)
+    if (d < total) ring[d].load(w, row_of(d), d % items, t);
+  before_staging();
+  stage_tokens<kFrags>(x, w.k, n_rows, row_src, xs);
+  __syncthreads();
+
+  float acc[kFrags][4] = {};
+  for (int i0 = 0; i0 < total; i0 += kDepth) {
+#pragma unroll
+    for (int d = 0; d < kDepth; ++d) {
+      const int i = i0 + d;
+      if (i >= total) break;
+      const int c = i % items;
+      if (ring[d].wide())
+        multiply<kFrags, true>(ring[d], xs, c, lane, n_frags, acc);
+      else
+        multiply<kFrags, false>(ring[d], xs, c, lane, n_frags, acc);
+      if (i + kDepth < total) ring[d].load(w, row_of(i + kDepth), (i + kDepth) % items, t);
+      if (c == items - 1) {  // the m-tile's sums are complete
+        const int n = row_of(i);
+#pragma unroll
+        for (int f = 0; f < kFrags; ++f) {
+          if (f >= n_frags) break;
+          epilogue(8 * f + 2 * t, n, acc[f][0], acc[f][2]);
+          epilogue(8 * f + 2 * t + 1, n, acc[f][1], acc[f][3]);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[f][e] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace gptoss::cuda::streamed
