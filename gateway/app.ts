@@ -2,8 +2,8 @@
  * Composes the gateway: one middleware per concern, in the order a request
  * meets them, each owning its errors:
  *
- *   request id -> body size limit -> auth -> validation -> subscribe, reserve a
- *   queue place (both answered meanwhile) -> [input filters] -> token count +
+ *   request id -> body size limit -> auth -> validation -> look up the model,
+ *   subscribe, reserve a queue place (all answered meanwhile) -> [input filters] -> token count +
  *   context check -> [rate limits] -> admission -> enqueue (once subscribed) + relay
  *
  * Bracketed slots belong to other modules (safety, tenancy) and are passed in.
@@ -20,7 +20,7 @@ import { GatewayError, toOpenAIError } from "./errors.ts";
 import { admission, reserveQueuePlace } from "./middleware/admission.ts";
 import { bodyLimit } from "./middleware/body-limit.ts";
 import { contextVariables } from "./middleware/context-variables.ts";
-import { preparePrompt } from "./middleware/prompt.ts";
+import { lookUpModel, preparePrompt } from "./middleware/prompt.ts";
 import { requestId } from "./middleware/request-id.ts";
 import { debugTimeline } from "./middleware/debug-timeline.ts";
 import { requestLog } from "./middleware/request-log.ts";
@@ -130,6 +130,7 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
   for (const [path, routes] of Object.entries(deps.v1Routes ?? {})) app.route(path, routes);
 
   const beforeEnqueue = [
+    lookUpModel(deps.registry),
     subscribeEvents({
       hub: deps.hub,
       keys: deps.keys,
@@ -141,7 +142,6 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
     ...(deps.inputFilters ?? []),
     preparePrompt({
       tokenizer: deps.tokenizer,
-      registry: deps.registry,
       defaultMaxTokens: config.DEFAULT_MAX_TOKENS,
     }),
     ...(deps.rateLimits ?? []),

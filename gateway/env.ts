@@ -11,6 +11,7 @@ import type { SafetyVariables } from "./safety/context.ts";
 import type { EventSubscription } from "./relay/subscription.ts";
 import type { Reservation } from "./queue/job-queue.ts";
 import type { Timeline } from "../shared/timeline.ts";
+import type { ServedModel } from "./workers/registry.ts";
 
 /** The prompt as the model will see it, checked against the model's context length. */
 export interface PreparedPrompt {
@@ -31,10 +32,19 @@ export interface GatewayVariables {
   requestEnd: RequestEnd;
   /** Set by validation. */
   generation: GenerationRequest;
+  /** Set by the model lookup step: the request's model as its workers report it, being read. */
+  servedModel: Promise<ServedModel>;
   /** Set by the subscription step: the request's event stream, being opened. */
   events: EventSubscription;
   /** Set by the reservation step: the request's place in the queue, being reserved. */
   queuePlace: { place: Promise<Reservation>; at: number; release(): void };
+  /**
+   * Set by a step that leaves part of its check until the job is enqueued (the input filter's
+   * injection detectors: they change nothing the model is sent, so they run while the worker
+   * fetches the job). Generation.start runs it right after the enqueue, before anything is
+   * relayed; a throw refuses the request and cancels its job.
+   */
+  checkAfterEnqueue?: () => void;
   /** Set by the prompt middleware (token count and context check). */
   prompt: PreparedPrompt;
   /** Set by debug-timeline, only for a request that asked for its latency timeline (a bench's). */

@@ -94,23 +94,8 @@ export async function testGateway(
     post: async (path, body, init = {}) =>
       await app.request(path, { method: "POST", headers, body: JSON.stringify(body), ...init }),
     get: async (path) => await app.request(path, { headers }),
-    async heartbeat(workerId = "w1", at = Date.now()) {
-      await t.redis.zadd(t.keys.workers, at, workerId);
-      await t.redis.set(
-        t.keys.worker(workerId),
-        JSON.stringify({
-          workerId,
-          model: TEST_MODEL,
-          maxModelLen: TEST_MAX_MODEL_LEN,
-          backend: "cpu",
-          running: 0,
-          waiting: 0,
-          kvBlocksUsed: 0,
-          kvBlocksTotal: 1,
-          at,
-        }),
-      );
-    },
+    heartbeat: (workerId = "w1", at = Date.now()) =>
+      writeHeartbeat(t, { workerId, model: TEST_MODEL, maxModelLen: TEST_MAX_MODEL_LEN, at }),
     async startWorker(script, { burst = false } = {}) {
       const seen: Job[] = [];
       const publisher = t.connect();
@@ -137,6 +122,25 @@ export async function testGateway(
       await t.close();
     },
   };
+}
+
+/** Writes a worker's heartbeat as a worker does: its id in the workers set, its record beside. */
+export async function writeHeartbeat(
+  t: TestRedis,
+  heartbeat: { workerId: string; model: string; maxModelLen: number; at: number },
+): Promise<void> {
+  await t.redis.zadd(t.keys.workers, heartbeat.at, heartbeat.workerId);
+  await t.redis.set(
+    t.keys.worker(heartbeat.workerId),
+    JSON.stringify({
+      ...heartbeat,
+      backend: "cpu",
+      running: 0,
+      waiting: 0,
+      kvBlocksUsed: 0,
+      kvBlocksTotal: 1,
+    }),
+  );
 }
 
 /** BullMQ workers block on Redis: their own connection, with no per-command retry limit. */

@@ -9,6 +9,8 @@
  *       concurrency requests, at least 8; --duration still caps it)
  *   npx tsx bench/load/main.ts ... --timeline    (every request asks for its latency
  *       timeline, shared/timeline.ts; each level prints the median of every stage)
+ *   npx tsx bench/load/main.ts ... --client fetch    (requests through Node's fetch, as the openai
+ *       SDK sends them, instead of the default node:http keep-alive client: client.ts)
  *   npx tsx bench/load/main.ts --local --concurrency 1,4,16,32 ...
  *       (--local: starts the embedded CPU stack of the tests, tiny model, its own
  *        REDIS_PREFIX, and stops it afterwards)
@@ -18,7 +20,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
-import { type RequestOutcome, runRequest, type Target } from "./client.ts";
+import { HTTP_CLIENTS, type HttpClient, type RequestOutcome, runRequest, type Target } from "./client.ts";
 import { closedLoop, levelCount, type SendRequest } from "./loop.ts";
 import { mulberry32, parseDistribution, type Sampler } from "./distribution.ts";
 import { type LevelReport, levelReport, printTable, printTimeline, svgChart } from "./report.ts";
@@ -43,6 +45,7 @@ const { values: args } = parseArgs({
     out: { type: "string" },
     title: { type: "string", default: "load test" },
     timeline: { type: "boolean", default: false },
+    client: { type: "string", default: "http" },
   },
 });
 
@@ -62,6 +65,8 @@ const concurrencies = args.concurrency?.split(",").map(Number) ?? [];
 if (concurrencies.some((c) => !(c > 0 && Number.isInteger(c)))) fail(`bad --concurrency "${args.concurrency}"`);
 const rate = Number(args.rate);
 if (args.rate && !(rate > 0)) fail("--rate must be positive");
+const client = args.client as HttpClient;
+if (!HTTP_CLIENTS.includes(client)) fail(`--client is one of ${HTTP_CLIENTS.join(", ")}`);
 const seed = Number(args.seed);
 const promptLen = parseDistribution(args.prompt!, seed);
 const outputLen = parseDistribution(args.output!, seed + 1);
@@ -85,7 +90,7 @@ async function openLoop(target: Target, rate: number, prompt: Sampler, output: S
   while (next < t0 + durationSec * 1000 && i < maxRequests) {
     const wait = next - performance.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-    inflight.push(runRequest(target, { promptWords: prompt(), maxTokens: output() }, i++, { timeline: args.timeline }));
+    inflight.push(runRequest(target, { promptWords: prompt(), maxTokens: output() }, i++, { timeline: args.timeline, client }));
     next += (-Math.log(1 - uniform()) / rate) * 1000;
   }
   const outcomes = await Promise.all(inflight);
@@ -101,7 +106,7 @@ let failure: string | undefined;
 try {
   target.model = args.model ?? (await resolveModel(target.baseUrl, target.apiKey));
   for (const c of concurrencies) {
-    const send: SendRequest = (spec, salt) => runRequest(target, spec, salt, { timeline: args.timeline });
+    const send: SendRequest = (spec, salt) => runRequest(target, spec, salt, { timeline: args.timeline, client });
     const limits = { concurrency: c, count: levelCount(c, args.requests ? maxRequests : undefined, waves), durationSec };
     const { outcomes, elapsedSec } = await closedLoop(send, limits, promptLen, outputLen);
     levels.push(levelReport(`c=${c}`, outcomes, elapsedSec, slo, { concurrency: c }));

@@ -4,7 +4,7 @@
  * `onComment` (without the leading colon), if given, and are skipped otherwise.
  */
 export async function* readSse(
-  body: ReadableStream<Uint8Array>,
+  body: AsyncIterable<Uint8Array>,
   onComment?: (comment: string) => void,
 ): AsyncGenerator<{ data: string; at: number }> {
   const decoder = new TextDecoder();

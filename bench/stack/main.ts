@@ -55,6 +55,8 @@ const { values: args } = parseArgs({
     /** Any of: engine, e2e, multi, or a workload's name (fixed, chat). */
     skip: { type: "string", default: process.env.STACK_SKIP ?? "" },
     out: { type: "string", default: `${ROOT}bench/results/gpu-stack` },
+    /** The load tool's HTTP client (bench/load/client.ts): http (default) or fetch, as SDKs send. */
+    client: { type: "string", default: process.env.STACK_CLIENT ?? "http" },
   },
 });
 const backend = args.backend as "cpu" | "cuda" | "paced";
@@ -189,7 +191,8 @@ async function loadTool(stack: RunningStack, file: string, levels: number[], wav
   const { code, output: log } = await runLogged("load.log", process.execPath, tsx("bench/load/main.ts",
     "--url", stack.url, "--key", stack.apiKey, "--model", args["model-name"]!, "--concurrency", levels.join(","),
     "--waves", waves, "--duration", "600", "--prompt", prompt, "--output", output,
-    "--slo-tpot-ms", String(SLO.tpotMs), "--out", file, "--title", basename(file), "--timeline"), {});
+    "--slo-tpot-ms", String(SLO.tpotMs), "--out", file, "--title", basename(file), "--timeline",
+    "--client", args.client!), {});
   if (code !== 0) throw new Error(`load tool failed (exit ${code}):\n${log.slice(-2000)}`);
   return JSON.parse(readFileSync(`${file}.json`, "utf8"));
 }

@@ -1,7 +1,8 @@
 /**
  * Renders the prompt to token ids (harmony chat template, or raw text for
  * completions), counts it, and checks prompt + completion budget against the
- * model's context length as its workers report it. Unknown models are 404s.
+ * model's context length as its workers report it (read from the request's
+ * start by `lookUpModel`). Unknown models are 404s.
  * The completion budget stays within the key's max_tokens cap (tenancy policy).
  * Sets `prompt` for the job and `admissionRequest` for the rate limiter.
  */
@@ -17,7 +18,6 @@ import { timelineNow } from "../../shared/timeline.ts";
 
 export interface PromptOptions {
   tokenizer: HarmonyTokenizer;
-  registry: WorkerRegistry;
   /** Completion budget when the request sets none (further capped by the context left). */
   defaultMaxTokens: number;
 }
@@ -50,11 +50,26 @@ export async function resolveModel(registry: WorkerRegistry, model: string): Pro
   throw new GatewayError({ reason: "model_not_found", model });
 }
 
+/**
+ * Starts reading the workers' heartbeats for the request's model as soon as the request is valid
+ * (`c.var.servedModel`), so the round trip runs while the input filter works; the prompt step
+ * awaits it where it needs the context length, so a request refused by the filter is still
+ * refused first.
+ */
+export function lookUpModel(registry: WorkerRegistry) {
+  return createMiddleware<AppEnv>(async (c, next) => {
+    const served = resolveModel(registry, c.var.generation.model);
+    served.catch(() => {/* a request refused earlier never asks; the prompt step reports it */});
+    c.set("servedModel", served);
+    await next();
+  });
+}
+
 export function preparePrompt(options: PromptOptions) {
   return createMiddleware<AppEnv>(async (c, next) => {
     if (c.var.timeline !== undefined) c.var.timeline.filtered = timelineNow();
     const generation = c.var.generation;
-    const model = await resolveModel(options.registry, generation.model);
+    const model = await c.var.servedModel;
     const tokenIds = renderPrompt(options.tokenizer, generation.prompt);
     const param = generation.endpoint === "chat" ? "messages" : "prompt";
     if (tokenIds.length === 0) {

@@ -91,7 +91,8 @@ export class Generation {
 
   /**
    * Waits for the subscription opened early in the chain (subscription.ts), then enqueues: no
-   * event can be published before the gateway listens.
+   * event can be published before the gateway listens. Then runs the check a chain step left for
+   * after the enqueue (`checkAfterEnqueue`); a refusal there cancels the job and is thrown.
    */
   static async start(c: Context<AppEnv>, deps: GenerationDeps): Promise<Generation> {
     const now = Date.now();
@@ -125,7 +126,15 @@ export class Generation {
       await events.close();
       throw err;
     }
-    return new Generation(c, events, deps, observer);
+    const started = new Generation(c, events, deps, observer);
+    try {
+      c.var.checkAfterEnqueue?.();
+    } catch (err) {
+      // Refused with the job already queued: nothing has been relayed; stop the job wherever it is.
+      await started.cancel();
+      throw err;
+    }
+    return started;
   }
 
   /** Bytes of events waiting for the client to take them. */

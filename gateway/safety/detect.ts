@@ -67,12 +67,13 @@ function viewOf(views: TextViews, name: View): NormalizedText {
   return name === "canonical" ? views.canonical : views.folded;
 }
 
+/** `views`: the text's normalized views, when the caller already has them (`textViews(text)`). */
 export function detect(
   text: string,
   options: DetectOptions,
   detectors: Detectors = BUILTIN_DETECTORS,
+  views: TextViews = textViews(text),
 ): Detection {
-  const views = textViews(text);
   const findings: Finding[] = [];
   const starts = new Map<View, ReturnType<RuleAnchors["startsIn"]>>();
   for (const rule of detectors.rules.rules) {

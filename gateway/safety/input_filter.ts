@@ -5,6 +5,7 @@
  * the same code.
  */
 import { type Category, detect } from "./detect.ts";
+import type { TextViews } from "./normalize.ts";
 import { type Action, ACTION_RANK, type CompiledPolicy } from "./policy.ts";
 
 /** One text of a request. */
@@ -15,6 +16,11 @@ export interface InputPart {
    * injection, which is what an injection tries to override; every other category applies.
    */
   readonly instructions?: boolean;
+  /**
+   * The text's normalized views (`textViews`), when the caller filters the same part more than
+   * once (the middleware's two passes): built once, not per pass.
+   */
+  readonly views?: TextViews;
 }
 
 export interface InputFinding {
@@ -41,23 +47,49 @@ export interface InputVerdict {
 /** What a redacted span becomes in the prompt the model sees. */
 export const redactionMarker = (category: Category) => `[REDACTED:${category}]`;
 
+/**
+ * The categories of `policy` that may be checked once the job is already queued: prompt injection
+ * when the tenant blocks or flags it. Its detectors (rules, base64 payloads, the classifier) are
+ * half the filter's time, and a block or a flag changes nothing the model is sent, so the gateway
+ * runs them while the worker fetches the job (gateway/relay/generation.ts refuses the request
+ * before relaying anything). Never a redacting category: the model must not see what is redacted.
+ */
+export function checkableAfterEnqueue(policy: CompiledPolicy): ReadonlySet<Category> {
+  return policy.active.has("prompt_injection") &&
+      policy.policy.actions.prompt_injection !== "redact"
+    ? INJECTION
+    : NONE;
+}
+const INJECTION: ReadonlySet<Category> = new Set(["prompt_injection"]);
+const NONE: ReadonlySet<Category> = new Set();
+
+/**
+ * The verdict over the categories `looked` for (default: every category the policy acts on); the
+ * middleware splits the policy's categories in two passes with it.
+ */
 export function filterInput(
   inputs: readonly InputPart[],
   policy: CompiledPolicy,
+  looked: ReadonlySet<Category> = policy.active,
 ): InputVerdict {
   const findings: InputFinding[] = [];
   const options = {
-    categories: policy.active,
+    categories: looked,
     bannedWords: policy.bannedWords,
     exceptions: policy.exceptions,
   };
   const withoutInjection = {
     ...options,
-    categories: new Set([...policy.active].filter((c) => c !== "prompt_injection")),
+    categories: new Set([...looked].filter((c) => c !== "prompt_injection")),
   };
   const parts = inputs.map((p) => p.text);
-  inputs.forEach(({ text, instructions }, part) => {
-    const detection = detect(text, instructions ? withoutInjection : options, policy.detectors);
+  inputs.forEach(({ text, instructions, views }, part) => {
+    const detection = detect(
+      text,
+      instructions ? withoutInjection : options,
+      policy.detectors,
+      views,
+    );
     for (const f of detection.findings) {
       const action = policy.policy.actions[f.category];
       if (action !== "allow") {

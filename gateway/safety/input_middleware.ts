@@ -4,6 +4,10 @@
  *
  * - block: 400 `content_policy_violation` naming the categories and the offending field, never
  *   the offending text (a secret must not come back in an error, nor go to a log);
+ *   prompt injection, when blocked or flagged, is checked after the job is enqueued, while the
+ *   worker fetches it (`checkAfterEnqueue`, run by Generation.start before anything is relayed:
+ *   a block cancels the job and the request ends with the same 400); every other category,
+ *   and above all what is redacted, is checked before the prompt is rendered;
  * - redact: the spans are replaced in the request before it is rendered for the model, and the
  *   response says which categories were redacted (`x-safety-redacted`);
  * - flag: the request passes; the response carries `x-safety-flags`.
@@ -15,7 +19,14 @@ import type { AppEnv } from "../env.ts";
 import { GatewayError, needingRedis } from "../errors.ts";
 import type { GatewayMetrics } from "../metrics/gateway-metrics.ts";
 import type { GenerationRequest, PromptSource } from "../schemas/generation.ts";
-import { filterInput, type InputPart, type InputVerdict } from "./input_filter.ts";
+import type { Category } from "./detect.ts";
+import {
+  checkableAfterEnqueue,
+  filterInput,
+  type InputPart,
+  type InputVerdict,
+} from "./input_filter.ts";
+import { textViews } from "./normalize.ts";
 import type { SafetyPolicyStore } from "./policy_store.ts";
 
 export interface InputSafetyDeps {
@@ -29,27 +40,30 @@ export const FLAGS_HEADER = "x-safety-flags";
 export const REDACTED_HEADER = "x-safety-redacted";
 
 export function inputSafety({ policies, tokenizer, metrics }: InputSafetyDeps) {
-  return createMiddleware<AppEnv>(async (c, next) => {
-    const policy = await needingRedis(() => policies.get(c.var.principal.tenant.id));
-    c.set("safetyPolicy", policy);
-    const generation = c.var.generation;
-    const verdict = filterInput(inputParts(generation.prompt, tokenizer), policy);
-
+  /** Counts a verdict's categories, once per request and action. */
+  const record = (verdict: InputVerdict) => {
     for (const [action, categories] of Object.entries(verdict.categories)) {
       for (const category of categories) {
         metrics?.safetyActions.inc({ stage: "input", category, action });
       }
     }
+  };
+  return createMiddleware<AppEnv>(async (c, next) => {
+    const policy = await needingRedis(() => policies.get(c.var.principal.tenant.id));
+    c.set("safetyPolicy", policy);
+    const generation = c.var.generation;
+    const later = checkableAfterEnqueue(policy);
+    const parts = inputParts(generation.prompt, tokenizer).map((part) =>
+      later.size === 0 ? part : { ...part, views: textViews(part.text) }
+    );
+    const verdict = filterInput(parts, policy, without(policy.active, later));
     if (verdict.action === "block") {
-      const first = verdict.findings.find((f) => f.action === "block")!;
-      throw new GatewayError({
-        reason: "content_policy",
-        message: `This request was rejected by the content policy: it contains ${
-          verdict.categories.block.join(", ")
-        } content.`,
-        param: fieldOf(generation, first.part),
-      });
+      // Refused now: with every category checked, so the error and the metrics are one pass's.
+      const whole = later.size === 0 ? verdict : filterInput(parts, policy);
+      record(whole);
+      throw refusal(generation, whole);
     }
+    record(verdict);
     if (verdict.categories.redact.length > 0) {
       c.set("generation", { ...generation, prompt: redactedPrompt(generation.prompt, verdict) });
       c.header(REDACTED_HEADER, verdict.categories.redact.join(","));
@@ -57,7 +71,33 @@ export function inputSafety({ policies, tokenizer, metrics }: InputSafetyDeps) {
     if (verdict.categories.flag.length > 0) {
       c.header(FLAGS_HEADER, verdict.categories.flag.join(","));
     }
+    if (later.size > 0) {
+      c.set("checkAfterEnqueue", () => {
+        const rest = filterInput(parts, policy, later);
+        record(rest);
+        if (rest.action === "block") throw refusal(generation, rest);
+        if (rest.categories.flag.length > 0) {
+          c.header(FLAGS_HEADER, [...verdict.categories.flag, ...rest.categories.flag].join(","));
+        }
+      });
+    }
     await next();
+  });
+}
+
+function without(all: ReadonlySet<Category>, some: ReadonlySet<Category>): ReadonlySet<Category> {
+  return some.size === 0 ? all : new Set([...all].filter((category) => !some.has(category)));
+}
+
+/** The 400 for a blocked prompt: the categories and the field, never the offending text. */
+function refusal(generation: GenerationRequest, verdict: InputVerdict): GatewayError {
+  const first = verdict.findings.find((f) => f.action === "block")!;
+  return new GatewayError({
+    reason: "content_policy",
+    message: `This request was rejected by the content policy: it contains ${
+      verdict.categories.block.join(", ")
+    } content.`,
+    param: fieldOf(generation, first.part),
   });
 }
 

@@ -77,6 +77,15 @@ export function usageOf(outcome: RequestOutcome): Usage | null {
   return null;
 }
 
+/**
+ * A prompt the content policy refuses is never charged: most categories refuse it before
+ * admission; prompt injection is checked once the job is queued (gateway/safety), so a refusal
+ * there withdraws the admission.
+ */
+function refusedByContentPolicy(outcome: RequestOutcome): boolean {
+  return outcome.status === "failed" && outcome.failure?.reason === "content_policy";
+}
+
 export interface AdmissionOptions {
   /** Where requests wait for a concurrency slot. */
   slots: SlotWaiters;
@@ -121,7 +130,11 @@ export function admissionMiddleware(limiter: RateLimiter, options: AdmissionOpti
       });
     }
     const { admission } = result;
-    c.var.requestEnd.onEnd((outcome) => void admission.complete(usageOf(outcome)));
+    c.var.requestEnd.onEnd((outcome) =>
+      void (refusedByContentPolicy(outcome)
+        ? admission.withdraw()
+        : admission.complete(usageOf(outcome)))
+    );
     await next();
   });
 }

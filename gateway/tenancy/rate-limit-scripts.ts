@@ -125,12 +125,15 @@ return {reason == '' and 1 or 0, reason, wait,
 /**
  * The end of an admitted request: returns the unused part of the token
  * reservation, releases the concurrency lease and records the usage the
- * client was told about.
- * KEYS: per scope: token bucket, leases; then the usage hash.
+ * client was told about. A withdrawn request (refused after its admission,
+ * by a check that refuses before admission otherwise) also gets its request
+ * back in the request buckets and is taken out of the usage's request count:
+ * as if it had never been admitted.
+ * KEYS: per scope: request bucket, token bucket, leases; then the usage hash.
  * ARGV: scope count, refund (reserved - used), lease id, usage field prefix of
  *   the key, prompt tokens, completion tokens, usage retention s, release
- *   channel, tenant id, then per scope: tpm, concurrency (0: not limited in
- *   this scope).
+ *   channel, tenant id, withdrawn (1/0), then per scope: rpm, tpm, concurrency
+ *   (0: not limited in this scope).
  * A slot released in a scope that was at its cap is announced on the release
  * channel (message: tenant id), so requests waiting for one retry at once.
  */
@@ -138,23 +141,30 @@ export const SETTLE = new LuaScript(
   BUCKET + `
 local n, refund, lease, key_prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local prompt, completion, retention = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local withdrawn = ARGV[10] == '1'
 local now = now_ms()
 local was_full = false
+local function give_back(key, cap, amount)
+  local level = read_bucket(key, cap, now) + amount
+  if level > cap then level = cap end
+  write_bucket(key, cap, level, now)
+end
 for i = 1, n do
-  local tpm, conc = tonumber(ARGV[8 + 2 * i]), tonumber(ARGV[9 + 2 * i])
-  if tpm > 0 and refund ~= 0 then
-    local level = read_bucket(KEYS[2 * i - 1], tpm, now) + refund
-    if level > tpm then level = tpm end
-    write_bucket(KEYS[2 * i - 1], tpm, level, now)
-  end
+  local rpm, tpm, conc = tonumber(ARGV[8 + 3 * i]), tonumber(ARGV[9 + 3 * i]), tonumber(ARGV[10 + 3 * i])
+  if rpm > 0 and withdrawn then give_back(KEYS[3 * i - 2], rpm, 1) end
+  if tpm > 0 and refund ~= 0 then give_back(KEYS[3 * i - 1], tpm, refund) end
   if conc > 0 then
-    local held = redis.call('ZCARD', KEYS[2 * i])
-    if redis.call('ZREM', KEYS[2 * i], lease) == 1 and held >= conc then was_full = true end
+    local held = redis.call('ZCARD', KEYS[3 * i])
+    if redis.call('ZREM', KEYS[3 * i], lease) == 1 and held >= conc then was_full = true end
   end
 end
 -- Only a scope that was at its cap can have requests waiting for a slot.
 if was_full then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
-local usage = KEYS[2 * n + 1]
+local usage = KEYS[3 * n + 1]
+if withdrawn then
+  redis.call('HINCRBY', usage, '${F.requests}', -1)
+  redis.call('HINCRBY', usage, key_prefix .. '${F.requests}', -1)
+end
 if prompt > 0 or completion > 0 then
   redis.call('HINCRBY', usage, '${F.promptTokens}', prompt)
   redis.call('HINCRBY', usage, '${F.completionTokens}', completion)

@@ -87,6 +87,7 @@ export class RateLimiter {
       leaseId,
       tokens,
       Date.now() + this.#maxRequestMs,
+      this.#usageKey(policy),
     );
     this.#live.add(admission);
     this.#ensureRefreshing();
@@ -114,15 +115,16 @@ export class RateLimiter {
     this.#timer = undefined;
   }
 
-  /** @internal Called once by `Admission.complete`. */
-  async settle(a: Admission, usage: Usage | null): Promise<void> {
+  /** @internal Called once by `Admission.complete` or `Admission.withdraw`. */
+  async settle(a: Admission, usage: Usage | null, withdrawn = false): Promise<void> {
     this.#live.delete(a);
     const used = usage === null ? 0 : usage.promptTokens + usage.completionTokens;
-    const keys = a.policy.scopes.flatMap((s) => {
-      const [, tokenBucket, leases] = scopeKeys(this.keys, s);
-      return [tokenBucket, leases];
-    });
-    await SETTLE.run(this.redis, [...keys, this.#usageKey(a.policy)], [
+    // A withdrawal takes the request out of the day it was counted in.
+    const usageKey = withdrawn ? a.usageKey : this.#usageKey(a.policy);
+    await SETTLE.run(this.redis, [
+      ...a.policy.scopes.flatMap((s) => scopeKeys(this.keys, s)),
+      usageKey,
+    ], [
       a.policy.scopes.length,
       a.reservedTokens - used,
       a.leaseId,
@@ -132,7 +134,10 @@ export class RateLimiter {
       USAGE_RETENTION_SECONDS,
       this.keys.slotReleased,
       a.policy.scopes[0].tenantId,
-      ...a.policy.scopes.flatMap((s) => [s.tokensPerMinute ?? 0, s.concurrentRequests ?? 0]),
+      withdrawn ? 1 : 0,
+      ...a.policy.scopes.flatMap((
+        s,
+      ) => [s.requestsPerMinute ?? 0, s.tokensPerMinute ?? 0, s.concurrentRequests ?? 0]),
     ]);
   }
 
@@ -214,6 +219,8 @@ export class Admission {
     readonly reservedTokens: number,
     /** After this instant the lease is no longer refreshed. */
     readonly deadline: number,
+    /** The usage hash the admission counted the request in. */
+    readonly usageKey: string,
   ) {}
 
   /**
@@ -223,7 +230,21 @@ export class Admission {
    * call more than once: only the first call counts.
    */
   complete(usage: Usage | null): Promise<void> {
-    this.#completed ??= this.limiter.settle(this, usage).catch((err: Error) => {
+    return this.#end(usage, false);
+  }
+
+  /**
+   * Ends a request refused after its admission by a check that otherwise refuses before it (the
+   * input filter's injection check, run once the job is queued): as if it had never been
+   * admitted, its request and all its reserved tokens go back, its slot is released and nothing
+   * stays in the usage. Only the first of `complete` and `withdraw` counts.
+   */
+  withdraw(): Promise<void> {
+    return this.#end(null, true);
+  }
+
+  #end(usage: Usage | null, withdrawn: boolean): Promise<void> {
+    this.#completed ??= this.limiter.settle(this, usage, withdrawn).catch((err: Error) => {
       // The lease still expires and the reservation refills with time: degraded, never leaked.
       console.error(`rate limiter: settling a request failed: ${err.message}`);
     });

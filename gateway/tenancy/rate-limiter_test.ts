@@ -242,3 +242,33 @@ Deno.test("a released slot is announced; a waiter of that tenant wakes, others k
     await other; // times out on its own
     assert.equal(slots.waiting, 0);
   }));
+
+Deno.test("a withdrawn request is as if never admitted: request, tokens and slot back, no usage", () =>
+  withLimiters(async (a, _b, t) => {
+    const p = policy({ rpm: 10, tpm: 1_000, conc: 1 }, { id: "key_a", rpm: 5 });
+    const before = await a.peek(p, "key_a");
+    const admitted = await a.admit(p, "key_a", 300);
+    assert.ok(admitted.admitted);
+    assert.equal(admitted.snapshot.requests.remaining, 4);
+    assert.equal(admitted.snapshot.tokens.remaining, 700);
+    // Only one concurrent request: the slot is held.
+    assert.equal((await a.admit(p, "key_a", 1)).admitted, false);
+
+    await admitted.admission.withdraw();
+    await admitted.admission.complete({ promptTokens: 100, completionTokens: 0 }); // no effect: ended
+    const after = await a.peek(p, "key_a");
+    assert.deepEqual(
+      { requests: after.requests.remaining, tokens: after.tokens.remaining },
+      { requests: before.requests.remaining, tokens: before.tokens.remaining },
+    );
+    const usage = await readUsage(t.redis, t.keys, "acme", utcDay(Date.now()), utcDay(Date.now()));
+    const nothing = { requests: 0, rejectedRequests: 0, promptTokens: 0, completionTokens: 0 };
+    assert.deepEqual(usage.total, nothing);
+    for (const day of usage.days) {
+      for (const counts of Object.values(day.keys)) assert.deepEqual(counts, nothing);
+    }
+    // The slot is free again.
+    const next = await a.admit(p, "key_a", 1);
+    assert.ok(next.admitted);
+    await next.admission.complete(null);
+  }));

@@ -41,6 +41,8 @@ export class WorkerRegistry {
   readonly #firstSeen = new Map<string, number>();
   #snapshot: { at: number; value: WorkerSnapshot } | undefined;
   #inflight: Promise<WorkerSnapshot> | undefined;
+  /** The worker ids the last read listed: whose heartbeats the next read fetches at once. */
+  #knownIds: string[] = [];
 
   constructor(redis: Redis, keys: RedisKeys, options: RegistryOptions) {
     this.#redis = redis;
@@ -78,16 +80,33 @@ export class WorkerRegistry {
     };
   }
 
+  /**
+   * One round trip in the steady state: the heartbeats of the workers the last read found go out
+   * in the same pipeline as the set's read, and a second round trip (the heartbeats of the ids now
+   * listed) is paid only when the set of workers changed. Either way the records are read after
+   * the set, as the two ordered commands did.
+   */
   async #read(): Promise<WorkerSnapshot> {
     const now = Date.now();
-    const entries = await this.#redis.zrangebyscore(this.#keys.workers, now - MODEL_MEMORY_MS, "+inf", "WITHSCORES");
+    const listed = this.#knownIds;
+    const pipeline = this.#redis.pipeline()
+      .zrangebyscore(this.#keys.workers, now - MODEL_MEMORY_MS, "+inf", "WITHSCORES");
+    if (listed.length > 0) pipeline.mget(listed.map((id) => this.#keys.worker(id)));
+    const replies = (await pipeline.exec())!;
+    for (const [err] of replies) if (err) throw err;
+    const entries = replies[0][1] as string[];
     const ids: string[] = [];
     const lastSeen: number[] = [];
     for (let i = 0; i < entries.length; i += 2) {
       ids.push(entries[i]);
       lastSeen.push(Number(entries[i + 1]));
     }
-    const records = ids.length > 0 ? await this.#redis.mget(ids.map((id) => this.#keys.worker(id))) : [];
+    this.#knownIds = ids;
+    const records = sameIds(ids, listed)
+      ? replies[1]?.[1] as (string | null)[] ?? []
+      : ids.length > 0
+      ? await this.#redis.mget(ids.map((id) => this.#keys.worker(id)))
+      : [];
 
     const models = new Map<string, ServedModel>();
     let liveWorkers = 0;
@@ -110,6 +129,10 @@ export class WorkerRegistry {
     this.#snapshot = { at: now, value };
     return value;
   }
+}
+
+function sameIds(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((id, i) => id === b[i]);
 }
 
 function parseHeartbeat(record: string | null): WorkerHeartbeat | undefined {
