@@ -44,8 +44,8 @@
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
 # loader model20b layers prefix tp profile pdlab moeab" leaves out those stages (pdlab:
 # decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch;
-# moeab: decode and the 50-token extend again with the expert kernels before the streamed one,
-# GPTOSS_MOE_KERNEL=gemv at batch 1-2 and =tiled beyond); GPTOSS_JOBS sets build parallelism.
+# moeab: decode and the 50-token extend again with GPTOSS_MOE_KERNEL=streamed, the streamed
+# expert kernel not yet the default); GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -182,11 +182,9 @@ if want bench; then
     done
   fi
   if want moeab; then
-    step "decode with the pre-h22 expert kernels (GPTOSS_MOE_KERNEL A/B; docs/cuda-notes.md \"h22marlin\")"
-    { GPTOSS_MOE_KERNEL=gemv timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2 --prefill 512 2>&1 |
-        grep -E "^decode batch" | sed 's/^/[gemv] /'
-      GPTOSS_MOE_KERNEL=tiled timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 8,64,256 --prefill 512 2>&1 |
-        grep -E "^(decode batch|extend)" | sed 's/^/[tiled] /'; } | tee "$out/bench_random_moeab.log" || status=1
+    step "decode with the streamed expert kernel (GPTOSS_MOE_KERNEL=streamed A/B; docs/cuda-notes.md \"h22marlin\")"
+    GPTOSS_MOE_KERNEL=streamed timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,8,64,256 --prefill 512 2>&1 |
+      grep -E "^(decode batch|extend)" | sed 's/^/[streamed] /' | tee "$out/bench_random_moeab.log" || status=1
   fi
 fi
 

@@ -1,17 +1,19 @@
 // The MXFP4 expert products, dequantisation fused into every kernel.
 //
-// Streamed path (decode, short extends; the default up to 32 pairs an expert
-// on average): weights streamed into registers, tokens in shared memory,
-// tensor cores (gemm_mxfp4_streamed.cuh).
+// Streamed path (decode, short extends; only with GPTOSS_MOE_KERNEL=streamed
+// until a device call has timed it against the two below: its checks at the
+// 20b shape passed on an H100 in call 21, which ran out of device time before
+// the rest of the checks and any speed figure): weights streamed into
+// registers, tokens in shared memory, tensor cores (gemm_mxfp4_streamed.cuh).
 //
-// GEMV path (A/B runs only, GPTOSS_MOE_KERNEL=gemv): each warp walks row
+// GEMV path (decode at 1-2 sequences): each warp walks row
 // pairs of one expert (for gate/up:
 // the gate row and the up row of one SwiGLU output; for down: two output
 // columns), holding a row pair in registers (16-byte loads, one MXFP4 block
 // per lane) while the next one's loads are in flight, and applies it to the
 // pairs routed to the expert (up to 8 staged at once), 1 or 4 at a time.
 //
-// Tiled paths (prefill; the 32-row tiles for A/B runs only): tiles of 32 or 128
+// Tiled paths (decode from 3 sequences: 32 rows; prefill: 128): tiles of 32 or 128
 // grouped pairs of one expert and 128 output columns, each weight tile
 // decoded once per block into shared memory (gemm_mxfp4_decoded.cuh).
 #include <algorithm>
@@ -458,8 +460,9 @@ void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, in
 }
 
 // GPTOSS_MOE_KERNEL picks the expert kernel for A/B runs: auto (the rule
-// below), streamed, gemv, or tiled (the decoded tiles, 32 or 128 rows by the
-// step's pairs as before the streamed kernel). Read once, like GPTOSS_PDL.
+// below), streamed (the streamed kernel up to 32 pairs an expert, 128-row
+// tiles beyond), gemv, or tiled (the decoded tiles, 32 or 128 rows by the
+// step's pairs). Read once, like GPTOSS_PDL.
 enum class MoeKernelChoice { Auto, Streamed, Gemv, Tiled };
 
 MoeKernelChoice moe_kernel_choice() {
@@ -478,23 +481,23 @@ MoeKernelChoice moe_kernel_choice() {
 }  // namespace
 
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts) {
-  // The decoded tiles of 32 rows take a wave of blocks per few touched
-  // experts whatever their rows (~45 us a block, latency-bound: call 20),
-  // the streamed kernel one pass over a touched expert's weights per 16 of
-  // its pairs, at the memory's rate. Up to 32 pairs an expert on average
-  // (decode at 256 sequences, top-4 of 32) the streamed kernel's passes (two
-  // an expert at most on average) cost less than the tiles' waves; beyond,
-  // 128-row tiles decode each weight once per 128 pairs and the streamed
-  // kernel's repeated passes would decode it 8 times (its decode is about
-  // half its issue slots at the memory's rate).
+  // Measured (calls 18-20): the GEMV streams a touched expert's weights at
+  // ~0.8-0.97 TB/s; a 32-row tile block takes ~45 us whatever its rows, so
+  // the tiles cost whole waves of blocks. Beyond a pair for every fourth
+  // expert (3 sequences at top-4 of 32) the tiles' waves cost less than the
+  // GEMV's bytes; small tiles until experts average 32 pairs (decode at 256
+  // sequences), then 128-row tiles that decode each weight once per 128
+  // pairs. The streamed kernel (one pass over a touched expert's weights per
+  // 16 of its pairs, predicted at ~2 TB/s) replaces the first two once timed.
   const bool few = n_pairs <= 32 * n_experts;
   switch (moe_kernel_choice()) {
-    case MoeKernelChoice::Streamed: return MoePath::Streamed;
+    case MoeKernelChoice::Streamed: return few ? MoePath::Streamed : MoePath::Tiled;
     case MoeKernelChoice::Gemv: return MoePath::Gemv;
     case MoeKernelChoice::Tiled: return few ? MoePath::TiledSmall : MoePath::Tiled;
     case MoeKernelChoice::Auto: break;
   }
-  return few ? MoePath::Streamed : MoePath::Tiled;
+  if (4 * n_pairs <= n_experts) return MoePath::Gemv;
+  return few ? MoePath::TiledSmall : MoePath::Tiled;
 }
 
 int32_t moe_tile_rows(MoePath path) {
