@@ -1119,7 +1119,10 @@ void check_moe_streamed_groups(const std::string& shape, const ExpertPair& w, co
 // The streamed kernel's group sizes (1, 2, 5, 8, 17, 32 and 64 pairs an
 // expert, uneven, experts without pairs; up to 8 pairs in the step: one
 // fragment) on the model's shape and on a small one whose K ends inside a K
-// item (7 and 5 MXFP4 blocks) with scales past 128 (two multiplies).
+// item (7 and 5 MXFP4 blocks) with scales past 128 (two multiplies) in some
+// lanes of a warp and not in others (each lane's four scales pass 128 with
+// odds of about one half): the choice of multiply must stay warp-uniform
+// around mma.sync (call 21 hung here while it was not).
 void check_moe_streamed(Random& rng, MoeFixture& f, Verdicts& v) {
   const ExpertPair model{f.host_gu, f.host_dn, f.gate_up, f.down, f.limit};
   std::vector<int32_t> mixed(f.experts, 0), one_token(f.experts, 0), eight(f.experts, 0);
