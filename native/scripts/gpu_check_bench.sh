@@ -94,7 +94,7 @@ if ! timeout 150 "$tools/gptoss-cuda-kernel-check" 2>&1 | tee "$out/kernel_check
   status=1
   seed=$(awk '/seed/ {print $NF; exit}' "$out/kernel_check.log")
   echo "kernel checks failed; again under compute-sanitizer (seed $seed)"
-  timeout 240 compute-sanitizer --tool memcheck "$tools/gptoss-cuda-kernel-check" --seed "$seed" 2>&1 |
+  timeout 240 compute-sanitizer --tool memcheck "$tools/gptoss-cuda-kernel-check" --seed "$seed" --group-limit 0 2>&1 |
     tail -40 | tee "$out/kernel_check_memcheck.log"
 fi
 small="$models/small64"

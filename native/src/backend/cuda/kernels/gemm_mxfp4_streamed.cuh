@@ -111,7 +111,7 @@ struct Item {
         s[r][u] = ok ? __ldg(w.scales + at) : 127u;
       }
   }
-  // A scale past 128: apply_scale's second multiply.
+  // A scale past 128 in this lane's share: apply_scale's second multiply.
   __device__ __forceinline__ bool wide() const { return max(max(s[0][0], s[0][1]), max(s[1][0], s[1][1])) > 128; }
 };
 
@@ -212,7 +212,12 @@ __device__ __forceinline__ void gemm_tile(const uint16_t* x, const RowSource& ro
       const int i = i0 + d;
       if (i >= total) break;
       const int c = i % items;
-      if (ring[d].wide())
+      // Decided for the whole warp: multiply's mma.sync.aligned must be
+      // executed by all 32 lanes together, and a branch that splits them
+      // around it is undefined (call 21 hung at the kernel check's small
+      // shape, the first whose scales pass 128 in some lanes of a warp and
+      // not in others). The wide variant is exact for every scale.
+      if (__any_sync(0xffffffffu, ring[d].wide()))
         multiply<kFrags, true>(ring[d], xs, c, lane, n_frags, acc);
       else
         multiply<kFrags, false>(ring[d], xs, c, lane, n_frags, acc);

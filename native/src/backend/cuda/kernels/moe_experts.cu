@@ -395,9 +395,11 @@ void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& grou
       reinterpret_cast<const __nv_bfloat16*>(x), row_token, groups, w, limit, out);
 }
 
+// Rows come in pairs (gate and up; two outputs). No rows would size the
+// streamed grid with a division by zero.
 void check_experts(const Mxfp4Experts& w) {
-  if (w.cols % 32 != 0 || w.cols > 32 * kWarpSize * kMaxBlocksPerLane || w.rows % 2 != 0)
-    throw Error(GPTOSS_ERR_BACKEND, "MXFP4 experts: cols must be a multiple of 32 and <= 4096");
+  if (w.cols % 32 != 0 || w.cols > 32 * kWarpSize * kMaxBlocksPerLane || w.rows <= 0 || w.rows % 2 != 0)
+    throw Error(GPTOSS_ERR_BACKEND, "MXFP4 experts: cols must be a multiple of 32 and <= 4096, rows even and > 0");
 }
 
 template <bool kSwiglu, int kLayout, int kBlocksPerLane>

@@ -1,18 +1,24 @@
 // gptoss-cuda-kernel-check: every CUDA kernel against its float32 oracle in
 // backend/cpu/ops.h, on fresh random inputs each run (the seed is printed;
 // --seed N replays one). Outputs are poisoned before each launch so an
-// unwritten element fails. Exit status 1 when any check fails.
+// unwritten element fails. Exit status 1 when any check fails, 3 when a
+// check group runs past --group-limit seconds (GroupClock). Each group's
+// wall time is printed ("-- name: 1.2 s"); the CPU oracles run on every core.
 //
 // Tolerances: float outputs of the same bf16 inputs differ only by the order
 // of float32 additions (1e-4 is generous); outputs stored as bf16 carry its
 // rounding (2^-9 relative, so 5e-3 over a whole tensor).
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <numeric>
 #include <string>
+#include <thread>
 
 #include "backend/cpu/ops.h"
 #include "backend/cuda/kernels/kernels.h"
@@ -31,6 +37,45 @@ namespace {
 
 constexpr double kFloatTol = 1e-4;
 constexpr double kBf16Tol = 5e-3;
+
+// The CPU oracles' threads: every core (the GPU hosts have 16). The ops give
+// each thread whole output rows, so results do not depend on the count.
+ThreadPool& oracle_pool() {
+  static ThreadPool pool(0);
+  return pool;
+}
+
+// cpu::linear_mxfp4 of (input row, expert) pairs: row i of the result is
+// pair i's [w.rows] outputs. Each expert's weights are decoded once for all
+// its pairs, not once a pair (decoding is about two thirds of a one-row
+// call); a pair's sums do not depend on the rows beside it, so these are
+// the bits of one call a pair.
+std::vector<float> expert_products(const Mxfp4Experts& w, const std::vector<int32_t>& experts,
+                                   const std::vector<const float*>& rows) {
+  std::vector<float> out(experts.size() * size_t(w.rows)), x, y;
+  std::vector<std::vector<size_t>> by_expert(w.num_experts);
+  for (size_t i = 0; i < experts.size(); ++i) by_expert[experts[i]].push_back(i);
+  for (int32_t e = 0; e < w.num_experts; ++e) {
+    const std::vector<size_t>& pairs = by_expert[e];
+    if (pairs.empty()) continue;
+    x.resize(pairs.size() * w.cols);
+    y.resize(pairs.size() * w.rows);
+    for (size_t p = 0; p < pairs.size(); ++p) std::copy_n(rows[pairs[p]], w.cols, x.begin() + p * w.cols);
+    cpu::linear_mxfp4(x.data(), int32_t(pairs.size()), w.expert(e), w.expert_bias(e), y.data(), &oracle_pool());
+    for (size_t p = 0; p < pairs.size(); ++p)
+      std::copy_n(y.begin() + p * w.rows, w.rows, out.begin() + pairs[p] * w.rows);
+  }
+  return out;
+}
+
+// The SwiGLU activations ([w.rows / 2] a pair) of pairs through gate/up weights w.
+std::vector<float> expert_activations(const Mxfp4Experts& w, float limit, const std::vector<int32_t>& experts,
+                                      const std::vector<const float*>& rows) {
+  const std::vector<float> gate_up = expert_products(w, experts, rows);
+  std::vector<float> act(gate_up.size() / 2);
+  cpu::swiglu_clamped(gate_up.data(), int32_t(experts.size()), w.rows / 2, limit, act.data());
+  return act;
+}
 
 void check_embedding(Random& rng, Verdicts& v) {
   const int32_t vocab = 1000, dim = 2880, rows = 37;
@@ -221,7 +266,7 @@ void check_linear(Random& rng, Verdicts& v) {
     const std::vector<bf16> w = to_bf16(rng.bf16_floats(size_t(c.out) * c.in, 0.05f));
     const std::vector<bf16> b = to_bf16(rng.bf16_floats(c.out, 0.5f));
     std::vector<float> ref(size_t(c.rows) * c.out);
-    cpu::linear_bf16(x.data(), c.rows, c.in, w.data(), b.data(), c.out, ref.data(), nullptr);
+    cpu::linear_bf16(x.data(), c.rows, c.in, w.data(), b.data(), c.out, ref.data(), &oracle_pool());
     auto d_x = to_device(to_bf16(x));
     auto d_w = to_device(w);
     auto d_b = to_device(b);
@@ -400,12 +445,17 @@ struct AttentionCheck {
       std::iota(checked.begin(), checked.end(), 0);
     }
     const cpu::AttentionShape shape{hq, hkv, hd};
+    const cpu::PagedKvLayer view = kv.cpu_view();
     ref.assign(checked.size() * row, 0.0f);
-    std::vector<float> scratch;
-    for (size_t i = 0; i < checked.size(); ++i)
-      for (int32_t h = 0, t = checked[i]; h < hq; ++h)
-        cpu::attention_head(qkv.data() + size_t(t) * width + h * hd, h, shape, kv.cpu_view(), kv.table(c[t]), p[t], window,
+    oracle_pool().parallel_for(int64_t(checked.size()) * hq, [&](int64_t begin, int64_t end) {
+      std::vector<float> scratch;
+      for (int64_t u = begin; u < end; ++u) {  // (checked token, head) u
+        const size_t i = size_t(u / hq);
+        const int32_t h = int32_t(u % hq), t = checked[i];
+        cpu::attention_head(qkv.data() + size_t(t) * width + h * hd, h, shape, view, kv.table(c[t]), p[t], window,
                             bf16_to_float(sinks[h]), scratch, ref.data() + i * row + size_t(h) * hd);
+      }
+    });
     auto d_qkv = to_device(qkv);
     auto d_pos = to_device(p);
     auto d_chunk = to_device(c);
@@ -717,7 +767,6 @@ struct MoeFixture {
   DeviceBuffer<uint8_t> d_gu_b, d_gu_s, d_dn_b, d_dn_s;
   DeviceBuffer<bf16> d_gu_bias, d_dn_bias;
   Mxfp4Experts gate_up, down, host_gu, host_dn;
-  ThreadPool pool{0};  // the oracle's expert products on every core
 
   explicit MoeFixture(Random& rng) {
     auto make = [&](int32_t rows, int32_t cols, std::vector<uint8_t>& blocks, std::vector<uint8_t>& scales,
@@ -736,16 +785,13 @@ struct MoeFixture {
     host_dn = {dn_b.data(), dn_s.data(), dn_bias.data(), experts, hidden, inter};
   }
 
-  // Appends pair (token row x, expert e)'s oracle activations and the oracle
-  // down product of the GPU's own bf16 activations (g_act, isolating the
-  // kernel) to ref_act / ref_y.
-  void oracle(const float* x, int32_t e, const float* g_act, std::vector<float>& ref_act, std::vector<float>& ref_y) {
-    std::vector<float> gu(2 * inter), a(inter), yy(hidden);
-    cpu::linear_mxfp4(x, 1, host_gu.expert(e), host_gu.expert_bias(e), gu.data(), &pool);
-    cpu::swiglu_clamped(gu.data(), 1, inter, limit, a.data());
-    ref_act.insert(ref_act.end(), a.begin(), a.end());
-    cpu::linear_mxfp4(g_act, 1, host_dn.expert(e), host_dn.expert_bias(e), yy.data(), &pool);
-    ref_y.insert(ref_y.end(), yy.begin(), yy.end());
+  // The oracle of pairs (token row x_rows[i], expert experts[i]): their
+  // activations, and the down products of the GPU's own bf16 activations
+  // (act_rows, isolating the kernel).
+  void oracle(const std::vector<int32_t>& experts, const std::vector<const float*>& x_rows,
+              const std::vector<const float*>& act_rows, std::vector<float>& ref_act, std::vector<float>& ref_y) const {
+    ref_act = expert_activations(host_gu, limit, experts, x_rows);
+    ref_y = expert_products(host_dn, experts, act_rows);
   }
 };
 
@@ -947,15 +993,18 @@ void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
     v.expect("moe_group " + tag + " (pair slots a permutation)", perm_ok);
 
     std::vector<float> ref_act, got_act, ref_y, got_y, ref_delta(size_t(tokens) * hidden, 0.0f);
+    std::vector<const float*> x_rows, act_rows;
     for (int32_t t = 0; t < tokens; ++t) {
       for (int32_t j = 0; j < k; ++j) {
-        const int32_t e = chosen[size_t(t) * k + j], g = slot[size_t(t) * k + j];
-        f.oracle(x.data() + size_t(t) * hidden, e, g_act.data() + size_t(g) * inter, ref_act, ref_y);
+        const int32_t g = slot[size_t(t) * k + j];
+        x_rows.push_back(x.data() + size_t(t) * hidden);
+        act_rows.push_back(g_act.data() + size_t(g) * inter);
         got_act.insert(got_act.end(), g_act.begin() + size_t(g) * inter, g_act.begin() + size_t(g + 1) * inter);
         got_y.insert(got_y.end(), g_y.begin() + size_t(g) * hidden, g_y.begin() + size_t(g + 1) * hidden);
         for (int32_t d = 0; d < hidden; ++d) ref_delta[size_t(t) * hidden + d] += weights[size_t(t) * k + j] * g_y[size_t(g) * hidden + d];
       }
     }
+    f.oracle(chosen, x_rows, act_rows, ref_act, ref_y);  // pairs in token order, as chosen
     v.expect_close("moe_gate_up_swiglu " + tag, relative_error(got_act, ref_act), kBf16Tol);
     v.expect_close("moe_down " + tag, relative_error(got_y, ref_y), kFloatTol);
     v.expect_close("moe_combine " + tag, relative_error(to_host(delta, ref_delta.size()), ref_delta), 1e-6);
@@ -997,12 +1046,13 @@ void check_moe_half_step(Random& rng, MoeFixture& f, Verdicts& v) {
     auto y = poisoned<float>(size_t(grouping.pairs) * rows);
     moe_down(d_act.get(), grouping.groups(), grouping.pairs, down, path, y.get(), nullptr);
     const std::vector<int32_t> slot = to_host(grouping.pair_slot, grouping.pairs);
-    std::vector<float> ref(size_t(grouping.pairs) * rows);
+    std::vector<int32_t> expert_of(grouping.pairs);  // of each grouped row
+    std::vector<const float*> act_rows(grouping.pairs);
     for (int32_t i = 0; i < grouping.pairs; ++i) {  // pair i is grouped row slot[i]
-      const size_t g = slot[i];
-      cpu::linear_mxfp4(act.data() + g * cols, 1, host.expert(chosen[i]), host.expert_bias(chosen[i]),
-                        ref.data() + g * rows, &f.pool);
+      expert_of[slot[i]] = chosen[i];
+      act_rows[slot[i]] = act.data() + size_t(slot[i]) * cols;
     }
+    const std::vector<float> ref = expert_products(host, expert_of, act_rows);
     v.expect_close(std::string("moe_down K 1440 (half step; streamed: 5 5/8 K items), ") + moe_path_name(path),
                    relative_error(to_host(y, ref.size()), ref), kFloatTol);
   }
@@ -1049,20 +1099,25 @@ void check_moe_expert_tiles(Random& rng, MoeFixture& f, Verdicts& v) {
     const std::vector<bf16> act_alone = to_host(alone.act, size_t(alone.pairs) * inter);
     const std::vector<float> y_alone = to_host(alone.y, size_t(alone.pairs) * hidden);
 
-    const std::vector<float> act_f = to_float(act);
     std::vector<float> ref_act, got_act, ref_y, got_y;
+    std::vector<int32_t> experts;
+    std::vector<const float*> x_rows, act_rows;
+    got_act.reserve(size_t(sampled) * k * inter);  // act_rows point into it
     bool invariant = true;
     for (int32_t i = 0; i < sampled; ++i) {
       const int32_t t = i * (tokens / sampled);
       for (int32_t j = 0; j < k; ++j) {
         const size_t g = slot[size_t(t) * k + j], ga = slot_alone[size_t(i) * k + j];
-        f.oracle(x.data() + size_t(t) * hidden, chosen[size_t(t) * k + j], act_f.data() + g * inter, ref_act, ref_y);
-        got_act.insert(got_act.end(), act_f.begin() + g * inter, act_f.begin() + (g + 1) * inter);
+        experts.push_back(chosen[size_t(t) * k + j]);
+        x_rows.push_back(x.data() + size_t(t) * hidden);
+        act_rows.push_back(got_act.data() + got_act.size());
+        for (size_t c = g * inter; c < (g + 1) * inter; ++c) got_act.push_back(bf16_to_float(act[c]));
         got_y.insert(got_y.end(), y.begin() + g * hidden, y.begin() + (g + 1) * hidden);
         invariant &= std::equal(act.begin() + g * inter, act.begin() + (g + 1) * inter, act_alone.begin() + ga * inter) &&
                      std::equal(y.begin() + g * hidden, y.begin() + (g + 1) * hidden, y_alone.begin() + ga * hidden);
       }
     }
+    f.oracle(experts, x_rows, act_rows, ref_act, ref_y);
     v.expect_close("moe_gate_up_swiglu " + tag, relative_error(got_act, ref_act), kBf16Tol);
     v.expect_close("moe_down " + tag, relative_error(got_y, ref_y), kFloatTol);
     v.expect("moe experts " + tag + ": 16 tokens alone == in the step (bitwise)", invariant);
@@ -1081,7 +1136,7 @@ struct ExpertPair {
 // one expert (k = 1), tokens of different experts interleaved; both
 // products, the down product on the kernel's own activations.
 void check_moe_streamed_groups(const std::string& shape, const ExpertPair& w, const std::vector<int32_t>& counts,
-                               Random& rng, ThreadPool* pool, Verdicts& v) {
+                               Random& rng, Verdicts& v) {
   const int32_t experts = w.gate_up.num_experts, hidden = w.gate_up.cols, inter = w.down.cols;
   std::vector<int32_t> chosen;
   for (int32_t e = 0; e < experts; ++e) chosen.insert(chosen.end(), counts[e], e);
@@ -1101,15 +1156,15 @@ void check_moe_streamed_groups(const std::string& shape, const ExpertPair& w, co
 
   const std::vector<int32_t> slot = to_host(pair_slot, pairs);
   const std::vector<float> g_act = to_float(to_host(act, size_t(pairs) * inter)), g_y = to_host(y, size_t(pairs) * hidden);
-  std::vector<float> ref_act(g_act.size()), ref_y(g_y.size()), gu(2 * size_t(inter));
-  for (int32_t t = 0; t < pairs; ++t) {
-    const int32_t e = chosen[t];
-    const size_t g = slot[t];
-    cpu::linear_mxfp4(x.data() + size_t(t) * hidden, 1, w.host_gu.expert(e), w.host_gu.expert_bias(e), gu.data(), pool);
-    cpu::swiglu_clamped(gu.data(), 1, inter, w.limit, ref_act.data() + g * inter);
-    cpu::linear_mxfp4(g_act.data() + g * inter, 1, w.host_dn.expert(e), w.host_dn.expert_bias(e),
-                      ref_y.data() + g * hidden, pool);
+  std::vector<int32_t> expert_of(pairs);  // of each grouped row
+  std::vector<const float*> x_rows(pairs), act_rows(pairs);
+  for (int32_t t = 0; t < pairs; ++t) {  // pair t (token t) is grouped row slot[t]
+    expert_of[slot[t]] = chosen[t];
+    x_rows[slot[t]] = x.data() + size_t(t) * hidden;
+    act_rows[slot[t]] = g_act.data() + size_t(slot[t]) * inter;
   }
+  const std::vector<float> ref_act = expert_activations(w.host_gu, w.limit, expert_of, x_rows),
+                           ref_y = expert_products(w.host_dn, expert_of, act_rows);
   std::string tag = shape + ", pairs an expert";
   for (const int32_t c : counts) tag += " " + std::to_string(c);
   v.expect_close("moe_gate_up_swiglu streamed, " + tag, relative_error(g_act, ref_act), kBf16Tol);
@@ -1119,7 +1174,10 @@ void check_moe_streamed_groups(const std::string& shape, const ExpertPair& w, co
 // The streamed kernel's group sizes (1, 2, 5, 8, 17, 32 and 64 pairs an
 // expert, uneven, experts without pairs; up to 8 pairs in the step: one
 // fragment) on the model's shape and on a small one whose K ends inside a K
-// item (7 and 5 MXFP4 blocks) with scales past 128 (two multiplies).
+// item (7 and 5 MXFP4 blocks) with scales past 128 (two multiplies) in some
+// lanes of a warp and not in others (each lane's four scales pass 128 with
+// odds of about one half): the choice of multiply must stay warp-uniform
+// around mma.sync (call 21 hung here while it was not).
 void check_moe_streamed(Random& rng, MoeFixture& f, Verdicts& v) {
   const ExpertPair model{f.host_gu, f.host_dn, f.gate_up, f.down, f.limit};
   std::vector<int32_t> mixed(f.experts, 0), one_token(f.experts, 0), eight(f.experts, 0);
@@ -1127,7 +1185,7 @@ void check_moe_streamed(Random& rng, MoeFixture& f, Verdicts& v) {
   std::copy(std::begin(sizes), std::end(sizes), mixed.begin() + 3);
   for (const int32_t e : {2, 9, 20, 31}) one_token[e] = 1;
   eight[13] = 8;
-  for (const auto& counts : {mixed, one_token, eight}) check_moe_streamed_groups("20b shape", model, counts, rng, &f.pool, v);
+  for (const auto& counts : {mixed, one_token, eight}) check_moe_streamed_groups("20b shape", model, counts, rng, v);
 
   const int32_t experts = 8, hidden = 224, inter = 160;
   auto make = [&](int32_t rows, int32_t cols, std::vector<uint8_t>& blocks, std::vector<uint8_t>& scales,
@@ -1149,7 +1207,7 @@ void check_moe_streamed(Random& rng, MoeFixture& f, Verdicts& v) {
                          7.0f};
   const std::string shape = "small shape (8 experts, 224 -> 320, 160 -> 224)";
   for (const auto& counts : {std::vector<int32_t>{1, 17, 0, 64, 5, 2, 32, 8}, std::vector<int32_t>{0, 0, 3, 0, 0, 0, 0, 0}})
-    check_moe_streamed_groups(shape, small, counts, rng, &f.pool, v);
+    check_moe_streamed_groups(shape, small, counts, rng, v);
 }
 
 // GPU sampling against the runtime's Sampler on the same logits.
@@ -1402,49 +1460,138 @@ void check_masked_sampling(Random& rng, Verdicts& v) {
   }
 }
 
+// Runs the check groups one by one and prints each one's wall time, so a
+// log shows what is slow. A watchdog thread reports a group still running
+// every kReportS seconds and ends the process (status 3) once one has run
+// `limit_s` (0: never), naming it: a kernel that never returns would
+// otherwise hold the device until the caller's timeout, and the log would
+// not say whether the last group hung or was slow.
+class GroupClock {
+ public:
+  explicit GroupClock(double limit_s) : limit_s_(limit_s), watchdog_([this] { watch(); }) {}
+  ~GroupClock() {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_one();
+    watchdog_.join();
+  }
+  GroupClock(const GroupClock&) = delete;
+  GroupClock& operator=(const GroupClock&) = delete;
+
+  template <typename Fn>
+  void run(const char* name, Fn&& fn) {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      group_ = name, started_ = Clock::now();
+    }
+    fn();
+    const double s = seconds_since(started_);
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      group_ = nullptr;
+    }
+    std::printf("-- %s: %.1f s\n", name, s);
+  }
+  double total_s() const { return seconds_since(begin_); }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  static constexpr double kReportS = 15.0;
+  static double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+  void watch() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const char* reported = nullptr;
+    double next_report = kReportS;
+    while (!wake_.wait_for(lock, std::chrono::milliseconds(200), [this] { return stopping_; })) {
+      if (group_ == nullptr) continue;
+      if (group_ != reported) reported = group_, next_report = kReportS;
+      const double s = seconds_since(started_);
+      if (limit_s_ > 0 && s >= limit_s_) {
+        std::printf("-- %s: still running after %.0f s (a kernel that never returns?); stopping (--group-limit)\n",
+                    group_, s);
+        std::fflush(stdout);
+        std::_Exit(3);
+      }
+      if (s >= next_report) {
+        std::printf("-- %s: still running after %.0f s\n", group_, s);
+        next_report += kReportS;
+      }
+    }
+  }
+
+  const double limit_s_;
+  const Clock::time_point begin_ = Clock::now();
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  const char* group_ = nullptr;
+  Clock::time_point started_;
+  bool stopping_ = false;
+  std::thread watchdog_;  // last: starts once the members it reads exist
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   uint64_t seed = std::chrono::steady_clock::now().time_since_epoch().count();
-  for (int i = 1; i + 1 < argc; ++i)
+  // A check group past this many seconds is taken for a hang (the whole
+  // check takes well under a minute on an H100 host); 0 turns it off, e.g.
+  // under compute-sanitizer, which runs kernels many times slower.
+  double group_limit_s = 120.0;
+  for (int i = 1; i + 1 < argc; ++i) {
     if (std::string(argv[i]) == "--seed") seed = std::strtoull(argv[i + 1], nullptr, 10);
+    if (std::string(argv[i]) == "--group-limit") group_limit_s = std::strtod(argv[i + 1], nullptr);
+  }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // each verdict visible even if a later check dies
   std::printf("gptoss-cuda-kernel-check seed %llu\n", static_cast<unsigned long long>(seed));
   Random rng(seed);
   Verdicts v;
+  GroupClock clock(group_limit_s);
   try {
-    check_embedding(rng, v);
-    check_rmsnorm(rng, v);
-    check_add_moe_rmsnorm(rng, v);
-    check_linear(rng, v);
-    check_rope(rng, v);
-    check_qkv_rope(rng, v);
-    check_attention(rng, v);
-    check_attention_serving_shapes(rng, v);
-    check_router(rng, v);
-    check_router_and_route(rng, v);
-    {
-      MoeFixture moe(rng);
-      check_moe(rng, moe, v);
-      check_moe_gemv_invariance(rng, moe, v);
-      check_moe_expert_tiles(rng, moe, v);
-      check_moe_half_step(rng, moe, v);
-      check_moe_streamed(rng, moe, v);
-      check_dependent_launch_chain(rng, moe, v);
-    }
-    check_sampling(rng, v);
-    check_masked_sampling(rng, v);
-    check_sliced_sampling(rng, v);
+    clock.run("embedding, rmsnorm", [&] {
+      check_embedding(rng, v);
+      check_rmsnorm(rng, v);
+      check_add_moe_rmsnorm(rng, v);
+    });
+    clock.run("linear", [&] { check_linear(rng, v); });
+    clock.run("rope", [&] {
+      check_rope(rng, v);
+      check_qkv_rope(rng, v);
+    });
+    clock.run("attention", [&] { check_attention(rng, v); });
+    clock.run("attention, serving shapes", [&] { check_attention_serving_shapes(rng, v); });
+    clock.run("router", [&] {
+      check_router(rng, v);
+      check_router_and_route(rng, v);
+    });
+    std::unique_ptr<MoeFixture> moe;
+    clock.run("moe weights", [&] { moe = std::make_unique<MoeFixture>(rng); });
+    clock.run("moe", [&] { check_moe(rng, *moe, v); });
+    clock.run("moe gemv invariance", [&] { check_moe_gemv_invariance(rng, *moe, v); });
+    clock.run("moe expert tiles", [&] { check_moe_expert_tiles(rng, *moe, v); });
+    clock.run("moe half step", [&] { check_moe_half_step(rng, *moe, v); });
+    clock.run("moe streamed", [&] { check_moe_streamed(rng, *moe, v); });
+    clock.run("dependent launch chain", [&] { check_dependent_launch_chain(rng, *moe, v); });
+    moe.reset();
+    clock.run("sampling", [&] {
+      check_sampling(rng, v);
+      check_masked_sampling(rng, v);
+      check_sliced_sampling(rng, v);
+    });
     // Last: under compute-sanitizer (which serializes kernels) the ranks
     // never meet and the all-reduce traps; every other check runs first.
-    check_all_reduce(rng, v, true);
-    int gpus = 0;
-    GPTOSS_CUDA_CHECK(cudaGetDeviceCount(&gpus));
-    if (gpus >= 2) check_all_reduce(rng, v, false);
+    clock.run("all-reduce", [&] {
+      check_all_reduce(rng, v, true);
+      int gpus = 0;
+      GPTOSS_CUDA_CHECK(cudaGetDeviceCount(&gpus));
+      if (gpus >= 2) check_all_reduce(rng, v, false);
+    });
   } catch (const std::exception& e) {
     std::printf("error: %s\n", e.what());
     return 2;
   }
-  std::printf("kernel checks: %d failed\n", v.failures());
+  std::printf("kernel checks: %d failed (%.1f s)\n", v.failures(), clock.total_s());
   return v.failures() == 0 ? 0 : 1;
 }
