@@ -24,7 +24,7 @@ const RESERVATION_TTL_MS = 10_000;
  * at 256 streams about a hundred requests are between reservation and enqueue,
  * and a check of each on every request was the largest part of Redis's time).
  */
-const RESERVE = new LuaScript(`
+export const RESERVE = new LuaScript(`
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 local limit = tonumber(ARGV[4])
 local waiting = redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3])
