@@ -6,8 +6,10 @@
  * Requests and tokens per minute are token buckets: capacity = the per-minute
  * limit, refilled continuously at limit/60 s. A bucket is a hash {level, ts};
  * a missing bucket is full. Concurrency is a sorted set of leases scored by
- * their expiry; expired leases are purged before counting, so a gateway that
- * died holding leases gives them back when they expire.
+ * their expiry; once the set holds as many leases as the limit, expired ones
+ * are purged and the rest counted, so a gateway that died holding leases gives
+ * them back when they expire (below the limit the count with expired leases is
+ * an upper bound that already admits: one command fewer per admission).
  *
  * A request is checked against every scope (the tenant, and the key when it
  * has limits of its own) and charged in all of them or in none.
@@ -89,7 +91,7 @@ for i = 1, n do
       elseif tok_levels[i] < cost then fail('tokens', wait_for(tpm, tok_levels[i], cost)) end
     end
   end
-  if conc > 0 and mode == 'admit' then
+  if conc > 0 and mode == 'admit' and redis.call('ZCARD', KEYS[3 * i]) >= conc then
     redis.call('ZREMRANGEBYSCORE', KEYS[3 * i], '-inf', now)
     -- When a running request ends is unknowable: a second is a fair guess.
     if redis.call('ZCARD', KEYS[3 * i]) >= conc then fail('concurrency', 1000) end
@@ -178,7 +180,8 @@ return 1
 
 /**
  * Keeps leases of live requests from expiring (only those still present: a
- * lease purged after a stall is not resurrected).
+ * lease purged after a stall is not resurrected; one expired but not yet
+ * purged, its request still live, counts again).
  * KEYS: the lease sets holding the lease. ARGV: lease id, ttl ms.
  */
 export const REFRESH_LEASE = new LuaScript(
