@@ -108,7 +108,6 @@ if mode == 'admit' and reason == '' then
         redis.call('PEXPIRE', KEYS[3 * i], ttl * 2)
       end
     end
-    redis.call('HINCRBY', usage, '${F.requests}', 1)
     redis.call('HINCRBY', usage, key_prefix .. '${F.requests}', 1)
   redis.call('EXPIRE', usage, retention)
 end
@@ -164,12 +163,9 @@ end
 if was_full then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 local usage = KEYS[3 * n + 1]
 if withdrawn then
-  redis.call('HINCRBY', usage, '${F.requests}', -1)
   redis.call('HINCRBY', usage, key_prefix .. '${F.requests}', -1)
 end
 if prompt > 0 or completion > 0 then
-  redis.call('HINCRBY', usage, '${F.promptTokens}', prompt)
-  redis.call('HINCRBY', usage, '${F.completionTokens}', completion)
   redis.call('HINCRBY', usage, key_prefix .. '${F.promptTokens}', prompt)
   redis.call('HINCRBY', usage, key_prefix .. '${F.completionTokens}', completion)
   redis.call('EXPIRE', usage, retention)

@@ -99,11 +99,10 @@ export class RateLimiter {
     return snapshotOf(await this.#run("peek", policy, keyId, 0, ""));
   }
 
-  /** Counts a request refused for good (in the tenant's and the key's usage). */
+  /** Counts a request refused for good (in the key's usage, which the tenant's sums). */
   async recordRejection(policy: Policy, keyId: string): Promise<void> {
     const usage = this.#usageKey(policy);
     await this.redis.multi()
-      .hincrby(usage, USAGE_FIELDS.rejectedRequests, 1)
       .hincrby(usage, keyField(keyId, USAGE_FIELDS.rejectedRequests), 1)
       .expire(usage, USAGE_RETENTION_SECONDS)
       .exec();
