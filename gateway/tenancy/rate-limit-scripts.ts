@@ -60,7 +60,7 @@ end
  * caller once it gives up (a request may wait for a concurrency slot first).
  * KEYS: per scope: request bucket, token bucket, leases; then the usage hash.
  * ARGV: mode, scope count, token cost, lease id, lease ttl ms, usage field
- *   prefix of the key, usage retention s, then per scope: rpm, tpm,
+ *   prefix of the key, the usage hash's expiry (unix s), then per scope: rpm, tpm,
  *   concurrency (0: not limited in this scope).
  * Returns {admitted (1/0), reason, retry-after ms, requests report x3, tokens report x3};
  * reason: '' | 'requests' | 'tokens' | 'too_large' | 'concurrency'.
@@ -68,7 +68,7 @@ end
 export const ADMIT = new LuaScript(
   BUCKET + `
 local mode, n, cost, lease, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local key_prefix, retention = ARGV[6], tonumber(ARGV[7])
+local key_prefix, expire_at = ARGV[6], ARGV[7]
 local now = now_ms()
 local reason, wait = '', 0
 -- The first failing check names the reason; the longest wait of all is the retry-after.
@@ -108,8 +108,11 @@ if mode == 'admit' and reason == '' then
         redis.call('PEXPIRE', KEYS[3 * i], ttl * 2)
       end
     end
-    redis.call('HINCRBY', usage, key_prefix .. '${F.requests}', 1)
-  redis.call('EXPIRE', usage, retention)
+  -- A counter that starts here may start the hash: give it its day's expiry (the same instant
+  -- whoever sets it, so once per new counter is enough, not once per request).
+  if redis.call('HINCRBY', usage, key_prefix .. '${F.requests}', 1) == 1 then
+    redis.call('EXPIREAT', usage, expire_at)
+  end
 end
 for i = 1, n do
   local rpm, tpm = tonumber(ARGV[5 + 3 * i]), tonumber(ARGV[6 + 3 * i])
@@ -132,7 +135,7 @@ return {reason == '' and 1 or 0, reason, wait,
  * as if it had never been admitted.
  * KEYS: per scope: request bucket, token bucket, leases; then the usage hash.
  * ARGV: scope count, refund (reserved - used), lease id, usage field prefix of
- *   the key, prompt tokens, completion tokens, usage retention s, release
+ *   the key, prompt tokens, completion tokens, the usage hash's expiry (unix s), release
  *   channel, tenant id, withdrawn (1/0), then per scope: rpm, tpm, concurrency
  *   (0: not limited in this scope).
  * A slot released in a scope that was at its cap is announced on the release
@@ -141,7 +144,7 @@ return {reason == '' and 1 or 0, reason, wait,
 export const SETTLE = new LuaScript(
   BUCKET + `
 local n, refund, lease, key_prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local prompt, completion, retention = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local prompt, completion, expire_at = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local withdrawn = ARGV[10] == '1'
 local now = now_ms()
 local was_full = false
@@ -162,14 +165,18 @@ end
 -- Only a scope that was at its cap can have requests waiting for a slot.
 if was_full then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 local usage = KEYS[3 * n + 1]
+-- As in admission: a counter that starts here may start the hash (a request that ends on a
+-- later day than it began); it gets its day's expiry.
+local started = false
 if withdrawn then
-  redis.call('HINCRBY', usage, key_prefix .. '${F.requests}', -1)
+  started = redis.call('HINCRBY', usage, key_prefix .. '${F.requests}', -1) == -1
 end
 if prompt > 0 or completion > 0 then
-  redis.call('HINCRBY', usage, key_prefix .. '${F.promptTokens}', prompt)
-  redis.call('HINCRBY', usage, key_prefix .. '${F.completionTokens}', completion)
-  redis.call('EXPIRE', usage, retention)
+  local p = redis.call('HINCRBY', usage, key_prefix .. '${F.promptTokens}', prompt)
+  local c = redis.call('HINCRBY', usage, key_prefix .. '${F.completionTokens}', completion)
+  started = started or p == prompt or c == completion
 end
+if started then redis.call('EXPIREAT', usage, expire_at) end
 return 1
 `,
 );

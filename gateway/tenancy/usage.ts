@@ -26,6 +26,11 @@ export type UsageCounts = Record<keyof typeof USAGE_FIELDS, number>;
 /** Usage hashes outlive their day by this long, then Redis drops them. */
 export const USAGE_RETENTION_SECONDS = 400 * 24 * 3600;
 
+/** When the usage hash of `day` (YYYY-MM-DD) expires, in unix seconds: its end plus the retention. */
+export function usageExpiresAt(day: string): number {
+  return Date.parse(`${day}T00:00:00Z`) / 1000 + 86_400 + USAGE_RETENTION_SECONDS;
+}
+
 export interface UsageDay {
   date: string;
   total: UsageCounts;
