@@ -25,7 +25,9 @@ const RESERVATION_TTL_MS = 10_000;
  * requests are between reservation and enqueue, and a check of each on every
  * request was the largest part of Redis's time). Expired reservations are rare
  * (a request gives its place back however it ends), so purging them only then
- * keeps the set bounded by the limit and saves a command on every request.
+ * keeps the set bounded by the limit and saves a command on every request; for
+ * the same reason the set needs no expiry of its own (its last member given
+ * back removes it).
  */
 export const RESERVE = new LuaScript(`
 local limit = tonumber(ARGV[4])
@@ -39,7 +41,6 @@ if bound >= limit then
   if waiting >= limit then return waiting end
 end
 redis.call('ZADD', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return -1
 `);
 

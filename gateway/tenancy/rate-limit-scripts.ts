@@ -146,9 +146,11 @@ export const SETTLE = new LuaScript(
 local n, refund, lease, key_prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local prompt, completion, expire_at = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local withdrawn = ARGV[10] == '1'
-local now = now_ms()
+-- Read only when a bucket is written: a request that used all it reserved writes none.
+local now
 local was_full = false
 local function give_back(key, cap, amount)
+  now = now or now_ms()
   local level = read_bucket(key, cap, now) + amount
   if level > cap then level = cap end
   write_bucket(key, cap, level, now)
