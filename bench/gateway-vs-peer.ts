@@ -2,7 +2,7 @@
  * This stack against a peer gateway, side by side on one machine, one command:
  *
  *   node --import tsx bench/gateway-vs-peer.ts [--quick] [--levels 1,32,256] [--phase-seconds 4]
- *     [--rounds 2] [--tokens 16] [--profile DIR] [--no-peer] [--syscalls]
+ *     [--rounds 2] [--tokens 16] [--profile DIR] [--no-peer] [--syscalls] [--scripts]
  *     [--gateway-v8-flags F]
  *
  * Targets, measured in alternating phases so both see the same machine:
@@ -353,29 +353,22 @@ function combine(target: TargetName, phases: Phase[]): TargetResult {
     cpuMsPerRequest,
     syscallsPerRequest: perRequest((p) => p.syscalls),
   };
-  if (phases[0].redis) {
+  type Stats = Map<string, { calls: number; usec: number }>;
+  /** Calls and µs per completed request, by name, summed over the phases. */
+  const statsPerRequest = (stats: (p: Phase) => Stats) => {
     const perRequest: Record<string, { calls: number; usec: number }> = {};
     for (const p of phases) {
-      for (const [command, stat] of p.redis!) {
-        if (command === "info") continue;
-        perRequest[command] ??= { calls: 0, usec: 0 };
-        perRequest[command].calls += stat.calls / requests;
-        perRequest[command].usec += stat.usec / requests;
+      for (const [name, stat] of stats(p)) {
+        if (name === "info") continue; // the bench's own
+        perRequest[name] ??= { calls: 0, usec: 0 };
+        perRequest[name].calls += stat.calls / requests;
+        perRequest[name].usec += stat.usec / requests;
       }
     }
-    result.redisPerRequest = perRequest;
-  }
-  if (phases[0].scripts) {
-    const perRequest: Record<string, { calls: number; usec: number }> = {};
-    for (const p of phases) {
-      for (const [script, stat] of p.scripts!) {
-        perRequest[script] ??= { calls: 0, usec: 0 };
-        perRequest[script].calls += stat.calls / requests;
-        perRequest[script].usec += stat.usec / requests;
-      }
-    }
-    result.scriptsPerRequest = perRequest;
-  }
+    return perRequest;
+  };
+  if (phases[0].redis) result.redisPerRequest = statsPerRequest((p) => p.redis!);
+  if (phases[0].scripts) result.scriptsPerRequest = statsPerRequest((p) => p.scripts!);
   return result;
 }
 
