@@ -2,7 +2,7 @@
  * This stack against a peer gateway, side by side on one machine, one command:
  *
  *   node --import tsx bench/gateway-vs-peer.ts [--quick] [--levels 1,32,256] [--phase-seconds 4]
- *     [--rounds 2] [--tokens 16] [--profile DIR] [--no-peer] [--syscalls]
+ *     [--rounds 2] [--tokens 16] [--profile DIR] [--no-peer] [--syscalls] [--scripts]
  *     [--gateway-v8-flags F]
  *
  * Targets, measured in alternating phases so both see the same machine:
@@ -36,6 +36,9 @@ import { cpus, loadavg } from "node:os";
 import { randomBytes } from "node:crypto";
 import { Agent, request } from "node:http";
 import { Redis } from "ioredis";
+import { Queue } from "bullmq";
+import { RESERVE } from "../gateway/queue/job-queue.ts";
+import { ADMIT, REFRESH_LEASE, SETTLE } from "../gateway/tenancy/rate-limit-scripts.ts";
 import { bootstrapTenant } from "../gateway/tenancy/bootstrap.ts";
 import {
   DENO,
@@ -68,6 +71,13 @@ const PROFILE_DIR = flag("--profile");
 /** `--gateway-v8-flags F`: V8 flags for the gateway (e.g. `--max-semi-space-size=32`). */
 const GATEWAY_V8_FLAGS = flag("--gateway-v8-flags");
 /** Node's `--cpu-prof` flags for a process named `name`, when profiling. */
+/**
+ * `--scripts`: splits Redis's EVALSHA calls by script for ours: every command of a phase goes to
+ * SLOWLOG (threshold 0), read back after it and grouped by SHA, named from BullMQ's scripts and
+ * the gateway's. Logging every command costs Redis time, so CPU figures of such a run are not
+ * comparable with a run without it.
+ */
+const SPLIT_SCRIPTS = process.argv.includes("--scripts");
 const nodeProfile = (name: string) =>
   PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}/${name}`] : [];
 
@@ -115,6 +125,49 @@ function countSyscalls(pid: number): { stop(): Promise<number> } {
         perf.kill("SIGINT");
       }),
   };
+}
+
+/** Names of the Lua scripts this stack runs, by SHA: BullMQ's (as ioredis defines them) and ours. */
+async function scriptNames(redisUrl: string): Promise<Map<string, string>> {
+  const connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
+  const queue = new Queue("names", { connection });
+  const client = await queue.client as unknown as { scriptsSet: Record<string, { sha: string }> };
+  const names = new Map<string, string>();
+  for (const [name, script] of Object.entries(client.scriptsSet)) {
+    names.set(script.sha, name.split(":")[0]); // "moveToFinished:5.81.5"
+  }
+  await queue.close();
+  connection.disconnect();
+  const ours = { RESERVE, ADMIT, SETTLE, REFRESH_LEASE };
+  for (const [name, script] of Object.entries(ours)) names.set(script.sha, `gateway ${name}`);
+  return names;
+}
+
+/** Starts logging every command: SLOWLOG with no threshold, emptied. */
+async function startScriptSplit(redis: Redis): Promise<void> {
+  await redis.config("SET", "slowlog-max-len", "2000000");
+  await redis.config("SET", "slowlog-log-slower-than", "0");
+  await redis.slowlog("RESET");
+}
+
+/** EVALSHA calls and their µs since `startScriptSplit`, by script name; logging stops. */
+async function stopScriptSplit(
+  redis: Redis,
+  names: Map<string, string>,
+): Promise<Map<string, { calls: number; usec: number }>> {
+  await redis.config("SET", "slowlog-log-slower-than", "-1");
+  const entries = await redis.slowlog("GET", "-1") as [number, number, number, string[]][];
+  const split = new Map<string, { calls: number; usec: number }>();
+  for (const [, , usec, args] of entries) {
+    if (args[0]?.toLowerCase() !== "evalsha") continue;
+    const name = names.get(args[1]) ?? args[1];
+    const stat = split.get(name) ?? { calls: 0, usec: 0 };
+    stat.calls++;
+    stat.usec += usec;
+    split.set(name, stat);
+  }
+  await redis.slowlog("RESET");
+  return split;
 }
 
 /** Redis commandstats: calls and usec per command. */
@@ -189,12 +242,21 @@ interface Phase {
   /** With `--syscalls`: system calls per process over the phase. */
   syscalls: Record<string, number>;
   redis?: Map<string, { calls: number; usec: number }>;
+  /** With `--scripts`, ours only: EVALSHA calls and µs by script. */
+  scripts?: Map<string, { calls: number; usec: number }>;
 }
 
 let salt = 0;
 
 /** N clients open streams back to back for PHASE_MS, then the ones in flight finish. */
-async function phase(target: HttpTarget, concurrency: number, redis: Redis): Promise<Phase> {
+async function phase(
+  target: HttpTarget,
+  concurrency: number,
+  redis: Redis,
+  scripts?: Map<string, string>,
+): Promise<Phase> {
+  const splitting = scripts !== undefined && target.name === "ours";
+  if (splitting) await startScriptSplit(redis);
   const pids = { ...target.processes, client: process.pid };
   const cpuBefore = Object.fromEntries(
     Object.entries(pids).map(([name, pid]) => [name, cpuMs(pid)]),
@@ -236,7 +298,17 @@ async function phase(target: HttpTarget, concurrency: number, redis: Redis): Pro
       }
     }
   }
-  return { ttfts, requests, errors, seconds, cpuMs: cpu, syscalls, redis: redisDelta };
+  const split = splitting ? await stopScriptSplit(redis, scripts) : undefined;
+  return {
+    ttfts,
+    requests,
+    errors,
+    seconds,
+    cpuMs: cpu,
+    syscalls,
+    redis: redisDelta,
+    scripts: split,
+  };
 }
 
 interface TargetResult {
@@ -255,6 +327,8 @@ interface TargetResult {
    * EVALSHA time.
    */
   redisPerRequest?: Record<string, { calls: number; usec: number }>;
+  /** With `--scripts`: EVALSHA calls and µs per request, by script. */
+  scriptsPerRequest?: Record<string, { calls: number; usec: number }>;
 }
 
 function combine(target: TargetName, phases: Phase[]): TargetResult {
@@ -279,18 +353,22 @@ function combine(target: TargetName, phases: Phase[]): TargetResult {
     cpuMsPerRequest,
     syscallsPerRequest: perRequest((p) => p.syscalls),
   };
-  if (phases[0].redis) {
+  type Stats = Map<string, { calls: number; usec: number }>;
+  /** Calls and µs per completed request, by name, summed over the phases. */
+  const statsPerRequest = (stats: (p: Phase) => Stats) => {
     const perRequest: Record<string, { calls: number; usec: number }> = {};
     for (const p of phases) {
-      for (const [command, stat] of p.redis!) {
-        if (command === "info") continue;
-        perRequest[command] ??= { calls: 0, usec: 0 };
-        perRequest[command].calls += stat.calls / requests;
-        perRequest[command].usec += stat.usec / requests;
+      for (const [name, stat] of stats(p)) {
+        if (name === "info") continue; // the bench's own
+        perRequest[name] ??= { calls: 0, usec: 0 };
+        perRequest[name].calls += stat.calls / requests;
+        perRequest[name].usec += stat.usec / requests;
       }
     }
-    result.redisPerRequest = perRequest;
-  }
+    return perRequest;
+  };
+  if (phases[0].redis) result.redisPerRequest = statsPerRequest((p) => p.redis!);
+  if (phases[0].scripts) result.scriptsPerRequest = statsPerRequest((p) => p.scripts!);
   return result;
 }
 
@@ -394,6 +472,7 @@ async function main() {
       },
     };
 
+    const scripts = SPLIT_SCRIPTS ? await scriptNames(own.url) : undefined;
     // Warm-up: JIT, connection pools, the tenant's key cache.
     for (const name of TARGETS) await phase(targets[name], 32, redis);
     const profiler = PROFILE_DIR ? await InspectorProfiler.connect(inspectPort) : undefined;
@@ -403,7 +482,7 @@ async function main() {
       const phases: Record<TargetName, Phase[]> = { ours: [], peer: [], floor: [] };
       for (let round = 0; round < ROUNDS; round++) {
         for (const name of TARGETS) {
-          phases[name].push(await phase(targets[name], concurrency, redis));
+          phases[name].push(await phase(targets[name], concurrency, redis, scripts));
         }
       }
       const results = Object.fromEntries(
@@ -472,6 +551,11 @@ async function main() {
         } core-ms/request; Redis commands/request ${calls.toFixed(1)} ` +
           `(scripts' inner commands included), by Redis time: ${top.join(", ")}`,
       );
+      if (ours.scriptsPerRequest) {
+        const split = Object.entries(ours.scriptsPerRequest).sort((a, b) => b[1].usec - a[1].usec)
+          .map(([script, n]) => `${script} ${n.calls.toFixed(2)} (${n.usec.toFixed(0)} µs)`);
+        console.log(`        ours: EVALSHA per request by script: ${split.join(", ")}`);
+      }
     }
     const at = (n: number) => levels.find((l) => l.concurrency === n);
     const goals: Record<string, boolean> = {};

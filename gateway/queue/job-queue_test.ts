@@ -56,3 +56,27 @@ Deno.test("an enqueued job whose reservation is not yet given back counts once, 
     await t.close();
   }
 });
+
+Deno.test("an expired reservation (its gateway died) stops counting once the limit is reached", async () => {
+  const t = testRedis("queue-places-expired");
+  const queue = new JobQueue(t.redis, t.keys);
+  try {
+    // A dead gateway's place: it expired a second ago and was never given back.
+    await t.redis.zadd(t.keys.queueReservations, Date.now() - 1_000, "dead");
+    assert.deepEqual(await queue.reserve("a", 2), { reserved: true }, "below the limit");
+    assert.deepEqual(
+      await queue.reserve("b", 2),
+      { reserved: true },
+      "the expired place is not counted",
+    );
+    assert.deepEqual(await queue.reserve("c", 2), { reserved: false, waiting: 2 });
+    assert.equal(
+      await t.redis.zscore(t.keys.queueReservations, "dead"),
+      null,
+      "purged at the limit",
+    );
+  } finally {
+    await queue.close();
+    await t.close();
+  }
+});

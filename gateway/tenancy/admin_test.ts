@@ -161,6 +161,35 @@ Deno.test("admin: usage of a tenant for a range of days", () =>
     });
   }));
 
+Deno.test("admin: a day's total is the sum of its keys', also on the day tenant counters stopped", () =>
+  withAdmin(async ({ client, t }) => {
+    await client.createTenant({ id: "acme", name: "Acme" });
+    // Written by the rate limiter now: the keys' counters only.
+    await t.redis.hset(t.keys.usage("acme", "2026-02-01"), {
+      "key:key_a:requests": 2,
+      "key:key_a:prompt_tokens": 20,
+      "key:key_b:requests": 1,
+      "key:key_b:rejected": 4,
+      "key:key_b:completion_tokens": 7,
+    });
+    // The switch-over day: tenant counters kept until then (3 requests), the keys' went on (5).
+    await t.redis.hset(t.keys.usage("acme", "2026-02-02"), {
+      requests: 3,
+      "key:key_a:requests": 5,
+    });
+    const report = await client.usage("acme", { from: "2026-02-01", to: "2026-02-02" });
+    assert.deepEqual(report.days.map((d) => d.total), [
+      { requests: 3, rejectedRequests: 4, promptTokens: 20, completionTokens: 7 },
+      { requests: 5, rejectedRequests: 0, promptTokens: 0, completionTokens: 0 },
+    ]);
+    assert.deepEqual(report.total, {
+      requests: 8,
+      rejectedRequests: 4,
+      promptTokens: 20,
+      completionTokens: 7,
+    });
+  }));
+
 Deno.test("cli: creates a tenant and a key over HTTP, and bootstraps directly into Redis", () =>
   withAdmin(async ({ base, t, client }) => {
     const cli = async (args: string[], env: Record<string, string>) => {

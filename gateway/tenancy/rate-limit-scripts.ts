@@ -6,8 +6,10 @@
  * Requests and tokens per minute are token buckets: capacity = the per-minute
  * limit, refilled continuously at limit/60 s. A bucket is a hash {level, ts};
  * a missing bucket is full. Concurrency is a sorted set of leases scored by
- * their expiry; expired leases are purged before counting, so a gateway that
- * died holding leases gives them back when they expire.
+ * their expiry; once the set holds as many leases as the limit, expired ones
+ * are purged and the rest counted, so a gateway that died holding leases gives
+ * them back when they expire (below the limit the count with expired leases is
+ * an upper bound that already admits: one command fewer per admission).
  *
  * A request is checked against every scope (the tenant, and the key when it
  * has limits of its own) and charged in all of them or in none.
@@ -58,7 +60,7 @@ end
  * caller once it gives up (a request may wait for a concurrency slot first).
  * KEYS: per scope: request bucket, token bucket, leases; then the usage hash.
  * ARGV: mode, scope count, token cost, lease id, lease ttl ms, usage field
- *   prefix of the key, usage retention s, then per scope: rpm, tpm,
+ *   prefix of the key, the usage hash's expiry (unix s), then per scope: rpm, tpm,
  *   concurrency (0: not limited in this scope).
  * Returns {admitted (1/0), reason, retry-after ms, requests report x3, tokens report x3};
  * reason: '' | 'requests' | 'tokens' | 'too_large' | 'concurrency'.
@@ -66,7 +68,7 @@ end
 export const ADMIT = new LuaScript(
   BUCKET + `
 local mode, n, cost, lease, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local key_prefix, retention = ARGV[6], tonumber(ARGV[7])
+local key_prefix, expire_at = ARGV[6], ARGV[7]
 local now = now_ms()
 local reason, wait = '', 0
 -- The first failing check names the reason; the longest wait of all is the retry-after.
@@ -89,7 +91,7 @@ for i = 1, n do
       elseif tok_levels[i] < cost then fail('tokens', wait_for(tpm, tok_levels[i], cost)) end
     end
   end
-  if conc > 0 and mode == 'admit' then
+  if conc > 0 and mode == 'admit' and redis.call('ZCARD', KEYS[3 * i]) >= conc then
     redis.call('ZREMRANGEBYSCORE', KEYS[3 * i], '-inf', now)
     -- When a running request ends is unknowable: a second is a fair guess.
     if redis.call('ZCARD', KEYS[3 * i]) >= conc then fail('concurrency', 1000) end
@@ -106,9 +108,11 @@ if mode == 'admit' and reason == '' then
         redis.call('PEXPIRE', KEYS[3 * i], ttl * 2)
       end
     end
-    redis.call('HINCRBY', usage, '${F.requests}', 1)
-    redis.call('HINCRBY', usage, key_prefix .. '${F.requests}', 1)
-  redis.call('EXPIRE', usage, retention)
+  -- A counter that starts here may start the hash: give it its day's expiry (the same instant
+  -- whoever sets it, so once per new counter is enough, not once per request).
+  if redis.call('HINCRBY', usage, key_prefix .. '${F.requests}', 1) == 1 then
+    redis.call('EXPIREAT', usage, expire_at)
+  end
 end
 for i = 1, n do
   local rpm, tpm = tonumber(ARGV[5 + 3 * i]), tonumber(ARGV[6 + 3 * i])
@@ -131,7 +135,7 @@ return {reason == '' and 1 or 0, reason, wait,
  * as if it had never been admitted.
  * KEYS: per scope: request bucket, token bucket, leases; then the usage hash.
  * ARGV: scope count, refund (reserved - used), lease id, usage field prefix of
- *   the key, prompt tokens, completion tokens, usage retention s, release
+ *   the key, prompt tokens, completion tokens, the usage hash's expiry (unix s), release
  *   channel, tenant id, withdrawn (1/0), then per scope: rpm, tpm, concurrency
  *   (0: not limited in this scope).
  * A slot released in a scope that was at its cap is announced on the release
@@ -140,11 +144,13 @@ return {reason == '' and 1 or 0, reason, wait,
 export const SETTLE = new LuaScript(
   BUCKET + `
 local n, refund, lease, key_prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local prompt, completion, retention = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local prompt, completion, expire_at = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local withdrawn = ARGV[10] == '1'
-local now = now_ms()
+-- Read only when a bucket is written: a request that used all it reserved writes none.
+local now
 local was_full = false
 local function give_back(key, cap, amount)
+  now = now or now_ms()
   local level = read_bucket(key, cap, now) + amount
   if level > cap then level = cap end
   write_bucket(key, cap, level, now)
@@ -161,24 +167,26 @@ end
 -- Only a scope that was at its cap can have requests waiting for a slot.
 if was_full then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 local usage = KEYS[3 * n + 1]
+-- As in admission: a counter that starts here may start the hash (a request that ends on a
+-- later day than it began); it gets its day's expiry.
+local started = false
 if withdrawn then
-  redis.call('HINCRBY', usage, '${F.requests}', -1)
-  redis.call('HINCRBY', usage, key_prefix .. '${F.requests}', -1)
+  started = redis.call('HINCRBY', usage, key_prefix .. '${F.requests}', -1) == -1
 end
 if prompt > 0 or completion > 0 then
-  redis.call('HINCRBY', usage, '${F.promptTokens}', prompt)
-  redis.call('HINCRBY', usage, '${F.completionTokens}', completion)
-  redis.call('HINCRBY', usage, key_prefix .. '${F.promptTokens}', prompt)
-  redis.call('HINCRBY', usage, key_prefix .. '${F.completionTokens}', completion)
-  redis.call('EXPIRE', usage, retention)
+  local p = redis.call('HINCRBY', usage, key_prefix .. '${F.promptTokens}', prompt)
+  local c = redis.call('HINCRBY', usage, key_prefix .. '${F.completionTokens}', completion)
+  started = started or p == prompt or c == completion
 end
+if started then redis.call('EXPIREAT', usage, expire_at) end
 return 1
 `,
 );
 
 /**
  * Keeps leases of live requests from expiring (only those still present: a
- * lease purged after a stall is not resurrected).
+ * lease purged after a stall is not resurrected; one expired but not yet
+ * purged, its request still live, counts again).
  * KEYS: the lease sets holding the lease. ARGV: lease id, ttl ms.
  */
 export const REFRESH_LEASE = new LuaScript(

@@ -11,7 +11,7 @@ import type { RedisKeys } from "../../shared/redis-keys.ts";
 import type { Usage } from "../../shared/protocol.ts";
 import type { LimitScope, Policy } from "./policy.ts";
 import { ADMIT, REFRESH_LEASE, SETTLE } from "./rate-limit-scripts.ts";
-import { keyField, USAGE_FIELDS, USAGE_RETENTION_SECONDS, utcDay } from "./usage.ts";
+import { keyField, USAGE_FIELDS, usageExpiresAt, utcDay } from "./usage.ts";
 
 /** One dimension of the x-ratelimit-* headers. */
 export interface LimitState {
@@ -39,6 +39,12 @@ export interface RateLimiterOptions {
   refreshIntervalMs?: number;
   /** Leases are refreshed at most this long after admission (the request deadline). */
   maxRequestMs?: number;
+}
+
+/** A day's usage hash of a tenant and when it expires (unix s). */
+interface UsageHash {
+  key: string;
+  expiresAt: number;
 }
 
 /** The scope's tenant id is every key's hash tag: one Cluster slot per script. */
@@ -87,7 +93,7 @@ export class RateLimiter {
       leaseId,
       tokens,
       Date.now() + this.#maxRequestMs,
-      this.#usageKey(policy),
+      this.#usage(policy),
     );
     this.#live.add(admission);
     this.#ensureRefreshing();
@@ -99,13 +105,12 @@ export class RateLimiter {
     return snapshotOf(await this.#run("peek", policy, keyId, 0, ""));
   }
 
-  /** Counts a request refused for good (in the tenant's and the key's usage). */
+  /** Counts a request refused for good (in the key's usage, which the tenant's sums). */
   async recordRejection(policy: Policy, keyId: string): Promise<void> {
-    const usage = this.#usageKey(policy);
+    const usage = this.#usage(policy);
     await this.redis.multi()
-      .hincrby(usage, USAGE_FIELDS.rejectedRequests, 1)
-      .hincrby(usage, keyField(keyId, USAGE_FIELDS.rejectedRequests), 1)
-      .expire(usage, USAGE_RETENTION_SECONDS)
+      .hincrby(usage.key, keyField(keyId, USAGE_FIELDS.rejectedRequests), 1)
+      .expireat(usage.key, usage.expiresAt)
       .exec();
   }
 
@@ -120,10 +125,10 @@ export class RateLimiter {
     this.#live.delete(a);
     const used = usage === null ? 0 : usage.promptTokens + usage.completionTokens;
     // A withdrawal takes the request out of the day it was counted in.
-    const usageKey = withdrawn ? a.usageKey : this.#usageKey(a.policy);
+    const day = withdrawn ? a.usage : this.#usage(a.policy);
     await SETTLE.run(this.redis, [
       ...a.policy.scopes.flatMap((s) => scopeKeys(this.keys, s)),
-      usageKey,
+      day.key,
     ], [
       a.policy.scopes.length,
       a.reservedTokens - used,
@@ -131,7 +136,7 @@ export class RateLimiter {
       keyField(a.keyId, ""),
       usage?.promptTokens ?? 0,
       usage?.completionTokens ?? 0,
-      USAGE_RETENTION_SECONDS,
+      day.expiresAt,
       this.keys.slotReleased,
       a.policy.scopes[0].tenantId,
       withdrawn ? 1 : 0,
@@ -149,22 +154,25 @@ export class RateLimiter {
     leaseId: string,
   ) {
     const keys = policy.scopes.flatMap((s) => scopeKeys(this.keys, s));
-    return await ADMIT.run(this.redis, [...keys, this.#usageKey(policy)], [
+    const usage = this.#usage(policy);
+    return await ADMIT.run(this.redis, [...keys, usage.key], [
       mode,
       policy.scopes.length,
       tokens,
       leaseId,
       this.#leaseTtlMs,
       keyField(keyId, ""),
-      USAGE_RETENTION_SECONDS,
+      usage.expiresAt,
       ...policy.scopes.flatMap((
         s,
       ) => [s.requestsPerMinute ?? 0, s.tokensPerMinute ?? 0, s.concurrentRequests ?? 0]),
     ]) as (number | string)[];
   }
 
-  #usageKey(policy: Policy): string {
-    return this.keys.usage(policy.scopes[0].tenantId, utcDay(Date.now()));
+  /** Today's usage hash of the policy's tenant. */
+  #usage(policy: Policy): UsageHash {
+    const day = utcDay(Date.now());
+    return { key: this.keys.usage(policy.scopes[0].tenantId, day), expiresAt: usageExpiresAt(day) };
   }
 
   #ensureRefreshing(): void {
@@ -220,7 +228,7 @@ export class Admission {
     /** After this instant the lease is no longer refreshed. */
     readonly deadline: number,
     /** The usage hash the admission counted the request in. */
-    readonly usageKey: string,
+    readonly usage: UsageHash,
   ) {}
 
   /**

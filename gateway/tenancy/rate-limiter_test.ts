@@ -3,7 +3,7 @@ import type { Policy } from "./policy.ts";
 import { RateLimiter } from "./rate-limiter.ts";
 import { SlotWaiters } from "./slot-waiters.ts";
 import { testRedis } from "./test_support.ts";
-import { readUsage, utcDay } from "./usage.ts";
+import { readUsage, USAGE_RETENTION_SECONDS, usageExpiresAt, utcDay } from "./usage.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -224,6 +224,32 @@ Deno.test("usage: admitted and rejected requests and settled tokens, per tenant 
       key_1: { requests: 1, rejectedRequests: 1, promptTokens: 10, completionTokens: 5 },
       key_2: { requests: 2, rejectedRequests: 0, promptTokens: 20, completionTokens: 7 },
     });
+  }));
+
+Deno.test("usage: the day's hash expires at the day's end plus the retention, whoever starts it", () =>
+  withLimiters(async (a, _b, t) => {
+    const p = policy({});
+    const today = utcDay(Date.now());
+    const usage = t.keys.usage("acme", today);
+    const expiresAt = async () => Number(await t.redis.call("EXPIRETIME", usage));
+    // Started by a settlement (a request admitted yesterday that ends today).
+    const admitted = await a.admit(p, "key_1", 10);
+    assert.ok(admitted.admitted);
+    await t.redis.del(usage);
+    await admitted.admission.complete({ promptTokens: 3, completionTokens: 2 });
+    assert.equal(await expiresAt(), usageExpiresAt(today));
+    // Started by an admission.
+    await t.redis.del(usage);
+    const again = await a.admit(p, "key_1", 10);
+    assert.ok(again.admitted);
+    assert.equal(await expiresAt(), usageExpiresAt(today));
+    await again.admission.complete(null);
+    // Started by a rejection.
+    await t.redis.del(usage);
+    await a.recordRejection(p, "key_1");
+    assert.equal(await expiresAt(), usageExpiresAt(today));
+    const endOfJan1 = Date.parse("2026-01-02T00:00:00Z") / 1000;
+    assert.equal(usageExpiresAt("2026-01-01"), endOfJan1 + USAGE_RETENTION_SECONDS);
   }));
 
 Deno.test("a released slot is announced; a waiter of that tenant wakes, others keep waiting", () =>

@@ -3,13 +3,18 @@
  * written by the rate limiter's scripts (admission counts requests and
  * rejections, settlement adds the tokens the client was told about), in the
  * same round trips that enforce the limits; this module names the fields and
- * reads them back.
+ * reads them back. Only the keys' counters are written (every request has a
+ * key): the tenant's day is their sum, one HINCRBY fewer per counter per
+ * request than keeping both.
  */
 import type { Redis } from "ioredis";
 import type { RedisKeys } from "../../shared/redis-keys.ts";
 import { invalidValue } from "./errors.ts";
 
-/** Counter names inside a usage hash; a key's own are prefixed with `key:<id>:`. */
+/**
+ * Counter names inside a usage hash, prefixed with `key:<id>:` per key. Hashes written before the
+ * tenant's total was derived also hold unprefixed tenant counters (see `parseDay`).
+ */
 export const USAGE_FIELDS = {
   requests: "requests",
   rejectedRequests: "rejected",
@@ -20,6 +25,11 @@ export type UsageCounts = Record<keyof typeof USAGE_FIELDS, number>;
 
 /** Usage hashes outlive their day by this long, then Redis drops them. */
 export const USAGE_RETENTION_SECONDS = 400 * 24 * 3600;
+
+/** When the usage hash of `day` (YYYY-MM-DD) expires, in unix seconds: its end plus the retention. */
+export function usageExpiresAt(day: string): number {
+  return Date.parse(`${day}T00:00:00Z`) / 1000 + 86_400 + USAGE_RETENTION_SECONDS;
+}
 
 export interface UsageDay {
   date: string;
@@ -96,14 +106,27 @@ const NAME_OF_FIELD = new Map<string, keyof UsageCounts>(
   Object.entries(USAGE_FIELDS).map(([name, field]) => [field, name as keyof UsageCounts]),
 );
 
+/**
+ * The tenant's total is the sum of its keys'. A hash written while tenant counters were kept as
+ * well holds them too: incremented with every key counter until they no longer were, so they
+ * never exceed the keys' sum unless the hash predates key counters. The larger is the total.
+ */
 function parseDay(date: string, hash: Record<string, string>): UsageDay {
   const day: UsageDay = { date, total: zero(), keys: {} };
+  const stored = zero();
   for (const [field, value] of Object.entries(hash)) {
     const keyed = /^key:([^:]+):(.+)$/.exec(field);
     const name = NAME_OF_FIELD.get(keyed?.[2] ?? field);
     if (name === undefined) continue;
-    const counts = keyed === null ? day.total : (day.keys[keyed[1]] ??= zero());
-    counts[name] = Number(value);
+    if (keyed === null) {
+      stored[name] = Number(value);
+      continue;
+    }
+    (day.keys[keyed[1]] ??= zero())[name] = Number(value);
+    day.total[name] += Number(value);
+  }
+  for (const name of Object.keys(stored) as (keyof UsageCounts)[]) {
+    day.total[name] = Math.max(day.total[name], stored[name]);
   }
   return day;
 }
