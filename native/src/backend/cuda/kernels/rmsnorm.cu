@@ -11,13 +11,20 @@ namespace {
 
 constexpr int kMaxMoeTopK = 8;  // experts per token add_moe_rmsnorm sums
 
+// The row of x that output row `out_row` normalizes (`rows` gathers), read
+// once the previous kernel's outputs are visible: every input of these
+// kernels is a previous kernel's output (launch_dependent).
+__device__ __forceinline__ int64_t source_row(const int32_t* rows, int32_t out_row) {
+  wait_for_previous_kernel();
+  allow_next_kernel();
+  return rows ? rows[out_row] : out_row;
+}
+
 __global__ void add_rmsnorm_kernel(float* x, const float* delta, const int32_t* rows, int32_t dim,
                                    const uint16_t* weight, float eps, __nv_bfloat16* out) {
   __shared__ float scratch[32];
-  wait_for_previous_kernel();  // every input is a previous kernel's output (launch_dependent)
-  allow_next_kernel();
   const int32_t out_row = blockIdx.x;
-  const int64_t src_row = rows ? rows[out_row] : out_row;
+  const int64_t src_row = source_row(rows, out_row);
   float4* xr = reinterpret_cast<float4*>(x + src_row * dim);
   const float4* dr = delta ? reinterpret_cast<const float4*>(delta + src_row * dim) : nullptr;
   const auto load = [&](int32_t idx) {
@@ -38,10 +45,8 @@ __global__ void add_moe_rmsnorm_kernel(float* x, const float* y, const int32_t* 
                                        const float* weights, int32_t k, const int32_t* rows, int32_t dim,
                                        const uint16_t* weight, float eps, __nv_bfloat16* out) {
   __shared__ float scratch[32];
-  wait_for_previous_kernel();  // every input is a previous kernel's output (launch_dependent)
-  allow_next_kernel();
   const int32_t out_row = blockIdx.x;
-  const int64_t src_row = rows ? rows[out_row] : out_row;
+  const int64_t src_row = source_row(rows, out_row);
   float4* xr = reinterpret_cast<float4*>(x + src_row * dim);
   const float4* yr[kMaxMoeTopK];
   float wr[kMaxMoeTopK];
