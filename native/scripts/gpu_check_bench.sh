@@ -44,8 +44,9 @@
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
 # loader model20b layers prefix tp profile pdlab moeab" leaves out those stages (pdlab:
 # decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch;
-# moeab: decode and the 50-token extend again with GPTOSS_MOE_KERNEL=streamed, the streamed
-# expert kernel not yet the default); GPTOSS_JOBS sets build parallelism.
+# moeab: decode and the 50-token extend again under each setting in GPTOSS_MOEAB, space-separated
+# VAR=value, default GPTOSS_MOE_KERNEL=streamed: the streamed expert kernel at batch 1 too, where the
+# default keeps the GEMV); GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -175,16 +176,18 @@ if want bench; then
     # The same short run with and without programmatic dependent launch: call 19's PDL A/B
     # compared a short run (3.48 ms at batch 1) with the full table above (4.13 ms); call 20's
     # full table gave 4.03 ms with PDL off, so the short run itself is half of the question.
-    step "decode batch 1 and 8, short runs: GPTOSS_PDL=0 and 1 (programmatic dependent launch, off by default)"
+    step "decode batch 1 and 8, short runs: GPTOSS_PDL=0 and 1 (programmatic dependent launch, on by default)"
     for pdl in 0 1; do
       GPTOSS_PDL=$pdl timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,8 --prefill 512 2>&1 |
         grep -E "^(decode batch|batch-1)" | sed "s/^/[GPTOSS_PDL=$pdl short] /" | tee -a "$out/bench_random_pdl.log" || status=1
     done
   fi
   if want moeab; then
-    step "decode with the streamed expert kernel (GPTOSS_MOE_KERNEL=streamed A/B; docs/cuda-notes.md \"h22marlin\")"
-    GPTOSS_MOE_KERNEL=streamed timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,8,64,256 --prefill 512 2>&1 |
-      grep -E "^(decode batch|extend)" | sed 's/^/[streamed] /' | tee "$out/bench_random_moeab.log" || status=1
+    for arm in ${GPTOSS_MOEAB:-GPTOSS_MOE_KERNEL=streamed}; do
+      step "decode and the 50-token extend with $arm (expert kernel A/B; docs/cuda-notes.md \"h22marlin\")"
+      env "$arm" timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,8,64,256 --prefill 512 2>&1 |
+        grep -E "^(decode batch|extend)" | sed "s/^/[$arm] /" | tee -a "$out/bench_random_moeab.log" || status=1
+    done
   fi
 fi
 
@@ -349,20 +352,20 @@ if want profile; then
   # What bounds the MXFP4 expert tiles (docs/cuda-notes.md "h15moe"): ncu's
   # throughput, occupancy and warp-stall sections for the first gate/up and
   # down launches of a 2 048-token prefill (128-row tiles) and of the timed
-  # batch-64 decode steps (32-row tiles, ~8 rows an expert), and the batch-1
+  # batch-64 decode steps (the streamed kernel, ~8 rows an expert), and the batch-1
   # expert GEMVs (one row an expert).
   if command -v ncu >/dev/null; then
     for run in prefill2048 decode64 gemv1; do
       kernel=moe_tiled
       case $run in
         prefill2048) args=(--batches 1 --prefill 2048 --steps 2) from=on ;;
-        decode64) args=(--batches 64 --prefill 16 --steps 2 --profile-batch 64) from=off ;;
+        decode64) args=(--batches 64 --prefill 16 --steps 2 --profile-batch 64) from=off kernel=moe_streamed ;;
         gemv1) args=(--batches 1 --prefill 16 --steps 2 --profile-batch 1) from=off kernel=moe_gemv ;;
       esac
       timeout 150 ncu --profile-from-start $from --kernel-name regex:$kernel --launch-count 2 \
         --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --print-details all \
         "$tools/gptoss-cuda-bench" --random "$models/20b" "${args[@]}" >"$out/ncu_moe_$run.log" 2>&1
-      grep -E "moe_tiled|moe_gemv|Duration|Throughput|Achieved Occupancy|Warp Cycles Per Issued|stall|Stall" \
+      grep -E "moe_tiled|moe_streamed|moe_gemv|Duration|Throughput|Achieved Occupancy|Warp Cycles Per Issued|stall|Stall" \
         "$out/ncu_moe_$run.log" | sed "s/^/[ncu $run] /" | head -60 | tee -a "$out/profile.log"
     done
   fi
@@ -381,7 +384,7 @@ step "summary"
   cat "$out/bench_random_pdl.log" 2>/dev/null
   # the expert products alone, streamed vs the kernels before it (docs/cuda-notes.md "h22marlin")
   grep -h -E "^experts " "$out/bench_random.log" 2>/dev/null
-  sed 's/^/[GPTOSS_MOE_KERNEL] /' "$out/bench_random_moeab.log" 2>/dev/null
+  cat "$out/bench_random_moeab.log" 2>/dev/null
   # the expert stages of each step (docs/cuda-notes.md "h15moe")
   grep -h -E "stage shares|moe_(gate_up_swiglu|down) |^(decode batch [0-9]+ step ms)" "$out/bench_random.log" 2>/dev/null |
     sed "s/^/[moe] /"

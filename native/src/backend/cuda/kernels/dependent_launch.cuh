@@ -11,12 +11,11 @@
 //   and writes nothing;
 // - it calls allow_next_kernel() right after the wait, so that when the next
 //   kernel starts, this one's predecessor has finished (the first point holds).
-// Off unless GPTOSS_PDL=1. Call 19 measured a batch-1 step at 4.13 ms with
-// it and 3.48 ms without, but the two arms ran different bench arguments:
-// the first after an 8k-token prefill, which then made every decode step
-// copy a 34 MB metadata image (docs/cuda-notes.md "h22gemv"), so PDL's own
-// effect is unmeasured until both arms run alike. Plain launches make both
-// device calls no-ops.
+// On unless GPTOSS_PDL=0: call 22 (H100, both arms the same short bench)
+// measured a batch-1 step at 2.76 ms with it and 2.92 ms without, batch 8
+// 8.16 vs 8.17 ms. (Call 19's "slower" compared arms with different metadata
+// copies, docs/cuda-notes.md "h22gemv".) Plain launches make both device
+// calls no-ops.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -39,7 +38,7 @@ __device__ __forceinline__ void allow_next_kernel() {
 inline bool dependent_launch_enabled() {
   static const bool enabled = [] {
     const char* choice = std::getenv("GPTOSS_PDL");
-    return choice != nullptr && std::strcmp(choice, "1") == 0;
+    return choice == nullptr || std::strcmp(choice, "0") != 0;
   }();
   return enabled;
 }

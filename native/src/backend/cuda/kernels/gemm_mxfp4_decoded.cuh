@@ -44,19 +44,14 @@ struct Mxfp4Weights {
 };
 
 // Pipeline depth. A K step's copies are issued kStages - 1 steps ahead and
-// decoded one step ahead, so they have kStages - 2 steps to land. 32-row
-// tiles: 6 stages (91 KiB, still 2 blocks an SM), four steps to cover a DRAM
-// line's latency at the ~1 us a step these few-row tiles took (call 16); 128-row
-// tiles: 3 (their 16 KiB A stages would otherwise leave 1 block an SM).
-template <int kMi>
-constexpr int stages() {
-  return kMi == 1 ? 6 : 3;
-}
+// decoded one step ahead, so they have kStages - 2 steps to land. 3 for
+// 128-row tiles: their 16 KiB A stages would otherwise leave 1 block an SM.
+constexpr int kStages = 3;
 
 // Dynamic shared memory of a block for K = k.
 template <int kMi>
 constexpr int smem_bytes(int k) {
-  return stages<kMi>() * (tile_m<kMi>() * kRowBytes + kPackedBytes) + 2 * kDecodedBytes + kTileN * (k / 32);
+  return kStages * (tile_m<kMi>() * kRowBytes + kPackedBytes) + 2 * kDecodedBytes + kTileN * (k / 32);
 }
 
 // The 8 FP4 E2M1 codes of w (byte i: k = 2i low nibble, 2i + 1 high) as
@@ -102,13 +97,13 @@ __device__ __forceinline__ void copy_strip(uint8_t* dst, const uint8_t* src, int
 // scales [n_rows, k/32]), k a multiple of 32 (an odd block count ends in a
 // half step whose missing half is zeros on both sides). row_src and the epilogue as in
 // tiled::gemm_tile; tile rows from `valid_rows` on have no A row, and a warp
-// whose rows are all past it skips its products (an expert with 6 rows leaves
-// half the warps of a 32-row tile idle but for copies and decoding).
+// whose rows are all past it skips its products (an expert with 40 rows leaves
+// most warps of a 128-row tile idle but for copies and decoding).
 template <int kMi, typename Epilogue>
 __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src,
                                           int valid_rows, const Mxfp4Weights& w, int n0,
                                           const Epilogue& epilogue) {
-  constexpr int kTileM = tile_m<kMi>(), kATileBytes = kTileM * kRowBytes, kStages = stages<kMi>();
+  constexpr int kTileM = tile_m<kMi>(), kATileBytes = kTileM * kRowBytes;
   extern __shared__ __align__(128) uint8_t smem[];
   uint8_t* a_stages = smem;
   uint8_t* packed = a_stages + kStages * kATileBytes;

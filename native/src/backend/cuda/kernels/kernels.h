@@ -213,14 +213,13 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
                       int32_t n_experts, float* logits, int32_t k, int32_t tile_rows, int32_t* experts,
                       float* weights, const MoeGroups& groups, int32_t* done_counter, cudaStream_t stream);
 
-// Which kernel runs an expert product: the GEMV (decode at 1-2 sequences; one
-// expert a block row, CUDA cores), the tiled kernel over tiles of 32 grouped
-// pairs of one expert (decode from 3 sequences) or 128 (prefill), each weight
-// tile decoded into shared memory. The streamed kernel (up to 32 pairs an
+// Which kernel runs an expert product: the GEMV (decode of one sequence; one
+// expert a block row, CUDA cores), the streamed kernel (up to 32 pairs an
 // expert: each touched expert's MXFP4 weights streamed into registers once
-// per 16 of its pairs, gemm_mxfp4_streamed.cuh) runs with
-// GPTOSS_MOE_KERNEL=streamed until a device call has timed it (moe_path_for).
-enum class MoePath { Gemv, Streamed, TiledSmall, Tiled };
+// per 16 of its pairs, gemm_mxfp4_streamed.cuh), or the tiled kernel over
+// tiles of 128 grouped pairs of one expert (prefill), each weight tile
+// decoded into shared memory (moe_path_for has the measured rule).
+enum class MoePath { Gemv, Streamed, Tiled };
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
 int32_t moe_tile_rows(MoePath path);
 // The smallest moe_tile_rows of any path: the tile list's size bound.

@@ -1,19 +1,17 @@
 // The MXFP4 expert products, dequantisation fused into every kernel.
 //
-// Streamed path (decode, short extends; only with GPTOSS_MOE_KERNEL=streamed
-// until a device call has timed it against the two below: its checks at the
-// 20b shape passed on an H100 in call 21, which ran out of device time before
-// the rest of the checks and any speed figure): weights streamed into
-// registers, tokens in shared memory, tensor cores (gemm_mxfp4_streamed.cuh).
+// Streamed path (decode from 2 sequences, short extends: up to 32 pairs an
+// expert): weights streamed into registers, tokens in shared memory, tensor
+// cores (gemm_mxfp4_streamed.cuh).
 //
-// GEMV path (decode at 1-2 sequences): each warp walks row
+// GEMV path (decode of one sequence): each warp walks row
 // pairs of one expert (for gate/up:
 // the gate row and the up row of one SwiGLU output; for down: two output
 // columns), holding a row pair in registers (16-byte loads, one MXFP4 block
 // per lane) while the next one's loads are in flight, and applies it to the
 // pairs routed to the expert (up to 8 staged at once), 1 or 4 at a time.
 //
-// Tiled paths (decode from 3 sequences: 32 rows; prefill: 128): tiles of 32 or 128
+// Tiled path (prefill, decode beyond 32 pairs an expert): tiles of 128
 // grouped pairs of one expert and 128 output columns, each weight tile
 // decoded once per block into shared memory (gemm_mxfp4_decoded.cuh).
 #include <algorithm>
@@ -35,8 +33,8 @@ namespace {
 constexpr float kSwigluAlpha = 1.702f;
 constexpr int kGemvWarps = 8;
 constexpr int kGemvBlocksPerSm = 2;  // the GEMV's __launch_bounds__ minimum, used to size its grid
-// x rows the GEMV stages at once: the GEMV's decode batches (up to 2, see
-// moe_path_for) put at most 8 pairs on an expert.
+// x rows the GEMV stages at once: 8 pairs an expert, more than its one-token
+// steps need, so that GPTOSS_MOE_KERNEL=gemv serves any step.
 constexpr int32_t kGemvStagedPairs = 8;
 // Pairs of a one-token step (gpt-oss: top-4): the most the GEMV applies one at
 // a time, and the expert count its one-wave grid is sized for.
@@ -453,8 +451,6 @@ void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, in
     launch_gemv<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   } else if (path == MoePath::Streamed) {
     launch_streamed<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
-  } else if (path == MoePath::TiledSmall) {
-    launch_tiled<1, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   } else {
     launch_tiled<4, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   }
@@ -462,9 +458,9 @@ void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, in
 }
 
 // GPTOSS_MOE_KERNEL picks the expert kernel for A/B runs: auto (the rule
-// below), streamed (the streamed kernel up to 32 pairs an expert, 128-row
-// tiles beyond), gemv, or tiled (the decoded tiles, 32 or 128 rows by the
-// step's pairs). Read once, like GPTOSS_PDL.
+// below), streamed (the streamed kernel up to 32 pairs an expert, one token
+// included; 128-row tiles beyond), gemv, or tiled (128-row tiles for every
+// step). Read once, like GPTOSS_PDL.
 enum class MoeKernelChoice { Auto, Streamed, Gemv, Tiled };
 
 MoeKernelChoice moe_kernel_choice() {
@@ -483,30 +479,30 @@ MoeKernelChoice moe_kernel_choice() {
 }  // namespace
 
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts) {
-  // Measured (calls 18-20): the GEMV streams a touched expert's weights at
-  // ~0.8-0.97 TB/s; a 32-row tile block takes ~45 us whatever its rows, so
-  // the tiles cost whole waves of blocks. Beyond a pair for every fourth
-  // expert (3 sequences at top-4 of 32) the tiles' waves cost less than the
-  // GEMV's bytes; small tiles until experts average 32 pairs (decode at 256
-  // sequences), then 128-row tiles that decode each weight once per 128
-  // pairs. The streamed kernel (one pass over a touched expert's weights per
-  // 16 of its pairs, predicted at ~2 TB/s) replaces the first two once timed.
+  // Measured on an H100 (call 22, 20b shape, whole decode steps): the
+  // streamed kernel against the GEMV and the 32-row tiles it replaced,
+  // b1 3.09 vs 2.94 ms, b2 3.53 vs 4.04, b8 6.06 vs 8.23, b64 10.92 vs
+  // 13.72, b256 21.21 vs 22.55, a 50-token extend 10.42 vs 13.42. So the
+  // GEMV keeps one-token steps (a pair for every eighth expert: its
+  // down product streamed 883 GB/s against the streamed kernel's 613 at one
+  // pair an expert), the streamed kernel takes everything up to 32 pairs an
+  // expert, and 128-row tiles, which decode each weight once per 128 pairs,
+  // the rest (prefill).
   const bool few = n_pairs <= 32 * n_experts;
   switch (moe_kernel_choice()) {
     case MoeKernelChoice::Streamed: return few ? MoePath::Streamed : MoePath::Tiled;
     case MoeKernelChoice::Gemv: return MoePath::Gemv;
-    case MoeKernelChoice::Tiled: return few ? MoePath::TiledSmall : MoePath::Tiled;
+    case MoeKernelChoice::Tiled: return MoePath::Tiled;
     case MoeKernelChoice::Auto: break;
   }
-  if (4 * n_pairs <= n_experts) return MoePath::Gemv;
-  return few ? MoePath::TiledSmall : MoePath::Tiled;
+  if (8 * n_pairs <= n_experts) return MoePath::Gemv;
+  return few ? MoePath::Streamed : MoePath::Tiled;
 }
 
 int32_t moe_tile_rows(MoePath path) {
   switch (path) {
     case MoePath::Gemv: return kGemvTileRows;
     case MoePath::Streamed: return streamed::kTileRows;
-    case MoePath::TiledSmall: return decoded::tile_m<1>();
     case MoePath::Tiled: break;
   }
   return decoded::tile_m<4>();

@@ -198,7 +198,8 @@ void bench_products(Results& r, const ModelConfig& c) {
 // step's 4 experts; 8 and 32: every expert, decode at 64 and 256 sequences),
 // in GB/s of the touched experts' MXFP4 weight bytes (codes and scales), each
 // path that serves the size side by side: streamed (the default up to 32),
-// and the kernels it replaces there (the GEMV up to 8, the 32-row tiles).
+// the GEMV (the default at one pair an expert, compared up to 8) and the
+// 128-row tiles (the default beyond 32).
 void bench_experts(Results& r, const ModelConfig& c) {
   const int32_t experts = c.num_experts, hidden = c.hidden_size, inter = c.intermediate_size;
   auto make = [&](int32_t rows, int32_t cols, uint64_t seed, DeviceBuffer<uint8_t>& blocks,
@@ -229,11 +230,11 @@ void bench_experts(Results& r, const ModelConfig& c) {
     for (int32_t i = 0; i < pairs; ++i) route[i] = (i % touched) * (experts / touched);
     GPTOSS_CUDA_CHECK(cudaMemcpy(chosen.get(), route.data(), pairs * sizeof(int32_t), cudaMemcpyHostToDevice));
     auto bytes = [&](const Mxfp4Experts& w) { return double(touched) * w.rows * (w.cols / 32) * 17; };
-    std::vector<MoePath> paths = {MoePath::Streamed, MoePath::TiledSmall};
+    std::vector<MoePath> paths = {MoePath::Streamed, MoePath::Tiled};
     if (per_expert <= 8) paths.push_back(MoePath::Gemv);
     for (const MoePath path : paths) {
       moe_group(chosen.get(), pairs, 1, experts, moe_tile_rows(path), groups, nullptr);
-      const char* name = path == MoePath::Streamed ? "streamed" : path == MoePath::Gemv ? "gemv" : "tiled 32";
+      const char* name = path == MoePath::Streamed ? "streamed" : path == MoePath::Gemv ? "gemv" : "tiled 128";
       const std::string tag = std::to_string(per_expert) + " pairs/expert " + name + " GB/s";
       const double ms_gu = median_ms(20, [&] {
         moe_gate_up_swiglu(x.get(), groups, pairs, gate_up, c.swiglu_limit, path, act.get(), nullptr);

@@ -15,7 +15,7 @@
 //   step), which keeps the CPU's share to K/V over the whole prefix on full
 //   layers and the rest on the sample;
 // - "decode batch": --batch sequences of --batch-prompt tokens, then 2 decode
-//   steps of all of them (32-row expert tiles, tensor-core decode attention
+//   steps of all of them (the streamed expert kernel, tensor-core decode attention
 //   from 128 sequences); the reference checks --batch-checked of them at
 //   their last prompt row and both decode rows (--batch 0 leaves it out).
 // --reference-only checks the CPU reference against itself instead (no GPU:
