@@ -44,9 +44,11 @@
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
 # loader model20b layers prefix tp profile pdlab moeab" leaves out those stages (pdlab:
 # decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch;
-# moeab: decode and the 50-token extend again under each setting in GPTOSS_MOEAB, space-separated
-# VAR=value, default GPTOSS_MOE_KERNEL=streamed: the streamed expert kernel at batch 1 too, where the
-# default keeps the GEMV); GPTOSS_JOBS sets build parallelism.
+# moeab: decode and the 50-token extend again under each arm in GPTOSS_MOEAB, space-separated arms
+# of comma-separated VAR=value settings, default: each streamed-kernel variant, GPTOSS_STREAMED=base
+# waves sectors splitk t32 all (docs/cuda-notes.md "h24moe2"), then all with
+# GPTOSS_MOE_KERNEL=streamed: the streamed kernel at batch 1 too, where the default keeps the GEMV);
+# GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -183,9 +185,13 @@ if want bench; then
     done
   fi
   if want moeab; then
-    for arm in ${GPTOSS_MOEAB:-GPTOSS_MOE_KERNEL=streamed}; do
-      step "decode and the 50-token extend with $arm (expert kernel A/B; docs/cuda-notes.md \"h22marlin\")"
-      env "$arm" timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,8,64,256 --prefill 512 2>&1 |
+    variants="base waves sectors splitk t32 all"
+    default_arms="$(printf 'GPTOSS_STREAMED=%s ' $variants)GPTOSS_MOE_KERNEL=streamed,GPTOSS_STREAMED=all"
+    for arm in ${GPTOSS_MOEAB:-$default_arms}; do
+      step "decode and the 50-token extend with $arm (expert kernel A/B; docs/cuda-notes.md \"h24moe2\")"
+      # shellcheck disable=SC2086  # an arm's settings are comma-separated VAR=value words
+      env ${arm//,/ } timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,8,32,64,128,256 \
+        --prefill 512 2>&1 |
         grep -E "^(decode batch|extend)" | sed "s/^/[$arm] /" | tee -a "$out/bench_random_moeab.log" || status=1
     done
   fi

@@ -216,14 +216,25 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
 // Which kernel runs an expert product: the GEMV (decode of one sequence; one
 // expert a block row, CUDA cores), the streamed kernel (up to 32 pairs an
 // expert: each touched expert's MXFP4 weights streamed into registers once
-// per 16 of its pairs, gemm_mxfp4_streamed.cuh), or the tiled kernel over
+// per 16 of its pairs, gemm_mxfp4_streamed.cuh; Streamed32: once per 32, for
+// the variants that choose it, see moe_streamed_variant), or the tiled kernel over
 // tiles of 128 grouped pairs of one expert (prefill), each weight tile
 // decoded into shared memory (moe_path_for has the measured rule).
-enum class MoePath { Gemv, Streamed, Tiled };
+enum class MoePath { Gemv, Streamed, Streamed32, Tiled };
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
 int32_t moe_tile_rows(MoePath path);
 // The smallest moe_tile_rows of any path: the tile list's size bound.
 int32_t moe_min_tile_rows();
+
+// The streamed kernel's variants, for A/B runs (docs/cuda-notes.md "h24moe2";
+// moe_experts.cu lists them): GPTOSS_STREAMED=<name> picks one for the
+// process (read once, like GPTOSS_MOE_KERNEL; default "base"), and the tools
+// walk them all with set_moe_streamed_variant. A step's tile rows
+// (moe_tile_rows) follow the variant: switch only between steps.
+int32_t moe_streamed_variant_count();
+const char* moe_streamed_variant_name(int32_t i);
+const char* moe_streamed_variant();  // the one in use
+void set_moe_streamed_variant(const char* name);  // throws on an unknown name
 
 // act[g] = swiglu(x[pair_token[g]] . W_e^T + b_e) for every grouped pair g of
 // expert e: the gate/up product with the clamped SwiGLU fused in its

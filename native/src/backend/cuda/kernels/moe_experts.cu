@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <string>
 
 #include "backend/cuda/cuda_check.h"
@@ -296,14 +297,14 @@ __global__ void __launch_bounds__(decoded::kThreads, 2)
                             tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
 }
 
-// One block per (expert tile of up to 16 grouped pairs, slice of the weight
-// rows): the streamed kernel (gemm_mxfp4_streamed.cuh). Tiles past the step's
-// count exit. The down product reads the grouping (written before the
+// One block per (expert tile of up to S::kSlots grouped pairs, slice of the
+// weight rows): the streamed kernel (gemm_mxfp4_streamed.cuh). Tiles past the
+// step's count exit. The down product reads the grouping (written before the
 // gate/up product) and requests its first weights before its wait.
-template <bool kSwiglu, int kFrags>
-__global__ void __launch_bounds__(streamed::kMaxThreads, streamed::kBlocksPerSm)
+template <bool kSwiglu, class S>
+__global__ void __launch_bounds__(S::kWarps * kWarpSize, S::kMinBlocks)
     moe_streamed_kernel(const uint16_t* x, const int32_t* row_token, MoeGroups groups, Mxfp4Experts w,
-                        float limit, void* out) {
+                        int32_t tile_rows, float limit, void* out) {
   if constexpr (kSwiglu) {
     wait_for_previous_kernel();
     allow_next_kernel();
@@ -311,21 +312,19 @@ __global__ void __launch_bounds__(streamed::kMaxThreads, streamed::kBlocksPerSm)
   if (static_cast<int32_t>(blockIdx.x) >= *groups.n_tiles) return;
   const int32_t tile = groups.tiles[blockIdx.x];
   const int32_t expert = tile >> 16;
-  const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * streamed::kTileRows;
-  const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + streamed::kTileRows);
+  const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * tile_rows;
+  const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + tile_rows);
   const int64_t n_blocks = w.cols / 32;
   const streamed::Mxfp4Weights weights{w.blocks + static_cast<int64_t>(expert) * w.rows * n_blocks * 16,
                                        w.scales + static_cast<int64_t>(expert) * w.rows * n_blocks, w.rows, w.cols};
   const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
   const auto row_src = [&](int r) -> int64_t { return row_token ? row_token[g_begin + r] : g_begin + r; };
-  const int warp = threadIdx.x / kWarpSize, warps = blockDim.x / kWarpSize;
-  const int first_m_tile = blockIdx.y * warps + warp, m_stride = gridDim.y * warps;
   if constexpr (kSwiglu)
-    streamed::gemm_tile<kFrags>(x, row_src, g_end - g_begin, weights, first_m_tile, m_stride, [] {},
-                                SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g_begin, g_end, limit});
+    streamed::gemm_tile<S>(x, row_src, g_end - g_begin, weights, blockIdx.y, gridDim.y, [] {},
+                           SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g_begin, g_end, limit});
   else
-    streamed::gemm_tile<kFrags>(
-        x, row_src, g_end - g_begin, weights, first_m_tile, m_stride,
+    streamed::gemm_tile<S>(
+        x, row_src, g_end - g_begin, weights, blockIdx.y, gridDim.y,
         [] {
           wait_for_previous_kernel();
           allow_next_kernel();
@@ -333,48 +332,151 @@ __global__ void __launch_bounds__(streamed::kMaxThreads, streamed::kBlocksPerSm)
         tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
 }
 
-template <bool kSwiglu, int kFrags>
-void launch_streamed_kernel(dim3 grid, int warps, const bf16* x, const int32_t* row_token, const MoeGroups& groups,
-                            const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
-  constexpr auto kernel = moe_streamed_kernel<kSwiglu, kFrags>;
-  static const bool configured = [] {
-    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           streamed::staged_bytes<kFrags * 8>(decoded::kMaxK)));
-    return true;
-  }();
-  (void)configured;
-  launch_dependent(kernel, grid, warps * kWarpSize, streamed::staged_bytes<kFrags * 8>(w.cols), stream,
-                   reinterpret_cast<const uint16_t*>(x), row_token, groups, w, limit, out);
+// The streamed kernel's variants, A/B'd by one device call
+// (docs/cuda-notes.md "h24moe2": what each changes, why, its prediction).
+// Each is "base" (the kernel call 22 measured) with one change, but "all".
+struct StreamedVariant {
+  const char* name;
+  bool rows32;     // moe_path_for: 32-row tiles (MoePath::Streamed32) from kRows32Pairs pairs an expert
+  bool wave_grid;  // slices chosen by the wave model (streamed_slices) instead of two waves
+  bool sectors;    // whole-sector weight loads (streamed::item_block)
+  bool split_k;    // K split between two warps where that keeps a one-fragment step in one wave
+};
+constexpr StreamedVariant kStreamedVariants[] = {
+    {"base", false, false, false, false},   {"waves", false, true, false, false}, {"sectors", false, false, true, false},
+    {"splitk", false, false, false, true},  {"t32", true, false, false, false},   {"all", true, true, true, true},
+};
+constexpr int32_t kTileRows = 16, kTileRows32 = 32;  // the streamed paths' tile rows
+// Pairs an expert on average from which rows32 variants take 32-row tiles:
+// decode at 128 sequences and up (gpt-oss-20b), where many experts have over
+// 16 pairs and 16-row tiles decode their weights twice or more; below, the
+// tiles seldom pass 16 rows and four fragments would only cost occupancy.
+constexpr int32_t kRows32Pairs = 12;
+
+const StreamedVariant& find_streamed_variant(const char* name) {
+  for (const StreamedVariant& v : kStreamedVariants)
+    if (std::strcmp(v.name, name) == 0) return v;
+  std::string names;
+  for (const StreamedVariant& v : kStreamedVariants) names += std::string(names.empty() ? "" : ", ") + v.name;
+  throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_STREAMED must be one of ") + names + ", not '" + name + "'");
 }
 
-// The grid: every tile (x) times slices of the weight rows (y). A step's
-// tiles are about its touched experts (more where an expert has over 16
-// pairs); the slices give them kWaves waves of resident blocks together, each
-// warp an equal whole number of 16-row m-tiles. Blocks of 4 warps while one
-// fragment serves (at most 8 pairs in the step: at most 8 rows to stage), so
-// that the few experts of such a step get twice the blocks (batch 1: 4 x 90
-// blocks for gate/up, 4 x 45 for down, one m-tile a warp; 8-warp blocks would
-// leave down 92 blocks for 132 SMs).
-template <bool kSwiglu>
-void launch_streamed(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
-                     const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
-  constexpr int kWaves = 2;
-  const bool one_fragment = n_pairs <= 8;  // no tile has more pairs than the step
-  const int32_t warps = one_fragment ? streamed::kMaxWarps / 2 : streamed::kMaxWarps;
-  const int32_t resident = streamed::kBlocksPerSm * streamed::kMaxWarps / warps;  // blocks an SM
-  const int32_t tiles_bound = moe_max_tiles(n_pairs, w.num_experts, streamed::kTileRows);
-  const int32_t tiles_expected =
-      std::max(std::min(n_pairs, w.num_experts), (n_pairs + streamed::kTileRows - 1) / streamed::kTileRows);
-  const int32_t m_tiles = (w.rows + streamed::kMTile - 1) / streamed::kMTile;
-  const int32_t target_blocks = kWaves * resident * multiprocessor_count();
-  const int32_t max_slices = (m_tiles + warps - 1) / warps;
-  const int32_t slices = std::clamp((target_blocks + tiles_expected - 1) / tiles_expected, 1, max_slices);
-  const int32_t per_warp = (m_tiles + slices * warps - 1) / (slices * warps);
-  const dim3 grid(tiles_bound, (m_tiles + per_warp * warps - 1) / (per_warp * warps));
-  if (one_fragment)
-    launch_streamed_kernel<kSwiglu, 1>(grid, warps, x, row_token, groups, w, limit, out, stream);
-  else
-    launch_streamed_kernel<kSwiglu, 2>(grid, warps, x, row_token, groups, w, limit, out, stream);
+const StreamedVariant*& streamed_variant_slot() {
+  static const StreamedVariant* chosen = [] {
+    const char* value = std::getenv("GPTOSS_STREAMED");
+    return &find_streamed_variant(value == nullptr ? "base" : value);
+  }();
+  return chosen;
+}
+
+const StreamedVariant& streamed_variant() { return *streamed_variant_slot(); }
+
+// Tiles a step is expected to list (touched experts, more where one has over
+// tile_rows pairs); the grid's x is the bound, moe_max_tiles.
+int32_t expected_tiles(int32_t n_pairs, int32_t n_experts, int32_t tile_rows) {
+  return std::max(std::min(n_pairs, n_experts), (n_pairs + tile_rows - 1) / tile_rows);
+}
+
+// Slices of the weight rows (grid y), each block streaming per_warp m-tiles
+// a slot. Base: the expected tiles get two waves of resident blocks. Wave
+// model: a block's time is per_warp m-tiles plus its staging (rows / 64 of
+// an m-tile: 16 rows cost about a quarter of one), a step's the number of
+// waves times that; the tile count is a guess (uneven experts list more), so
+// the cost is averaged over 1, 1.125 and 1.25 times the expected tiles.
+int32_t streamed_slices(int32_t m_tiles, int32_t per_block, int32_t slots, int32_t tiles, int32_t rows,
+                        bool wave_grid) {
+  // The most slices (one m-tile a warp), also the most m-tiles a warp (one slice).
+  const int32_t most = (m_tiles + per_block - 1) / per_block;
+  auto slices_for = [&](int32_t per_warp) { return (m_tiles + per_warp * per_block - 1) / (per_warp * per_block); };
+  if (!wave_grid) {
+    constexpr int kWaves = 2;
+    const int32_t slices = std::clamp((kWaves * slots + tiles - 1) / tiles, 1, most);
+    return slices_for((m_tiles + slices * per_block - 1) / (slices * per_block));
+  }
+  double best_cost = 0.0;
+  int32_t best = 1;
+  for (int32_t per_warp = 1; per_warp <= most; ++per_warp) {
+    const int32_t slices = slices_for(per_warp);
+    double cost = 0.0;
+    for (const int32_t spread : {8, 9, 10}) {  // eighths of the expected tiles
+      const int64_t blocks = int64_t(tiles * spread + 7) / 8 * slices;
+      cost += double((blocks + slots - 1) / slots) * (per_warp + rows / 64.0);
+    }
+    if (per_warp == 1 || cost < best_cost) best_cost = cost, best = slices;
+  }
+  return best;
+}
+
+template <bool kSwiglu, class S>
+void launch_streamed_shape(int32_t slices, int32_t tiles_bound, int32_t tile_rows, const bf16* x,
+                           const int32_t* row_token, const MoeGroups& groups, const Mxfp4Experts& w, float limit,
+                           void* out, cudaStream_t stream) {
+  constexpr auto kernel = moe_streamed_kernel<kSwiglu, S>;
+  // Four fragments at K = 4096 would stage 256 KiB, past the 227 KiB a block
+  // may have: the attribute is capped, and a larger K fails at its launch
+  // (gpt-oss has K = 2880: 192 KiB).
+  static const int smem_max = [] {
+    int device = 0, optin = 0;
+    GPTOSS_CUDA_CHECK(cudaGetDevice(&device));
+    GPTOSS_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    const int bytes = std::min(streamed::smem_bytes<S>(decoded::kMaxK), optin);
+    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    return bytes;
+  }();
+  if (streamed::smem_bytes<S>(w.cols) > smem_max)
+    throw Error(GPTOSS_ERR_BACKEND, "streamed MXFP4 experts: K = " + std::to_string(w.cols) +
+                                        " stages more tokens than a block's shared memory holds at " +
+                                        std::to_string(S::kSlots) + " rows a tile (GPTOSS_STREAMED)");
+  launch_dependent(kernel, dim3(tiles_bound, slices), S::kWarps * kWarpSize, streamed::smem_bytes<S>(w.cols), stream,
+                   reinterpret_cast<const uint16_t*>(x), row_token, groups, w, tile_rows, limit, out);
+}
+
+// The launch shapes: one fragment while a step has at most 8 pairs (no tile
+// has more), 4-warp blocks, 4 an SM (the few experts of such a step get
+// twice the blocks: batch 1 gate/up 4 x 90 blocks and down 4 x 45, one
+// m-tile a warp); two fragments up to 16 rows, 8-warp blocks, 2 an SM; four
+// up to 32 (tiles of 32 rows), 8-warp blocks, 1 an SM (192 KiB of staged
+// tokens at K = 2880), 255 registers a thread, so 4 K items in flight.
+template <bool kSectors>
+using OneFragment = streamed::Shape<1, 4, 4, 3, 1, kSectors>;
+template <bool kSectors>
+using OneFragmentSplitK = streamed::Shape<1, 4, 4, 3, 2, kSectors>;
+template <bool kSectors>
+using TwoFragments = streamed::Shape<2, 8, 2, 3, 1, kSectors>;
+template <bool kSectors>
+using FourFragments = streamed::Shape<4, 8, 1, 4, 1, kSectors>;
+
+// The grid: every tile (x) times slices of the weight rows (y). K is split
+// only where the step still fits one wave of resident warps and every part
+// has a K item.
+template <bool kSwiglu, bool kSectors>
+void launch_streamed(const StreamedVariant& v, int32_t tile_rows, const bf16* x, const int32_t* row_token,
+                     const MoeGroups& groups, int32_t n_pairs, const Mxfp4Experts& w, float limit, void* out,
+                     cudaStream_t stream) {
+  const int32_t rows = std::min(n_pairs, tile_rows);  // the most a tile of the step can have
+  const int32_t tiles_bound = moe_max_tiles(n_pairs, w.num_experts, tile_rows);
+  const int32_t tiles = expected_tiles(n_pairs, w.num_experts, tile_rows);
+  const int32_t m_tiles = (w.rows + streamed::kMTile - 1) / streamed::kMTile, sms = multiprocessor_count();
+  const int32_t items = (w.cols + streamed::kItemK - 1) / streamed::kItemK;
+  auto launch = [&](auto shape) {
+    using S = decltype(shape);
+    const int32_t slices =
+        streamed_slices(m_tiles, S::kMTilesPerBlock, S::kMinBlocks * sms, tiles, rows, v.wave_grid);
+    launch_streamed_shape<kSwiglu, S>(slices, tiles_bound, tile_rows, x, row_token, groups, w, limit, out, stream);
+  };
+  if (rows <= 8) {
+    using S = OneFragmentSplitK<kSectors>;
+    const bool split = v.split_k && items >= S::kSplitK &&
+                       int64_t(tiles) * m_tiles * S::kSplitK <= int64_t(S::kWarps) * S::kMinBlocks * sms;
+    if (split)
+      launch(S{});
+    else
+      launch(OneFragment<kSectors>{});
+  } else if (rows <= 16) {
+    launch(TwoFragments<kSectors>{});
+  } else {
+    launch(FourFragments<kSectors>{});
+  }
 }
 
 template <int kMi, bool kSwiglu>
@@ -449,8 +551,13 @@ void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, in
   if (n_pairs == 0) return;
   if (path == MoePath::Gemv) {
     launch_gemv<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
-  } else if (path == MoePath::Streamed) {
-    launch_streamed<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+  } else if (path == MoePath::Streamed || path == MoePath::Streamed32) {
+    const StreamedVariant& v = streamed_variant();
+    const int32_t tile_rows = moe_tile_rows(path);
+    if (v.sectors)
+      launch_streamed<kSwiglu, true>(v, tile_rows, x, row_token, groups, n_pairs, w, limit, out, stream);
+    else
+      launch_streamed<kSwiglu, false>(v, tile_rows, x, row_token, groups, n_pairs, w, limit, out, stream);
   } else {
     launch_tiled<4, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   }
@@ -489,26 +596,37 @@ MoePath moe_path_for(int32_t n_pairs, int32_t n_experts) {
   // expert, and 128-row tiles, which decode each weight once per 128 pairs,
   // the rest (prefill).
   const bool few = n_pairs <= 32 * n_experts;
+  const MoePath streamed = streamed_variant().rows32 && n_pairs >= kRows32Pairs * n_experts ? MoePath::Streamed32
+                                                                                             : MoePath::Streamed;
   switch (moe_kernel_choice()) {
-    case MoeKernelChoice::Streamed: return few ? MoePath::Streamed : MoePath::Tiled;
+    case MoeKernelChoice::Streamed: return few ? streamed : MoePath::Tiled;
     case MoeKernelChoice::Gemv: return MoePath::Gemv;
     case MoeKernelChoice::Tiled: return MoePath::Tiled;
     case MoeKernelChoice::Auto: break;
   }
   if (8 * n_pairs <= n_experts) return MoePath::Gemv;
-  return few ? MoePath::Streamed : MoePath::Tiled;
+  return few ? streamed : MoePath::Tiled;
 }
 
 int32_t moe_tile_rows(MoePath path) {
   switch (path) {
     case MoePath::Gemv: return kGemvTileRows;
-    case MoePath::Streamed: return streamed::kTileRows;
+    case MoePath::Streamed: return kTileRows;
+    case MoePath::Streamed32: return kTileRows32;
     case MoePath::Tiled: break;
   }
   return decoded::tile_m<4>();
 }
 
-int32_t moe_min_tile_rows() { return streamed::kTileRows; }
+int32_t moe_min_tile_rows() { return kTileRows; }
+
+int32_t moe_streamed_variant_count() { return int32_t(std::size(kStreamedVariants)); }
+
+const char* moe_streamed_variant_name(int32_t i) { return kStreamedVariants[i].name; }
+
+const char* moe_streamed_variant() { return streamed_variant().name; }
+
+void set_moe_streamed_variant(const char* name) { streamed_variant_slot() = &find_streamed_variant(name); }
 
 void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,
                         const Mxfp4Experts& w, float limit, MoePath path, bf16* act,

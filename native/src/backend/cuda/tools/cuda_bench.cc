@@ -22,6 +22,8 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <cuda_profiler_api.h>
 
@@ -194,12 +196,13 @@ void bench_products(Results& r, const ModelConfig& c) {
   bench_decode_products(r, c, x.get());
 }
 
-// The expert products alone at 1, 8 and 32 pairs an expert (1: a batch-1
-// step's 4 experts; 8 and 32: every expert, decode at 64 and 256 sequences),
-// in GB/s of the touched experts' MXFP4 weight bytes (codes and scales), each
-// path that serves the size side by side: streamed (the default up to 32),
-// the GEMV (the default at one pair an expert, compared up to 8) and the
-// 128-row tiles (the default beyond 32).
+// The expert products alone at 1, 4, 8, 16 and 32 pairs an expert (1: a
+// batch-1 step's 4 experts; the rest every expert, decode at 32, 64, 128 and
+// 256 sequences), in GB/s of the touched experts' MXFP4 weight bytes (codes
+// and scales), each path that serves the size side by side: the streamed
+// kernel (the default up to 32) in each of its variants (docs/cuda-notes.md
+// "h24moe2"), the GEMV (the default at one pair an expert, compared up to 8)
+// and the 128-row tiles (the default beyond 32).
 void bench_experts(Results& r, const ModelConfig& c) {
   const int32_t experts = c.num_experts, hidden = c.hidden_size, inter = c.intermediate_size;
   auto make = [&](int32_t rows, int32_t cols, uint64_t seed, DeviceBuffer<uint8_t>& blocks,
@@ -224,17 +227,31 @@ void bench_experts(Results& r, const ModelConfig& c) {
   DeviceBuffer<int32_t> chosen(most_pairs), offsets(experts + 1), pair_token(most_pairs), pair_slot(most_pairs),
       tiles(moe_max_tiles(most_pairs, experts, tile_rows)), n_tiles(1);
   const MoeGroups groups{offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()};
-  for (const int32_t per_expert : {1, 8, 32}) {
+  const std::string chosen_variant = moe_streamed_variant();
+  for (const int32_t per_expert : {1, 4, 8, 16, 32}) {
     const int32_t touched = per_expert == 1 ? c.experts_per_token : experts, pairs = per_expert * touched;
     std::vector<int32_t> route(pairs);  // one expert a token (k = 1), experts interleaved
     for (int32_t i = 0; i < pairs; ++i) route[i] = (i % touched) * (experts / touched);
     GPTOSS_CUDA_CHECK(cudaMemcpy(chosen.get(), route.data(), pairs * sizeof(int32_t), cudaMemcpyHostToDevice));
     auto bytes = [&](const Mxfp4Experts& w) { return double(touched) * w.rows * (w.cols / 32) * 17; };
-    std::vector<MoePath> paths = {MoePath::Streamed, MoePath::Tiled};
-    if (per_expert <= 8) paths.push_back(MoePath::Gemv);
-    for (const MoePath path : paths) {
+    // Each streamed variant on the streamed path it takes for such a step
+    // (16- or 32-row tiles; at one pair an expert, where the rule keeps the
+    // GEMV, 16).
+    std::vector<std::pair<MoePath, std::string>> arms;  // (path, streamed variant or "")
+    for (int32_t i = 0; i < moe_streamed_variant_count(); ++i) {
+      set_moe_streamed_variant(moe_streamed_variant_name(i));
+      const MoePath path = moe_path_for(pairs, experts);
+      arms.emplace_back(path == MoePath::Streamed32 ? path : MoePath::Streamed, moe_streamed_variant_name(i));
+    }
+    arms.emplace_back(MoePath::Tiled, "");
+    if (per_expert <= 8) arms.emplace_back(MoePath::Gemv, "");
+    for (const auto& [path, variant] : arms) {
+      if (!variant.empty()) set_moe_streamed_variant(variant.c_str());
       moe_group(chosen.get(), pairs, 1, experts, moe_tile_rows(path), groups, nullptr);
-      const char* name = path == MoePath::Streamed ? "streamed" : path == MoePath::Gemv ? "gemv" : "tiled 128";
+      const std::string name = path == MoePath::Streamed     ? "streamed " + variant
+                               : path == MoePath::Streamed32 ? "streamed " + variant + " (32-row tiles)"
+                               : path == MoePath::Gemv       ? "gemv"
+                                                             : "tiled 128";
       const std::string tag = std::to_string(per_expert) + " pairs/expert " + name + " GB/s";
       const double ms_gu = median_ms(20, [&] {
         moe_gate_up_swiglu(x.get(), groups, pairs, gate_up, c.swiglu_limit, path, act.get(), nullptr);
@@ -244,6 +261,7 @@ void bench_experts(Results& r, const ModelConfig& c) {
       r.add("experts down " + tag, bytes(down) / ms_dn / 1e6);
     }
   }
+  set_moe_streamed_variant(chosen_variant.c_str());
 }
 
 }  // namespace

@@ -750,6 +750,7 @@ const char* moe_path_name(MoePath path) {
   switch (path) {
     case MoePath::Gemv: return "gemv";
     case MoePath::Streamed: return "streamed";
+    case MoePath::Streamed32: return "streamed, 32-row tiles";
     case MoePath::Tiled: break;
   }
   return "tiled 128";
@@ -1073,7 +1074,7 @@ void check_moe_expert_tiles(Random& rng, MoeFixture& f, Verdicts& v) {
     const MoeRun run(f, d_x, d_chosen, tokens, path);
     const std::vector<bf16> act = to_host(run.act, size_t(pairs) * inter);
     const std::vector<float> y = to_host(run.y, size_t(pairs) * hidden);
-    if (path == MoePath::Streamed) {  // another K order: the same sums up to rounding
+    if (path == MoePath::Streamed || path == MoePath::Streamed32) {  // another K order: the same sums up to rounding
       const MoeRun run_other(f, d_x, d_chosen, tokens, MoePath::Tiled);
       v.expect_close("moe_gate_up_swiglu " + tag + " vs tiled 128",
                      relative_error(to_float(act), to_float(to_host(run_other.act, act.size()))), kBf16Tol);
@@ -1129,50 +1130,67 @@ struct ExpertPair {
   float limit;
 };
 
-// The streamed expert kernel against the CPU ops with given pairs an expert
-// (`counts[e]`; zero: an expert no block may touch): every token routed to
-// one expert (k = 1), tokens of different experts interleaved; both
-// products, the down product on the kernel's own activations.
+// The streamed expert kernel, every variant (moe_streamed_variant_name) and,
+// where an expert has over 16 pairs, 32-row tiles too (MoePath::Streamed32),
+// against the CPU ops with given pairs an expert (`counts[e]`; zero: an
+// expert no block may touch): every token routed to one expert (k = 1),
+// tokens of different experts interleaved; both products, the down product on
+// each run's own activations. The gate/up oracle is computed once.
 void check_moe_streamed_groups(const std::string& shape, const ExpertPair& w, const std::vector<int32_t>& counts,
                                Random& rng, Verdicts& v) {
   const int32_t experts = w.gate_up.num_experts, hidden = w.gate_up.cols, inter = w.down.cols;
   std::vector<int32_t> chosen;
   for (int32_t e = 0; e < experts; ++e) chosen.insert(chosen.end(), counts[e], e);
   std::shuffle(chosen.begin(), chosen.end(), rng.engine());
-  const int32_t pairs = int32_t(chosen.size()), tile_rows = moe_tile_rows(MoePath::Streamed);
+  const int32_t pairs = int32_t(chosen.size());
   const std::vector<float> x = rng.bf16_floats(size_t(pairs) * hidden, 1.0f);
   const auto d_x = to_device(to_bf16(x));
   const auto d_chosen = to_device(chosen);
   DeviceBuffer<int32_t> offsets(experts + 1), pair_token(pairs), pair_slot(pairs),
-      tiles(moe_max_tiles(pairs, experts, tile_rows)), n_tiles(1);
+      tiles(moe_max_tiles(pairs, experts, moe_min_tile_rows())), n_tiles(1);
   const MoeGroups groups{offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()};
-  moe_group(d_chosen.get(), pairs, 1, experts, tile_rows, groups, nullptr);
-  auto act = poisoned<bf16>(size_t(pairs) * inter);
-  auto y = poisoned<float>(size_t(pairs) * hidden);
-  moe_gate_up_swiglu(d_x.get(), groups, pairs, w.gate_up, w.limit, MoePath::Streamed, act.get(), nullptr);
-  moe_down(act.get(), groups, pairs, w.down, MoePath::Streamed, y.get(), nullptr);
-
-  const std::vector<int32_t> slot = to_host(pair_slot, pairs);
-  const std::vector<float> g_act = to_float(to_host(act, size_t(pairs) * inter)), g_y = to_host(y, size_t(pairs) * hidden);
-  std::vector<int32_t> expert_of(pairs);  // of each grouped row
-  std::vector<const float*> x_rows(pairs), act_rows(pairs);
-  for (int32_t t = 0; t < pairs; ++t) {  // pair t (token t) is grouped row slot[t]
-    expert_of[slot[t]] = chosen[t];
-    x_rows[slot[t]] = x.data() + size_t(t) * hidden;
-    act_rows[slot[t]] = g_act.data() + size_t(slot[t]) * inter;
-  }
-  const std::vector<float> ref_act = expert_activations(w.host_gu, w.limit, expert_of, x_rows),
-                           ref_y = expert_products(w.host_dn, expert_of, act_rows);
+  std::vector<float> ref_act;  // in grouped order, the same for every variant
   std::string tag = shape + ", pairs an expert";
   for (const int32_t c : counts) tag += " " + std::to_string(c);
-  v.expect_close("moe_gate_up_swiglu streamed, " + tag, relative_error(g_act, ref_act), kBf16Tol);
-  v.expect_close("moe_down streamed, " + tag, relative_error(g_y, ref_y), kFloatTol);
+  std::vector<MoePath> paths = {MoePath::Streamed};
+  if (*std::max_element(counts.begin(), counts.end()) > moe_tile_rows(MoePath::Streamed))
+    paths.push_back(MoePath::Streamed32);
+  const std::string chosen_variant = moe_streamed_variant();
+  std::vector<std::pair<std::string, MoePath>> runs;  // (variant, path)
+  for (int32_t i = 0; i < moe_streamed_variant_count(); ++i)
+    for (const MoePath path : paths) runs.emplace_back(moe_streamed_variant_name(i), path);
+  for (const auto& [name, path] : runs) {
+    const std::string variant = name + (path == MoePath::Streamed32 ? " (32-row tiles)" : "");
+    set_moe_streamed_variant(name.c_str());
+    moe_group(d_chosen.get(), pairs, 1, experts, moe_tile_rows(path), groups, nullptr);
+    auto act = poisoned<bf16>(size_t(pairs) * inter);
+    auto y = poisoned<float>(size_t(pairs) * hidden);
+    moe_gate_up_swiglu(d_x.get(), groups, pairs, w.gate_up, w.limit, path, act.get(), nullptr);
+    moe_down(act.get(), groups, pairs, w.down, path, y.get(), nullptr);
+
+    const std::vector<int32_t> slot = to_host(pair_slot, pairs);
+    const std::vector<float> g_act = to_float(to_host(act, size_t(pairs) * inter)),
+                             g_y = to_host(y, size_t(pairs) * hidden);
+    std::vector<int32_t> expert_of(pairs);  // of each grouped row
+    std::vector<const float*> x_rows(pairs), act_rows(pairs);
+    for (int32_t t = 0; t < pairs; ++t) {  // pair t (token t) is grouped row slot[t]
+      expert_of[slot[t]] = chosen[t];
+      x_rows[slot[t]] = x.data() + size_t(t) * hidden;
+      act_rows[slot[t]] = g_act.data() + size_t(slot[t]) * inter;
+    }
+    if (ref_act.empty()) ref_act = expert_activations(w.host_gu, w.limit, expert_of, x_rows);
+    const std::vector<float> ref_y = expert_products(w.host_dn, expert_of, act_rows);
+    v.expect_close("moe_gate_up_swiglu streamed " + variant + ", " + tag, relative_error(g_act, ref_act), kBf16Tol);
+    v.expect_close("moe_down streamed " + variant + ", " + tag, relative_error(g_y, ref_y), kFloatTol);
+  }
+  set_moe_streamed_variant(chosen_variant.c_str());
 }
 
 // The streamed kernel's group sizes (1, 2, 5, 8, 17, 32 and 64 pairs an
 // expert, uneven, experts without pairs; up to 8 pairs in the step: one
-// fragment) on the model's shape and on a small one whose K ends inside a K
-// item (7 and 5 MXFP4 blocks) with scales past 128 (two multiplies) in some
+// fragment; split K where the variant does) on the model's shape and on a
+// small one whose K ends inside a K item (19 and 5 MXFP4 blocks: gate/up has
+// 3 K items, split 1 + 2) with scales past 128 (two multiplies) in some
 // lanes of a warp and not in others (each lane's four scales pass 128 with
 // odds of about one half): the choice of multiply must stay warp-uniform
 // around mma.sync (call 21 hung here while it was not).
@@ -1185,7 +1203,7 @@ void check_moe_streamed(Random& rng, MoeFixture& f, Verdicts& v) {
   eight[13] = 8;
   for (const auto& counts : {mixed, one_token, eight}) check_moe_streamed_groups("20b shape", model, counts, rng, v);
 
-  const int32_t experts = 8, hidden = 224, inter = 160;
+  const int32_t experts = 8, hidden = 608, inter = 160;
   auto make = [&](int32_t rows, int32_t cols, std::vector<uint8_t>& blocks, std::vector<uint8_t>& scales,
                   std::vector<bf16>& bias) {
     blocks = rng.bytes(size_t(experts) * rows * (cols / 32) * 16, 0, 255);
@@ -1203,7 +1221,7 @@ void check_moe_streamed(Random& rng, MoeFixture& f, Verdicts& v) {
                          {d_gu_b.get(), d_gu_s.get(), d_gu_bias.get(), experts, 2 * inter, hidden},
                          {d_dn_b.get(), d_dn_s.get(), d_dn_bias.get(), experts, hidden, inter},
                          7.0f};
-  const std::string shape = "small shape (8 experts, 224 -> 320, 160 -> 224)";
+  const std::string shape = "small shape (8 experts, 608 -> 320, 160 -> 608)";
   for (const auto& counts : {std::vector<int32_t>{1, 17, 0, 64, 5, 2, 32, 8}, std::vector<int32_t>{0, 0, 3, 0, 0, 0, 0, 0}})
     check_moe_streamed_groups(shape, small, counts, rng, v);
 }
