@@ -46,7 +46,7 @@
 # decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch;
 # moeab: decode and the 50-token extend again under each arm in GPTOSS_MOEAB, space-separated arms
 # of comma-separated VAR=value settings, default: each streamed-kernel variant, GPTOSS_STREAMED=base
-# waves sectors splitk t32 all (docs/cuda-notes.md "h24moe2"), then all with
+# balance sectors splitk t32 all (docs/cuda-notes.md "h24moe2"), then all with
 # GPTOSS_MOE_KERNEL=streamed: the streamed kernel at batch 1 too, where the default keeps the GEMV);
 # GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
@@ -185,7 +185,7 @@ if want bench; then
     done
   fi
   if want moeab; then
-    variants="base waves sectors splitk t32 all"
+    variants="base balance sectors splitk t32 all"
     default_arms="$(printf 'GPTOSS_STREAMED=%s ' $variants)GPTOSS_MOE_KERNEL=streamed,GPTOSS_STREAMED=all"
     for arm in ${GPTOSS_MOEAB:-$default_arms}; do
       step "decode and the 50-token extend with $arm (expert kernel A/B; docs/cuda-notes.md \"h24moe2\")"

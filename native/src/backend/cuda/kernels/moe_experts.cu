@@ -298,19 +298,35 @@ __global__ void __launch_bounds__(decoded::kThreads, 2)
 }
 
 // One block per (expert tile of up to S::kSlots grouped pairs, slice of the
-// weight rows): the streamed kernel (gemm_mxfp4_streamed.cuh). Tiles past the
-// step's count exit. The down product reads the grouping (written before the
-// gate/up product) and requests its first weights before its wait.
+// weight rows): the streamed kernel (gemm_mxfp4_streamed.cuh). Either the
+// grid is (tiles bound, slices) and tiles past the step's count exit, or
+// (`balanced`) it is one wave of blocks in x that the step's real tiles share
+// evenly: tile floor(b * tiles / blocks), its blocks its slices (a tile gets
+// floor or ceil(blocks / tiles) of them). The down product reads the grouping
+// (written before the gate/up product) and requests its first weights before
+// its wait.
 template <bool kSwiglu, class S>
 __global__ void __launch_bounds__(S::kWarps * kWarpSize, S::kMinBlocks)
     moe_streamed_kernel(const uint16_t* x, const int32_t* row_token, MoeGroups groups, Mxfp4Experts w,
-                        int32_t tile_rows, float limit, void* out) {
+                        int32_t tile_rows, bool balanced, float limit, void* out) {
   if constexpr (kSwiglu) {
     wait_for_previous_kernel();
     allow_next_kernel();
   }
-  if (static_cast<int32_t>(blockIdx.x) >= *groups.n_tiles) return;
-  const int32_t tile = groups.tiles[blockIdx.x];
+  const int32_t n_tiles = *groups.n_tiles;
+  int32_t tile_index = blockIdx.x, slice = blockIdx.y, n_slices = gridDim.y;
+  if (balanced) {
+    if (n_tiles == 0) return;  // the host's grid has at least the tiles' bound of blocks
+    const int64_t blocks = gridDim.x;
+    tile_index = static_cast<int32_t>(int64_t(blockIdx.x) * n_tiles / blocks);
+    const int32_t first = static_cast<int32_t>((int64_t(tile_index) * blocks + n_tiles - 1) / n_tiles);
+    const int32_t next = static_cast<int32_t>((int64_t(tile_index + 1) * blocks + n_tiles - 1) / n_tiles);
+    slice = blockIdx.x - first, n_slices = next - first;
+    if (slice * S::kMTilesPerBlock * streamed::kMTile >= w.rows) return;  // more slices than m-tiles
+  } else if (tile_index >= n_tiles) {
+    return;
+  }
+  const int32_t tile = groups.tiles[tile_index];
   const int32_t expert = tile >> 16;
   const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * tile_rows;
   const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + tile_rows);
@@ -320,11 +336,11 @@ __global__ void __launch_bounds__(S::kWarps * kWarpSize, S::kMinBlocks)
   const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
   const auto row_src = [&](int r) -> int64_t { return row_token ? row_token[g_begin + r] : g_begin + r; };
   if constexpr (kSwiglu)
-    streamed::gemm_tile<S>(x, row_src, g_end - g_begin, weights, blockIdx.y, gridDim.y, [] {},
+    streamed::gemm_tile<S>(x, row_src, g_end - g_begin, weights, slice, n_slices, [] {},
                            SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g_begin, g_end, limit});
   else
     streamed::gemm_tile<S>(
-        x, row_src, g_end - g_begin, weights, blockIdx.y, gridDim.y,
+        x, row_src, g_end - g_begin, weights, slice, n_slices,
         [] {
           wait_for_previous_kernel();
           allow_next_kernel();
@@ -337,14 +353,14 @@ __global__ void __launch_bounds__(S::kWarps * kWarpSize, S::kMinBlocks)
 // Each is "base" (the kernel call 22 measured) with one change, but "all".
 struct StreamedVariant {
   const char* name;
-  bool rows32;     // moe_path_for: 32-row tiles (MoePath::Streamed32) from kRows32Pairs pairs an expert
-  bool wave_grid;  // slices chosen by the wave model (streamed_slices) instead of two waves
-  bool sectors;    // whole-sector weight loads (streamed::item_block)
-  bool split_k;    // K split between two warps where that keeps a one-fragment step in one wave
+  bool rows32;    // moe_path_for: 32-row tiles (MoePath::Streamed32) from kRows32Pairs pairs an expert
+  bool balanced;  // one wave of blocks shared evenly by the step's tiles (moe_streamed_kernel)
+  bool sectors;   // whole-sector weight loads (streamed::item_block)
+  bool split_k;   // K split between two warps where that keeps a one-fragment step in one wave
 };
 constexpr StreamedVariant kStreamedVariants[] = {
-    {"base", false, false, false, false},   {"waves", false, true, false, false}, {"sectors", false, false, true, false},
-    {"splitk", false, false, false, true},  {"t32", true, false, false, false},   {"all", true, true, true, true},
+    {"base", false, false, false, false},  {"balance", false, true, false, false}, {"sectors", false, false, true, false},
+    {"splitk", false, false, false, true}, {"t32", true, false, false, false},     {"all", true, true, true, true},
 };
 constexpr int32_t kTileRows = 16, kTileRows32 = 32;  // the streamed paths' tile rows
 // Pairs an expert on average from which rows32 variants take 32-row tiles:
@@ -377,40 +393,26 @@ int32_t expected_tiles(int32_t n_pairs, int32_t n_experts, int32_t tile_rows) {
   return std::max(std::min(n_pairs, n_experts), (n_pairs + tile_rows - 1) / tile_rows);
 }
 
-// Slices of the weight rows (grid y), each block streaming per_warp m-tiles
-// a slot. Base: the expected tiles get two waves of resident blocks. Wave
-// model: a block's time is per_warp m-tiles plus its staging (rows / 64 of
-// an m-tile: 16 rows cost about a quarter of one), a step's the number of
-// waves times that; the tile count is a guess (uneven experts list more), so
-// the cost is averaged over 1, 1.125 and 1.25 times the expected tiles.
-int32_t streamed_slices(int32_t m_tiles, int32_t per_block, int32_t slots, int32_t tiles, int32_t rows,
-                        bool wave_grid) {
-  // The most slices (one m-tile a warp), also the most m-tiles a warp (one slice).
-  const int32_t most = (m_tiles + per_block - 1) / per_block;
-  auto slices_for = [&](int32_t per_warp) { return (m_tiles + per_warp * per_block - 1) / (per_warp * per_block); };
-  if (!wave_grid) {
-    constexpr int kWaves = 2;
-    const int32_t slices = std::clamp((kWaves * slots + tiles - 1) / tiles, 1, most);
-    return slices_for((m_tiles + slices * per_block - 1) / (slices * per_block));
-  }
-  double best_cost = 0.0;
-  int32_t best = 1;
-  for (int32_t per_warp = 1; per_warp <= most; ++per_warp) {
-    const int32_t slices = slices_for(per_warp);
-    double cost = 0.0;
-    for (const int32_t spread : {8, 9, 10}) {  // eighths of the expected tiles
-      const int64_t blocks = int64_t(tiles * spread + 7) / 8 * slices;
-      cost += double((blocks + slots - 1) / slots) * (per_warp + rows / 64.0);
-    }
-    if (per_warp == 1 || cost < best_cost) best_cost = cost, best = slices;
-  }
-  return best;
+// The grid: every tile (x) times slices of the weight rows (y), sized so
+// that the expected tiles get two waves of resident blocks, each warp an
+// equal whole number of m-tiles; or (balanced) one wave of resident blocks
+// in x (at least the tiles' bound), which the kernel shares among the
+// step's real tiles.
+template <class S>
+dim3 streamed_grid(int32_t m_tiles, int32_t slots, int32_t tiles_bound, int32_t tiles, bool balanced) {
+  if (balanced) return dim3(std::max(slots, tiles_bound), 1);
+  constexpr int kWaves = 2;
+  const int32_t per_block = S::kMTilesPerBlock;
+  const int32_t most = (m_tiles + per_block - 1) / per_block;  // slices of one m-tile a warp
+  const int32_t slices = std::clamp((kWaves * slots + tiles - 1) / tiles, 1, most);
+  const int32_t per_warp = (m_tiles + slices * per_block - 1) / (slices * per_block);
+  return dim3(tiles_bound, (m_tiles + per_warp * per_block - 1) / (per_warp * per_block));
 }
 
 template <bool kSwiglu, class S>
-void launch_streamed_shape(int32_t slices, int32_t tiles_bound, int32_t tile_rows, const bf16* x,
-                           const int32_t* row_token, const MoeGroups& groups, const Mxfp4Experts& w, float limit,
-                           void* out, cudaStream_t stream) {
+void launch_streamed_shape(dim3 grid, int32_t tile_rows, bool balanced, const bf16* x, const int32_t* row_token,
+                           const MoeGroups& groups, const Mxfp4Experts& w, float limit, void* out,
+                           cudaStream_t stream) {
   constexpr auto kernel = moe_streamed_kernel<kSwiglu, S>;
   // Four fragments at K = 4096 would stage 256 KiB, past the 227 KiB a block
   // may have: the attribute is capped, and a larger K fails at its launch
@@ -427,8 +429,8 @@ void launch_streamed_shape(int32_t slices, int32_t tiles_bound, int32_t tile_row
     throw Error(GPTOSS_ERR_BACKEND, "streamed MXFP4 experts: K = " + std::to_string(w.cols) +
                                         " stages more tokens than a block's shared memory holds at " +
                                         std::to_string(S::kSlots) + " rows a tile (GPTOSS_STREAMED)");
-  launch_dependent(kernel, dim3(tiles_bound, slices), S::kWarps * kWarpSize, streamed::smem_bytes<S>(w.cols), stream,
-                   reinterpret_cast<const uint16_t*>(x), row_token, groups, w, tile_rows, limit, out);
+  launch_dependent(kernel, grid, S::kWarps * kWarpSize, streamed::smem_bytes<S>(w.cols), stream,
+                   reinterpret_cast<const uint16_t*>(x), row_token, groups, w, tile_rows, balanced, limit, out);
 }
 
 // The launch shapes: one fragment while a step has at most 8 pairs (no tile
@@ -446,9 +448,8 @@ using TwoFragments = streamed::Shape<2, 8, 2, 3, 1, kSectors>;
 template <bool kSectors>
 using FourFragments = streamed::Shape<4, 8, 1, 4, 1, kSectors>;
 
-// The grid: every tile (x) times slices of the weight rows (y). K is split
-// only where the step still fits one wave of resident warps and every part
-// has a K item.
+// K is split only where the step still fits one wave of resident warps and
+// every part has a K item.
 template <bool kSwiglu, bool kSectors>
 void launch_streamed(const StreamedVariant& v, int32_t tile_rows, const bf16* x, const int32_t* row_token,
                      const MoeGroups& groups, int32_t n_pairs, const Mxfp4Experts& w, float limit, void* out,
@@ -460,9 +461,8 @@ void launch_streamed(const StreamedVariant& v, int32_t tile_rows, const bf16* x,
   const int32_t items = (w.cols + streamed::kItemK - 1) / streamed::kItemK;
   auto launch = [&](auto shape) {
     using S = decltype(shape);
-    const int32_t slices =
-        streamed_slices(m_tiles, S::kMTilesPerBlock, S::kMinBlocks * sms, tiles, rows, v.wave_grid);
-    launch_streamed_shape<kSwiglu, S>(slices, tiles_bound, tile_rows, x, row_token, groups, w, limit, out, stream);
+    const dim3 grid = streamed_grid<S>(m_tiles, S::kMinBlocks * sms, tiles_bound, tiles, v.balanced);
+    launch_streamed_shape<kSwiglu, S>(grid, tile_rows, v.balanced, x, row_token, groups, w, limit, out, stream);
   };
   if (rows <= 8) {
     using S = OneFragmentSplitK<kSectors>;
