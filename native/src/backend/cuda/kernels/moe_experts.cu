@@ -297,32 +297,52 @@ __global__ void __launch_bounds__(decoded::kThreads, 2)
                             tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
 }
 
+// Balanced grids (`slots` > 0: resident blocks of one wave; the grid is
+// whole waves of them, at least the tiles' bound of blocks): the step's real
+// tiles share the first `waves` waves, each tile the same number of blocks
+// (its slices; blocks past tiles * that exit), `waves` chosen for the
+// shortest (waves x m-tile groups of the busiest block), fewest on ties.
+// Every block computes the same choice from the tile count.
+struct BalancedShare {
+  int32_t tile, slice, n_slices;  // slice < 0: the block has no work
+};
+
+__device__ __forceinline__ BalancedShare balanced_share(int32_t n_tiles, int32_t groups, int32_t slots) {
+  const int32_t max_waves = gridDim.x / slots;
+  int32_t per_tile = 0, best = 0;
+  for (int32_t waves = 1; waves <= max_waves; ++waves) {
+    const int32_t blocks = waves * slots / n_tiles;  // a tile's
+    if (blocks == 0) continue;
+    const int32_t cost = waves * ((groups + blocks - 1) / blocks);
+    if (per_tile == 0 || cost < best) per_tile = blocks, best = cost;
+  }
+  const int32_t b = blockIdx.x;
+  if (b >= n_tiles * per_tile) return {0, -1, 0};
+  return {b / per_tile, b % per_tile, per_tile};
+}
+
 // One block per (expert tile of up to S::kSlots grouped pairs, slice of the
 // weight rows): the streamed kernel (gemm_mxfp4_streamed.cuh). Either the
-// grid is (tiles bound, slices) and tiles past the step's count exit, or
-// (`balanced`) it is one wave of blocks in x that the step's real tiles share
-// evenly: tile floor(b * tiles / blocks), its blocks its slices (a tile gets
-// floor or ceil(blocks / tiles) of them). The down product reads the grouping
-// (written before the gate/up product) and requests its first weights before
-// its wait.
+// grid is (tiles bound, slices) and tiles past the step's count exit, or it
+// is balanced (balanced_share). The down product reads the grouping (written
+// before the gate/up product) and requests its first weights before its
+// wait.
 template <bool kSwiglu, class S>
 __global__ void __launch_bounds__(S::kWarps * kWarpSize, S::kMinBlocks)
     moe_streamed_kernel(const uint16_t* x, const int32_t* row_token, MoeGroups groups, Mxfp4Experts w,
-                        int32_t tile_rows, bool balanced, float limit, void* out) {
+                        int32_t tile_rows, int32_t slots, float limit, void* out) {
   if constexpr (kSwiglu) {
     wait_for_previous_kernel();
     allow_next_kernel();
   }
   const int32_t n_tiles = *groups.n_tiles;
   int32_t tile_index = blockIdx.x, slice = blockIdx.y, n_slices = gridDim.y;
-  if (balanced) {
-    if (n_tiles == 0) return;  // the host's grid has at least the tiles' bound of blocks
-    const int64_t blocks = gridDim.x;
-    tile_index = static_cast<int32_t>(int64_t(blockIdx.x) * n_tiles / blocks);
-    const int32_t first = static_cast<int32_t>((int64_t(tile_index) * blocks + n_tiles - 1) / n_tiles);
-    const int32_t next = static_cast<int32_t>((int64_t(tile_index + 1) * blocks + n_tiles - 1) / n_tiles);
-    slice = blockIdx.x - first, n_slices = next - first;
-    if (slice * S::kMTilesPerBlock * streamed::kMTile >= w.rows) return;  // more slices than m-tiles
+  if (slots > 0) {
+    if (n_tiles == 0) return;
+    const int32_t m_groups = (w.rows + S::kMTilesPerBlock * streamed::kMTile - 1) / (S::kMTilesPerBlock * streamed::kMTile);
+    const BalancedShare share = balanced_share(n_tiles, m_groups, slots);
+    if (share.slice < 0 || share.slice >= m_groups) return;  // no m-tiles left for this block
+    tile_index = share.tile, slice = share.slice, n_slices = share.n_slices;
   } else if (tile_index >= n_tiles) {
     return;
   }
@@ -354,7 +374,7 @@ __global__ void __launch_bounds__(S::kWarps * kWarpSize, S::kMinBlocks)
 struct StreamedVariant {
   const char* name;
   bool rows32;    // moe_path_for: 32-row tiles (MoePath::Streamed32) from kRows32Pairs pairs an expert
-  bool balanced;  // one wave of blocks shared evenly by the step's tiles (moe_streamed_kernel)
+  bool balanced;  // whole waves of blocks the step's tiles share evenly (balanced_share)
   bool sectors;   // whole-sector weight loads (streamed::item_block)
   bool split_k;   // K split between two warps where that keeps a one-fragment step in one wave
 };
@@ -395,12 +415,17 @@ int32_t expected_tiles(int32_t n_pairs, int32_t n_experts, int32_t tile_rows) {
 
 // The grid: every tile (x) times slices of the weight rows (y), sized so
 // that the expected tiles get two waves of resident blocks, each warp an
-// equal whole number of m-tiles; or (balanced) one wave of resident blocks
-// in x (at least the tiles' bound), which the kernel shares among the
-// step's real tiles.
+// equal whole number of m-tiles; or (balanced) up to 4 waves of resident
+// blocks in x, which the kernel shares among the step's real tiles
+// (balanced_share): one where the expected tiles get 8 blocks each in one
+// (then the busiest block has at most an eighth more than the mean), and
+// always at least the tiles' bound.
 template <class S>
 dim3 streamed_grid(int32_t m_tiles, int32_t slots, int32_t tiles_bound, int32_t tiles, bool balanced) {
-  if (balanced) return dim3(std::max(slots, tiles_bound), 1);
+  if (balanced) {
+    const int32_t waves = std::max(8 * tiles <= slots ? 1 : 4, (tiles_bound + slots - 1) / slots);
+    return dim3(waves * slots, 1);
+  }
   constexpr int kWaves = 2;
   const int32_t per_block = S::kMTilesPerBlock;
   const int32_t most = (m_tiles + per_block - 1) / per_block;  // slices of one m-tile a warp
@@ -410,7 +435,7 @@ dim3 streamed_grid(int32_t m_tiles, int32_t slots, int32_t tiles_bound, int32_t 
 }
 
 template <bool kSwiglu, class S>
-void launch_streamed_shape(dim3 grid, int32_t tile_rows, bool balanced, const bf16* x, const int32_t* row_token,
+void launch_streamed_shape(dim3 grid, int32_t tile_rows, int32_t slots, const bf16* x, const int32_t* row_token,
                            const MoeGroups& groups, const Mxfp4Experts& w, float limit, void* out,
                            cudaStream_t stream) {
   constexpr auto kernel = moe_streamed_kernel<kSwiglu, S>;
@@ -430,7 +455,7 @@ void launch_streamed_shape(dim3 grid, int32_t tile_rows, bool balanced, const bf
                                         " stages more tokens than a block's shared memory holds at " +
                                         std::to_string(S::kSlots) + " rows a tile (GPTOSS_STREAMED)");
   launch_dependent(kernel, grid, S::kWarps * kWarpSize, streamed::smem_bytes<S>(w.cols), stream,
-                   reinterpret_cast<const uint16_t*>(x), row_token, groups, w, tile_rows, balanced, limit, out);
+                   reinterpret_cast<const uint16_t*>(x), row_token, groups, w, tile_rows, slots, limit, out);
 }
 
 // The launch shapes: one fragment while a step has at most 8 pairs (no tile
@@ -461,8 +486,10 @@ void launch_streamed(const StreamedVariant& v, int32_t tile_rows, const bf16* x,
   const int32_t items = (w.cols + streamed::kItemK - 1) / streamed::kItemK;
   auto launch = [&](auto shape) {
     using S = decltype(shape);
-    const dim3 grid = streamed_grid<S>(m_tiles, S::kMinBlocks * sms, tiles_bound, tiles, v.balanced);
-    launch_streamed_shape<kSwiglu, S>(grid, tile_rows, v.balanced, x, row_token, groups, w, limit, out, stream);
+    const int32_t slots = S::kMinBlocks * sms;
+    const dim3 grid = streamed_grid<S>(m_tiles, slots, tiles_bound, tiles, v.balanced);
+    launch_streamed_shape<kSwiglu, S>(grid, tile_rows, v.balanced ? slots : 0, x, row_token, groups, w, limit, out,
+                                      stream);
   };
   if (rows <= 8) {
     using S = OneFragmentSplitK<kSectors>;
