@@ -41,8 +41,9 @@ void add_moe_rmsnorm(float* x, const float* y, const int32_t* pair_slot, const f
 // ---- dense bf16 matrix products -------------------------------------------------
 
 // y[r][o] = x[r] . weight[o] + bias[o] (bias may be null); x bf16 [n_rows,
-// in_dim], weight bf16 [out_dim, in_dim], y float [n_rows, out_dim]. Few rows
-// take a bandwidth-bound GEMV; more rows take the tensor-core tiled kernel.
+// in_dim], weight bf16 [out_dim, in_dim], y float [n_rows, out_dim]. Up to 64
+// rows take a bandwidth-bound GEMV (the weights read once for all rows); more
+// rows take cuBLASLt or the tensor-core tiled kernel.
 void linear_bf16(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                  const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
 

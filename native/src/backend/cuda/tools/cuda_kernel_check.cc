@@ -254,13 +254,14 @@ void check_all_reduce(Random& rng, Verdicts& v, bool share_one_device) {
 
 void check_linear(Random& rng, Verdicts& v) {
   struct Case { int32_t rows, in, out; };
-  // The 20b's decode shapes at batch 1, 2 and 8 (QKV, O, router; a vocabulary
-  // slice), small ones whose K is no multiple of the GEMV's 32-wide chunk or
-  // whose columns end inside a 16-column block, and more rows than one GEMV
-  // block takes.
-  const Case cases[] = {{1, 2880, 5120}, {2, 2880, 5120}, {8, 2880, 5120}, {1, 4096, 2880}, {5, 4096, 2880},
-                        {1, 2880, 32},   {8, 2880, 32},   {2, 2880, 20008}, {3, 2880, 20000}, {1, 40, 24},
-                        {8, 72, 9},      {37, 2880, 1000}, {300, 2880, 640}};
+  // The 20b's decode shapes at batch 1, 2, 8, 13, 40 and 64 (QKV, O, router; a
+  // vocabulary slice: GEMV blocks of 1, 2, 4 and 8 fragments), small ones
+  // whose K is no multiple of the GEMV's 32-wide chunk or whose columns end
+  // inside a 16-column block, and more rows than one GEMV block takes.
+  const Case cases[] = {{1, 2880, 5120},  {2, 2880, 5120},  {8, 2880, 5120}, {13, 2880, 5120}, {64, 2880, 5120},
+                        {1, 4096, 2880},  {5, 4096, 2880},  {40, 4096, 2880}, {1, 2880, 32},   {8, 2880, 32},
+                        {64, 2880, 32},   {2, 2880, 20008}, {3, 2880, 20000}, {33, 2880, 20008}, {1, 40, 24},
+                        {8, 72, 9},       {37, 2880, 1000}, {23, 72, 9},     {300, 2880, 640}};
   for (const Case& c : cases) {
     const std::vector<float> x = rng.bf16_floats(size_t(c.rows) * c.in, 1.0f);
     const std::vector<bf16> w = to_bf16(rng.bf16_floats(size_t(c.out) * c.in, 0.05f));
@@ -375,8 +376,8 @@ void check_rope(Random& rng, Verdicts& v) {
 // The QKV product with RoPE and the cache store fused in its epilogue
 // (decode sizes) against linear_bf16 then rope_and_store_kv (both checked
 // against the oracle above): the same bits in qkv and in the cache, at the
-// 20b's heads and a small shape, 1, 2 and 8 tokens and 11 (the unfused
-// fallback), each token a sequence of its own at a random position.
+// 20b's heads and a small shape, 1, 2, 8, 11, 40 and 64 tokens and 65 (the
+// unfused fallback), each token a sequence of its own at a random position.
 void check_qkv_rope(Random& rng, Verdicts& v) {
   struct Shape { int32_t hq, hkv, in; };
   const YarnRope yarn;
@@ -388,7 +389,7 @@ void check_qkv_rope(Random& rng, Verdicts& v) {
     const std::vector<bf16> b = to_bf16(rng.bf16_floats(width, 0.5f));
     auto d_w = to_device(w);
     auto d_b = to_device(b);
-    for (const int32_t n : {1, 2, 8, 11}) {
+    for (const int32_t n : {1, 2, 8, 11, 40, 64, 65}) {
       TestKv kv(rng, sh.hkv * 64, n, 1024);
       std::vector<int32_t> pos(n), chunk(n);
       for (int32_t t = 0; t < n; ++t) pos[t] = rng.integer(0, 1023), chunk[t] = t;
@@ -702,8 +703,8 @@ void check_router(Random& rng, Verdicts& v) {
 
 // The router product with the routing in its last block against
 // linear_bf16 then moe_route (checked above): the same bits in the logits,
-// the choices and the grouping, at 1, 2 and 8 rows and 11 (the two-kernel
-// fallback); each case twice, outputs poisoned again between, so the done
+// the choices and the grouping, at 1, 2, 8, 11 and 64 rows and 65 (the
+// two-kernel fallback); each case twice, outputs poisoned again between, so the done
 // counter must come back to zero.
 void check_router_and_route(Random& rng, Verdicts& v) {
   const int32_t hidden = 2880, experts = 32, k = 4, tile_rows = 32;
@@ -711,7 +712,7 @@ void check_router_and_route(Random& rng, Verdicts& v) {
   auto d_b = to_device(to_bf16(rng.bf16_floats(experts, 0.5f)));
   DeviceBuffer<int32_t> done(1);
   GPTOSS_CUDA_CHECK(cudaMemset(done.get(), 0, done.bytes()));
-  for (const int32_t rows : {1, 2, 8, 11}) {
+  for (const int32_t rows : {1, 2, 8, 11, 64, 65}) {
     auto d_x = to_device(to_bf16(rng.bf16_floats(size_t(rows) * hidden, 1.0f)));
     const int32_t pairs = rows * k, max_tiles = moe_max_tiles(pairs, experts, tile_rows);
     auto routed = [&](auto&& run) {
