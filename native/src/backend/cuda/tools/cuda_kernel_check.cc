@@ -376,8 +376,8 @@ void check_rope(Random& rng, Verdicts& v) {
 // The QKV product with RoPE and the cache store fused in its epilogue
 // (decode sizes) against linear_bf16 then rope_and_store_kv (both checked
 // against the oracle above): the same bits in qkv and in the cache, at the
-// 20b's heads and a small shape, 1, 2, 8, 11, 40 and 64 tokens and 65 (the
-// unfused fallback), each token a sequence of its own at a random position.
+// 20b's heads and a small shape, 1, 2, 8, 11, 40, 64 and 65 tokens (the
+// unfused fallback from 65 at the 20b's width, from 17 at the small one's), each token a sequence of its own at a random position.
 void check_qkv_rope(Random& rng, Verdicts& v) {
   struct Shape { int32_t hq, hkv, in; };
   const YarnRope yarn;
@@ -703,8 +703,8 @@ void check_router(Random& rng, Verdicts& v) {
 
 // The router product with the routing in its last block against
 // linear_bf16 then moe_route (checked above): the same bits in the logits,
-// the choices and the grouping, at 1, 2, 8, 11 and 64 rows and 65 (the
-// two-kernel fallback); each case twice, outputs poisoned again between, so the done
+// the choices and the grouping, at 1, 2, 8, 11 and 16 rows and 17 and 64
+// (the two-kernel fallback); each case twice, outputs poisoned again between, so the done
 // counter must come back to zero.
 void check_router_and_route(Random& rng, Verdicts& v) {
   const int32_t hidden = 2880, experts = 32, k = 4, tile_rows = 32;
@@ -712,7 +712,7 @@ void check_router_and_route(Random& rng, Verdicts& v) {
   auto d_b = to_device(to_bf16(rng.bf16_floats(experts, 0.5f)));
   DeviceBuffer<int32_t> done(1);
   GPTOSS_CUDA_CHECK(cudaMemset(done.get(), 0, done.bytes()));
-  for (const int32_t rows : {1, 2, 8, 11, 64, 65}) {
+  for (const int32_t rows : {1, 2, 8, 11, 16, 17, 64}) {
     auto d_x = to_device(to_bf16(rng.bf16_floats(size_t(rows) * hidden, 1.0f)));
     const int32_t pairs = rows * k, max_tiles = moe_max_tiles(pairs, experts, tile_rows);
     auto routed = [&](auto&& run) {
@@ -1388,6 +1388,13 @@ void check_sliced_sampling(Random& rng, Verdicts& v) {
     bool close = std::fabs(m.token.logprob - want.logprob) <= 1e-4f && m.token.n_top == want.n_top;
     for (int32_t j = 0; close && j < want.n_top; ++j) close &= m.token.top_ids[j] == want.top_ids[j];
     logprobs_off += !close;
+    if (m.token.token != want.token || !close)  // what a failure needs to be read: the row and both draws
+      std::printf("  sliced sampling row %d (%s; temperature %g, top_k %d, top_p %g, min_p %g, penalties %s, "
+                  "mask %s): GPU merge token %d logprob %.6f, CPU token %d logprob %.6f\n",
+                  r, m.kind == SliceMerge::Kind::Walk ? "walked" : "merged", params[r].temperature, params[r].top_k,
+                  params[r].top_p, params[r].min_p, params[r].presence_penalty != 0.0f ? "on" : "off",
+                  mask_index[r] < 0 ? "none" : "3000 tokens", m.token.token, m.token.logprob, want.token,
+                  want.logprob);
   }
   v.expect("sliced sampling: merged GPU summaries and walks == SlicedSampler tokens (" + std::to_string(walked) +
                " walked, " + std::to_string(whole) + " whole rows)",
