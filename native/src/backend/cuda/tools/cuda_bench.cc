@@ -9,7 +9,8 @@
 // bandwidth (the roofline's ceiling), decode tokens/s per batch size at the
 // given context (graph replays, greedy device sampling), prefill tokens/s
 // and time to first token per prompt length, each stage's share of a step,
-// the dense and grouped MXFP4 products alone, a 50-token turn over a
+// the dense and grouped MXFP4 products alone (the tiled path's every kernel,
+// GPTOSS_TILED, at prefill sizes), a 50-token turn over a
 // 2 048-token cached prefix (the warm step of prefix caching), the memory of
 // weights plus work buffers, and peak device memory. --profile-batch B wraps
 // batch B's timed decode steps in cudaProfilerStart/Stop, for
@@ -194,6 +195,22 @@ void bench_products(Results& r, const ModelConfig& c) {
   bench_decode_products(r, c, x.get());
 }
 
+// One expert projection of random MXFP4 weights (scales 2^-9..2^-6) on the GPU.
+struct RandomExperts {
+  DeviceBuffer<uint8_t> blocks, scales;
+  DeviceBuffer<bf16> bias;
+  Mxfp4Experts w;
+  RandomExperts(int32_t experts, int32_t rows, int32_t cols, uint64_t seed) {
+    const int64_t n_blocks = int64_t(experts) * rows * (cols / 32);
+    blocks = DeviceBuffer<uint8_t>(n_blocks * 16), scales = DeviceBuffer<uint8_t>(n_blocks);
+    bias = DeviceBuffer<bf16>(int64_t(experts) * rows);
+    fill_random_bytes(blocks.get(), n_blocks * 16, seed, 0, 255, nullptr);
+    fill_random_bytes(scales.get(), n_blocks, seed + 1, 118, 121, nullptr);
+    fill_random_bf16(bias.get(), int64_t(experts) * rows, seed + 2, 0.5f, nullptr);
+    w = Mxfp4Experts{blocks.get(), scales.get(), bias.get(), experts, rows, cols};
+  }
+};
+
 // The expert products alone at 1, 8 and 32 pairs an expert (1: a batch-1
 // step's 4 experts; 8 and 32: every expert, decode at 64 and 256 sequences),
 // in GB/s of the touched experts' MXFP4 weight bytes (codes and scales), each
@@ -202,20 +219,8 @@ void bench_products(Results& r, const ModelConfig& c) {
 // 128-row tiles (the default beyond 32).
 void bench_experts(Results& r, const ModelConfig& c) {
   const int32_t experts = c.num_experts, hidden = c.hidden_size, inter = c.intermediate_size;
-  auto make = [&](int32_t rows, int32_t cols, uint64_t seed, DeviceBuffer<uint8_t>& blocks,
-                  DeviceBuffer<uint8_t>& scales, DeviceBuffer<bf16>& bias) {
-    const int64_t n_blocks = int64_t(experts) * rows * (cols / 32);
-    blocks = DeviceBuffer<uint8_t>(n_blocks * 16), scales = DeviceBuffer<uint8_t>(n_blocks);
-    bias = DeviceBuffer<bf16>(int64_t(experts) * rows);
-    fill_random_bytes(blocks.get(), n_blocks * 16, seed, 0, 255, nullptr);
-    fill_random_bytes(scales.get(), n_blocks, seed + 1, 118, 121, nullptr);
-    fill_random_bf16(bias.get(), int64_t(experts) * rows, seed + 2, 0.5f, nullptr);
-    return Mxfp4Experts{blocks.get(), scales.get(), bias.get(), experts, rows, cols};
-  };
-  DeviceBuffer<uint8_t> gu_b, gu_s, dn_b, dn_s;
-  DeviceBuffer<bf16> gu_bias, dn_bias;
-  const Mxfp4Experts gate_up = make(2 * inter, hidden, 11, gu_b, gu_s, gu_bias);
-  const Mxfp4Experts down = make(hidden, inter, 21, dn_b, dn_s, dn_bias);
+  const RandomExperts gu(experts, 2 * inter, hidden, 11), dn(experts, hidden, inter, 21);
+  const Mxfp4Experts &gate_up = gu.w, &down = dn.w;
   const int32_t most_pairs = 32 * experts, tile_rows = moe_min_tile_rows();
   DeviceBuffer<bf16> x(int64_t(most_pairs) * hidden), act(int64_t(most_pairs) * inter);
   fill_random_bf16(x.get(), int64_t(most_pairs) * hidden, 31, 1.0f, nullptr);
@@ -234,7 +239,9 @@ void bench_experts(Results& r, const ModelConfig& c) {
     if (per_expert <= 8) paths.push_back(MoePath::Gemv);
     for (const MoePath path : paths) {
       moe_group(chosen.get(), pairs, 1, experts, moe_tile_rows(path), groups, nullptr);
-      const char* name = path == MoePath::Streamed ? "streamed" : path == MoePath::Gemv ? "gemv" : "tiled 128";
+      const std::string name = path == MoePath::Streamed ? "streamed"
+                               : path == MoePath::Gemv   ? "gemv"
+                                                         : std::string("tiled ") + tiled_kernel_name(tiled_kernel());
       const std::string tag = std::to_string(per_expert) + " pairs/expert " + name + " GB/s";
       const double ms_gu = median_ms(20, [&] {
         moe_gate_up_swiglu(x.get(), groups, pairs, gate_up, c.swiglu_limit, path, act.get(), nullptr);
@@ -244,6 +251,46 @@ void bench_experts(Results& r, const ModelConfig& c) {
       r.add("experts down " + tag, bytes(down) / ms_dn / 1e6);
     }
   }
+}
+
+// The tiled path's kernels (GPTOSS_TILED's values) alone at a prefill's rows
+// an expert, every expert: 256 (2 048 tokens, top-4 of 32) and 1 024
+// (8 192), each expert exactly that many (a prefill's uneven routing adds
+// partial tiles), in TFLOP/s of the products (2 x rows x cols a pair). The
+// tiled kernel is the one it was after.
+void bench_tiled_kernels(Results& r, const ModelConfig& c) {
+  const int32_t experts = c.num_experts, hidden = c.hidden_size, inter = c.intermediate_size;
+  const RandomExperts gu(experts, 2 * inter, hidden, 41), dn(experts, hidden, inter, 51);
+  const int32_t most_pairs = 1024 * experts;
+  DeviceBuffer<bf16> x(int64_t(most_pairs) * hidden), act(int64_t(most_pairs) * inter);
+  fill_random_bf16(x.get(), int64_t(most_pairs) * hidden, 61, 1.0f, nullptr);
+  DeviceBuffer<float> y(int64_t(most_pairs) * hidden);
+  const int32_t tile_rows = moe_tile_rows(MoePath::Tiled);
+  DeviceBuffer<int32_t> chosen(most_pairs), offsets(experts + 1), pair_token(most_pairs), pair_slot(most_pairs),
+      tiles(moe_max_tiles(most_pairs, experts, tile_rows)), n_tiles(1);
+  const MoeGroups groups{offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()};
+  const TiledKernel before = tiled_kernel();
+  for (const int32_t per_expert : {256, 1024}) {
+    const int32_t pairs = per_expert * experts;
+    std::vector<int32_t> route(pairs);  // one expert a token (k = 1), experts interleaved
+    for (int32_t i = 0; i < pairs; ++i) route[i] = i % experts;
+    GPTOSS_CUDA_CHECK(cudaMemcpy(chosen.get(), route.data(), pairs * sizeof(int32_t), cudaMemcpyHostToDevice));
+    moe_group(chosen.get(), pairs, 1, experts, tile_rows, groups, nullptr);
+    const double flops_gu = 2.0 * pairs * gu.w.rows * hidden, flops_dn = 2.0 * pairs * dn.w.rows * inter;
+    for (const TiledKernel kernel : kTiledKernels) {
+      set_tiled_kernel(kernel);
+      const double ms_gu = median_ms(10, [&] {
+        moe_gate_up_swiglu(x.get(), groups, pairs, gu.w, c.swiglu_limit, MoePath::Tiled, act.get(), nullptr);
+      });
+      const double ms_dn = median_ms(10, [&] { moe_down(act.get(), groups, pairs, dn.w, MoePath::Tiled, y.get(), nullptr); });
+      const std::string tag = std::string("experts tiled ") + tiled_kernel_name(kernel) + " " + std::to_string(per_expert) +
+                              " rows/expert ";
+      r.add(tag + "gate_up TFLOP/s", flops_gu / ms_gu / 1e9);
+      r.add(tag + "down TFLOP/s", flops_dn / ms_dn / 1e9);
+      r.add(tag + "both TFLOP/s", (flops_gu + flops_dn) / (ms_gu + ms_dn) / 1e9);
+    }
+  }
+  set_tiled_kernel(before);
 }
 
 }  // namespace
@@ -297,6 +344,7 @@ int main(int argc, char** argv) {
     r.add("weights GB", runner->weight_bytes() / 1e9);
     bench_products(r, cfg);
     bench_experts(r, cfg);
+    bench_tiled_kernels(r, cfg);
     uint64_t peak = used_memory();
     Random rng(99);
     auto random_tokens = [&](int32_t n) {
