@@ -47,7 +47,7 @@
 # moeab: decode and the 50-token extend again under each setting in GPTOSS_MOEAB, space-separated
 # VAR=value, default GPTOSS_MOE_KERNEL=streamed: the streamed expert kernel at batch 1 too, where the
 # default keeps the GEMV; tiledab: prefill 2k and 8k again under each GPTOSS_TILED value in
-# GPTOSS_TILEDAB, default "mma wgmma128 wgmma256", the tiled expert kernels); GPTOSS_JOBS sets build
+# GPTOSS_TILEDAB, default "mma wgmma128 wgmma256 wgmma_regs", the tiled expert kernels); GPTOSS_JOBS sets build
 # parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
@@ -194,7 +194,7 @@ if want bench; then
   if want tiledab; then
     # Whole prefill steps under each tiled expert kernel (docs/cuda-notes.md "h24prefill"); the
     # kernels alone at 256 and 1 024 rows an expert are the bench stage's "experts tiled" lines.
-    for arm in ${GPTOSS_TILEDAB:-mma wgmma128 wgmma256}; do
+    for arm in ${GPTOSS_TILEDAB:-mma wgmma128 wgmma256 wgmma_regs}; do
       step "prefill 2k and 8k with GPTOSS_TILED=$arm (tiled expert kernel A/B)"
       GPTOSS_TILED=$arm timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 2048,8192 2>&1 |
         awk '/^(prefill (2048|8192) (tok\/s|TFLOP\/s)|error)/ {print; next}

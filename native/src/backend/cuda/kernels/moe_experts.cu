@@ -14,7 +14,8 @@
 // Tiled path (prefill, decode beyond 32 pairs an expert): tiles of 128
 // grouped pairs of one expert and 128 (or 256) output columns, each weight
 // tile decoded once per block into shared memory, then mma.sync
-// (gemm_mxfp4_decoded.cuh) or the warpgroup MMA (gemm_mxfp4_wgmma.cuh):
+// (gemm_mxfp4_decoded.cuh) or the warpgroup MMA (gemm_mxfp4_wgmma.cuh), or
+// into the warpgroup MMA's register operand (gemm_mxfp4_wgmma_regs.cuh):
 // GPTOSS_TILED, see tiled_kernel.
 #include <algorithm>
 #include <atomic>
@@ -28,6 +29,7 @@
 #include "backend/cuda/kernels/gemm_mxfp4_decoded.cuh"
 #include "backend/cuda/kernels/gemm_mxfp4_streamed.cuh"
 #include "backend/cuda/kernels/gemm_mxfp4_wgmma.cuh"
+#include "backend/cuda/kernels/gemm_mxfp4_wgmma_regs.cuh"
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/sm_count.h"
 
@@ -290,6 +292,15 @@ struct WgmmaTile {
     wgmma::gemm_tile<kN>(a, lda, row_src, valid_rows, w, n0, epilogue);
   }
 };
+struct WgmmaRegsTile {
+  static constexpr int kN = wgmma::regs::kTileN, kBlocksPerSm = 2;
+  static constexpr int smem_bytes(int k) { return wgmma::regs::smem_bytes(k); }
+  template <typename Epilogue>
+  __device__ static void run(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
+                             const decoded::Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
+    wgmma::regs::gemm_tile(a, lda, row_src, w, n0, epilogue);
+  }
+};
 constexpr int kTiledRows = 128;  // grouped pairs a block, every tiled kernel
 static_assert(decoded::tile_m<4>() == kTiledRows && wgmma::kTileM == kTiledRows);
 
@@ -429,6 +440,8 @@ void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& grou
       return launch_tiled_kernel<WgmmaTile<128>, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
     case TiledKernel::Wgmma256:
       return launch_tiled_kernel<WgmmaTile<256>, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    case TiledKernel::WgmmaRegs:
+      return launch_tiled_kernel<WgmmaRegsTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   }
 }
 
@@ -521,7 +534,7 @@ std::atomic<TiledKernel>& tiled_kernel_slot() {
     if (value == nullptr) return TiledKernel::Mma;
     for (const TiledKernel kernel : kTiledKernels)
       if (std::strcmp(value, tiled_kernel_name(kernel)) == 0) return kernel;
-    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_TILED must be mma, wgmma128 or wgmma256, not '") + value + "'");
+    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_TILED must be mma, wgmma128, wgmma256 or wgmma_regs, not '") + value + "'");
   }()};
   return slot;
 }
@@ -533,6 +546,7 @@ const char* tiled_kernel_name(TiledKernel kernel) {
     case TiledKernel::Mma: return "mma";
     case TiledKernel::Wgmma128: return "wgmma128";
     case TiledKernel::Wgmma256: return "wgmma256";
+    case TiledKernel::WgmmaRegs: return "wgmma_regs";
   }
   return "?";
 }
