@@ -41,33 +41,6 @@ constexpr int smem_bytes(int k) {
 // shared-memory wavefront.
 __device__ __forceinline__ int packed_slot(int r, int h) { return h * kTileN + (r % 2) * (kTileN / 2) + r / 2; }
 
-// d (64 x 128 f32, this thread's 64) += A (64 x 16 from registers: this
-// thread's mma.sync-layout fragment, 4 bf16 pairs) * B (128 x 16, descriptor b)^T.
-__device__ __forceinline__ void mma_async(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7,"
-      "%8, %9, %10, %11, %12, %13, %14, %15,"
-      "%16, %17, %18, %19, %20, %21, %22, %23,"
-      "%24, %25, %26, %27, %28, %29, %30, %31,"
-      "%32, %33, %34, %35, %36, %37, %38, %39,"
-      "%40, %41, %42, %43, %44, %45, %46, %47,"
-      "%48, %49, %50, %51, %52, %53, %54, %55,"
-      "%56, %57, %58, %59, %60, %61, %62, %63"
-      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(1)
-      : "memory");
-}
-
 // The block's C tile (128 token rows x 128 weight rows), contract as
 // decoded::gemm_tile; every slice's product runs (no rows to skip: the token
 // rows are the N of every warp).
@@ -163,28 +136,20 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
     const uint32_t tile = tiled::smem_addr(tokens + (step % kTokenStages) * kATileBytes);
     // Slice kk's product, then (the one before it done) the next slice's
     // decode into the other fragment.
-    fence();
-    mma_async(acc, frag_a, descriptor(tile));
-    commit();
-    wait<1>();
-    decode_slice(step, 1, frag_b);
-    fence();
-    mma_async(acc, frag_b, descriptor(tile + 32));
-    commit();
-    wait<1>();
-    decode_slice(step, 2, frag_a);
-    fence();
-    mma_async(acc, frag_a, descriptor(tile + 64));
-    commit();
-    wait<1>();
-    decode_slice(step, 3, frag_b);
-    fence();
-    mma_async(acc, frag_b, descriptor(tile + 96));
-    commit();
-    wait<1>();
-    if (step + 1 < k_steps) {
-      step_scales(step + 1);
-      decode_slice(step + 1, 0, frag_a);
+#pragma unroll
+    for (int kk = 0; kk < kStepK / 16; ++kk) {
+      uint32_t(&cur)[4] = kk % 2 == 0 ? frag_a : frag_b;
+      uint32_t(&next)[4] = kk % 2 == 0 ? frag_b : frag_a;
+      fence();
+      mma_async(acc, cur, descriptor(tile + 32 * kk));
+      commit();
+      wait<1>();
+      if (kk + 1 < kStepK / 16) {
+        decode_slice(step, kk + 1, next);
+      } else if (step + 1 < k_steps) {
+        step_scales(step + 1);
+        decode_slice(step + 1, 0, next);
+      }
     }
   }
   wait<0>();

@@ -756,6 +756,15 @@ std::string moe_path_name(MoePath path) {
   return std::string("tiled ") + tiled_kernel_name(tiled_kernel());
 }
 
+// Random MXFP4 experts [experts, rows, cols] on the host: codes, scale bytes
+// in [scale_lo, scale_hi], bf16 biases.
+void random_experts(Random& rng, int32_t experts, int32_t rows, int32_t cols, int scale_lo, int scale_hi,
+                    std::vector<uint8_t>& blocks, std::vector<uint8_t>& scales, std::vector<bf16>& bias) {
+  blocks = rng.bytes(size_t(experts) * rows * (cols / 32) * 16, 0, 255);
+  scales = rng.bytes(size_t(experts) * rows * (cols / 32), scale_lo, scale_hi);
+  bias = to_bf16(rng.bf16_floats(size_t(experts) * rows, 0.5f));
+}
+
 // The model's expert layers (gate/up 2880 -> 5760, down 2880 -> 2880, 32
 // experts, top-4) with random MXFP4 weights, on the host for the oracle and on
 // the device.
@@ -769,14 +778,8 @@ struct MoeFixture {
   Mxfp4Experts gate_up, down, host_gu, host_dn;
 
   explicit MoeFixture(Random& rng) {
-    auto make = [&](int32_t rows, int32_t cols, std::vector<uint8_t>& blocks, std::vector<uint8_t>& scales,
-                    std::vector<bf16>& bias) {
-      blocks = rng.bytes(size_t(experts) * rows * (cols / 32) * 16, 0, 255);
-      scales = rng.bytes(size_t(experts) * rows * (cols / 32), 118, 121);
-      bias = to_bf16(rng.bf16_floats(size_t(experts) * rows, 0.5f));
-    };
-    make(2 * inter, hidden, gu_b, gu_s, gu_bias);
-    make(hidden, inter, dn_b, dn_s, dn_bias);
+    random_experts(rng, experts, 2 * inter, hidden, 118, 121, gu_b, gu_s, gu_bias);
+    random_experts(rng, experts, hidden, inter, 118, 121, dn_b, dn_s, dn_bias);
     d_gu_b = to_device(gu_b), d_gu_s = to_device(gu_s), d_dn_b = to_device(dn_b), d_dn_s = to_device(dn_s);
     d_gu_bias = to_device(gu_bias), d_dn_bias = to_device(dn_bias);
     gate_up = {d_gu_b.get(), d_gu_s.get(), d_gu_bias.get(), experts, 2 * inter, hidden};
@@ -1186,14 +1189,8 @@ struct SmallExperts {
   DeviceBuffer<bf16> d_gu_bias, d_dn_bias;
 
   explicit SmallExperts(Random& rng) {
-    auto make = [&](int32_t rows, int32_t cols, std::vector<uint8_t>& blocks, std::vector<uint8_t>& scales,
-                    std::vector<bf16>& bias) {
-      blocks = rng.bytes(size_t(experts) * rows * (cols / 32) * 16, 0, 255);
-      scales = rng.bytes(size_t(experts) * rows * (cols / 32), 118, 130);
-      bias = to_bf16(rng.bf16_floats(size_t(experts) * rows, 0.5f));
-    };
-    make(2 * inter, hidden, gu_b, gu_s, gu_bias);
-    make(hidden, inter, dn_b, dn_s, dn_bias);
+    random_experts(rng, experts, 2 * inter, hidden, 118, 130, gu_b, gu_s, gu_bias);
+    random_experts(rng, experts, hidden, inter, 118, 130, dn_b, dn_s, dn_bias);
     d_gu_b = to_device(gu_b), d_gu_s = to_device(gu_s), d_dn_b = to_device(dn_b), d_dn_s = to_device(dn_s);
     d_gu_bias = to_device(gu_bias), d_dn_bias = to_device(dn_bias);
   }
