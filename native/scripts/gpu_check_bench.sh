@@ -364,22 +364,27 @@ if want profile; then
   done
   # What bounds the MXFP4 expert tiles (docs/cuda-notes.md "h15moe"): ncu's
   # throughput, occupancy and warp-stall sections for the first gate/up and
-  # down launches of a 2 048-token prefill (128-row tiles) and of the timed
+  # down launches of a 2 048-token prefill (128-row tiles; --profile-prefill: not the
+  # bench's own tile runs before it, which from-start profiling caught first) and of the timed
   # batch-64 decode steps (the streamed kernel, ~8 rows an expert), and the batch-1
-  # expert GEMVs (one row an expert).
+  # expert GEMVs (one row an expert); GPTOSS_NCU_TILED="wgmma256 ..." adds the prefill run under
+  # those tiled kernels (docs/cuda-notes.md "h24prefill"), lines [ncu prefill2048:<kernel>].
   if command -v ncu >/dev/null; then
-    for run in prefill2048 decode64 gemv1; do
-      kernel=moe_tiled
+    tiled_runs=()
+    for arm in ${GPTOSS_NCU_TILED:-}; do tiled_runs+=("prefill2048:$arm"); done
+    for run in prefill2048 decode64 gemv1 ${tiled_runs[@]+"${tiled_runs[@]}"}; do
+      kernel=moe_tiled tiled=
       case $run in
-        prefill2048) args=(--batches 1 --prefill 2048 --steps 2) from=on ;;
+        prefill2048*) args=(--batches 1 --prefill 2048 --steps 2 --profile-prefill 2048) from=off
+          tiled=${run#prefill2048} tiled=${tiled#:} ;;
         decode64) args=(--batches 64 --prefill 16 --steps 2 --profile-batch 64) from=off kernel=moe_streamed ;;
         gemv1) args=(--batches 1 --prefill 16 --steps 2 --profile-batch 1) from=off kernel=moe_gemv ;;
       esac
-      timeout 150 ncu --profile-from-start $from --kernel-name regex:$kernel --launch-count 2 \
+      env ${tiled:+GPTOSS_TILED=$tiled} timeout 150 ncu --profile-from-start $from --kernel-name regex:$kernel --launch-count 2 \
         --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --print-details all \
-        "$tools/gptoss-cuda-bench" --random "$models/20b" "${args[@]}" >"$out/ncu_moe_$run.log" 2>&1
+        "$tools/gptoss-cuda-bench" --random "$models/20b" "${args[@]}" >"$out/ncu_moe_${run/:/_}.log" 2>&1
       grep -E "moe_tiled|moe_streamed|moe_gemv|Duration|Throughput|Achieved Occupancy|Warp Cycles Per Issued|stall|Stall" \
-        "$out/ncu_moe_$run.log" | sed "s/^/[ncu $run] /" | head -60 | tee -a "$out/profile.log"
+        "$out/ncu_moe_${run/:/_}.log" | sed "s/^/[ncu $run] /" | head -60 | tee -a "$out/profile.log"
     done
   fi
 fi

@@ -2,7 +2,7 @@
 //
 //   gptoss-cuda-bench (--model DIR | --random DIR) [--batches 1,8,...]
 //                     [--context 1024] [--prefill 512,2048,8192] [--json FILE]
-//                     [--profile-batch B]
+//                     [--profile-batch B] [--profile-prefill LEN]
 //
 // --model loads DIR's checkpoint through the loader; --random reads only
 // DIR/config.json and generates the weights on the GPU. Measures: device copy
@@ -14,7 +14,9 @@
 // 2 048-token cached prefix (the warm step of prefix caching), the memory of
 // weights plus work buffers, and peak device memory. --profile-batch B wraps
 // batch B's timed decode steps in cudaProfilerStart/Stop, for
-// `nsys --capture-range=cudaProfilerApi` or `ncu --profile-from-start off`.
+// `nsys --capture-range=cudaProfilerApi` or `ncu --profile-from-start off`;
+// --profile-prefill LEN the prefill of LEN tokens (its timed runs), so that
+// the expert kernels benched alone before it stay out of the profile.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -298,7 +300,7 @@ void bench_tiled_kernels(Results& r, const ModelConfig& c) {
 int main(int argc, char** argv) {
   std::string model, random_dir, json;
   std::vector<int32_t> batches = {1, 8, 32, 64, 128, 256}, prefills = {512, 2048, 8192};
-  int32_t context = 1024, steps = 20, profile_batch = 0;
+  int32_t context = 1024, steps = 20, profile_batch = 0, profile_prefill = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--model") model = argv[i + 1];
@@ -308,6 +310,7 @@ int main(int argc, char** argv) {
     else if (a == "--context") context = std::atoi(argv[i + 1]);
     else if (a == "--steps") steps = std::atoi(argv[i + 1]);
     else if (a == "--profile-batch") profile_batch = std::atoi(argv[i + 1]);
+    else if (a == "--profile-prefill") profile_prefill = std::atoi(argv[i + 1]);
     else if (a == "--json") json = argv[i + 1];
   }
   if (model.empty() == random_dir.empty()) {
@@ -364,7 +367,9 @@ int main(int argc, char** argv) {
         blocks.add(plan, 0, 0, random_tokens(len), true);
         std::vector<ModelRunner::RowSampling> rows(1, {&greedy, nullptr, 0});
         std::vector<SampledToken> out;
+        if (len == profile_prefill) GPTOSS_CUDA_CHECK(cudaProfilerStart());
         const double step_s = median_wall_ms(3, [&] { runner->forward_sampled(plan, rows, out); }) / 1e3;
+        if (len == profile_prefill) GPTOSS_CUDA_CHECK(cudaProfilerStop());
         r.add("prefill " + std::to_string(len) + " tok/s", len / step_s);
         r.add("prefill " + std::to_string(len) + " TFLOP/s", len / step_s * prefill_flops_per_token(cfg, len) / 1e12);
         if (len == 512) r.add("TTFT 512 ms", step_s * 1e3);
