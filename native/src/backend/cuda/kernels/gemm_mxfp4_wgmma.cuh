@@ -47,13 +47,15 @@ struct Pipeline {
   static constexpr int kAStages = 3 + kInflight;
   static constexpr int kLeadA = kAStages - 1 - kInflight;  // A copies issued this many steps ahead
   static constexpr int kBStages = 3;
-  static constexpr int kLeadB = kBStages;                  // packed weights: decoded one step ahead
+  static constexpr int kLeadB = kBStages;  // packed weights copied this many steps ahead, decoded one ahead
   static constexpr int kDecoded = 2 + kInflight;
   static constexpr int kPackedBytes = kN * decoded::kPackedRowBytes;
   static constexpr int kDecodedBytes = kN * decoded::kRowBytes;
   static constexpr int kBlocksPerSm = kN == 128 ? 2 : 1;
   // At the barrier of step s: A(s) and the packed weights of s + 1 are in.
   static constexpr int kPendingGroups = (kLeadA < kLeadB - 1 ? kLeadA : kLeadB - 1) - 1;
+  // The decoded tiles start on the swizzle pattern's 1 024 bytes too.
+  static_assert((kAStages * kATileBytes + kBStages * kPackedBytes) % 1024 == 0 && kDecodedBytes % 1024 == 0);
 };
 
 // Dynamic shared memory of a block for K = k: 1 KiB to align the tiles to
