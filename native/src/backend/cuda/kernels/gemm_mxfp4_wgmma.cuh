@@ -95,13 +95,14 @@ __device__ __forceinline__ void fence_operands(float (&d)[kRegs]) {
   for (int i = 0; i < kRegs; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// wgmma's operand lists: the placeholders of 64 accumulators (and of the
-// next 64), and the accumulators d[i .. i + 63] as "+f" operands.
-#define GPTOSS_WGMMA_P0_63 \
+// wgmma's operand lists: the placeholders of 32, 64 (and the next 64)
+// accumulators, and the accumulators d[i ..] as "+f" operands.
+#define GPTOSS_WGMMA_P0_31 \
   "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
-  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, " \
-  "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, " \
-  "%59, %60, %61, %62, %63"
+  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define GPTOSS_WGMMA_P0_63 \
+  GPTOSS_WGMMA_P0_31 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, " \
+  "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
 #define GPTOSS_WGMMA_P64_127 \
   "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, " \
   "%83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, " \
@@ -110,9 +111,9 @@ __device__ __forceinline__ void fence_operands(float (&d)[kRegs]) {
 #define GPTOSS_WGMMA_D8(i)                                                                                  \
   "+f"(d[(i)]), "+f"(d[(i) + 1]), "+f"(d[(i) + 2]), "+f"(d[(i) + 3]), "+f"(d[(i) + 4]), "+f"(d[(i) + 5]), \
       "+f"(d[(i) + 6]), "+f"(d[(i) + 7])
-#define GPTOSS_WGMMA_D64(i)                                                                                 \
-  GPTOSS_WGMMA_D8(i), GPTOSS_WGMMA_D8((i) + 8), GPTOSS_WGMMA_D8((i) + 16), GPTOSS_WGMMA_D8((i) + 24),       \
-      GPTOSS_WGMMA_D8((i) + 32), GPTOSS_WGMMA_D8((i) + 40), GPTOSS_WGMMA_D8((i) + 48), GPTOSS_WGMMA_D8((i) + 56)
+#define GPTOSS_WGMMA_D32(i) \
+  GPTOSS_WGMMA_D8(i), GPTOSS_WGMMA_D8((i) + 8), GPTOSS_WGMMA_D8((i) + 16), GPTOSS_WGMMA_D8((i) + 24)
+#define GPTOSS_WGMMA_D64(i) GPTOSS_WGMMA_D32(i), GPTOSS_WGMMA_D32((i) + 32)
 
 // d (64 x 128 f32, this thread's 64) += A (64 x 16, descriptor a) * B (128 x 16, descriptor b)^T.
 __device__ __forceinline__ void mma_async(float (&d)[64], uint64_t a, uint64_t b) {
@@ -134,8 +135,18 @@ __device__ __forceinline__ void mma_async(float (&d)[128], uint64_t a, uint64_t 
                : "memory");
 }
 
-// d (64 x 128 f32, this thread's 64) += A (64 x 16 from registers: this
-// thread's mma.sync-layout fragment, 4 bf16 pairs) * B (128 x 16, descriptor b)^T.
+// d (64 x 64 f32, this thread's 32) += A (64 x 16 from registers: this
+// thread's mma.sync-layout fragment, 4 bf16 pairs) * B (64 x 16, descriptor b)^T.
+__device__ __forceinline__ void mma_async(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" GPTOSS_WGMMA_P0_31
+               "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+               : GPTOSS_WGMMA_D32(0)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(1)
+               : "memory");
+}
+
+// The same with B 128 x 16 (this thread's 64 accumulators).
 __device__ __forceinline__ void mma_async(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
                "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" GPTOSS_WGMMA_P0_63

@@ -41,12 +41,14 @@ constexpr int smem_bytes(int k) {
 // shared-memory wavefront.
 __device__ __forceinline__ int packed_slot(int r, int h) { return h * kTileN + (r % 2) * (kTileN / 2) + r / 2; }
 
-// The block's C tile (128 token rows x 128 weight rows), contract as
-// decoded::gemm_tile; every slice's product runs (no rows to skip: the token
-// rows are the N of every warp).
-template <typename Epilogue>
+// The block's C tile (the first kTokens of its 128 token rows x 128 weight
+// rows), contract as decoded::gemm_tile: the token rows are the N of every
+// warp, so a tile of at most 64 pairs takes the n64 products (half the
+// tensor work) and the first 64 token rows only.
+template <int kTokens, typename Epilogue>
 __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src,
                                           const Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
+  static_assert(kTokens == 64 || kTokens == 128, "m64n64k16 or m64n128k16");
   extern __shared__ __align__(128) uint8_t smem_raw[];
   uint8_t* smem = smem_raw + (1024 - tiled::smem_addr(smem_raw) % 1024) % 1024;
   uint8_t* tokens = smem;
@@ -60,8 +62,8 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
   auto load = [&](int j) {  // commit group j: the tokens of j + kLeadTokens, the codes of j + kLeadPacked
     const int t_step = j + kLeadTokens, p_step = j + kLeadPacked;
     if (t_step >= 0 && t_step < k_steps)
-      decoded::load_a_step<kTileM>(tokens + (t_step % kTokenStages) * kATileBytes, a, lda, row_src, t_step * kStepK,
-                                   w.k);
+      decoded::load_a_step<kTokens>(tokens + (t_step % kTokenStages) * kATileBytes, a, lda, row_src,
+                                    t_step * kStepK, w.k);
     if (p_step < k_steps) {
       const int r = threadIdx.x / 2, h = threadIdx.x % 2;
       decoded::load_packed_block(packed + (p_step % kPackedStages) * kPackedBytes + packed_slot(r, h) * 16, w, n0,
@@ -115,9 +117,9 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
     }
   };
 
-  float acc[64];
+  float acc[kTokens / 2];
 #pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+  for (int i = 0; i < kTokens / 2; ++i) acc[i] = 0.0f;
   uint32_t frag_a[4], frag_b[4];
 
   for (int j = -kLeadPacked; j < 0; ++j) load(j);
@@ -158,7 +160,7 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
   // Accumulator 4j + e: M row g (weight r0) for e < 2, g + 8 (r0 + 1)
   // otherwise; token 8j + 2t + e % 2.
 #pragma unroll
-  for (int j = 0; j < kTileN / 8; ++j) {
+  for (int j = 0; j < kTokens / 8; ++j) {
     const int r = 8 * j + 2 * t, n = n0 + r0;
     epilogue(r, n, acc[4 * j], acc[4 * j + 2]);
     epilogue(r + 1, n, acc[4 * j + 1], acc[4 * j + 3]);

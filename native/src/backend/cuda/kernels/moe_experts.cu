@@ -298,7 +298,10 @@ struct WgmmaRegsTile {
   template <typename Epilogue>
   __device__ static void run(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
                              const decoded::Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
-    wgmma::regs::gemm_tile(a, lda, row_src, w, n0, epilogue);
+    if (valid_rows <= 64)
+      wgmma::regs::gemm_tile<64>(a, lda, row_src, w, n0, epilogue);
+    else
+      wgmma::regs::gemm_tile<128>(a, lda, row_src, w, n0, epilogue);
   }
 };
 constexpr int kTiledRows = 128;  // grouped pairs a block, every tiled kernel
