@@ -211,8 +211,9 @@ function tensorTrust(): Sample[] {
 /**
  * Role-play persona jailbreaks and benign role-play written for this project, split like the public
  * sources (the test half is held out): bench/safety_roleplay.json (sources `roleplay-attacks`,
- * `roleplay-benign`) and the second set, bench/safety_roleplay_structures.json
- * (`roleplay-structures-attacks`, `roleplay-structures-benign`).
+ * `roleplay-benign`), the second set, bench/safety_roleplay_structures.json
+ * (`roleplay-structures-attacks`, `roleplay-structures-benign`), and the third,
+ * bench/safety_roleplay_family.json (`roleplay-family-attacks`, `roleplay-family-benign`).
  */
 function rolePlay(file: string, prefix: string): Sample[] {
   const set = JSON.parse(Deno.readTextFileSync(new URL(file, import.meta.url)));
@@ -383,6 +384,7 @@ const all = [
   ...tensorTrust(),
   ...rolePlay("./safety_roleplay.json", "roleplay"),
   ...rolePlay("./safety_roleplay_structures.json", "roleplay-structures"),
+  ...rolePlay("./safety_roleplay_family.json", "roleplay-family"),
   ...hardNegatives(),
 ];
 

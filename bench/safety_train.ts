@@ -39,17 +39,22 @@ const L2_STRUCTURE = 1e-6;
 const MAX_VALIDATION_FPR = 0.01;
 const OUT = new URL("../gateway/safety/classifier_weights.json", import.meta.url);
 
-// The role-play sets (bench/safety_roleplay*.json) measure one attack family, and their train halves
-// are what the role-play rules were written from: the classifier learns from their benign halves
-// only (since issue 21, part 3; with the in-the-wild sources, that no longer cost public attacks),
-// never from their attacks, which taught it that role-play vocabulary is an attack
-// (docs/SAFETY.md).
+// The role-play sets (bench/safety_roleplay*.json) measure one attack family, and the train halves
+// of the first two are what the role-play rules were written from: the classifier learns from
+// their benign halves only (since issue 21, part 3; with the in-the-wild sources, that no longer
+// cost public attacks), never from their attacks, which taught it that role-play vocabulary is an
+// attack (docs/SAFETY.md). The third set (issue 21, item 3) was written for the classifier: the
+// family's sub-families with benign role-play of the same shapes and words beside them, so its
+// attack half is learned too.
+const LEARNED_ROLEPLAY_ATTACKS = "roleplay-family-attacks";
 // The in-the-wild sources label as jailbreaks every prompt of a jailbreak venue, personas that
 // lift nothing among them (a Gandhi, an attorney, a coding mentor); learned as attacks they taught
 // the classifier that "act as ..." is one (public role-play requests flagged: 1 -> 4 of 81 on the
 // held-out split). Their persona prompts that name no limit are left out of training.
 const train = loadCorpus().filter((s) =>
-  s.split === "train" && !(s.source.startsWith("roleplay-") && s.label === "attack") &&
+  s.split === "train" &&
+  !(s.source.startsWith("roleplay-") && s.label === "attack" &&
+    s.source !== LEARNED_ROLEPLAY_ATTACKS) &&
   !(s.label === "attack" && WILD_SOURCES.includes(s.source) && isPersona(s.text) &&
     !isPersonaNamingLimits(s.text))
 );
