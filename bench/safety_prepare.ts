@@ -411,12 +411,18 @@ const index = new NearDuplicateIndex();
 const indexSource: string[] = [];
 const indexSplit: string[] = [];
 const indexCluster: number[] = [];
+/**
+ * A cluster's number: a hash of its first text, not that text's position, so adding a text to
+ * another source does not renumber the clusters and redraw the training script's validation slice.
+ */
+const clusterOf = (text: string) =>
+  Math.floor(stableFraction(text.replace(/\s+/g, " ").toLowerCase()) * 2 ** 32);
 for (const line of lines) {
   const { text, source, split } = JSON.parse(line);
   const i = index.add(text);
   indexSource[i] = source;
   indexSplit[i] = split;
-  indexCluster[i] = i;
+  indexCluster[i] = clusterOf(text);
 }
 const wildSources = [...danInTheWild(), ...promptsChat2026(), ...flowGpt()];
 for (const s of wildSources) {
@@ -434,7 +440,7 @@ for (const s of wildSources) {
   indexSource[i] = s.source;
   indexSplit[i] = split;
   // The cluster is the first text of the template; training keeps clusters whole too.
-  indexCluster[i] = match ? indexCluster[match.index] : i;
+  indexCluster[i] = match ? indexCluster[match.index] : clusterOf(text);
   (counts[s.source] ??= { train: 0, test: 0 })[split as "train" | "test"]++;
   lines.push(JSON.stringify({ ...s, text, split, cluster: indexCluster[i] }));
 }
