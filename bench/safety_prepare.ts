@@ -213,7 +213,8 @@ function tensorTrust(): Sample[] {
  * sources (the test half is held out): bench/safety_roleplay.json (sources `roleplay-attacks`,
  * `roleplay-benign`), the second set, bench/safety_roleplay_structures.json
  * (`roleplay-structures-attacks`, `roleplay-structures-benign`), and the third,
- * bench/safety_roleplay_family.json (`roleplay-family-attacks`, `roleplay-family-benign`).
+ * bench/safety_roleplay_family.json (`roleplay-family-attacks`, `roleplay-family-benign`); and an
+ * evaluation-only set, bench/safety_roleplay_eval.json (`roleplay-eval-*`, all held out).
  */
 function rolePlay(file: string, prefix: string): Sample[] {
   const set = JSON.parse(Deno.readTextFileSync(new URL(file, import.meta.url)));
@@ -246,6 +247,11 @@ function hardNegatives(): Sample[] {
   }));
 }
 const TRAIN_ONLY_SOURCE = "hard-negatives";
+/**
+ * Role-play written after the detectors of issue 21 item 3 were final, to measure them on texts
+ * nobody trained or tuned on (bench/safety_roleplay_eval.json): held out whole.
+ */
+const TEST_ONLY_PREFIX = "roleplay-eval";
 
 /**
  * The jailbreak prompts of "Do Anything Now" (Shen et al., CCS 2024, verazuo/jailbreak_llms, MIT),
@@ -385,6 +391,7 @@ const all = [
   ...rolePlay("./safety_roleplay.json", "roleplay"),
   ...rolePlay("./safety_roleplay_structures.json", "roleplay-structures"),
   ...rolePlay("./safety_roleplay_family.json", "roleplay-family"),
+  ...rolePlay("./safety_roleplay_eval.json", TEST_ONLY_PREFIX),
   ...hardNegatives(),
 ];
 
@@ -397,7 +404,8 @@ for (const s of all) {
   const key = text.replace(/\s+/g, " ").toLowerCase();
   if (text === "" || seen.has(key)) continue;
   seen.add(key);
-  const split = s.source !== TRAIN_ONLY_SOURCE && stableFraction(key) < TEST_SHARE
+  const split = s.source.startsWith(TEST_ONLY_PREFIX) ||
+      (s.source !== TRAIN_ONLY_SOURCE && stableFraction(key) < TEST_SHARE)
     ? "test"
     : "train";
   (counts[s.source] ??= { train: 0, test: 0 })[split]++;
