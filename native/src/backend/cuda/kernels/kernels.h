@@ -41,8 +41,9 @@ void add_moe_rmsnorm(float* x, const float* y, const int32_t* pair_slot, const f
 // ---- dense bf16 matrix products -------------------------------------------------
 
 // y[r][o] = x[r] . weight[o] + bias[o] (bias may be null); x bf16 [n_rows,
-// in_dim], weight bf16 [out_dim, in_dim], y float [n_rows, out_dim]. Few rows
-// take a bandwidth-bound GEMV; more rows take the tensor-core tiled kernel.
+// in_dim], weight bf16 [out_dim, in_dim], y float [n_rows, out_dim]. Up to 64
+// rows take a bandwidth-bound GEMV (the weights read once for all rows); more
+// rows take cuBLASLt or the tensor-core tiled kernel.
 void linear_bf16(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                  const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
 
@@ -222,6 +223,21 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
 // decoded into shared memory (moe_path_for has the measured rule).
 enum class MoePath { Gemv, Streamed, Streamed32, Tiled };
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
+
+// The kernel of the tiled path (docs/cuda-notes.md "h24prefill"), 128 grouped
+// pairs a block in all: mma.sync over 128 x 128 tiles (the default), the
+// warpgroup MMA over 128 x 128 or 128 x 256 tiles of decoded weights in shared
+// memory, or the warpgroup MMA with the weights decoded into its register
+// operand (128 x 128).
+enum class TiledKernel { Mma, Wgmma128, Wgmma256, WgmmaRegs };
+inline constexpr TiledKernel kTiledKernels[] = {TiledKernel::Mma, TiledKernel::Wgmma128, TiledKernel::Wgmma256,
+                                                TiledKernel::WgmmaRegs};
+// GPTOSS_TILED's value: mma, wgmma128, wgmma256, wgmma_regs.
+const char* tiled_kernel_name(TiledKernel kernel);
+// GPTOSS_TILED (read once; unset: mma), unless set_tiled_kernel chose since.
+TiledKernel tiled_kernel();
+// For the check and bench tools: every variant in one process.
+void set_tiled_kernel(TiledKernel kernel);
 int32_t moe_tile_rows(MoePath path);
 // The smallest moe_tile_rows of any path: the tile list's size bound.
 int32_t moe_min_tile_rows();

@@ -2,14 +2,16 @@
 // y = x W^T + b with float accumulation.
 //
 // Decode reads each weight once per step, so few rows take a GEMV on tensor
-// cores: a block owns 16 output columns (the m of mma m16n8k16) and up to 8 x
-// rows (its n), its warps split K, and each lane streams its weight vectors
-// straight from memory in 16-byte loads, several chunks in flight (no shared
-// memory staging, no unpacking: the bf16 pairs are the mma's operands). On CUDA
-// cores, 8 rows cost 8 x loads and 64 FMAs per weight vector, which at batch 8
-// made the GEMV issue-bound at ~1/3 of the bandwidth. Many rows take cuBLASLt
-// where the build has it (linear_cublaslt.cc), else the tensor-core tiled
-// kernel (gemm_tiled.cuh).
+// cores: a block owns 16 output columns (the m of mma m16n8k16) and all the
+// step's x rows, up to 8 n8 fragments (its n), its warps split K, and each
+// lane streams its weight vectors straight from memory in 16-byte loads,
+// several chunks in flight (no shared memory staging, no unpacking: the bf16
+// pairs are the mma's operands). On CUDA cores, 8 rows cost 8 x loads and 64
+// FMAs per weight vector, which at batch 8 made the GEMV issue-bound at ~1/3
+// of the bandwidth. Every block reads all its rows of x, rows / 16 bytes per
+// weight byte, so with many rows x's reads bound it (gemv_serves has the
+// measured limits). More rows take cuBLASLt where the build has it
+// (linear_cublaslt.cc), else the tensor-core tiled kernel (gemm_tiled.cuh).
 #include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
@@ -24,12 +26,38 @@ namespace gptoss::cuda {
 namespace {
 
 constexpr int kGemvCols = 16;          // output columns a GEMV block owns: the mma's m
-constexpr int kGemvRows = 8;           // x rows a GEMV block handles: the mma's n
+constexpr int kFragRows = 8;           // x rows of one n8 fragment: the mma's n
+constexpr int kGemvMaxFrags = 8;       // fragments a GEMV block handles at most
 constexpr int kGemvWarps = 8;          // the block's warps split K
 constexpr int kGemvChunkK = 32;        // k of one chunk: 4 lanes x 8 bf16, two k16 mma steps
-constexpr int kGemvChunksInFlight = 4; // chunks a warp loads before it multiplies them (4 KiB of weights)
-constexpr int kGemvBlocksPerSm = 3;    // 24 warps, 96 KiB of loads an SM; QKV's 320 blocks in one wave
-constexpr int32_t kGemvMaxBatch = 8;   // linear_bf16 uses the GEMV up to this many rows
+constexpr int32_t kGemvMaxBatch = kGemvMaxFrags * kFragRows;  // the most rows one GEMV block row takes
+constexpr int32_t kGemvAnyShapeRows = 2 * kFragRows;          // rows up to which every product takes the GEMV
+constexpr int32_t kFusedRouteMaxRows = 2 * kFragRows;         // router_and_route: routing in the GEMV's last block
+
+// Whether the GEMV serves a product (call 25, H100, weight GB/s, GEMV vs
+// cuBLASLt): up to 16 rows every product (unembedding at 16 rows 2.9 TB/s);
+// at 64 rows QKV 5120 and O 2880 columns (877 vs 766, 979 vs 715: cuBLASLt
+// does worse still at such small M), but not the unembedding (1 491 vs
+// 2 419: x's reads bound the GEMV) nor the router (32 columns, 2 blocks:
+// 14 vs 26).
+bool gemv_serves(int32_t n_rows, int32_t out_dim) {
+  return n_rows <= kGemvAnyShapeRows || (n_rows <= kGemvMaxBatch && out_dim >= 1024 && out_dim <= 8192);
+}
+
+// Chunks a warp loads before it multiplies them, and blocks an SM, by the
+// block's fragments: one fragment, 4 chunks (4 KiB of weights a warp) and 3
+// blocks (24 warps, 96 KiB of loads an SM; QKV's 320 blocks in one wave).
+// More fragments hold that many x vectors a chunk too: 2 blocks an SM (128
+// registers a thread; 2 fragments at 3 blocks spilled), and from 4 fragments
+// 2 chunks (still 32-64 KiB of weight loads an SM).
+template <int kFrags>
+constexpr int gemv_chunks_in_flight() {
+  return kFrags <= 2 ? 4 : 2;
+}
+template <int kFrags>
+constexpr int gemv_blocks_per_sm() {
+  return kFrags == 1 ? 3 : 2;
+}
 constexpr int kDenseMi = 4;            // tiled path: 128-row tiles
 
 // Weights are read once a step: keep them out of L1, where x is reused.
@@ -43,43 +71,46 @@ __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
 
 // Lane (g, t) of a warp (g = lane / 4, t = lane % 4) holds, for chunk c, the
 // 8 bf16 at k = 32c + 8t .. 32c + 8t + 7 of weight rows g and g + 8 and of x
-// row g. Read as mma operands, the pairs (8t, 8t+1), (8t+2, 8t+3) are the k
-// the fragment layout calls (2t, 2t+1), (2t+8, 2t+9) of the first k16 step
-// and the other two pairs those of the second: A and B see the same
-// permutation of k, so the products are x . W over every k exactly once.
-// Warp w multiplies the chunks w, w + kGemvWarps, ...; the warps' 16 x 8
-// partial tiles are added in warp order through shared memory, so a row's
-// result depends on neither the other rows nor how many rows the step has.
+// row 8f + g of each fragment f. Read as mma operands, the pairs (8t, 8t+1),
+// (8t+2, 8t+3) are the k the fragment layout calls (2t, 2t+1), (2t+8, 2t+9)
+// of the first k16 step and the other two pairs those of the second: A and B
+// see the same permutation of k, so the products are x . W over every k
+// exactly once. Warp w multiplies the chunks w, w + kGemvWarps, ...; the
+// warps' 16 x 8 partial tiles are added in warp order through shared memory,
+// so a row's result depends on neither the other rows nor how many rows the
+// step has (nor on kFrags: each fragment's sums are its own).
 //
 // The epilogue names the block's columns (column(m), m < 16; m and m + 8 are
 // one lane's two weight rows) and stores each x row's pair of them
 // (store_pair(row, col_m, y_m, col_m8, y_m8), bias added).
-template <typename Epilogue>
-__global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
+template <int kFrags, typename Epilogue>
+__global__ void __launch_bounds__(kGemvWarps * kWarpSize, gemv_blocks_per_sm<kFrags>())
     gemv_bf16_kernel(const uint16_t* x, int32_t n_rows, int32_t in_dim, const uint16_t* weight,
                      const uint16_t* bias, int32_t out_dim, Epilogue epilogue) {
-  __shared__ float4 partial[kGemvWarps][kWarpSize];
+  constexpr int kChunks = gemv_chunks_in_flight<kFrags>();
+  __shared__ float4 partial[kGemvWarps][kFrags][kWarpSize];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const int g = lane / 4, t = lane % 4;
-  const int32_t row0 = blockIdx.y * kGemvRows;
+  const int32_t row0 = blockIdx.y * kFrags * kFragRows;
+  // Fragments with x rows (warp-uniform): a 9-row step multiplies 2 of 2.
+  const int n_frags = min(kFrags, (n_rows - row0 + kFragRows - 1) / kFragRows);
   const int32_t col_lo = epilogue.column(g), col_hi = epilogue.column(g + 8);
   const int32_t n_vec = in_dim / 8;
   const int32_t n_chunks = (in_dim + kGemvChunkK - 1) / kGemvChunkK;
-  constexpr int32_t kRoundChunks = kGemvWarps * kGemvChunksInFlight;
+  constexpr int32_t kRoundChunks = kGemvWarps * kChunks;
   const int32_t rounds = (n_chunks + kRoundChunks - 1) / kRoundChunks;
   const uint4* w = reinterpret_cast<const uint4*>(weight);
   const uint4* w_lo = col_lo < out_dim ? w + static_cast<int64_t>(col_lo) * n_vec : nullptr;
   const uint4* w_hi = col_hi < out_dim ? w + static_cast<int64_t>(col_hi) * n_vec : nullptr;
-  const uint4* xr = row0 + g < n_rows ? reinterpret_cast<const uint4*>(x) + static_cast<int64_t>(row0 + g) * n_vec
-                                      : nullptr;
+  const uint4* xr = reinterpret_cast<const uint4*>(x) + static_cast<int64_t>(row0 + g) * n_vec;  // fragment 0's row
   const auto vector_of = [&](int32_t round, int u) {  // this lane's vector of slot u's chunk
-    return 4 * (warp + kGemvWarps * (round * kGemvChunksInFlight + u)) + t;
+    return 4 * (warp + kGemvWarps * (round * kChunks + u)) + t;
   };
   const uint4 zero = make_uint4(0, 0, 0, 0);
-  uint4 lo[kGemvChunksInFlight], hi[kGemvChunksInFlight], xv[kGemvChunksInFlight];
+  uint4 lo[kChunks], hi[kChunks], xv[kChunks][kFrags];
   const auto load_weights = [&](int32_t round) {
 #pragma unroll
-    for (int u = 0; u < kGemvChunksInFlight; ++u) {
+    for (int u = 0; u < kChunks; ++u) {
       const int32_t v = vector_of(round, u);
       lo[u] = w_lo && v < n_vec ? load_streaming(w_lo + v) : zero;
       hi[u] = w_hi && v < n_vec ? load_streaming(w_hi + v) : zero;
@@ -89,37 +120,48 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
   load_weights(0);
   wait_for_previous_kernel();  // x is the previous kernel's output (launch_dependent)
   allow_next_kernel();
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  float acc[kFrags][4] = {};
   for (int32_t round = 0; round < rounds; ++round) {
     if (round > 0) load_weights(round);
 #pragma unroll
-    for (int u = 0; u < kGemvChunksInFlight; ++u) {
+    for (int u = 0; u < kChunks; ++u) {
       const int32_t v = vector_of(round, u);
-      xv[u] = xr && v < n_vec ? __ldg(xr + v) : zero;
+#pragma unroll
+      for (int f = 0; f < kFrags; ++f)
+        xv[u][f] = row0 + f * kFragRows + g < n_rows && v < n_vec
+                       ? __ldg(xr + static_cast<int64_t>(f) * kFragRows * n_vec + v)
+                       : zero;
     }
 #pragma unroll
-    for (int u = 0; u < kGemvChunksInFlight; ++u) {
-      if (warp + kGemvWarps * (round * kGemvChunksInFlight + u) >= n_chunks) break;  // warp-uniform
+    for (int u = 0; u < kChunks; ++u) {
+      if (warp + kGemvWarps * (round * kChunks + u) >= n_chunks) break;  // warp-uniform
       const uint32_t a0[4] = {lo[u].x, hi[u].x, lo[u].y, hi[u].y};
-      tiled::mma_bf16(acc, a0, xv[u].x, xv[u].y);
       const uint32_t a1[4] = {lo[u].z, hi[u].z, lo[u].w, hi[u].w};
-      tiled::mma_bf16(acc, a1, xv[u].z, xv[u].w);
+#pragma unroll
+      for (int f = 0; f < kFrags; ++f) {
+        if (f >= n_frags) break;  // warp-uniform
+        tiled::mma_bf16(acc[f], a0, xv[u][f].x, xv[u][f].y);
+        tiled::mma_bf16(acc[f], a1, xv[u][f].z, xv[u][f].w);
+      }
     }
   }
 
-  // Accumulator r of lane (g, t) is column m = g + 8 (r / 2), x row 2t + r % 2.
-  partial[warp][lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+  // Accumulator r of fragment f in lane (g, t) is column m = g + 8 (r / 2),
+  // x row 8f + 2t + r % 2.
+#pragma unroll
+  for (int f = 0; f < kFrags; ++f) partial[warp][f][lane] = make_float4(acc[f][0], acc[f][1], acc[f][2], acc[f][3]);
   __syncthreads();
-  if (threadIdx.x < kWarpSize * 2) {
-    const int src = threadIdx.x / 2, r = threadIdx.x % 2;
+  for (int i = threadIdx.x; i < n_frags * kWarpSize * 2; i += blockDim.x) {
+    const int f = i / (kWarpSize * 2), src = i / 2 % kWarpSize, r = i % 2;
     float lo = 0.0f, hi = 0.0f;
 #pragma unroll
     for (int k = 0; k < kGemvWarps; ++k) {
-      const float* p = reinterpret_cast<const float*>(&partial[k][src]);
+      const float* p = reinterpret_cast<const float*>(&partial[k][f][src]);
       lo += p[r], hi += p[r + 2];
     }
     const int m = src / 4;
-    const int32_t row = row0 + 2 * (src % 4) + r, c_lo = epilogue.column(m), c_hi = epilogue.column(m + 8);
+    const int32_t row = row0 + f * kFragRows + 2 * (src % 4) + r, c_lo = epilogue.column(m),
+                  c_hi = epilogue.column(m + 8);
     if (row < n_rows)
       epilogue.store_pair(row, c_lo, lo + (bias && c_lo < out_dim ? bf16_bits_to_float(bias[c_lo]) : 0.0f), c_hi,
                           hi + (bias && c_hi < out_dim ? bf16_bits_to_float(bias[c_hi]) : 0.0f));
@@ -173,14 +215,31 @@ struct RopeOutput {
 };
 static_assert(kGemvCols * 4 == kRopeHeadDim, "RopeOutput: four GEMV blocks a head");
 
+template <int kFrags, typename Epilogue>
+void launch_gemv_frags(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
+                       int32_t out_dim, const Epilogue& epilogue, cudaStream_t stream) {
+  constexpr int32_t kBlockRows = kFrags * kFragRows;
+  const dim3 grid((out_dim + kGemvCols - 1) / kGemvCols, (n_rows + kBlockRows - 1) / kBlockRows);
+  launch_dependent(gemv_bf16_kernel<kFrags, Epilogue>, grid, kGemvWarps * kWarpSize, 0, stream, x, n_rows, in_dim,
+                   weight, bias, out_dim, epilogue);
+}
+
+// The fewest fragments that take the step's rows in one block row (more rows
+// than the GEMV serves take several block rows of 8 fragments, each reading
+// the weights again: the checks call it so).
 template <typename Epilogue>
 void launch_gemv(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
                  int32_t out_dim, const Epilogue& epilogue, cudaStream_t stream) {
   if (in_dim % 8 != 0) throw Error(GPTOSS_ERR_BACKEND, "linear_bf16_gemv: in_dim must be a multiple of 8");
   if (n_rows == 0) return;
-  const dim3 grid((out_dim + kGemvCols - 1) / kGemvCols, (n_rows + kGemvRows - 1) / kGemvRows);
-  launch_dependent(gemv_bf16_kernel<Epilogue>, grid, kGemvWarps * kWarpSize, 0, stream, x, n_rows, in_dim, weight,
-                   bias, out_dim, epilogue);
+  if (n_rows <= kFragRows)
+    launch_gemv_frags<1>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
+  else if (n_rows <= 2 * kFragRows)
+    launch_gemv_frags<2>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
+  else if (n_rows <= 4 * kFragRows)
+    launch_gemv_frags<4>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
+  else
+    launch_gemv_frags<8>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
 }
 
 __global__ void __launch_bounds__(tiled::kThreads)
@@ -227,7 +286,7 @@ void qkv_rope_and_store_kv(const bf16* x, int32_t in_dim, const bf16* weight, co
                            int32_t n_q_heads, int32_t n_kv_heads, const KvLayerView& kv, cudaStream_t stream) {
   const RopeKvStore rope = rope_kv_store(qkv, tokens, inv_freq, attention_factor, n_q_heads, n_kv_heads, kv);
   const int32_t width = (n_q_heads + 2 * n_kv_heads) * kRopeHeadDim;
-  if (tokens.n_tokens > kGemvMaxBatch) {
+  if (!gemv_serves(tokens.n_tokens, width)) {
     linear_bf16(x, tokens.n_tokens, in_dim, weight, bias, width, qkv, stream);
     rope_and_store_kv(qkv, tokens, inv_freq, attention_factor, n_q_heads, n_kv_heads, kv, stream);
     return;
@@ -238,7 +297,9 @@ void qkv_rope_and_store_kv(const bf16* x, int32_t in_dim, const bf16* weight, co
 void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
                       int32_t n_experts, float* logits, int32_t k, int32_t tile_rows, int32_t* experts,
                       float* weights, const MoeGroups& groups, int32_t* done_counter, cudaStream_t stream) {
-  if (n_rows > kGemvMaxBatch) {
+  // At 64 rows the routing in the last block cost more than the two kernels
+  // (call 25: 0.95 vs 0.71 ms a batch-64 step).
+  if (n_rows > kFusedRouteMaxRows) {
     linear_bf16(x, n_rows, in_dim, weight, bias, n_experts, logits, stream);
     moe_route(logits, n_rows, n_experts, k, tile_rows, experts, weights, groups, stream);
     return;
@@ -271,7 +332,7 @@ void linear_bf16_tiled(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16
 
 void linear_bf16(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                  const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream) {
-  if (n_rows <= kGemvMaxBatch)
+  if (gemv_serves(n_rows, out_dim))
     linear_bf16_gemv(x, n_rows, in_dim, weight, bias, out_dim, y, stream);
   else
 #if GPTOSS_WITH_CUBLASLT

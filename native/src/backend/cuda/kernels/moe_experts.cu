@@ -12,9 +12,13 @@
 // pairs routed to the expert (up to 8 staged at once), 1 or 4 at a time.
 //
 // Tiled path (prefill, decode beyond 32 pairs an expert): tiles of 128
-// grouped pairs of one expert and 128 output columns, each weight tile
-// decoded once per block into shared memory (gemm_mxfp4_decoded.cuh).
+// grouped pairs of one expert and 128 (or 256) output columns, each weight
+// tile decoded once per block into shared memory, then mma.sync
+// (gemm_mxfp4_decoded.cuh) or the warpgroup MMA (gemm_mxfp4_wgmma.cuh), or
+// into the warpgroup MMA's register operand (gemm_mxfp4_wgmma_regs.cuh):
+// GPTOSS_TILED, see tiled_kernel.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
@@ -25,6 +29,8 @@
 #include "backend/cuda/kernels/device_math.cuh"
 #include "backend/cuda/kernels/gemm_mxfp4_decoded.cuh"
 #include "backend/cuda/kernels/gemm_mxfp4_streamed.cuh"
+#include "backend/cuda/kernels/gemm_mxfp4_wgmma.cuh"
+#include "backend/cuda/kernels/gemm_mxfp4_wgmma_regs.cuh"
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/sm_count.h"
 
@@ -266,19 +272,54 @@ struct SwigluEpilogue {
   }
 };
 
+// The tiled kernels' column tiles: the shape, the shared memory a block
+// needs and its product (decoded::gemm_tile's contract).
+struct MmaTile {
+  static constexpr int kN = decoded::kTileN, kBlocksPerSm = 2;
+  static constexpr int smem_bytes(int k) { return decoded::smem_bytes<4>(k); }
+  template <typename Epilogue>
+  __device__ static void run(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
+                             const decoded::Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
+    decoded::gemm_tile<4>(a, lda, row_src, valid_rows, w, n0, epilogue);
+  }
+};
+template <int kColumns>
+struct WgmmaTile {
+  static constexpr int kN = kColumns, kBlocksPerSm = wgmma::Pipeline<kN>::kBlocksPerSm;
+  static constexpr int smem_bytes(int k) { return wgmma::smem_bytes<kN>(k); }
+  template <typename Epilogue>
+  __device__ static void run(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
+                             const decoded::Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
+    wgmma::gemm_tile<kN>(a, lda, row_src, valid_rows, w, n0, epilogue);
+  }
+};
+struct WgmmaRegsTile {
+  static constexpr int kN = wgmma::regs::kTileN, kBlocksPerSm = 2;
+  static constexpr int smem_bytes(int k) { return wgmma::regs::smem_bytes(k); }
+  template <typename Epilogue>
+  __device__ static void run(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
+                             const decoded::Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
+    if (valid_rows <= 64)
+      wgmma::regs::gemm_tile<64>(a, lda, row_src, w, n0, epilogue);
+    else
+      wgmma::regs::gemm_tile<128>(a, lda, row_src, w, n0, epilogue);
+  }
+};
+constexpr int kTiledRows = 128;  // grouped pairs a block, every tiled kernel
+static_assert(decoded::tile_m<4>() == kTiledRows && wgmma::kTileM == kTiledRows);
+
 // One block per (column tile, expert tile); tiles past the step's count exit.
-template <int kMi, bool kSwiglu>
-__global__ void __launch_bounds__(decoded::kThreads, 2)
+template <typename Tile, bool kSwiglu>
+__global__ void __launch_bounds__(decoded::kThreads, Tile::kBlocksPerSm)
     moe_tiled_kernel(const __nv_bfloat16* x, const int32_t* row_token, MoeGroups groups,
                      Mxfp4Experts w, float limit, void* out) {
-  constexpr int kTileM = decoded::tile_m<kMi>();
-  __shared__ int64_t row_src[kTileM];
+  __shared__ int64_t row_src[kTiledRows];
   if (static_cast<int32_t>(blockIdx.y) >= *groups.n_tiles) return;
   const int32_t tile = groups.tiles[blockIdx.y];
   const int32_t expert = tile >> 16;
-  const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * kTileM;
-  const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + kTileM);
-  for (int r = threadIdx.x; r < kTileM; r += blockDim.x) {
+  const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * kTiledRows;
+  const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + kTiledRows);
+  for (int r = threadIdx.x; r < kTiledRows; r += blockDim.x) {
     const int32_t g = g_begin + r;
     row_src[r] = g < g_end ? (row_token ? row_token[g] : g) : -1;
   }
@@ -288,13 +329,13 @@ __global__ void __launch_bounds__(decoded::kThreads, 2)
                                       w.scales + static_cast<int64_t>(expert) * w.rows * n_blocks,
                                       w.rows, w.cols};
   const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
-  const int n0 = blockIdx.x * decoded::kTileN;
+  const int n0 = blockIdx.x * Tile::kN;
   if constexpr (kSwiglu)
-    decoded::gemm_tile<kMi>(x, w.cols, row_src, g_end - g_begin, weights, n0,
-                            SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g_begin, g_end, limit});
+    Tile::run(x, w.cols, row_src, g_end - g_begin, weights, n0,
+              SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g_begin, g_end, limit});
   else
-    decoded::gemm_tile<kMi>(x, w.cols, row_src, g_end - g_begin, weights, n0,
-                            tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
+    Tile::run(x, w.cols, row_src, g_end - g_begin, weights, n0,
+              tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
 }
 
 // Balanced grids (`slots` > 0: resident blocks of one wave; the grid is
@@ -397,15 +438,15 @@ const StreamedVariant& find_streamed_variant(const char* name) {
   throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_STREAMED must be one of ") + names + ", not '" + name + "'");
 }
 
-const StreamedVariant*& streamed_variant_slot() {
-  static const StreamedVariant* chosen = [] {
+std::atomic<const StreamedVariant*>& streamed_variant_slot() {
+  static std::atomic<const StreamedVariant*> slot{[] {
     const char* value = std::getenv("GPTOSS_STREAMED");
     return &find_streamed_variant(value == nullptr ? "base" : value);
-  }();
-  return chosen;
+  }()};
+  return slot;
 }
 
-const StreamedVariant& streamed_variant() { return *streamed_variant_slot(); }
+const StreamedVariant& streamed_variant() { return *streamed_variant_slot().load(); }
 
 // Tiles a step is expected to list (touched experts, more where one has over
 // tile_rows pairs); the grid's x is the bound, moe_max_tiles.
@@ -506,20 +547,34 @@ void launch_streamed(const StreamedVariant& v, int32_t tile_rows, const bf16* x,
   }
 }
 
-template <int kMi, bool kSwiglu>
-void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
-                  const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+template <typename Tile, bool kSwiglu>
+void launch_tiled_kernel(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
+                         const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+  constexpr auto kernel = moe_tiled_kernel<Tile, kSwiglu>;
   static const bool configured = [] {
-    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(moe_tiled_kernel<kMi, kSwiglu>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           decoded::smem_bytes<kMi>(decoded::kMaxK)));
+    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           Tile::smem_bytes(decoded::kMaxK)));
     return true;
   }();
   (void)configured;
-  const dim3 grid((w.rows + decoded::kTileN - 1) / decoded::kTileN,
-                  moe_max_tiles(n_pairs, w.num_experts, decoded::tile_m<kMi>()));
-  moe_tiled_kernel<kMi, kSwiglu><<<grid, decoded::kThreads, decoded::smem_bytes<kMi>(w.cols), stream>>>(
-      reinterpret_cast<const __nv_bfloat16*>(x), row_token, groups, w, limit, out);
+  const dim3 grid((w.rows + Tile::kN - 1) / Tile::kN, moe_max_tiles(n_pairs, w.num_experts, kTiledRows));
+  kernel<<<grid, decoded::kThreads, Tile::smem_bytes(w.cols), stream>>>(reinterpret_cast<const __nv_bfloat16*>(x),
+                                                                        row_token, groups, w, limit, out);
+}
+
+template <bool kSwiglu>
+void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
+                  const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+  switch (tiled_kernel()) {
+    case TiledKernel::Mma:
+      return launch_tiled_kernel<MmaTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    case TiledKernel::Wgmma128:
+      return launch_tiled_kernel<WgmmaTile<128>, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    case TiledKernel::Wgmma256:
+      return launch_tiled_kernel<WgmmaTile<256>, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    case TiledKernel::WgmmaRegs:
+      return launch_tiled_kernel<WgmmaRegsTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+  }
 }
 
 // Rows come in pairs (gate and up; two outputs). No rows would size the
@@ -586,7 +641,7 @@ void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, in
     else
       launch_streamed<kSwiglu, false>(v, tile_rows, x, row_token, groups, n_pairs, w, limit, out, stream);
   } else {
-    launch_tiled<4, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    launch_tiled<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   }
   GPTOSS_CUDA_CHECK_LAUNCH();
 }
@@ -610,7 +665,32 @@ MoeKernelChoice moe_kernel_choice() {
   return choice;
 }
 
+std::atomic<TiledKernel>& tiled_kernel_slot() {
+  static std::atomic<TiledKernel> slot{[] {
+    const char* value = std::getenv("GPTOSS_TILED");
+    if (value == nullptr) return TiledKernel::Mma;
+    for (const TiledKernel kernel : kTiledKernels)
+      if (std::strcmp(value, tiled_kernel_name(kernel)) == 0) return kernel;
+    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_TILED must be mma, wgmma128, wgmma256 or wgmma_regs, not '") + value + "'");
+  }()};
+  return slot;
+}
+
 }  // namespace
+
+const char* tiled_kernel_name(TiledKernel kernel) {
+  switch (kernel) {
+    case TiledKernel::Mma: return "mma";
+    case TiledKernel::Wgmma128: return "wgmma128";
+    case TiledKernel::Wgmma256: return "wgmma256";
+    case TiledKernel::WgmmaRegs: return "wgmma_regs";
+  }
+  return "?";
+}
+
+TiledKernel tiled_kernel() { return tiled_kernel_slot().load(); }
+
+void set_tiled_kernel(TiledKernel kernel) { tiled_kernel_slot().store(kernel); }
 
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts) {
   // Measured on an H100 (call 22, 20b shape, whole decode steps): the
@@ -642,7 +722,7 @@ int32_t moe_tile_rows(MoePath path) {
     case MoePath::Streamed32: return kTileRows32;
     case MoePath::Tiled: break;
   }
-  return decoded::tile_m<4>();
+  return kTiledRows;
 }
 
 int32_t moe_min_tile_rows() { return kTileRows; }
@@ -653,7 +733,7 @@ const char* moe_streamed_variant_name(int32_t i) { return kStreamedVariants[i].n
 
 const char* moe_streamed_variant() { return streamed_variant().name; }
 
-void set_moe_streamed_variant(const char* name) { streamed_variant_slot() = &find_streamed_variant(name); }
+void set_moe_streamed_variant(const char* name) { streamed_variant_slot().store(&find_streamed_variant(name)); }
 
 void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,
                         const Mxfp4Experts& w, float limit, MoePath path, bf16* act,
