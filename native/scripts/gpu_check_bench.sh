@@ -192,7 +192,7 @@ if want bench; then
       step "decode and the 50-token extend with $arm (expert kernel A/B; docs/cuda-notes.md \"h24moe2\")"
       # shellcheck disable=SC2086  # an arm's settings are comma-separated VAR=value words
       env ${arm//,/ } timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,8,32,64,128,256 \
-        --prefill 512 2>&1 |
+        --prefill 512 --micro 0 2>&1 |
         grep -E "^(decode batch|extend)" | sed "s/^/[$arm] /" | tee -a "$out/bench_random_moeab.log" || status=1
     done
   fi

@@ -2,7 +2,7 @@
 //
 //   gptoss-cuda-bench (--model DIR | --random DIR) [--batches 1,8,...]
 //                     [--context 1024] [--prefill 512,2048,8192] [--json FILE]
-//                     [--profile-batch B] [--profile-prefill LEN]
+//                     [--profile-batch B] [--profile-prefill LEN] [--micro 0|1]
 //
 // --model loads DIR's checkpoint through the loader; --random reads only
 // DIR/config.json and generates the weights on the GPU. Measures: device copy
@@ -17,6 +17,8 @@
 // `nsys --capture-range=cudaProfilerApi` or `ncu --profile-from-start off`;
 // --profile-prefill LEN the prefill of LEN tokens (its timed runs), so that
 // the expert kernels benched alone before it stay out of the profile.
+// --micro 0 leaves out the products alone (A/B runs of whole steps under
+// environment settings, which print only the steps' lines).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -317,6 +319,7 @@ int main(int argc, char** argv) {
   std::string model, random_dir, json;
   std::vector<int32_t> batches = {1, 8, 32, 64, 128, 256}, prefills = {512, 2048, 8192};
   int32_t context = 1024, steps = 20, profile_batch = 0, profile_prefill = 0;
+  bool micro = true;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--model") model = argv[i + 1];
@@ -328,9 +331,10 @@ int main(int argc, char** argv) {
     else if (a == "--profile-batch") profile_batch = std::atoi(argv[i + 1]);
     else if (a == "--profile-prefill") profile_prefill = std::atoi(argv[i + 1]);
     else if (a == "--json") json = argv[i + 1];
+    else if (a == "--micro") micro = std::atoi(argv[i + 1]) != 0;
   }
   if (model.empty() == random_dir.empty()) {
-    std::fprintf(stderr, "usage: gptoss-cuda-bench (--model DIR | --random DIR) [--batches ..] [--context N] [--prefill ..] [--json FILE]\n");
+    std::fprintf(stderr, "usage: gptoss-cuda-bench (--model DIR | --random DIR) [--batches ..] [--context N] [--prefill ..] [--micro 0|1] [--json FILE]\n");
     return 2;
   }
   try {
@@ -361,9 +365,11 @@ int main(int argc, char** argv) {
     }
     const ModelConfig& cfg = runner->config();
     r.add("weights GB", runner->weight_bytes() / 1e9);
-    bench_products(r, cfg);
-    bench_experts(r, cfg);
-    bench_tiled_kernels(r, cfg);
+    if (micro) {  // the kernels alone; A/B runs of whole steps leave them out (--micro 0)
+      bench_products(r, cfg);
+      bench_experts(r, cfg);
+      bench_tiled_kernels(r, cfg);
+    }
     uint64_t peak = used_memory();
     Random rng(99);
     auto random_tokens = [&](int32_t n) {
