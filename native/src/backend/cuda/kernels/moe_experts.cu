@@ -458,13 +458,14 @@ int32_t expected_tiles(int32_t n_pairs, int32_t n_experts, int32_t tile_rows) {
 // that the expected tiles get two waves of resident blocks, each warp an
 // equal whole number of m-tiles; or (balanced) up to 4 waves of resident
 // blocks in x, which the kernel shares among the step's real tiles
-// (balanced_share): one where the expected tiles get 8 blocks each in one
-// (then the busiest block has at most an eighth more than the mean), and
-// always at least the tiles' bound.
+// (balanced_share): one where the expected tiles get 16 blocks each in one
+// (twice as many real tiles, uneven experts, would still get 8: the busiest
+// block at most an eighth over the mean), and always at least the tiles'
+// bound. Blocks of waves the kernel does not choose exit at once.
 template <class S>
 dim3 streamed_grid(int32_t m_tiles, int32_t slots, int32_t tiles_bound, int32_t tiles, bool balanced) {
   if (balanced) {
-    const int32_t waves = std::max(8 * tiles <= slots ? 1 : 4, (tiles_bound + slots - 1) / slots);
+    const int32_t waves = std::max(16 * tiles <= slots ? 1 : 4, (tiles_bound + slots - 1) / slots);
     return dim3(waves * slots, 1);
   }
   constexpr int kWaves = 2;
