@@ -245,8 +245,9 @@ int32_t moe_min_tile_rows();
 // The streamed kernel's variants, for A/B runs (docs/cuda-notes.md "h24moe2";
 // moe_experts.cu lists them): GPTOSS_STREAMED=<name> picks one for the
 // process (read once, like GPTOSS_MOE_KERNEL; default "base"), and the tools
-// walk them all with set_moe_streamed_variant. A step's tile rows
-// (moe_tile_rows) follow the variant: switch only between steps.
+// walk them all with set_moe_streamed_variant. The path moe_path_for picks
+// (Streamed32 under some) and the launch follow the variant: switch only
+// between steps.
 int32_t moe_streamed_variant_count();
 const char* moe_streamed_variant_name(int32_t i);
 const char* moe_streamed_variant();  // the one in use
