@@ -12,6 +12,8 @@
 
 #include <cstdint>
 #include <limits>
+#include <string>
+#include <vector>
 
 #include "common/bf16.h"
 #include "model/tensor_parallel.h"  // ShardRange
@@ -225,6 +227,12 @@ MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
 int32_t moe_tile_rows(MoePath path);
 // The smallest moe_tile_rows of any path: the tile list's size bound.
 int32_t moe_min_tile_rows();
+// The GEMV path's kernels, A/B variants (docs/cuda-notes.md "h24gemv"): the
+// one in use comes from GPTOSS_MOE_GEMV (default "base"); the check and
+// bench tools switch between them.
+const std::vector<std::string>& moe_gemv_variants();
+const std::string& moe_gemv_variant();
+void set_moe_gemv_variant(const std::string& name);
 
 // act[g] = swiglu(x[pair_token[g]] . W_e^T + b_e) for every grouped pair g of
 // expert e: the gate/up product with the clamped SwiGLU fused in its

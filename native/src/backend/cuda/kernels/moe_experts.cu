@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/dependent_launch.cuh"
@@ -400,6 +401,123 @@ void check_experts(const Mxfp4Experts& w) {
     throw Error(GPTOSS_ERR_BACKEND, "MXFP4 experts: cols must be a multiple of 32 and <= 4096, rows even and > 0");
 }
 
+// The GEMV on tensor cores (GPTOSS_MOE_GEMV=mma4, mma6, mma12): one block
+// per (16-row m-tile, expert), its kSplit warps splitting the m-tile's K
+// items (warp s takes items s, s + kSplit, ...: at gpt-oss-20b's K of 2880,
+// 12 items, 3 a warp at kSplit 4). An item is decoded and multiplied as in
+// the streamed kernel (streamed::multiply: bit decode, one bf16 multiply per
+// value pair, mma with the staged tokens as B), about 2.5 instructions a
+// weight value against the base GEMV's 7 (a table lookup and an fp32 FMA per
+// value: issue-bound at 1 TB/s, ncu call 20). Every warp requests all its
+// items at once (kDepth covers kSplit * kDepth items), one memory latency a
+// block, and the many small blocks (batch 1: 1 440 for gate/up, 720 for down)
+// let the scheduler keep every SM loading. The kSplit partial sums meet in
+// shared memory and warp 0 adds them in split order and applies the
+// epilogue: a pair's bits do not depend on what else shares the step. Pairs
+// are staged 8 at a time (one n8 fragment); an expert with more pairs reads
+// its weights again per 8 (not a one-token case).
+template <int kSplit>
+struct GemvMma {
+  // Items a warp has in flight: all of them at gpt-oss-20b's 12 items.
+  static constexpr int kDepth = (12 + kSplit - 1) / kSplit;
+  static constexpr int kThreads = kSplit * kWarpSize;
+  static constexpr int kMinBlocks = 16 / kSplit > 2 ? 16 / kSplit : 2;  // 16-24 warps an SM
+};
+
+template <bool kSwiglu, int kSplit>
+__global__ void __launch_bounds__(GemvMma<kSplit>::kThreads, GemvMma<kSplit>::kMinBlocks)
+    moe_gemv_mma_kernel(const uint16_t* x, const int32_t* row_token, MoeGroups groups, Mxfp4Experts w,
+                        float limit, void* out) {
+  using streamed::Item;
+  constexpr int kDepth = GemvMma<kSplit>::kDepth;
+  extern __shared__ uint4 xs[];
+  __shared__ float4 partial[kSplit][kWarpSize];
+  if constexpr (kSwiglu) {
+    wait_for_previous_kernel();
+    allow_next_kernel();
+  }
+  if (static_cast<int32_t>(blockIdx.y) >= *groups.n_tiles) return;
+  const int32_t expert = groups.tiles[blockIdx.y] >> 16;
+  const int32_t g_begin = groups.expert_offsets[expert], g_end = groups.expert_offsets[expert + 1];
+  const int64_t n_blocks = w.cols / 32;
+  const streamed::Mxfp4Weights weights{w.blocks + static_cast<int64_t>(expert) * w.rows * n_blocks * 16,
+                                       w.scales + static_cast<int64_t>(expert) * w.rows * n_blocks, w.rows, w.cols};
+  const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize, g = lane / 4, t = lane % 4;
+  const int items = (w.cols + streamed::kItemK - 1) / streamed::kItemK;
+  const int per_warp = (items + kSplit - 1) / kSplit;  // the same for every warp: uniform barriers
+  const int32_t row = static_cast<int32_t>(blockIdx.x) * streamed::kMTile + 2 * g;
+  // Slot i of this warp is item warp + i * kSplit (past `items`: zeros, skipped).
+  Item ring[kDepth];
+  const auto load_first = [&] {
+#pragma unroll
+    for (int d = 0; d < kDepth; ++d)
+      if (d < per_warp) ring[d].load(weights, row, warp + d * kSplit, t);
+  };
+  load_first();
+  if constexpr (!kSwiglu) {
+    wait_for_previous_kernel();
+    allow_next_kernel();
+  }
+  for (int32_t g0 = g_begin; g0 < g_end; g0 += 8) {
+    const int32_t n = min(8, g_end - g0);
+    if (g0 != g_begin) load_first();
+    __syncthreads();  // the previous pairs' tokens and partial sums are consumed
+    streamed::stage_tokens<1>(
+        x, w.cols, n, [&](int r) -> int64_t { return row_token ? row_token[g0 + r] : g0 + r; }, xs);
+    __syncthreads();
+    float acc[1][4] = {};
+    for (int i0 = 0; i0 < per_warp; i0 += kDepth) {
+#pragma unroll
+      for (int d = 0; d < kDepth; ++d) {
+        const int i = i0 + d, c = warp + i * kSplit;
+        if (i >= per_warp) break;
+        if (c < items) {  // warp-uniform, as mma.sync needs (see gemm_tile)
+          if (__any_sync(0xffffffffu, ring[d].wide()))
+            streamed::multiply<1, true>(ring[d], xs, c, lane, 1, acc);
+          else
+            streamed::multiply<1, false>(ring[d], xs, c, lane, 1, acc);
+        }
+        if (i + kDepth < per_warp) ring[d].load(weights, row, c + kDepth * kSplit, t);
+      }
+    }
+    partial[warp][lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
+    __syncthreads();
+    if (warp == 0) {
+      float4 sum = partial[0][lane];
+#pragma unroll
+      for (int s = 1; s < kSplit; ++s) {
+        const float4 p = partial[s][lane];
+        sum.x += p.x, sum.y += p.y, sum.z += p.z, sum.w += p.w;
+      }
+      // mma rows g and g + 8 are weight rows 2g and 2g + 1; columns 2t, 2t + 1 are pairs.
+      const auto store = [&](const auto& epilogue) {
+        epilogue(2 * t, row, sum.x, sum.z);
+        epilogue(2 * t + 1, row, sum.y, sum.w);
+      };
+      if constexpr (kSwiglu)
+        store(SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g0, g0 + n, limit});
+      else
+        store(tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g0, g0 + n});
+    }
+  }
+}
+
+template <bool kSwiglu, int kSplit>
+void launch_gemv_mma(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
+                     const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+  constexpr auto kernel = moe_gemv_mma_kernel<kSwiglu, kSplit>;
+  static const bool configured = [] {
+    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           streamed::staged_bytes<8>(decoded::kMaxK)));
+    return true;
+  }();
+  (void)configured;
+  const dim3 grid((w.rows + streamed::kMTile - 1) / streamed::kMTile, std::min(w.num_experts, n_pairs));
+  launch_dependent(kernel, grid, GemvMma<kSplit>::kThreads, streamed::staged_bytes<8>(w.cols), stream,
+                   reinterpret_cast<const uint16_t*>(x), row_token, groups, w, limit, out);
+}
+
 template <bool kSwiglu, int kLayout, int kBlocksPerLane>
 void launch_gemv_kernel(dim3 grid, const bf16* x, const int32_t* row_token, const MoeGroups& groups,
                         const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
@@ -442,13 +560,45 @@ void launch_gemv(const bf16* x, const int32_t* row_token, const MoeGroups& group
     launch_gemv_kernel<kSwiglu, 4, kMaxBlocksPerLane>(grid, x, row_token, groups, w, limit, out, stream);
 }
 
+// GPTOSS_MOE_GEMV picks the GEMV path's kernel for A/B runs (docs/cuda-notes.md
+// "h24gemv"): base (moe_gemv_kernel) or mma4, mma6, mma12 (moe_gemv_mma_kernel,
+// K split over 4, 6 or 12 warps). Read once, like GPTOSS_MOE_KERNEL; the
+// tools switch with set_moe_gemv_variant.
+const std::vector<std::string> kGemvVariants = {"base", "mma4", "mma6", "mma12"};
+
+size_t variant_index(const std::string& name, const char* source) {
+  const auto it = std::find(kGemvVariants.begin(), kGemvVariants.end(), name);
+  if (it == kGemvVariants.end())
+    throw Error(GPTOSS_ERR_BACKEND, std::string(source) + " must be base, mma4, mma6 or mma12, not '" + name + "'");
+  return static_cast<size_t>(it - kGemvVariants.begin());
+}
+
+size_t& gemv_variant() {
+  static size_t index = [] {
+    const char* value = std::getenv("GPTOSS_MOE_GEMV");
+    return value == nullptr ? size_t{0} : variant_index(value, "GPTOSS_MOE_GEMV");
+  }();
+  return index;
+}
+
+template <bool kSwiglu>
+void launch_gemv_variant(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
+                         const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+  switch (gemv_variant()) {
+    case 1: return launch_gemv_mma<kSwiglu, 4>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    case 2: return launch_gemv_mma<kSwiglu, 6>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    case 3: return launch_gemv_mma<kSwiglu, 12>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    default: return launch_gemv<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+  }
+}
+
 template <bool kSwiglu>
 void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
             const Mxfp4Experts& w, float limit, MoePath path, void* out, cudaStream_t stream) {
   check_experts(w);
   if (n_pairs == 0) return;
   if (path == MoePath::Gemv) {
-    launch_gemv<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    launch_gemv_variant<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   } else if (path == MoePath::Streamed) {
     launch_streamed<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   } else {
@@ -509,6 +659,12 @@ int32_t moe_tile_rows(MoePath path) {
 }
 
 int32_t moe_min_tile_rows() { return streamed::kTileRows; }
+
+const std::vector<std::string>& moe_gemv_variants() { return kGemvVariants; }
+
+const std::string& moe_gemv_variant() { return kGemvVariants[gemv_variant()]; }
+
+void set_moe_gemv_variant(const std::string& name) { gemv_variant() = variant_index(name, "moe_gemv_variant"); }
 
 void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,
                         const Mxfp4Experts& w, float limit, MoePath path, bf16* act,
