@@ -230,19 +230,26 @@ void bench_experts(Results& r, const ModelConfig& c) {
     for (int32_t i = 0; i < pairs; ++i) route[i] = (i % touched) * (experts / touched);
     GPTOSS_CUDA_CHECK(cudaMemcpy(chosen.get(), route.data(), pairs * sizeof(int32_t), cudaMemcpyHostToDevice));
     auto bytes = [&](const Mxfp4Experts& w) { return double(touched) * w.rows * (w.cols / 32) * 17; };
-    std::vector<MoePath> paths = {MoePath::Streamed, MoePath::Tiled};
-    if (per_expert <= 8) paths.push_back(MoePath::Gemv);
-    for (const MoePath path : paths) {
+    // Rows named by path; the GEMV once per variant (GPTOSS_MOE_GEMV, docs/cuda-notes.md
+    // "h24gemv"), "gemv" being the base kernel.
+    std::vector<std::pair<MoePath, std::string>> arms = {{MoePath::Streamed, "streamed"}, {MoePath::Tiled, "tiled 128"}};
+    if (per_expert <= 8)
+      for (const std::string& variant : moe_gemv_variants())
+        arms.emplace_back(MoePath::Gemv, variant == "base" ? "gemv" : "gemv " + variant);
+    const std::string in_use = moe_gemv_variant();
+    for (const auto& [path, name] : arms) {
+      if (path == MoePath::Gemv) set_moe_gemv_variant(name == "gemv" ? "base" : name.substr(5));
       moe_group(chosen.get(), pairs, 1, experts, moe_tile_rows(path), groups, nullptr);
-      const char* name = path == MoePath::Streamed ? "streamed" : path == MoePath::Gemv ? "gemv" : "tiled 128";
       const std::string tag = std::to_string(per_expert) + " pairs/expert " + name + " GB/s";
+      const MoePath p = path;  // named, not bound: the lambdas capture it (C++17)
       const double ms_gu = median_ms(20, [&] {
-        moe_gate_up_swiglu(x.get(), groups, pairs, gate_up, c.swiglu_limit, path, act.get(), nullptr);
+        moe_gate_up_swiglu(x.get(), groups, pairs, gate_up, c.swiglu_limit, p, act.get(), nullptr);
       });
-      const double ms_dn = median_ms(20, [&] { moe_down(act.get(), groups, pairs, down, path, y.get(), nullptr); });
+      const double ms_dn = median_ms(20, [&] { moe_down(act.get(), groups, pairs, down, p, y.get(), nullptr); });
       r.add("experts gate_up " + tag, bytes(gate_up) / ms_gu / 1e6);
       r.add("experts down " + tag, bytes(down) / ms_dn / 1e6);
     }
+    set_moe_gemv_variant(in_use);
   }
 }
 

@@ -847,6 +847,19 @@ std::vector<int32_t> choose_experts(Random& rng, int32_t tokens, bool skewed) {
   return chosen;
 }
 
+// Runs body(tag suffix) once, or for a GEMV path once under each GEMV variant
+// (GPTOSS_MOE_GEMV, docs/cuda-notes.md "h24gemv"), restoring the one in use.
+template <typename Body>
+void for_each_gemv_variant(MoePath path, const Body& body) {
+  if (path != MoePath::Gemv) return body(std::string());
+  const std::string before = moe_gemv_variant();
+  for (const std::string& name : moe_gemv_variants()) {
+    set_moe_gemv_variant(name);
+    body(" [" + name + "]");
+  }
+  set_moe_gemv_variant(before);
+}
+
 // The expert GEMV's batch invariance: a token's activations and down outputs
 // are the same bits alone (batch-1 grid, one pair at a time), with a second
 // token (experts shared: several pairs on one row pair's weights) and in a
@@ -870,14 +883,16 @@ void check_moe_gemv_invariance(Random& rng, MoeFixture& f, Verdicts& v) {
     }
     return std::pair{act_sorted, y_sorted};
   };
-  const auto one = run(1), two = run(2), all = run(tokens);
   auto same_prefix = [](const auto& part, const auto& whole) {
     return std::equal(part.begin(), part.end(), whole.begin());
   };
-  v.expect("moe gemv 1 token alone == with a second token (bitwise)",
-           same_prefix(one.first, two.first) && same_prefix(one.second, two.second));
-  v.expect("moe gemv 2 tokens alone == in a 12-token step (bitwise)",
-           same_prefix(two.first, all.first) && same_prefix(two.second, all.second));
+  for_each_gemv_variant(MoePath::Gemv, [&](const std::string& variant) {
+    const auto one = run(1), two = run(2), all = run(tokens);
+    v.expect("moe gemv 1 token alone == with a second token (bitwise)" + variant,
+             same_prefix(one.first, two.first) && same_prefix(one.second, two.second));
+    v.expect("moe gemv 2 tokens alone == in a 12-token step (bitwise)" + variant,
+             same_prefix(two.first, all.first) && same_prefix(two.second, all.second));
+  });
 }
 
 // Programmatic dependent launch (dependent_launch.cuh): the decode chain of a
@@ -894,61 +909,64 @@ void check_dependent_launch_chain(Random& rng, MoeFixture& f, Verdicts& v) {
   cudaStream_t stream = nullptr;
   GPTOSS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   for (const auto& chain : {std::pair{1, MoePath::Streamed}, std::pair{2, MoePath::Streamed},
-                            std::pair{5, MoePath::Streamed}, std::pair{2, MoePath::Gemv}}) {
-    const int32_t rows = chain.first;  // named, not bound: the lambdas below capture them (C++17)
-    const MoePath path = chain.second;
-    const std::vector<float> x0 = rng.bf16_floats(size_t(rows) * dim, 3.0f);
-    const auto d_chosen = to_device(choose_experts(rng, rows, false));
-    std::vector<float> mix(size_t(rows) * k);
-    for (float& w : mix) w = rng.uniform(0.1f, 1.0f);
-    const auto d_mix = to_device(mix);
-    // One run: the residual stream and the last norm's output.
-    auto run = [&](bool drain, bool graph) {
-      auto x = to_device(x0);
-      auto delta = to_device(std::vector<float>(x0.size()));
-      auto h = poisoned<bf16>(x0.size());
-      MoeGrouping grouping(d_chosen, rows, path);
-      const MoeGroups groups = grouping.groups();
-      auto act = poisoned<bf16>(size_t(grouping.pairs) * f.inter);
-      auto y = poisoned<float>(size_t(grouping.pairs) * dim);
-      GPTOSS_CUDA_CHECK(cudaDeviceSynchronize());  // the set-up ran on the legacy stream
-      auto step = [&](auto&& launch) {
-        launch([&] { add_rmsnorm(x.get(), delta.get(), nullptr, rows, dim, d_norm.get(), 1e-5f, h.get(), stream); });
-        launch([&] { linear_bf16_gemv(h.get(), rows, dim, d_w.get(), d_b.get(), dim, delta.get(), stream); });
-        launch([&] { moe_group(d_chosen.get(), rows, k, f.experts, moe_tile_rows(path), groups, stream); });
-        launch([&] { moe_gate_up_swiglu(h.get(), groups, grouping.pairs, f.gate_up, f.limit, path, act.get(), stream); });
-        launch([&] { moe_down(act.get(), groups, grouping.pairs, f.down, path, y.get(), stream); });
-        launch([&] {
-          add_moe_rmsnorm(x.get(), y.get(), groups.pair_slot, d_mix.get(), k, nullptr, rows, dim, d_norm.get(), 1e-5f,
-                          h.get(), stream);
-        });
-        launch([&] { linear_bf16_gemv(h.get(), rows, dim, d_w.get(), d_b.get(), dim, delta.get(), stream); });
+                            std::pair{5, MoePath::Streamed}, std::pair{1, MoePath::Gemv}, std::pair{2, MoePath::Gemv}}) {
+    for_each_gemv_variant(chain.second, [&](const std::string& variant) {
+      const int32_t rows = chain.first;  // named, not bound: the lambdas below capture them (C++17)
+      const MoePath path = chain.second;
+      const std::vector<float> x0 = rng.bf16_floats(size_t(rows) * dim, 3.0f);
+      const auto d_chosen = to_device(choose_experts(rng, rows, false));
+      std::vector<float> mix(size_t(rows) * k);
+      for (float& w : mix) w = rng.uniform(0.1f, 1.0f);
+      const auto d_mix = to_device(mix);
+      // One run: the residual stream and the last norm's output.
+      auto run = [&](bool drain, bool graph) {
+        auto x = to_device(x0);
+        auto delta = to_device(std::vector<float>(x0.size()));
+        auto h = poisoned<bf16>(x0.size());
+        MoeGrouping grouping(d_chosen, rows, path);
+        const MoeGroups groups = grouping.groups();
+        auto act = poisoned<bf16>(size_t(grouping.pairs) * f.inter);
+        auto y = poisoned<float>(size_t(grouping.pairs) * dim);
+        GPTOSS_CUDA_CHECK(cudaDeviceSynchronize());  // the set-up ran on the legacy stream
+        auto step = [&](auto&& launch) {
+          launch([&] { add_rmsnorm(x.get(), delta.get(), nullptr, rows, dim, d_norm.get(), 1e-5f, h.get(), stream); });
+          launch([&] { linear_bf16_gemv(h.get(), rows, dim, d_w.get(), d_b.get(), dim, delta.get(), stream); });
+          launch([&] { moe_group(d_chosen.get(), rows, k, f.experts, moe_tile_rows(path), groups, stream); });
+          launch([&] { moe_gate_up_swiglu(h.get(), groups, grouping.pairs, f.gate_up, f.limit, path, act.get(), stream); });
+          launch([&] { moe_down(act.get(), groups, grouping.pairs, f.down, path, y.get(), stream); });
+          launch([&] {
+            add_moe_rmsnorm(x.get(), y.get(), groups.pair_slot, d_mix.get(), k, nullptr, rows, dim, d_norm.get(), 1e-5f,
+                            h.get(), stream);
+          });
+          launch([&] { linear_bf16_gemv(h.get(), rows, dim, d_w.get(), d_b.get(), dim, delta.get(), stream); });
+        };
+        auto launch = [&](auto&& kernel) {
+          kernel();
+          if (drain) GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
+        };
+        if (graph) {
+          cudaGraph_t g = nullptr;
+          cudaGraphExec_t exec = nullptr;
+          GPTOSS_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+          for (int32_t l = 0; l < layers; ++l) step(launch);
+          GPTOSS_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
+          GPTOSS_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+          GPTOSS_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+          GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
+          GPTOSS_CUDA_CHECK(cudaGraphExecDestroy(exec));
+          GPTOSS_CUDA_CHECK(cudaGraphDestroy(g));
+        } else {
+          for (int32_t l = 0; l < layers; ++l) step(launch);
+          GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
+        }
+        return std::pair{to_host(x, x0.size()), to_host(h, x0.size())};
       };
-      auto launch = [&](auto&& kernel) {
-        kernel();
-        if (drain) GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
-      };
-      if (graph) {
-        cudaGraph_t g = nullptr;
-        cudaGraphExec_t exec = nullptr;
-        GPTOSS_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-        for (int32_t l = 0; l < layers; ++l) step(launch);
-        GPTOSS_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
-        GPTOSS_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
-        GPTOSS_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-        GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
-        GPTOSS_CUDA_CHECK(cudaGraphExecDestroy(exec));
-        GPTOSS_CUDA_CHECK(cudaGraphDestroy(g));
-      } else {
-        for (int32_t l = 0; l < layers; ++l) step(launch);
-        GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
-      }
-      return std::pair{to_host(x, x0.size()), to_host(h, x0.size())};
-    };
-    const auto drained = run(true, false), chained = run(false, false), replayed = run(false, true);
-    const std::string tag = std::to_string(rows) + " rows (" + moe_path_name(path) + "), " + std::to_string(layers) + " layers";
-    v.expect("dependent launches back to back == drained after each (bitwise), " + tag, chained == drained);
-    v.expect("dependent launches in a CUDA graph == drained after each (bitwise), " + tag, replayed == drained);
+      const auto drained = run(true, false), chained = run(false, false), replayed = run(false, true);
+      const std::string tag =
+          std::to_string(rows) + " rows (" + moe_path_name(path) + variant + "), " + std::to_string(layers) + " layers";
+      v.expect("dependent launches back to back == drained after each (bitwise), " + tag, chained == drained);
+      v.expect("dependent launches in a CUDA graph == drained after each (bitwise), " + tag, replayed == drained);
+    });
   }
   GPTOSS_CUDA_CHECK(cudaStreamDestroy(stream));
 }
@@ -966,63 +984,65 @@ void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
                                      std::pair{1, MoePath::Streamed}, std::pair{2, MoePath::Streamed}, std::pair{3, MoePath::Streamed},
                                      std::pair{8, MoePath::Streamed}, std::pair{40, MoePath::Streamed}, std::pair{100, MoePath::Streamed},
                                      std::pair{40, MoePath::Tiled}, std::pair{700, MoePath::Tiled}}) {
-    const std::string tag = std::to_string(tokens) + " tokens, " + moe_path_name(path);
-    const std::vector<float> x = rng.bf16_floats(size_t(tokens) * hidden, 1.0f);
-    const std::vector<int32_t> chosen = choose_experts(rng, tokens, true);
-    std::vector<float> weights(chosen.size());
-    for (int32_t t = 0; t < tokens; ++t) {
-      float sum = 0.0f;
-      for (int32_t j = 0; j < k; ++j) sum += weights[size_t(t) * k + j] = rng.uniform(0.1f, 1.0f);
-      for (int32_t j = 0; j < k; ++j) weights[size_t(t) * k + j] /= sum;
-    }
-    auto d_x = to_device(to_bf16(x));
-    auto d_chosen = to_device(chosen);
-    auto d_weights = to_device(weights);
-    MoeRun run(f, d_x, d_chosen, tokens, path);
-    const int32_t pairs = run.pairs;
-    auto delta = poisoned<float>(size_t(tokens) * hidden);
-    moe_combine(run.y.get(), run.pair_slot.get(), d_weights.get(), nullptr, tokens, k, hidden, delta.get(), nullptr);
-
-    const std::vector<int32_t> slot = to_host(run.pair_slot, pairs);
-    const std::vector<float> g_act = to_float(to_host(run.act, size_t(pairs) * inter));
-    const std::vector<float> g_y = to_host(run.y, size_t(pairs) * hidden);
-    // Grouping: every pair has its own slot, grouped by expert.
-    std::vector<int32_t> sorted = slot;
-    std::sort(sorted.begin(), sorted.end());
-    bool perm_ok = true;
-    for (int32_t i = 0; i < pairs; ++i) perm_ok &= sorted[i] == i;
-    v.expect("moe_group " + tag + " (pair slots a permutation)", perm_ok);
-
-    std::vector<float> ref_act, got_act, ref_y, got_y, ref_delta(size_t(tokens) * hidden, 0.0f);
-    std::vector<const float*> x_rows, act_rows;
-    for (int32_t t = 0; t < tokens; ++t) {
-      for (int32_t j = 0; j < k; ++j) {
-        const int32_t g = slot[size_t(t) * k + j];
-        x_rows.push_back(x.data() + size_t(t) * hidden);
-        act_rows.push_back(g_act.data() + size_t(g) * inter);
-        got_act.insert(got_act.end(), g_act.begin() + size_t(g) * inter, g_act.begin() + size_t(g + 1) * inter);
-        got_y.insert(got_y.end(), g_y.begin() + size_t(g) * hidden, g_y.begin() + size_t(g + 1) * hidden);
-        for (int32_t d = 0; d < hidden; ++d) ref_delta[size_t(t) * hidden + d] += weights[size_t(t) * k + j] * g_y[size_t(g) * hidden + d];
+    for_each_gemv_variant(path, [&, tokens = tokens, path = path](const std::string& variant) {
+      const std::string tag = std::to_string(tokens) + " tokens, " + moe_path_name(path) + variant;
+      const std::vector<float> x = rng.bf16_floats(size_t(tokens) * hidden, 1.0f);
+      const std::vector<int32_t> chosen = choose_experts(rng, tokens, true);
+      std::vector<float> weights(chosen.size());
+      for (int32_t t = 0; t < tokens; ++t) {
+        float sum = 0.0f;
+        for (int32_t j = 0; j < k; ++j) sum += weights[size_t(t) * k + j] = rng.uniform(0.1f, 1.0f);
+        for (int32_t j = 0; j < k; ++j) weights[size_t(t) * k + j] /= sum;
       }
-    }
-    f.oracle(chosen, x_rows, act_rows, ref_act, ref_y);  // pairs in token order, as chosen
-    v.expect_close("moe_gate_up_swiglu " + tag, relative_error(got_act, ref_act), kBf16Tol);
-    v.expect_close("moe_down " + tag, relative_error(got_y, ref_y), kFloatTol);
-    v.expect_close("moe_combine " + tag, relative_error(to_host(delta, ref_delta.size()), ref_delta), 1e-6);
+      auto d_x = to_device(to_bf16(x));
+      auto d_chosen = to_device(chosen);
+      auto d_weights = to_device(weights);
+      MoeRun run(f, d_x, d_chosen, tokens, path);
+      const int32_t pairs = run.pairs;
+      auto delta = poisoned<float>(size_t(tokens) * hidden);
+      moe_combine(run.y.get(), run.pair_slot.get(), d_weights.get(), nullptr, tokens, k, hidden, delta.get(), nullptr);
 
-    // Experts split whole over two ranks (MoeGroups::held): each computes only
-    // its experts' pairs, and the two partial sums add up to the whole.
-    std::vector<float> split_delta(size_t(tokens) * hidden, 0.0f);
-    for (const ShardRange held : {ShardRange{0, f.experts / 2}, ShardRange{f.experts / 2, f.experts}}) {
-      const MoeRun part(f, d_x, d_chosen, tokens, path, held);
-      auto part_delta = poisoned<float>(size_t(tokens) * hidden);
-      moe_combine(part.y.get(), part.pair_slot.get(), d_weights.get(), part.groups().held_pairs(f.experts), tokens, k,
-                  hidden, part_delta.get(), nullptr);
-      const std::vector<float> got = to_host(part_delta, split_delta.size());
-      for (size_t i = 0; i < got.size(); ++i) split_delta[i] += got[i];
-    }
-    v.expect_close("moe experts split over 2 ranks, summed == whole " + tag,
-                   relative_error(split_delta, to_host(delta, ref_delta.size())), 1e-5);
+      const std::vector<int32_t> slot = to_host(run.pair_slot, pairs);
+      const std::vector<float> g_act = to_float(to_host(run.act, size_t(pairs) * inter));
+      const std::vector<float> g_y = to_host(run.y, size_t(pairs) * hidden);
+      // Grouping: every pair has its own slot, grouped by expert.
+      std::vector<int32_t> sorted = slot;
+      std::sort(sorted.begin(), sorted.end());
+      bool perm_ok = true;
+      for (int32_t i = 0; i < pairs; ++i) perm_ok &= sorted[i] == i;
+      v.expect("moe_group " + tag + " (pair slots a permutation)", perm_ok);
+
+      std::vector<float> ref_act, got_act, ref_y, got_y, ref_delta(size_t(tokens) * hidden, 0.0f);
+      std::vector<const float*> x_rows, act_rows;
+      for (int32_t t = 0; t < tokens; ++t) {
+        for (int32_t j = 0; j < k; ++j) {
+          const int32_t g = slot[size_t(t) * k + j];
+          x_rows.push_back(x.data() + size_t(t) * hidden);
+          act_rows.push_back(g_act.data() + size_t(g) * inter);
+          got_act.insert(got_act.end(), g_act.begin() + size_t(g) * inter, g_act.begin() + size_t(g + 1) * inter);
+          got_y.insert(got_y.end(), g_y.begin() + size_t(g) * hidden, g_y.begin() + size_t(g + 1) * hidden);
+          for (int32_t d = 0; d < hidden; ++d) ref_delta[size_t(t) * hidden + d] += weights[size_t(t) * k + j] * g_y[size_t(g) * hidden + d];
+        }
+      }
+      f.oracle(chosen, x_rows, act_rows, ref_act, ref_y);  // pairs in token order, as chosen
+      v.expect_close("moe_gate_up_swiglu " + tag, relative_error(got_act, ref_act), kBf16Tol);
+      v.expect_close("moe_down " + tag, relative_error(got_y, ref_y), kFloatTol);
+      v.expect_close("moe_combine " + tag, relative_error(to_host(delta, ref_delta.size()), ref_delta), 1e-6);
+
+      // Experts split whole over two ranks (MoeGroups::held): each computes only
+      // its experts' pairs, and the two partial sums add up to the whole.
+      std::vector<float> split_delta(size_t(tokens) * hidden, 0.0f);
+      for (const ShardRange held : {ShardRange{0, f.experts / 2}, ShardRange{f.experts / 2, f.experts}}) {
+        const MoeRun part(f, d_x, d_chosen, tokens, path, held);
+        auto part_delta = poisoned<float>(size_t(tokens) * hidden);
+        moe_combine(part.y.get(), part.pair_slot.get(), d_weights.get(), part.groups().held_pairs(f.experts), tokens, k,
+                    hidden, part_delta.get(), nullptr);
+        const std::vector<float> got = to_host(part_delta, split_delta.size());
+        for (size_t i = 0; i < got.size(); ++i) split_delta[i] += got[i];
+      }
+      v.expect_close("moe experts split over 2 ranks, summed == whole " + tag,
+                     relative_error(split_delta, to_host(delta, ref_delta.size())), 1e-5);
+    });
   }
 }
 
@@ -1043,20 +1063,22 @@ void check_moe_half_step(Random& rng, MoeFixture& f, Verdicts& v) {
   const std::vector<int32_t> chosen = choose_experts(rng, tokens, false);
   auto d_act = to_device(to_bf16(act));
   auto d_chosen = to_device(chosen);
-  for (const MoePath path : {MoePath::Streamed, MoePath::Tiled}) {
-    const MoeGrouping grouping(d_chosen, tokens, path);
-    auto y = poisoned<float>(size_t(grouping.pairs) * rows);
-    moe_down(d_act.get(), grouping.groups(), grouping.pairs, down, path, y.get(), nullptr);
-    const std::vector<int32_t> slot = to_host(grouping.pair_slot, grouping.pairs);
-    std::vector<int32_t> expert_of(grouping.pairs);  // of each grouped row
-    std::vector<const float*> act_rows(grouping.pairs);
-    for (int32_t i = 0; i < grouping.pairs; ++i) {  // pair i is grouped row slot[i]
-      expert_of[slot[i]] = chosen[i];
-      act_rows[slot[i]] = act.data() + size_t(slot[i]) * cols;
-    }
-    const std::vector<float> ref = expert_products(host, expert_of, act_rows);
-    v.expect_close(std::string("moe_down K 1440 (half step; streamed: 5 5/8 K items), ") + moe_path_name(path),
-                   relative_error(to_host(y, ref.size()), ref), kFloatTol);
+  for (const MoePath path : {MoePath::Streamed, MoePath::Tiled, MoePath::Gemv}) {
+    for_each_gemv_variant(path, [&](const std::string& variant) {
+      const MoeGrouping grouping(d_chosen, tokens, path);
+      auto y = poisoned<float>(size_t(grouping.pairs) * rows);
+      moe_down(d_act.get(), grouping.groups(), grouping.pairs, down, path, y.get(), nullptr);
+      const std::vector<int32_t> slot = to_host(grouping.pair_slot, grouping.pairs);
+      std::vector<int32_t> expert_of(grouping.pairs);  // of each grouped row
+      std::vector<const float*> act_rows(grouping.pairs);
+      for (int32_t i = 0; i < grouping.pairs; ++i) {  // pair i is grouped row slot[i]
+        expert_of[slot[i]] = chosen[i];
+        act_rows[slot[i]] = act.data() + size_t(slot[i]) * cols;
+      }
+      const std::vector<float> ref = expert_products(host, expert_of, act_rows);
+      v.expect_close(std::string("moe_down K 1440 (half step; streamed: 5 5/8 K items), ") + moe_path_name(path) + variant,
+                     relative_error(to_host(y, ref.size()), ref), kFloatTol);
+    });
   }
 }
 
