@@ -42,11 +42,13 @@
 #    prefill 2k and decode batch 64;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b layers prefix tp profile pdlab moeab" leaves out those stages (pdlab:
+# loader model20b layers prefix tp profile pdlab moeab gemvab" leaves out those stages (pdlab:
 # decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch;
 # moeab: decode and the 50-token extend again under each setting in GPTOSS_MOEAB, space-separated
 # VAR=value, default GPTOSS_MOE_KERNEL=streamed: the streamed expert kernel at batch 1 too, where the
-# default keeps the GEMV); GPTOSS_JOBS sets build parallelism.
+# default keeps the GEMV; gemvab: decode at batch 1 (prefill 512) under each one-token expert kernel
+# GPTOSS_MOE_GEMV in GPTOSS_GEMVAB, default "base mma4 mma6 mma12", with each arm's expert GB/s at
+# one pair an expert, docs/cuda-notes.md "h24gemv"); GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -74,7 +76,7 @@ configure "${GPTOSS_CUBLASLT:-ON}" &&
 # The 20b checkpoint (about 13.7 GB) is written while the rest builds.
 gen_pid=
 gpus=$(nvidia-smi -L | wc -l)
-if want bench || want loader || want model20b || want cli20b || want layers || want prefix ||
+if want bench || want gemvab || want loader || want model20b || want cli20b || want layers || want prefix ||
   { want tp && [ "$gpus" -ge 2 ]; }; then
   ( time "$build/gptoss-gen-model" --preset 20b --out "$models/20b" ) >"$out/gen20b.log" 2>&1 &
   gen_pid=$!
@@ -189,6 +191,17 @@ if want bench; then
         grep -E "^(decode batch|extend)" | sed "s/^/[$arm] /" | tee -a "$out/bench_random_moeab.log" || status=1
     done
   fi
+fi
+if want gemvab; then
+  for arm in ${GPTOSS_GEMVAB:-base mma4 mma6 mma12}; do
+    step "decode batch 1 with GPTOSS_MOE_GEMV=$arm (one-token expert kernel A/B; docs/cuda-notes.md \"h24gemv\")"
+    # bench_experts times every variant; the arm's own rows ("gemv" is the base kernel), and the
+    # expert stages of the prefill and the batch-1 step (direct launches)
+    rows="gemv$([ "$arm" = base ] || echo " $arm") GB/s"
+    GPTOSS_MOE_GEMV=$arm timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 512 2>&1 |
+      grep -E "^(decode batch 1 |batch-1)|^experts (gate_up|down) 1 pairs/expert $rows|stage shares|moe_(gate_up_swiglu|down) " |
+      sed "s/^/[GPTOSS_MOE_GEMV=$arm] /" | tee -a "$out/bench_random_gemvab.log" || status=1
+  done
 fi
 
 want torch && step "torch bf16 matmul ceiling" &&
@@ -393,6 +406,7 @@ step "summary"
   # the expert products alone, streamed vs the kernels before it (docs/cuda-notes.md "h22marlin")
   grep -h -E "^experts " "$out/bench_random.log" 2>/dev/null
   cat "$out/bench_random_moeab.log" 2>/dev/null
+  cat "$out/bench_random_gemvab.log" 2>/dev/null
   # the expert stages of each step (docs/cuda-notes.md "h15moe")
   grep -h -E "stage shares|moe_(gate_up_swiglu|down) |^(decode batch [0-9]+ step ms)" "$out/bench_random.log" 2>/dev/null |
     sed "s/^/[moe] /"
