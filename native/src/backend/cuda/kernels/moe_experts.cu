@@ -51,6 +51,18 @@ __device__ __forceinline__ float swiglu(float gate, float up, float limit) {
   return (u + 1.0f) * (g / (1.0f + expf(-kSwigluAlpha * g)));
 }
 
+// The GEMV path's tile list has one entry per expert with pairs, all its
+// grouped pairs [begin, end); blocks in y past the step's count get false.
+struct ExpertPairs {
+  int32_t expert, begin, end;
+};
+__device__ __forceinline__ bool gemv_expert_pairs(const MoeGroups& groups, ExpertPairs& out) {
+  if (static_cast<int32_t>(blockIdx.y) >= *groups.n_tiles) return false;
+  out.expert = groups.tiles[blockIdx.y] >> 16;
+  out.begin = groups.expert_offsets[out.expert], out.end = groups.expert_offsets[out.expert + 1];
+  return true;
+}
+
 // Two adjacent weight rows of one expert as one lane holds them: its MXFP4
 // blocks lane, lane + 32, ... (16 bytes each), their scales and the biases.
 // For gate/up the two rows are the gate and up rows of one SwiGLU output; for
@@ -210,10 +222,10 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
     wait_for_previous_kernel();
     allow_next_kernel();
   }
-  // Blocks in y walk the experts that have pairs (the tile list of this path).
-  if (static_cast<int32_t>(blockIdx.y) >= *groups.n_tiles) return;
-  const int32_t expert = groups.tiles[blockIdx.y] >> 16;
-  const int32_t g_begin = groups.expert_offsets[expert], g_end = groups.expert_offsets[expert + 1];
+  // Blocks in y walk the experts that have pairs.
+  ExpertPairs pairs;
+  if (!gemv_expert_pairs(groups, pairs)) return;
+  const int32_t expert = pairs.expert, g_begin = pairs.begin, g_end = pairs.end;
   const int32_t n_blocks = w.cols / 32, row_pairs = w.rows / 2;
   const int32_t first = blockIdx.x * kGemvWarps + threadIdx.x / kWarpSize;
   const int32_t stride = gridDim.x * kGemvWarps;
@@ -252,6 +264,12 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
   }
 }
 
+// One expert's slice of all experts' MXFP4 weights.
+__device__ __forceinline__ decoded::Mxfp4Weights expert_weights(const Mxfp4Experts& w, int32_t expert) {
+  const int64_t n_blocks = w.cols / 32, first_row = static_cast<int64_t>(expert) * w.rows;
+  return {w.blocks + first_row * n_blocks * 16, w.scales + first_row * n_blocks, w.rows, w.cols};
+}
+
 struct SwigluEpilogue {
   __nv_bfloat16* act;  // [n_pairs, rows / 2]
   const uint16_t* bias;
@@ -283,10 +301,7 @@ __global__ void __launch_bounds__(decoded::kThreads, 2)
     row_src[r] = g < g_end ? (row_token ? row_token[g] : g) : -1;
   }
   __syncthreads();
-  const int64_t n_blocks = w.cols / 32;
-  const decoded::Mxfp4Weights weights{w.blocks + static_cast<int64_t>(expert) * w.rows * n_blocks * 16,
-                                      w.scales + static_cast<int64_t>(expert) * w.rows * n_blocks,
-                                      w.rows, w.cols};
+  const decoded::Mxfp4Weights weights = expert_weights(w, expert);
   const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
   const int n0 = blockIdx.x * decoded::kTileN;
   if constexpr (kSwiglu)
@@ -314,9 +329,7 @@ __global__ void __launch_bounds__(streamed::kMaxThreads, streamed::kBlocksPerSm)
   const int32_t expert = tile >> 16;
   const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * streamed::kTileRows;
   const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + streamed::kTileRows);
-  const int64_t n_blocks = w.cols / 32;
-  const streamed::Mxfp4Weights weights{w.blocks + static_cast<int64_t>(expert) * w.rows * n_blocks * 16,
-                                       w.scales + static_cast<int64_t>(expert) * w.rows * n_blocks, w.rows, w.cols};
+  const streamed::Mxfp4Weights weights = expert_weights(w, expert);
   const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
   const auto row_src = [&](int r) -> int64_t { return row_token ? row_token[g_begin + r] : g_begin + r; };
   const int warp = threadIdx.x / kWarpSize, warps = blockDim.x / kWarpSize;
@@ -436,13 +449,11 @@ __global__ void __launch_bounds__(GemvMma<kSplit>::kThreads, GemvMma<kSplit>::kM
     wait_for_previous_kernel();
     allow_next_kernel();
   }
-  if (static_cast<int32_t>(blockIdx.y) >= *groups.n_tiles) return;
-  const int32_t expert = groups.tiles[blockIdx.y] >> 16;
-  const int32_t g_begin = groups.expert_offsets[expert], g_end = groups.expert_offsets[expert + 1];
-  const int64_t n_blocks = w.cols / 32;
-  const streamed::Mxfp4Weights weights{w.blocks + static_cast<int64_t>(expert) * w.rows * n_blocks * 16,
-                                       w.scales + static_cast<int64_t>(expert) * w.rows * n_blocks, w.rows, w.cols};
-  const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
+  ExpertPairs pairs;
+  if (!gemv_expert_pairs(groups, pairs)) return;
+  const int32_t g_begin = pairs.begin, g_end = pairs.end;
+  const streamed::Mxfp4Weights weights = expert_weights(w, pairs.expert);
+  const uint16_t* bias = w.bias + static_cast<int64_t>(pairs.expert) * w.rows;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize, g = lane / 4, t = lane % 4;
   const int items = (w.cols + streamed::kItemK - 1) / streamed::kItemK;
   const int per_warp = (items + kSplit - 1) / kSplit;  // the same for every warp: uniform barriers
