@@ -216,6 +216,17 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
                       int32_t n_experts, float* logits, int32_t k, int32_t tile_rows, int32_t* experts,
                       float* weights, const MoeGroups& groups, int32_t* done_counter, cudaStream_t stream);
 
+// A/B kernel variants (docs/cuda-notes.md "h24gemv"), each family's first
+// name its default: MoeGemv, the expert products of MoePath::Gemv
+// (GPTOSS_MOE_GEMV: base, mma4, mma6, mma12); DenseGemv, linear_bf16's GEMV
+// (GPTOSS_DENSE_GEMV: base, ring). The one in use comes from the environment
+// variable, read once; the check and bench tools switch between them.
+enum class KernelFamily { MoeGemv, DenseGemv };
+const std::vector<std::string>& kernel_variants(KernelFamily family);
+size_t kernel_variant_index(KernelFamily family);
+const std::string& kernel_variant(KernelFamily family);
+void set_kernel_variant(KernelFamily family, const std::string& name);
+
 // Which kernel runs an expert product: the GEMV (decode of one sequence; one
 // expert a block row, CUDA cores), the streamed kernel (up to 32 pairs an
 // expert: each touched expert's MXFP4 weights streamed into registers once
@@ -227,12 +238,6 @@ MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
 int32_t moe_tile_rows(MoePath path);
 // The smallest moe_tile_rows of any path: the tile list's size bound.
 int32_t moe_min_tile_rows();
-// The GEMV path's kernels, A/B variants (docs/cuda-notes.md "h24gemv"): the
-// one in use comes from GPTOSS_MOE_GEMV (default "base"); the check and
-// bench tools switch between them.
-const std::vector<std::string>& moe_gemv_variants();
-const std::string& moe_gemv_variant();
-void set_moe_gemv_variant(const std::string& name);
 
 // act[g] = swiglu(x[pair_token[g]] . W_e^T + b_e) for every grouped pair g of
 // expert e: the gate/up product with the clamped SwiGLU fused in its

@@ -18,7 +18,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <vector>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/dependent_launch.cuh"
@@ -571,31 +570,12 @@ void launch_gemv(const bf16* x, const int32_t* row_token, const MoeGroups& group
     launch_gemv_kernel<kSwiglu, 4, kMaxBlocksPerLane>(grid, x, row_token, groups, w, limit, out, stream);
 }
 
-// GPTOSS_MOE_GEMV picks the GEMV path's kernel for A/B runs (docs/cuda-notes.md
-// "h24gemv"): base (moe_gemv_kernel) or mma4, mma6, mma12 (moe_gemv_mma_kernel,
-// K split over 4, 6 or 12 warps). Read once, like GPTOSS_MOE_KERNEL; the
-// tools switch with set_moe_gemv_variant.
-const std::vector<std::string> kGemvVariants = {"base", "mma4", "mma6", "mma12"};
-
-size_t variant_index(const std::string& name, const char* source) {
-  const auto it = std::find(kGemvVariants.begin(), kGemvVariants.end(), name);
-  if (it == kGemvVariants.end())
-    throw Error(GPTOSS_ERR_BACKEND, std::string(source) + " must be base, mma4, mma6 or mma12, not '" + name + "'");
-  return static_cast<size_t>(it - kGemvVariants.begin());
-}
-
-size_t& gemv_variant() {
-  static size_t index = [] {
-    const char* value = std::getenv("GPTOSS_MOE_GEMV");
-    return value == nullptr ? size_t{0} : variant_index(value, "GPTOSS_MOE_GEMV");
-  }();
-  return index;
-}
-
+// GPTOSS_MOE_GEMV (kernel_variants.cu): base (moe_gemv_kernel) or mma4, mma6,
+// mma12 (moe_gemv_mma_kernel, K split over 4, 6 or 12 warps).
 template <bool kSwiglu>
 void launch_gemv_variant(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
                          const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
-  switch (gemv_variant()) {
+  switch (kernel_variant_index(KernelFamily::MoeGemv)) {
     case 1: return launch_gemv_mma<kSwiglu, 4>(x, row_token, groups, n_pairs, w, limit, out, stream);
     case 2: return launch_gemv_mma<kSwiglu, 6>(x, row_token, groups, n_pairs, w, limit, out, stream);
     case 3: return launch_gemv_mma<kSwiglu, 12>(x, row_token, groups, n_pairs, w, limit, out, stream);
@@ -670,12 +650,6 @@ int32_t moe_tile_rows(MoePath path) {
 }
 
 int32_t moe_min_tile_rows() { return streamed::kTileRows; }
-
-const std::vector<std::string>& moe_gemv_variants() { return kGemvVariants; }
-
-const std::string& moe_gemv_variant() { return kGemvVariants[gemv_variant()]; }
-
-void set_moe_gemv_variant(const std::string& name) { gemv_variant() = variant_index(name, "moe_gemv_variant"); }
 
 void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,
                         const Mxfp4Experts& w, float limit, MoePath path, bf16* act,

@@ -164,8 +164,14 @@ void bench_decode_products(Results& r, const ModelConfig& c, const bf16* x) {
     };
     for (const int32_t rows : {1, 8, 64}) {
       const std::string shape = std::to_string(rows) + "x" + std::to_string(s.in) + "->" + std::to_string(s.out);
-      r.add("gemv bf16 " + shape + " GB/s",
-            rate([&](const bf16* w) { linear_bf16_gemv(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
+      // "gemv bf16" is the base kernel; the other GPTOSS_DENSE_GEMV variants name themselves.
+      const std::string in_use = kernel_variant(KernelFamily::DenseGemv);
+      for (const std::string& variant : kernel_variants(KernelFamily::DenseGemv)) {
+        set_kernel_variant(KernelFamily::DenseGemv, variant);
+        r.add("gemv bf16 " + (variant == "base" ? "" : variant + " ") + shape + " GB/s",
+              rate([&](const bf16* w) { linear_bf16_gemv(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
+      }
+      set_kernel_variant(KernelFamily::DenseGemv, in_use);
 #if GPTOSS_WITH_CUBLASLT
       r.add("cublaslt bf16 " + shape + " GB/s",
             rate([&](const bf16* w) { linear_bf16_cublaslt(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
@@ -234,11 +240,11 @@ void bench_experts(Results& r, const ModelConfig& c) {
     // "h24gemv"), "gemv" being the base kernel.
     std::vector<std::pair<MoePath, std::string>> arms = {{MoePath::Streamed, "streamed"}, {MoePath::Tiled, "tiled 128"}};
     if (per_expert <= 8)
-      for (const std::string& variant : moe_gemv_variants())
+      for (const std::string& variant : kernel_variants(KernelFamily::MoeGemv))
         arms.emplace_back(MoePath::Gemv, variant == "base" ? "gemv" : "gemv " + variant);
-    const std::string in_use = moe_gemv_variant();
+    const std::string in_use = kernel_variant(KernelFamily::MoeGemv);
     for (const auto& [path, name] : arms) {
-      if (path == MoePath::Gemv) set_moe_gemv_variant(name == "gemv" ? "base" : name.substr(5));
+      if (path == MoePath::Gemv) set_kernel_variant(KernelFamily::MoeGemv, name == "gemv" ? "base" : name.substr(5));
       moe_group(chosen.get(), pairs, 1, experts, moe_tile_rows(path), groups, nullptr);
       const std::string tag = std::to_string(per_expert) + " pairs/expert " + name + " GB/s";
       const MoePath p = path;  // named, not bound: the lambdas capture it (C++17)
@@ -249,7 +255,7 @@ void bench_experts(Results& r, const ModelConfig& c) {
       r.add("experts gate_up " + tag, bytes(gate_up) / ms_gu / 1e6);
       r.add("experts down " + tag, bytes(down) / ms_dn / 1e6);
     }
-    set_moe_gemv_variant(in_use);
+    set_kernel_variant(KernelFamily::MoeGemv, in_use);
   }
 }
 

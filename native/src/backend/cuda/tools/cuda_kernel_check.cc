@@ -45,6 +45,18 @@ ThreadPool& oracle_pool() {
   return pool;
 }
 
+// Runs body(" [variant]") under each variant of a kernel family (kernels.h),
+// restoring the one in use.
+template <typename Body>
+void for_each_variant(KernelFamily family, const Body& body) {
+  const std::string before = kernel_variant(family);
+  for (const std::string& name : kernel_variants(family)) {
+    set_kernel_variant(family, name);
+    body(" [" + name + "]");
+  }
+  set_kernel_variant(family, before);
+}
+
 // cpu::linear_mxfp4 of (input row, expert) pairs: row i of the result is
 // pair i's [w.rows] outputs. Each expert's weights are decoded once for all
 // its pairs, not once a pair (decoding is about two thirds of a one-row
@@ -272,16 +284,24 @@ void check_linear(Random& rng, Verdicts& v) {
     auto d_w = to_device(w);
     auto d_b = to_device(b);
     const std::string shape = std::to_string(c.rows) + "x" + std::to_string(c.in) + "->" + std::to_string(c.out);
-    auto y1 = poisoned<float>(ref.size());
-    linear_bf16_gemv(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y1.get(), nullptr);
-    const std::vector<float> gemv_rows = to_host(y1, ref.size());
-    v.expect_close("linear_bf16 gemv " + shape, relative_error(gemv_rows, ref), kFloatTol);
-    // Batch invariance: row 0 alone (another grid) gives the bits it gets in the whole.
-    auto y0 = poisoned<float>(c.out);
-    linear_bf16_gemv(d_x.get(), 1, c.in, d_w.get(), d_b.get(), c.out, y0.get(), nullptr);
-    const std::vector<float> row0 = to_host(y0, c.out);
-    v.expect("linear_bf16 gemv " + shape + " row 0 alone == in the batch",
-             std::equal(row0.begin(), row0.end(), gemv_rows.begin()));
+    // Every GEMV variant (GPTOSS_DENSE_GEMV) multiplies in the same order: the first one's bits.
+    std::vector<float> first_rows;
+    for_each_variant(KernelFamily::DenseGemv, [&](const std::string& variant) {
+      auto y1 = poisoned<float>(ref.size());
+      linear_bf16_gemv(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y1.get(), nullptr);
+      const std::vector<float> gemv_rows = to_host(y1, ref.size());
+      v.expect_close("linear_bf16 gemv " + shape + variant, relative_error(gemv_rows, ref), kFloatTol);
+      // Batch invariance: row 0 alone (another grid) gives the bits it gets in the whole.
+      auto y0 = poisoned<float>(c.out);
+      linear_bf16_gemv(d_x.get(), 1, c.in, d_w.get(), d_b.get(), c.out, y0.get(), nullptr);
+      const std::vector<float> row0 = to_host(y0, c.out);
+      v.expect("linear_bf16 gemv " + shape + variant + " row 0 alone == in the batch",
+               std::equal(row0.begin(), row0.end(), gemv_rows.begin()));
+      if (first_rows.empty())
+        first_rows = gemv_rows;
+      else
+        v.expect("linear_bf16 gemv " + shape + variant + " == the first variant (bitwise)", gemv_rows == first_rows);
+    });
     if (c.in % 32 != 0) continue;  // the tiled kernel's K steps are 32 wide
     auto y2 = poisoned<float>(ref.size());
     linear_bf16_tiled(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y2.get(), nullptr);
@@ -847,17 +867,12 @@ std::vector<int32_t> choose_experts(Random& rng, int32_t tokens, bool skewed) {
   return chosen;
 }
 
-// Runs body(tag suffix) once, or for a GEMV path once under each GEMV variant
-// (GPTOSS_MOE_GEMV, docs/cuda-notes.md "h24gemv"), restoring the one in use.
+// Runs body(tag suffix) once, or for a GEMV path once under each expert GEMV
+// variant (GPTOSS_MOE_GEMV, kernels.h).
 template <typename Body>
 void for_each_gemv_variant(MoePath path, const Body& body) {
   if (path != MoePath::Gemv) return body(std::string());
-  const std::string before = moe_gemv_variant();
-  for (const std::string& name : moe_gemv_variants()) {
-    set_moe_gemv_variant(name);
-    body(" [" + name + "]");
-  }
-  set_moe_gemv_variant(before);
+  for_each_variant(KernelFamily::MoeGemv, body);
 }
 
 // The expert GEMV's batch invariance: a token's activations and down outputs

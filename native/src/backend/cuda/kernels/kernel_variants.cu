@@ -1,0 +1,56 @@
+// A/B kernel variants (kernels.h): each family's choice comes from its
+// environment variable, read once on first use, like GPTOSS_MOE_KERNEL; the
+// check and bench tools switch between them.
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels/kernels.h"
+
+namespace gptoss::cuda {
+namespace {
+
+struct Family {
+  const char* env;
+  std::vector<std::string> names;  // the first is the default
+};
+
+const Family& family(KernelFamily f) {
+  static const Family moe_gemv{"GPTOSS_MOE_GEMV", {"base", "mma4", "mma6", "mma12"}};
+  static const Family dense_gemv{"GPTOSS_DENSE_GEMV", {"base", "ring"}};
+  return f == KernelFamily::MoeGemv ? moe_gemv : dense_gemv;
+}
+
+size_t index_of(const Family& fam, const std::string& name) {
+  const auto it = std::find(fam.names.begin(), fam.names.end(), name);
+  if (it == fam.names.end()) {
+    std::string known;
+    for (const std::string& n : fam.names) known += (known.empty() ? "" : ", ") + n;
+    throw Error(GPTOSS_ERR_BACKEND, std::string(fam.env) + " must be one of " + known + ", not '" + name + "'");
+  }
+  return static_cast<size_t>(it - fam.names.begin());
+}
+
+size_t& chosen(KernelFamily f) {
+  static size_t moe_gemv = SIZE_MAX, dense_gemv = SIZE_MAX;
+  size_t& index = f == KernelFamily::MoeGemv ? moe_gemv : dense_gemv;
+  if (index == SIZE_MAX) {
+    const char* value = std::getenv(family(f).env);
+    index = value == nullptr ? 0 : index_of(family(f), value);
+  }
+  return index;
+}
+
+}  // namespace
+
+const std::vector<std::string>& kernel_variants(KernelFamily f) { return family(f).names; }
+
+size_t kernel_variant_index(KernelFamily f) { return chosen(f); }
+
+const std::string& kernel_variant(KernelFamily f) { return family(f).names[chosen(f)]; }
+
+void set_kernel_variant(KernelFamily f, const std::string& name) { chosen(f) = index_of(family(f), name); }
+
+}  // namespace gptoss::cuda
