@@ -46,9 +46,10 @@
 # decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch;
 # moeab: decode and the 50-token extend again under each setting in GPTOSS_MOEAB, space-separated
 # VAR=value, default GPTOSS_MOE_KERNEL=streamed: the streamed expert kernel at batch 1 too, where the
-# default keeps the GEMV; gemvab: decode at batch 1 (prefill 512) under each one-token expert kernel
-# GPTOSS_MOE_GEMV in GPTOSS_GEMVAB, default "base mma4 mma6 mma12", with each arm's expert GB/s at
-# one pair an expert, docs/cuda-notes.md "h24gemv"); GPTOSS_JOBS sets build parallelism.
+# default keeps the GEMV; gemvab: decode at batch 1 (prefill 512) under each arm of GPTOSS_GEMVAB,
+# space-separated, each a +-joined VAR=value list, default every GPTOSS_MOE_GEMV (base mma4 mma6
+# mma12: the one-token expert kernel) and GPTOSS_DENSE_GEMV=ring, with every variant's GB/s at one
+# pair an expert and of the dense GEMVs, docs/cuda-notes.md "h24gemv"); GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -193,14 +194,17 @@ if want bench; then
   fi
 fi
 if want gemvab; then
-  for arm in ${GPTOSS_GEMVAB:-base mma4 mma6 mma12}; do
-    step "decode batch 1 with GPTOSS_MOE_GEMV=$arm (one-token expert kernel A/B; docs/cuda-notes.md \"h24gemv\")"
-    # bench_experts times every variant; the arm's own rows ("gemv" is the base kernel), and the
-    # expert stages of the prefill and the batch-1 step (direct launches)
-    rows="gemv$([ "$arm" = base ] || echo " $arm") GB/s"
-    GPTOSS_MOE_GEMV=$arm timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 512 2>&1 |
-      grep -E "^(decode batch 1 |batch-1)|^experts (gate_up|down) 1 pairs/expert $rows|stage shares|moe_(gate_up_swiglu|down) " |
-      sed "s/^/[GPTOSS_MOE_GEMV=$arm] /" | tee -a "$out/bench_random_gemvab.log" || status=1
+  # Arms: space-separated, each a +-joined list of VAR=value. The first arm's run also prints every
+  # variant's micro-bench rows (bench_experts and the dense GEMV rows time all variants in any run).
+  first=1
+  for arm in ${GPTOSS_GEMVAB:-GPTOSS_MOE_GEMV=base GPTOSS_MOE_GEMV=mma4 GPTOSS_MOE_GEMV=mma6 GPTOSS_MOE_GEMV=mma12 GPTOSS_DENSE_GEMV=ring}; do
+    step "decode batch 1 with $arm (one-token kernel variants A/B; docs/cuda-notes.md \"h24gemv\")"
+    rows='^(decode batch 1 |batch-1)|stage shares|moe_(gate_up_swiglu|down) '
+    [ "$first" = 1 ] && rows="$rows|^experts (gate_up|down) 1 pairs/expert gemv|^gemv bf16 (ring )?1x"
+    env ${arm//+/ } timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 512 2>&1 |
+      grep -E "$rows" |
+      sed "s/^/[$arm] /" | tee -a "$out/bench_random_gemvab.log" || status=1
+    first=0
   done
 fi
 
