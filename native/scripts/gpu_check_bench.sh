@@ -48,8 +48,9 @@
 # VAR=value, default GPTOSS_MOE_KERNEL=streamed: the streamed expert kernel at batch 1 too, where the
 # default keeps the GEMV; gemvab: decode at batch 1 (prefill 512) under each arm of GPTOSS_GEMVAB,
 # space-separated, each a +-joined VAR=value list, default every GPTOSS_MOE_GEMV (base mma4 mma6
-# mma12: the one-token expert kernel) and GPTOSS_DENSE_GEMV=ring, with every variant's GB/s at one
-# pair an expert and of the dense GEMVs, docs/cuda-notes.md "h24gemv"); GPTOSS_JOBS sets build parallelism.
+# mma12: the one-token expert kernel), GPTOSS_DENSE_GEMV=ring and GPTOSS_L2_PREFETCH=o, with every
+# variant's GB/s at one pair an expert and of the dense GEMVs, docs/cuda-notes.md "h24gemv");
+# GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -197,9 +198,9 @@ if want gemvab; then
   # Arms: space-separated, each a +-joined list of VAR=value. The first arm's run also prints every
   # variant's micro-bench rows (bench_experts and the dense GEMV rows time all variants in any run).
   first=1
-  for arm in ${GPTOSS_GEMVAB:-GPTOSS_MOE_GEMV=base GPTOSS_MOE_GEMV=mma4 GPTOSS_MOE_GEMV=mma6 GPTOSS_MOE_GEMV=mma12 GPTOSS_DENSE_GEMV=ring}; do
+  for arm in ${GPTOSS_GEMVAB:-GPTOSS_MOE_GEMV=base GPTOSS_MOE_GEMV=mma4 GPTOSS_MOE_GEMV=mma6 GPTOSS_MOE_GEMV=mma12 GPTOSS_DENSE_GEMV=ring GPTOSS_L2_PREFETCH=o}; do
     step "decode batch 1 with $arm (one-token kernel variants A/B; docs/cuda-notes.md \"h24gemv\")"
-    rows='^(decode batch 1 |batch-1)|stage shares|moe_(gate_up_swiglu|down) '
+    rows='^(decode batch 1 |batch-1)|stage shares|moe_(gate_up_swiglu|down) |o_proj |qkv\+rope|attention_|l2_prefetch'
     [ "$first" = 1 ] && rows="$rows|^experts (gate_up|down) 1 pairs/expert gemv|^gemv bf16 (ring )?1x"
     env ${arm//+/ } timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 512 2>&1 |
       grep -E "$rows" |

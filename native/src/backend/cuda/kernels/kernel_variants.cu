@@ -2,6 +2,7 @@
 // environment variable, read once on first use, like GPTOSS_MOE_KERNEL; the
 // check and bench tools switch between them.
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -17,10 +18,13 @@ struct Family {
   std::vector<std::string> names;  // the first is the default
 };
 
+constexpr int kFamilies = 3;
+
 const Family& family(KernelFamily f) {
-  static const Family moe_gemv{"GPTOSS_MOE_GEMV", {"base", "mma4", "mma6", "mma12"}};
-  static const Family dense_gemv{"GPTOSS_DENSE_GEMV", {"base", "ring"}};
-  return f == KernelFamily::MoeGemv ? moe_gemv : dense_gemv;
+  static const Family families[kFamilies] = {{"GPTOSS_MOE_GEMV", {"base", "mma4", "mma6", "mma12"}},
+                                             {"GPTOSS_DENSE_GEMV", {"base", "ring"}},
+                                             {"GPTOSS_L2_PREFETCH", {"off", "o"}}};
+  return families[static_cast<int>(f)];
 }
 
 size_t index_of(const Family& fam, const std::string& name) {
@@ -34,8 +38,8 @@ size_t index_of(const Family& fam, const std::string& name) {
 }
 
 size_t& chosen(KernelFamily f) {
-  static size_t moe_gemv = SIZE_MAX, dense_gemv = SIZE_MAX;
-  size_t& index = f == KernelFamily::MoeGemv ? moe_gemv : dense_gemv;
+  static size_t indices[kFamilies] = {SIZE_MAX, SIZE_MAX, SIZE_MAX};  // SIZE_MAX: not read yet
+  size_t& index = indices[static_cast<int>(f)];
   if (index == SIZE_MAX) {
     const char* value = std::getenv(family(f).env);
     index = value == nullptr ? 0 : index_of(family(f), value);

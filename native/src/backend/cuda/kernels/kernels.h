@@ -66,6 +66,11 @@ void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const b
 // the CUDA runner calls it for its stream.
 void prepare_linear_bf16(cudaStream_t stream);
 
+// Requests bytes [p, p + bytes) (p 16-byte aligned; a last partial 16 bytes
+// left out) into L2 without waiting for them, launched dependent
+// (dependent_launch.cuh): the weights of a later kernel of the step.
+void l2_prefetch(const void* p, int64_t bytes, cudaStream_t stream);
+
 // y[r][o] += bias[o] for r < n_rows, o < out_dim.
 void add_bias_rows(float* y, const bf16* bias, int32_t n_rows, int32_t out_dim, cudaStream_t stream);
 
@@ -219,9 +224,11 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
 // A/B kernel variants (docs/cuda-notes.md "h24gemv"), each family's first
 // name its default: MoeGemv, the expert products of MoePath::Gemv
 // (GPTOSS_MOE_GEMV: base, mma4, mma6, mma12); DenseGemv, linear_bf16's GEMV
-// (GPTOSS_DENSE_GEMV: base, ring). The one in use comes from the environment
+// (GPTOSS_DENSE_GEMV: base, ring); L2Prefetch, what a decode step requests
+// into L2 ahead of use (GPTOSS_L2_PREFETCH: off, o = the attention-output
+// weights during the attention). The one in use comes from the environment
 // variable, read once; the check and bench tools switch between them.
-enum class KernelFamily { MoeGemv, DenseGemv };
+enum class KernelFamily { MoeGemv, DenseGemv, L2Prefetch };
 const std::vector<std::string>& kernel_variants(KernelFamily family);
 size_t kernel_variant_index(KernelFamily family);
 const std::string& kernel_variant(KernelFamily family);

@@ -302,6 +302,13 @@ void check_linear(Random& rng, Verdicts& v) {
       else
         v.expect("linear_bf16 gemv " + shape + variant + " == the first variant (bitwise)", gemv_rows == first_rows);
     });
+    // The weights requested into L2 first (GPTOSS_L2_PREFETCH), launched dependent like the
+    // decode step's: the same bits, whatever the prefetch's partial last 16 bytes.
+    l2_prefetch(d_w.get(), int64_t(c.out) * c.in * 2, nullptr);
+    auto y5 = poisoned<float>(ref.size());
+    linear_bf16_gemv(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y5.get(), nullptr);
+    v.expect("l2_prefetch then linear_bf16 gemv " + shape + " == without (bitwise)",
+             to_host(y5, ref.size()) == first_rows);
     if (c.in % 32 != 0) continue;  // the tiled kernel's K steps are 32 wide
     auto y2 = poisoned<float>(ref.size());
     linear_bf16_tiled(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y2.get(), nullptr);
