@@ -103,12 +103,12 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, gemv_blocks_per_sm<kFr
   };
   const uint4 zero = make_uint4(0, 0, 0, 0);
   uint4 lo[kChunks], hi[kChunks], xv[kChunks][kFrags];
-  const auto load_weights = [&](int32_t round, int u) {
+  const auto load_slot = [&](int32_t round, int u) {  // slot u's weights
     const int32_t v = vector_of(round, u);
     lo[u] = w_lo && v < n_vec ? load_streaming(w_lo + v) : zero;
     hi[u] = w_hi && v < n_vec ? load_streaming(w_hi + v) : zero;
   };
-  const auto load_x = [&](int32_t round, int u) {
+  const auto load_slot_x = [&](int32_t round, int u) {
     const int32_t v = vector_of(round, u);
 #pragma unroll
     for (int f = 0; f < kFrags; ++f)
@@ -116,20 +116,20 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, gemv_blocks_per_sm<kFr
                      ? __ldg(xr + static_cast<int64_t>(f) * kFragRows * n_vec + v)
                      : zero;
   };
-
+  const auto load_weights = [&](int32_t round) {
 #pragma unroll
-  for (int u = 0; u < kChunks; ++u) load_weights(0, u);
+    for (int u = 0; u < kChunks; ++u) load_slot(round, u);
+  };
+
+  load_weights(0);
   wait_for_previous_kernel();  // x is the previous kernel's output (launch_dependent)
   allow_next_kernel();
   float acc[kFrags][4] = {};
   for (int32_t round = 0; round < rounds; ++round) {
     if (!kRing || round == 0) {  // the round's chunks (round 0's weights came before the wait)
-      if (round > 0) {
+      if (round > 0) load_weights(round);
 #pragma unroll
-        for (int u = 0; u < kChunks; ++u) load_weights(round, u);
-      }
-#pragma unroll
-      for (int u = 0; u < kChunks; ++u) load_x(round, u);
+      for (int u = 0; u < kChunks; ++u) load_slot_x(round, u);
     }
 #pragma unroll
     for (int u = 0; u < kChunks; ++u) {
@@ -143,8 +143,8 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, gemv_blocks_per_sm<kFr
         tiled::mma_bf16(acc[f], a1, xv[u][f].z, xv[u][f].w);
       }
       if (kRing && round + 1 < rounds) {  // later slots' chunks of this round and the next are past the end too
-        load_weights(round + 1, u);
-        load_x(round + 1, u);
+        load_slot(round + 1, u);
+        load_slot_x(round + 1, u);
       }
     }
   }
@@ -223,8 +223,11 @@ void launch_gemv_frags(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16
                        int32_t out_dim, const Epilogue& epilogue, cudaStream_t stream) {
   constexpr int32_t kBlockRows = kFrags * kFragRows;
   const dim3 grid((out_dim + kGemvCols - 1) / kGemvCols, (n_rows + kBlockRows - 1) / kBlockRows);
-  const auto kernel = kernel_variant_index(KernelFamily::DenseGemv) == 1 ? gemv_bf16_kernel<kFrags, Epilogue, true>
-                                                                         : gemv_bf16_kernel<kFrags, Epilogue, false>;
+  // The ring variant at one fragment only (decode up to 8 rows): with more, its x
+  // vectors in flight across the rounds spill.
+  auto kernel = gemv_bf16_kernel<kFrags, Epilogue, false>;
+  if constexpr (kFrags == 1)
+    if (kernel_variant_index(KernelFamily::DenseGemv) == 1) kernel = gemv_bf16_kernel<kFrags, Epilogue, true>;
   launch_dependent(kernel, grid, kGemvWarps * kWarpSize, 0, stream, x, n_rows, in_dim, weight, bias, out_dim,
                    epilogue);
 }
