@@ -164,9 +164,11 @@ void bench_decode_products(Results& r, const ModelConfig& c, const bf16* x) {
     };
     for (const int32_t rows : {1, 8, 64}) {
       const std::string shape = std::to_string(rows) + "x" + std::to_string(s.in) + "->" + std::to_string(s.out);
-      // "gemv bf16" is the base kernel; the other GPTOSS_DENSE_GEMV variants name themselves.
+      // "gemv bf16" is the base kernel; the other GPTOSS_DENSE_GEMV variants (one-fragment
+      // blocks: up to 8 rows) name themselves.
       const std::string in_use = kernel_variant(KernelFamily::DenseGemv);
       for (const std::string& variant : kernel_variants(KernelFamily::DenseGemv)) {
+        if (variant != "base" && rows > 8) continue;
         set_kernel_variant(KernelFamily::DenseGemv, variant);
         r.add("gemv bf16 " + (variant == "base" ? "" : variant + " ") + shape + " GB/s",
               rate([&](const bf16* w) { linear_bf16_gemv(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
