@@ -211,8 +211,10 @@ function tensorTrust(): Sample[] {
 /**
  * Role-play persona jailbreaks and benign role-play written for this project, split like the public
  * sources (the test half is held out): bench/safety_roleplay.json (sources `roleplay-attacks`,
- * `roleplay-benign`) and the second set, bench/safety_roleplay_structures.json
- * (`roleplay-structures-attacks`, `roleplay-structures-benign`).
+ * `roleplay-benign`), the second set, bench/safety_roleplay_structures.json
+ * (`roleplay-structures-attacks`, `roleplay-structures-benign`), and the third,
+ * bench/safety_roleplay_family.json (`roleplay-family-attacks`, `roleplay-family-benign`); and an
+ * evaluation-only set, bench/safety_roleplay_eval.json (`roleplay-eval-*`, all held out).
  */
 function rolePlay(file: string, prefix: string): Sample[] {
   const set = JSON.parse(Deno.readTextFileSync(new URL(file, import.meta.url)));
@@ -245,6 +247,11 @@ function hardNegatives(): Sample[] {
   }));
 }
 const TRAIN_ONLY_SOURCE = "hard-negatives";
+/**
+ * Role-play written after the detectors of issue 21 item 3 were final, to measure them on texts
+ * nobody trained or tuned on (bench/safety_roleplay_eval.json): held out whole.
+ */
+const TEST_ONLY_PREFIX = "roleplay-eval";
 
 /**
  * The jailbreak prompts of "Do Anything Now" (Shen et al., CCS 2024, verazuo/jailbreak_llms, MIT),
@@ -383,6 +390,8 @@ const all = [
   ...tensorTrust(),
   ...rolePlay("./safety_roleplay.json", "roleplay"),
   ...rolePlay("./safety_roleplay_structures.json", "roleplay-structures"),
+  ...rolePlay("./safety_roleplay_family.json", "roleplay-family"),
+  ...rolePlay("./safety_roleplay_eval.json", TEST_ONLY_PREFIX),
   ...hardNegatives(),
 ];
 
@@ -395,7 +404,8 @@ for (const s of all) {
   const key = text.replace(/\s+/g, " ").toLowerCase();
   if (text === "" || seen.has(key)) continue;
   seen.add(key);
-  const split = s.source !== TRAIN_ONLY_SOURCE && stableFraction(key) < TEST_SHARE
+  const split = s.source.startsWith(TEST_ONLY_PREFIX) ||
+      (s.source !== TRAIN_ONLY_SOURCE && stableFraction(key) < TEST_SHARE)
     ? "test"
     : "train";
   (counts[s.source] ??= { train: 0, test: 0 })[split]++;
@@ -409,12 +419,18 @@ const index = new NearDuplicateIndex();
 const indexSource: string[] = [];
 const indexSplit: string[] = [];
 const indexCluster: number[] = [];
+/**
+ * A cluster's number: a hash of its first text, not that text's position, so adding a text to
+ * another source does not renumber the clusters and redraw the training script's validation slice.
+ */
+const clusterOf = (text: string) =>
+  Math.floor(stableFraction(text.replace(/\s+/g, " ").toLowerCase()) * 2 ** 32);
 for (const line of lines) {
   const { text, source, split } = JSON.parse(line);
   const i = index.add(text);
   indexSource[i] = source;
   indexSplit[i] = split;
-  indexCluster[i] = i;
+  indexCluster[i] = clusterOf(text);
 }
 const wildSources = [...danInTheWild(), ...promptsChat2026(), ...flowGpt()];
 for (const s of wildSources) {
@@ -432,7 +448,7 @@ for (const s of wildSources) {
   indexSource[i] = s.source;
   indexSplit[i] = split;
   // The cluster is the first text of the template; training keeps clusters whole too.
-  indexCluster[i] = match ? indexCluster[match.index] : i;
+  indexCluster[i] = match ? indexCluster[match.index] : clusterOf(text);
   (counts[s.source] ??= { train: 0, test: 0 })[split as "train" | "test"]++;
   lines.push(JSON.stringify({ ...s, text, split, cluster: indexCluster[i] }));
 }

@@ -6,8 +6,8 @@
  *
  * Logistic regression, AdaGrad, L2, classes weighted to balance. The bias is fixed, not learned: at
  * a low prior, text made only of features the model never saw (a key, a card number, a word list)
- * scores low instead of at the training set's class balance. The threshold is set on a validation
- * slice of the training split (never on the test split) for at most 1 % false positives.
+ * scores low instead of at the training set's class balance. The threshold is set on out-of-fold
+ * scores of the training split (never on the test split) for at most 1 % false positives.
  */
 import {
   encodeWeights,
@@ -39,20 +39,27 @@ const L2_STRUCTURE = 1e-6;
 const MAX_VALIDATION_FPR = 0.01;
 const OUT = new URL("../gateway/safety/classifier_weights.json", import.meta.url);
 
-// The role-play sets (bench/safety_roleplay*.json) measure one attack family, and their train halves
-// are what the role-play rules were written from: the classifier learns from their benign halves
-// only (since issue 21, part 3; with the in-the-wild sources, that no longer cost public attacks),
-// never from their attacks, which taught it that role-play vocabulary is an attack
-// (docs/SAFETY.md).
+// The role-play sets (bench/safety_roleplay*.json) measure one attack family, and the train halves
+// of the first two are what the role-play rules were written from: the classifier learns from
+// their benign halves only (since issue 21, part 3; with the in-the-wild sources, that no longer
+// cost public attacks), never from their attacks, which taught it that role-play vocabulary is an
+// attack (docs/SAFETY.md). The third set (issue 21, item 3) was written for the classifier: the
+// family's sub-families with benign role-play of the same shapes and words beside them, so its
+// attack half is learned too.
+const LEARNED_ROLEPLAY_ATTACKS = "roleplay-family-attacks";
 // The in-the-wild sources label as jailbreaks every prompt of a jailbreak venue, personas that
 // lift nothing among them (a Gandhi, an attorney, a coding mentor); learned as attacks they taught
 // the classifier that "act as ..." is one (public role-play requests flagged: 1 -> 4 of 81 on the
 // held-out split). Their persona prompts that name no limit are left out of training.
 const train = loadCorpus().filter((s) =>
-  s.split === "train" && !(s.source.startsWith("roleplay-") && s.label === "attack") &&
+  s.split === "train" &&
+  !(s.source.startsWith("roleplay-") && s.label === "attack" &&
+    s.source !== LEARNED_ROLEPLAY_ATTACKS) &&
   !(s.label === "attack" && WILD_SOURCES.includes(s.source) && isPersona(s.text) &&
     !isPersonaNamingLimits(s.text))
 );
+/** Folds of the training split: the threshold is read off scores of models that did not see them. */
+const FOLDS = 5;
 const examples = train.map((s) => ({
   features: features(textViews(s.text).folded.text),
   y: s.label === "attack" ? 1 : 0,
@@ -61,51 +68,72 @@ const examples = train.map((s) => ({
     ? "jailbreak-templates"
     : s.source,
   // A second, independent hash of the text (of its cluster, for the in-the-wild sources, so that a
-  // template's rewordings are not on both sides) picks a fifth of the training split for validation.
-  validation: stableFraction(`validation:${s.cluster ?? s.text}`) < 0.2,
+  // template's rewordings are not in two folds) picks the fold.
+  fold: Math.floor(stableFraction(`validation:${s.cluster ?? s.text}`) * FOLDS),
+  cluster: s.cluster ?? s.text,
 }));
-const fit = examples.filter((e) => !e.validation);
-const validation = examples.filter((e) => e.validation);
-const positives = fit.filter((e) => e.y === 1).length;
-const classWeight = [fit.length / (2 * (fit.length - positives)), fit.length / (2 * positives)];
-// Within the attacks, each group weighs the same in total: the few hundred game attacks of Tensor
-// Trust would otherwise teach the model their style and little of the jailbreak templates'.
-const attackGroups = new Map<string, number>();
-for (const e of fit) if (e.y === 1) attackGroups.set(e.group, (attackGroups.get(e.group) ?? 0) + 1);
-const groupWeight = (e: { y: number; group: string }) =>
-  e.y === 0 ? 1 : positives / (attackGroups.size * attackGroups.get(e.group)!);
-
-const size = WEIGHT_COUNT;
-const w = new Float64Array(size);
-const g2 = new Float64Array(size).fill(1e-8);
+type Example = (typeof examples)[number];
 const bias = PRIOR_BIAS;
 
-// Deterministic shuffles: a fixed-seed LCG, so a rerun writes the same weights.
-let seed = 42;
-const random = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-for (let epoch = 0; epoch < EPOCHS; epoch++) {
-  const order = fit.map((_, i) => i).sort(() => random() - 0.5);
-  for (const i of order) {
-    const e = fit[i];
-    const p = 1 / (1 + Math.exp(-margin(e.features, w, bias)));
-    const err = (p - e.y) * classWeight[e.y] * groupWeight(e);
-    const step = (buckets: Uint32Array, x: number, l2: number) => {
-      for (const k of buckets) {
-        const g = err * x + l2 * w[k];
-        g2[k] += g * g;
-        w[k] -= (LEARNING_RATE * g) / Math.sqrt(g2[k]);
-      }
-    };
-    step(e.features.ngrams, featureScale(e.features.ngrams.length), L2);
-    step(e.features.structure, STRUCTURE_SCALE, L2_STRUCTURE);
+/** Weights fitted to `fit`, deterministically (a fixed-seed shuffle), so a rerun writes the same. */
+function fitWeights(fit: Example[]): Float64Array {
+  const positives = fit.filter((e) => e.y === 1).length;
+  const classWeight = [fit.length / (2 * (fit.length - positives)), fit.length / (2 * positives)];
+  // Within the attacks, each group weighs the same in total: the few hundred game attacks of
+  // Tensor Trust would otherwise teach the model their style and little of the jailbreak templates'.
+  const attackGroups = new Map<string, number>();
+  for (const e of fit) {
+    if (e.y === 1) attackGroups.set(e.group, (attackGroups.get(e.group) ?? 0) + 1);
   }
+  const groupWeight = (e: Example) =>
+    e.y === 0 ? 1 : positives / (attackGroups.size * attackGroups.get(e.group)!);
+  const w = new Float64Array(WEIGHT_COUNT);
+  const g2 = new Float64Array(WEIGHT_COUNT).fill(1e-8);
+  let seed = 42;
+  const random = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  for (let epoch = 0; epoch < EPOCHS; epoch++) {
+    const order = fit.map((_, i) => i).sort(() => random() - 0.5);
+    for (const i of order) {
+      const e = fit[i];
+      const p = 1 / (1 + Math.exp(-margin(e.features, w, bias)));
+      const err = (p - e.y) * classWeight[e.y] * groupWeight(e);
+      const step = (buckets: Uint32Array, x: number, l2: number) => {
+        for (const k of buckets) {
+          const g = err * x + l2 * w[k];
+          g2[k] += g * g;
+          w[k] -= (LEARNING_RATE * g) / Math.sqrt(g2[k]);
+        }
+      };
+      step(e.features.ngrams, featureScale(e.features.ngrams.length), L2);
+      step(e.features.structure, STRUCTURE_SCALE, L2_STRUCTURE);
+    }
+  }
+  return w;
 }
 
-// Threshold: the lowest score that keeps validation false positives within the budget.
-const score = (e: (typeof examples)[number]) => 1 / (1 + Math.exp(-margin(e.features, w, bias)));
-const benignScores = validation.filter((e) => e.y === 0).map(score).sort((a, b) => b - a);
+// Out-of-fold scores: each example scored by the model fitted to the other folds. A single
+// validation fifth, used until issue 21 item 3, gave thresholds from 0.6 to 0.95 for one training
+// set, by which few benign templates it happened to draw; all five fifths give a steadier quantile.
+const score = (e: Example, w: Float64Array) => 1 / (1 + Math.exp(-margin(e.features, w, bias)));
+const outOfFold = new Map<Example, number>();
+for (let fold = 0; fold < FOLDS; fold++) {
+  const w = fitWeights(examples.filter((e) => e.fold !== fold));
+  for (const e of examples) if (e.fold === fold) outOfFold.set(e, score(e, w));
+}
+
+// Threshold: the lowest score that keeps out-of-fold false positives within the budget. Benign
+// prompts count once per near-duplicate cluster (its highest score): the in-the-wild benign
+// listings hold a few jailbreak templates copied many times (a "TaleMaster" that "stands for Do
+// Anything Now"), which would otherwise count as many false positives as they have copies.
+const clusterScores = new Map<string | number, number>();
+for (const e of examples) {
+  if (e.y === 0) {
+    clusterScores.set(e.cluster, Math.max(clusterScores.get(e.cluster) ?? 0, outOfFold.get(e)!));
+  }
+}
+const benignScores = [...clusterScores.values()].sort((a, b) => b - a);
 const allowedFp = Math.floor(benignScores.length * MAX_VALIDATION_FPR);
-// Never below 0.6: the validation split's benign prompts are too few to see short technical
+// Never below 0.6: the training split's benign prompts are too few to see short technical
 // questions, which this model scores up to ~0.56 ("Tell me about paged attention." was blocked
 // at 0.5, found by the browser suite); on the held-out split 0.6 keeps the jailbreak templates
 // at 45/47 and halves ordinary-request false positives (docs/PERFORMANCE.md, prompt safety).
@@ -114,35 +142,38 @@ const threshold = Math.min(
   0.99,
   Math.max(MIN_THRESHOLD, (benignScores[allowedFp] ?? MIN_THRESHOLD) + 1e-6),
 );
-const attacks = validation.filter((e) => e.y === 1);
-const recall = attacks.filter((e) => score(e) >= threshold).length / attacks.length;
-const fpr = benignScores.filter((s) => s >= threshold).length / benignScores.length;
-
+const attackScores = examples.filter((e) => e.y === 1).map((e) => outOfFold.get(e)!);
+const rates = (t: number) => ({
+  recall: attackScores.filter((s) => s >= t).length / attackScores.length,
+  fpr: benignScores.filter((s) => s >= t).length / benignScores.length,
+});
 for (const t of [0.5, 0.6, 0.7, 0.8, 0.9]) {
-  const r = attacks.filter((e) => score(e) >= t).length / attacks.length;
-  const f = benignScores.filter((s) => s >= t).length / benignScores.length;
+  const { recall, fpr } = rates(t);
   console.log(
-    `  validation at ${t}: recall ${(r * 100).toFixed(1)} %, FPR ${(f * 100).toFixed(2)} %`,
+    `  out of fold at ${t}: recall ${(recall * 100).toFixed(1)} %, FPR ${(fpr * 100).toFixed(2)} %`,
   );
 }
+const { recall, fpr } = rates(threshold);
+const positives = examples.filter((e) => e.y === 1).length;
+const w = fitWeights(examples);
 
 const file = encodeWeights(w, {
   version: new Date().toISOString().slice(0, 10),
   bias,
   threshold,
   training: {
-    samples: fit.length,
+    samples: examples.length,
     positives,
-    validationSamples: validation.length,
-    validationRecall: Number(recall.toFixed(4)),
-    validationFalsePositiveRate: Number(fpr.toFixed(4)),
+    folds: FOLDS,
+    outOfFoldRecall: Number(recall.toFixed(4)),
+    outOfFoldFalsePositiveRate: Number(fpr.toFixed(4)),
     epochs: EPOCHS,
     sources: [...new Set(train.map((s) => s.source))].sort(),
   },
 });
 Deno.writeTextFileSync(OUT, JSON.stringify(file, null, 1) + "\n");
 console.log(
-  `trained on ${fit.length} (${positives} attacks); validation ${validation.length}: ` +
+  `trained on ${examples.length} (${positives} attacks); out of ${FOLDS} folds: ` +
     `recall ${(recall * 100).toFixed(1)} %, FPR ${(fpr * 100).toFixed(2)} % at threshold ${
       threshold.toFixed(3)
     }`,

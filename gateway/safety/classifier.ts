@@ -100,7 +100,7 @@ const CUE_WORDS: Record<Exclude<Cue, Cue.NegatedLimit>, string[]> = {
     guardrail* law laws principle* constrain* regulation* programming alignment scruple*
     conscience values regla* regra* regle* regel* filtro* filtre* etic* etik* ley leyes lei
     leis loi lois gesetz* limite* limitac* censur* politica* directriz* diretriz* richtlinie*
-    valores valeurs
+    valores valeurs safety moderation conduct taboo* restraint* inhibition*
   `),
   [Cue.Negation]: wordList(`
     no not without free freed ignor* bypass* break breaks broken disregard* never zero unbound
@@ -108,6 +108,8 @@ const CUE_WORDS: Record<Exclude<Cue, Cue.NegatedLimit>, string[]> = {
     escap* none unhindered unfettered unconstrained untethered liberated exempt sin sem sans
     ohne ningun* nenhum* aucun* kein* nunca jamas jamais nie niemals libre livre frei
     desvinculad*
+    opposite invers* invert* revers* flipp* antithesis delet* strip* false deactivat* undo
+    overrid*
   `),
   [Cue.Refusal]: wordList(`
     refus* declin* deny denies sorry apolog* warning* disclaimer* can't cannot won't reject*
@@ -117,6 +119,8 @@ const CUE_WORDS: Record<Exclude<Cue, Cue.NegatedLimit>, string[]> = {
     illegal* harmful harm offensive explicit dangerous unethical immoral nsfw violen* drug*
     weapon* malware porn* sexual* profan* swear* crime* criminal* obscen* vulgar* hateful
     racist ilegal* danger* peligros* perigos* gefahr* prejudicial* danin* nociv* explicit*
+    poison* explosiv* bomb* meth hack* steal* launder* stalk* phishing ransomware lethal
+    forbidden
   `),
   [Cue.Identity]: wordList(`
     chatgpt openai gpt llm ai assistant anthropic claude model language bard gemini deepseek

@@ -42,15 +42,16 @@
 #    prefill 2k and decode batch 64;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b layers prefix tp profile pdlab moeab gemvab" leaves out those stages (pdlab:
+# loader model20b layers prefix tp profile pdlab moeab tiledab gemvab" leaves out those stages (pdlab:
 # decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch;
 # moeab: decode and the 50-token extend again under each setting in GPTOSS_MOEAB, space-separated
 # VAR=value, default GPTOSS_MOE_KERNEL=streamed: the streamed expert kernel at batch 1 too, where the
-# default keeps the GEMV; gemvab: decode at batch 1 (prefill 512) under each arm of GPTOSS_GEMVAB,
-# space-separated, each a +-joined VAR=value list, default every GPTOSS_MOE_GEMV (base mma4 mma6
-# mma12: the one-token expert kernel), GPTOSS_DENSE_GEMV=ring and GPTOSS_L2_PREFETCH=o, with every
-# variant's GB/s at one pair an expert and of the dense GEMVs, docs/cuda-notes.md "h24gemv");
-# GPTOSS_JOBS sets build parallelism.
+# default keeps the GEMV; tiledab: prefill 2k and 8k again under each GPTOSS_TILED value in
+# GPTOSS_TILEDAB, default "mma wgmma128 wgmma256 wgmma_regs", the tiled expert kernels; gemvab: decode
+# at batch 1 (prefill 512) under each arm of GPTOSS_GEMVAB, space-separated, each a +-joined
+# VAR=value list, default every GPTOSS_MOE_GEMV (base mma4 mma6 mma12: the one-token expert kernel),
+# GPTOSS_DENSE_GEMV=ring and GPTOSS_L2_PREFETCH=o, with every variant's GB/s at one pair an expert
+# and of the dense GEMVs, docs/cuda-notes.md "h24gemv"); GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -191,6 +192,17 @@ if want bench; then
       step "decode and the 50-token extend with $arm (expert kernel A/B; docs/cuda-notes.md \"h22marlin\")"
       env "$arm" timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,8,64,256 --prefill 512 2>&1 |
         grep -E "^(decode batch|extend)" | sed "s/^/[$arm] /" | tee -a "$out/bench_random_moeab.log" || status=1
+    done
+  fi
+  if want tiledab; then
+    # Whole prefill steps under each tiled expert kernel (docs/cuda-notes.md "h24prefill"); the
+    # kernels alone at 256 and 1 024 rows an expert are the bench stage's "experts tiled" lines.
+    for arm in ${GPTOSS_TILEDAB:-mma wgmma128 wgmma256 wgmma_regs}; do
+      step "prefill 2k and 8k with GPTOSS_TILED=$arm (tiled expert kernel A/B)"
+      GPTOSS_TILED=$arm timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 2048,8192 2>&1 |
+        awk '/^(prefill (2048|8192) (tok\/s|TFLOP\/s)|error)/ {print; next}
+             /stage shares, prefill/ {on = 1; print; next} /stage shares|^[^ ]/ {on = 0} on && /moe_/' |
+        sed "s/^/[GPTOSS_TILED=$arm] /" | tee -a "$out/bench_random_tiledab.log" || status=1
     done
   fi
 fi
@@ -377,22 +389,27 @@ if want profile; then
   done
   # What bounds the MXFP4 expert tiles (docs/cuda-notes.md "h15moe"): ncu's
   # throughput, occupancy and warp-stall sections for the first gate/up and
-  # down launches of a 2 048-token prefill (128-row tiles) and of the timed
+  # down launches of a 2 048-token prefill (128-row tiles; --profile-prefill: not the
+  # bench's own tile runs before it, which from-start profiling caught first) and of the timed
   # batch-64 decode steps (the streamed kernel, ~8 rows an expert), and the batch-1
-  # expert GEMVs (one row an expert).
+  # expert GEMVs (one row an expert); GPTOSS_NCU_TILED="wgmma256 ..." adds the prefill run under
+  # those tiled kernels (docs/cuda-notes.md "h24prefill"), lines [ncu prefill2048:<kernel>].
   if command -v ncu >/dev/null; then
-    for run in prefill2048 decode64 gemv1; do
-      kernel=moe_tiled
+    tiled_runs=()
+    for arm in ${GPTOSS_NCU_TILED:-}; do tiled_runs+=("prefill2048:$arm"); done
+    for run in prefill2048 decode64 gemv1 ${tiled_runs[@]+"${tiled_runs[@]}"}; do
+      kernel=moe_tiled tiled=
       case $run in
-        prefill2048) args=(--batches 1 --prefill 2048 --steps 2) from=on ;;
+        prefill2048*) args=(--batches 1 --prefill 2048 --steps 2 --profile-prefill 2048) from=off
+          tiled=${run#prefill2048} tiled=${tiled#:} ;;
         decode64) args=(--batches 64 --prefill 16 --steps 2 --profile-batch 64) from=off kernel=moe_streamed ;;
         gemv1) args=(--batches 1 --prefill 16 --steps 2 --profile-batch 1) from=off kernel=moe_gemv ;;
       esac
-      timeout 150 ncu --profile-from-start $from --kernel-name regex:$kernel --launch-count 2 \
+      env ${tiled:+GPTOSS_TILED=$tiled} timeout 150 ncu --profile-from-start $from --kernel-name regex:$kernel --launch-count 2 \
         --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --print-details all \
-        "$tools/gptoss-cuda-bench" --random "$models/20b" "${args[@]}" >"$out/ncu_moe_$run.log" 2>&1
+        "$tools/gptoss-cuda-bench" --random "$models/20b" "${args[@]}" >"$out/ncu_moe_${run/:/_}.log" 2>&1
       grep -E "moe_tiled|moe_streamed|moe_gemv|Duration|Throughput|Achieved Occupancy|Warp Cycles Per Issued|stall|Stall" \
-        "$out/ncu_moe_$run.log" | sed "s/^/[ncu $run] /" | head -60 | tee -a "$out/profile.log"
+        "$out/ncu_moe_${run/:/_}.log" | sed "s/^/[ncu $run] /" | head -60 | tee -a "$out/profile.log"
     done
   fi
 fi
@@ -410,8 +427,7 @@ step "summary"
   cat "$out/bench_random_pdl.log" 2>/dev/null
   # the expert products alone, streamed vs the kernels before it (docs/cuda-notes.md "h22marlin")
   grep -h -E "^experts " "$out/bench_random.log" 2>/dev/null
-  cat "$out/bench_random_moeab.log" 2>/dev/null
-  cat "$out/bench_random_gemvab.log" 2>/dev/null
+  cat "$out/bench_random_moeab.log" "$out/bench_random_tiledab.log" "$out/bench_random_gemvab.log" 2>/dev/null
   # the expert stages of each step (docs/cuda-notes.md "h15moe")
   grep -h -E "stage shares|moe_(gate_up_swiglu|down) |^(decode batch [0-9]+ step ms)" "$out/bench_random.log" 2>/dev/null |
     sed "s/^/[moe] /"

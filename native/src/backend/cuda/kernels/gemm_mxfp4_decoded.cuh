@@ -93,6 +93,67 @@ __device__ __forceinline__ void copy_strip(uint8_t* dst, const uint8_t* src, int
   }
 }
 
+// Issues the copies of A rows row_src[0 .. kTileM) for the K step at k0
+// into a swizzled tile of 128-byte rows (columns past k read zeros, as do
+// rows without a source).
+template <int kTileM>
+__device__ __forceinline__ void load_a_step(uint8_t* tile, const __nv_bfloat16* a, int64_t lda,
+                                            const int64_t* row_src, int k0, int k) {
+#pragma unroll
+  for (int i = 0; i < (kTileM * 8 + kThreads - 1) / kThreads; ++i) {
+    const int chunk = threadIdx.x + i * kThreads;
+    if (chunk >= kTileM * 8) break;
+    const int r = chunk / 8, c = chunk % 8;
+    const int64_t src = row_src[r];
+    const bool ok = src >= 0 && k0 + c * 8 < k;
+    tiled::cp_async16(tiled::smem_addr(tile) + swizzled(r, c), a + (ok ? src * lda + k0 + c * 8 : 0), ok);
+  }
+}
+
+// Issues the copy of MXFP4 block h (0, 1) of tile row r (of `rows` with
+// weights) for the K step at k0 to dst (16 bytes). A row's 32 bytes a step
+// are a quarter line: the whole line comes from DRAM at once and the next
+// three steps find it in L2.
+__device__ __forceinline__ void load_packed_block(uint8_t* dst, const Mxfp4Weights& w, int n0, int rows, int r, int h,
+                                                  int k0) {
+  const int k_blocks = w.k / 32;
+  const bool ok = r < rows && k0 / 32 + h < k_blocks;
+  const int64_t block = ok ? static_cast<int64_t>(n0 + r) * k_blocks + k0 / 32 + h : 0;
+  tiled::cp_async16<true>(tiled::smem_addr(dst), w.blocks + block * 16, ok);
+}
+
+// Decodes the MXFP4 block at `codes` (tile row r, block h of K step `step`)
+// into chunks 4h.. of row r of the bf16 tile `out` (8 weights a chunk). The
+// weights are the bf16-rounded products fp4 * 2^(s - 127): 2^126 * 2^(s - 127)
+// is one bf16 for scale bytes s <= 128; larger scales (never in a checkpoint)
+// take two exact multiplies. `scales` is the tile's strip (rows x k_blocks).
+__device__ __forceinline__ void decode_block(const uint8_t* codes_src, const uint8_t* scales, int rows, int k_blocks,
+                                             int step, int r, int h, uint8_t* out) {
+  const uint4 codes = *reinterpret_cast<const uint4*>(codes_src);
+  const uint32_t s = r < rows && step * 2 + h < k_blocks ? scales[r * k_blocks + step * 2 + h] : 127;
+  auto store = [&](auto two_multiplies) {
+    const __nv_bfloat162 first = bf16x2_from_bits((two_multiplies ? 253u : s + 126u) << 7);
+    const __nv_bfloat162 second = bf16x2_from_bits(s << 7);
+    const uint32_t words[4] = {codes.x, codes.y, codes.z, codes.w};
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      uint32_t pairs[4];
+      fp4x8_to_bf16_times_2_pow_m126(words[q], pairs);
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {
+        __nv_bfloat162 v = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&pairs[b]), first);
+        if constexpr (decltype(two_multiplies)::value) v = __hmul2(v, second);
+        pairs[b] = *reinterpret_cast<const uint32_t*>(&v);
+      }
+      *reinterpret_cast<uint4*>(out + swizzled(r, h * 4 + q)) = make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]);
+    }
+  };
+  if (s <= 128)
+    store(std::false_type{});
+  else
+    store(std::true_type{});
+}
+
 // The block's C tile of one expert's MXFP4 weights (blocks [n_rows, k/32, 16],
 // scales [n_rows, k/32]), k a multiple of 32 (an odd block count ends in a
 // half step whose missing half is zeros on both sides). row_src and the epilogue as in
@@ -116,57 +177,16 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
 
   auto load_step = [&](int slot, int step) {
     const int k0 = step * kStepK;
-    uint8_t* as = a_stages + slot * kATileBytes;
-#pragma unroll
-    for (int i = 0; i < (kTileM * 8 + kThreads - 1) / kThreads; ++i) {
-      const int chunk = threadIdx.x + i * kThreads;
-      if (chunk >= kTileM * 8) break;
-      const int r = chunk / 8, c = chunk % 8;
-      const int64_t src = row_src[r];
-      const bool ok = src >= 0 && k0 + c * 8 < w.k;
-      tiled::cp_async16(tiled::smem_addr(as) + swizzled(r, c), a + (ok ? src * lda + k0 + c * 8 : 0), ok);
-    }
+    load_a_step<kTileM>(a_stages + slot * kATileBytes, a, lda, row_src, k0, w.k);
     // One 16-byte MXFP4 block a thread: row threadIdx.x / 2, block threadIdx.x % 2.
-    // A row's 32 bytes a step are a quarter line: the whole line comes from
-    // DRAM at once and the next three steps find it in L2.
-    const int r = threadIdx.x / 2, h = threadIdx.x % 2;
-    const bool ok = r < rows && k0 / 32 + h < k_blocks;
-    const int64_t block = ok ? static_cast<int64_t>(n0 + r) * k_blocks + k0 / 32 + h : 0;
-    tiled::cp_async16<true>(tiled::smem_addr(packed + slot * kPackedBytes) + threadIdx.x * 16, w.blocks + block * 16,
-                            ok);
+    load_packed_block(packed + slot * kPackedBytes + threadIdx.x * 16, w, n0, rows, threadIdx.x / 2, threadIdx.x % 2, k0);
   };
 
   // Thread t decodes the MXFP4 block it copied: row t / 2, weights 32 h.. of
-  // the step, into chunks 4h.. of the row (8 weights each). The weights are
-  // the bf16-rounded products fp4 * 2^(s - 127): 2^126 * 2^(s - 127) is one
-  // bf16 for scale bytes s <= 128;
-  // larger scales (never in a checkpoint) take two exact multiplies.
+  // the step, into chunks 4h.. of the row.
   auto decode_step = [&](int slot, int step, int buffer) {
-    const int r = threadIdx.x / 2, h = threadIdx.x % 2;
-    const uint4 codes = *reinterpret_cast<const uint4*>(packed + slot * kPackedBytes + threadIdx.x * 16);
-    const uint32_t s = r < rows && step * 2 + h < k_blocks ? scales[r * k_blocks + step * 2 + h] : 127;
-    uint8_t* out = decoded + buffer * kDecodedBytes;
-    auto store = [&](auto two_multiplies) {
-      const __nv_bfloat162 first = bf16x2_from_bits((two_multiplies ? 253u : s + 126u) << 7);
-      const __nv_bfloat162 second = bf16x2_from_bits(s << 7);
-      const uint32_t words[4] = {codes.x, codes.y, codes.z, codes.w};
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        uint32_t pairs[4];
-        fp4x8_to_bf16_times_2_pow_m126(words[q], pairs);
-#pragma unroll
-        for (int b = 0; b < 4; ++b) {
-          __nv_bfloat162 v = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&pairs[b]), first);
-          if constexpr (decltype(two_multiplies)::value) v = __hmul2(v, second);
-          pairs[b] = *reinterpret_cast<const uint32_t*>(&v);
-        }
-        *reinterpret_cast<uint4*>(out + swizzled(r, h * 4 + q)) = make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]);
-      }
-    };
-    if (s <= 128)
-      store(std::false_type{});
-    else
-      store(std::true_type{});
+    decode_block(packed + slot * kPackedBytes + threadIdx.x * 16, scales, rows, k_blocks, step, threadIdx.x / 2,
+                 threadIdx.x % 2, decoded + buffer * kDecodedBytes);
   };
 
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;

@@ -242,6 +242,21 @@ void set_kernel_variant(KernelFamily family, const std::string& name);
 // decoded into shared memory (moe_path_for has the measured rule).
 enum class MoePath { Gemv, Streamed, Tiled };
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
+
+// The kernel of the tiled path (docs/cuda-notes.md "h24prefill"), 128 grouped
+// pairs a block in all: mma.sync over 128 x 128 tiles (the default), the
+// warpgroup MMA over 128 x 128 or 128 x 256 tiles of decoded weights in shared
+// memory, or the warpgroup MMA with the weights decoded into its register
+// operand (128 x 128).
+enum class TiledKernel { Mma, Wgmma128, Wgmma256, WgmmaRegs };
+inline constexpr TiledKernel kTiledKernels[] = {TiledKernel::Mma, TiledKernel::Wgmma128, TiledKernel::Wgmma256,
+                                                TiledKernel::WgmmaRegs};
+// GPTOSS_TILED's value: mma, wgmma128, wgmma256, wgmma_regs.
+const char* tiled_kernel_name(TiledKernel kernel);
+// GPTOSS_TILED (read once; unset: mma), unless set_tiled_kernel chose since.
+TiledKernel tiled_kernel();
+// For the check and bench tools: every variant in one process.
+void set_tiled_kernel(TiledKernel kernel);
 int32_t moe_tile_rows(MoePath path);
 // The smallest moe_tile_rows of any path: the tile list's size bound.
 int32_t moe_min_tile_rows();

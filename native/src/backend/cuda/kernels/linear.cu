@@ -1,17 +1,17 @@
 // Dense bf16 layers (QKV, attention output, router, unembedding):
 // y = x W^T + b with float accumulation.
 //
-// Decode reads each weight once per step, so up to 64 rows take a GEMV on
-// tensor cores: a block owns 16 output columns (the m of mma m16n8k16) and
-// all the step's x rows, up to 8 n8 fragments (its n), its warps split K, and
-// each lane streams its weight vectors straight from memory in 16-byte loads,
+// Decode reads each weight once per step, so few rows take a GEMV on tensor
+// cores: a block owns 16 output columns (the m of mma m16n8k16) and all the
+// step's x rows, up to 8 n8 fragments (its n), its warps split K, and each
+// lane streams its weight vectors straight from memory in 16-byte loads,
 // several chunks in flight (no shared memory staging, no unpacking: the bf16
 // pairs are the mma's operands). On CUDA cores, 8 rows cost 8 x loads and 64
 // FMAs per weight vector, which at batch 8 made the GEMV issue-bound at ~1/3
-// of the bandwidth; cuBLASLt at 50-64 rows streamed QKV and O at ~0.6 TB/s
-// (call 24: 1.24 + 0.94 ms a 50-token extend step, against 0.40 + 0.33 at one
-// row). More rows take cuBLASLt where the build has it (linear_cublaslt.cc),
-// else the tensor-core tiled kernel (gemm_tiled.cuh).
+// of the bandwidth. Every block reads all its rows of x, rows / 16 bytes per
+// weight byte, so with many rows x's reads bound it (gemv_serves has the
+// measured limits). More rows take cuBLASLt where the build has it
+// (linear_cublaslt.cc), else the tensor-core tiled kernel (gemm_tiled.cuh).
 #include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
@@ -30,7 +30,19 @@ constexpr int kFragRows = 8;           // x rows of one n8 fragment: the mma's n
 constexpr int kGemvMaxFrags = 8;       // fragments a GEMV block handles at most
 constexpr int kGemvWarps = 8;          // the block's warps split K
 constexpr int kGemvChunkK = 32;        // k of one chunk: 4 lanes x 8 bf16, two k16 mma steps
-constexpr int32_t kGemvMaxBatch = kGemvMaxFrags * kFragRows;  // linear_bf16 uses the GEMV up to this many rows
+constexpr int32_t kGemvMaxBatch = kGemvMaxFrags * kFragRows;  // the most rows one GEMV block row takes
+constexpr int32_t kGemvAnyShapeRows = 2 * kFragRows;          // rows up to which every product takes the GEMV
+constexpr int32_t kFusedRouteMaxRows = 2 * kFragRows;         // router_and_route: routing in the GEMV's last block
+
+// Whether the GEMV serves a product (call 25, H100, weight GB/s, GEMV vs
+// cuBLASLt): up to 16 rows every product (unembedding at 16 rows 2.9 TB/s);
+// at 64 rows QKV 5120 and O 2880 columns (877 vs 766, 979 vs 715: cuBLASLt
+// does worse still at such small M), but not the unembedding (1 491 vs
+// 2 419: x's reads bound the GEMV) nor the router (32 columns, 2 blocks:
+// 14 vs 26).
+bool gemv_serves(int32_t n_rows, int32_t out_dim) {
+  return n_rows <= kGemvAnyShapeRows || (n_rows <= kGemvMaxBatch && out_dim >= 1024 && out_dim <= 8192);
+}
 
 // Chunks a warp loads before it multiplies them, and blocks an SM, by the
 // block's fragments: one fragment, 4 chunks (4 KiB of weights a warp) and 3
@@ -294,7 +306,7 @@ void qkv_rope_and_store_kv(const bf16* x, int32_t in_dim, const bf16* weight, co
                            int32_t n_q_heads, int32_t n_kv_heads, const KvLayerView& kv, cudaStream_t stream) {
   const RopeKvStore rope = rope_kv_store(qkv, tokens, inv_freq, attention_factor, n_q_heads, n_kv_heads, kv);
   const int32_t width = (n_q_heads + 2 * n_kv_heads) * kRopeHeadDim;
-  if (tokens.n_tokens > kGemvMaxBatch) {
+  if (!gemv_serves(tokens.n_tokens, width)) {
     linear_bf16(x, tokens.n_tokens, in_dim, weight, bias, width, qkv, stream);
     rope_and_store_kv(qkv, tokens, inv_freq, attention_factor, n_q_heads, n_kv_heads, kv, stream);
     return;
@@ -305,7 +317,9 @@ void qkv_rope_and_store_kv(const bf16* x, int32_t in_dim, const bf16* weight, co
 void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
                       int32_t n_experts, float* logits, int32_t k, int32_t tile_rows, int32_t* experts,
                       float* weights, const MoeGroups& groups, int32_t* done_counter, cudaStream_t stream) {
-  if (n_rows > kGemvMaxBatch) {
+  // At 64 rows the routing in the last block cost more than the two kernels
+  // (call 25: 0.95 vs 0.71 ms a batch-64 step).
+  if (n_rows > kFusedRouteMaxRows) {
     linear_bf16(x, n_rows, in_dim, weight, bias, n_experts, logits, stream);
     moe_route(logits, n_rows, n_experts, k, tile_rows, experts, weights, groups, stream);
     return;
@@ -338,7 +352,7 @@ void linear_bf16_tiled(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16
 
 void linear_bf16(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                  const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream) {
-  if (n_rows <= kGemvMaxBatch)
+  if (gemv_serves(n_rows, out_dim))
     linear_bf16_gemv(x, n_rows, in_dim, weight, bias, out_dim, y, stream);
   else
 #if GPTOSS_WITH_CUBLASLT

@@ -12,9 +12,13 @@
 // pairs routed to the expert (up to 8 staged at once), 1 or 4 at a time.
 //
 // Tiled path (prefill, decode beyond 32 pairs an expert): tiles of 128
-// grouped pairs of one expert and 128 output columns, each weight tile
-// decoded once per block into shared memory (gemm_mxfp4_decoded.cuh).
+// grouped pairs of one expert and 128 (or 256) output columns, each weight
+// tile decoded once per block into shared memory, then mma.sync
+// (gemm_mxfp4_decoded.cuh) or the warpgroup MMA (gemm_mxfp4_wgmma.cuh), or
+// into the warpgroup MMA's register operand (gemm_mxfp4_wgmma_regs.cuh):
+// GPTOSS_TILED, see tiled_kernel.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -24,6 +28,8 @@
 #include "backend/cuda/kernels/device_math.cuh"
 #include "backend/cuda/kernels/gemm_mxfp4_decoded.cuh"
 #include "backend/cuda/kernels/gemm_mxfp4_streamed.cuh"
+#include "backend/cuda/kernels/gemm_mxfp4_wgmma.cuh"
+#include "backend/cuda/kernels/gemm_mxfp4_wgmma_regs.cuh"
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/sm_count.h"
 
@@ -283,32 +289,67 @@ struct SwigluEpilogue {
   }
 };
 
+// The tiled kernels' column tiles: the shape, the shared memory a block
+// needs and its product (decoded::gemm_tile's contract).
+struct MmaTile {
+  static constexpr int kN = decoded::kTileN, kBlocksPerSm = 2;
+  static constexpr int smem_bytes(int k) { return decoded::smem_bytes<4>(k); }
+  template <typename Epilogue>
+  __device__ static void run(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
+                             const decoded::Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
+    decoded::gemm_tile<4>(a, lda, row_src, valid_rows, w, n0, epilogue);
+  }
+};
+template <int kColumns>
+struct WgmmaTile {
+  static constexpr int kN = kColumns, kBlocksPerSm = wgmma::Pipeline<kN>::kBlocksPerSm;
+  static constexpr int smem_bytes(int k) { return wgmma::smem_bytes<kN>(k); }
+  template <typename Epilogue>
+  __device__ static void run(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
+                             const decoded::Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
+    wgmma::gemm_tile<kN>(a, lda, row_src, valid_rows, w, n0, epilogue);
+  }
+};
+struct WgmmaRegsTile {
+  static constexpr int kN = wgmma::regs::kTileN, kBlocksPerSm = 2;
+  static constexpr int smem_bytes(int k) { return wgmma::regs::smem_bytes(k); }
+  template <typename Epilogue>
+  __device__ static void run(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
+                             const decoded::Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
+    if (valid_rows <= 64)
+      wgmma::regs::gemm_tile<64>(a, lda, row_src, w, n0, epilogue);
+    else
+      wgmma::regs::gemm_tile<128>(a, lda, row_src, w, n0, epilogue);
+  }
+};
+constexpr int kTiledRows = 128;  // grouped pairs a block, every tiled kernel
+static_assert(decoded::tile_m<4>() == kTiledRows && wgmma::kTileM == kTiledRows);
+
 // One block per (column tile, expert tile); tiles past the step's count exit.
-template <int kMi, bool kSwiglu>
-__global__ void __launch_bounds__(decoded::kThreads, 2)
+template <typename Tile, bool kSwiglu>
+__global__ void __launch_bounds__(decoded::kThreads, Tile::kBlocksPerSm)
     moe_tiled_kernel(const __nv_bfloat16* x, const int32_t* row_token, MoeGroups groups,
                      Mxfp4Experts w, float limit, void* out) {
-  constexpr int kTileM = decoded::tile_m<kMi>();
-  __shared__ int64_t row_src[kTileM];
+  __shared__ int64_t row_src[kTiledRows];
   if (static_cast<int32_t>(blockIdx.y) >= *groups.n_tiles) return;
   const int32_t tile = groups.tiles[blockIdx.y];
   const int32_t expert = tile >> 16;
-  const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * kTileM;
-  const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + kTileM);
-  for (int r = threadIdx.x; r < kTileM; r += blockDim.x) {
+  const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * kTiledRows;
+  const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + kTiledRows);
+  for (int r = threadIdx.x; r < kTiledRows; r += blockDim.x) {
     const int32_t g = g_begin + r;
     row_src[r] = g < g_end ? (row_token ? row_token[g] : g) : -1;
   }
   __syncthreads();
   const decoded::Mxfp4Weights weights = expert_weights(w, expert);
   const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
-  const int n0 = blockIdx.x * decoded::kTileN;
+  const int n0 = blockIdx.x * Tile::kN;
   if constexpr (kSwiglu)
-    decoded::gemm_tile<kMi>(x, w.cols, row_src, g_end - g_begin, weights, n0,
-                            SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g_begin, g_end, limit});
+    Tile::run(x, w.cols, row_src, g_end - g_begin, weights, n0,
+              SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g_begin, g_end, limit});
   else
-    decoded::gemm_tile<kMi>(x, w.cols, row_src, g_end - g_begin, weights, n0,
-                            tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
+    Tile::run(x, w.cols, row_src, g_end - g_begin, weights, n0,
+              tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
 }
 
 // One block per (expert tile of up to 16 grouped pairs, slice of the weight
@@ -346,16 +387,22 @@ __global__ void __launch_bounds__(streamed::kMaxThreads, streamed::kBlocksPerSm)
         tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
 }
 
+// Raises a kernel's dynamic shared memory limit to `bytes` (its most at any
+// K), once per kernel.
+template <auto kKernel>
+void allow_dynamic_smem(int bytes) {
+  static const bool configured = [bytes] {
+    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    return true;
+  }();
+  (void)configured;
+}
+
 template <bool kSwiglu, int kFrags>
 void launch_streamed_kernel(dim3 grid, int warps, const bf16* x, const int32_t* row_token, const MoeGroups& groups,
                             const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
   constexpr auto kernel = moe_streamed_kernel<kSwiglu, kFrags>;
-  static const bool configured = [] {
-    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           streamed::staged_bytes<kFrags * 8>(decoded::kMaxK)));
-    return true;
-  }();
-  (void)configured;
+  allow_dynamic_smem<kernel>(streamed::staged_bytes<kFrags * 8>(decoded::kMaxK));
   launch_dependent(kernel, grid, warps * kWarpSize, streamed::staged_bytes<kFrags * 8>(w.cols), stream,
                    reinterpret_cast<const uint16_t*>(x), row_token, groups, w, limit, out);
 }
@@ -390,20 +437,29 @@ void launch_streamed(const bf16* x, const int32_t* row_token, const MoeGroups& g
     launch_streamed_kernel<kSwiglu, 2>(grid, warps, x, row_token, groups, w, limit, out, stream);
 }
 
-template <int kMi, bool kSwiglu>
+template <typename Tile, bool kSwiglu>
+void launch_tiled_kernel(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
+                         const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+  constexpr auto kernel = moe_tiled_kernel<Tile, kSwiglu>;
+  allow_dynamic_smem<kernel>(Tile::smem_bytes(decoded::kMaxK));
+  const dim3 grid((w.rows + Tile::kN - 1) / Tile::kN, moe_max_tiles(n_pairs, w.num_experts, kTiledRows));
+  kernel<<<grid, decoded::kThreads, Tile::smem_bytes(w.cols), stream>>>(reinterpret_cast<const __nv_bfloat16*>(x),
+                                                                        row_token, groups, w, limit, out);
+}
+
+template <bool kSwiglu>
 void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
                   const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
-  static const bool configured = [] {
-    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(moe_tiled_kernel<kMi, kSwiglu>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           decoded::smem_bytes<kMi>(decoded::kMaxK)));
-    return true;
-  }();
-  (void)configured;
-  const dim3 grid((w.rows + decoded::kTileN - 1) / decoded::kTileN,
-                  moe_max_tiles(n_pairs, w.num_experts, decoded::tile_m<kMi>()));
-  moe_tiled_kernel<kMi, kSwiglu><<<grid, decoded::kThreads, decoded::smem_bytes<kMi>(w.cols), stream>>>(
-      reinterpret_cast<const __nv_bfloat16*>(x), row_token, groups, w, limit, out);
+  switch (tiled_kernel()) {
+    case TiledKernel::Mma:
+      return launch_tiled_kernel<MmaTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    case TiledKernel::Wgmma128:
+      return launch_tiled_kernel<WgmmaTile<128>, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    case TiledKernel::Wgmma256:
+      return launch_tiled_kernel<WgmmaTile<256>, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    case TiledKernel::WgmmaRegs:
+      return launch_tiled_kernel<WgmmaRegsTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+  }
 }
 
 // Rows come in pairs (gate and up; two outputs). No rows would size the
@@ -517,12 +573,7 @@ template <bool kSwiglu, int kSplit>
 void launch_gemv_mma(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
                      const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
   constexpr auto kernel = moe_gemv_mma_kernel<kSwiglu, kSplit>;
-  static const bool configured = [] {
-    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           streamed::staged_bytes<8>(decoded::kMaxK)));
-    return true;
-  }();
-  (void)configured;
+  allow_dynamic_smem<kernel>(streamed::staged_bytes<8>(decoded::kMaxK));
   const dim3 grid((w.rows + streamed::kMTile - 1) / streamed::kMTile, std::min(w.num_experts, n_pairs));
   launch_dependent(kernel, grid, GemvMma<kSplit>::kThreads, streamed::staged_bytes<8>(w.cols), stream,
                    reinterpret_cast<const uint16_t*>(x), row_token, groups, w, limit, out);
@@ -532,12 +583,7 @@ template <bool kSwiglu, int kLayout, int kBlocksPerLane>
 void launch_gemv_kernel(dim3 grid, const bf16* x, const int32_t* row_token, const MoeGroups& groups,
                         const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
   constexpr auto kernel = moe_gemv_kernel<kSwiglu, kLayout, kBlocksPerLane>;
-  static const bool configured = [] {
-    constexpr int kMax = (16 + 16 * kWarpSize * kBlocksPerLane * kGemvStagedPairs) * sizeof(float);
-    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax));
-    return true;
-  }();
-  (void)configured;
+  allow_dynamic_smem<kernel>((16 + 16 * kWarpSize * kBlocksPerLane * kGemvStagedPairs) * sizeof(float));
   const size_t smem = (16 + static_cast<size_t>(w.cols / 2) * kGemvStagedPairs) * sizeof(float);
   launch_dependent(kernel, grid, kGemvWarps * kWarpSize, smem, stream, x, row_token, groups, w, limit, out);
 }
@@ -593,7 +639,7 @@ void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, in
   } else if (path == MoePath::Streamed) {
     launch_streamed<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   } else {
-    launch_tiled<4, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    launch_tiled<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   }
   GPTOSS_CUDA_CHECK_LAUNCH();
 }
@@ -617,7 +663,32 @@ MoeKernelChoice moe_kernel_choice() {
   return choice;
 }
 
+std::atomic<TiledKernel>& tiled_kernel_slot() {
+  static std::atomic<TiledKernel> slot{[] {
+    const char* value = std::getenv("GPTOSS_TILED");
+    if (value == nullptr) return TiledKernel::Mma;
+    for (const TiledKernel kernel : kTiledKernels)
+      if (std::strcmp(value, tiled_kernel_name(kernel)) == 0) return kernel;
+    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_TILED must be mma, wgmma128, wgmma256 or wgmma_regs, not '") + value + "'");
+  }()};
+  return slot;
+}
+
 }  // namespace
+
+const char* tiled_kernel_name(TiledKernel kernel) {
+  switch (kernel) {
+    case TiledKernel::Mma: return "mma";
+    case TiledKernel::Wgmma128: return "wgmma128";
+    case TiledKernel::Wgmma256: return "wgmma256";
+    case TiledKernel::WgmmaRegs: return "wgmma_regs";
+  }
+  return "?";
+}
+
+TiledKernel tiled_kernel() { return tiled_kernel_slot().load(); }
+
+void set_tiled_kernel(TiledKernel kernel) { tiled_kernel_slot().store(kernel); }
 
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts) {
   // Measured on an H100 (call 22, 20b shape, whole decode steps): the
@@ -646,7 +717,7 @@ int32_t moe_tile_rows(MoePath path) {
     case MoePath::Streamed: return streamed::kTileRows;
     case MoePath::Tiled: break;
   }
-  return decoded::tile_m<4>();
+  return kTiledRows;
 }
 
 int32_t moe_min_tile_rows() { return streamed::kTileRows; }

@@ -2,18 +2,21 @@
 //
 //   gptoss-cuda-bench (--model DIR | --random DIR) [--batches 1,8,...]
 //                     [--context 1024] [--prefill 512,2048,8192] [--json FILE]
-//                     [--profile-batch B]
+//                     [--profile-batch B] [--profile-prefill LEN]
 //
 // --model loads DIR's checkpoint through the loader; --random reads only
 // DIR/config.json and generates the weights on the GPU. Measures: device copy
 // bandwidth (the roofline's ceiling), decode tokens/s per batch size at the
 // given context (graph replays, greedy device sampling), prefill tokens/s
 // and time to first token per prompt length, each stage's share of a step,
-// the dense and grouped MXFP4 products alone, a 50-token turn over a
+// the dense and grouped MXFP4 products alone (the tiled path's every kernel,
+// GPTOSS_TILED, at prefill sizes), a 50-token turn over a
 // 2 048-token cached prefix (the warm step of prefix caching), the memory of
 // weights plus work buffers, and peak device memory. --profile-batch B wraps
 // batch B's timed decode steps in cudaProfilerStart/Stop, for
-// `nsys --capture-range=cudaProfilerApi` or `ncu --profile-from-start off`.
+// `nsys --capture-range=cudaProfilerApi` or `ncu --profile-from-start off`;
+// --profile-prefill LEN the prefill of LEN tokens (its timed runs), so that
+// the expert kernels benched alone before it stay out of the profile.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -202,6 +205,22 @@ void bench_products(Results& r, const ModelConfig& c) {
   bench_decode_products(r, c, x.get());
 }
 
+// One expert projection of random MXFP4 weights (scales 2^-9..2^-6) on the GPU.
+struct RandomExperts {
+  DeviceBuffer<uint8_t> blocks, scales;
+  DeviceBuffer<bf16> bias;
+  Mxfp4Experts w;
+  RandomExperts(int32_t experts, int32_t rows, int32_t cols, uint64_t seed) {
+    const int64_t n_blocks = int64_t(experts) * rows * (cols / 32);
+    blocks = DeviceBuffer<uint8_t>(n_blocks * 16), scales = DeviceBuffer<uint8_t>(n_blocks);
+    bias = DeviceBuffer<bf16>(int64_t(experts) * rows);
+    fill_random_bytes(blocks.get(), n_blocks * 16, seed, 0, 255, nullptr);
+    fill_random_bytes(scales.get(), n_blocks, seed + 1, 118, 121, nullptr);
+    fill_random_bf16(bias.get(), int64_t(experts) * rows, seed + 2, 0.5f, nullptr);
+    w = Mxfp4Experts{blocks.get(), scales.get(), bias.get(), experts, rows, cols};
+  }
+};
+
 // The expert products alone at 1, 8 and 32 pairs an expert (1: a batch-1
 // step's 4 experts; 8 and 32: every expert, decode at 64 and 256 sequences),
 // in GB/s of the touched experts' MXFP4 weight bytes (codes and scales), each
@@ -210,20 +229,8 @@ void bench_products(Results& r, const ModelConfig& c) {
 // 128-row tiles (the default beyond 32).
 void bench_experts(Results& r, const ModelConfig& c) {
   const int32_t experts = c.num_experts, hidden = c.hidden_size, inter = c.intermediate_size;
-  auto make = [&](int32_t rows, int32_t cols, uint64_t seed, DeviceBuffer<uint8_t>& blocks,
-                  DeviceBuffer<uint8_t>& scales, DeviceBuffer<bf16>& bias) {
-    const int64_t n_blocks = int64_t(experts) * rows * (cols / 32);
-    blocks = DeviceBuffer<uint8_t>(n_blocks * 16), scales = DeviceBuffer<uint8_t>(n_blocks);
-    bias = DeviceBuffer<bf16>(int64_t(experts) * rows);
-    fill_random_bytes(blocks.get(), n_blocks * 16, seed, 0, 255, nullptr);
-    fill_random_bytes(scales.get(), n_blocks, seed + 1, 118, 121, nullptr);
-    fill_random_bf16(bias.get(), int64_t(experts) * rows, seed + 2, 0.5f, nullptr);
-    return Mxfp4Experts{blocks.get(), scales.get(), bias.get(), experts, rows, cols};
-  };
-  DeviceBuffer<uint8_t> gu_b, gu_s, dn_b, dn_s;
-  DeviceBuffer<bf16> gu_bias, dn_bias;
-  const Mxfp4Experts gate_up = make(2 * inter, hidden, 11, gu_b, gu_s, gu_bias);
-  const Mxfp4Experts down = make(hidden, inter, 21, dn_b, dn_s, dn_bias);
+  const RandomExperts gu(experts, 2 * inter, hidden, 11), dn(experts, hidden, inter, 21);
+  const Mxfp4Experts &gate_up = gu.w, &down = dn.w;
   const int32_t most_pairs = 32 * experts, tile_rows = moe_min_tile_rows();
   DeviceBuffer<bf16> x(int64_t(most_pairs) * hidden), act(int64_t(most_pairs) * inter);
   fill_random_bf16(x.get(), int64_t(most_pairs) * hidden, 31, 1.0f, nullptr);
@@ -240,7 +247,8 @@ void bench_experts(Results& r, const ModelConfig& c) {
     auto bytes = [&](const Mxfp4Experts& w) { return double(touched) * w.rows * (w.cols / 32) * 17; };
     // Rows named by path; the GEMV once per variant (GPTOSS_MOE_GEMV, docs/cuda-notes.md
     // "h24gemv"), "gemv" being the base kernel.
-    std::vector<std::pair<MoePath, std::string>> arms = {{MoePath::Streamed, "streamed"}, {MoePath::Tiled, "tiled 128"}};
+    std::vector<std::pair<MoePath, std::string>> arms = {
+        {MoePath::Streamed, "streamed"}, {MoePath::Tiled, std::string("tiled ") + tiled_kernel_name(tiled_kernel())}};
     if (per_expert <= 8)
       for (const std::string& variant : kernel_variants(KernelFamily::MoeGemv))
         arms.emplace_back(MoePath::Gemv, variant == "base" ? "gemv" : "gemv " + variant);
@@ -261,12 +269,52 @@ void bench_experts(Results& r, const ModelConfig& c) {
   }
 }
 
+// The tiled path's kernels (GPTOSS_TILED's values) alone at a prefill's rows
+// an expert, every expert: 256 (2 048 tokens, top-4 of 32) and 1 024
+// (8 192), each expert exactly that many (a prefill's uneven routing adds
+// partial tiles), in TFLOP/s of the products (2 x rows x cols a pair). The
+// tiled kernel is the one it was after.
+void bench_tiled_kernels(Results& r, const ModelConfig& c) {
+  const int32_t experts = c.num_experts, hidden = c.hidden_size, inter = c.intermediate_size;
+  const RandomExperts gu(experts, 2 * inter, hidden, 41), dn(experts, hidden, inter, 51);
+  const int32_t most_pairs = 1024 * experts;
+  DeviceBuffer<bf16> x(int64_t(most_pairs) * hidden), act(int64_t(most_pairs) * inter);
+  fill_random_bf16(x.get(), int64_t(most_pairs) * hidden, 61, 1.0f, nullptr);
+  DeviceBuffer<float> y(int64_t(most_pairs) * hidden);
+  const int32_t tile_rows = moe_tile_rows(MoePath::Tiled);
+  DeviceBuffer<int32_t> chosen(most_pairs), offsets(experts + 1), pair_token(most_pairs), pair_slot(most_pairs),
+      tiles(moe_max_tiles(most_pairs, experts, tile_rows)), n_tiles(1);
+  const MoeGroups groups{offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()};
+  const TiledKernel before = tiled_kernel();
+  for (const int32_t per_expert : {256, 1024}) {
+    const int32_t pairs = per_expert * experts;
+    std::vector<int32_t> route(pairs);  // one expert a token (k = 1), experts interleaved
+    for (int32_t i = 0; i < pairs; ++i) route[i] = i % experts;
+    GPTOSS_CUDA_CHECK(cudaMemcpy(chosen.get(), route.data(), pairs * sizeof(int32_t), cudaMemcpyHostToDevice));
+    moe_group(chosen.get(), pairs, 1, experts, tile_rows, groups, nullptr);
+    const double flops_gu = 2.0 * pairs * gu.w.rows * hidden, flops_dn = 2.0 * pairs * dn.w.rows * inter;
+    for (const TiledKernel kernel : kTiledKernels) {
+      set_tiled_kernel(kernel);
+      const double ms_gu = median_ms(10, [&] {
+        moe_gate_up_swiglu(x.get(), groups, pairs, gu.w, c.swiglu_limit, MoePath::Tiled, act.get(), nullptr);
+      });
+      const double ms_dn = median_ms(10, [&] { moe_down(act.get(), groups, pairs, dn.w, MoePath::Tiled, y.get(), nullptr); });
+      const std::string tag = std::string("experts tiled ") + tiled_kernel_name(kernel) + " " + std::to_string(per_expert) +
+                              " rows/expert ";
+      r.add(tag + "gate_up TFLOP/s", flops_gu / ms_gu / 1e9);
+      r.add(tag + "down TFLOP/s", flops_dn / ms_dn / 1e9);
+      r.add(tag + "both TFLOP/s", (flops_gu + flops_dn) / (ms_gu + ms_dn) / 1e9);
+    }
+  }
+  set_tiled_kernel(before);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string model, random_dir, json;
   std::vector<int32_t> batches = {1, 8, 32, 64, 128, 256}, prefills = {512, 2048, 8192};
-  int32_t context = 1024, steps = 20, profile_batch = 0;
+  int32_t context = 1024, steps = 20, profile_batch = 0, profile_prefill = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--model") model = argv[i + 1];
@@ -276,6 +324,7 @@ int main(int argc, char** argv) {
     else if (a == "--context") context = std::atoi(argv[i + 1]);
     else if (a == "--steps") steps = std::atoi(argv[i + 1]);
     else if (a == "--profile-batch") profile_batch = std::atoi(argv[i + 1]);
+    else if (a == "--profile-prefill") profile_prefill = std::atoi(argv[i + 1]);
     else if (a == "--json") json = argv[i + 1];
   }
   if (model.empty() == random_dir.empty()) {
@@ -312,6 +361,7 @@ int main(int argc, char** argv) {
     r.add("weights GB", runner->weight_bytes() / 1e9);
     bench_products(r, cfg);
     bench_experts(r, cfg);
+    bench_tiled_kernels(r, cfg);
     uint64_t peak = used_memory();
     Random rng(99);
     auto random_tokens = [&](int32_t n) {
@@ -331,7 +381,9 @@ int main(int argc, char** argv) {
         blocks.add(plan, 0, 0, random_tokens(len), true);
         std::vector<ModelRunner::RowSampling> rows(1, {&greedy, nullptr, 0});
         std::vector<SampledToken> out;
+        if (len == profile_prefill) GPTOSS_CUDA_CHECK(cudaProfilerStart());
         const double step_s = median_wall_ms(3, [&] { runner->forward_sampled(plan, rows, out); }) / 1e3;
+        if (len == profile_prefill) GPTOSS_CUDA_CHECK(cudaProfilerStop());
         r.add("prefill " + std::to_string(len) + " tok/s", len / step_s);
         r.add("prefill " + std::to_string(len) + " TFLOP/s", len / step_s * prefill_flops_per_token(cfg, len) / 1e12);
         if (len == 512) r.add("TTFT 512 ms", step_s * 1e3);

@@ -403,8 +403,8 @@ void check_rope(Random& rng, Verdicts& v) {
 // The QKV product with RoPE and the cache store fused in its epilogue
 // (decode sizes) against linear_bf16 then rope_and_store_kv (both checked
 // against the oracle above): the same bits in qkv and in the cache, at the
-// 20b's heads and a small shape, 1, 2, 8, 11, 40 and 64 tokens and 65 (the
-// unfused fallback), each token a sequence of its own at a random position.
+// 20b's heads and a small shape, 1, 2, 8, 11, 40, 64 and 65 tokens (the
+// unfused fallback from 65 at the 20b's width, from 17 at the small one's), each token a sequence of its own at a random position.
 void check_qkv_rope(Random& rng, Verdicts& v) {
   struct Shape { int32_t hq, hkv, in; };
   const YarnRope yarn;
@@ -730,8 +730,8 @@ void check_router(Random& rng, Verdicts& v) {
 
 // The router product with the routing in its last block against
 // linear_bf16 then moe_route (checked above): the same bits in the logits,
-// the choices and the grouping, at 1, 2, 8, 11 and 64 rows and 65 (the
-// two-kernel fallback); each case twice, outputs poisoned again between, so the done
+// the choices and the grouping, at 1, 2, 8, 11 and 16 rows and 17 and 64
+// (the two-kernel fallback); each case twice, outputs poisoned again between, so the done
 // counter must come back to zero.
 void check_router_and_route(Random& rng, Verdicts& v) {
   const int32_t hidden = 2880, experts = 32, k = 4, tile_rows = 32;
@@ -739,7 +739,7 @@ void check_router_and_route(Random& rng, Verdicts& v) {
   auto d_b = to_device(to_bf16(rng.bf16_floats(experts, 0.5f)));
   DeviceBuffer<int32_t> done(1);
   GPTOSS_CUDA_CHECK(cudaMemset(done.get(), 0, done.bytes()));
-  for (const int32_t rows : {1, 2, 8, 11, 64, 65}) {
+  for (const int32_t rows : {1, 2, 8, 11, 16, 17, 64}) {
     auto d_x = to_device(to_bf16(rng.bf16_floats(size_t(rows) * hidden, 1.0f)));
     const int32_t pairs = rows * k, max_tiles = moe_max_tiles(pairs, experts, tile_rows);
     auto routed = [&](auto&& run) {
@@ -774,13 +774,27 @@ void check_router_and_route(Random& rng, Verdicts& v) {
   }
 }
 
-const char* moe_path_name(MoePath path) {
+// The tiled path names its kernel (GPTOSS_TILED, or set_tiled_kernel), the
+// GEMV path its variant but the base one (GPTOSS_MOE_GEMV, kernels.h).
+std::string moe_path_name(MoePath path) {
   switch (path) {
-    case MoePath::Gemv: return "gemv";
+    case MoePath::Gemv: {
+      const std::string& variant = kernel_variant(KernelFamily::MoeGemv);
+      return variant == "base" ? "gemv" : "gemv " + variant;
+    }
     case MoePath::Streamed: return "streamed";
     case MoePath::Tiled: break;
   }
-  return "tiled 128";
+  return std::string("tiled ") + tiled_kernel_name(tiled_kernel());
+}
+
+// Random MXFP4 experts [experts, rows, cols] on the host: codes, scale bytes
+// in [scale_lo, scale_hi], bf16 biases.
+void random_experts(Random& rng, int32_t experts, int32_t rows, int32_t cols, int scale_lo, int scale_hi,
+                    std::vector<uint8_t>& blocks, std::vector<uint8_t>& scales, std::vector<bf16>& bias) {
+  blocks = rng.bytes(size_t(experts) * rows * (cols / 32) * 16, 0, 255);
+  scales = rng.bytes(size_t(experts) * rows * (cols / 32), scale_lo, scale_hi);
+  bias = to_bf16(rng.bf16_floats(size_t(experts) * rows, 0.5f));
 }
 
 // The model's expert layers (gate/up 2880 -> 5760, down 2880 -> 2880, 32
@@ -796,14 +810,8 @@ struct MoeFixture {
   Mxfp4Experts gate_up, down, host_gu, host_dn;
 
   explicit MoeFixture(Random& rng) {
-    auto make = [&](int32_t rows, int32_t cols, std::vector<uint8_t>& blocks, std::vector<uint8_t>& scales,
-                    std::vector<bf16>& bias) {
-      blocks = rng.bytes(size_t(experts) * rows * (cols / 32) * 16, 0, 255);
-      scales = rng.bytes(size_t(experts) * rows * (cols / 32), 118, 121);
-      bias = to_bf16(rng.bf16_floats(size_t(experts) * rows, 0.5f));
-    };
-    make(2 * inter, hidden, gu_b, gu_s, gu_bias);
-    make(hidden, inter, dn_b, dn_s, dn_bias);
+    random_experts(rng, experts, 2 * inter, hidden, 118, 121, gu_b, gu_s, gu_bias);
+    random_experts(rng, experts, hidden, inter, 118, 121, dn_b, dn_s, dn_bias);
     d_gu_b = to_device(gu_b), d_gu_s = to_device(gu_s), d_dn_b = to_device(dn_b), d_dn_s = to_device(dn_s);
     d_gu_bias = to_device(gu_bias), d_dn_bias = to_device(dn_bias);
     gate_up = {d_gu_b.get(), d_gu_s.get(), d_gu_bias.get(), experts, 2 * inter, hidden};
@@ -874,12 +882,12 @@ std::vector<int32_t> choose_experts(Random& rng, int32_t tokens, bool skewed) {
   return chosen;
 }
 
-// Runs body(tag suffix) once, or for a GEMV path once under each expert GEMV
-// variant (GPTOSS_MOE_GEMV, kernels.h).
+// Runs body() once, or for a GEMV path once under each expert GEMV variant
+// (GPTOSS_MOE_GEMV, kernels.h; moe_path_name names it).
 template <typename Body>
 void for_each_gemv_variant(MoePath path, const Body& body) {
-  if (path != MoePath::Gemv) return body(std::string());
-  for_each_variant(KernelFamily::MoeGemv, body);
+  if (path != MoePath::Gemv) return body();
+  for_each_variant(KernelFamily::MoeGemv, [&](const std::string&) { body(); });
 }
 
 // The expert GEMV's batch invariance: a token's activations and down outputs
@@ -908,7 +916,7 @@ void check_moe_gemv_invariance(Random& rng, MoeFixture& f, Verdicts& v) {
   auto same_prefix = [](const auto& part, const auto& whole) {
     return std::equal(part.begin(), part.end(), whole.begin());
   };
-  for_each_gemv_variant(MoePath::Gemv, [&](const std::string& variant) {
+  for_each_variant(KernelFamily::MoeGemv, [&](const std::string& variant) {
     const auto one = run(1), two = run(2), all = run(tokens);
     v.expect("moe gemv 1 token alone == with a second token (bitwise)" + variant,
              same_prefix(one.first, two.first) && same_prefix(one.second, two.second));
@@ -932,7 +940,7 @@ void check_dependent_launch_chain(Random& rng, MoeFixture& f, Verdicts& v) {
   GPTOSS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   for (const auto& chain : {std::pair{1, MoePath::Streamed}, std::pair{2, MoePath::Streamed},
                             std::pair{5, MoePath::Streamed}, std::pair{1, MoePath::Gemv}, std::pair{2, MoePath::Gemv}}) {
-    for_each_gemv_variant(chain.second, [&](const std::string& variant) {
+    for_each_gemv_variant(chain.second, [&] {
       const int32_t rows = chain.first;  // named, not bound: the lambdas below capture them (C++17)
       const MoePath path = chain.second;
       const std::vector<float> x0 = rng.bf16_floats(size_t(rows) * dim, 3.0f);
@@ -985,7 +993,7 @@ void check_dependent_launch_chain(Random& rng, MoeFixture& f, Verdicts& v) {
       };
       const auto drained = run(true, false), chained = run(false, false), replayed = run(false, true);
       const std::string tag =
-          std::to_string(rows) + " rows (" + moe_path_name(path) + variant + "), " + std::to_string(layers) + " layers";
+          std::to_string(rows) + " rows (" + moe_path_name(path) + "), " + std::to_string(layers) + " layers";
       v.expect("dependent launches back to back == drained after each (bitwise), " + tag, chained == drained);
       v.expect("dependent launches in a CUDA graph == drained after each (bitwise), " + tag, replayed == drained);
     });
@@ -995,77 +1003,78 @@ void check_dependent_launch_chain(Random& rng, MoeFixture& f, Verdicts& v) {
 
 // The MoE block below the router: grouping, the fused gate/up + SwiGLU, the
 // down product and the combine, for every kernel path.
-void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
+void check_moe_step(Random& rng, MoeFixture& f, Verdicts& v, int32_t tokens, MoePath path) {
   const int32_t hidden = f.hidden, inter = f.inter, k = f.k;
-  // 1 token on the GEMV: decode of one sequence (moe_path_for); 3 and 40
-  // tokens on it: GPTOSS_MOE_KERNEL=gemv.
-  // 1, 2, 3, 8, 40 and 100 tokens streamed: one and two pairs an expert
-  // staged in one n8 fragment, uneven tiles of up to 16 pairs, and up to 13
-  // pairs an expert (decode at 2-100 sequences).
+  const std::string tag = std::to_string(tokens) + " tokens, " + moe_path_name(path);
+  const std::vector<float> x = rng.bf16_floats(size_t(tokens) * hidden, 1.0f);
+  const std::vector<int32_t> chosen = choose_experts(rng, tokens, true);
+  std::vector<float> weights(chosen.size());
+  for (int32_t t = 0; t < tokens; ++t) {
+    float sum = 0.0f;
+    for (int32_t j = 0; j < k; ++j) sum += weights[size_t(t) * k + j] = rng.uniform(0.1f, 1.0f);
+    for (int32_t j = 0; j < k; ++j) weights[size_t(t) * k + j] /= sum;
+  }
+  auto d_x = to_device(to_bf16(x));
+  auto d_chosen = to_device(chosen);
+  auto d_weights = to_device(weights);
+  MoeRun run(f, d_x, d_chosen, tokens, path);
+  const int32_t pairs = run.pairs;
+  auto delta = poisoned<float>(size_t(tokens) * hidden);
+  moe_combine(run.y.get(), run.pair_slot.get(), d_weights.get(), nullptr, tokens, k, hidden, delta.get(), nullptr);
+
+  const std::vector<int32_t> slot = to_host(run.pair_slot, pairs);
+  const std::vector<float> g_act = to_float(to_host(run.act, size_t(pairs) * inter));
+  const std::vector<float> g_y = to_host(run.y, size_t(pairs) * hidden);
+  // Grouping: every pair has its own slot, grouped by expert.
+  std::vector<int32_t> sorted = slot;
+  std::sort(sorted.begin(), sorted.end());
+  bool perm_ok = true;
+  for (int32_t i = 0; i < pairs; ++i) perm_ok &= sorted[i] == i;
+  v.expect("moe_group " + tag + " (pair slots a permutation)", perm_ok);
+
+  std::vector<float> ref_act, got_act, ref_y, got_y, ref_delta(size_t(tokens) * hidden, 0.0f);
+  std::vector<const float*> x_rows, act_rows;
+  for (int32_t t = 0; t < tokens; ++t) {
+    for (int32_t j = 0; j < k; ++j) {
+      const int32_t g = slot[size_t(t) * k + j];
+      x_rows.push_back(x.data() + size_t(t) * hidden);
+      act_rows.push_back(g_act.data() + size_t(g) * inter);
+      got_act.insert(got_act.end(), g_act.begin() + size_t(g) * inter, g_act.begin() + size_t(g + 1) * inter);
+      got_y.insert(got_y.end(), g_y.begin() + size_t(g) * hidden, g_y.begin() + size_t(g + 1) * hidden);
+      for (int32_t d = 0; d < hidden; ++d) ref_delta[size_t(t) * hidden + d] += weights[size_t(t) * k + j] * g_y[size_t(g) * hidden + d];
+    }
+  }
+  f.oracle(chosen, x_rows, act_rows, ref_act, ref_y);  // pairs in token order, as chosen
+  v.expect_close("moe_gate_up_swiglu " + tag, relative_error(got_act, ref_act), kBf16Tol);
+  v.expect_close("moe_down " + tag, relative_error(got_y, ref_y), kFloatTol);
+  v.expect_close("moe_combine " + tag, relative_error(to_host(delta, ref_delta.size()), ref_delta), 1e-6);
+
+  // Experts split whole over two ranks (MoeGroups::held): each computes only
+  // its experts' pairs, and the two partial sums add up to the whole.
+  std::vector<float> split_delta(size_t(tokens) * hidden, 0.0f);
+  for (const ShardRange held : {ShardRange{0, f.experts / 2}, ShardRange{f.experts / 2, f.experts}}) {
+    const MoeRun part(f, d_x, d_chosen, tokens, path, held);
+    auto part_delta = poisoned<float>(size_t(tokens) * hidden);
+    moe_combine(part.y.get(), part.pair_slot.get(), d_weights.get(), part.groups().held_pairs(f.experts), tokens, k,
+                hidden, part_delta.get(), nullptr);
+    const std::vector<float> got = to_host(part_delta, split_delta.size());
+    for (size_t i = 0; i < got.size(); ++i) split_delta[i] += got[i];
+  }
+  v.expect_close("moe experts split over 2 ranks, summed == whole " + tag,
+                 relative_error(split_delta, to_host(delta, ref_delta.size())), 1e-5);
+}
+
+// 1 token on the GEMV: decode of one sequence (moe_path_for); 3 and 40
+// tokens on it: GPTOSS_MOE_KERNEL=gemv.
+// 1, 2, 3, 8, 40 and 100 tokens streamed: one and two pairs an expert
+// staged in one n8 fragment, uneven tiles of up to 16 pairs, and up to 13
+// pairs an expert (decode at 2-100 sequences). 40 and 700 tokens tiled.
+void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
   for (const auto& [tokens, path] : {std::pair{1, MoePath::Gemv}, std::pair{3, MoePath::Gemv}, std::pair{40, MoePath::Gemv},
                                      std::pair{1, MoePath::Streamed}, std::pair{2, MoePath::Streamed}, std::pair{3, MoePath::Streamed},
                                      std::pair{8, MoePath::Streamed}, std::pair{40, MoePath::Streamed}, std::pair{100, MoePath::Streamed},
-                                     std::pair{40, MoePath::Tiled}, std::pair{700, MoePath::Tiled}}) {
-    for_each_gemv_variant(path, [&, tokens = tokens, path = path](const std::string& variant) {
-      const std::string tag = std::to_string(tokens) + " tokens, " + moe_path_name(path) + variant;
-      const std::vector<float> x = rng.bf16_floats(size_t(tokens) * hidden, 1.0f);
-      const std::vector<int32_t> chosen = choose_experts(rng, tokens, true);
-      std::vector<float> weights(chosen.size());
-      for (int32_t t = 0; t < tokens; ++t) {
-        float sum = 0.0f;
-        for (int32_t j = 0; j < k; ++j) sum += weights[size_t(t) * k + j] = rng.uniform(0.1f, 1.0f);
-        for (int32_t j = 0; j < k; ++j) weights[size_t(t) * k + j] /= sum;
-      }
-      auto d_x = to_device(to_bf16(x));
-      auto d_chosen = to_device(chosen);
-      auto d_weights = to_device(weights);
-      MoeRun run(f, d_x, d_chosen, tokens, path);
-      const int32_t pairs = run.pairs;
-      auto delta = poisoned<float>(size_t(tokens) * hidden);
-      moe_combine(run.y.get(), run.pair_slot.get(), d_weights.get(), nullptr, tokens, k, hidden, delta.get(), nullptr);
-
-      const std::vector<int32_t> slot = to_host(run.pair_slot, pairs);
-      const std::vector<float> g_act = to_float(to_host(run.act, size_t(pairs) * inter));
-      const std::vector<float> g_y = to_host(run.y, size_t(pairs) * hidden);
-      // Grouping: every pair has its own slot, grouped by expert.
-      std::vector<int32_t> sorted = slot;
-      std::sort(sorted.begin(), sorted.end());
-      bool perm_ok = true;
-      for (int32_t i = 0; i < pairs; ++i) perm_ok &= sorted[i] == i;
-      v.expect("moe_group " + tag + " (pair slots a permutation)", perm_ok);
-
-      std::vector<float> ref_act, got_act, ref_y, got_y, ref_delta(size_t(tokens) * hidden, 0.0f);
-      std::vector<const float*> x_rows, act_rows;
-      for (int32_t t = 0; t < tokens; ++t) {
-        for (int32_t j = 0; j < k; ++j) {
-          const int32_t g = slot[size_t(t) * k + j];
-          x_rows.push_back(x.data() + size_t(t) * hidden);
-          act_rows.push_back(g_act.data() + size_t(g) * inter);
-          got_act.insert(got_act.end(), g_act.begin() + size_t(g) * inter, g_act.begin() + size_t(g + 1) * inter);
-          got_y.insert(got_y.end(), g_y.begin() + size_t(g) * hidden, g_y.begin() + size_t(g + 1) * hidden);
-          for (int32_t d = 0; d < hidden; ++d) ref_delta[size_t(t) * hidden + d] += weights[size_t(t) * k + j] * g_y[size_t(g) * hidden + d];
-        }
-      }
-      f.oracle(chosen, x_rows, act_rows, ref_act, ref_y);  // pairs in token order, as chosen
-      v.expect_close("moe_gate_up_swiglu " + tag, relative_error(got_act, ref_act), kBf16Tol);
-      v.expect_close("moe_down " + tag, relative_error(got_y, ref_y), kFloatTol);
-      v.expect_close("moe_combine " + tag, relative_error(to_host(delta, ref_delta.size()), ref_delta), 1e-6);
-
-      // Experts split whole over two ranks (MoeGroups::held): each computes only
-      // its experts' pairs, and the two partial sums add up to the whole.
-      std::vector<float> split_delta(size_t(tokens) * hidden, 0.0f);
-      for (const ShardRange held : {ShardRange{0, f.experts / 2}, ShardRange{f.experts / 2, f.experts}}) {
-        const MoeRun part(f, d_x, d_chosen, tokens, path, held);
-        auto part_delta = poisoned<float>(size_t(tokens) * hidden);
-        moe_combine(part.y.get(), part.pair_slot.get(), d_weights.get(), part.groups().held_pairs(f.experts), tokens, k,
-                    hidden, part_delta.get(), nullptr);
-        const std::vector<float> got = to_host(part_delta, split_delta.size());
-        for (size_t i = 0; i < got.size(); ++i) split_delta[i] += got[i];
-      }
-      v.expect_close("moe experts split over 2 ranks, summed == whole " + tag,
-                     relative_error(split_delta, to_host(delta, ref_delta.size())), 1e-5);
-    });
-  }
+                                     std::pair{40, MoePath::Tiled}, std::pair{700, MoePath::Tiled}})
+    for_each_gemv_variant(path, [&, tokens = tokens, path = path] { check_moe_step(rng, f, v, tokens, path); });
 }
 
 // The expert kernels at the step sizes that bound the model (issue 15):
@@ -1076,8 +1085,9 @@ void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
 // sampled tokens alone giving the bits they get in the whole step.
 // K = 1440, a tensor-parallel shard of the down product (22.5 K steps of 64:
 // the decoded tile's half step), on the down weights seen as [32, 2880, 1440]
-// and random grouped activations, the streamed and the tiled path against the oracle.
-void check_moe_half_step(Random& rng, MoeFixture& f, Verdicts& v) {
+// and random grouped activations, the given paths against the oracle (the GEMV
+// under each of its variants).
+void check_moe_half_step(Random& rng, MoeFixture& f, Verdicts& v, const std::vector<MoePath>& paths) {
   const int32_t tokens = 48, rows = f.hidden, cols = f.inter / 2, k = f.k;
   const Mxfp4Experts down{f.d_dn_b.get(), f.d_dn_s.get(), f.d_dn_bias.get(), f.experts, rows, cols};
   const Mxfp4Experts host{f.dn_b.data(), f.dn_s.data(), f.dn_bias.data(), f.experts, rows, cols};
@@ -1085,8 +1095,8 @@ void check_moe_half_step(Random& rng, MoeFixture& f, Verdicts& v) {
   const std::vector<int32_t> chosen = choose_experts(rng, tokens, false);
   auto d_act = to_device(to_bf16(act));
   auto d_chosen = to_device(chosen);
-  for (const MoePath path : {MoePath::Streamed, MoePath::Tiled, MoePath::Gemv}) {
-    for_each_gemv_variant(path, [&](const std::string& variant) {
+  for (const MoePath path : paths) {
+    for_each_gemv_variant(path, [&] {
       const MoeGrouping grouping(d_chosen, tokens, path);
       auto y = poisoned<float>(size_t(grouping.pairs) * rows);
       moe_down(d_act.get(), grouping.groups(), grouping.pairs, down, path, y.get(), nullptr);
@@ -1098,15 +1108,15 @@ void check_moe_half_step(Random& rng, MoeFixture& f, Verdicts& v) {
         act_rows[slot[i]] = act.data() + size_t(slot[i]) * cols;
       }
       const std::vector<float> ref = expert_products(host, expert_of, act_rows);
-      v.expect_close(std::string("moe_down K 1440 (half step; streamed: 5 5/8 K items), ") + moe_path_name(path) + variant,
+      v.expect_close(std::string("moe_down K 1440 (half step; streamed: 5 5/8 K items), ") + moe_path_name(path),
                      relative_error(to_host(y, ref.size()), ref), kFloatTol);
     });
   }
 }
 
-void check_moe_expert_tiles(Random& rng, MoeFixture& f, Verdicts& v) {
+void check_moe_expert_tiles(Random& rng, MoeFixture& f, Verdicts& v, const std::vector<int32_t>& rows_list) {
   const int32_t hidden = f.hidden, inter = f.inter, k = f.k, sampled = 16;
-  for (const int32_t rows_per_expert : {6, 32, 256, 2048}) {
+  for (const int32_t rows_per_expert : rows_list) {
     const int32_t tokens = rows_per_expert * f.experts / k, pairs = tokens * k;
     const MoePath path = moe_path_for(pairs, f.experts);
     const std::string tag = std::to_string(rows_per_expert) + " rows an expert (" + std::to_string(tokens) + " tokens, " +
@@ -1120,11 +1130,11 @@ void check_moe_expert_tiles(Random& rng, MoeFixture& f, Verdicts& v) {
     const std::vector<float> y = to_host(run.y, size_t(pairs) * hidden);
     if (path == MoePath::Streamed) {  // another K order: the same sums up to rounding
       const MoeRun run_other(f, d_x, d_chosen, tokens, MoePath::Tiled);
-      v.expect_close("moe_gate_up_swiglu " + tag + " vs tiled 128",
+      v.expect_close("moe_gate_up_swiglu " + tag + " vs " + moe_path_name(MoePath::Tiled),
                      relative_error(to_float(act), to_float(to_host(run_other.act, act.size()))), kBf16Tol);
       // Each down product on its own path's activations: their bf16
       // roundings differ here and there.
-      v.expect_close("moe_down " + tag + " vs tiled 128", relative_error(y, to_host(run_other.y, y.size())), kBf16Tol);
+      v.expect_close("moe_down " + tag + " vs " + moe_path_name(MoePath::Tiled), relative_error(y, to_host(run_other.y, y.size())), kBf16Tol);
     }
 
     // The sampled tokens (evenly spaced), alone in a step of their own.
@@ -1174,17 +1184,17 @@ struct ExpertPair {
   float limit;
 };
 
-// The streamed expert kernel against the CPU ops with given pairs an expert
+// An expert kernel against the CPU ops with given pairs an expert
 // (`counts[e]`; zero: an expert no block may touch): every token routed to
 // one expert (k = 1), tokens of different experts interleaved; both
 // products, the down product on the kernel's own activations.
-void check_moe_streamed_groups(const std::string& shape, const ExpertPair& w, const std::vector<int32_t>& counts,
-                               Random& rng, Verdicts& v) {
+void check_moe_groups(const std::string& shape, const ExpertPair& w, const std::vector<int32_t>& counts, MoePath path,
+                      Random& rng, Verdicts& v) {
   const int32_t experts = w.gate_up.num_experts, hidden = w.gate_up.cols, inter = w.down.cols;
   std::vector<int32_t> chosen;
   for (int32_t e = 0; e < experts; ++e) chosen.insert(chosen.end(), counts[e], e);
   std::shuffle(chosen.begin(), chosen.end(), rng.engine());
-  const int32_t pairs = int32_t(chosen.size()), tile_rows = moe_tile_rows(MoePath::Streamed);
+  const int32_t pairs = int32_t(chosen.size()), tile_rows = moe_tile_rows(path);
   const std::vector<float> x = rng.bf16_floats(size_t(pairs) * hidden, 1.0f);
   const auto d_x = to_device(to_bf16(x));
   const auto d_chosen = to_device(chosen);
@@ -1194,8 +1204,8 @@ void check_moe_streamed_groups(const std::string& shape, const ExpertPair& w, co
   moe_group(d_chosen.get(), pairs, 1, experts, tile_rows, groups, nullptr);
   auto act = poisoned<bf16>(size_t(pairs) * inter);
   auto y = poisoned<float>(size_t(pairs) * hidden);
-  moe_gate_up_swiglu(d_x.get(), groups, pairs, w.gate_up, w.limit, MoePath::Streamed, act.get(), nullptr);
-  moe_down(act.get(), groups, pairs, w.down, MoePath::Streamed, y.get(), nullptr);
+  moe_gate_up_swiglu(d_x.get(), groups, pairs, w.gate_up, w.limit, path, act.get(), nullptr);
+  moe_down(act.get(), groups, pairs, w.down, path, y.get(), nullptr);
 
   const std::vector<int32_t> slot = to_host(pair_slot, pairs);
   const std::vector<float> g_act = to_float(to_host(act, size_t(pairs) * inter)), g_y = to_host(y, size_t(pairs) * hidden);
@@ -1210,17 +1220,42 @@ void check_moe_streamed_groups(const std::string& shape, const ExpertPair& w, co
                            ref_y = expert_products(w.host_dn, expert_of, act_rows);
   std::string tag = shape + ", pairs an expert";
   for (const int32_t c : counts) tag += " " + std::to_string(c);
-  v.expect_close("moe_gate_up_swiglu streamed, " + tag, relative_error(g_act, ref_act), kBf16Tol);
-  v.expect_close("moe_down streamed, " + tag, relative_error(g_y, ref_y), kFloatTol);
+  v.expect_close("moe_gate_up_swiglu " + moe_path_name(path) + ", " + tag, relative_error(g_act, ref_act), kBf16Tol);
+  v.expect_close("moe_down " + moe_path_name(path) + ", " + tag, relative_error(g_y, ref_y), kFloatTol);
 }
+
+// A small expert pair whose K ends inside a K step of every kernel (7 and 5
+// MXFP4 blocks) and whose row counts are no multiple of a column tile, with
+// scales past 128 (two multiplies) in some lanes of a warp and not in others
+// (each lane's four scales pass 128 with odds of about one half).
+struct SmallExperts {
+  static constexpr int32_t experts = 8, hidden = 224, inter = 160;
+  static constexpr const char* shape = "small shape (8 experts, 224 -> 320, 160 -> 224)";
+  std::vector<uint8_t> gu_b, gu_s, dn_b, dn_s;
+  std::vector<bf16> gu_bias, dn_bias;
+  DeviceBuffer<uint8_t> d_gu_b, d_gu_s, d_dn_b, d_dn_s;
+  DeviceBuffer<bf16> d_gu_bias, d_dn_bias;
+
+  explicit SmallExperts(Random& rng) {
+    random_experts(rng, experts, 2 * inter, hidden, 118, 130, gu_b, gu_s, gu_bias);
+    random_experts(rng, experts, hidden, inter, 118, 130, dn_b, dn_s, dn_bias);
+    d_gu_b = to_device(gu_b), d_gu_s = to_device(gu_s), d_dn_b = to_device(dn_b), d_dn_s = to_device(dn_s);
+    d_gu_bias = to_device(gu_bias), d_dn_bias = to_device(dn_bias);
+  }
+  ExpertPair pair() const {
+    return {{gu_b.data(), gu_s.data(), gu_bias.data(), experts, 2 * inter, hidden},
+            {dn_b.data(), dn_s.data(), dn_bias.data(), experts, hidden, inter},
+            {d_gu_b.get(), d_gu_s.get(), d_gu_bias.get(), experts, 2 * inter, hidden},
+            {d_dn_b.get(), d_dn_s.get(), d_dn_bias.get(), experts, hidden, inter},
+            7.0f};
+  }
+};
 
 // The streamed kernel's group sizes (1, 2, 5, 8, 17, 32 and 64 pairs an
 // expert, uneven, experts without pairs; up to 8 pairs in the step: one
-// fragment) on the model's shape and on a small one whose K ends inside a K
-// item (7 and 5 MXFP4 blocks) with scales past 128 (two multiplies) in some
-// lanes of a warp and not in others (each lane's four scales pass 128 with
-// odds of about one half): the choice of multiply must stay warp-uniform
-// around mma.sync (call 21 hung here while it was not).
+// fragment) on the model's shape and on the small one: its choice of
+// multiply must stay warp-uniform around mma.sync (call 21 hung here while
+// it was not).
 void check_moe_streamed(Random& rng, MoeFixture& f, Verdicts& v) {
   const ExpertPair model{f.host_gu, f.host_dn, f.gate_up, f.down, f.limit};
   std::vector<int32_t> mixed(f.experts, 0), one_token(f.experts, 0), eight(f.experts, 0);
@@ -1228,29 +1263,33 @@ void check_moe_streamed(Random& rng, MoeFixture& f, Verdicts& v) {
   std::copy(std::begin(sizes), std::end(sizes), mixed.begin() + 3);
   for (const int32_t e : {2, 9, 20, 31}) one_token[e] = 1;
   eight[13] = 8;
-  for (const auto& counts : {mixed, one_token, eight}) check_moe_streamed_groups("20b shape", model, counts, rng, v);
+  for (const auto& counts : {mixed, one_token, eight})
+    check_moe_groups("20b shape", model, counts, MoePath::Streamed, rng, v);
 
-  const int32_t experts = 8, hidden = 224, inter = 160;
-  auto make = [&](int32_t rows, int32_t cols, std::vector<uint8_t>& blocks, std::vector<uint8_t>& scales,
-                  std::vector<bf16>& bias) {
-    blocks = rng.bytes(size_t(experts) * rows * (cols / 32) * 16, 0, 255);
-    scales = rng.bytes(size_t(experts) * rows * (cols / 32), 118, 130);
-    bias = to_bf16(rng.bf16_floats(size_t(experts) * rows, 0.5f));
-  };
-  std::vector<uint8_t> gu_b, gu_s, dn_b, dn_s;
-  std::vector<bf16> gu_bias, dn_bias;
-  make(2 * inter, hidden, gu_b, gu_s, gu_bias);
-  make(hidden, inter, dn_b, dn_s, dn_bias);
-  const auto d_gu_b = to_device(gu_b), d_gu_s = to_device(gu_s), d_dn_b = to_device(dn_b), d_dn_s = to_device(dn_s);
-  const auto d_gu_bias = to_device(gu_bias), d_dn_bias = to_device(dn_bias);
-  const ExpertPair small{{gu_b.data(), gu_s.data(), gu_bias.data(), experts, 2 * inter, hidden},
-                         {dn_b.data(), dn_s.data(), dn_bias.data(), experts, hidden, inter},
-                         {d_gu_b.get(), d_gu_s.get(), d_gu_bias.get(), experts, 2 * inter, hidden},
-                         {d_dn_b.get(), d_dn_s.get(), d_dn_bias.get(), experts, hidden, inter},
-                         7.0f};
-  const std::string shape = "small shape (8 experts, 224 -> 320, 160 -> 224)";
+  const SmallExperts small(rng);
   for (const auto& counts : {std::vector<int32_t>{1, 17, 0, 64, 5, 2, 32, 8}, std::vector<int32_t>{0, 0, 3, 0, 0, 0, 0, 0}})
-    check_moe_streamed_groups(shape, small, counts, rng, v);
+    check_moe_groups(SmallExperts::shape, small.pair(), counts, MoePath::Streamed, rng, v);
+}
+
+// Every tiled kernel but the one the groups above ran (GPTOSS_TILED), on
+// their tiled cases: 40 and 700 tokens (uneven, partial tiles; split over
+// two ranks), 256 and 2 048 rows an expert (prefill 2k and 16k; oracle,
+// alone == in the step), the K 1 440 half step, and the small shape (K
+// ending inside a step, partial column tiles, scales past 128) with 1 to 130
+// pairs an expert. The tiled kernel is the one it was after.
+void check_tiled_kernels(Random& rng, MoeFixture& f, Verdicts& v) {
+  const TiledKernel chosen = tiled_kernel();
+  const SmallExperts small(rng);
+  for (const TiledKernel kernel : kTiledKernels) {
+    if (kernel == chosen) continue;
+    set_tiled_kernel(kernel);
+    for (const int32_t tokens : {40, 700}) check_moe_step(rng, f, v, tokens, MoePath::Tiled);
+    check_moe_expert_tiles(rng, f, v, {256, 2048});
+    check_moe_half_step(rng, f, v, {MoePath::Tiled});
+    for (const auto& counts : {std::vector<int32_t>{1, 17, 0, 64, 5, 2, 130, 8}, std::vector<int32_t>{0, 0, 3, 0, 0, 0, 0, 0}})
+      check_moe_groups(SmallExperts::shape, small.pair(), counts, MoePath::Tiled, rng, v);
+  }
+  set_tiled_kernel(chosen);
 }
 
 // GPU sampling against the runtime's Sampler on the same logits.
@@ -1432,6 +1471,13 @@ void check_sliced_sampling(Random& rng, Verdicts& v) {
     bool close = std::fabs(m.token.logprob - want.logprob) <= 1e-4f && m.token.n_top == want.n_top;
     for (int32_t j = 0; close && j < want.n_top; ++j) close &= m.token.top_ids[j] == want.top_ids[j];
     logprobs_off += !close;
+    if (m.token.token != want.token || !close)  // what a failure needs to be read: the row and both draws
+      std::printf("  sliced sampling row %d (%s; temperature %g, top_k %d, top_p %g, min_p %g, penalties %s, "
+                  "mask %s): GPU merge token %d logprob %.6f, CPU token %d logprob %.6f\n",
+                  r, m.kind == SliceMerge::Kind::Walk ? "walked" : "merged", params[r].temperature, params[r].top_k,
+                  params[r].top_p, params[r].min_p, params[r].presence_penalty != 0.0f ? "on" : "off",
+                  mask_index[r] < 0 ? "none" : "3000 tokens", m.token.token, m.token.logprob, want.token,
+                  want.logprob);
   }
   v.expect("sliced sampling: merged GPU summaries and walks == SlicedSampler tokens (" + std::to_string(walked) +
                " walked, " + std::to_string(whole) + " whole rows)",
@@ -1613,16 +1659,18 @@ int main(int argc, char** argv) {
     clock.run("moe weights", [&] { moe = std::make_unique<MoeFixture>(rng); });
     clock.run("moe", [&] { check_moe(rng, *moe, v); });
     clock.run("moe gemv invariance", [&] { check_moe_gemv_invariance(rng, *moe, v); });
-    clock.run("moe expert tiles", [&] { check_moe_expert_tiles(rng, *moe, v); });
-    clock.run("moe half step", [&] { check_moe_half_step(rng, *moe, v); });
+    clock.run("moe expert tiles", [&] { check_moe_expert_tiles(rng, *moe, v, {6, 32, 256, 2048}); });
+    clock.run("moe half step", [&] { check_moe_half_step(rng, *moe, v, {MoePath::Streamed, MoePath::Tiled, MoePath::Gemv}); });
     clock.run("moe streamed", [&] { check_moe_streamed(rng, *moe, v); });
     clock.run("dependent launch chain", [&] { check_dependent_launch_chain(rng, *moe, v); });
-    moe.reset();
     clock.run("sampling", [&] {
       check_sampling(rng, v);
       check_masked_sampling(rng, v);
       check_sliced_sampling(rng, v);
     });
+    // Late: a variant that faulted the context would end the check here.
+    clock.run("moe tiled kernels", [&] { check_tiled_kernels(rng, *moe, v); });
+    moe.reset();
     // Last: under compute-sanitizer (which serializes kernels) the ranks
     // never meet and the all-reduce traps; every other check runs first.
     clock.run("all-reduce", [&] {

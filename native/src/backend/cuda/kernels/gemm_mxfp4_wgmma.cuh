@@ -1,0 +1,256 @@
+// The MXFP4 x bf16 tile product of the expert layers on the warpgroup MMA
+// (sm_90a wgmma), the weights decoded once per block (GPTOSS_TILED=wgmma128,
+// wgmma256; docs/cuda-notes.md "h24prefill").
+//
+// The same product, operands and epilogue contract as gemm_mxfp4_decoded.cuh
+// (128 A rows x kN weight rows a block, K steps of 64, the weights decoded
+// into a bf16 tile of swizzled 128-byte rows, which is wgmma's 128-byte
+// swizzle layout, so both kernels share the copies and the decode). What
+// differs is who reads the tiles: mma.sync kernels read both operands from
+// shared memory into registers with ldmatrix, and every warp reads every
+// column of its warp row (about 100 KB of shared-memory reads a K step,
+// the resource the mma.sync tile runs short of); here each of the two
+// warpgroups issues four m64nNk16 products a step that read the tiles
+// straight from shared memory (A once, B once per warpgroup) and run
+// asynchronously: the decode of the next step runs while the tensor cores
+// work on this one.
+//
+// Per K step: wait for the copies, make this thread's writes (its cp.async
+// A rows, its decoded weights) visible to the async proxy, one barrier;
+// issue the copies kLeadA / kLeadB steps ahead; the four products; decode
+// the next step; wait for the products (kN = 128: all, so that two blocks an
+// SM fit; kN = 256: all but this step's, one block an SM with three decoded
+// tiles and four A stages, so the tensor cores have the next step queued
+// while the barrier waits).
+//
+// The wgmma helpers here (descriptor, fences, waits, the products) serve
+// gemm_mxfp4_wgmma_regs.cuh too.
+#pragma once
+
+#include "backend/cuda/kernels/gemm_mxfp4_decoded.cuh"
+
+namespace gptoss::cuda::wgmma {
+
+using decoded::kStepK;
+using decoded::Mxfp4Weights;
+using tiled::kThreads;
+
+constexpr int kTileM = 128;                                  // A rows: two warpgroups of 64
+constexpr int kATileBytes = kTileM * decoded::kRowBytes;     // 16 KiB
+
+// Pipeline shape of a kN-column block.
+template <int kN>
+struct Pipeline {
+  static_assert(kN == 128 || kN == 256, "m64n128k16 or m64n256k16");
+  // Product groups left in flight across the next barrier (0 or 1).
+  static constexpr int kInflight = kN == 256 ? 1 : 0;
+  static constexpr int kAStages = 3 + kInflight;
+  static constexpr int kLeadA = kAStages - 1 - kInflight;  // A copies issued this many steps ahead
+  static constexpr int kBStages = 3;
+  static constexpr int kLeadB = kBStages;  // packed weights copied this many steps ahead, decoded one ahead
+  static constexpr int kDecoded = 2 + kInflight;
+  static constexpr int kPackedBytes = kN * decoded::kPackedRowBytes;
+  static constexpr int kDecodedBytes = kN * decoded::kRowBytes;
+  static constexpr int kBlocksPerSm = kN == 128 ? 2 : 1;
+  // At the barrier of step s: A(s) and the packed weights of s + 1 are in.
+  static constexpr int kPendingGroups = (kLeadA < kLeadB - 1 ? kLeadA : kLeadB - 1) - 1;
+  // The decoded tiles start on the swizzle pattern's 1 024 bytes too.
+  static_assert((kAStages * kATileBytes + kBStages * kPackedBytes) % 1024 == 0 && kDecodedBytes % 1024 == 0);
+};
+
+// Dynamic shared memory of a block for K = k: 1 KiB to align the tiles to
+// the swizzle pattern's 1 024 bytes, the stages, the decoded tiles, the
+// scale strip.
+template <int kN>
+constexpr int smem_bytes(int k) {
+  using P = Pipeline<kN>;
+  return 1024 + P::kAStages * kATileBytes + P::kBStages * P::kPackedBytes + P::kDecoded * P::kDecodedBytes +
+         kN * (k / 32);
+}
+
+// Shared-memory matrix descriptor of a K-major tile of 128-byte rows with
+// the 128-byte swizzle (decoded::swizzled), starting at shared address
+// `addr` (the tile 1 024-aligned; + 32 bytes a K slice of 16): groups of 8
+// rows 1 024 bytes apart; the leading offset is unused by this layout.
+__device__ __forceinline__ uint64_t descriptor(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
+         (uint64_t{1} << 62);
+}
+
+__device__ __forceinline__ void fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+}
+// Orders this thread's generic-proxy shared-memory writes (stores, landed
+// cp.async copies) before later async-proxy reads (wgmma operands).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// Keeps the compiler from moving accesses of the accumulators across the
+// wgmma waits (it does not know the products write them asynchronously).
+template <int kRegs>
+__device__ __forceinline__ void fence_operands(float (&d)[kRegs]) {
+#pragma unroll
+  for (int i = 0; i < kRegs; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// wgmma's operand lists: the placeholders of 32, 64 (and the next 64)
+// accumulators, and the accumulators d[i ..] as "+f" operands.
+#define GPTOSS_WGMMA_P0_31 \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
+  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define GPTOSS_WGMMA_P0_63 \
+  GPTOSS_WGMMA_P0_31 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, " \
+  "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define GPTOSS_WGMMA_P64_127 \
+  "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, " \
+  "%83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, " \
+  "%101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, " \
+  "%117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+#define GPTOSS_WGMMA_D8(i)                                                                                  \
+  "+f"(d[(i)]), "+f"(d[(i) + 1]), "+f"(d[(i) + 2]), "+f"(d[(i) + 3]), "+f"(d[(i) + 4]), "+f"(d[(i) + 5]), \
+      "+f"(d[(i) + 6]), "+f"(d[(i) + 7])
+#define GPTOSS_WGMMA_D32(i) \
+  GPTOSS_WGMMA_D8(i), GPTOSS_WGMMA_D8((i) + 8), GPTOSS_WGMMA_D8((i) + 16), GPTOSS_WGMMA_D8((i) + 24)
+#define GPTOSS_WGMMA_D64(i) GPTOSS_WGMMA_D32(i), GPTOSS_WGMMA_D32((i) + 32)
+
+// d (64 x 128 f32, this thread's 64) += A (64 x 16, descriptor a) * B (128 x 16, descriptor b)^T.
+__device__ __forceinline__ void mma_async(float (&d)[64], uint64_t a, uint64_t b) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" GPTOSS_WGMMA_P0_63
+               "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+               : GPTOSS_WGMMA_D64(0)
+               : "l"(a), "l"(b), "n"(1)
+               : "memory");
+}
+
+// d (64 x 256 f32, this thread's 128) += A (64 x 16, descriptor a) * B (256 x 16, descriptor b)^T.
+__device__ __forceinline__ void mma_async(float (&d)[128], uint64_t a, uint64_t b) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {" GPTOSS_WGMMA_P0_63 ", " GPTOSS_WGMMA_P64_127
+               "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+               : GPTOSS_WGMMA_D64(0), GPTOSS_WGMMA_D64(64)
+               : "l"(a), "l"(b), "n"(1)
+               : "memory");
+}
+
+// d (64 x 64 f32, this thread's 32) += A (64 x 16 from registers: this
+// thread's mma.sync-layout fragment, 4 bf16 pairs) * B (64 x 16, descriptor b)^T.
+__device__ __forceinline__ void mma_async(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" GPTOSS_WGMMA_P0_31
+               "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+               : GPTOSS_WGMMA_D32(0)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(1)
+               : "memory");
+}
+
+// The same with B 128 x 16 (this thread's 64 accumulators).
+__device__ __forceinline__ void mma_async(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" GPTOSS_WGMMA_P0_63
+               "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+               : GPTOSS_WGMMA_D64(0)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(1)
+               : "memory");
+}
+
+// The block's C tile (128 A rows x kN weight rows) of one expert's MXFP4
+// weights; arguments and contract as decoded::gemm_tile. A warpgroup whose 64
+// rows are all past valid_rows skips its products.
+template <int kN, typename Epilogue>
+__device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
+                                          const Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
+  using P = Pipeline<kN>;
+  extern __shared__ __align__(128) uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + (1024 - tiled::smem_addr(smem_raw) % 1024) % 1024;
+  uint8_t* a_stages = smem;
+  uint8_t* packed = a_stages + P::kAStages * kATileBytes;
+  uint8_t* decoded_tiles = packed + P::kBStages * P::kPackedBytes;
+  uint8_t* scales = decoded_tiles + P::kDecoded * P::kDecodedBytes;
+  const int k_blocks = w.k / 32, rows = min(kN, w.n_rows - n0);
+  const int k_steps = (w.k + kStepK - 1) / kStepK;
+  constexpr int kBlocksPerThread = kN * 2 / kThreads;  // MXFP4 blocks a step: 2 a weight row
+
+  // The scale strip travels with the first commit group.
+  decoded::copy_strip(scales, w.scales + static_cast<int64_t>(n0) * k_blocks, rows * k_blocks);
+
+  auto load_a = [&](int step) {
+    if (step < k_steps)
+      decoded::load_a_step<kTileM>(a_stages + (step % P::kAStages) * kATileBytes, a, lda, row_src, step * kStepK, w.k);
+  };
+  // Thread t copies and later decodes blocks t, t + 256, ...: rows b / 2, block b % 2.
+  auto load_b = [&](int step) {
+    if (step >= k_steps) return;
+    uint8_t* slot = packed + (step % P::kBStages) * P::kPackedBytes;
+#pragma unroll
+    for (int i = 0; i < kBlocksPerThread; ++i) {
+      const int b = threadIdx.x + i * kThreads;
+      decoded::load_packed_block(slot + b * 16, w, n0, rows, b / 2, b % 2, step * kStepK);
+    }
+  };
+  auto decode = [&](int step) {
+    if (step >= k_steps) return;
+    const uint8_t* slot = packed + (step % P::kBStages) * P::kPackedBytes;
+    uint8_t* out = decoded_tiles + (step % P::kDecoded) * P::kDecodedBytes;
+#pragma unroll
+    for (int i = 0; i < kBlocksPerThread; ++i) {
+      const int b = threadIdx.x + i * kThreads;
+      decoded::decode_block(slot + b * 16, scales, rows, k_blocks, step, b / 2, b % 2, out);
+    }
+  };
+
+  const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / kWarpSize) % 4, lane = threadIdx.x % kWarpSize;
+  const bool has_rows = warpgroup * 64 < valid_rows;
+  float acc[kN / 2];
+#pragma unroll
+  for (int i = 0; i < kN / 2; ++i) acc[i] = 0.0f;
+
+  // Commit group j (j < 0: the prologue) holds A(j + kLeadA) and the packed
+  // weights of j + kLeadB.
+  for (int j = -P::kLeadB; j < 0; ++j) {
+    if (j + P::kLeadA >= 0) load_a(j + P::kLeadA);
+    load_b(j + P::kLeadB);
+    tiled::cp_async_commit();
+  }
+  tiled::cp_async_wait<P::kLeadB - 1>();
+  __syncthreads();  // the scale strip and step 0's packed weights are in
+  decode(0);
+
+  for (int step = 0; step < k_steps; ++step) {
+    tiled::cp_async_wait<P::kPendingGroups>();
+    fence_proxy_async();
+    // Step's A tile and decoded tile are in and visible to the products; the
+    // slots written below were last read by products that have completed.
+    __syncthreads();
+    load_a(step + P::kLeadA);
+    load_b(step + P::kLeadB);
+    tiled::cp_async_commit();
+
+    if (has_rows) {
+      const uint32_t a_tile = tiled::smem_addr(a_stages + (step % P::kAStages) * kATileBytes) + warpgroup * 64 * decoded::kRowBytes;
+      const uint32_t b_tile = tiled::smem_addr(decoded_tiles + (step % P::kDecoded) * P::kDecodedBytes);
+      fence();
+#pragma unroll
+      for (int kk = 0; kk < kStepK / 16; ++kk) mma_async(acc, descriptor(a_tile + 32 * kk), descriptor(b_tile + 32 * kk));
+      commit();
+    }
+    decode(step + 1);  // while the tensor cores work
+    wait<P::kInflight>();
+  }
+  wait<0>();
+  fence_operands(acc);
+  tiled::cp_async_wait<0>();
+  // Accumulator 4j + e: row 16 warp + lane / 4 (+ 8 for e >= 2), columns
+  // 8j + 2 (lane % 4) (+ 1 for odd e) of the warpgroup's 64 x kN.
+  const int r = warpgroup * 64 + 16 * warp + lane / 4;
+#pragma unroll
+  for (int j = 0; j < kN / 8; ++j) {
+    const int n = n0 + 8 * j + 2 * (lane % 4);
+    epilogue(r, n, acc[4 * j], acc[4 * j + 1]);
+    epilogue(r + 8, n, acc[4 * j + 2], acc[4 * j + 3]);
+  }
+}
+
+}  // namespace gptoss::cuda::wgmma
