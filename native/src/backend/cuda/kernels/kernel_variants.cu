@@ -2,6 +2,7 @@
 // environment variable, read once on first use, like GPTOSS_MOE_KERNEL; the
 // check and bench tools switch between them.
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -37,24 +38,28 @@ size_t index_of(const Family& fam, const std::string& name) {
   return static_cast<size_t>(it - fam.names.begin());
 }
 
-size_t& chosen(KernelFamily f) {
-  static size_t indices[kFamilies] = {SIZE_MAX, SIZE_MAX, SIZE_MAX};  // SIZE_MAX: not read yet
-  size_t& index = indices[static_cast<int>(f)];
-  if (index == SIZE_MAX) {
-    const char* value = std::getenv(family(f).env);
-    index = value == nullptr ? 0 : index_of(family(f), value);
-  }
-  return index;
+size_t from_environment(KernelFamily f) {
+  const char* value = std::getenv(family(f).env);
+  return value == nullptr ? 0 : index_of(family(f), value);
+}
+
+// Read from the environment on first use (a thread-safe static), atomic after:
+// tensor-parallel ranks launch from their own threads.
+std::atomic<size_t>& chosen(KernelFamily f) {
+  static std::atomic<size_t> indices[kFamilies] = {{from_environment(KernelFamily::MoeGemv)},
+                                                   {from_environment(KernelFamily::DenseGemv)},
+                                                   {from_environment(KernelFamily::L2Prefetch)}};
+  return indices[static_cast<int>(f)];
 }
 
 }  // namespace
 
 const std::vector<std::string>& kernel_variants(KernelFamily f) { return family(f).names; }
 
-size_t kernel_variant_index(KernelFamily f) { return chosen(f); }
+size_t kernel_variant_index(KernelFamily f) { return chosen(f).load(); }
 
-const std::string& kernel_variant(KernelFamily f) { return family(f).names[chosen(f)]; }
+const std::string& kernel_variant(KernelFamily f) { return family(f).names[chosen(f).load()]; }
 
-void set_kernel_variant(KernelFamily f, const std::string& name) { chosen(f) = index_of(family(f), name); }
+void set_kernel_variant(KernelFamily f, const std::string& name) { chosen(f).store(index_of(family(f), name)); }
 
 }  // namespace gptoss::cuda
