@@ -42,14 +42,18 @@
 #    prefill 2k and decode batch 64;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b layers prefix tp profile pdlab moeab tiledab" leaves out those stages (pdlab:
+# loader model20b layers prefix tp profile pdlab moeab tiledab gemvab" leaves out those stages (pdlab:
 # decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch;
-# moeab: decode and the 50-token extend again under each arm in GPTOSS_MOEAB, space-separated arms
-# of comma-separated VAR=value settings, default: each streamed-kernel variant, GPTOSS_STREAMED=base
-# balance sectors splitk t32 all (docs/cuda-notes.md "h24moe2"), then all with
-# GPTOSS_MOE_KERNEL=streamed: the streamed kernel at batch 1 too, where the default keeps the GEMV;
+# moeab: decode and the 50-token extend again under each arm in GPTOSS_MOEAB, space-separated, each a
+# +-joined VAR=value list, default every GPTOSS_STREAMED (base balance sectors splitk t32 all, the
+# streamed expert kernel's variants, docs/cuda-notes.md "h24moe2"), then all with
+# GPTOSS_MOE_KERNEL=streamed (the streamed kernel at batch 1 too, where the default keeps the GEMV);
 # tiledab: prefill 2k and 8k again under each GPTOSS_TILED value in GPTOSS_TILEDAB, default "mma
-# wgmma128 wgmma256 wgmma_regs", the tiled expert kernels); GPTOSS_JOBS sets build parallelism.
+# wgmma128 wgmma256 wgmma_regs", the tiled expert kernels; gemvab: decode at batch 1 (prefill 512)
+# under each arm of GPTOSS_GEMVAB, space-separated, each a +-joined VAR=value list, default every
+# GPTOSS_MOE_GEMV (base mma4 mma6 mma12: the one-token expert kernel), GPTOSS_DENSE_GEMV=ring and
+# GPTOSS_L2_PREFETCH=o, with every variant's GB/s at one pair an expert and of the dense GEMVs,
+# docs/cuda-notes.md "h24gemv"); GPTOSS_JOBS sets build parallelism.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -77,7 +81,7 @@ configure "${GPTOSS_CUBLASLT:-ON}" &&
 # The 20b checkpoint (about 13.7 GB) is written while the rest builds.
 gen_pid=
 gpus=$(nvidia-smi -L | wc -l)
-if want bench || want loader || want model20b || want cli20b || want layers || want prefix ||
+if want bench || want gemvab || want loader || want model20b || want cli20b || want layers || want prefix ||
   { want tp && [ "$gpus" -ge 2 ]; }; then
   ( time "$build/gptoss-gen-model" --preset 20b --out "$models/20b" ) >"$out/gen20b.log" 2>&1 &
   gen_pid=$!
@@ -187,11 +191,11 @@ if want bench; then
   fi
   if want moeab; then
     variants="base balance sectors splitk t32 all"
-    default_arms="$(printf 'GPTOSS_STREAMED=%s ' $variants)GPTOSS_MOE_KERNEL=streamed,GPTOSS_STREAMED=all"
+    default_arms="$(printf 'GPTOSS_STREAMED=%s ' $variants)GPTOSS_MOE_KERNEL=streamed+GPTOSS_STREAMED=all"
     for arm in ${GPTOSS_MOEAB:-$default_arms}; do
       step "decode and the 50-token extend with $arm (expert kernel A/B; docs/cuda-notes.md \"h24moe2\")"
-      # shellcheck disable=SC2086  # an arm's settings are comma-separated VAR=value words
-      env ${arm//,/ } timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,8,32,64,128,256 \
+      # shellcheck disable=SC2086  # an arm's settings are +-joined VAR=value words
+      env ${arm//+/ } timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,8,32,64,128,256 \
         --prefill 512 --micro 0 2>&1 |
         grep -E "^(decode batch|extend)" | sed "s/^/[$arm] /" | tee -a "$out/bench_random_moeab.log" || status=1
     done
@@ -207,6 +211,20 @@ if want bench; then
         sed "s/^/[GPTOSS_TILED=$arm] /" | tee -a "$out/bench_random_tiledab.log" || status=1
     done
   fi
+fi
+if want gemvab; then
+  # Arms: space-separated, each a +-joined list of VAR=value. The first arm's run also prints every
+  # variant's micro-bench rows (bench_experts and the dense GEMV rows time all variants in any run).
+  first=1
+  for arm in ${GPTOSS_GEMVAB:-GPTOSS_MOE_GEMV=base GPTOSS_MOE_GEMV=mma4 GPTOSS_MOE_GEMV=mma6 GPTOSS_MOE_GEMV=mma12 GPTOSS_DENSE_GEMV=ring GPTOSS_L2_PREFETCH=o}; do
+    step "decode batch 1 with $arm (one-token kernel variants A/B; docs/cuda-notes.md \"h24gemv\")"
+    rows='^(decode batch 1 |batch-1)|stage shares|moe_(gate_up_swiglu|down) |o_proj |qkv\+rope|attention_|l2_prefetch'
+    [ "$first" = 1 ] && rows="$rows|^experts (gate_up|down) 1 pairs/expert gemv|^gemv bf16 (ring )?1x"
+    env ${arm//+/ } timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 512 2>&1 |
+      grep -E "$rows" |
+      sed "s/^/[$arm] /" | tee -a "$out/bench_random_gemvab.log" || status=1
+    first=0
+  done
 fi
 
 want torch && step "torch bf16 matmul ceiling" &&
@@ -415,7 +433,7 @@ step "summary"
   cat "$out/bench_random_pdl.log" 2>/dev/null
   # the expert products alone, streamed vs the kernels before it (docs/cuda-notes.md "h22marlin")
   grep -h -E "^experts " "$out/bench_random.log" 2>/dev/null
-  cat "$out/bench_random_moeab.log" "$out/bench_random_tiledab.log" 2>/dev/null
+  cat "$out/bench_random_moeab.log" "$out/bench_random_tiledab.log" "$out/bench_random_gemvab.log" 2>/dev/null
   # the expert stages of each step (docs/cuda-notes.md "h15moe")
   grep -h -E "stage shares|moe_(gate_up_swiglu|down) |^(decode batch [0-9]+ step ms)" "$out/bench_random.log" 2>/dev/null |
     sed "s/^/[moe] /"

@@ -58,7 +58,8 @@ struct Shape {
 // t and t + 4, so that each 16-byte load instruction's four t lanes read 64
 // contiguous bytes (two whole 32-byte sectors) of a row instead of half of
 // each of its four sectors, the other halves coming with the next
-// instruction. Any order is exact; staging follows it.
+// instruction. Any order is exact; staging follows it (Item::load and
+// stage_tokens take the same kSectors; without one, blocks 2t and 2t + 1).
 template <bool kSectors>
 __host__ __device__ constexpr int item_block(int t, int u) {
   return kSectors ? 4 * u + t : 2 * t + u;
@@ -123,7 +124,7 @@ struct Item {
   uint4 q[2][2];
   uint32_t s[2][2];
 
-  template <bool kSectors>
+  template <bool kSectors = false>
   __device__ __forceinline__ void load(const Mxfp4Weights& w, int32_t row, int item, int t) {
     const int32_t k_blocks = w.k / 32;
     const bool row_ok = row + 1 < w.n_rows;  // rows come in pairs (check_experts)
@@ -178,7 +179,7 @@ __device__ __forceinline__ void multiply(const Item& item, const uint4* xs, int 
 // zeros keep the sums finite). Slots from n_rows on are left as they are:
 // mma keeps its columns apart, and their outputs are never stored. Each
 // thread has kLoads 16-byte loads in flight before its first store.
-template <int kFrags, bool kSectors, typename RowSource>
+template <int kFrags, bool kSectors = false, typename RowSource>
 __device__ __forceinline__ void stage_tokens(const uint16_t* x, int32_t k, int n_rows, const RowSource& row_src,
                                              uint4* xs) {
   constexpr int kSlots = kFrags * 8, kLoads = 4;

@@ -12,6 +12,8 @@
 
 #include <cstdint>
 #include <limits>
+#include <string>
+#include <vector>
 
 #include "common/bf16.h"
 #include "model/tensor_parallel.h"  // ShardRange
@@ -63,6 +65,11 @@ void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const b
 // CUDA graph may capture it (the cuBLASLt handle, the stream's workspace);
 // the CUDA runner calls it for its stream.
 void prepare_linear_bf16(cudaStream_t stream);
+
+// Requests bytes [p, p + bytes) (p 16-byte aligned; a last partial 16 bytes
+// left out) into L2 without waiting for them, launched dependent
+// (dependent_launch.cuh): the weights of a later kernel of the step.
+void l2_prefetch(const void* p, int64_t bytes, cudaStream_t stream);
 
 // y[r][o] += bias[o] for r < n_rows, o < out_dim.
 void add_bias_rows(float* y, const bf16* bias, int32_t n_rows, int32_t out_dim, cudaStream_t stream);
@@ -214,11 +221,28 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
                       int32_t n_experts, float* logits, int32_t k, int32_t tile_rows, int32_t* experts,
                       float* weights, const MoeGroups& groups, int32_t* done_counter, cudaStream_t stream);
 
+// A/B kernel variants (docs/cuda-notes.md "h24gemv"), each family's first
+// name its default: MoeGemv, the expert products of MoePath::Gemv
+// (GPTOSS_MOE_GEMV: base, mma4, mma6, mma12); DenseGemv, linear_bf16's GEMV
+// (GPTOSS_DENSE_GEMV: base, ring); L2Prefetch, what a decode step requests
+// into L2 ahead of use (GPTOSS_L2_PREFETCH: off, o = the attention-output
+// weights during the attention); Streamed, the streamed expert kernel of
+// MoePath::Streamed and Streamed32 (GPTOSS_STREAMED: base, balance, sectors,
+// splitk, t32, all; docs/cuda-notes.md "h24moe2", flags in moe_experts.cu:
+// t32 and all also change which path moe_path_for picks, so switch only
+// between steps). The one in use comes from the environment variable, read
+// once; the check and bench tools switch between them.
+enum class KernelFamily { MoeGemv, DenseGemv, L2Prefetch, Streamed };
+const std::vector<std::string>& kernel_variants(KernelFamily family);
+size_t kernel_variant_index(KernelFamily family);
+const std::string& kernel_variant(KernelFamily family);
+void set_kernel_variant(KernelFamily family, const std::string& name);
+
 // Which kernel runs an expert product: the GEMV (decode of one sequence; one
 // expert a block row, CUDA cores), the streamed kernel (up to 32 pairs an
 // expert: each touched expert's MXFP4 weights streamed into registers once
 // per 16 of its pairs, gemm_mxfp4_streamed.cuh; Streamed32: once per 32, for
-// the variants that choose it, see moe_streamed_variant), or the tiled kernel over
+// the variants that choose it, KernelFamily::Streamed), or the tiled kernel over
 // tiles of 128 grouped pairs of one expert (prefill), each weight tile
 // decoded into shared memory (moe_path_for has the measured rule).
 enum class MoePath { Gemv, Streamed, Streamed32, Tiled };
@@ -241,17 +265,6 @@ void set_tiled_kernel(TiledKernel kernel);
 int32_t moe_tile_rows(MoePath path);
 // The smallest moe_tile_rows of any path: the tile list's size bound.
 int32_t moe_min_tile_rows();
-
-// The streamed kernel's variants, for A/B runs (docs/cuda-notes.md "h24moe2";
-// moe_experts.cu lists them): GPTOSS_STREAMED=<name> picks one for the
-// process (read once, like GPTOSS_MOE_KERNEL; default "base"), and the tools
-// walk them all with set_moe_streamed_variant. The path moe_path_for picks
-// (Streamed32 under some) and the launch follow the variant: switch only
-// between steps.
-int32_t moe_streamed_variant_count();
-const char* moe_streamed_variant_name(int32_t i);
-const char* moe_streamed_variant();  // the one in use
-void set_moe_streamed_variant(const char* name);  // throws on an unknown name
 
 // act[g] = swiglu(x[pair_token[g]] . W_e^T + b_e) for every grouped pair g of
 // expert e: the gate/up product with the clamped SwiGLU fused in its

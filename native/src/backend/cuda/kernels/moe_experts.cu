@@ -57,6 +57,18 @@ __device__ __forceinline__ float swiglu(float gate, float up, float limit) {
   return (u + 1.0f) * (g / (1.0f + expf(-kSwigluAlpha * g)));
 }
 
+// The GEMV path's tile list has one entry per expert with pairs, all its
+// grouped pairs [begin, end); blocks in y past the step's count get false.
+struct ExpertPairs {
+  int32_t expert, begin, end;
+};
+__device__ __forceinline__ bool gemv_expert_pairs(const MoeGroups& groups, ExpertPairs& out) {
+  if (static_cast<int32_t>(blockIdx.y) >= *groups.n_tiles) return false;
+  out.expert = groups.tiles[blockIdx.y] >> 16;
+  out.begin = groups.expert_offsets[out.expert], out.end = groups.expert_offsets[out.expert + 1];
+  return true;
+}
+
 // Two adjacent weight rows of one expert as one lane holds them: its MXFP4
 // blocks lane, lane + 32, ... (16 bytes each), their scales and the biases.
 // For gate/up the two rows are the gate and up rows of one SwiGLU output; for
@@ -216,10 +228,10 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
     wait_for_previous_kernel();
     allow_next_kernel();
   }
-  // Blocks in y walk the experts that have pairs (the tile list of this path).
-  if (static_cast<int32_t>(blockIdx.y) >= *groups.n_tiles) return;
-  const int32_t expert = groups.tiles[blockIdx.y] >> 16;
-  const int32_t g_begin = groups.expert_offsets[expert], g_end = groups.expert_offsets[expert + 1];
+  // Blocks in y walk the experts that have pairs.
+  ExpertPairs pairs;
+  if (!gemv_expert_pairs(groups, pairs)) return;
+  const int32_t expert = pairs.expert, g_begin = pairs.begin, g_end = pairs.end;
   const int32_t n_blocks = w.cols / 32, row_pairs = w.rows / 2;
   const int32_t first = blockIdx.x * kGemvWarps + threadIdx.x / kWarpSize;
   const int32_t stride = gridDim.x * kGemvWarps;
@@ -256,6 +268,12 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
       cur = nxt;
     }
   }
+}
+
+// One expert's slice of all experts' MXFP4 weights.
+__device__ __forceinline__ decoded::Mxfp4Weights expert_weights(const Mxfp4Experts& w, int32_t expert) {
+  const int64_t n_blocks = w.cols / 32, first_row = static_cast<int64_t>(expert) * w.rows;
+  return {w.blocks + first_row * n_blocks * 16, w.scales + first_row * n_blocks, w.rows, w.cols};
 }
 
 struct SwigluEpilogue {
@@ -324,10 +342,7 @@ __global__ void __launch_bounds__(decoded::kThreads, Tile::kBlocksPerSm)
     row_src[r] = g < g_end ? (row_token ? row_token[g] : g) : -1;
   }
   __syncthreads();
-  const int64_t n_blocks = w.cols / 32;
-  const decoded::Mxfp4Weights weights{w.blocks + static_cast<int64_t>(expert) * w.rows * n_blocks * 16,
-                                      w.scales + static_cast<int64_t>(expert) * w.rows * n_blocks,
-                                      w.rows, w.cols};
+  const decoded::Mxfp4Weights weights = expert_weights(w, expert);
   const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
   const int n0 = blockIdx.x * Tile::kN;
   if constexpr (kSwiglu)
@@ -391,9 +406,7 @@ __global__ void __launch_bounds__(S::kWarps * kWarpSize, S::kMinBlocks)
   const int32_t expert = tile >> 16;
   const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * tile_rows;
   const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + tile_rows);
-  const int64_t n_blocks = w.cols / 32;
-  const streamed::Mxfp4Weights weights{w.blocks + static_cast<int64_t>(expert) * w.rows * n_blocks * 16,
-                                       w.scales + static_cast<int64_t>(expert) * w.rows * n_blocks, w.rows, w.cols};
+  const streamed::Mxfp4Weights weights = expert_weights(w, expert);
   const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
   const auto row_src = [&](int r) -> int64_t { return row_token ? row_token[g_begin + r] : g_begin + r; };
   if constexpr (kSwiglu)
@@ -407,6 +420,17 @@ __global__ void __launch_bounds__(S::kWarps * kWarpSize, S::kMinBlocks)
           allow_next_kernel();
         },
         tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
+}
+
+// Raises a kernel's dynamic shared memory limit to `bytes` (its most at any
+// K), once per kernel.
+template <auto kKernel>
+void allow_dynamic_smem(int bytes) {
+  static const bool configured = [bytes] {
+    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    return true;
+  }();
+  (void)configured;
 }
 
 // The streamed kernel's variants, A/B'd by one device call
@@ -430,23 +454,20 @@ constexpr int32_t kTileRows = 16, kTileRows32 = 32;  // the streamed paths' tile
 // tiles seldom pass 16 rows and four fragments would only cost occupancy.
 constexpr int32_t kRows32Pairs = 12;
 
-const StreamedVariant& find_streamed_variant(const char* name) {
-  for (const StreamedVariant& v : kStreamedVariants)
-    if (std::strcmp(v.name, name) == 0) return v;
-  std::string names;
-  for (const StreamedVariant& v : kStreamedVariants) names += std::string(names.empty() ? "" : ", ") + v.name;
-  throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_STREAMED must be one of ") + names + ", not '" + name + "'");
+// The variant in use (KernelFamily::Streamed, GPTOSS_STREAMED): its flags.
+// kernel_variants.cu lists the same names in the same order (checked here
+// once).
+const StreamedVariant& streamed_variant() {
+  static const bool same_names = [] {
+    const std::vector<std::string>& names = kernel_variants(KernelFamily::Streamed);
+    bool same = names.size() == std::size(kStreamedVariants);
+    for (size_t i = 0; same && i < names.size(); ++i) same = names[i] == kStreamedVariants[i].name;
+    if (!same) throw Error(GPTOSS_ERR_BACKEND, "GPTOSS_STREAMED: kernel_variants.cu and moe_experts.cu disagree");
+    return true;
+  }();
+  (void)same_names;
+  return kStreamedVariants[kernel_variant_index(KernelFamily::Streamed)];
 }
-
-std::atomic<const StreamedVariant*>& streamed_variant_slot() {
-  static std::atomic<const StreamedVariant*> slot{[] {
-    const char* value = std::getenv("GPTOSS_STREAMED");
-    return &find_streamed_variant(value == nullptr ? "base" : value);
-  }()};
-  return slot;
-}
-
-const StreamedVariant& streamed_variant() { return *streamed_variant_slot().load(); }
 
 // Tiles a step is expected to list (touched experts, more where one has over
 // tile_rows pairs); the grid's x is the bound, moe_max_tiles.
@@ -482,16 +503,15 @@ void launch_streamed_shape(dim3 grid, int32_t tile_rows, int32_t slots, const bf
                            cudaStream_t stream) {
   constexpr auto kernel = moe_streamed_kernel<kSwiglu, S>;
   // Four fragments at K = 4096 would stage 256 KiB, past the 227 KiB a block
-  // may have: the attribute is capped, and a larger K fails at its launch
-  // (gpt-oss has K = 2880: 192 KiB).
+  // may have: the limit is capped there, and a larger K fails here (gpt-oss
+  // has K = 2880: 192 KiB).
   static const int smem_max = [] {
     int device = 0, optin = 0;
     GPTOSS_CUDA_CHECK(cudaGetDevice(&device));
     GPTOSS_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    const int bytes = std::min(streamed::smem_bytes<S>(decoded::kMaxK), optin);
-    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    return bytes;
+    return std::min(streamed::smem_bytes<S>(decoded::kMaxK), optin);
   }();
+  allow_dynamic_smem<kernel>(smem_max);
   if (streamed::smem_bytes<S>(w.cols) > smem_max)
     throw Error(GPTOSS_ERR_BACKEND, "streamed MXFP4 experts: K = " + std::to_string(w.cols) +
                                         " stages more tokens than a block's shared memory holds at " +
@@ -552,12 +572,7 @@ template <typename Tile, bool kSwiglu>
 void launch_tiled_kernel(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
                          const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
   constexpr auto kernel = moe_tiled_kernel<Tile, kSwiglu>;
-  static const bool configured = [] {
-    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           Tile::smem_bytes(decoded::kMaxK)));
-    return true;
-  }();
-  (void)configured;
+  allow_dynamic_smem<kernel>(Tile::smem_bytes(decoded::kMaxK));
   const dim3 grid((w.rows + Tile::kN - 1) / Tile::kN, moe_max_tiles(n_pairs, w.num_experts, kTiledRows));
   kernel<<<grid, decoded::kThreads, Tile::smem_bytes(w.cols), stream>>>(reinterpret_cast<const __nv_bfloat16*>(x),
                                                                         row_token, groups, w, limit, out);
@@ -585,16 +600,121 @@ void check_experts(const Mxfp4Experts& w) {
     throw Error(GPTOSS_ERR_BACKEND, "MXFP4 experts: cols must be a multiple of 32 and <= 4096, rows even and > 0");
 }
 
+// The GEMV on tensor cores (GPTOSS_MOE_GEMV=mma4, mma6, mma12): one block
+// per (16-row m-tile, expert), its kSplit warps splitting the m-tile's K
+// items (warp s takes items s, s + kSplit, ...: at gpt-oss-20b's K of 2880,
+// 12 items, 3 a warp at kSplit 4). An item is decoded and multiplied as in
+// the streamed kernel (streamed::multiply: bit decode, one bf16 multiply per
+// value pair, mma with the staged tokens as B), about 2.5 instructions a
+// weight value against the base GEMV's 7 (a table lookup and an fp32 FMA per
+// value: issue-bound at 1 TB/s, ncu call 20). Every warp requests all its
+// items at once (kDepth covers kSplit * kDepth items), one memory latency a
+// block, and the many small blocks (batch 1: 1 440 for gate/up, 720 for down)
+// let the scheduler keep every SM loading. The kSplit partial sums meet in
+// shared memory and warp 0 adds them in split order and applies the
+// epilogue: a pair's bits do not depend on what else shares the step. Pairs
+// are staged 8 at a time (one n8 fragment); an expert with more pairs reads
+// its weights again per 8 (not a one-token case).
+template <int kSplit>
+struct GemvMma {
+  // Items a warp has in flight: all of them at gpt-oss-20b's 12 items.
+  static constexpr int kDepth = (12 + kSplit - 1) / kSplit;
+  static constexpr int kThreads = kSplit * kWarpSize;
+  static constexpr int kMinBlocks = 16 / kSplit > 2 ? 16 / kSplit : 2;  // 16-24 warps an SM
+};
+
+template <bool kSwiglu, int kSplit>
+__global__ void __launch_bounds__(GemvMma<kSplit>::kThreads, GemvMma<kSplit>::kMinBlocks)
+    moe_gemv_mma_kernel(const uint16_t* x, const int32_t* row_token, MoeGroups groups, Mxfp4Experts w,
+                        float limit, void* out) {
+  using streamed::Item;
+  constexpr int kDepth = GemvMma<kSplit>::kDepth;
+  extern __shared__ uint4 xs[];
+  __shared__ float4 partial[kSplit][kWarpSize];
+  if constexpr (kSwiglu) {
+    wait_for_previous_kernel();
+    allow_next_kernel();
+  }
+  ExpertPairs pairs;
+  if (!gemv_expert_pairs(groups, pairs)) return;
+  const int32_t g_begin = pairs.begin, g_end = pairs.end;
+  const streamed::Mxfp4Weights weights = expert_weights(w, pairs.expert);
+  const uint16_t* bias = w.bias + static_cast<int64_t>(pairs.expert) * w.rows;
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize, g = lane / 4, t = lane % 4;
+  const int items = (w.cols + streamed::kItemK - 1) / streamed::kItemK;
+  const int per_warp = (items + kSplit - 1) / kSplit;  // the same for every warp: uniform barriers
+  const int32_t row = static_cast<int32_t>(blockIdx.x) * streamed::kMTile + 2 * g;
+  // Slot i of this warp is item warp + i * kSplit (past `items`: zeros, skipped).
+  Item ring[kDepth];
+  const auto load_first = [&] {
+#pragma unroll
+    for (int d = 0; d < kDepth; ++d)
+      if (d < per_warp) ring[d].load(weights, row, warp + d * kSplit, t);
+  };
+  load_first();
+  if constexpr (!kSwiglu) {
+    wait_for_previous_kernel();
+    allow_next_kernel();
+  }
+  for (int32_t g0 = g_begin; g0 < g_end; g0 += 8) {
+    const int32_t n = min(8, g_end - g0);
+    if (g0 != g_begin) load_first();
+    __syncthreads();  // the previous pairs' tokens and partial sums are consumed
+    streamed::stage_tokens<1>(
+        x, w.cols, n, [&](int r) -> int64_t { return row_token ? row_token[g0 + r] : g0 + r; }, xs);
+    __syncthreads();
+    float acc[1][4] = {};
+    for (int i0 = 0; i0 < per_warp; i0 += kDepth) {
+#pragma unroll
+      for (int d = 0; d < kDepth; ++d) {
+        const int i = i0 + d, c = warp + i * kSplit;
+        if (i >= per_warp) break;
+        if (c < items) {  // warp-uniform, as mma.sync needs (see gemm_tile)
+          if (__any_sync(0xffffffffu, ring[d].wide()))
+            streamed::multiply<1, true>(ring[d], xs, c, lane, 1, acc);
+          else
+            streamed::multiply<1, false>(ring[d], xs, c, lane, 1, acc);
+        }
+        if (i + kDepth < per_warp) ring[d].load(weights, row, c + kDepth * kSplit, t);
+      }
+    }
+    partial[warp][lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
+    __syncthreads();
+    if (warp == 0) {
+      float4 sum = partial[0][lane];
+#pragma unroll
+      for (int s = 1; s < kSplit; ++s) {
+        const float4 p = partial[s][lane];
+        sum.x += p.x, sum.y += p.y, sum.z += p.z, sum.w += p.w;
+      }
+      // mma rows g and g + 8 are weight rows 2g and 2g + 1; columns 2t, 2t + 1 are pairs.
+      const auto store = [&](const auto& epilogue) {
+        epilogue(2 * t, row, sum.x, sum.z);
+        epilogue(2 * t + 1, row, sum.y, sum.w);
+      };
+      if constexpr (kSwiglu)
+        store(SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g0, g0 + n, limit});
+      else
+        store(tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g0, g0 + n});
+    }
+  }
+}
+
+template <bool kSwiglu, int kSplit>
+void launch_gemv_mma(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
+                     const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+  constexpr auto kernel = moe_gemv_mma_kernel<kSwiglu, kSplit>;
+  allow_dynamic_smem<kernel>(streamed::staged_bytes<8>(decoded::kMaxK));
+  const dim3 grid((w.rows + streamed::kMTile - 1) / streamed::kMTile, std::min(w.num_experts, n_pairs));
+  launch_dependent(kernel, grid, GemvMma<kSplit>::kThreads, streamed::staged_bytes<8>(w.cols), stream,
+                   reinterpret_cast<const uint16_t*>(x), row_token, groups, w, limit, out);
+}
+
 template <bool kSwiglu, int kLayout, int kBlocksPerLane>
 void launch_gemv_kernel(dim3 grid, const bf16* x, const int32_t* row_token, const MoeGroups& groups,
                         const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
   constexpr auto kernel = moe_gemv_kernel<kSwiglu, kLayout, kBlocksPerLane>;
-  static const bool configured = [] {
-    constexpr int kMax = (16 + 16 * kWarpSize * kBlocksPerLane * kGemvStagedPairs) * sizeof(float);
-    GPTOSS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax));
-    return true;
-  }();
-  (void)configured;
+  allow_dynamic_smem<kernel>((16 + 16 * kWarpSize * kBlocksPerLane * kGemvStagedPairs) * sizeof(float));
   const size_t smem = (16 + static_cast<size_t>(w.cols / 2) * kGemvStagedPairs) * sizeof(float);
   launch_dependent(kernel, grid, kGemvWarps * kWarpSize, smem, stream, x, row_token, groups, w, limit, out);
 }
@@ -627,13 +747,26 @@ void launch_gemv(const bf16* x, const int32_t* row_token, const MoeGroups& group
     launch_gemv_kernel<kSwiglu, 4, kMaxBlocksPerLane>(grid, x, row_token, groups, w, limit, out, stream);
 }
 
+// GPTOSS_MOE_GEMV (kernel_variants.cu): base (moe_gemv_kernel) or mma4, mma6,
+// mma12 (moe_gemv_mma_kernel, K split over 4, 6 or 12 warps).
+template <bool kSwiglu>
+void launch_gemv_variant(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
+                         const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+  switch (kernel_variant_index(KernelFamily::MoeGemv)) {
+    case 1: return launch_gemv_mma<kSwiglu, 4>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    case 2: return launch_gemv_mma<kSwiglu, 6>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    case 3: return launch_gemv_mma<kSwiglu, 12>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    default: return launch_gemv<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+  }
+}
+
 template <bool kSwiglu>
 void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
             const Mxfp4Experts& w, float limit, MoePath path, void* out, cudaStream_t stream) {
   check_experts(w);
   if (n_pairs == 0) return;
   if (path == MoePath::Gemv) {
-    launch_gemv<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+    launch_gemv_variant<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   } else if (path == MoePath::Streamed || path == MoePath::Streamed32) {
     const StreamedVariant& v = streamed_variant();
     const int32_t tile_rows = moe_tile_rows(path);
@@ -728,13 +861,6 @@ int32_t moe_tile_rows(MoePath path) {
 
 int32_t moe_min_tile_rows() { return kTileRows; }
 
-int32_t moe_streamed_variant_count() { return int32_t(std::size(kStreamedVariants)); }
-
-const char* moe_streamed_variant_name(int32_t i) { return kStreamedVariants[i].name; }
-
-const char* moe_streamed_variant() { return streamed_variant().name; }
-
-void set_moe_streamed_variant(const char* name) { streamed_variant_slot().store(&find_streamed_variant(name)); }
 
 void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,
                         const Mxfp4Experts& w, float limit, MoePath path, bf16* act,

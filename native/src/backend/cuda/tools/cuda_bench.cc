@@ -171,8 +171,16 @@ void bench_decode_products(Results& r, const ModelConfig& c, const bf16* x) {
     };
     for (const int32_t rows : {1, 8, 64}) {
       const std::string shape = std::to_string(rows) + "x" + std::to_string(s.in) + "->" + std::to_string(s.out);
-      r.add("gemv bf16 " + shape + " GB/s",
-            rate([&](const bf16* w) { linear_bf16_gemv(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
+      // "gemv bf16" is the base kernel; the other GPTOSS_DENSE_GEMV variants (one-fragment
+      // blocks: up to 8 rows) name themselves.
+      const std::string in_use = kernel_variant(KernelFamily::DenseGemv);
+      for (const std::string& variant : kernel_variants(KernelFamily::DenseGemv)) {
+        if (variant != "base" && rows > 8) continue;
+        set_kernel_variant(KernelFamily::DenseGemv, variant);
+        r.add("gemv bf16 " + (variant == "base" ? "" : variant + " ") + shape + " GB/s",
+              rate([&](const bf16* w) { linear_bf16_gemv(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
+      }
+      set_kernel_variant(KernelFamily::DenseGemv, in_use);
 #if GPTOSS_WITH_CUBLASLT
       r.add("cublaslt bf16 " + shape + " GB/s",
             rate([&](const bf16* w) { linear_bf16_cublaslt(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
@@ -236,41 +244,52 @@ void bench_experts(Results& r, const ModelConfig& c) {
   DeviceBuffer<int32_t> chosen(most_pairs), offsets(experts + 1), pair_token(most_pairs), pair_slot(most_pairs),
       tiles(moe_max_tiles(most_pairs, experts, tile_rows)), n_tiles(1);
   const MoeGroups groups{offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()};
-  const std::string chosen_variant = moe_streamed_variant();
   for (const int32_t per_expert : {1, 4, 8, 16, 32}) {
     const int32_t touched = per_expert == 1 ? c.experts_per_token : experts, pairs = per_expert * touched;
     std::vector<int32_t> route(pairs);  // one expert a token (k = 1), experts interleaved
     for (int32_t i = 0; i < pairs; ++i) route[i] = (i % touched) * (experts / touched);
     GPTOSS_CUDA_CHECK(cudaMemcpy(chosen.get(), route.data(), pairs * sizeof(int32_t), cudaMemcpyHostToDevice));
     auto bytes = [&](const Mxfp4Experts& w) { return double(touched) * w.rows * (w.cols / 32) * 17; };
-    // Each streamed variant on the streamed path it takes for such a step
-    // (16- or 32-row tiles; at one pair an expert, where the rule keeps the
-    // GEMV, 16).
-    std::vector<std::pair<MoePath, std::string>> arms;  // (path, streamed variant or "")
-    for (int32_t i = 0; i < moe_streamed_variant_count(); ++i) {
-      set_moe_streamed_variant(moe_streamed_variant_name(i));
-      const MoePath path = moe_path_for(pairs, experts);
-      arms.emplace_back(path == MoePath::Streamed32 ? path : MoePath::Streamed, moe_streamed_variant_name(i));
+    // Rows named by path and variant: each streamed variant (GPTOSS_STREAMED,
+    // docs/cuda-notes.md "h24moe2") on the streamed path it takes for such a
+    // step (16- or 32-row tiles; 16 at one pair an expert, where the rule
+    // keeps the GEMV), the tiled kernel, and the GEMV once per variant
+    // (GPTOSS_MOE_GEMV, "h24gemv"), "gemv" being the base kernel.
+    struct Arm {
+      MoePath path;
+      std::string name, variant;
+    };
+    std::vector<Arm> arms;
+    const std::string streamed_in_use = kernel_variant(KernelFamily::Streamed);
+    const std::string gemv_in_use = kernel_variant(KernelFamily::MoeGemv);
+    for (const std::string& variant : kernel_variants(KernelFamily::Streamed)) {
+      set_kernel_variant(KernelFamily::Streamed, variant);
+      const bool rows32 = moe_path_for(pairs, experts) == MoePath::Streamed32;
+      arms.push_back({rows32 ? MoePath::Streamed32 : MoePath::Streamed,
+                      "streamed " + variant + (rows32 ? " (32-row tiles)" : ""), variant});
     }
-    arms.emplace_back(MoePath::Tiled, "");
-    if (per_expert <= 8) arms.emplace_back(MoePath::Gemv, "");
-    for (const auto& [path, variant] : arms) {
-      if (!variant.empty()) set_moe_streamed_variant(variant.c_str());
+    arms.push_back({MoePath::Tiled, std::string("tiled ") + tiled_kernel_name(tiled_kernel()), ""});
+    if (per_expert <= 8)
+      for (const std::string& variant : kernel_variants(KernelFamily::MoeGemv))
+        arms.push_back({MoePath::Gemv, variant == "base" ? "gemv" : "gemv " + variant, variant});
+    for (const Arm& arm : arms) {
+      const MoePath path = arm.path;
+      const std::string& name = arm.name;
+      if (path == MoePath::Gemv) set_kernel_variant(KernelFamily::MoeGemv, arm.variant);
+      if (path == MoePath::Streamed || path == MoePath::Streamed32) set_kernel_variant(KernelFamily::Streamed, arm.variant);
       moe_group(chosen.get(), pairs, 1, experts, moe_tile_rows(path), groups, nullptr);
-      const std::string name = path == MoePath::Streamed     ? "streamed " + variant
-                               : path == MoePath::Streamed32 ? "streamed " + variant + " (32-row tiles)"
-                               : path == MoePath::Gemv       ? "gemv"
-                                                             : std::string("tiled ") + tiled_kernel_name(tiled_kernel());
       const std::string tag = std::to_string(per_expert) + " pairs/expert " + name + " GB/s";
+      const MoePath p = path;  // named, not bound: the lambdas capture it (C++17)
       const double ms_gu = median_ms(20, [&] {
-        moe_gate_up_swiglu(x.get(), groups, pairs, gate_up, c.swiglu_limit, path, act.get(), nullptr);
+        moe_gate_up_swiglu(x.get(), groups, pairs, gate_up, c.swiglu_limit, p, act.get(), nullptr);
       });
-      const double ms_dn = median_ms(20, [&] { moe_down(act.get(), groups, pairs, down, path, y.get(), nullptr); });
+      const double ms_dn = median_ms(20, [&] { moe_down(act.get(), groups, pairs, down, p, y.get(), nullptr); });
       r.add("experts gate_up " + tag, bytes(gate_up) / ms_gu / 1e6);
       r.add("experts down " + tag, bytes(down) / ms_dn / 1e6);
     }
+    set_kernel_variant(KernelFamily::MoeGemv, gemv_in_use);
+    set_kernel_variant(KernelFamily::Streamed, streamed_in_use);
   }
-  set_moe_streamed_variant(chosen_variant.c_str());
 }
 
 // The tiled path's kernels (GPTOSS_TILED's values) alone at a prefill's rows
