@@ -53,7 +53,7 @@
 # under each arm of GPTOSS_GEMVAB, space-separated, each a +-joined VAR=value list, default every
 # GPTOSS_MOE_GEMV (base mma4 mma6 mma12: the one-token expert kernel), GPTOSS_DENSE_GEMV=ring and
 # GPTOSS_L2_PREFETCH=o, with every variant's GB/s at one pair an expert and of the dense GEMVs,
-# docs/cuda-notes.md "h24gemv"); GPTOSS_JOBS sets build parallelism.
+# docs/cuda-notes.md "h24gemv"); GPTOSS_JOBS sets build parallelism; GPTOSS_ARM_TIMEOUT (default 120 s) bounds each A/B arm's run (a variant that hangs costs no more).
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -195,7 +195,7 @@ if want bench; then
     for arm in ${GPTOSS_MOEAB:-$default_arms}; do
       step "decode and the 50-token extend with $arm (expert kernel A/B; docs/cuda-notes.md \"h24moe2\")"
       # shellcheck disable=SC2086  # an arm's settings are +-joined VAR=value words
-      env ${arm//+/ } timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,8,32,64,128,256 \
+      env ${arm//+/ } timeout "${GPTOSS_ARM_TIMEOUT:-120}" "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,8,32,64,128,256 \
         --prefill 512 --micro 0 2>&1 |
         grep -E "^(decode batch|extend)" | sed "s/^/[$arm] /" | tee -a "$out/bench_random_moeab.log" || status=1
     done
@@ -205,7 +205,7 @@ if want bench; then
     # kernels alone at 256 and 1 024 rows an expert are the bench stage's "experts tiled" lines.
     for arm in ${GPTOSS_TILEDAB:-mma wgmma128 wgmma256 wgmma_regs}; do
       step "prefill 2k and 8k with GPTOSS_TILED=$arm (tiled expert kernel A/B)"
-      GPTOSS_TILED=$arm timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 2048,8192 2>&1 |
+      GPTOSS_TILED=$arm timeout "${GPTOSS_ARM_TIMEOUT:-120}" "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 2048,8192 2>&1 |
         awk '/^(prefill (2048|8192) (tok\/s|TFLOP\/s)|error)/ {print; next}
              /stage shares, prefill/ {on = 1; print; next} /stage shares|^[^ ]/ {on = 0} on && /moe_/' |
         sed "s/^/[GPTOSS_TILED=$arm] /" | tee -a "$out/bench_random_tiledab.log" || status=1
@@ -220,7 +220,7 @@ if want gemvab; then
     step "decode batch 1 with $arm (one-token kernel variants A/B; docs/cuda-notes.md \"h24gemv\")"
     rows='^(decode batch 1 |batch-1)|stage shares|moe_(gate_up_swiglu|down) |o_proj |qkv\+rope|attention_|l2_prefetch'
     [ "$first" = 1 ] && rows="$rows|^experts (gate_up|down) 1 pairs/expert gemv|^gemv bf16 (ring )?1x"
-    env ${arm//+/ } timeout 240 "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 512 2>&1 |
+    env ${arm//+/ } timeout "${GPTOSS_ARM_TIMEOUT:-120}" "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 512 2>&1 |
       grep -E "$rows" |
       sed "s/^/[$arm] /" | tee -a "$out/bench_random_gemvab.log" || status=1
     first=0
