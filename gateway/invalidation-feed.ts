@@ -40,13 +40,16 @@ export class InvalidationFeed {
       this.#trusted = false;
       this.handlers.reset();
     });
+    await subscriber.subscribe(channel);
+    this.#trusted = true;
+    // Only now: a fresh duplicate() connects while the first SUBSCRIBE waits in its queue, and a
+    // handler registered before would answer that first "ready" with a second SUBSCRIBE whose
+    // reset emptied the cache the first lookups had just filled (seen as a flaky policy-store test).
     subscriber.on("ready", () => {
       subscriber.subscribe(channel).then(() => {
         this.handlers.reset();
         this.#trusted = true;
       }, () => {/* stays untrusted: every lookup goes to Redis */});
     });
-    await subscriber.subscribe(channel);
-    this.#trusted = true;
   }
 }
