@@ -42,18 +42,14 @@
 #    prefill 2k and decode batch 64;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b layers prefix tp profile pdlab moeab tiledab gemvab" leaves out those stages (pdlab:
+# loader model20b layers prefix tp profile pdlab moeab tiledab" leaves out those stages (pdlab:
 # decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch;
 # moeab: decode and the 50-token extend again under each arm in GPTOSS_MOEAB, space-separated, each a
-# +-joined VAR=value list, default every GPTOSS_STREAMED (base balance sectors splitk t32 all, the
-# streamed expert kernel's variants, docs/cuda-notes.md "h24moe2"), then all with
-# GPTOSS_MOE_KERNEL=streamed (the streamed kernel at batch 1 too, where the default keeps the GEMV);
-# tiledab: prefill 2k and 8k again under each GPTOSS_TILED value in GPTOSS_TILEDAB, default "mma
-# wgmma128 wgmma256 wgmma_regs", the tiled expert kernels; gemvab: decode at batch 1 (prefill 512)
-# under each arm of GPTOSS_GEMVAB, space-separated, each a +-joined VAR=value list, default every
-# GPTOSS_MOE_GEMV (base mma4 mma6 mma12: the one-token expert kernel), GPTOSS_DENSE_GEMV=ring and
-# GPTOSS_L2_PREFETCH=o, with every variant's GB/s at one pair an expert and of the dense GEMVs,
-# docs/cuda-notes.md "h24gemv"); GPTOSS_JOBS sets build parallelism; GPTOSS_ARM_TIMEOUT (default 120 s) bounds each A/B arm's run (a variant that hangs costs no more).
+# +-joined VAR=value list, default GPTOSS_MOE_KERNEL=streamed (the streamed kernel at batch 1 too,
+# where the default keeps the GEMV); tiledab: prefill 2k and 8k again under each GPTOSS_TILED value in
+# GPTOSS_TILEDAB, default "wgmma128 mma", the tiled expert kernels, docs/cuda-notes.md "h24fold");
+# GPTOSS_JOBS sets build parallelism; GPTOSS_ARM_TIMEOUT (default 120 s) bounds each A/B arm's run (a
+# kernel that hangs costs no more).
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
 out="${1:-${OUT:-$PWD/gpu-out}}"
@@ -81,7 +77,7 @@ configure "${GPTOSS_CUBLASLT:-ON}" &&
 # The 20b checkpoint (about 13.7 GB) is written while the rest builds.
 gen_pid=
 gpus=$(nvidia-smi -L | wc -l)
-if want bench || want gemvab || want loader || want model20b || want cli20b || want layers || want prefix ||
+if want bench || want loader || want model20b || want cli20b || want layers || want prefix ||
   { want tp && [ "$gpus" -ge 2 ]; }; then
   ( time "$build/gptoss-gen-model" --preset 20b --out "$models/20b" ) >"$out/gen20b.log" 2>&1 &
   gen_pid=$!
@@ -190,10 +186,8 @@ if want bench; then
     done
   fi
   if want moeab; then
-    variants="base balance sectors splitk t32 all"
-    default_arms="$(printf 'GPTOSS_STREAMED=%s ' $variants)GPTOSS_MOE_KERNEL=streamed+GPTOSS_STREAMED=all"
-    for arm in ${GPTOSS_MOEAB:-$default_arms}; do
-      step "decode and the 50-token extend with $arm (expert kernel A/B; docs/cuda-notes.md \"h24moe2\")"
+    for arm in ${GPTOSS_MOEAB:-GPTOSS_MOE_KERNEL=streamed}; do
+      step "decode and the 50-token extend with $arm (expert kernel A/B)"
       # shellcheck disable=SC2086  # an arm's settings are +-joined VAR=value words
       env ${arm//+/ } timeout "${GPTOSS_ARM_TIMEOUT:-120}" "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,8,32,64,128,256 \
         --prefill 512 --micro 0 2>&1 |
@@ -201,9 +195,9 @@ if want bench; then
     done
   fi
   if want tiledab; then
-    # Whole prefill steps under each tiled expert kernel (docs/cuda-notes.md "h24prefill"); the
-    # kernels alone at 256 and 1 024 rows an expert are the bench stage's "experts tiled" lines.
-    for arm in ${GPTOSS_TILEDAB:-mma wgmma128 wgmma256 wgmma_regs}; do
+    # Whole prefill steps under each tiled expert kernel (docs/cuda-notes.md "h24prefill", "h24fold");
+    # the kernels alone at 256 and 1 024 rows an expert are the bench stage's "experts tiled" lines.
+    for arm in ${GPTOSS_TILEDAB:-wgmma128 mma}; do
       step "prefill 2k and 8k with GPTOSS_TILED=$arm (tiled expert kernel A/B)"
       GPTOSS_TILED=$arm timeout "${GPTOSS_ARM_TIMEOUT:-120}" "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 2048,8192 2>&1 |
         awk '/^(prefill (2048|8192) (tok\/s|TFLOP\/s)|error)/ {print; next}
@@ -211,20 +205,6 @@ if want bench; then
         sed "s/^/[GPTOSS_TILED=$arm] /" | tee -a "$out/bench_random_tiledab.log" || status=1
     done
   fi
-fi
-if want gemvab; then
-  # Arms: space-separated, each a +-joined list of VAR=value. The first arm's run also prints every
-  # variant's micro-bench rows (bench_experts and the dense GEMV rows time all variants in any run).
-  first=1
-  for arm in ${GPTOSS_GEMVAB:-GPTOSS_MOE_GEMV=base GPTOSS_MOE_GEMV=mma4 GPTOSS_MOE_GEMV=mma6 GPTOSS_MOE_GEMV=mma12 GPTOSS_DENSE_GEMV=ring GPTOSS_L2_PREFETCH=o}; do
-    step "decode batch 1 with $arm (one-token kernel variants A/B; docs/cuda-notes.md \"h24gemv\")"
-    rows='^(decode batch 1 |batch-1)|stage shares|moe_(gate_up_swiglu|down) |o_proj |qkv\+rope|attention_|l2_prefetch'
-    [ "$first" = 1 ] && rows="$rows|^experts (gate_up|down) 1 pairs/expert gemv|^gemv bf16 (ring )?1x"
-    env ${arm//+/ } timeout "${GPTOSS_ARM_TIMEOUT:-120}" "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 512 2>&1 |
-      grep -E "$rows" |
-      sed "s/^/[$arm] /" | tee -a "$out/bench_random_gemvab.log" || status=1
-    first=0
-  done
 fi
 
 want torch && step "torch bf16 matmul ceiling" &&
@@ -398,8 +378,8 @@ if want profile; then
   # down launches of a 2 048-token prefill (128-row tiles; --profile-prefill: not the
   # bench's own tile runs before it, which from-start profiling caught first) and of the timed
   # batch-64 decode steps (the streamed kernel, ~8 rows an expert), and the batch-1
-  # expert GEMVs (one row an expert); GPTOSS_NCU_TILED="wgmma256 ..." adds the prefill run under
-  # those tiled kernels (docs/cuda-notes.md "h24prefill"), lines [ncu prefill2048:<kernel>].
+  # expert GEMVs (one row an expert); GPTOSS_NCU_TILED="mma" adds the prefill run under
+  # that tiled kernel (docs/cuda-notes.md "h24prefill"), lines [ncu prefill2048:<kernel>].
   if command -v ncu >/dev/null; then
     tiled_runs=()
     for arm in ${GPTOSS_NCU_TILED:-}; do tiled_runs+=("prefill2048:$arm"); done
@@ -433,7 +413,7 @@ step "summary"
   cat "$out/bench_random_pdl.log" 2>/dev/null
   # the expert products alone, streamed vs the kernels before it (docs/cuda-notes.md "h22marlin")
   grep -h -E "^experts " "$out/bench_random.log" 2>/dev/null
-  cat "$out/bench_random_moeab.log" "$out/bench_random_tiledab.log" "$out/bench_random_gemvab.log" 2>/dev/null
+  cat "$out/bench_random_moeab.log" "$out/bench_random_tiledab.log" 2>/dev/null
   # the expert stages of each step (docs/cuda-notes.md "h15moe")
   grep -h -E "stage shares|moe_(gate_up_swiglu|down) |^(decode batch [0-9]+ step ms)" "$out/bench_random.log" 2>/dev/null |
     sed "s/^/[moe] /"

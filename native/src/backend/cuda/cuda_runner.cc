@@ -360,10 +360,6 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
   args.n_q_heads = shape_.q_heads;
   args.n_kv_heads = shape_.kv_heads;
   args.out = attn_.get();
-  if (step.decode && cuda::kernel_variant_index(cuda::KernelFamily::L2Prefetch) == 1) {
-    stage("l2_prefetch");  // the o_proj weights, read from L2 after the attention
-    cuda::l2_prefetch(w.o_weight, static_cast<int64_t>(q_dim) * H * sizeof(bf16), stream_);
-  }
   stage(kind == AttnKind::Full ? "attention_full" : "attention_sliding");
   if (step.decode) {
     // Keys split by the token's own range (sliding windows fit one split);

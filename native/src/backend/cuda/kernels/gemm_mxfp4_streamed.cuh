@@ -1,8 +1,8 @@
 // The MXFP4 expert product for few rows an expert (decode, short extends):
 // the weights streamed from DRAM straight into registers, the tokens in
 // shared memory ("swap A/B": weights are the mma A operand, output features
-// on its M = 16 side; the up to 16 (or 32) token rows of a tile are two (or
-// four) n8 B fragments).
+// on its M = 16 side; the up to 16 token rows of a tile are one or two n8 B
+// fragments).
 //
 // No repacked copy of the weights is needed: a dot product does not care in
 // which order its K terms are summed, so the K index that mma calls k may be
@@ -23,7 +23,7 @@
 // decodes and multiplies the oldest, across its m-tiles without a break;
 // decoding is bit operations and one bf16 multiply per value pair (exact:
 // the E8M0 scale is a power of two), no shared-memory tile and no barrier
-// after the staging (but the split-K hand-over, see Shape).
+// after the staging.
 #pragma once
 
 #include "backend/cuda/kernels/gemm_mxfp4_decoded.cuh"
@@ -34,38 +34,17 @@ constexpr int kMTile = 16;          // weight rows a warp holds: mma's M
 constexpr int kItemBlocks = 8;      // MXFP4 blocks of each weight row a K item covers
 constexpr int kItemK = kItemBlocks * 32;
 
-// A launch shape (the variants of docs/cuda-notes.md "h24moe2"): kFrags n8
-// token fragments (a tile of up to 8 kFrags grouped pairs staged), kWarps a
-// block, kMinBlocks blocks an SM (__launch_bounds__: 2 x 8 or 4 x 4 warps
-// leave 128 registers a thread, 1 x 8 leaves 255), kDepth K items a warp
-// keeps in flight, kSplitK warps sharing the K items of one m-tile (their
-// sums added in shared memory before the epilogue), kSectors the lanes' order
-// of blocks in a K item (see item_block).
-template <int kFrags_, int kWarps_, int kMinBlocks_, int kDepth_, int kSplitK_, bool kSectors_>
+// A launch shape: kFrags n8 token fragments (a tile of up to 8 kFrags
+// grouped pairs staged), kWarps a block (each streams its own m-tiles),
+// kMinBlocks blocks an SM (__launch_bounds__: 2 x 8 or 4 x 4 warps leave 128
+// registers a thread), kDepth K items a warp keeps in flight.
+template <int kFrags_, int kWarps_, int kMinBlocks_, int kDepth_>
 struct Shape {
-  static constexpr int kFrags = kFrags_, kWarps = kWarps_, kMinBlocks = kMinBlocks_, kDepth = kDepth_,
-                       kSplitK = kSplitK_;
-  static constexpr bool kSectors = kSectors_;
+  static constexpr int kFrags = kFrags_, kWarps = kWarps_, kMinBlocks = kMinBlocks_, kDepth = kDepth_;
   static constexpr int kSlots = 8 * kFrags;
-  static constexpr int kMTilesPerBlock = kWarps / kSplitK;  // m-tiles a block streams side by side
-  // Floats of the split-K partial sums: a lane's accumulators per m-tile slot.
-  static constexpr int kReduceFloats = kSplitK > 1 ? kMTilesPerBlock * kFrags * 4 * kWarpSize : 0;
-  static_assert(kWarps % kSplitK == 0 && (kSplitK == 1 || kSplitK == 2), "split K in two at most");
 };
 
-// Which of a K item's 8 blocks lane t holds as its half u (0, 1) of a row:
-// blocks 2t and 2t + 1, the lane's 32 contiguous bytes, or (kSectors) blocks
-// t and t + 4, so that each 16-byte load instruction's four t lanes read 64
-// contiguous bytes (two whole 32-byte sectors) of a row instead of half of
-// each of its four sectors, the other halves coming with the next
-// instruction. Any order is exact; staging follows it (Item::load and
-// stage_tokens take the same kSectors; without one, blocks 2t and 2t + 1).
-template <bool kSectors>
-__host__ __device__ constexpr int item_block(int t, int u) {
-  return kSectors ? 4 * u + t : 2 * t + u;
-}
-
-// Staged tokens: for K item c, block pair half u (block item_block(t, u)),
+// Staged tokens: for K item c, block pair half u (block 2t + u of the item),
 // code word j of the block (values 8j..8j+7) and token slot r, lane t's 16
 // bytes at [((c * 2 + u) * 4 + j) * kSlots + r] * 4 + t, the eight values in
 // the order decode_word gives the codes. Lanes (g, t) of fragment f read
@@ -117,14 +96,12 @@ __device__ __forceinline__ void apply_scale(uint32_t s, uint32_t (&pairs)[4]) {
 // One expert's MXFP4 weights, checkpoint layout (decoded::Mxfp4Weights).
 using decoded::Mxfp4Weights;
 
-// A lane's share of one K item of its warp's 16 weight rows: blocks
-// item_block(t, 0) and item_block(t, 1) of the item in rows 2g (r = 0) and
-// 2g + 1 (r = 1), their scales.
+// A lane's share of one K item of its warp's 16 weight rows: blocks 2t and
+// 2t + 1 of the item in rows 2g (r = 0) and 2g + 1 (r = 1), their scales.
 struct Item {
   uint4 q[2][2];
   uint32_t s[2][2];
 
-  template <bool kSectors = false>
   __device__ __forceinline__ void load(const Mxfp4Weights& w, int32_t row, int item, int t) {
     const int32_t k_blocks = w.k / 32;
     const bool row_ok = row + 1 < w.n_rows;  // rows come in pairs (check_experts)
@@ -132,7 +109,7 @@ struct Item {
     for (int r = 0; r < 2; ++r)
 #pragma unroll
       for (int u = 0; u < 2; ++u) {
-        const int32_t b = item * kItemBlocks + item_block<kSectors>(t, u);
+        const int32_t b = item * kItemBlocks + 2 * t + u;
         const bool ok = row_ok && b < k_blocks;
         const int64_t at = static_cast<int64_t>(row + r) * k_blocks + b;
         q[r][u] = ok ? __ldg(reinterpret_cast<const uint4*>(w.blocks) + at) : make_uint4(0, 0, 0, 0);
@@ -179,7 +156,7 @@ __device__ __forceinline__ void multiply(const Item& item, const uint4* xs, int 
 // zeros keep the sums finite). Slots from n_rows on are left as they are:
 // mma keeps its columns apart, and their outputs are never stored. Each
 // thread has kLoads 16-byte loads in flight before its first store.
-template <int kFrags, bool kSectors = false, typename RowSource>
+template <int kFrags, typename RowSource>
 __device__ __forceinline__ void stage_tokens(const uint16_t* x, int32_t k, int n_rows, const RowSource& row_src,
                                              uint4* xs) {
   constexpr int kSlots = kFrags * 8, kLoads = 4;
@@ -199,30 +176,22 @@ __device__ __forceinline__ void stage_tokens(const uint16_t* x, int32_t k, int n
     for (int i = 0; i < kLoads; ++i) {
       const int id = base + threadIdx.x + i * threads, r = id / vectors, e = id % vectors;
       if (id >= total) break;
-      const int block = e / 4, j = e % 4, c = block / kItemBlocks, b = block % kItemBlocks;
-      const int t = kSectors ? b % 4 : b / 2, u = kSectors ? b / 4 : b % 2;  // item_block's inverse
+      const int block = e / 4, j = e % 4, c = block / kItemBlocks, t = block % kItemBlocks / 2, u = block % 2;
       xs[(((c * 2 + u) * 4 + j) * kSlots + r) * 4 + t] = to_decode_order(v[i]);
     }
   }
 }
 
-// Shared memory of a block: the staged tokens, then the split-K partial sums.
+// Shared memory of a block: the staged tokens.
 template <class S>
 __host__ __device__ constexpr int smem_bytes(int k) {
-  return staged_bytes<S::kSlots>(k) + S::kReduceFloats * static_cast<int>(sizeof(float));
-}
-
-// The two warps of one m-tile slot (split K) wait for each other.
-__device__ __forceinline__ void pair_barrier(int id) {
-  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(2 * kWarpSize) : "memory");
+  return staged_bytes<S::kSlots>(k);
 }
 
 // The block's share of one expert's product over one tile of up to
 // S::kSlots token rows: block `slice` of `n_slices` takes m-tiles slice,
-// slice + n_slices, ... of each of its S::kMTilesPerBlock slots (16 weight
-// rows each); warp w serves slot w % kMTilesPerBlock and, with split K, the
-// part w / kMTilesPerBlock of the K items (the host splits only where every
-// part has an item: a part without one would leave its partner waiting).
+// slice + n_slices, ... of each of its S::kWarps slots (16 weight rows each),
+// warp w slot w, every K item of each.
 // `before_staging` runs after the first weights are requested and before the
 // tokens are read (the dependent-launch wait, see dependent_launch.cuh). The
 // epilogue gets (token row, even output column n, value of n, value of n + 1).
@@ -233,25 +202,27 @@ __device__ __forceinline__ void gemm_tile(const uint16_t* x, const RowSource& ro
   constexpr int kFrags = S::kFrags, kDepth = S::kDepth;
   extern __shared__ uint4 xs[];
   const int lane = threadIdx.x % kWarpSize, g = lane / 4, t = lane % 4;
-  const int warp = threadIdx.x / kWarpSize, slot = warp % S::kMTilesPerBlock, part = warp / S::kMTilesPerBlock;
-  const int first_m_tile = slice * S::kMTilesPerBlock + slot, m_stride = n_slices * S::kMTilesPerBlock;
+  const int warp = threadIdx.x / kWarpSize;
+  const int first_m_tile = slice * S::kWarps + warp, m_stride = n_slices * S::kWarps;
   const int items = (w.k + kItemK - 1) / kItemK;
-  const int item_begin = part * items / S::kSplitK, my_items = (part + 1) * items / S::kSplitK - item_begin;
   const int m_tiles = (w.n_rows + kMTile - 1) / kMTile;
   const int my_tiles = first_m_tile < m_tiles ? (m_tiles - first_m_tile + m_stride - 1) / m_stride : 0;
-  const int total = my_tiles * my_items;
+  const int total = my_tiles * items;
   const int n_frags = (n_rows + 7) / 8;
-  // Work unit i: m-tile first_m_tile + (i / my_items) * m_stride, K item
-  // item_begin + i % my_items.
-  auto row_of = [&](int i) { return (first_m_tile + (i / my_items) * m_stride) * kMTile + 2 * g; };
-  auto item_of = [&](int i) { return item_begin + i % my_items; };
+  // Always true (a block has S::kWarps warps), but ptxas then fits the
+  // two-fragment gate/up kernel in its 128 registers; without the branch it
+  // spills (4 bytes stored, 12 reloaded), which the kernel call 26 measured
+  // did not.
+  const bool stores = warp < S::kWarps;
+  // Work unit i: m-tile first_m_tile + (i / items) * m_stride, K item i % items.
+  auto row_of = [&](int i) { return (first_m_tile + (i / items) * m_stride) * kMTile + 2 * g; };
 
   Item ring[kDepth];
 #pragma unroll
   for (int d = 0; d < kDepth; ++d)
-    if (d < total) ring[d].template load<S::kSectors>(w, row_of(d), item_of(d), t);
+    if (d < total) ring[d].load(w, row_of(d), d % items, t);
   before_staging();
-  stage_tokens<kFrags, S::kSectors>(x, w.k, n_rows, row_src, xs);
+  stage_tokens<kFrags>(x, w.k, n_rows, row_src, xs);
   __syncthreads();
 
   float acc[kFrags][4] = {};
@@ -260,7 +231,7 @@ __device__ __forceinline__ void gemm_tile(const uint16_t* x, const RowSource& ro
     for (int d = 0; d < kDepth; ++d) {
       const int i = i0 + d;
       if (i >= total) break;
-      const int c = item_of(i);
+      const int c = i % items;
       // Decided for the whole warp: multiply's mma.sync.aligned must be
       // executed by all 32 lanes together, and a branch that splits them
       // around it is undefined (call 21 hung at the kernel check's small
@@ -270,27 +241,13 @@ __device__ __forceinline__ void gemm_tile(const uint16_t* x, const RowSource& ro
         multiply<kFrags, true>(ring[d], xs, c, lane, n_frags, acc);
       else
         multiply<kFrags, false>(ring[d], xs, c, lane, n_frags, acc);
-      if (i + kDepth < total) ring[d].template load<S::kSectors>(w, row_of(i + kDepth), item_of(i + kDepth), t);
-      if (i % my_items == my_items - 1) {  // the m-tile's sums (this part's) are complete
-        if constexpr (S::kSplitK > 1) {
-          // Part 1 hands its sums to part 0 through shared memory; the second
-          // barrier keeps the slot until part 0 has read it.
-          float* partial = reinterpret_cast<float*>(xs + staged_bytes<S::kSlots>(w.k) / 16) +
-                           slot * kFrags * 4 * kWarpSize + lane;
-          if (part == 1)
-#pragma unroll
-            for (int e = 0; e < kFrags * 4; ++e) partial[e * kWarpSize] = acc[e / 4][e % 4];
-          pair_barrier(1 + slot);
-          if (part == 0)
-#pragma unroll
-            for (int e = 0; e < kFrags * 4; ++e) acc[e / 4][e % 4] += partial[e * kWarpSize];
-          pair_barrier(1 + slot);
-        }
+      if (i + kDepth < total) ring[d].load(w, row_of(i + kDepth), (i + kDepth) % items, t);
+      if (c == items - 1) {  // the m-tile's sums are complete
         const int n = row_of(i);
 #pragma unroll
         for (int f = 0; f < kFrags; ++f) {
           if (f >= n_frags) break;
-          if (part == 0) {
+          if (stores) {
             epilogue(8 * f + 2 * t, n, acc[f][0], acc[f][2]);
             epilogue(8 * f + 2 * t + 1, n, acc[f][1], acc[f][3]);
           }

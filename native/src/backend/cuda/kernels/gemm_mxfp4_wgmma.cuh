@@ -1,16 +1,16 @@
 // The MXFP4 x bf16 tile product of the expert layers on the warpgroup MMA
 // (sm_90a wgmma), the weights decoded once per block (GPTOSS_TILED=wgmma128,
-// wgmma256; docs/cuda-notes.md "h24prefill").
+// the default; docs/cuda-notes.md "h24prefill", "h24fold").
 //
 // The same product, operands and epilogue contract as gemm_mxfp4_decoded.cuh
-// (128 A rows x kN weight rows a block, K steps of 64, the weights decoded
+// (128 A rows x 128 weight rows a block, K steps of 64, the weights decoded
 // into a bf16 tile of swizzled 128-byte rows, which is wgmma's 128-byte
 // swizzle layout, so both kernels share the copies and the decode). What
 // differs is who reads the tiles: mma.sync kernels read both operands from
 // shared memory into registers with ldmatrix, and every warp reads every
 // column of its warp row (about 100 KB of shared-memory reads a K step,
 // the resource the mma.sync tile runs short of); here each of the two
-// warpgroups issues four m64nNk16 products a step that read the tiles
+// warpgroups issues four m64n128k16 products a step that read the tiles
 // straight from shared memory (A once, B once per warpgroup) and run
 // asynchronously: the decode of the next step runs while the tensor cores
 // work on this one.
@@ -18,13 +18,7 @@
 // Per K step: wait for the copies, make this thread's writes (its cp.async
 // A rows, its decoded weights) visible to the async proxy, one barrier;
 // issue the copies kLeadA / kLeadB steps ahead; the four products; decode
-// the next step; wait for the products (kN = 128: all, so that two blocks an
-// SM fit; kN = 256: all but this step's, one block an SM with three decoded
-// tiles and four A stages, so the tensor cores have the next step queued
-// while the barrier waits).
-//
-// The wgmma helpers here (descriptor, fences, waits, the products) serve
-// gemm_mxfp4_wgmma_regs.cuh too.
+// the next step; wait for all the products, so that two blocks an SM fit.
 #pragma once
 
 #include "backend/cuda/kernels/gemm_mxfp4_decoded.cuh"
@@ -38,20 +32,17 @@ using tiled::kThreads;
 constexpr int kTileM = 128;                                  // A rows: two warpgroups of 64
 constexpr int kATileBytes = kTileM * decoded::kRowBytes;     // 16 KiB
 
-// Pipeline shape of a kN-column block.
-template <int kN>
+// Pipeline shape of a block of kN = 128 weight rows (columns of C).
 struct Pipeline {
-  static_assert(kN == 128 || kN == 256, "m64n128k16 or m64n256k16");
-  // Product groups left in flight across the next barrier (0 or 1).
-  static constexpr int kInflight = kN == 256 ? 1 : 0;
-  static constexpr int kAStages = 3 + kInflight;
-  static constexpr int kLeadA = kAStages - 1 - kInflight;  // A copies issued this many steps ahead
+  static constexpr int kN = 128;
+  static constexpr int kAStages = 3;
+  static constexpr int kLeadA = kAStages - 1;  // A copies issued this many steps ahead
   static constexpr int kBStages = 3;
   static constexpr int kLeadB = kBStages;  // packed weights copied this many steps ahead, decoded one ahead
-  static constexpr int kDecoded = 2 + kInflight;
+  static constexpr int kDecoded = 2;
   static constexpr int kPackedBytes = kN * decoded::kPackedRowBytes;
   static constexpr int kDecodedBytes = kN * decoded::kRowBytes;
-  static constexpr int kBlocksPerSm = kN == 128 ? 2 : 1;
+  static constexpr int kBlocksPerSm = 2;
   // At the barrier of step s: A(s) and the packed weights of s + 1 are in.
   static constexpr int kPendingGroups = (kLeadA < kLeadB - 1 ? kLeadA : kLeadB - 1) - 1;
   // The decoded tiles start on the swizzle pattern's 1 024 bytes too.
@@ -61,11 +52,10 @@ struct Pipeline {
 // Dynamic shared memory of a block for K = k: 1 KiB to align the tiles to
 // the swizzle pattern's 1 024 bytes, the stages, the decoded tiles, the
 // scale strip.
-template <int kN>
 constexpr int smem_bytes(int k) {
-  using P = Pipeline<kN>;
+  using P = Pipeline;
   return 1024 + P::kAStages * kATileBytes + P::kBStages * P::kPackedBytes + P::kDecoded * P::kDecodedBytes +
-         kN * (k / 32);
+         P::kN * (k / 32);
 }
 
 // Shared-memory matrix descriptor of a K-major tile of 128-byte rows with
@@ -95,19 +85,14 @@ __device__ __forceinline__ void fence_operands(float (&d)[kRegs]) {
   for (int i = 0; i < kRegs; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// wgmma's operand lists: the placeholders of 32, 64 (and the next 64)
-// accumulators, and the accumulators d[i ..] as "+f" operands.
+// wgmma's operand lists: the placeholders of 64 accumulators, and the
+// accumulators d[i ..] as "+f" operands.
 #define GPTOSS_WGMMA_P0_31 \
   "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
   "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
 #define GPTOSS_WGMMA_P0_63 \
   GPTOSS_WGMMA_P0_31 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, " \
   "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-#define GPTOSS_WGMMA_P64_127 \
-  "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, " \
-  "%83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, " \
-  "%101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, " \
-  "%117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
 #define GPTOSS_WGMMA_D8(i)                                                                                  \
   "+f"(d[(i)]), "+f"(d[(i) + 1]), "+f"(d[(i) + 2]), "+f"(d[(i) + 3]), "+f"(d[(i) + 4]), "+f"(d[(i) + 5]), \
       "+f"(d[(i) + 6]), "+f"(d[(i) + 7])
@@ -125,44 +110,14 @@ __device__ __forceinline__ void mma_async(float (&d)[64], uint64_t a, uint64_t b
                : "memory");
 }
 
-// d (64 x 256 f32, this thread's 128) += A (64 x 16, descriptor a) * B (256 x 16, descriptor b)^T.
-__device__ __forceinline__ void mma_async(float (&d)[128], uint64_t a, uint64_t b) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {" GPTOSS_WGMMA_P0_63 ", " GPTOSS_WGMMA_P64_127
-               "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
-               : GPTOSS_WGMMA_D64(0), GPTOSS_WGMMA_D64(64)
-               : "l"(a), "l"(b), "n"(1)
-               : "memory");
-}
-
-// d (64 x 64 f32, this thread's 32) += A (64 x 16 from registers: this
-// thread's mma.sync-layout fragment, 4 bf16 pairs) * B (64 x 16, descriptor b)^T.
-__device__ __forceinline__ void mma_async(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" GPTOSS_WGMMA_P0_31
-               "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-               : GPTOSS_WGMMA_D32(0)
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(1)
-               : "memory");
-}
-
-// The same with B 128 x 16 (this thread's 64 accumulators).
-__device__ __forceinline__ void mma_async(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" GPTOSS_WGMMA_P0_63
-               "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
-               : GPTOSS_WGMMA_D64(0)
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(1)
-               : "memory");
-}
-
-// The block's C tile (128 A rows x kN weight rows) of one expert's MXFP4
+// The block's C tile (128 A rows x 128 weight rows) of one expert's MXFP4
 // weights; arguments and contract as decoded::gemm_tile. A warpgroup whose 64
 // rows are all past valid_rows skips its products.
-template <int kN, typename Epilogue>
+template <typename Epilogue>
 __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
                                           const Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
-  using P = Pipeline<kN>;
+  using P = Pipeline;
+  constexpr int kN = P::kN;
   extern __shared__ __align__(128) uint8_t smem_raw[];
   uint8_t* smem = smem_raw + (1024 - tiled::smem_addr(smem_raw) % 1024) % 1024;
   uint8_t* a_stages = smem;
@@ -237,9 +192,8 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
       commit();
     }
     decode(step + 1);  // while the tensor cores work
-    wait<P::kInflight>();
+    wait<0>();
   }
-  wait<0>();
   fence_operands(acc);
   tiled::cp_async_wait<0>();
   // Accumulator 4j + e: row 16 warp + lane / 4 (+ 8 for e >= 2), columns

@@ -66,11 +66,6 @@ void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const b
 // the CUDA runner calls it for its stream.
 void prepare_linear_bf16(cudaStream_t stream);
 
-// Requests bytes [p, p + bytes) (p 16-byte aligned; a last partial 16 bytes
-// left out) into L2 without waiting for them, launched dependent
-// (dependent_launch.cuh): the weights of a later kernel of the step.
-void l2_prefetch(const void* p, int64_t bytes, cudaStream_t stream);
-
 // y[r][o] += bias[o] for r < n_rows, o < out_dim.
 void add_bias_rows(float* y, const bf16* bias, int32_t n_rows, int32_t out_dim, cudaStream_t stream);
 
@@ -221,44 +216,26 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
                       int32_t n_experts, float* logits, int32_t k, int32_t tile_rows, int32_t* experts,
                       float* weights, const MoeGroups& groups, int32_t* done_counter, cudaStream_t stream);
 
-// A/B kernel variants (docs/cuda-notes.md "h24gemv"), each family's first
-// name its default: MoeGemv, the expert products of MoePath::Gemv
-// (GPTOSS_MOE_GEMV: base, mma4, mma6, mma12); DenseGemv, linear_bf16's GEMV
-// (GPTOSS_DENSE_GEMV: base, ring); L2Prefetch, what a decode step requests
-// into L2 ahead of use (GPTOSS_L2_PREFETCH: off, o = the attention-output
-// weights during the attention); Streamed, the streamed expert kernel of
-// MoePath::Streamed and Streamed32 (GPTOSS_STREAMED: base, balance, sectors,
-// splitk, t32, all; docs/cuda-notes.md "h24moe2", flags in moe_experts.cu:
-// t32 and all also change which path moe_path_for picks, so switch only
-// between steps). The one in use comes from the environment variable, read
-// once; the check and bench tools switch between them.
-enum class KernelFamily { MoeGemv, DenseGemv, L2Prefetch, Streamed };
-const std::vector<std::string>& kernel_variants(KernelFamily family);
-size_t kernel_variant_index(KernelFamily family);
-const std::string& kernel_variant(KernelFamily family);
-void set_kernel_variant(KernelFamily family, const std::string& name);
-
 // Which kernel runs an expert product: the GEMV (decode of one sequence; one
 // expert a block row, CUDA cores), the streamed kernel (up to 32 pairs an
 // expert: each touched expert's MXFP4 weights streamed into registers once
-// per 16 of its pairs, gemm_mxfp4_streamed.cuh; Streamed32: once per 32, for
-// the variants that choose it, KernelFamily::Streamed), or the tiled kernel over
-// tiles of 128 grouped pairs of one expert (prefill), each weight tile
-// decoded into shared memory (moe_path_for has the measured rule).
-enum class MoePath { Gemv, Streamed, Streamed32, Tiled };
+// per 16 of its pairs, gemm_mxfp4_streamed.cuh, the step's tiles sharing
+// whole waves of blocks evenly), or the tiled kernel over tiles of 128
+// grouped pairs of one expert (prefill), each weight tile decoded into shared
+// memory (moe_path_for has the measured rule).
+enum class MoePath { Gemv, Streamed, Tiled };
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
 
-// The kernel of the tiled path (docs/cuda-notes.md "h24prefill"), 128 grouped
-// pairs a block in all: mma.sync over 128 x 128 tiles (the default), the
-// warpgroup MMA over 128 x 128 or 128 x 256 tiles of decoded weights in shared
-// memory, or the warpgroup MMA with the weights decoded into its register
-// operand (128 x 128).
-enum class TiledKernel { Mma, Wgmma128, Wgmma256, WgmmaRegs };
-inline constexpr TiledKernel kTiledKernels[] = {TiledKernel::Mma, TiledKernel::Wgmma128, TiledKernel::Wgmma256,
-                                                TiledKernel::WgmmaRegs};
-// GPTOSS_TILED's value: mma, wgmma128, wgmma256, wgmma_regs.
+// The kernel of the tiled path (docs/cuda-notes.md "h24prefill", "h24fold"),
+// 128 x 128 tiles of decoded weights in shared memory: the warpgroup MMA (the
+// default: call 26, 20b prefill 42.4k tok/s at 2k, 43.0k at 8k) or mma.sync
+// (34.5k, 35.9k; kept selectable until the 24-layer gate has run on the
+// warpgroup MMA).
+enum class TiledKernel { Wgmma128, Mma };
+inline constexpr TiledKernel kTiledKernels[] = {TiledKernel::Wgmma128, TiledKernel::Mma};
+// GPTOSS_TILED's value: wgmma128, mma.
 const char* tiled_kernel_name(TiledKernel kernel);
-// GPTOSS_TILED (read once; unset: mma), unless set_tiled_kernel chose since.
+// GPTOSS_TILED (read once; unset: wgmma128), unless set_tiled_kernel chose since.
 TiledKernel tiled_kernel();
 // For the check and bench tools: every variant in one process.
 void set_tiled_kernel(TiledKernel kernel);

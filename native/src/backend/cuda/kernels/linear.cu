@@ -83,14 +83,7 @@ __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
 // The epilogue names the block's columns (column(m), m < 16; m and m + 8 are
 // one lane's two weight rows) and stores each x row's pair of them
 // (store_pair(row, col_m, y_m, col_m8, y_m8), bias added).
-//
-// kRing (GPTOSS_DENSE_GEMV=ring, docs/cuda-notes.md "h24gemv"): a chunk's
-// slot is refilled with the next round's chunk (weights and x) right after
-// its mma, so a warp keeps kChunks chunks requested all along; base requests
-// a round's chunks only once the previous round is multiplied, a gap of a
-// memory latency a round boundary (QKV and O at one fragment: 3 rounds).
-// The same mma order: the same bits.
-template <int kFrags, typename Epilogue, bool kRing>
+template <int kFrags, typename Epilogue>
 __global__ void __launch_bounds__(kGemvWarps * kWarpSize, gemv_blocks_per_sm<kFrags>())
     gemv_bf16_kernel(const uint16_t* x, int32_t n_rows, int32_t in_dim, const uint16_t* weight,
                      const uint16_t* bias, int32_t out_dim, Epilogue epilogue) {
@@ -115,22 +108,13 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, gemv_blocks_per_sm<kFr
   };
   const uint4 zero = make_uint4(0, 0, 0, 0);
   uint4 lo[kChunks], hi[kChunks], xv[kChunks][kFrags];
-  const auto load_slot = [&](int32_t round, int u) {  // slot u's weights
-    const int32_t v = vector_of(round, u);
-    lo[u] = w_lo && v < n_vec ? load_streaming(w_lo + v) : zero;
-    hi[u] = w_hi && v < n_vec ? load_streaming(w_hi + v) : zero;
-  };
-  const auto load_slot_x = [&](int32_t round, int u) {
-    const int32_t v = vector_of(round, u);
-#pragma unroll
-    for (int f = 0; f < kFrags; ++f)
-      xv[u][f] = row0 + f * kFragRows + g < n_rows && v < n_vec
-                     ? __ldg(xr + static_cast<int64_t>(f) * kFragRows * n_vec + v)
-                     : zero;
-  };
   const auto load_weights = [&](int32_t round) {
 #pragma unroll
-    for (int u = 0; u < kChunks; ++u) load_slot(round, u);
+    for (int u = 0; u < kChunks; ++u) {
+      const int32_t v = vector_of(round, u);
+      lo[u] = w_lo && v < n_vec ? load_streaming(w_lo + v) : zero;
+      hi[u] = w_hi && v < n_vec ? load_streaming(w_hi + v) : zero;
+    }
   };
 
   load_weights(0);
@@ -138,10 +122,15 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, gemv_blocks_per_sm<kFr
   allow_next_kernel();
   float acc[kFrags][4] = {};
   for (int32_t round = 0; round < rounds; ++round) {
-    if (!kRing || round == 0) {  // the round's chunks (round 0's weights came before the wait)
-      if (round > 0) load_weights(round);
+    if (round > 0) load_weights(round);
 #pragma unroll
-      for (int u = 0; u < kChunks; ++u) load_slot_x(round, u);
+    for (int u = 0; u < kChunks; ++u) {
+      const int32_t v = vector_of(round, u);
+#pragma unroll
+      for (int f = 0; f < kFrags; ++f)
+        xv[u][f] = row0 + f * kFragRows + g < n_rows && v < n_vec
+                       ? __ldg(xr + static_cast<int64_t>(f) * kFragRows * n_vec + v)
+                       : zero;
     }
 #pragma unroll
     for (int u = 0; u < kChunks; ++u) {
@@ -153,10 +142,6 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, gemv_blocks_per_sm<kFr
         if (f >= n_frags) break;  // warp-uniform
         tiled::mma_bf16(acc[f], a0, xv[u][f].x, xv[u][f].y);
         tiled::mma_bf16(acc[f], a1, xv[u][f].z, xv[u][f].w);
-      }
-      if (kRing && round + 1 < rounds) {  // later slots' chunks of this round and the next are past the end too
-        load_slot(round + 1, u);
-        load_slot_x(round + 1, u);
       }
     }
   }
@@ -235,13 +220,8 @@ void launch_gemv_frags(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16
                        int32_t out_dim, const Epilogue& epilogue, cudaStream_t stream) {
   constexpr int32_t kBlockRows = kFrags * kFragRows;
   const dim3 grid((out_dim + kGemvCols - 1) / kGemvCols, (n_rows + kBlockRows - 1) / kBlockRows);
-  // The ring variant at one fragment only (decode up to 8 rows): with more, its x
-  // vectors in flight across the rounds spill.
-  auto kernel = gemv_bf16_kernel<kFrags, Epilogue, false>;
-  if constexpr (kFrags == 1)
-    if (kernel_variant_index(KernelFamily::DenseGemv) == 1) kernel = gemv_bf16_kernel<kFrags, Epilogue, true>;
-  launch_dependent(kernel, grid, kGemvWarps * kWarpSize, 0, stream, x, n_rows, in_dim, weight, bias, out_dim,
-                   epilogue);
+  launch_dependent(gemv_bf16_kernel<kFrags, Epilogue>, grid, kGemvWarps * kWarpSize, 0, stream, x, n_rows, in_dim,
+                   weight, bias, out_dim, epilogue);
 }
 
 // The fewest fragments that take the step's rows in one block row (more rows

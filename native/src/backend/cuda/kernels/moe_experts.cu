@@ -2,7 +2,8 @@
 //
 // Streamed path (decode from 2 sequences, short extends: up to 32 pairs an
 // expert): weights streamed into registers, tokens in shared memory, tensor
-// cores (gemm_mxfp4_streamed.cuh).
+// cores (gemm_mxfp4_streamed.cuh); the step's tiles share whole waves of
+// blocks evenly (balanced_share).
 //
 // GEMV path (decode of one sequence): each warp walks row
 // pairs of one expert (for gate/up:
@@ -12,16 +13,14 @@
 // pairs routed to the expert (up to 8 staged at once), 1 or 4 at a time.
 //
 // Tiled path (prefill, decode beyond 32 pairs an expert): tiles of 128
-// grouped pairs of one expert and 128 (or 256) output columns, each weight
-// tile decoded once per block into shared memory, then mma.sync
-// (gemm_mxfp4_decoded.cuh) or the warpgroup MMA (gemm_mxfp4_wgmma.cuh), or
-// into the warpgroup MMA's register operand (gemm_mxfp4_wgmma_regs.cuh):
+// grouped pairs of one expert and 128 output columns, each weight tile
+// decoded once per block into shared memory, then the warpgroup MMA
+// (gemm_mxfp4_wgmma.cuh, the default) or mma.sync (gemm_mxfp4_decoded.cuh):
 // GPTOSS_TILED, see tiled_kernel.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <iterator>
 #include <string>
 
 #include "backend/cuda/cuda_check.h"
@@ -30,7 +29,6 @@
 #include "backend/cuda/kernels/gemm_mxfp4_decoded.cuh"
 #include "backend/cuda/kernels/gemm_mxfp4_streamed.cuh"
 #include "backend/cuda/kernels/gemm_mxfp4_wgmma.cuh"
-#include "backend/cuda/kernels/gemm_mxfp4_wgmma_regs.cuh"
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/sm_count.h"
 
@@ -49,6 +47,7 @@ constexpr int32_t kGemvOneTokenPairs = 4;
 constexpr int kMaxBlocksPerLane = 4;    // MXFP4 blocks per lane: cols <= 4096
 // The GEMV's "tiles" are whole experts: one list entry per expert with pairs.
 constexpr int32_t kGemvTileRows = 1 << 24;
+constexpr int32_t kStreamedTileRows = 16;  // the streamed path's tiles: up to two n8 fragments
 
 
 __device__ __forceinline__ float swiglu(float gate, float up, float limit) {
@@ -301,26 +300,13 @@ struct MmaTile {
     decoded::gemm_tile<4>(a, lda, row_src, valid_rows, w, n0, epilogue);
   }
 };
-template <int kColumns>
 struct WgmmaTile {
-  static constexpr int kN = kColumns, kBlocksPerSm = wgmma::Pipeline<kN>::kBlocksPerSm;
-  static constexpr int smem_bytes(int k) { return wgmma::smem_bytes<kN>(k); }
+  static constexpr int kN = wgmma::Pipeline::kN, kBlocksPerSm = wgmma::Pipeline::kBlocksPerSm;
+  static constexpr int smem_bytes(int k) { return wgmma::smem_bytes(k); }
   template <typename Epilogue>
   __device__ static void run(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
                              const decoded::Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
-    wgmma::gemm_tile<kN>(a, lda, row_src, valid_rows, w, n0, epilogue);
-  }
-};
-struct WgmmaRegsTile {
-  static constexpr int kN = wgmma::regs::kTileN, kBlocksPerSm = 2;
-  static constexpr int smem_bytes(int k) { return wgmma::regs::smem_bytes(k); }
-  template <typename Epilogue>
-  __device__ static void run(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
-                             const decoded::Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
-    if (valid_rows <= 64)
-      wgmma::regs::gemm_tile<64>(a, lda, row_src, w, n0, epilogue);
-    else
-      wgmma::regs::gemm_tile<128>(a, lda, row_src, w, n0, epilogue);
+    wgmma::gemm_tile(a, lda, row_src, valid_rows, w, n0, epilogue);
   }
 };
 constexpr int kTiledRows = 128;  // grouped pairs a block, every tiled kernel
@@ -353,9 +339,9 @@ __global__ void __launch_bounds__(decoded::kThreads, Tile::kBlocksPerSm)
               tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g_begin, g_end});
 }
 
-// Balanced grids (`slots` > 0: resident blocks of one wave; the grid is
-// whole waves of them, at least the tiles' bound of blocks): the step's real
-// tiles share the first `waves` waves, each tile the same number of blocks
+// The streamed kernel's grid is whole waves of `slots` resident blocks, at
+// least the tiles' bound of blocks: the step's real tiles share the first
+// `waves` waves, each tile the same number of blocks
 // (its slices; blocks past tiles * that exit), `waves` chosen for the
 // shortest (waves x m-tile groups of the busiest block), fewest on ties.
 // Every block computes the same choice from the tile count.
@@ -378,43 +364,36 @@ __device__ __forceinline__ BalancedShare balanced_share(int32_t n_tiles, int32_t
 }
 
 // One block per (expert tile of up to S::kSlots grouped pairs, slice of the
-// weight rows): the streamed kernel (gemm_mxfp4_streamed.cuh). Either the
-// grid is (tiles bound, slices) and tiles past the step's count exit, or it
-// is balanced (balanced_share). The down product reads the grouping (written
-// before the gate/up product) and requests its first weights before its
-// wait.
+// weight rows), the blocks shared among the step's tiles by balanced_share:
+// the streamed kernel (gemm_mxfp4_streamed.cuh). The down product reads the
+// grouping (written before the gate/up product) and requests its first
+// weights before its wait.
 template <bool kSwiglu, class S>
 __global__ void __launch_bounds__(S::kWarps * kWarpSize, S::kMinBlocks)
     moe_streamed_kernel(const uint16_t* x, const int32_t* row_token, MoeGroups groups, Mxfp4Experts w,
-                        int32_t tile_rows, int32_t slots, float limit, void* out) {
+                        int32_t slots, float limit, void* out) {
   if constexpr (kSwiglu) {
     wait_for_previous_kernel();
     allow_next_kernel();
   }
   const int32_t n_tiles = *groups.n_tiles;
-  int32_t tile_index = blockIdx.x, slice = blockIdx.y, n_slices = gridDim.y;
-  if (slots > 0) {
-    if (n_tiles == 0) return;
-    const int32_t m_groups = (w.rows + S::kMTilesPerBlock * streamed::kMTile - 1) / (S::kMTilesPerBlock * streamed::kMTile);
-    const BalancedShare share = balanced_share(n_tiles, m_groups, slots);
-    if (share.slice < 0 || share.slice >= m_groups) return;  // no m-tiles left for this block
-    tile_index = share.tile, slice = share.slice, n_slices = share.n_slices;
-  } else if (tile_index >= n_tiles) {
-    return;
-  }
-  const int32_t tile = groups.tiles[tile_index];
+  if (n_tiles == 0) return;
+  const int32_t m_groups = (w.rows + S::kWarps * streamed::kMTile - 1) / (S::kWarps * streamed::kMTile);
+  const BalancedShare share = balanced_share(n_tiles, m_groups, slots);
+  if (share.slice < 0 || share.slice >= m_groups) return;  // no m-tiles left for this block
+  const int32_t tile = groups.tiles[share.tile];
   const int32_t expert = tile >> 16;
-  const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * tile_rows;
-  const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + tile_rows);
+  const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * kStreamedTileRows;
+  const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + kStreamedTileRows);
   const streamed::Mxfp4Weights weights = expert_weights(w, expert);
   const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
   const auto row_src = [&](int r) -> int64_t { return row_token ? row_token[g_begin + r] : g_begin + r; };
   if constexpr (kSwiglu)
-    streamed::gemm_tile<S>(x, row_src, g_end - g_begin, weights, slice, n_slices, [] {},
+    streamed::gemm_tile<S>(x, row_src, g_end - g_begin, weights, share.slice, share.n_slices, [] {},
                            SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g_begin, g_end, limit});
   else
     streamed::gemm_tile<S>(
-        x, row_src, g_end - g_begin, weights, slice, n_slices,
+        x, row_src, g_end - g_begin, weights, share.slice, share.n_slices,
         [] {
           wait_for_previous_kernel();
           allow_next_kernel();
@@ -433,139 +412,59 @@ void allow_dynamic_smem(int bytes) {
   (void)configured;
 }
 
-// The streamed kernel's variants, A/B'd by one device call
-// (docs/cuda-notes.md "h24moe2": what each changes, why, its prediction).
-// Each is "base" (the kernel call 22 measured) with one change, but "all".
-struct StreamedVariant {
-  const char* name;
-  bool rows32;    // moe_path_for: 32-row tiles (MoePath::Streamed32) from kRows32Pairs pairs an expert
-  bool balanced;  // whole waves of blocks the step's tiles share evenly (balanced_share)
-  bool sectors;   // whole-sector weight loads (streamed::item_block)
-  bool split_k;   // K split between two warps where that keeps a one-fragment step in one wave
-};
-constexpr StreamedVariant kStreamedVariants[] = {
-    {"base", false, false, false, false},  {"balance", false, true, false, false}, {"sectors", false, false, true, false},
-    {"splitk", false, false, false, true}, {"t32", true, false, false, false},     {"all", true, true, true, true},
-};
-constexpr int32_t kTileRows = 16, kTileRows32 = 32;  // the streamed paths' tile rows
-// Pairs an expert on average from which rows32 variants take 32-row tiles:
-// decode at 128 sequences and up (gpt-oss-20b), where many experts have over
-// 16 pairs and 16-row tiles decode their weights twice or more; below, the
-// tiles seldom pass 16 rows and four fragments would only cost occupancy.
-constexpr int32_t kRows32Pairs = 12;
-
-// The variant in use (KernelFamily::Streamed, GPTOSS_STREAMED): its flags.
-// kernel_variants.cu lists the same names in the same order (checked here
-// once).
-const StreamedVariant& streamed_variant() {
-  static const bool same_names = [] {
-    const std::vector<std::string>& names = kernel_variants(KernelFamily::Streamed);
-    bool same = names.size() == std::size(kStreamedVariants);
-    for (size_t i = 0; same && i < names.size(); ++i) same = names[i] == kStreamedVariants[i].name;
-    if (!same) throw Error(GPTOSS_ERR_BACKEND, "GPTOSS_STREAMED: kernel_variants.cu and moe_experts.cu disagree");
-    return true;
-  }();
-  (void)same_names;
-  return kStreamedVariants[kernel_variant_index(KernelFamily::Streamed)];
-}
-
 // Tiles a step is expected to list (touched experts, more where one has over
-// tile_rows pairs); the grid's x is the bound, moe_max_tiles.
-int32_t expected_tiles(int32_t n_pairs, int32_t n_experts, int32_t tile_rows) {
-  return std::max(std::min(n_pairs, n_experts), (n_pairs + tile_rows - 1) / tile_rows);
+// kStreamedTileRows pairs); the grid's bound is moe_max_tiles.
+int32_t expected_tiles(int32_t n_pairs, int32_t n_experts) {
+  return std::max(std::min(n_pairs, n_experts), (n_pairs + kStreamedTileRows - 1) / kStreamedTileRows);
 }
 
-// The grid: every tile (x) times slices of the weight rows (y), sized so
-// that the expected tiles get two waves of resident blocks, each warp an
-// equal whole number of m-tiles; or (balanced) up to 4 waves of resident
-// blocks in x, which the kernel shares among the step's real tiles
-// (balanced_share): one where the expected tiles get 16 blocks each in one
-// (twice as many real tiles, uneven experts, would still get 8: the busiest
-// block at most an eighth over the mean), and always at least the tiles'
-// bound. Blocks of waves the kernel does not choose exit at once.
-template <class S>
-dim3 streamed_grid(int32_t m_tiles, int32_t slots, int32_t tiles_bound, int32_t tiles, bool balanced) {
-  if (balanced) {
-    const int32_t waves = std::max(16 * tiles <= slots ? 1 : 4, (tiles_bound + slots - 1) / slots);
-    return dim3(waves * slots, 1);
-  }
-  constexpr int kWaves = 2;
-  const int32_t per_block = S::kMTilesPerBlock;
-  const int32_t most = (m_tiles + per_block - 1) / per_block;  // slices of one m-tile a warp
-  const int32_t slices = std::clamp((kWaves * slots + tiles - 1) / tiles, 1, most);
-  const int32_t per_warp = (m_tiles + slices * per_block - 1) / (slices * per_block);
-  return dim3(tiles_bound, (m_tiles + per_warp * per_block - 1) / (per_warp * per_block));
+// The grid: up to 4 waves of resident blocks, which the kernel shares among
+// the step's real tiles (balanced_share): one where the expected tiles get 16
+// blocks each in one (twice as many real tiles, uneven experts, would still
+// get 8: the busiest block at most an eighth over the mean), and always at
+// least the tiles' bound. Blocks of waves the kernel does not choose exit at
+// once. Measured against the grid it replaced (every tile times slices of the
+// weight rows, two waves for the expected tiles; call 26, H100, 20b decode
+// steps): b8 5.34 vs 5.78 ms, b32 8.08 vs 8.44, b64 9.80 vs 10.20, b256 20.50
+// vs 20.92, a 50-token extend 9.08 vs 9.48 (b2 3.39 vs 3.28, b128 13.63 vs
+// 13.77).
+int32_t streamed_blocks(int32_t slots, int32_t tiles_bound, int32_t tiles) {
+  const int32_t waves = std::max(16 * tiles <= slots ? 1 : 4, (tiles_bound + slots - 1) / slots);
+  return waves * slots;
 }
 
 template <bool kSwiglu, class S>
-void launch_streamed_shape(dim3 grid, int32_t tile_rows, int32_t slots, const bf16* x, const int32_t* row_token,
+void launch_streamed_shape(int32_t blocks, int32_t slots, const bf16* x, const int32_t* row_token,
                            const MoeGroups& groups, const Mxfp4Experts& w, float limit, void* out,
                            cudaStream_t stream) {
   constexpr auto kernel = moe_streamed_kernel<kSwiglu, S>;
-  // Four fragments at K = 4096 would stage 256 KiB, past the 227 KiB a block
-  // may have: the limit is capped there, and a larger K fails here (gpt-oss
-  // has K = 2880: 192 KiB).
-  static const int smem_max = [] {
-    int device = 0, optin = 0;
-    GPTOSS_CUDA_CHECK(cudaGetDevice(&device));
-    GPTOSS_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    return std::min(streamed::smem_bytes<S>(decoded::kMaxK), optin);
-  }();
-  allow_dynamic_smem<kernel>(smem_max);
-  if (streamed::smem_bytes<S>(w.cols) > smem_max)
-    throw Error(GPTOSS_ERR_BACKEND, "streamed MXFP4 experts: K = " + std::to_string(w.cols) +
-                                        " stages more tokens than a block's shared memory holds at " +
-                                        std::to_string(S::kSlots) + " rows a tile (GPTOSS_STREAMED)");
-  launch_dependent(kernel, grid, S::kWarps * kWarpSize, streamed::smem_bytes<S>(w.cols), stream,
-                   reinterpret_cast<const uint16_t*>(x), row_token, groups, w, tile_rows, slots, limit, out);
+  allow_dynamic_smem<kernel>(streamed::smem_bytes<S>(decoded::kMaxK));
+  launch_dependent(kernel, dim3(blocks), S::kWarps * kWarpSize, streamed::smem_bytes<S>(w.cols), stream,
+                   reinterpret_cast<const uint16_t*>(x), row_token, groups, w, slots, limit, out);
 }
 
 // The launch shapes: one fragment while a step has at most 8 pairs (no tile
 // has more), 4-warp blocks, 4 an SM (the few experts of such a step get
 // twice the blocks: batch 1 gate/up 4 x 90 blocks and down 4 x 45, one
-// m-tile a warp); two fragments up to 16 rows, 8-warp blocks, 2 an SM; four
-// up to 32 (tiles of 32 rows), 8-warp blocks, 1 an SM (192 KiB of staged
-// tokens at K = 2880), 255 registers a thread, so 4 K items in flight.
-template <bool kSectors>
-using OneFragment = streamed::Shape<1, 4, 4, 3, 1, kSectors>;
-template <bool kSectors>
-using OneFragmentSplitK = streamed::Shape<1, 4, 4, 3, 2, kSectors>;
-template <bool kSectors>
-using TwoFragments = streamed::Shape<2, 8, 2, 3, 1, kSectors>;
-template <bool kSectors>
-using FourFragments = streamed::Shape<4, 8, 1, 4, 1, kSectors>;
+// m-tile a warp); two fragments up to 16 rows, 8-warp blocks, 2 an SM.
+using OneFragment = streamed::Shape<1, 4, 4, 3>;
+using TwoFragments = streamed::Shape<2, 8, 2, 3>;
 
-// K is split only where the step still fits one wave of resident warps and
-// every part has a K item.
-template <bool kSwiglu, bool kSectors>
-void launch_streamed(const StreamedVariant& v, int32_t tile_rows, const bf16* x, const int32_t* row_token,
-                     const MoeGroups& groups, int32_t n_pairs, const Mxfp4Experts& w, float limit, void* out,
-                     cudaStream_t stream) {
-  const int32_t rows = std::min(n_pairs, tile_rows);  // the most a tile of the step can have
-  const int32_t tiles_bound = moe_max_tiles(n_pairs, w.num_experts, tile_rows);
-  const int32_t tiles = expected_tiles(n_pairs, w.num_experts, tile_rows);
-  const int32_t m_tiles = (w.rows + streamed::kMTile - 1) / streamed::kMTile, sms = multiprocessor_count();
-  const int32_t items = (w.cols + streamed::kItemK - 1) / streamed::kItemK;
+template <bool kSwiglu>
+void launch_streamed(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
+                     const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+  const int32_t tiles_bound = moe_max_tiles(n_pairs, w.num_experts, kStreamedTileRows);
+  const int32_t tiles = expected_tiles(n_pairs, w.num_experts), sms = multiprocessor_count();
   auto launch = [&](auto shape) {
     using S = decltype(shape);
     const int32_t slots = S::kMinBlocks * sms;
-    const dim3 grid = streamed_grid<S>(m_tiles, slots, tiles_bound, tiles, v.balanced);
-    launch_streamed_shape<kSwiglu, S>(grid, tile_rows, v.balanced ? slots : 0, x, row_token, groups, w, limit, out,
-                                      stream);
+    launch_streamed_shape<kSwiglu, S>(streamed_blocks(slots, tiles_bound, tiles), slots, x, row_token, groups, w,
+                                      limit, out, stream);
   };
-  if (rows <= 8) {
-    using S = OneFragmentSplitK<kSectors>;
-    const bool split = v.split_k && items >= S::kSplitK &&
-                       int64_t(tiles) * m_tiles * S::kSplitK <= int64_t(S::kWarps) * S::kMinBlocks * sms;
-    if (split)
-      launch(S{});
-    else
-      launch(OneFragment<kSectors>{});
-  } else if (rows <= 16) {
-    launch(TwoFragments<kSectors>{});
-  } else {
-    launch(FourFragments<kSectors>{});
-  }
+  if (std::min(n_pairs, kStreamedTileRows) <= 8)  // the most a tile of the step can have
+    launch(OneFragment{});
+  else
+    launch(TwoFragments{});
 }
 
 template <typename Tile, bool kSwiglu>
@@ -582,14 +481,10 @@ template <bool kSwiglu>
 void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
                   const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
   switch (tiled_kernel()) {
+    case TiledKernel::Wgmma128:
+      return launch_tiled_kernel<WgmmaTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
     case TiledKernel::Mma:
       return launch_tiled_kernel<MmaTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
-    case TiledKernel::Wgmma128:
-      return launch_tiled_kernel<WgmmaTile<128>, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
-    case TiledKernel::Wgmma256:
-      return launch_tiled_kernel<WgmmaTile<256>, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
-    case TiledKernel::WgmmaRegs:
-      return launch_tiled_kernel<WgmmaRegsTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   }
 }
 
@@ -598,116 +493,6 @@ void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& grou
 void check_experts(const Mxfp4Experts& w) {
   if (w.cols % 32 != 0 || w.cols > 32 * kWarpSize * kMaxBlocksPerLane || w.rows <= 0 || w.rows % 2 != 0)
     throw Error(GPTOSS_ERR_BACKEND, "MXFP4 experts: cols must be a multiple of 32 and <= 4096, rows even and > 0");
-}
-
-// The GEMV on tensor cores (GPTOSS_MOE_GEMV=mma4, mma6, mma12): one block
-// per (16-row m-tile, expert), its kSplit warps splitting the m-tile's K
-// items (warp s takes items s, s + kSplit, ...: at gpt-oss-20b's K of 2880,
-// 12 items, 3 a warp at kSplit 4). An item is decoded and multiplied as in
-// the streamed kernel (streamed::multiply: bit decode, one bf16 multiply per
-// value pair, mma with the staged tokens as B), about 2.5 instructions a
-// weight value against the base GEMV's 7 (a table lookup and an fp32 FMA per
-// value: issue-bound at 1 TB/s, ncu call 20). Every warp requests all its
-// items at once (kDepth covers kSplit * kDepth items), one memory latency a
-// block, and the many small blocks (batch 1: 1 440 for gate/up, 720 for down)
-// let the scheduler keep every SM loading. The kSplit partial sums meet in
-// shared memory and warp 0 adds them in split order and applies the
-// epilogue: a pair's bits do not depend on what else shares the step. Pairs
-// are staged 8 at a time (one n8 fragment); an expert with more pairs reads
-// its weights again per 8 (not a one-token case).
-template <int kSplit>
-struct GemvMma {
-  // Items a warp has in flight: all of them at gpt-oss-20b's 12 items.
-  static constexpr int kDepth = (12 + kSplit - 1) / kSplit;
-  static constexpr int kThreads = kSplit * kWarpSize;
-  static constexpr int kMinBlocks = 16 / kSplit > 2 ? 16 / kSplit : 2;  // 16-24 warps an SM
-};
-
-template <bool kSwiglu, int kSplit>
-__global__ void __launch_bounds__(GemvMma<kSplit>::kThreads, GemvMma<kSplit>::kMinBlocks)
-    moe_gemv_mma_kernel(const uint16_t* x, const int32_t* row_token, MoeGroups groups, Mxfp4Experts w,
-                        float limit, void* out) {
-  using streamed::Item;
-  constexpr int kDepth = GemvMma<kSplit>::kDepth;
-  extern __shared__ uint4 xs[];
-  __shared__ float4 partial[kSplit][kWarpSize];
-  if constexpr (kSwiglu) {
-    wait_for_previous_kernel();
-    allow_next_kernel();
-  }
-  ExpertPairs pairs;
-  if (!gemv_expert_pairs(groups, pairs)) return;
-  const int32_t g_begin = pairs.begin, g_end = pairs.end;
-  const streamed::Mxfp4Weights weights = expert_weights(w, pairs.expert);
-  const uint16_t* bias = w.bias + static_cast<int64_t>(pairs.expert) * w.rows;
-  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize, g = lane / 4, t = lane % 4;
-  const int items = (w.cols + streamed::kItemK - 1) / streamed::kItemK;
-  const int per_warp = (items + kSplit - 1) / kSplit;  // the same for every warp: uniform barriers
-  const int32_t row = static_cast<int32_t>(blockIdx.x) * streamed::kMTile + 2 * g;
-  // Slot i of this warp is item warp + i * kSplit (past `items`: zeros, skipped).
-  Item ring[kDepth];
-  const auto load_first = [&] {
-#pragma unroll
-    for (int d = 0; d < kDepth; ++d)
-      if (d < per_warp) ring[d].load(weights, row, warp + d * kSplit, t);
-  };
-  load_first();
-  if constexpr (!kSwiglu) {
-    wait_for_previous_kernel();
-    allow_next_kernel();
-  }
-  for (int32_t g0 = g_begin; g0 < g_end; g0 += 8) {
-    const int32_t n = min(8, g_end - g0);
-    if (g0 != g_begin) load_first();
-    __syncthreads();  // the previous pairs' tokens and partial sums are consumed
-    streamed::stage_tokens<1>(
-        x, w.cols, n, [&](int r) -> int64_t { return row_token ? row_token[g0 + r] : g0 + r; }, xs);
-    __syncthreads();
-    float acc[1][4] = {};
-    for (int i0 = 0; i0 < per_warp; i0 += kDepth) {
-#pragma unroll
-      for (int d = 0; d < kDepth; ++d) {
-        const int i = i0 + d, c = warp + i * kSplit;
-        if (i >= per_warp) break;
-        if (c < items) {  // warp-uniform, as mma.sync needs (see gemm_tile)
-          if (__any_sync(0xffffffffu, ring[d].wide()))
-            streamed::multiply<1, true>(ring[d], xs, c, lane, 1, acc);
-          else
-            streamed::multiply<1, false>(ring[d], xs, c, lane, 1, acc);
-        }
-        if (i + kDepth < per_warp) ring[d].load(weights, row, c + kDepth * kSplit, t);
-      }
-    }
-    partial[warp][lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
-    __syncthreads();
-    if (warp == 0) {
-      float4 sum = partial[0][lane];
-#pragma unroll
-      for (int s = 1; s < kSplit; ++s) {
-        const float4 p = partial[s][lane];
-        sum.x += p.x, sum.y += p.y, sum.z += p.z, sum.w += p.w;
-      }
-      // mma rows g and g + 8 are weight rows 2g and 2g + 1; columns 2t, 2t + 1 are pairs.
-      const auto store = [&](const auto& epilogue) {
-        epilogue(2 * t, row, sum.x, sum.z);
-        epilogue(2 * t + 1, row, sum.y, sum.w);
-      };
-      if constexpr (kSwiglu)
-        store(SwigluEpilogue{static_cast<__nv_bfloat16*>(out), bias, w.rows, g0, g0 + n, limit});
-      else
-        store(tiled::BiasEpilogue{static_cast<float*>(out), bias, w.rows, g0, g0 + n});
-    }
-  }
-}
-
-template <bool kSwiglu, int kSplit>
-void launch_gemv_mma(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
-                     const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
-  constexpr auto kernel = moe_gemv_mma_kernel<kSwiglu, kSplit>;
-  allow_dynamic_smem<kernel>(streamed::staged_bytes<8>(decoded::kMaxK));
-  const dim3 grid((w.rows + streamed::kMTile - 1) / streamed::kMTile, std::min(w.num_experts, n_pairs));
-  launch_dependent(kernel, grid, GemvMma<kSplit>::kThreads, streamed::staged_bytes<8>(w.cols), stream,
-                   reinterpret_cast<const uint16_t*>(x), row_token, groups, w, limit, out);
 }
 
 template <bool kSwiglu, int kLayout, int kBlocksPerLane>
@@ -747,33 +532,15 @@ void launch_gemv(const bf16* x, const int32_t* row_token, const MoeGroups& group
     launch_gemv_kernel<kSwiglu, 4, kMaxBlocksPerLane>(grid, x, row_token, groups, w, limit, out, stream);
 }
 
-// GPTOSS_MOE_GEMV (kernel_variants.cu): base (moe_gemv_kernel) or mma4, mma6,
-// mma12 (moe_gemv_mma_kernel, K split over 4, 6 or 12 warps).
-template <bool kSwiglu>
-void launch_gemv_variant(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
-                         const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
-  switch (kernel_variant_index(KernelFamily::MoeGemv)) {
-    case 1: return launch_gemv_mma<kSwiglu, 4>(x, row_token, groups, n_pairs, w, limit, out, stream);
-    case 2: return launch_gemv_mma<kSwiglu, 6>(x, row_token, groups, n_pairs, w, limit, out, stream);
-    case 3: return launch_gemv_mma<kSwiglu, 12>(x, row_token, groups, n_pairs, w, limit, out, stream);
-    default: return launch_gemv<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
-  }
-}
-
 template <bool kSwiglu>
 void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
             const Mxfp4Experts& w, float limit, MoePath path, void* out, cudaStream_t stream) {
   check_experts(w);
   if (n_pairs == 0) return;
   if (path == MoePath::Gemv) {
-    launch_gemv_variant<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
-  } else if (path == MoePath::Streamed || path == MoePath::Streamed32) {
-    const StreamedVariant& v = streamed_variant();
-    const int32_t tile_rows = moe_tile_rows(path);
-    if (v.sectors)
-      launch_streamed<kSwiglu, true>(v, tile_rows, x, row_token, groups, n_pairs, w, limit, out, stream);
-    else
-      launch_streamed<kSwiglu, false>(v, tile_rows, x, row_token, groups, n_pairs, w, limit, out, stream);
+    launch_gemv<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+  } else if (path == MoePath::Streamed) {
+    launch_streamed<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   } else {
     launch_tiled<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   }
@@ -802,10 +569,10 @@ MoeKernelChoice moe_kernel_choice() {
 std::atomic<TiledKernel>& tiled_kernel_slot() {
   static std::atomic<TiledKernel> slot{[] {
     const char* value = std::getenv("GPTOSS_TILED");
-    if (value == nullptr) return TiledKernel::Mma;
+    if (value == nullptr) return TiledKernel::Wgmma128;
     for (const TiledKernel kernel : kTiledKernels)
       if (std::strcmp(value, tiled_kernel_name(kernel)) == 0) return kernel;
-    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_TILED must be mma, wgmma128, wgmma256 or wgmma_regs, not '") + value + "'");
+    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_TILED must be wgmma128 or mma, not '") + value + "'");
   }()};
   return slot;
 }
@@ -814,10 +581,8 @@ std::atomic<TiledKernel>& tiled_kernel_slot() {
 
 const char* tiled_kernel_name(TiledKernel kernel) {
   switch (kernel) {
-    case TiledKernel::Mma: return "mma";
     case TiledKernel::Wgmma128: return "wgmma128";
-    case TiledKernel::Wgmma256: return "wgmma256";
-    case TiledKernel::WgmmaRegs: return "wgmma_regs";
+    case TiledKernel::Mma: return "mma";
   }
   return "?";
 }
@@ -835,31 +600,31 @@ MoePath moe_path_for(int32_t n_pairs, int32_t n_experts) {
   // down product streamed 883 GB/s against the streamed kernel's 613 at one
   // pair an expert), the streamed kernel takes everything up to 32 pairs an
   // expert, and 128-row tiles, which decode each weight once per 128 pairs,
-  // the rest (prefill).
+  // the rest (prefill). Call 26 (H100, 20b, whole steps), with the streamed
+  // kernel's balanced grid: b2 3.39 ms, b8 5.34, b32 8.08, b64 9.80, b128
+  // 13.63, b256 20.50, a 50-token extend 9.08; b1 on the GEMV 2.71-2.80 ms
+  // (three tensor-core GEMVs measured 2.74-2.84: within that noise, deleted).
   const bool few = n_pairs <= 32 * n_experts;
-  const MoePath streamed = streamed_variant().rows32 && n_pairs >= kRows32Pairs * n_experts ? MoePath::Streamed32
-                                                                                             : MoePath::Streamed;
   switch (moe_kernel_choice()) {
-    case MoeKernelChoice::Streamed: return few ? streamed : MoePath::Tiled;
+    case MoeKernelChoice::Streamed: return few ? MoePath::Streamed : MoePath::Tiled;
     case MoeKernelChoice::Gemv: return MoePath::Gemv;
     case MoeKernelChoice::Tiled: return MoePath::Tiled;
     case MoeKernelChoice::Auto: break;
   }
   if (8 * n_pairs <= n_experts) return MoePath::Gemv;
-  return few ? streamed : MoePath::Tiled;
+  return few ? MoePath::Streamed : MoePath::Tiled;
 }
 
 int32_t moe_tile_rows(MoePath path) {
   switch (path) {
     case MoePath::Gemv: return kGemvTileRows;
-    case MoePath::Streamed: return kTileRows;
-    case MoePath::Streamed32: return kTileRows32;
+    case MoePath::Streamed: return kStreamedTileRows;
     case MoePath::Tiled: break;
   }
   return kTiledRows;
 }
 
-int32_t moe_min_tile_rows() { return kTileRows; }
+int32_t moe_min_tile_rows() { return kStreamedTileRows; }
 
 
 void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,

@@ -171,16 +171,8 @@ void bench_decode_products(Results& r, const ModelConfig& c, const bf16* x) {
     };
     for (const int32_t rows : {1, 8, 64}) {
       const std::string shape = std::to_string(rows) + "x" + std::to_string(s.in) + "->" + std::to_string(s.out);
-      // "gemv bf16" is the base kernel; the other GPTOSS_DENSE_GEMV variants (one-fragment
-      // blocks: up to 8 rows) name themselves.
-      const std::string in_use = kernel_variant(KernelFamily::DenseGemv);
-      for (const std::string& variant : kernel_variants(KernelFamily::DenseGemv)) {
-        if (variant != "base" && rows > 8) continue;
-        set_kernel_variant(KernelFamily::DenseGemv, variant);
-        r.add("gemv bf16 " + (variant == "base" ? "" : variant + " ") + shape + " GB/s",
-              rate([&](const bf16* w) { linear_bf16_gemv(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
-      }
-      set_kernel_variant(KernelFamily::DenseGemv, in_use);
+      r.add("gemv bf16 " + shape + " GB/s",
+            rate([&](const bf16* w) { linear_bf16_gemv(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
 #if GPTOSS_WITH_CUBLASLT
       r.add("cublaslt bf16 " + shape + " GB/s",
             rate([&](const bf16* w) { linear_bf16_cublaslt(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
@@ -229,9 +221,8 @@ struct RandomExperts {
 // batch-1 step's 4 experts; the rest every expert, decode at 32, 64, 128 and
 // 256 sequences), in GB/s of the touched experts' MXFP4 weight bytes (codes
 // and scales), each path that serves the size side by side: the streamed
-// kernel (the default up to 32) in each of its variants (docs/cuda-notes.md
-// "h24moe2"), the GEMV (the default at one pair an expert, compared up to 8)
-// and the 128-row tiles (the default beyond 32).
+// kernel (the default up to 32), the GEMV (the default at one pair an
+// expert, compared up to 8) and the 128-row tiles (the default beyond 32).
 void bench_experts(Results& r, const ModelConfig& c) {
   const int32_t experts = c.num_experts, hidden = c.hidden_size, inter = c.intermediate_size;
   const RandomExperts gu(experts, 2 * inter, hidden, 11), dn(experts, hidden, inter, 21);
@@ -250,33 +241,10 @@ void bench_experts(Results& r, const ModelConfig& c) {
     for (int32_t i = 0; i < pairs; ++i) route[i] = (i % touched) * (experts / touched);
     GPTOSS_CUDA_CHECK(cudaMemcpy(chosen.get(), route.data(), pairs * sizeof(int32_t), cudaMemcpyHostToDevice));
     auto bytes = [&](const Mxfp4Experts& w) { return double(touched) * w.rows * (w.cols / 32) * 17; };
-    // Rows named by path and variant: each streamed variant (GPTOSS_STREAMED,
-    // docs/cuda-notes.md "h24moe2") on the streamed path it takes for such a
-    // step (16- or 32-row tiles; 16 at one pair an expert, where the rule
-    // keeps the GEMV), the tiled kernel, and the GEMV once per variant
-    // (GPTOSS_MOE_GEMV, "h24gemv"), "gemv" being the base kernel.
-    struct Arm {
-      MoePath path;
-      std::string name, variant;
-    };
-    std::vector<Arm> arms;
-    const std::string streamed_in_use = kernel_variant(KernelFamily::Streamed);
-    const std::string gemv_in_use = kernel_variant(KernelFamily::MoeGemv);
-    for (const std::string& variant : kernel_variants(KernelFamily::Streamed)) {
-      set_kernel_variant(KernelFamily::Streamed, variant);
-      const bool rows32 = moe_path_for(pairs, experts) == MoePath::Streamed32;
-      arms.push_back({rows32 ? MoePath::Streamed32 : MoePath::Streamed,
-                      "streamed " + variant + (rows32 ? " (32-row tiles)" : ""), variant});
-    }
-    arms.push_back({MoePath::Tiled, std::string("tiled ") + tiled_kernel_name(tiled_kernel()), ""});
-    if (per_expert <= 8)
-      for (const std::string& variant : kernel_variants(KernelFamily::MoeGemv))
-        arms.push_back({MoePath::Gemv, variant == "base" ? "gemv" : "gemv " + variant, variant});
-    for (const Arm& arm : arms) {
-      const MoePath path = arm.path;
-      const std::string& name = arm.name;
-      if (path == MoePath::Gemv) set_kernel_variant(KernelFamily::MoeGemv, arm.variant);
-      if (path == MoePath::Streamed || path == MoePath::Streamed32) set_kernel_variant(KernelFamily::Streamed, arm.variant);
+    std::vector<std::pair<MoePath, std::string>> arms = {
+        {MoePath::Streamed, "streamed"}, {MoePath::Tiled, std::string("tiled ") + tiled_kernel_name(tiled_kernel())}};
+    if (per_expert <= 8) arms.push_back({MoePath::Gemv, "gemv"});
+    for (const auto& [path, name] : arms) {
       moe_group(chosen.get(), pairs, 1, experts, moe_tile_rows(path), groups, nullptr);
       const std::string tag = std::to_string(per_expert) + " pairs/expert " + name + " GB/s";
       const MoePath p = path;  // named, not bound: the lambdas capture it (C++17)
@@ -287,8 +255,6 @@ void bench_experts(Results& r, const ModelConfig& c) {
       r.add("experts gate_up " + tag, bytes(gate_up) / ms_gu / 1e6);
       r.add("experts down " + tag, bytes(down) / ms_dn / 1e6);
     }
-    set_kernel_variant(KernelFamily::MoeGemv, gemv_in_use);
-    set_kernel_variant(KernelFamily::Streamed, streamed_in_use);
   }
 }
 

@@ -45,18 +45,6 @@ ThreadPool& oracle_pool() {
   return pool;
 }
 
-// Runs body(" [variant]") under each variant of a kernel family (kernels.h),
-// restoring the one in use.
-template <typename Body>
-void for_each_variant(KernelFamily family, const Body& body) {
-  const std::string before = kernel_variant(family);
-  for (const std::string& name : kernel_variants(family)) {
-    set_kernel_variant(family, name);
-    body(" [" + name + "]");
-  }
-  set_kernel_variant(family, before);
-}
-
 // cpu::linear_mxfp4 of (input row, expert) pairs: row i of the result is
 // pair i's [w.rows] outputs. Each expert's weights are decoded once for all
 // its pairs, not once a pair (decoding is about two thirds of a one-row
@@ -284,31 +272,16 @@ void check_linear(Random& rng, Verdicts& v) {
     auto d_w = to_device(w);
     auto d_b = to_device(b);
     const std::string shape = std::to_string(c.rows) + "x" + std::to_string(c.in) + "->" + std::to_string(c.out);
-    // Every GEMV variant (GPTOSS_DENSE_GEMV) multiplies in the same order: the first one's bits.
-    std::vector<float> first_rows;
-    for_each_variant(KernelFamily::DenseGemv, [&](const std::string& variant) {
-      auto y1 = poisoned<float>(ref.size());
-      linear_bf16_gemv(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y1.get(), nullptr);
-      const std::vector<float> gemv_rows = to_host(y1, ref.size());
-      v.expect_close("linear_bf16 gemv " + shape + variant, relative_error(gemv_rows, ref), kFloatTol);
-      // Batch invariance: row 0 alone (another grid) gives the bits it gets in the whole.
-      auto y0 = poisoned<float>(c.out);
-      linear_bf16_gemv(d_x.get(), 1, c.in, d_w.get(), d_b.get(), c.out, y0.get(), nullptr);
-      const std::vector<float> row0 = to_host(y0, c.out);
-      v.expect("linear_bf16 gemv " + shape + variant + " row 0 alone == in the batch",
-               std::equal(row0.begin(), row0.end(), gemv_rows.begin()));
-      if (first_rows.empty())
-        first_rows = gemv_rows;
-      else
-        v.expect("linear_bf16 gemv " + shape + variant + " == the first variant (bitwise)", gemv_rows == first_rows);
-    });
-    // The weights requested into L2 first (GPTOSS_L2_PREFETCH), launched dependent like the
-    // decode step's: the same bits, whatever the prefetch's partial last 16 bytes.
-    l2_prefetch(d_w.get(), int64_t(c.out) * c.in * 2, nullptr);
-    auto y5 = poisoned<float>(ref.size());
-    linear_bf16_gemv(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y5.get(), nullptr);
-    v.expect("l2_prefetch then linear_bf16 gemv " + shape + " == without (bitwise)",
-             to_host(y5, ref.size()) == first_rows);
+    auto y1 = poisoned<float>(ref.size());
+    linear_bf16_gemv(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y1.get(), nullptr);
+    const std::vector<float> gemv_rows = to_host(y1, ref.size());
+    v.expect_close("linear_bf16 gemv " + shape, relative_error(gemv_rows, ref), kFloatTol);
+    // Batch invariance: row 0 alone (another grid) gives the bits it gets in the whole.
+    auto y0 = poisoned<float>(c.out);
+    linear_bf16_gemv(d_x.get(), 1, c.in, d_w.get(), d_b.get(), c.out, y0.get(), nullptr);
+    const std::vector<float> row0 = to_host(y0, c.out);
+    v.expect("linear_bf16 gemv " + shape + " row 0 alone == in the batch",
+             std::equal(row0.begin(), row0.end(), gemv_rows.begin()));
     if (c.in % 32 != 0) continue;  // the tiled kernel's K steps are 32 wide
     auto y2 = poisoned<float>(ref.size());
     linear_bf16_tiled(d_x.get(), c.rows, c.in, d_w.get(), d_b.get(), c.out, y2.get(), nullptr);
@@ -774,16 +747,11 @@ void check_router_and_route(Random& rng, Verdicts& v) {
   }
 }
 
-// The tiled path names its kernel (GPTOSS_TILED, or set_tiled_kernel), the
-// GEMV path its variant but the base one (GPTOSS_MOE_GEMV, kernels.h).
+// The tiled path names its kernel (GPTOSS_TILED, or set_tiled_kernel).
 std::string moe_path_name(MoePath path) {
   switch (path) {
-    case MoePath::Gemv: {
-      const std::string& variant = kernel_variant(KernelFamily::MoeGemv);
-      return variant == "base" ? "gemv" : "gemv " + variant;
-    }
+    case MoePath::Gemv: return "gemv";
     case MoePath::Streamed: return "streamed";
-    case MoePath::Streamed32: return "streamed, 32-row tiles";
     case MoePath::Tiled: break;
   }
   return std::string("tiled ") + tiled_kernel_name(tiled_kernel());
@@ -883,14 +851,6 @@ std::vector<int32_t> choose_experts(Random& rng, int32_t tokens, bool skewed) {
   return chosen;
 }
 
-// Runs body() once, or for a GEMV path once under each expert GEMV variant
-// (GPTOSS_MOE_GEMV, kernels.h; moe_path_name names it).
-template <typename Body>
-void for_each_gemv_variant(MoePath path, const Body& body) {
-  if (path != MoePath::Gemv) return body();
-  for_each_variant(KernelFamily::MoeGemv, [&](const std::string&) { body(); });
-}
-
 // The expert GEMV's batch invariance: a token's activations and down outputs
 // are the same bits alone (batch-1 grid, one pair at a time), with a second
 // token (experts shared: several pairs on one row pair's weights) and in a
@@ -917,13 +877,11 @@ void check_moe_gemv_invariance(Random& rng, MoeFixture& f, Verdicts& v) {
   auto same_prefix = [](const auto& part, const auto& whole) {
     return std::equal(part.begin(), part.end(), whole.begin());
   };
-  for_each_variant(KernelFamily::MoeGemv, [&](const std::string& variant) {
-    const auto one = run(1), two = run(2), all = run(tokens);
-    v.expect("moe gemv 1 token alone == with a second token (bitwise)" + variant,
-             same_prefix(one.first, two.first) && same_prefix(one.second, two.second));
-    v.expect("moe gemv 2 tokens alone == in a 12-token step (bitwise)" + variant,
-             same_prefix(two.first, all.first) && same_prefix(two.second, all.second));
-  });
+  const auto one = run(1), two = run(2), all = run(tokens);
+  v.expect("moe gemv 1 token alone == with a second token (bitwise)",
+           same_prefix(one.first, two.first) && same_prefix(one.second, two.second));
+  v.expect("moe gemv 2 tokens alone == in a 12-token step (bitwise)",
+           same_prefix(two.first, all.first) && same_prefix(two.second, all.second));
 }
 
 // Programmatic dependent launch (dependent_launch.cuh): the decode chain of a
@@ -941,63 +899,61 @@ void check_dependent_launch_chain(Random& rng, MoeFixture& f, Verdicts& v) {
   GPTOSS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   for (const auto& chain : {std::pair{1, MoePath::Streamed}, std::pair{2, MoePath::Streamed},
                             std::pair{5, MoePath::Streamed}, std::pair{1, MoePath::Gemv}, std::pair{2, MoePath::Gemv}}) {
-    for_each_gemv_variant(chain.second, [&] {
-      const int32_t rows = chain.first;  // named, not bound: the lambdas below capture them (C++17)
-      const MoePath path = chain.second;
-      const std::vector<float> x0 = rng.bf16_floats(size_t(rows) * dim, 3.0f);
-      const auto d_chosen = to_device(choose_experts(rng, rows, false));
-      std::vector<float> mix(size_t(rows) * k);
-      for (float& w : mix) w = rng.uniform(0.1f, 1.0f);
-      const auto d_mix = to_device(mix);
-      // One run: the residual stream and the last norm's output.
-      auto run = [&](bool drain, bool graph) {
-        auto x = to_device(x0);
-        auto delta = to_device(std::vector<float>(x0.size()));
-        auto h = poisoned<bf16>(x0.size());
-        MoeGrouping grouping(d_chosen, rows, path);
-        const MoeGroups groups = grouping.groups();
-        auto act = poisoned<bf16>(size_t(grouping.pairs) * f.inter);
-        auto y = poisoned<float>(size_t(grouping.pairs) * dim);
-        GPTOSS_CUDA_CHECK(cudaDeviceSynchronize());  // the set-up ran on the legacy stream
-        auto step = [&](auto&& launch) {
-          launch([&] { add_rmsnorm(x.get(), delta.get(), nullptr, rows, dim, d_norm.get(), 1e-5f, h.get(), stream); });
-          launch([&] { linear_bf16_gemv(h.get(), rows, dim, d_w.get(), d_b.get(), dim, delta.get(), stream); });
-          launch([&] { moe_group(d_chosen.get(), rows, k, f.experts, moe_tile_rows(path), groups, stream); });
-          launch([&] { moe_gate_up_swiglu(h.get(), groups, grouping.pairs, f.gate_up, f.limit, path, act.get(), stream); });
-          launch([&] { moe_down(act.get(), groups, grouping.pairs, f.down, path, y.get(), stream); });
-          launch([&] {
-            add_moe_rmsnorm(x.get(), y.get(), groups.pair_slot, d_mix.get(), k, nullptr, rows, dim, d_norm.get(), 1e-5f,
-                            h.get(), stream);
-          });
-          launch([&] { linear_bf16_gemv(h.get(), rows, dim, d_w.get(), d_b.get(), dim, delta.get(), stream); });
-        };
-        auto launch = [&](auto&& kernel) {
-          kernel();
-          if (drain) GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
-        };
-        if (graph) {
-          cudaGraph_t g = nullptr;
-          cudaGraphExec_t exec = nullptr;
-          GPTOSS_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-          for (int32_t l = 0; l < layers; ++l) step(launch);
-          GPTOSS_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
-          GPTOSS_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
-          GPTOSS_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-          GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
-          GPTOSS_CUDA_CHECK(cudaGraphExecDestroy(exec));
-          GPTOSS_CUDA_CHECK(cudaGraphDestroy(g));
-        } else {
-          for (int32_t l = 0; l < layers; ++l) step(launch);
-          GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
-        }
-        return std::pair{to_host(x, x0.size()), to_host(h, x0.size())};
+    const int32_t rows = chain.first;  // named, not bound: the lambdas below capture them (C++17)
+    const MoePath path = chain.second;
+    const std::vector<float> x0 = rng.bf16_floats(size_t(rows) * dim, 3.0f);
+    const auto d_chosen = to_device(choose_experts(rng, rows, false));
+    std::vector<float> mix(size_t(rows) * k);
+    for (float& w : mix) w = rng.uniform(0.1f, 1.0f);
+    const auto d_mix = to_device(mix);
+    // One run: the residual stream and the last norm's output.
+    auto run = [&](bool drain, bool graph) {
+      auto x = to_device(x0);
+      auto delta = to_device(std::vector<float>(x0.size()));
+      auto h = poisoned<bf16>(x0.size());
+      MoeGrouping grouping(d_chosen, rows, path);
+      const MoeGroups groups = grouping.groups();
+      auto act = poisoned<bf16>(size_t(grouping.pairs) * f.inter);
+      auto y = poisoned<float>(size_t(grouping.pairs) * dim);
+      GPTOSS_CUDA_CHECK(cudaDeviceSynchronize());  // the set-up ran on the legacy stream
+      auto step = [&](auto&& launch) {
+        launch([&] { add_rmsnorm(x.get(), delta.get(), nullptr, rows, dim, d_norm.get(), 1e-5f, h.get(), stream); });
+        launch([&] { linear_bf16_gemv(h.get(), rows, dim, d_w.get(), d_b.get(), dim, delta.get(), stream); });
+        launch([&] { moe_group(d_chosen.get(), rows, k, f.experts, moe_tile_rows(path), groups, stream); });
+        launch([&] { moe_gate_up_swiglu(h.get(), groups, grouping.pairs, f.gate_up, f.limit, path, act.get(), stream); });
+        launch([&] { moe_down(act.get(), groups, grouping.pairs, f.down, path, y.get(), stream); });
+        launch([&] {
+          add_moe_rmsnorm(x.get(), y.get(), groups.pair_slot, d_mix.get(), k, nullptr, rows, dim, d_norm.get(), 1e-5f,
+                          h.get(), stream);
+        });
+        launch([&] { linear_bf16_gemv(h.get(), rows, dim, d_w.get(), d_b.get(), dim, delta.get(), stream); });
       };
-      const auto drained = run(true, false), chained = run(false, false), replayed = run(false, true);
-      const std::string tag =
-          std::to_string(rows) + " rows (" + moe_path_name(path) + "), " + std::to_string(layers) + " layers";
-      v.expect("dependent launches back to back == drained after each (bitwise), " + tag, chained == drained);
-      v.expect("dependent launches in a CUDA graph == drained after each (bitwise), " + tag, replayed == drained);
-    });
+      auto launch = [&](auto&& kernel) {
+        kernel();
+        if (drain) GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
+      };
+      if (graph) {
+        cudaGraph_t g = nullptr;
+        cudaGraphExec_t exec = nullptr;
+        GPTOSS_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+        for (int32_t l = 0; l < layers; ++l) step(launch);
+        GPTOSS_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
+        GPTOSS_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+        GPTOSS_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+        GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
+        GPTOSS_CUDA_CHECK(cudaGraphExecDestroy(exec));
+        GPTOSS_CUDA_CHECK(cudaGraphDestroy(g));
+      } else {
+        for (int32_t l = 0; l < layers; ++l) step(launch);
+        GPTOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
+      }
+      return std::pair{to_host(x, x0.size()), to_host(h, x0.size())};
+    };
+    const auto drained = run(true, false), chained = run(false, false), replayed = run(false, true);
+    const std::string tag =
+        std::to_string(rows) + " rows (" + moe_path_name(path) + "), " + std::to_string(layers) + " layers";
+    v.expect("dependent launches back to back == drained after each (bitwise), " + tag, chained == drained);
+    v.expect("dependent launches in a CUDA graph == drained after each (bitwise), " + tag, replayed == drained);
   }
   GPTOSS_CUDA_CHECK(cudaStreamDestroy(stream));
 }
@@ -1075,7 +1031,7 @@ void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
                                      std::pair{1, MoePath::Streamed}, std::pair{2, MoePath::Streamed}, std::pair{3, MoePath::Streamed},
                                      std::pair{8, MoePath::Streamed}, std::pair{40, MoePath::Streamed}, std::pair{100, MoePath::Streamed},
                                      std::pair{40, MoePath::Tiled}, std::pair{700, MoePath::Tiled}})
-    for_each_gemv_variant(path, [&, tokens = tokens, path = path] { check_moe_step(rng, f, v, tokens, path); });
+    check_moe_step(rng, f, v, tokens, path);
 }
 
 // The expert kernels at the step sizes that bound the model (issue 15):
@@ -1086,8 +1042,7 @@ void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
 // sampled tokens alone giving the bits they get in the whole step.
 // K = 1440, a tensor-parallel shard of the down product (22.5 K steps of 64:
 // the decoded tile's half step), on the down weights seen as [32, 2880, 1440]
-// and random grouped activations, the given paths against the oracle (the GEMV
-// under each of its variants).
+// and random grouped activations, the given paths against the oracle.
 void check_moe_half_step(Random& rng, MoeFixture& f, Verdicts& v, const std::vector<MoePath>& paths) {
   const int32_t tokens = 48, rows = f.hidden, cols = f.inter / 2, k = f.k;
   const Mxfp4Experts down{f.d_dn_b.get(), f.d_dn_s.get(), f.d_dn_bias.get(), f.experts, rows, cols};
@@ -1097,21 +1052,19 @@ void check_moe_half_step(Random& rng, MoeFixture& f, Verdicts& v, const std::vec
   auto d_act = to_device(to_bf16(act));
   auto d_chosen = to_device(chosen);
   for (const MoePath path : paths) {
-    for_each_gemv_variant(path, [&] {
-      const MoeGrouping grouping(d_chosen, tokens, path);
-      auto y = poisoned<float>(size_t(grouping.pairs) * rows);
-      moe_down(d_act.get(), grouping.groups(), grouping.pairs, down, path, y.get(), nullptr);
-      const std::vector<int32_t> slot = to_host(grouping.pair_slot, grouping.pairs);
-      std::vector<int32_t> expert_of(grouping.pairs);  // of each grouped row
-      std::vector<const float*> act_rows(grouping.pairs);
-      for (int32_t i = 0; i < grouping.pairs; ++i) {  // pair i is grouped row slot[i]
-        expert_of[slot[i]] = chosen[i];
-        act_rows[slot[i]] = act.data() + size_t(slot[i]) * cols;
-      }
-      const std::vector<float> ref = expert_products(host, expert_of, act_rows);
-      v.expect_close(std::string("moe_down K 1440 (half step; streamed: 5 5/8 K items), ") + moe_path_name(path),
-                     relative_error(to_host(y, ref.size()), ref), kFloatTol);
-    });
+    const MoeGrouping grouping(d_chosen, tokens, path);
+    auto y = poisoned<float>(size_t(grouping.pairs) * rows);
+    moe_down(d_act.get(), grouping.groups(), grouping.pairs, down, path, y.get(), nullptr);
+    const std::vector<int32_t> slot = to_host(grouping.pair_slot, grouping.pairs);
+    std::vector<int32_t> expert_of(grouping.pairs);  // of each grouped row
+    std::vector<const float*> act_rows(grouping.pairs);
+    for (int32_t i = 0; i < grouping.pairs; ++i) {  // pair i is grouped row slot[i]
+      expert_of[slot[i]] = chosen[i];
+      act_rows[slot[i]] = act.data() + size_t(slot[i]) * cols;
+    }
+    const std::vector<float> ref = expert_products(host, expert_of, act_rows);
+    v.expect_close(std::string("moe_down K 1440 (half step; streamed: 5 5/8 K items), ") + moe_path_name(path),
+                   relative_error(to_host(y, ref.size()), ref), kFloatTol);
   }
 }
 
@@ -1129,7 +1082,7 @@ void check_moe_expert_tiles(Random& rng, MoeFixture& f, Verdicts& v, const std::
     const MoeRun run(f, d_x, d_chosen, tokens, path);
     const std::vector<bf16> act = to_host(run.act, size_t(pairs) * inter);
     const std::vector<float> y = to_host(run.y, size_t(pairs) * hidden);
-    if (path == MoePath::Streamed || path == MoePath::Streamed32) {  // another K order: the same sums up to rounding
+    if (path == MoePath::Streamed) {  // another K order: the same sums up to rounding
       const MoeRun run_other(f, d_x, d_chosen, tokens, MoePath::Tiled);
       v.expect_close("moe_gate_up_swiglu " + tag + " vs " + moe_path_name(MoePath::Tiled),
                      relative_error(to_float(act), to_float(to_host(run_other.act, act.size()))), kBf16Tol);
@@ -1257,12 +1210,10 @@ struct SmallExperts {
 
 // The streamed kernel's group sizes (1, 2, 5, 8, 17, 32 and 64 pairs an
 // expert, uneven, experts without pairs; up to 8 pairs in the step: one
-// fragment; split K where the variant does) on the model's shape and on the
-// small one with K = 608 (19 MXFP4 blocks: gate/up has 3 K items, split
-// 1 + 2): its choice of multiply must stay warp-uniform around mma.sync
-// (call 21 hung here while it was not). Every streamed variant
-// (KernelFamily::Streamed), and 32-row tiles (MoePath::Streamed32) too
-// where an expert has over 16 pairs.
+// fragment) on the model's shape and on the small one with K = 608 (19
+// MXFP4 blocks: gate/up's K ends inside its third K item): its choice of
+// multiply must stay warp-uniform around mma.sync (call 21 hung here while
+// it was not).
 void check_moe_streamed(Random& rng, MoeFixture& f, Verdicts& v) {
   const ExpertPair model{f.host_gu, f.host_dn, f.gate_up, f.down, f.limit};
   std::vector<int32_t> mixed(f.experts, 0), one_token(f.experts, 0), eight(f.experts, 0);
@@ -1271,16 +1222,9 @@ void check_moe_streamed(Random& rng, MoeFixture& f, Verdicts& v) {
   for (const int32_t e : {2, 9, 20, 31}) one_token[e] = 1;
   eight[13] = 8;
   const SmallExperts small(rng, 608);
-  for_each_variant(KernelFamily::Streamed, [&](const std::string& variant) {
-    auto check = [&](const std::string& shape, const ExpertPair& w, const std::vector<int32_t>& counts) {
-      check_moe_groups(shape + variant, w, counts, MoePath::Streamed, rng, v);
-      if (*std::max_element(counts.begin(), counts.end()) > moe_tile_rows(MoePath::Streamed))
-        check_moe_groups(shape + variant, w, counts, MoePath::Streamed32, rng, v);
-    };
-    for (const auto& counts : {mixed, one_token, eight}) check("20b shape", model, counts);
-    for (const auto& counts : {std::vector<int32_t>{1, 17, 0, 64, 5, 2, 32, 8}, std::vector<int32_t>{0, 0, 3, 0, 0, 0, 0, 0}})
-      check(small.shape, small.pair(), counts);
-  });
+  for (const auto& counts : {mixed, one_token, eight}) check_moe_groups("20b shape", model, counts, MoePath::Streamed, rng, v);
+  for (const auto& counts : {std::vector<int32_t>{1, 17, 0, 64, 5, 2, 32, 8}, std::vector<int32_t>{0, 0, 3, 0, 0, 0, 0, 0}})
+    check_moe_groups(small.shape, small.pair(), counts, MoePath::Streamed, rng, v);
 }
 
 // Every tiled kernel but the one the groups above ran (GPTOSS_TILED), on
@@ -1680,7 +1624,7 @@ int main(int argc, char** argv) {
       check_masked_sampling(rng, v);
       check_sliced_sampling(rng, v);
     });
-    // Late: a variant that faulted the context would end the check here.
+    // Late: the other tiled kernel (mma, the fallback) faulting the context would end the check here.
     clock.run("moe tiled kernels", [&] { check_tiled_kernels(rng, *moe, v); });
     moe.reset();
     // Last: under compute-sanitizer (which serializes kernels) the ranks
