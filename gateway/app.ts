@@ -3,7 +3,7 @@
  * meets them, each owning its errors:
  *
  *   request id -> body size limit -> auth -> validation -> look up the model,
- *   subscribe, reserve a queue place (all answered meanwhile) -> [input filters] -> token count +
+ *   subscribe, reserve a queue place (sent at once, answered meanwhile) -> [input filters] -> token count +
  *   context check -> [rate limits] -> admission -> enqueue (once subscribed) + relay
  *
  * Bracketed slots belong to other modules (safety, tenancy) and are passed in.
@@ -21,6 +21,7 @@ import { admission, reserveQueuePlace } from "./middleware/admission.ts";
 import { bodyLimit } from "./middleware/body-limit.ts";
 import { contextVariables } from "./middleware/context-variables.ts";
 import { lookUpModel, preparePrompt } from "./middleware/prompt.ts";
+import { sendEarlyReads } from "./middleware/send-early-reads.ts";
 import { requestId } from "./middleware/request-id.ts";
 import { debugTimeline } from "./middleware/debug-timeline.ts";
 import { requestLog } from "./middleware/request-log.ts";
@@ -139,6 +140,7 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
       registry: deps.registry,
     }),
     reserveQueuePlace({ queue: deps.queue, maxWaiting: config.QUEUE_MAX_WAITING }),
+    sendEarlyReads(deps.redis),
     ...(deps.inputFilters ?? []),
     preparePrompt({
       tokenizer: deps.tokenizer,

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { Socket } from "node:net";
 import { Redis } from "ioredis";
-import { batchRedisWrites } from "./redis-write-batching.ts";
+import { batchRedisWrites, sendBatchedWrites } from "./redis-write-batching.ts";
 
 const REDIS_URL = Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379";
 
@@ -34,6 +34,26 @@ Deno.test("the commands of one turn go out in one socket write, and each gets it
     const values = await Promise.all(keys.map((key) => redis.get(key)));
     assert.deepEqual(values, keys.map((_, i) => String(i)));
     assert.equal(counter.writes, 2, "a later turn's commands are a write of their own");
+  } finally {
+    redis.disconnect();
+  }
+});
+
+Deno.test("sendBatchedWrites sends the turn's commands at once; the turn's later ones still go out", async () => {
+  const redis = batchRedisWrites(new Redis(REDIS_URL));
+  try {
+    await redis.ping();
+    const counter = countSocketWrites(redis);
+    const first = Promise.all([redis.ping(), redis.ping()]);
+    assert.equal(counter.writes, 0, "held until the turn ends");
+    sendBatchedWrites(redis);
+    assert.equal(counter.writes, 1, "sent now, in one write");
+    const later = Promise.all([redis.ping(), redis.ping()]);
+    assert.deepEqual(await first, ["PONG", "PONG"]);
+    assert.deepEqual(await later, ["PONG", "PONG"]);
+    assert.equal(counter.writes, 2, "the commands issued after it went out at the turn's end, together");
+    await Promise.all([redis.ping(), redis.ping()]);
+    assert.equal(counter.writes, 3, "the next turn batches as before");
   } finally {
     redis.disconnect();
   }

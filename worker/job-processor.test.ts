@@ -215,6 +215,18 @@ test("an invalid job gets one error event and fails without crashing the worker"
   assert.equal(ctx.engine.submitted.length, 0);
 });
 
+test("an invalid job whose id and deadline are sound (claimed before validation) still gets one error event", async () => {
+  const job = makeJob();
+  const ctx = setup(chatScript);
+  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.requestId));
+  const error = await ctx.run({ ...job, promptTokenIds: "not ids" }).catch((e: Error) => e);
+  const events = await sink.ended;
+  assert.deepEqual(events.map((e) => [e.seq, e.type]), [[0, "error"]]);
+  assert.match((error as Error).message, /^invalid_request: invalid job: .*promptTokenIds/);
+  assert.equal(ctx.engine.submitted.length, 0);
+  assert.equal(await redis.exists(keys.streamOwner(job.requestId), keys.streamLog(job.requestId)), 0);
+});
+
 test("engine refusals become error events with an API code", async () => {
   const job = makeJob({ promptTokenIds: Array.from({ length: 64 }, () => 1) });
   const { events, error } = await runWithStream(job);

@@ -23,6 +23,7 @@ import type { Engine } from "../native/node/types.ts";
 import { EventPublisher } from "./redis/event-publisher.ts";
 import { publishedOutput, type RecordedStream, StreamLog } from "./redis/stream-log.ts";
 import { type Timeline, timelineNow } from "../shared/timeline.ts";
+import { sendBatchedWrites } from "../shared/redis-write-batching.ts";
 import type { CancelListener } from "./redis/cancel-listener.ts";
 import { Generation, type Resume } from "./generation/generation.ts";
 import type { StreamError } from "./generation/engine-request.ts";
@@ -89,12 +90,61 @@ export interface JobProcessor {
   handOff(): void;
 }
 
+/** A job's first round trip: its stream claimed and its cancel marker checked, with the cancel watch on. */
+interface Intake {
+  log: StreamLog;
+  /** The claim's and the marker check's replies; a failed check counts as "not cancelled". */
+  replies: Promise<[RecordedStream, number]>;
+  /** The generation, once it exists: a cancel that comes earlier is remembered instead. */
+  generation: Generation | undefined;
+  cancelledEarly: boolean;
+  stopWatching: () => void;
+}
+
 export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
   const running = new Set<Generation>();
 
   /** This run's claim on the request's stream (a token unique to the run). */
   const streamLog = (requestId: string, deadline: number) =>
     new StreamLog(deps.redis, deps.keys, requestId, `${deps.workerId}:${randomUUID()}`, deadline);
+
+  /**
+   * Watches for the request's cancel first, then sends the claim and the marker check together:
+   * a cancel sent in between is caught by one or the other, and the engine waits for one round
+   * trip, not two.
+   */
+  function startIntake(requestId: string, deadline: number): Intake {
+    const log = streamLog(requestId, deadline);
+    const state = { generation: undefined as Generation | undefined, cancelledEarly: false };
+    const stopWatching = deps.cancels.watch(requestId, () => {
+      if (state.generation !== undefined) state.generation.cancel("client");
+      else state.cancelledEarly = true;
+    });
+    const replies = Promise.all([
+      log.claim(),
+      deps.redis.exists(deps.keys.cancelMarker(requestId)).catch(() => 0),
+    ]);
+    // An invalid job never awaits it; a valid one does, and meets its failure there.
+    replies.catch(() => {});
+    return Object.assign(state, { log, replies, stopWatching });
+  }
+
+  /**
+   * Starts the intake before the payload is validated (a 1 024-token prompt takes ≈ 0.1 ms), so
+   * its round trip runs meanwhile; only for a payload whose request id is the job's and whose
+   * deadline is an integer, so the claim is this job's own. Anything else is left to the
+   * validation, which refuses it. The connection batches a turn's writes until the turn ends
+   * (shared/redis-write-batching.ts), and the validation runs in this turn: the intake is sent
+   * at once, or it would leave only after the validation.
+   */
+  function intakeBeforeValidation(bullJob: BullJob): Intake | undefined {
+    const raw = bullJob.data as { requestId?: unknown; deadline?: unknown } | undefined;
+    if (typeof raw?.requestId !== "string" || raw.requestId === "" || raw.requestId !== bullJob.id) return undefined;
+    if (typeof raw.deadline !== "number" || !Number.isSafeInteger(raw.deadline)) return undefined;
+    const intake = startIntake(raw.requestId, raw.deadline);
+    sendBatchedWrites(deps.redis);
+    return intake;
+  }
 
   async function reject(bullJob: BullJob, issues: string): Promise<never> {
     const raw = bullJob.data as { requestId?: unknown } | undefined;
@@ -120,26 +170,15 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
     bullJob: BullJob,
     token: string | undefined,
     fetchedAt: number,
+    intake: Intake,
   ): Promise<JobResult> {
     const startedAt = Date.now();
     const timeline: Timeline | undefined = job.debugTimeline
       ? { fetched: fetchedAt, parsed: timelineNow() }
       : undefined;
-    const log = streamLog(job.requestId, job.deadline);
-    // Watch first, then check the marker: a cancel sent in between is caught by one or the other.
-    let generation: Generation | undefined;
-    let cancelledEarly = false;
-    const stopWatching = deps.cancels.watch(job.requestId, () => {
-      if (generation !== undefined) generation.cancel("client");
-      else cancelledEarly = true;
-    });
+    const { log } = intake;
     try {
-      // The claim and the marker check go out together: one Redis round trip before the engine,
-      // not two. A failed check counts as "not cancelled": the cancel channel still reaches this job.
-      const [recorded, marked] = await Promise.all([
-        log.claim(),
-        deps.redis.exists(deps.keys.cancelMarker(job.requestId)).catch(() => 0),
-      ]);
+      const [recorded, marked] = await intake.replies;
       const ended = endedOutcome(recorded);
       if (ended !== undefined) {
         await log.delete();
@@ -149,12 +188,12 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
       const publisher = new EventPublisher(log, deps.publishIntervalMs, {
         firstSeq: recorded.events.length,
         onLost: (reason) => {
-          if (reason === "not_owner") generation!.leave("superseded");
-          else generation!.cancel("client");
+          if (reason === "not_owner") intake.generation!.leave("superseded");
+          else intake.generation!.cancel("client");
         },
         ...(timeline !== undefined ? { timeline } : {}),
       });
-      generation = new Generation(
+      const generation = intake.generation = new Generation(
         {
           engine: deps.engine,
           tokenizer: deps.tokenizer,
@@ -184,11 +223,11 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
         log,
         publisher,
         startedAt,
-        cancelled: cancelledEarly || marked > 0,
+        cancelled: intake.cancelledEarly || marked > 0,
         onSubmitted: () => deps.events.emit("job_started", started),
       });
     } finally {
-      stopWatching();
+      intake.stopWatching();
     }
   }
 
@@ -254,9 +293,15 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
 
   const processor = (bullJob: BullJob, token?: string): Promise<JobResult> => {
     const fetchedAt = timelineNow();
+    const early = intakeBeforeValidation(bullJob);
     const parsed = JobSchema.safeParse(bullJob.data);
-    if (!parsed.success) return reject(bullJob, describeIssues(parsed.error));
-    return generate(parsed.data, bullJob, token, fetchedAt);
+    if (!parsed.success) {
+      // reject() claims the stream again, for itself.
+      early?.stopWatching();
+      return reject(bullJob, describeIssues(parsed.error));
+    }
+    const job = parsed.data;
+    return generate(job, bullJob, token, fetchedAt, early ?? startIntake(job.requestId, job.deadline));
   };
   return Object.assign(processor, {
     handOff() {

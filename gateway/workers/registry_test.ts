@@ -1,5 +1,5 @@
 /**
- * The registry reads the workers' set and their heartbeats in one pipeline, guessing the ids from
+ * The registry reads the workers' set and their heartbeats in one round trip, guessing the ids from
  * its last read: these check that every change of the set (a worker joins, leaves, goes stale)
  * and of a heartbeat (a new context length) shows on the next read, as with two ordered reads.
  */
