@@ -421,11 +421,17 @@ describe("function calling, the served model", () => {
     const final = await stream.finalChatCompletion();
     const streamed = final.choices[0].message.tool_calls![0];
     assert.equal(streamed.type === "function" && streamed.function.name, "get_order");
-    assert.equal(
-      streamed.type === "function" && streamed.function.arguments,
-      toolCall.type === "function" && toolCall.function.arguments,
-      "the same seed writes the same arguments",
-    );
+    // A seed repeats a draw only over the same logits. The CPU engine gives a sequence the same
+    // bits whatever else shares its step; the CUDA engine's expert kernels do not (a one-token
+    // step takes the GEMV, a shared one the streamed kernel: docs/cuda-notes.md, call 24), and
+    // against an external (GPU) stack other suites' requests share the steps.
+    if (!EXTERNAL_STACK) {
+      assert.equal(
+        streamed.type === "function" && streamed.function.arguments,
+        toolCall.type === "function" && toolCall.function.arguments,
+        "the same seed writes the same arguments",
+      );
+    }
   });
 
   it("required with several tools: the call is to one of them, its name masked to the offered ones", async () => {
