@@ -448,6 +448,27 @@ TEST(device_backend_kv_budget_comes_from_gpu_memory_utilization) {
   }
 }
 
+TEST(kv_budget_above_the_demand_grows_both_pools_block_for_block) {
+  const EngineOptions o = small_options();
+  const KvDemand demand{o.block_size, o.max_num_seqs, o.max_model_len, o.max_batched_tokens};
+  const TraceRunner runner;
+  const KvCacheShape want = plan_kv_cache(runner, 0, demand);
+  uint64_t want_bytes = 0, pair_bytes = 0;
+  for (int k = 0; k < kNumAttnKinds; ++k) {
+    const uint64_t bytes = runner.kv_block_bytes(static_cast<AttnKind>(k), o.block_size);
+    want_bytes += bytes * want.num_blocks[k];
+    pair_bytes += bytes;
+  }
+  CHECK(want.num_blocks[0] > 0 && want.num_blocks[1] > 0);
+  // Exactly the demand, then 10 block pairs and a fraction more: every pool 10 blocks larger.
+  const KvCacheShape same = plan_kv_cache(runner, want_bytes, demand);
+  const KvCacheShape more = plan_kv_cache(runner, want_bytes + 10 * pair_bytes + pair_bytes / 2, demand);
+  for (int k = 0; k < kNumAttnKinds; ++k) {
+    CHECK_EQ(same.num_blocks[k], want.num_blocks[k]);
+    CHECK_EQ(more.num_blocks[k], want.num_blocks[k] + 10);
+  }
+}
+
 TEST(device_sampling_runner_applies_the_token_masks_the_engine_waited_for) {
   DeviceHarness h;
   Request r = make_request(prompt_of_length(9, 3), 5);

@@ -1,6 +1,7 @@
 #include "runtime/kv_budget.h"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace gptoss {
 
@@ -27,8 +28,16 @@ KvCacheShape plan_kv_cache(const ModelRunner& runner, uint64_t budget_bytes, con
   KvCacheShape shape;
   shape.block_size = d.block_size;
   if (budget_bytes == 0 || budget_bytes >= want_bytes) {
-    shape.num_blocks[kFull] = static_cast<int32_t>(want[kFull]);
-    shape.num_blocks[kSliding] = static_cast<int32_t>(want[kSliding]);
+    // Call 29 (gpu-stack with one sequence at most) kept a 4 096-token pool
+    // and 57 GB idle, and a 2 048-token cached prefix lost blocks to the
+    // next requests.
+    const uint64_t pair_bytes = block_bytes[kFull] + block_bytes[kSliding];
+    const int64_t surplus = budget_bytes > want_bytes && pair_bytes > 0
+        ? static_cast<int64_t>((budget_bytes - want_bytes) / pair_bytes) : 0;
+    for (int k = 0; k < kNumAttnKinds; ++k) {
+      const int64_t blocks = want[k] + (block_bytes[k] ? surplus : 0);
+      shape.num_blocks[k] = static_cast<int32_t>(std::min<int64_t>(blocks, INT32_MAX));
+    }
     return shape;
   }
   // Short of the maximum: the sliding pool is small, and below one sequence's
