@@ -21,8 +21,17 @@ export interface LoopLimits {
   pauseMs?: number;
 }
 
-/** Requests sent by this process: the next request's salt. */
+/** Requests sent by this process, from the first salt on: the next request's salt. */
 let sentInProcess = 0;
+
+/**
+ * Where this process's salts start: a run that must not send another run's texts (the stack
+ * bench's warm-up before its measured run, whose prompts the prefix cache would otherwise serve)
+ * starts elsewhere. Call before the first request.
+ */
+export function startSaltsAt(first: number): void {
+  sentInProcess = first;
+}
 
 export async function closedLoop(send: SendRequest, limits: LoopLimits, prompt: Sampler, output: Sampler) {
   const outcomes: RequestOutcome[] = [];

@@ -21,7 +21,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { HTTP_CLIENTS, type HttpClient, type RequestOutcome, runRequest, type Target } from "./client.ts";
-import { closedLoop, levelCount, type SendRequest } from "./loop.ts";
+import { closedLoop, levelCount, type SendRequest, startSaltsAt } from "./loop.ts";
 import { mulberry32, parseDistribution, type Sampler } from "./distribution.ts";
 import { type LevelReport, levelReport, printTable, printTimeline, svgChart } from "./report.ts";
 import { startStack } from "../../tests/helpers/stack.ts";
@@ -46,6 +46,8 @@ const { values: args } = parseArgs({
     title: { type: "string", default: "load test" },
     timeline: { type: "boolean", default: false },
     client: { type: "string", default: "http" },
+    /** The first request's text salt (loop.ts): runs with other salts send other texts. */
+    "first-salt": { type: "string", default: "0" },
   },
 });
 
@@ -68,6 +70,9 @@ if (args.rate && !(rate > 0)) fail("--rate must be positive");
 const client = args.client as HttpClient;
 if (!HTTP_CLIENTS.includes(client)) fail(`--client is one of ${HTTP_CLIENTS.join(", ")}`);
 const seed = Number(args.seed);
+const firstSalt = Number(args["first-salt"]);
+if (!(Number.isInteger(firstSalt) && firstSalt >= 0)) fail("--first-salt must be a whole number");
+startSaltsAt(firstSalt);
 const promptLen = parseDistribution(args.prompt!, seed);
 const outputLen = parseDistribution(args.output!, seed + 1);
 const slo = { ttftMs: Number(args["slo-ttft-ms"]), tpotMs: Number(args["slo-tpot-ms"]) };
@@ -90,7 +95,8 @@ async function openLoop(target: Target, rate: number, prompt: Sampler, output: S
   while (next < t0 + durationSec * 1000 && i < maxRequests) {
     const wait = next - performance.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-    inflight.push(runRequest(target, { promptWords: prompt(), maxTokens: output() }, i++, { timeline: args.timeline, client }));
+    const salt = firstSalt + i++;
+    inflight.push(runRequest(target, { promptWords: prompt(), maxTokens: output() }, salt, { timeline: args.timeline, client }));
     next += (-Math.log(1 - uniform()) / rate) * 1000;
   }
   const outcomes = await Promise.all(inflight);
