@@ -62,7 +62,12 @@ log.info("request path warmed", { ms: Math.round(performance.now() - warmStart) 
 const safety = safetyModule({ redis, keys, tokenizer, metrics });
 await safety.listen(subscriber);
 // This process's event channels (one pattern), confirmed before the first request is taken.
-const hub = new EventHub(subscriber, keys);
+const hub = new EventHub(subscriber, keys, {
+  onOrphan: (requestId) =>
+    void queue.cancel(requestId, config.REQUEST_TIMEOUT_MS).catch((err) =>
+      log.error("cancelling a stream nobody reads failed", { requestId, err })
+    ),
+});
 await hub.listen();
 log.info("listening for events", { gatewayId: hub.gatewayId });
 

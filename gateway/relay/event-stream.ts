@@ -36,7 +36,7 @@ export class RequestEventStream implements AsyncIterableIterator<ProgressEvent> 
   readonly #limits: EventStreamLimits;
   readonly #pending: { event: ProgressEvent; bytes: number }[] = [];
   #pendingBytes = 0;
-  #unsubscribe: (() => void) | undefined;
+  #unsubscribe: ((options?: { cancelled?: boolean }) => void) | undefined;
   #expectedSeq = 0;
   #started = false;
   #lastEventAt = Date.now();
@@ -211,13 +211,16 @@ export class RequestEventStream implements AsyncIterableIterator<ProgressEvent> 
     return this.#started;
   }
 
-  /** Stops listening; safe to call more than once. */
-  close(): Promise<void> {
+  /**
+   * Stops listening; safe to call more than once. `cancelled`: the worker has been told to stop,
+   * so the events still on their way need no cancel of their own (EventHub's orphans).
+   */
+  close(options?: { cancelled?: boolean }): Promise<void> {
     this.#finished = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#notify();
-    this.#unsubscribe?.();
+    this.#unsubscribe?.(options);
     this.#unsubscribe = undefined;
     return Promise.resolve();
   }

@@ -184,9 +184,11 @@ Deno.test("many streams share one subscriber and each gets only its own events",
   }
 });
 
-Deno.test("a gateway hears only its own requests' channels, not another gateway's", async () => {
+Deno.test("a gateway hears only its own requests' channels, and reports events nobody reads", async () => {
   const t = testRedis("event-hub-two");
-  const [ours, theirs] = [new EventHub(t.connect(), t.keys), new EventHub(t.connect(), t.keys)];
+  const orphans: string[] = [];
+  const ours = new EventHub(t.connect(), t.keys, { onOrphan: (requestId) => orphans.push(requestId) });
+  const theirs = new EventHub(t.connect(), t.keys);
   await Promise.all([ours.listen(), theirs.listen()]);
   try {
     const heard: string[] = [];
@@ -199,6 +201,17 @@ Deno.test("a gateway hears only its own requests' channels, not another gateway'
     assert.deepEqual(heard, ["ours"]);
     stop();
     assert.equal(ours.size, 0);
+    // Closed, yet its worker goes on (Redis still counts this gateway as a receiver): told once.
+    for (const n of [1, 2]) await t.redis.publish(t.keys.eventChannel(ours.gatewayId, "r"), `late ${n}`);
+    for (let i = 0; i < 50 && orphans.length === 0; i++) await sleep(10);
+    await sleep(20);
+    assert.deepEqual({ heard, orphans }, { heard: ["ours"], orphans: ["r"] });
+    // Closed after a cancel that reached Redis: its late events call for no second one.
+    const stopCancelled = await ours.subscribe("c", () => {});
+    stopCancelled({ cancelled: true });
+    await t.redis.publish(t.keys.eventChannel(ours.gatewayId, "c"), "late");
+    await sleep(50);
+    assert.deepEqual(orphans, ["r"]);
   } finally {
     await t.close();
   }

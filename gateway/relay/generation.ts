@@ -298,12 +298,14 @@ export class Generation {
   async cancel(): Promise<void> {
     if (this.#cancelled) return;
     this.#cancelled = true;
+    let reached = false;
     try {
       await this.#deps.queue.cancel(this.requestId, this.#deps.requestTimeoutMs);
+      reached = true;
     } catch (err) {
       this.#log.error("cancel failed", { err });
     }
-    await this.#events.close();
+    await this.#events.close({ cancelled: reached });
   }
 }
 
