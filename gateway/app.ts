@@ -40,7 +40,12 @@ import { ChatCompletionRequestSchema, chatToGeneration } from "./schemas/chat.ts
 import { CompletionRequestSchema, completionToGeneration } from "./schemas/completion.ts";
 import type { WorkerRegistry } from "./workers/registry.ts";
 import type { GatewayMetrics } from "./metrics/gateway-metrics.ts";
-import { collectEventListeners, collectQueueDepth, GenerationTimer, requestMetrics } from "./metrics/instrumentation.ts";
+import {
+  collectEventListeners,
+  collectQueueDepth,
+  GenerationTimer,
+  requestMetrics,
+} from "./metrics/instrumentation.ts";
 import { uiRoutes } from "./ui/serve.ts";
 
 export type AppConfig = Pick<

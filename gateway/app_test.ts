@@ -290,7 +290,12 @@ Deno.test("no live worker: 503 with Retry-After, and readyz says not ready", asy
     await g.heartbeat();
     const ready = await g.get("/readyz");
     assert.equal(ready.status, 200);
-    assert.deepEqual(await ready.json(), { status: "ready", redis: true, events: true, live_workers: 1 });
+    assert.deepEqual(await ready.json(), {
+      status: "ready",
+      redis: true,
+      events: true,
+      live_workers: 1,
+    });
     assert.equal((await g.get("/healthz")).status, 200);
   } finally {
     await g.close();

@@ -24,7 +24,8 @@ export function redisKeys(prefix: string) {
      * that holds the request (the job carries the gateway's id), so each gateway listens to its
      * own requests' channels with one pattern subscription, set up once at its start.
      */
-    eventChannel: (gatewayId: string, requestId: string) => `${prefix}:gen:${gatewayId}:{${requestId}}`,
+    eventChannel: (gatewayId: string, requestId: string) =>
+      `${prefix}:gen:${gatewayId}:{${requestId}}`,
     /** Pattern matching every event channel of one gateway (its one PSUBSCRIBE). */
     eventChannelPattern: (gatewayId: string) => `${escapeGlob(`${prefix}:gen:${gatewayId}:`)}*`,
     /** Cancellation broadcast: message = request id; every worker listens. */

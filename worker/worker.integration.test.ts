@@ -252,7 +252,12 @@ test("a cancel on the cancel channel ends the stream and frees the engine sequen
 test("a malformed job fails with invalid_request and the worker goes on", async () => {
   const requestId = randomUUID();
   const sink = await collectStream(REDIS_URL, keys.eventChannel(GATEWAY_ID, requestId));
-  await queue.add("generate", { requestId, gatewayId: GATEWAY_ID, kind: "chat", promptTokenIds: "not ids" }, {
+  await queue.add("generate", {
+    requestId,
+    gatewayId: GATEWAY_ID,
+    kind: "chat",
+    promptTokenIds: "not ids",
+  }, {
     jobId: requestId,
   });
   const [only] = await sink.ended;

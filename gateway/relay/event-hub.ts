@@ -90,7 +90,10 @@ export class EventHub {
     // Registered only now, as in InvalidationFeed: ioredis resubscribes after a reconnect, and
     // this second PSUBSCRIBE (a no-op for Redis) is how the hub learns the pattern is back.
     this.#subscriber.on("ready", () => {
-      this.#subscriber.psubscribe(this.#pattern).then(() => this.#confirmed(), () => {/* next ready */});
+      this.#subscriber.psubscribe(this.#pattern).then(
+        () => this.#confirmed(),
+        () => {/* next ready */},
+      );
     });
   }
 
@@ -117,7 +120,9 @@ export class EventHub {
     listener: MessageListener,
   ): Promise<(options?: { cancelled?: boolean }) => void> {
     const channel = this.#keys.eventChannel(this.gatewayId, requestId);
-    if (this.#listeners.has(channel)) throw new Error(`request ${requestId} already has a listener`);
+    if (this.#listeners.has(channel)) {
+      throw new Error(`request ${requestId} already has a listener`);
+    }
     this.#listeners.set(channel, listener);
     const stop = (options?: { cancelled?: boolean }) => {
       if (this.#listeners.get(channel) !== listener) return;

@@ -26,7 +26,13 @@ after(async () => {
 
 /** A claimed stream log for a fresh request, and that request's channel. */
 async function claimedLog(owner = "w1", requestId = randomUUID()) {
-  const log = new StreamLog(redis, keys, { requestId, gatewayId: GATEWAY_ID }, owner, Date.now() + 60_000);
+  const log = new StreamLog(
+    redis,
+    keys,
+    { requestId, gatewayId: GATEWAY_ID },
+    owner,
+    Date.now() + 60_000,
+  );
   await log.claim();
   return { log, channel: keys.eventChannel(GATEWAY_ID, requestId), requestId };
 }
@@ -116,7 +122,13 @@ test("the stream log records each publish with its tokens; a new owner resumes f
   first.error("unused", "flushes the two tokens above"); // an ended stream is still a resume point
   await first.drain();
 
-  const second = new StreamLog(redis, keys, { requestId, gatewayId: GATEWAY_ID }, "second", Date.now() + 60_000);
+  const second = new StreamLog(
+    redis,
+    keys,
+    { requestId, gatewayId: GATEWAY_ID },
+    "second",
+    Date.now() + 60_000,
+  );
   const recorded = await second.claim();
   assert.deepEqual(recorded.tokenIds, [11, 12]);
   assert.deepEqual(recorded.events.map((e) => e.seq), [0, 1, 2]);

@@ -93,7 +93,13 @@ export class StreamLog {
    * `stream`: the request, and the gateway whose channel carries its events; `token` identifies
    * this attempt (unique per worker and job run); `deadline` is the request's, in epoch ms.
    */
-  constructor(redis: Redis, keys: RedisKeys, stream: StreamAddress, token: string, deadline: number) {
+  constructor(
+    redis: Redis,
+    keys: RedisKeys,
+    stream: StreamAddress,
+    token: string,
+    deadline: number,
+  ) {
     this.#redis = withCommands(redis);
     this.#keys = {
       owner: keys.streamOwner(stream.requestId),
