@@ -230,6 +230,17 @@ test("an invalid job whose id and deadline are sound (claimed before validation)
   assert.equal(await redis.exists(keys.streamOwner(job.requestId), keys.streamLog(job.requestId)), 0);
 });
 
+test("a job naming no valid gateway fails, and nothing is published or claimed", async () => {
+  const job = makeJob();
+  const ctx = setup(chatScript);
+  // A channel pattern's characters: the worker must never build a channel from them.
+  const error = await ctx.run({ ...job, gatewayId: "gw:*" }).catch((e: Error) => e);
+  assert.match((error as Error).message, /^invalid_request: invalid job: gatewayId/);
+  assert.equal((error as Error).name, "UnrecoverableError");
+  assert.equal(ctx.engine.submitted.length, 0);
+  assert.equal(await redis.exists(keys.streamOwner(job.requestId), keys.streamLog(job.requestId)), 0);
+});
+
 test("engine refusals become error events with an API code", async () => {
   const job = makeJob({ promptTokenIds: Array.from({ length: 64 }, () => 1) });
   const { events, error } = await runWithStream(job);
