@@ -59,7 +59,7 @@ await cancels.subscribe(keys.cancelChannel);
 
 const worker = new Worker<Job, JobResult>(keys.queueName, async (bullJob) => {
   const job = bullJob.data;
-  const channel = keys.eventChannel(job.requestId);
+  const channel = keys.eventChannel(job.gatewayId, job.requestId);
   const tokens = job.sampling.maxTokens;
   const usage = { promptTokens: job.promptTokenIds.length, completionTokens: tokens };
   let seq = 0;

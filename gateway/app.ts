@@ -40,7 +40,12 @@ import { ChatCompletionRequestSchema, chatToGeneration } from "./schemas/chat.ts
 import { CompletionRequestSchema, completionToGeneration } from "./schemas/completion.ts";
 import type { WorkerRegistry } from "./workers/registry.ts";
 import type { GatewayMetrics } from "./metrics/gateway-metrics.ts";
-import { collectQueueDepth, GenerationTimer, requestMetrics } from "./metrics/instrumentation.ts";
+import {
+  collectEventListeners,
+  collectQueueDepth,
+  GenerationTimer,
+  requestMetrics,
+} from "./metrics/instrumentation.ts";
 import { uiRoutes } from "./ui/serve.ts";
 
 export type AppConfig = Pick<
@@ -69,6 +74,7 @@ export interface GatewayDeps {
   /** Command connection (queue, heartbeats, cancellation). */
   redis: Redis;
   keys: RedisKeys;
+  /** Routes requests' events; its pattern subscription is confirmed (`listen`) before serving. */
   hub: EventHub;
   queue: JobQueue;
   registry: WorkerRegistry;
@@ -123,9 +129,10 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
   if (metrics) {
     app.use("*", requestMetrics(metrics));
     collectQueueDepth(metrics, deps.queue);
+    collectEventListeners(metrics, deps.hub);
   }
   if (deps.uiDir !== undefined) app.route("/", uiRoutes(deps.uiDir));
-  app.route("/", healthRoutes(deps.redis, deps.registry));
+  app.route("/", healthRoutes(deps.redis, deps.registry, deps.hub));
   app.use("/v1/*", bodyLimit(config.MAX_BODY_BYTES), deps.auth, ...(deps.afterAuth ?? []));
   app.route("/v1/models", modelRoutes(deps.registry));
   for (const [path, routes] of Object.entries(deps.v1Routes ?? {})) app.route(path, routes);
@@ -134,7 +141,6 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
     lookUpModel(deps.registry),
     subscribeEvents({
       hub: deps.hub,
-      keys: deps.keys,
       requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
       idleTimeoutMs: config.STREAM_IDLE_TIMEOUT_MS,
       registry: deps.registry,

@@ -61,12 +61,21 @@ warmRequestPath(tokenizer);
 log.info("request path warmed", { ms: Math.round(performance.now() - warmStart) });
 const safety = safetyModule({ redis, keys, tokenizer, metrics });
 await safety.listen(subscriber);
+// This process's event channels (one pattern), confirmed before the first request is taken.
+const hub = new EventHub(subscriber, keys, {
+  onOrphan: (requestId) =>
+    void queue.cancel(requestId, config.REQUEST_TIMEOUT_MS).catch((err) =>
+      log.error("cancelling a stream nobody reads failed", { requestId, err })
+    ),
+});
+await hub.listen();
+log.info("listening for events", { gatewayId: hub.gatewayId });
 
 const app = createApp({
   config,
   redis,
   keys,
-  hub: new EventHub(subscriber),
+  hub,
   queue,
   registry: new WorkerRegistry(redis, keys, { staleMs: config.WORKER_STALE_MS, refreshMs: REGISTRY_REFRESH_MS }),
   tokenizer,

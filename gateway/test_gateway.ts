@@ -40,6 +40,8 @@ export type WorkerScript = (job: Job) => AsyncIterable<Record<string, unknown>>;
 export interface TestGateway {
   t: TestRedis;
   queue: JobQueue;
+  /** The gateway's event hub (`size`: requests still listened for). */
+  hub: EventHub;
   apiKey: string;
   /** POSTs JSON to the app with the demo key. */
   post(path: string, body: unknown, init?: RequestInit): Promise<Response>;
@@ -72,11 +74,13 @@ export async function testGateway(
   const keyCache = new KeyCache(new TenantStore(t.redis, t.keys));
   await keyCache.listen(subscriber, t.keys.tenancyInvalidation);
   const queue = new JobQueue(t.redis, t.keys);
+  const hub = new EventHub(subscriber, t.keys);
+  await hub.listen();
   const app = createApp({
     config: { ...DEFAULT_CONFIG, ...options.config },
     redis: t.redis,
     keys: t.keys,
-    hub: new EventHub(subscriber),
+    hub,
     queue,
     registry: new WorkerRegistry(t.redis, t.keys, { staleMs: options.workerStaleMs ?? 5_000, refreshMs: 0 }),
     tokenizer: getTokenizer(),
@@ -90,6 +94,7 @@ export async function testGateway(
   return {
     t,
     queue,
+    hub,
     apiKey,
     post: async (path, body, init = {}) =>
       await app.request(path, { method: "POST", headers, body: JSON.stringify(body), ...init }),
@@ -102,7 +107,7 @@ export async function testGateway(
       const worker = new Worker(t.keys.queueName, async (bullJob: BullJob<Job>) => {
         const job = bullJob.data;
         seen.push(job);
-        const channel = t.keys.eventChannel(job.requestId);
+        const channel = t.keys.eventChannel(job.gatewayId, job.requestId);
         const pipeline = publisher.pipeline();
         let seq = 0;
         for await (const event of script(job)) {

@@ -78,8 +78,17 @@ const TokenIdsSchema = z.custom<number[]>(
   "must be a non-empty array of token ids (integers >= 0)",
 );
 
+/**
+ * A gateway process's id: it names the process's event channels (shared/redis-keys.ts), so the
+ * worker publishes a request's events where that gateway listens. Letters, digits and dashes
+ * only: it goes into a channel name and a pattern.
+ */
+export const GatewayIdSchema = z.string().regex(/^[A-Za-z0-9-]{1,64}$/, "must be 1-64 letters, digits or dashes");
+
 export const JobSchema = z.object({
   requestId: z.string().min(1),
+  /** The gateway waiting for the request's events (its channel names it). */
+  gatewayId: GatewayIdSchema,
   tenantId: z.string().min(1),
   model: z.string().min(1),
   /** chat: harmony-rendered conversation, output split into channels; completion: raw text. */
@@ -124,7 +133,7 @@ export const TokenLogprobSchema = z.object({
 export type TokenLogprob = z.infer<typeof TokenLogprobSchema>;
 
 /**
- * Events on `gen:{requestId}`. `seq` starts at 0 and grows by one per event, so
+ * Events on `gen:<gatewayId>:{requestId}`. `seq` starts at 0 and grows by one per event, so
  * the gateway detects a lost message instead of silently truncating.
  */
 /**

@@ -19,10 +19,15 @@ export function redisKeys(prefix: string) {
      * exactly under concurrent admissions.
      */
     queueReservations: `${prefix}:bull-reservations`,
-    /** Per-request event channel: the worker publishes, the gateway relays. */
-    eventChannel: (requestId: string) => `${prefix}:gen:{${requestId}}`,
-    /** Pattern matching every event channel (for the gateway's one subscriber). */
-    eventChannelPattern: `${prefix}:gen:*`,
+    /**
+     * Per-request event channel: the worker publishes, the gateway relays. It names the gateway
+     * that holds the request (the job carries the gateway's id), so each gateway listens to its
+     * own requests' channels with one pattern subscription, set up once at its start.
+     */
+    eventChannel: (gatewayId: string, requestId: string) =>
+      `${prefix}:gen:${gatewayId}:{${requestId}}`,
+    /** Pattern matching every event channel of one gateway (its one PSUBSCRIBE). */
+    eventChannelPattern: (gatewayId: string) => `${escapeGlob(`${prefix}:gen:${gatewayId}:`)}*`,
     /** Cancellation broadcast: message = request id; every worker listens. */
     cancelChannel: `${prefix}:cancel`,
     /** Cancellation marker for a job not yet running (checked when it starts). */
@@ -73,6 +78,11 @@ export function redisKeys(prefix: string) {
     /** Stream of admin actions (who, what, when). */
     audit: `${prefix}:audit`,
   } as const;
+}
+
+/** `text` as a literal inside a Redis glob pattern. */
+function escapeGlob(text: string): string {
+  return text.replace(/[*?[\]\\]/g, "\\$&");
 }
 
 export type RedisKeys = ReturnType<typeof redisKeys>;

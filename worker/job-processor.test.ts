@@ -21,6 +21,8 @@ import { publishedOutput } from "./redis/stream-log.ts";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const keys = redisKeys(`test-${randomUUID()}`);
+/** The gateway the test's jobs name: their events go to its channels. */
+const GATEWAY_ID = "gw-test";
 const tokenizer = getTokenizer();
 const redis = new Redis(REDIS_URL);
 let cancels: CancelListener;
@@ -41,6 +43,7 @@ const chatScript = harmonyOutput(tokenizer, [
 function makeJob(overrides: Partial<Job> = {}): Job {
   return {
     requestId: randomUUID(),
+    gatewayId: GATEWAY_ID,
     tenantId: "tenant-a",
     model: "gpt-oss-tiny",
     kind: "chat",
@@ -80,7 +83,7 @@ function setup(script: number[], stepMs = 1) {
 
 async function runWithStream(data: Job, script = chatScript, stepMs = 1) {
   const ctx = setup(script, stepMs);
-  const sink = await collectStream(REDIS_URL, keys.eventChannel(data.requestId));
+  const sink = await collectStream(REDIS_URL, keys.eventChannel(data.gatewayId, data.requestId));
   const outcome = await ctx.run(data).then((result) => ({ result }), (error: Error) => ({ error }));
   return { ...ctx, events: await sink.ended, ...outcome } as typeof ctx & {
     events: Awaited<typeof sink.ended>;
@@ -122,7 +125,7 @@ test("the tenant salts the engine's prefix cache, and the cached prompt tokens r
   const job = makeJob({ promptTokenIds: tokenizer.encode("a prompt of several tokens") });
   const ctx = setup(chatScript, 1);
   ctx.engine.cachedTokens = 2;
-  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.requestId));
+  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.gatewayId, job.requestId));
   const result = await ctx.run(job);
   const done = (await sink.ended).at(-1)!;
   assert.equal(ctx.engine.submitted[0].cacheSalt, "tenant-a");
@@ -165,7 +168,7 @@ test("logprobs are streamed and returned for answer tokens", async () => {
 test("a cancel on the cancel channel ends a running job with cancelled", async () => {
   const job = makeJob();
   const ctx = setup(chatScript, 20);
-  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.requestId));
+  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.gatewayId, job.requestId));
   const running = ctx.run(job);
   while (!sink.events.some((e) => e.type === "delta")) await new Promise((r) => setTimeout(r, 5));
   await redis.publish(keys.cancelChannel, job.requestId);
@@ -202,8 +205,8 @@ test("a job past its deadline ends with a timeout error and a failed job", async
 test("an invalid job gets one error event and fails without crashing the worker", async () => {
   const requestId = randomUUID();
   const ctx = setup(chatScript);
-  const sink = await collectStream(REDIS_URL, keys.eventChannel(requestId));
-  const error = await ctx.run({ requestId, kind: "chat", promptTokenIds: [] }, requestId).catch((
+  const sink = await collectStream(REDIS_URL, keys.eventChannel(GATEWAY_ID, requestId));
+  const error = await ctx.run({ requestId, gatewayId: GATEWAY_ID, kind: "chat", promptTokenIds: [] }, requestId).catch((
     e: Error,
   ) => e);
   const events = await sink.ended;
@@ -218,11 +221,22 @@ test("an invalid job gets one error event and fails without crashing the worker"
 test("an invalid job whose id and deadline are sound (claimed before validation) still gets one error event", async () => {
   const job = makeJob();
   const ctx = setup(chatScript);
-  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.requestId));
+  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.gatewayId, job.requestId));
   const error = await ctx.run({ ...job, promptTokenIds: "not ids" }).catch((e: Error) => e);
   const events = await sink.ended;
   assert.deepEqual(events.map((e) => [e.seq, e.type]), [[0, "error"]]);
   assert.match((error as Error).message, /^invalid_request: invalid job: .*promptTokenIds/);
+  assert.equal(ctx.engine.submitted.length, 0);
+  assert.equal(await redis.exists(keys.streamOwner(job.requestId), keys.streamLog(job.requestId)), 0);
+});
+
+test("a job naming no valid gateway fails, and nothing is published or claimed", async () => {
+  const job = makeJob();
+  const ctx = setup(chatScript);
+  // A channel pattern's characters: the worker must never build a channel from them.
+  const error = await ctx.run({ ...job, gatewayId: "gw:*" }).catch((e: Error) => e);
+  assert.match((error as Error).message, /^invalid_request: invalid job: gatewayId/);
+  assert.equal((error as Error).name, "UnrecoverableError");
   assert.equal(ctx.engine.submitted.length, 0);
   assert.equal(await redis.exists(keys.streamOwner(job.requestId), keys.streamLog(job.requestId)), 0);
 });
@@ -238,7 +252,7 @@ test("engine refusals become error events with an API code", async () => {
 test("an engine shutting down mid-request reports worker_shutdown", async () => {
   const job = makeJob();
   const ctx = setup(chatScript, 20);
-  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.requestId));
+  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.gatewayId, job.requestId));
   const running = ctx.run(job).catch((e: Error) => e);
   while (ctx.engine.stats().running === 0) await new Promise((r) => setTimeout(r, 2));
   await ctx.engine.close();
@@ -250,7 +264,7 @@ test("an engine shutting down mid-request reports worker_shutdown", async () => 
 
 test("a job handed off mid-stream is resumed by the next worker: one gap-free stream, the same answer", async () => {
   const job = makeJob();
-  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.requestId));
+  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.gatewayId, job.requestId));
   const first = setup(chatScript, 5);
   const leaving = first.run(job).then(() => "returned", (err: Error) => err.name);
   while (sink.events.filter((e) => e.type === "delta").length < 3) {
@@ -349,7 +363,7 @@ test("a call cut by a hand-off is resumed with the same id and whole arguments",
     tokenizer,
     '<|channel|>commentary to=functions.open_ticket <|constrain|>json<|message|>{"subject": "a parcel that never came, twice"}<|call|>',
   );
-  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.requestId));
+  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.gatewayId, job.requestId));
   const first = setup(script, 5);
   const leaving = first.run(job).catch(() => undefined);
   while (

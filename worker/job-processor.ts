@@ -16,12 +16,12 @@
 import { randomUUID } from "node:crypto";
 import { type Job as BullJob, UnrecoverableError, WaitingError } from "bullmq";
 import type { Redis } from "ioredis";
-import { type Job, type JobResult, JobSchema } from "../shared/protocol.ts";
+import { GatewayIdSchema, type Job, type JobResult, JobSchema } from "../shared/protocol.ts";
 import type { RedisKeys } from "../shared/redis-keys.ts";
 import type { HarmonyTokenizer } from "../shared/tokenizer.ts";
 import type { Engine } from "../native/node/types.ts";
 import { EventPublisher } from "./redis/event-publisher.ts";
-import { publishedOutput, type RecordedStream, StreamLog } from "./redis/stream-log.ts";
+import { publishedOutput, type RecordedStream, type StreamAddress, StreamLog } from "./redis/stream-log.ts";
 import { type Timeline, timelineNow } from "../shared/timeline.ts";
 import { sendBatchedWrites } from "../shared/redis-write-batching.ts";
 import type { CancelListener } from "./redis/cancel-listener.ts";
@@ -105,16 +105,17 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
   const running = new Set<Generation>();
 
   /** This run's claim on the request's stream (a token unique to the run). */
-  const streamLog = (requestId: string, deadline: number) =>
-    new StreamLog(deps.redis, deps.keys, requestId, `${deps.workerId}:${randomUUID()}`, deadline);
+  const streamLog = (stream: StreamAddress, deadline: number) =>
+    new StreamLog(deps.redis, deps.keys, stream, `${deps.workerId}:${randomUUID()}`, deadline);
 
   /**
    * Watches for the request's cancel first, then sends the claim and the marker check together:
    * a cancel sent in between is caught by one or the other, and the engine waits for one round
    * trip, not two.
    */
-  function startIntake(requestId: string, deadline: number): Intake {
-    const log = streamLog(requestId, deadline);
+  function startIntake(stream: StreamAddress, deadline: number): Intake {
+    const { requestId } = stream;
+    const log = streamLog(stream, deadline);
     const state = { generation: undefined as Generation | undefined, cancelledEarly: false };
     const stopWatching = deps.cancels.watch(requestId, () => {
       if (state.generation !== undefined) state.generation.cancel("client");
@@ -131,29 +132,33 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
 
   /**
    * Starts the intake before the payload is validated (a 1 024-token prompt takes ≈ 0.1 ms), so
-   * its round trip runs meanwhile; only for a payload whose request id is the job's and whose
-   * deadline is an integer, so the claim is this job's own. Anything else is left to the
+   * its round trip runs meanwhile; only for a payload whose request id is the job's, whose
+   * gateway id is valid and whose deadline is an integer, so the claim is this job's own. Anything else is left to the
    * validation, which refuses it. The connection batches a turn's writes until the turn ends
    * (shared/redis-write-batching.ts), and the validation runs in this turn: the intake is sent
    * at once, or it would leave only after the validation.
    */
   function intakeBeforeValidation(bullJob: BullJob): Intake | undefined {
-    const raw = bullJob.data as { requestId?: unknown; deadline?: unknown } | undefined;
+    const raw = bullJob.data as { requestId?: unknown; gatewayId?: unknown; deadline?: unknown } | undefined;
     if (typeof raw?.requestId !== "string" || raw.requestId === "" || raw.requestId !== bullJob.id) return undefined;
+    const gatewayId = GatewayIdSchema.safeParse(raw.gatewayId);
+    if (!gatewayId.success) return undefined;
     if (typeof raw.deadline !== "number" || !Number.isSafeInteger(raw.deadline)) return undefined;
-    const intake = startIntake(raw.requestId, raw.deadline);
+    const intake = startIntake({ requestId: raw.requestId, gatewayId: gatewayId.data }, raw.deadline);
     sendBatchedWrites(deps.redis);
     return intake;
   }
 
   async function reject(bullJob: BullJob, issues: string): Promise<never> {
-    const raw = bullJob.data as { requestId?: unknown } | undefined;
+    const raw = bullJob.data as { requestId?: unknown; gatewayId?: unknown } | undefined;
     const requestId = typeof raw?.requestId === "string" && raw.requestId !== ""
       ? raw.requestId
       : bullJob.id;
+    const gatewayId = GatewayIdSchema.safeParse(raw?.gatewayId);
     const error = { code: "invalid_request", message: `invalid job: ${issues}` };
-    if (requestId !== undefined) {
-      const log = streamLog(requestId, Date.now());
+    // Without a valid gateway id no channel leads to the gateway: the job's failure is all there is.
+    if (requestId !== undefined && gatewayId.success) {
+      const log = streamLog({ requestId, gatewayId: gatewayId.data }, Date.now());
       const publisher = new EventPublisher(log, deps.publishIntervalMs, {
         firstSeq: (await log.claim()).events.length,
       });
@@ -301,7 +306,7 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
       return reject(bullJob, describeIssues(parsed.error));
     }
     const job = parsed.data;
-    return generate(job, bullJob, token, fetchedAt, early ?? startIntake(job.requestId, job.deadline));
+    return generate(job, bullJob, token, fetchedAt, early ?? startIntake(job, job.deadline));
   };
   return Object.assign(processor, {
     handOff() {

@@ -24,6 +24,8 @@ const root = fileURLToPath(new URL("..", import.meta.url));
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const prefix = `test-${randomUUID()}`;
 const keys = redisKeys(prefix);
+/** The gateway the test's streams go to (its channels). */
+const GATEWAY_ID = "gw-test";
 const tokenizer = getTokenizer();
 const HEARTBEAT_MS = 100;
 
@@ -86,6 +88,7 @@ function chatJob(
 ): Job {
   return {
     requestId: randomUUID(),
+    gatewayId: GATEWAY_ID,
     tenantId: "tenant-it",
     model: "gpt-oss-tiny",
     kind: "chat",
@@ -102,7 +105,7 @@ function chatJob(
 
 /** Subscribes first, then enqueues (as the gateway does); resolves with the events and the job's outcome. */
 async function submit(job: Job) {
-  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.requestId));
+  const sink = await collectStream(REDIS_URL, keys.eventChannel(job.gatewayId, job.requestId));
   await queue.add("generate", job, { jobId: job.requestId });
   return { sink, finished: sink.ended.then(() => jobOutcome(job.requestId)) };
 }
@@ -248,8 +251,13 @@ test("a cancel on the cancel channel ends the stream and frees the engine sequen
 
 test("a malformed job fails with invalid_request and the worker goes on", async () => {
   const requestId = randomUUID();
-  const sink = await collectStream(REDIS_URL, keys.eventChannel(requestId));
-  await queue.add("generate", { requestId, kind: "chat", promptTokenIds: "not ids" }, {
+  const sink = await collectStream(REDIS_URL, keys.eventChannel(GATEWAY_ID, requestId));
+  await queue.add("generate", {
+    requestId,
+    gatewayId: GATEWAY_ID,
+    kind: "chat",
+    promptTokenIds: "not ids",
+  }, {
     jobId: requestId,
   });
   const [only] = await sink.ended;

@@ -71,8 +71,9 @@ function assemble(name: string, stop: string[], logprobs: boolean): Row {
 async function publish(intervalMs: number): Promise<Row> {
   const redis = new Redis(process.env.REDIS_URL ?? "redis://127.0.0.1:6379");
   const keys = redisKeys(`bench-${randomUUID()}`);
-  const channel = keys.eventChannel("r");
-  const log = new StreamLog(redis, keys, "r", "bench", Date.now() + 60_000);
+  const stream = { requestId: "r", gatewayId: "bench" };
+  const channel = keys.eventChannel(stream.gatewayId, stream.requestId);
+  const log = new StreamLog(redis, keys, stream, "bench", Date.now() + 60_000);
   await log.claim();
   const publisher = new EventPublisher(log, intervalMs);
   let publishes = 0;

@@ -25,8 +25,8 @@ const publishes = Number(args.publishes);
 
 const redis = new Redis(process.env.REDIS_URL ?? "redis://127.0.0.1:6379");
 const keys = redisKeys(`bench-${randomUUID()}`);
-const requestId = "bench";
-const channel = keys.eventChannel(requestId);
+const stream = { requestId: "bench", gatewayId: "bench" };
+const channel = keys.eventChannel(stream.gatewayId, stream.requestId);
 const listener = redis.duplicate();
 await listener.subscribe(channel);
 
@@ -61,7 +61,7 @@ async function time(
   return { case: name, publishes, usPerPublish: ns / publishes / 1000 };
 }
 
-const log = new StreamLog(redis, keys, requestId, "bench", Date.now() + 600_000);
+const log = new StreamLog(redis, keys, stream, "bench", Date.now() + 600_000);
 const rows: Row[] = [];
 for (const sequential of [true, false]) {
   const mode = sequential ? "one at a time" : "back to back";

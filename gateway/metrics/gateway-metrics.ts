@@ -41,6 +41,10 @@ export function createGatewayMetrics() {
       name: "gateway_queue_depth",
       help: "Generation jobs waiting for a worker.",
     }),
+    eventListeners: registry.gauge({
+      name: "gateway_event_listeners",
+      help: "Requests whose worker events this gateway is listening for.",
+    }),
     promptTokens: registry.counter({
       name: "gateway_prompt_tokens_total",
       help: "Prompt tokens of generations, by tenant and model.",

@@ -16,6 +16,7 @@ import { routePath } from "hono/route";
 import { PROMETHEUS_CONTENT_TYPE } from "../../shared/metrics.ts";
 import type { AppEnv } from "../env.ts";
 import type { JobQueue } from "../queue/job-queue.ts";
+import type { EventHub } from "../relay/event-hub.ts";
 import type { RequestOutcome } from "../request-end.ts";
 import type { GatewayMetrics } from "./gateway-metrics.ts";
 
@@ -112,6 +113,11 @@ export class GenerationTimer {
 /** Reads the queue's waiting count at every scrape. */
 export function collectQueueDepth(metrics: GatewayMetrics, queue: Pick<JobQueue, "waitingCount">): void {
   metrics.registry.onCollect(async () => metrics.queueDepth.set({}, await queue.waitingCount()));
+}
+
+/** Requests whose events the hub routes now: back to 0 when idle, or a stream leaked. */
+export function collectEventListeners(metrics: GatewayMetrics, hub: Pick<EventHub, "size">): void {
+  metrics.registry.onCollect(() => metrics.eventListeners.set({}, hub.size));
 }
 
 export function metricsRoute(metrics: GatewayMetrics) {

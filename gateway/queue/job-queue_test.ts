@@ -11,6 +11,7 @@ import { JobQueue } from "./job-queue.ts";
 function job(requestId: string): Job {
   return {
     requestId,
+    gatewayId: "gw-test",
     tenantId: "acme",
     model: "test-model",
     kind: "completion",

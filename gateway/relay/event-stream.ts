@@ -36,7 +36,7 @@ export class RequestEventStream implements AsyncIterableIterator<ProgressEvent> 
   readonly #limits: EventStreamLimits;
   readonly #pending: { event: ProgressEvent; bytes: number }[] = [];
   #pendingBytes = 0;
-  #unsubscribe: (() => Promise<void>) | undefined;
+  #unsubscribe: ((options?: { cancelled?: boolean }) => void) | undefined;
   #expectedSeq = 0;
   #started = false;
   #lastEventAt = Date.now();
@@ -52,14 +52,14 @@ export class RequestEventStream implements AsyncIterableIterator<ProgressEvent> 
     this.#nextQueuedCheckAt = Date.now() + (limits.whileQueued?.everyMs ?? Infinity);
   }
 
-  /** Subscribes to `channel`; resolves once Redis confirms, so the job may be enqueued. */
+  /** Listens to the request's events; resolves once they reach it, so the job may be enqueued. */
   static async open(
     hub: EventHub,
-    channel: string,
+    requestId: string,
     limits: EventStreamLimits,
   ): Promise<RequestEventStream> {
     const stream = new RequestEventStream(limits);
-    stream.#unsubscribe = await hub.subscribe(channel, (message) => stream.#receive(message));
+    stream.#unsubscribe = await hub.subscribe(requestId, (message) => stream.#receive(message));
     return stream;
   }
 
@@ -211,15 +211,18 @@ export class RequestEventStream implements AsyncIterableIterator<ProgressEvent> 
     return this.#started;
   }
 
-  /** Unsubscribes; safe to call more than once. */
-  async close(): Promise<void> {
+  /**
+   * Stops listening; safe to call more than once. `cancelled`: the worker has been told to stop,
+   * so the events still on their way need no cancel of their own (EventHub's orphans).
+   */
+  close(options?: { cancelled?: boolean }): Promise<void> {
     this.#finished = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#notify();
-    const unsubscribe = this.#unsubscribe;
+    this.#unsubscribe?.(options);
     this.#unsubscribe = undefined;
-    await unsubscribe?.();
+    return Promise.resolve();
   }
 
   async return(): Promise<IteratorResult<ProgressEvent>> {

@@ -25,9 +25,11 @@ async function withStream(
   body: (stream: RequestEventStream, publish: (event: unknown) => Promise<void>, hub: EventHub) => Promise<void>,
 ) {
   const t = testRedis("event-stream");
-  const hub = new EventHub(t.connect());
-  const channel = t.keys.eventChannel(crypto.randomUUID());
-  const stream = await RequestEventStream.open(hub, channel, {
+  const hub = new EventHub(t.connect(), t.keys);
+  await hub.listen();
+  const requestId = crypto.randomUUID();
+  const channel = t.keys.eventChannel(hub.gatewayId, requestId);
+  const stream = await RequestEventStream.open(hub, requestId, {
     deadline: Date.now() + (limits.deadlineInMs ?? 10_000),
     idleTimeoutMs: limits.idleTimeoutMs ?? 10_000,
     whileQueued: limits.whileQueued,
@@ -159,11 +161,13 @@ Deno.test("closing unsubscribes: the shared subscriber holds no channel afterwar
 
 Deno.test("many streams share one subscriber and each gets only its own events", async () => {
   const t = testRedis("event-hub");
-  const hub = new EventHub(t.connect());
+  const hub = new EventHub(t.connect(), t.keys);
+  await hub.listen();
   try {
-    const channels = Array.from({ length: 20 }, (_, i) => t.keys.eventChannel(`r${i}`));
+    const ids = Array.from({ length: 20 }, (_, i) => `r${i}`);
+    const channels = ids.map((id) => t.keys.eventChannel(hub.gatewayId, id));
     const streams = await Promise.all(
-      channels.map((ch) => RequestEventStream.open(hub, ch, { deadline: Date.now() + 5000, idleTimeoutMs: 5000 })),
+      ids.map((id) => RequestEventStream.open(hub, id, { deadline: Date.now() + 5000, idleTimeoutMs: 5000 })),
     );
     await Promise.all(channels.map(async (ch, i) => {
       for (const e of [start(0), delta(1, `text ${i}`, 1), done(2, 1)]) await t.redis.publish(ch, JSON.stringify(e));
@@ -175,6 +179,64 @@ Deno.test("many streams share one subscriber and each gets only its own events",
     assert.deepEqual(texts, channels.map((_, i) => `text ${i}`));
     await Promise.all(streams.map((s) => s.close()));
     assert.equal(hub.size, 0);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("a gateway hears only its own requests' channels, and reports events nobody reads", async () => {
+  const t = testRedis("event-hub-two");
+  const orphans: string[] = [];
+  const ours = new EventHub(t.connect(), t.keys, { onOrphan: (requestId) => orphans.push(requestId) });
+  const theirs = new EventHub(t.connect(), t.keys);
+  await Promise.all([ours.listen(), theirs.listen()]);
+  try {
+    const heard: string[] = [];
+    const stop = await ours.subscribe("r", (message) => heard.push(message));
+    // The same request id under the other gateway: not ours.
+    assert.equal(await t.redis.publish(t.keys.eventChannel(theirs.gatewayId, "r"), "theirs"), 1);
+    assert.equal(await t.redis.publish(t.keys.eventChannel(ours.gatewayId, "r"), "ours"), 1);
+    for (let i = 0; i < 50 && heard.length === 0; i++) await sleep(10);
+    await sleep(20);
+    assert.deepEqual(heard, ["ours"]);
+    stop();
+    assert.equal(ours.size, 0);
+    // Closed, yet its worker goes on (Redis still counts this gateway as a receiver): told once.
+    for (const n of [1, 2]) await t.redis.publish(t.keys.eventChannel(ours.gatewayId, "r"), `late ${n}`);
+    for (let i = 0; i < 50 && orphans.length === 0; i++) await sleep(10);
+    await sleep(20);
+    assert.deepEqual({ heard, orphans }, { heard: ["ours"], orphans: ["r"] });
+    // Closed after a cancel that reached Redis: its late events call for no second one.
+    const stopCancelled = await ours.subscribe("c", () => {});
+    stopCancelled({ cancelled: true });
+    await t.redis.publish(t.keys.eventChannel(ours.gatewayId, "c"), "late");
+    await sleep(50);
+    assert.deepEqual(orphans, ["r"]);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("after the subscriber reconnects, a new request waits for the pattern's confirmation", async () => {
+  const t = testRedis("event-hub-reconnect");
+  const subscriber = t.connect();
+  // Its id, read before subscriber mode: the test kills this connection only (Redis is shared).
+  const id = await subscriber.client("ID");
+  const hub = new EventHub(subscriber, t.keys);
+  await hub.listen();
+  try {
+    const closed = new Promise((resolve) => subscriber.once("close", resolve));
+    await t.redis.client("KILL", "ID", String(id));
+    await closed;
+    assert.equal(hub.listening, false);
+    const heard: string[] = [];
+    const stop = await hub.subscribe("r", (message) => heard.push(message));
+    // Resolved only once the pattern stands again: what is published now is heard.
+    assert.equal(hub.listening, true);
+    assert.equal(await t.redis.publish(t.keys.eventChannel(hub.gatewayId, "r"), "after"), 1);
+    for (let i = 0; i < 50 && heard.length === 0; i++) await sleep(10);
+    assert.deepEqual(heard, ["after"]);
+    stop();
   } finally {
     await t.close();
   }

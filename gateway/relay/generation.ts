@@ -1,5 +1,5 @@
 /**
- * One generation from enqueue to its last token: subscribe to the request's
+ * One generation from enqueue to its last token: listen to the request's
  * channel, enqueue the job, then turn the worker's events into what the client
  * is owed: text updates (through the output filters) and one finish.
  * Cancellation (client gone, filter block, broken stream) reaches the worker.
@@ -90,7 +90,7 @@ export class Generation {
   }
 
   /**
-   * Waits for the subscription opened early in the chain (subscription.ts), then enqueues: no
+   * Waits for the event stream opened early in the chain (subscription.ts), then enqueues: no
    * event can be published before the gateway listens. Then runs the check a chain step left for
    * after the enqueue (`checkAfterEnqueue`); a refusal there cancels the job and is thrown.
    */
@@ -104,6 +104,7 @@ export class Generation {
       : undefined;
     const job: Job = {
       requestId,
+      gatewayId: subscription.gatewayId,
       tenantId: principal.tenant.id,
       model: generation.model,
       kind: generation.endpoint,
@@ -276,7 +277,7 @@ export class Generation {
     };
   }
 
-  /** Unsubscribes; safe to call more than once (the relay's and the collector's last step). */
+  /** Stops listening; safe to call more than once (the relay's and the collector's last step). */
   async close(): Promise<void> {
     await this.#events.close();
   }
@@ -297,12 +298,14 @@ export class Generation {
   async cancel(): Promise<void> {
     if (this.#cancelled) return;
     this.#cancelled = true;
+    let reached = false;
     try {
       await this.#deps.queue.cancel(this.requestId, this.#deps.requestTimeoutMs);
+      reached = true;
     } catch (err) {
       this.#log.error("cancel failed", { err });
     }
-    await this.#events.close();
+    await this.#events.close({ cancelled: reached });
   }
 }
 

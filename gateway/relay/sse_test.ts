@@ -184,7 +184,7 @@ Deno.test("a lost event ends the stream with an error event, never a silent trun
       yield { type: "start", workerId: "w1" };
       // seq 1 never arrives: publish seq 2 directly.
       await publisher.publish(
-        g.t.keys.eventChannel(job.requestId),
+        g.t.keys.eventChannel(job.gatewayId, job.requestId),
         JSON.stringify({ seq: 2, type: "delta", content: "x", reasoning: "", tokens: 2 }),
       );
     });

@@ -1,18 +1,17 @@
 /**
- * The first step of a generation, taken as soon as the request is valid: subscribe to its event
- * channel while the rest of the chain (safety, token count, rate limits, admission) runs. The
- * SUBSCRIBE round trip goes over the one subscriber connection that also carries every token of
- * every stream, so under load its reply waits behind them; overlapped with the chain, it is off
- * the path to the first token.
+ * The first step of a generation, taken as soon as the request is valid: route the request's
+ * events to its stream (gateway/relay/event-hub.ts). The gateway's one pattern subscription
+ * already covers the request's channel, so this costs no command; only while the subscriber
+ * connection is coming back does the stream wait for the pattern's confirmation, and that wait
+ * overlaps the rest of the chain (safety, token count, rate limits, admission).
  *
- * Generation.start takes the stream over and waits for Redis's confirmation before enqueueing
- * (nothing may be published before someone listens). A request that fails before that point
- * unsubscribes on its way out.
+ * Generation.start takes the stream over and awaits it before enqueueing (nothing may be
+ * published before someone listens). A request that fails before that point stops listening on
+ * its way out.
  */
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../env.ts";
-import type { RedisKeys } from "../../shared/redis-keys.ts";
 import type { Failure } from "../errors.ts";
 import type { WorkerRegistry } from "../workers/registry.ts";
 import type { EventHub } from "./event-hub.ts";
@@ -23,7 +22,6 @@ const QUEUED_CHECK_MS = 1_000;
 
 export interface SubscriptionDeps {
   hub: EventHub;
-  keys: RedisKeys;
   /** Whole-request deadline, queue wait included. */
   requestTimeoutMs: number;
   /** Longest silence from a running worker. */
@@ -36,13 +34,20 @@ export interface SubscriptionDeps {
 export class EventSubscription {
   #taken = false;
 
-  /** `deadline`: epoch ms by which the whole request must be done (the job carries it too). */
-  constructor(readonly deadline: number, private readonly opening: Promise<RequestEventStream>) {
+  /**
+   * `deadline`: epoch ms by which the whole request must be done; `gatewayId`: the process whose
+   * channels carry the request's events. The job carries both.
+   */
+  constructor(
+    readonly deadline: number,
+    readonly gatewayId: string,
+    private readonly opening: Promise<RequestEventStream>,
+  ) {
     // A request that fails first never awaits it; its failure is then nobody's to report.
     opening.catch(() => {});
   }
 
-  /** The stream, once Redis has confirmed the subscription; the caller now owns (closes) it. */
+  /** The stream, once its events reach it; the caller now owns (closes) it. */
   take(): Promise<RequestEventStream> {
     this.#taken = true;
     return this.opening;
@@ -59,14 +64,15 @@ function noWorkerLeft(registry: WorkerRegistry, model: string): () => Promise<Fa
   return async () => (await abandoned()) ? { reason: "no_worker", model } : undefined;
 }
 
-/** Opens the subscription (`c.var.events`) and closes it if the request ends before using it. */
+/** Opens the request's event stream (`c.var.events`) and closes it if the request ends before using it. */
 export function subscribeEvents(deps: SubscriptionDeps) {
   return createMiddleware<AppEnv>(async (c: Context<AppEnv>, next) => {
     const { requestId, generation } = c.var;
     const deadline = Date.now() + deps.requestTimeoutMs;
     const subscription = new EventSubscription(
       deadline,
-      RequestEventStream.open(deps.hub, deps.keys.eventChannel(requestId), {
+      deps.hub.gatewayId,
+      RequestEventStream.open(deps.hub, requestId, {
         deadline,
         idleTimeoutMs: deps.idleTimeoutMs,
         whileQueued: {

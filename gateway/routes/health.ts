@@ -1,13 +1,15 @@
 /**
- * Probes. /healthz: the process answers. /readyz: Redis answers and at least
- * one worker's heartbeat is fresh, i.e. a request sent now can be served.
+ * Probes. /healthz: the process answers. /readyz: Redis answers, the gateway's
+ * event subscription stands and at least one worker's heartbeat is fresh, i.e.
+ * a request sent now can be served.
  */
 import { Hono } from "hono";
 import type { Redis } from "ioredis";
 import type { AppEnv } from "../env.ts";
 import type { WorkerRegistry } from "../workers/registry.ts";
+import type { EventHub } from "../relay/event-hub.ts";
 
-export function healthRoutes(redis: Redis, registry: WorkerRegistry) {
+export function healthRoutes(redis: Redis, registry: WorkerRegistry, hub: Pick<EventHub, "listening">) {
   return new Hono<AppEnv>()
     .get("/healthz", (c) => c.json({ status: "ok" }))
     .get("/readyz", async (c) => {
@@ -19,7 +21,11 @@ export function healthRoutes(redis: Redis, registry: WorkerRegistry) {
       } catch {
         // Reported below as not ready.
       }
-      const ready = redisUp && liveWorkers > 0;
-      return c.json({ status: ready ? "ready" : "not ready", redis: redisUp, live_workers: liveWorkers }, ready ? 200 : 503);
+      const events = hub.listening;
+      const ready = redisUp && events && liveWorkers > 0;
+      return c.json(
+        { status: ready ? "ready" : "not ready", redis: redisUp, events, live_workers: liveWorkers },
+        ready ? 200 : 503,
+      );
     });
 }

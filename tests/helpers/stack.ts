@@ -23,6 +23,7 @@ import { bootstrapTenant } from "../../gateway/tenancy/bootstrap.ts";
 import type { TenantSettings } from "../../gateway/tenancy/schemas.ts";
 import { eventually } from "./eventually.ts";
 import type { ReplyRule } from "./scripted-worker.ts";
+import { parsePrometheusText, sampleSum } from "./prometheus-text.ts";
 import {
   deleteKeysUnder,
   freePort,
@@ -349,4 +350,10 @@ export function stackForSuite(options: StackOptions = {}): { readonly stack: Sta
       return started(client);
     },
   };
+}
+
+/** Requests the gateway still listens for (its `gateway_event_listeners` gauge): 0 once none leaked. */
+export async function gatewayEventListeners(stack: Pick<Stack, "metricsUrl">): Promise<number> {
+  const response = await fetch(stack.metricsUrl);
+  return sampleSum(parsePrometheusText(await response.text()), "gateway_event_listeners");
 }

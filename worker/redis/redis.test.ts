@@ -12,6 +12,8 @@ import { collectStream } from "../test-support/stream-sink.ts";
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const prefix = `test-${randomUUID()}`;
 const keys = redisKeys(prefix);
+/** The gateway the test's streams go to (its channels). */
+const GATEWAY_ID = "gw-test";
 const redis = new Redis(REDIS_URL);
 const subscriber = new Redis(REDIS_URL);
 
@@ -24,9 +26,15 @@ after(async () => {
 
 /** A claimed stream log for a fresh request, and that request's channel. */
 async function claimedLog(owner = "w1", requestId = randomUUID()) {
-  const log = new StreamLog(redis, keys, requestId, owner, Date.now() + 60_000);
+  const log = new StreamLog(
+    redis,
+    keys,
+    { requestId, gatewayId: GATEWAY_ID },
+    owner,
+    Date.now() + 60_000,
+  );
   await log.claim();
-  return { log, channel: keys.eventChannel(requestId), requestId };
+  return { log, channel: keys.eventChannel(GATEWAY_ID, requestId), requestId };
 }
 
 const text = (content: string, reasoning = "") => ({ content, reasoning, logprobs: [] });
@@ -114,7 +122,13 @@ test("the stream log records each publish with its tokens; a new owner resumes f
   first.error("unused", "flushes the two tokens above"); // an ended stream is still a resume point
   await first.drain();
 
-  const second = new StreamLog(redis, keys, requestId, "second", Date.now() + 60_000);
+  const second = new StreamLog(
+    redis,
+    keys,
+    { requestId, gatewayId: GATEWAY_ID },
+    "second",
+    Date.now() + 60_000,
+  );
   const recorded = await second.claim();
   assert.deepEqual(recorded.tokenIds, [11, 12]);
   assert.deepEqual(recorded.events.map((e) => e.seq), [0, 1, 2]);

@@ -16,6 +16,7 @@
  */
 import type { Redis } from "ioredis";
 import {
+  type Job,
   type StreamEvent,
   StreamEventSchema,
   type TokenLogprob,
@@ -76,6 +77,9 @@ export interface RecordedStream {
   tokenIds: number[];
 }
 
+/** Where a request's stream is published: its id, and the gateway listening for it. */
+export type StreamAddress = Pick<Job, "requestId" | "gatewayId">;
+
 /** What became of a publish: delivered, delivered to nobody (the gateway is gone), or refused. */
 export type AppendOutcome = "heard" | "unheard" | "not_owner";
 
@@ -86,15 +90,21 @@ export class StreamLog {
   readonly #deadline: number;
 
   /**
-   * `token` identifies this attempt (unique per worker and job run);
-   * `deadline` is the request's, in epoch ms.
+   * `stream`: the request, and the gateway whose channel carries its events; `token` identifies
+   * this attempt (unique per worker and job run); `deadline` is the request's, in epoch ms.
    */
-  constructor(redis: Redis, keys: RedisKeys, requestId: string, token: string, deadline: number) {
+  constructor(
+    redis: Redis,
+    keys: RedisKeys,
+    stream: StreamAddress,
+    token: string,
+    deadline: number,
+  ) {
     this.#redis = withCommands(redis);
     this.#keys = {
-      owner: keys.streamOwner(requestId),
-      log: keys.streamLog(requestId),
-      channel: keys.eventChannel(requestId),
+      owner: keys.streamOwner(stream.requestId),
+      log: keys.streamLog(stream.requestId),
+      channel: keys.eventChannel(stream.gatewayId, stream.requestId),
     };
     this.#token = token;
     this.#deadline = deadline;
