@@ -3,8 +3,9 @@
  * meets them, each owning its errors:
  *
  *   request id -> body size limit -> auth -> validation -> look up the model,
- *   subscribe, reserve a queue place (sent at once, answered meanwhile) -> [input filters] -> token count +
- *   context check -> [rate limits] -> admission -> enqueue (once subscribed) + relay
+ *   listen for its events, reserve a queue place (sent at once, answered meanwhile) -> [input
+ *   filters] -> token count + context check -> [rate limits] -> admission -> enqueue (once the
+ *   gateway's event pattern is confirmed) + relay
  *
  * Bracketed slots belong to other modules (safety, tenancy) and are passed in.
  * Other route groups (web UI, admin) mount on the returned app; /metrics is

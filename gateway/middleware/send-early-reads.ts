@@ -4,8 +4,8 @@
  * CPU as those steps intend. The connection batches its writes until the event-loop turn ends
  * (shared/redis-write-batching.ts), and validation, the filter and the prompt run in one turn:
  * the commands left only once the filter was done, and the prompt step then waited out the
- * lookup's round trip. The subscription needs no such push: its confirmation is awaited only at
- * the enqueue, after the rate limits' round trip.
+ * lookup's round trip. (A request's event routing sends no command: the gateway's pattern
+ * subscription covers its channel, relay/event-hub.ts.)
  */
 import { createMiddleware } from "hono/factory";
 import type { Redis } from "ioredis";
