@@ -4,8 +4,10 @@
 // output changes if any position reads a wrong, shared-and-overwritten or
 // released block): outputs equal the uncached reference under sharing,
 // preemption, cancellation and exhaustion; salts isolate.
+#include <atomic>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "common/sha256.h"
 #include "runtime/block_hash.h"
@@ -328,11 +330,22 @@ TEST(cancelling_one_sharer_leaves_the_others_and_the_cache_intact) {
   Harness h(options(true));
   run(h, request(conversation(32, 2, 0), 2, "t"));
   const Request keep = request(conversation(32, 5, 1), 40, "t");
-  const uint64_t cancelled = h.engine->submit(request(conversation(32, 5, 2), 200, "t"));
+  // Cancel from inside the step loop, on the fourth step after both are
+  // submitted: both sharers are decoding then, and neither can have finished
+  // (a cancel from this thread could come after all 200 tokens on a busy host).
+  std::atomic<uint64_t> cancelled{0};
+  std::atomic<bool> submitted{false};
+  int32_t steps = 0;
+  h.runner->before_forward = [&](const BatchPlan&) {
+    while (!submitted) std::this_thread::yield();
+    if (++steps == 4) CHECK(h.engine->cancel(cancelled));
+  };
+  cancelled = h.engine->submit(request(conversation(32, 5, 2), 200, "t"));
   const uint64_t kept = h.engine->submit(keep);
-  h.engine->cancel(cancelled);
+  submitted = true;
   CHECK_EQ(h.events.wait_finished(cancelled).back().finish, GPTOSS_FINISH_CANCELLED);
   CHECK(tokens_of(h.events.wait_finished(kept)) == reference_output(keep));
+  h.runner->before_forward = nullptr;
   const std::vector<gptoss_event> later = run(h, request(conversation(32, 5, 3), 3, "t"));
   CHECK_EQ(later.back().cached_tokens, 32);
   CHECK_EQ(h.engine->stats().kv_blocks_used, 0);
