@@ -44,8 +44,9 @@ typedef struct {
                                      (cuda); 0 = default (0.9) */
   int32_t num_threads;            /* cpu backend threads; 0 = all cores */
   int32_t block_size;             /* tokens per KV block; 0 = default (16) */
-  int32_t token_mask_timeout_ms;  /* how long sampling waits for a constrained request's token mask
-                                     before ending it with GPTOSS_FINISH_MASK_TIMEOUT; 0 = 10000 */
+  int32_t token_mask_timeout_ms;  /* how long a constrained request may wait for a token mask before
+                                     it ends with GPTOSS_FINISH_MASK_TIMEOUT (meanwhile its row is
+                                     computed again each step and the batch goes on); 0 = 10000 */
   int32_t disable_prefix_caching; /* 0 = default: a prompt's full KV blocks are kept (LRU) and reused
                                      by later requests with the same prefix and cache_salt; 1 = off */
   const char* moe_sharding;       /* tensor_parallel > 1: "intermediate" (every expert's columns split;
@@ -152,7 +153,8 @@ int gptoss_cancel(gptoss_engine* e, uint64_t request_id);
    generated token (0 = the first), a bitmask of ceil(vocab_size / 32) words, bit (id % 32) of word
    (id / 32) set when token `id` is allowed. The forward pass does not need it: the engine waits for
    it only when it samples that position, so the caller computes mask n+1 while the step that
-   samples token n+1 runs. The mask is copied. A mask for a request that has ended meanwhile is
+   samples token n+1 runs. A mask later than that holds up the step at most a millisecond: then
+   the request's row is computed again in the next step while the others go on. The mask is copied. A mask for a request that has ended meanwhile is
    dropped (GPTOSS_OK); a wrong size or a mask that allows no token is GPTOSS_ERR_INVALID_ARGUMENT. */
 int gptoss_set_token_mask(gptoss_engine* e, uint64_t request_id, int32_t position, const uint32_t* bits,
                           size_t n_words, char* err, size_t err_len);

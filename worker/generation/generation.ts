@@ -10,13 +10,11 @@
  * continues from prompt + those tokens with what is left of max_tokens.
  *
  * A constrained request (`job.constraint`: structured output, strict function calls) opens its
- * grammar on the grammar thread; after each token the grammar advances there and the next token
- * mask goes to the engine, which waits for it only when it samples that position. The engine's
- * step waits for the masks of all its constrained rows, so a request is submitted only once its
- * first mask can come quickly: a JSON value's grammar is compiled first (a compile running past
- * the prompt's forward pass would hold up every sequence of the batch), while function calling
- * starts free and is submitted at once, its strict functions' grammars compiling as the model
- * writes.
+ * grammar on the grammar thread and is submitted at once: its grammar compiles while the prompt's
+ * forward pass runs. After each token the grammar advances there and the next token mask goes to
+ * the engine, which waits for it only when it samples that position, and then only briefly: a mask
+ * still late (a grammar still compiling, the thread busy with another request's compile) costs
+ * its own sequence a step, computed again, while the rest of the batch goes on.
  *
  * The terminal event (`done` or `error`) is published as soon as the end is
  * decided, so the client never waits on the engine. `run()` resolves later,
@@ -123,11 +121,7 @@ export class Generation {
 
   /** Submits to the engine; resolves once the request has ended and the engine released it. */
   async run(): Promise<GenerationEnd> {
-    if (this.#job.constraint !== undefined && this.#end === undefined) {
-      this.#openConstraint();
-      // A refusal has ended the request by now (`ready`'s own handler runs first).
-      if (this.#job.constraint.kind !== "tool_calls") await this.#constraint?.ready.catch(() => undefined);
-    }
+    if (this.#job.constraint !== undefined && this.#end === undefined) this.#openConstraint();
     const sampling = { ...toEngineSampling(this.#job), constrained: this.#constraint !== undefined };
     const resumedFinish = this.#finishOfResumedTokens(sampling);
     if (this.#end === undefined && resumedFinish !== undefined) {

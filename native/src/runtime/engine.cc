@@ -13,6 +13,12 @@ namespace gptoss {
 namespace {
 
 constexpr std::chrono::milliseconds kDeviceMemoryReadInterval{250};
+// How long a step waits for a late token mask while the wait holds up other
+// rows or new requests. A mask is computed while the step that needs it runs
+// and usually comes first; one that does not (a grammar still compiling, a
+// slow grammar state) costs its own sequence a step, not the whole batch
+// its delay: past this the row is deferred and computed again.
+constexpr std::chrono::milliseconds kMaskGrace{1};
 
 void check_positive(int32_t value, const char* field) {
   if (value <= 0) throw Error(GPTOSS_ERR_INVALID_ARGUMENT, std::string(field) + " = " + std::to_string(value) + " must be > 0");
@@ -154,6 +160,7 @@ uint64_t Engine::submit(Request request) {
     live_.insert(id);
   }
   wake_.notify_one();
+  mask_arrived_.notify_all();  // a step waiting on masks alone lets the newcomer in
   return id;
 }
 
@@ -259,34 +266,55 @@ void Engine::step(std::vector<gptoss_event>& events) {
 void Engine::await_masks(const StepPlan& plan) {
   const size_t n_rows = plan.sampled_seqs.size();
   row_masks_.resize(n_rows);
-  mask_missing_.assign(n_rows, 0);
+  row_outcome_.assign(n_rows, RowOutcome::Sample);
   row_sampling_.resize(n_rows);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.token_mask_timeout_ms);
-  std::unique_lock<std::mutex> lock(mu_);
+  const auto now = std::chrono::steady_clock::now();
+  const auto timeout = std::chrono::milliseconds(options_.token_mask_timeout_ms);
+  std::vector<size_t> awaited;
   for (size_t row = 0; row < n_rows; ++row) {
-    const Sequence& seq = *plan.sampled_seqs[row];
     row_sampling_[row].allowed = nullptr;
+    Sequence& seq = *plan.sampled_seqs[row];
     if (!seq.sampling.constrained) continue;
-    const int32_t position = seq.num_generated();
-    const auto ready = [&] {
-      const auto it = masks_.find(seq.id);
-      return stopping_ || live_.count(seq.id) == 0 || (it != masks_.end() && it->second.position == position);
-    };
-    mask_arrived_.wait_until(lock, deadline, ready);
-    const auto it = masks_.find(seq.id);
-    if (it == masks_.end() || it->second.position != position) {
-      // Cancelled or stopping (its token is never used), or the mask is late.
-      mask_missing_[row] = 1;
-      continue;
-    }
-    row_masks_[row].swap(it->second.bits);
-    it->second.position = -1;
-    row_sampling_[row].allowed = row_masks_[row].data();
+    if (seq.mask_wait_since == std::chrono::steady_clock::time_point{}) seq.mask_wait_since = now;
+    awaited.push_back(row);
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    awaited.erase(std::remove_if(awaited.begin(), awaited.end(), [&](size_t row) { return take_mask(plan, row); }),
+                  awaited.end());
+    if (awaited.empty()) return;
+    auto deadline = std::chrono::steady_clock::time_point::max();
+    for (size_t row : awaited) deadline = std::min(deadline, plan.sampled_seqs[row]->mask_wait_since + timeout);
+    // Waiting on masks alone costs nobody; beside other chunks or new requests it holds them up.
+    const bool alone = awaited.size() == plan.batch.chunks.size() && arrived_.empty() && cancel_requests_.empty();
+    if (!alone) deadline = std::min(deadline, now + kMaskGrace);
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    mask_arrived_.wait_until(lock, deadline);
+  }
+  const auto late = std::chrono::steady_clock::now();
+  for (size_t row : awaited) {
+    const bool timed_out = late >= plan.sampled_seqs[row]->mask_wait_since + timeout;
+    row_outcome_[row] = timed_out ? RowOutcome::Drop : RowOutcome::Defer;
   }
 }
 
+bool Engine::take_mask(const StepPlan& plan, size_t row) {
+  Sequence& seq = *plan.sampled_seqs[row];
+  if (stopping_ || live_.count(seq.id) == 0) {
+    row_outcome_[row] = RowOutcome::Drop;  // cancelled or stopping: its token is never used
+    return true;
+  }
+  const auto it = masks_.find(seq.id);
+  if (it == masks_.end() || it->second.position != seq.num_generated()) return false;
+  row_masks_[row].swap(it->second.bits);
+  it->second.position = -1;
+  row_sampling_[row].allowed = row_masks_[row].data();
+  seq.mask_wait_since = {};
+  return true;
+}
+
 void Engine::forward_and_sample(const StepPlan& plan) {
-  mask_missing_.assign(plan.sampled_seqs.size(), 0);
+  row_outcome_.assign(plan.sampled_seqs.size(), RowOutcome::Sample);
   if (runner_->samples_on_device()) {
     row_sampling_.clear();
     for (const Sequence* seq : plan.sampled_seqs) {
@@ -322,9 +350,13 @@ void Engine::emit_sampled(const StepPlan& plan, std::vector<gptoss_event>& event
 
   for (size_t row = 0; row < plan.sampled_seqs.size(); ++row) {
     Sequence& seq = *plan.sampled_seqs[row];
-    if (mask_missing_[row]) {
-      // Its token was drawn without the constraint: never emitted. A cancelled
-      // sequence is finished by the cancel instead.
+    // A row without its mask drew its token without the constraint: never emitted.
+    if (row_outcome_[row] == RowOutcome::Defer) {
+      scheduler_.compute_last_again(seq);
+      continue;
+    }
+    if (row_outcome_[row] == RowOutcome::Drop) {
+      // A cancelled sequence is finished by the cancel instead.
       finish(seq.id, GPTOSS_FINISH_MASK_TIMEOUT, events);
       continue;
     }

@@ -40,8 +40,8 @@ struct EngineOptions {
   uint64_t kv_cache_bytes = 0;
   float gpu_memory_utilization = 0.9f;  // (0, 1]: share of device memory for weights, work buffers and KV
   int32_t block_size = 16;
-  // How long sampling waits for a constrained sequence's token mask before
-  // ending it with GPTOSS_FINISH_MASK_TIMEOUT.
+  // How long a constrained sequence may wait for a token mask before it ends
+  // with GPTOSS_FINISH_MASK_TIMEOUT (see Engine::await_masks).
   int32_t token_mask_timeout_ms = 10000;
   // Keep prompts' full KV blocks after their requests end and reuse them for
   // later requests with the same prefix and cache salt (kv_cache_manager.h).
@@ -82,10 +82,16 @@ class Engine {
   // Runs the plan and fills sampled_ with one token per logits row: on the
   // device when the runner samples there, else from logits_ with sampler_.
   void forward_and_sample(const StepPlan& plan);
-  // Waits (up to token_mask_timeout_ms) for the mask of every constrained row
-  // of the plan and points its RowSampling at it; rows still without one are
-  // marked in mask_missing_.
+  // Points the RowSampling of every constrained row of the plan at its token
+  // mask, waiting for masks not yet there: briefly (kMaskGrace) while the wait
+  // holds up other rows or new requests, else up to the sequence's timeout.
+  // Sets row_outcome_: rows whose mask is still late are deferred (computed
+  // again next step, the step's other rows go on); ended or timed-out ones
+  // are dropped.
   void await_masks(const StepPlan& plan);
+  // Takes the mask of `row` if it has come (or drops the row if its sequence
+  // ended); false while it is still awaited. Called with mu_ held.
+  bool take_mask(const StepPlan& plan, size_t row);
   void emit_sampled(const StepPlan& plan, std::vector<gptoss_event>& events);
   void finish(uint64_t id, gptoss_finish reason, std::vector<gptoss_event>& events);
   gptoss_finish finish_reason(const Sequence& seq, int32_t token) const;
@@ -103,7 +109,10 @@ class Engine {
   std::vector<ModelRunner::RowSampling> row_sampling_;  // device sampling only
   std::vector<SampledToken> sampled_;                 // this step's token per logits row
   std::vector<std::vector<uint32_t>> row_masks_;      // this step's mask per logits row (constrained rows)
-  std::vector<char> mask_missing_;                    // per logits row: constrained, and no mask came
+  // What becomes of each logits row's token: used, or not used because its
+  // mask came late (Defer: the row runs again) or its sequence is ending (Drop).
+  enum class RowOutcome : char { Sample, Defer, Drop };
+  std::vector<RowOutcome> row_outcome_;
   std::vector<uint64_t> finished_;  // ids finished this step
   uint64_t tokens_generated_ = 0;
   uint64_t prompt_tokens_processed_ = 0;
@@ -120,7 +129,7 @@ class Engine {
   std::unordered_set<uint64_t> live_;  // submitted, not finished, not cancelled
   gptoss_stats stats_{};
   // Token masks handed in by set_token_mask, by sequence id, for the position
-  // it will sample next. Signalled on a new mask, a cancel and stop.
+  // it will sample next. Signalled on a new mask, a submit, a cancel and stop.
   struct PendingMask {
     int32_t position = -1;
     std::vector<uint32_t> bits;

@@ -65,6 +65,11 @@ class Scheduler {
   StepPlan schedule();
   // Records that the runner computed every chunk of `plan`.
   void commit(const StepPlan& plan);
+  // A committed sequence whose sampled token was not used (its token mask came
+  // late): its last position is computed again in a later step, for the
+  // logits of the same position. Its K/V there are written again, the same
+  // token at the same position; blocks published meanwhile stay published.
+  void compute_last_again(Sequence& seq) { --seq.num_computed; }
 
   bool has_work() const { return !running_.empty() || queue_->size() > 0; }
   int32_t num_running() const { return static_cast<int32_t>(running_.size()); }

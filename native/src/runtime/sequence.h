@@ -2,6 +2,7 @@
 // (what to compute next) and the engine (sampling, finishing).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -37,6 +38,10 @@ struct Sequence {
   const BlockHash hash_root;
   std::vector<BlockHash> block_hashes;
   int32_t num_cached_prompt_tokens = -1;
+  // Constrained decoding: when the sequence started waiting for the token
+  // mask of the position it samples next (steps whose sample it could not use
+  // included); the epoch while it is not waiting.
+  std::chrono::steady_clock::time_point mask_wait_since{};
 
   int32_t length() const { return static_cast<int32_t>(tokens.size()); }
   int32_t num_generated() const { return length() - num_prompt_tokens; }
