@@ -22,6 +22,7 @@ const busy: EngineStats = {
   prefixCacheHitTokens: 750,
   prefixCacheBlocks: 96,
   prefixCacheEvictions: 7,
+  tokenMaskDeferrals: 3,
 };
 /** The same engine before any work: every count at zero. */
 const idle = Object.fromEntries(Object.keys(busy).map((k) => [k, 0])) as unknown as EngineStats;
@@ -66,6 +67,7 @@ test("engine stats and job events appear on /metrics over HTTP, and the text par
     assert.equal(sampleSum(f, "engine_prefix_cache_hit_rate"), 0.75);
     assert.equal(sampleSum(f, "engine_prefix_cache_blocks"), 96);
     assert.equal(sampleSum(f, "engine_prefix_cache_evictions_total"), 7);
+    assert.equal(sampleSum(f, "engine_token_mask_deferrals_total"), 3);
     assert.equal(sampleSum(f, "worker_queue_wait_seconds_sum", { model: "m" }), 0.25);
     assert.equal(sampleSum(f, "worker_time_to_first_token_seconds_count", { model: "m" }), 1);
     assert.equal(sampleSum(f, "worker_prompt_tokens_total"), 30);

@@ -91,6 +91,10 @@ export function createWorkerMetrics(options: WorkerMetricsOptions): WorkerMetric
     name: "engine_prefix_cache_evictions_total",
     help: "Cached KV blocks given up for new KV.",
   });
+  const maskDeferrals = registry.counter({
+    name: "engine_token_mask_deferrals_total",
+    help: "Constrained rows computed again because their token mask came late (the rest of the batch went on).",
+  });
   const memoryUsed = registry.gauge({
     name: "engine_device_memory_used_bytes",
     help: "Accelerator memory in use, per device.",
@@ -164,6 +168,7 @@ export function createWorkerMetrics(options: WorkerMetricsOptions): WorkerMetric
     [prefixQueries, "prefixCacheQueriedTokens"],
     [prefixHits, "prefixCacheHitTokens"],
     [prefixEvictions, "prefixCacheEvictions"],
+    [maskDeferrals, "tokenMaskDeferrals"],
   ] as const;
   let last: Partial<EngineStats> = {};
   const meter = new ThroughputMeter();

@@ -126,6 +126,7 @@ typedef struct {
   uint64_t prefix_cache_hit_tokens;     /* of those, tokens whose KV was reused */
   int32_t prefix_cache_blocks;          /* KV blocks findable in the prefix cache, in use or not */
   uint64_t prefix_cache_evictions;      /* cached blocks given up for new KV */
+  uint64_t token_mask_deferrals;        /* constrained rows computed again because their mask was late */
 } gptoss_stats;
 
 typedef struct {

@@ -236,6 +236,7 @@ Napi::Object stats_object(Napi::Env env, const gptoss_stats& s) {
   set("prefixCacheHitTokens", static_cast<double>(s.prefix_cache_hit_tokens));
   set("prefixCacheBlocks", s.prefix_cache_blocks);
   set("prefixCacheEvictions", static_cast<double>(s.prefix_cache_evictions));
+  set("tokenMaskDeferrals", static_cast<double>(s.token_mask_deferrals));
   return o;
 }
 

@@ -78,6 +78,8 @@ export interface EngineStats {
   /** KV blocks findable in the prefix cache (in use or not), and cached blocks given up for new KV. */
   prefixCacheBlocks: number;
   prefixCacheEvictions: number;
+  /** Constrained rows computed again because their token mask came late (the batch went on). */
+  tokenMaskDeferrals: number;
 }
 
 export interface ModelInfo {

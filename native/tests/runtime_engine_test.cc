@@ -532,6 +532,7 @@ TEST(a_late_mask_holds_up_only_its_own_request_and_changes_none_of_its_tokens) {
   CHECK(tokens_of(h.events.wait_finished(f)) == reference_output(free));
   CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(5));
   CHECK(h.events.events_of(c).empty());
+  CHECK(h.engine->stats().token_mask_deferrals > 0);
   // Its row was computed again in every step it waited: its output is what it would have been.
   feed_masks(h, c, 5);
   CHECK(tokens_of(h.events.wait_finished(c)) == constrained_reference(constrained.prompt, 5));

@@ -112,6 +112,7 @@ export class ScriptedEngine implements Engine {
       prefixCacheHitTokens: 0,
       prefixCacheBlocks: 0,
       prefixCacheEvictions: 0,
+      tokenMaskDeferrals: 0,
     };
   }
 

@@ -353,6 +353,7 @@ void Engine::emit_sampled(const StepPlan& plan, std::vector<gptoss_event>& event
     // A row without its mask drew its token without the constraint: never emitted.
     if (row_outcome_[row] == RowOutcome::Defer) {
       scheduler_.compute_last_again(seq);
+      ++mask_deferrals_;
       continue;
     }
     if (row_outcome_[row] == RowOutcome::Drop) {
@@ -440,6 +441,7 @@ void Engine::publish_stats(int32_t batch_size) {
   stats_.prefix_cache_hit_tokens = scheduler_.prefix_cache_counters().hit_tokens;
   stats_.prefix_cache_blocks = kv_.num_cached();
   stats_.prefix_cache_evictions = kv_.num_evictions();
+  stats_.token_mask_deferrals = mask_deferrals_;
   if (batch_size > 0) {
     ++stats_.steps;
     stats_.last_batch_size = batch_size;

@@ -115,6 +115,7 @@ class Engine {
   std::vector<RowOutcome> row_outcome_;
   std::vector<uint64_t> finished_;  // ids finished this step
   uint64_t tokens_generated_ = 0;
+  uint64_t mask_deferrals_ = 0;
   uint64_t prompt_tokens_processed_ = 0;
   // When publish_stats last asked the runner for device memory (a driver call, cudaMemGetInfo,
   // that a step waiting on its events should not pay every time).
