@@ -50,8 +50,13 @@ export async function closedLoop(send: SendRequest, limits: LoopLimits, prompt: 
   return { outcomes, elapsedSec: (performance.now() - t0) / 1000 };
 }
 
-/** Requests of one level: a fixed number, or `waves` times the concurrency (at least 8). */
-export function levelCount(concurrency: number, fixed: number | undefined, waves: number | undefined): number {
-  if (waves !== undefined) return Math.max(8, Math.ceil(waves * concurrency));
+/** Requests of one level: a fixed number, or `waves` times the concurrency (at least `least`). */
+export function levelCount(
+  concurrency: number,
+  fixed: number | undefined,
+  waves: number | undefined,
+  least = 8,
+): number {
+  if (waves !== undefined) return Math.max(least, Math.ceil(waves * concurrency));
   return fixed ?? Infinity;
 }

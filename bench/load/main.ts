@@ -6,7 +6,7 @@
  *     --concurrency 1,8,32 --duration 20 --prompt uniform:16-256 --output fixed:64
  *   npx tsx bench/load/main.ts ... --rate 5 --duration 60        (Poisson arrivals)
  *   npx tsx bench/load/main.ts ... --concurrency 1,64 --waves 2   (each level sends 2 x its
- *       concurrency requests, at least 8; --duration still caps it)
+ *       concurrency requests, at least 8 or --min-requests N; --duration still caps it)
  *   npx tsx bench/load/main.ts ... --timeline    (every request asks for its latency
  *       timeline, shared/timeline.ts; each level prints the median of every stage)
  *   npx tsx bench/load/main.ts ... --client fetch    (requests through Node's fetch, as the openai
@@ -37,6 +37,8 @@ const { values: args } = parseArgs({
     duration: { type: "string", default: "20" },
     requests: { type: "string" },
     waves: { type: "string" },
+    /** With --waves: at least this many requests a level (the small levels' percentiles). */
+    "min-requests": { type: "string", default: "8" },
     prompt: { type: "string", default: "uniform:16-128" },
     output: { type: "string", default: "fixed:32" },
     "slo-ttft-ms": { type: "string", default: "1000" },
@@ -62,6 +64,8 @@ const durationSec = Number(args.duration);
 const maxRequests = args.requests ? Number(args.requests) : Infinity;
 const waves = args.waves ? Number(args.waves) : undefined;
 if (waves !== undefined && !(waves > 0)) fail("--waves must be positive");
+const minRequests = Number(args["min-requests"]);
+if (!(minRequests > 0 && Number.isInteger(minRequests))) fail("--min-requests must be a positive integer");
 if (!(durationSec > 0)) fail("--duration must be positive seconds");
 const concurrencies = args.concurrency?.split(",").map(Number) ?? [];
 if (concurrencies.some((c) => !(c > 0 && Number.isInteger(c)))) fail(`bad --concurrency "${args.concurrency}"`);
@@ -113,7 +117,7 @@ try {
   target.model = args.model ?? (await resolveModel(target.baseUrl, target.apiKey));
   for (const c of concurrencies) {
     const send: SendRequest = (spec, salt) => runRequest(target, spec, salt, { timeline: args.timeline, client });
-    const limits = { concurrency: c, count: levelCount(c, args.requests ? maxRequests : undefined, waves), durationSec };
+    const limits = { concurrency: c, count: levelCount(c, args.requests ? maxRequests : undefined, waves, minRequests), durationSec };
     const { outcomes, elapsedSec } = await closedLoop(send, limits, promptLen, outputLen);
     levels.push(levelReport(`c=${c}`, outcomes, elapsedSec, slo, { concurrency: c }));
     console.error(`level c=${c}: ${outcomes.length} requests in ${elapsedSec.toFixed(1)} s`);

@@ -39,6 +39,8 @@ const { values: args } = parseArgs({
   options: {
     concurrency: { type: "string", default: "1" },
     waves: { type: "string", default: "1" },
+    /** At least this many requests a level (as bench/load's --min-requests). */
+    "min-requests": { type: "string", default: "8" },
     duration: { type: "string", default: "600" },
     prompt: { type: "string", default: "uniform:16-128" },
     output: { type: "string", default: "fixed:32" },
@@ -127,7 +129,7 @@ try {
   for (const c of args.concurrency!.split(",").map(Number)) {
     const limits = {
       concurrency: c,
-      count: levelCount(c, undefined, Number(args.waves)),
+      count: levelCount(c, undefined, Number(args.waves), Number(args["min-requests"])),
       durationSec: Number(args.duration),
       pauseMs: Number(args["pause-ms"]),
     };

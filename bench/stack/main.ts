@@ -115,8 +115,14 @@ const ALL_WORKLOADS: Workload[] = args.quick
   ];
 const WORKLOADS = ALL_WORKLOADS.filter((w) => !skip.has(w.name));
 const LEVELS = args.levels?.split(",").map(Number) ?? (args.quick ? [1, 4] : [1, 8, 32, 64, 128, 256]);
-/** Both loops send max(8, concurrency) requests a level: one wave at the large levels. */
+/**
+ * Both loops send max(MIN_REQUESTS, concurrency) requests a level: one wave at the large levels,
+ * and at one stream enough requests for a p50 that moves less than the 5 ms the one-stream TTFT
+ * goal allows (8 requests moved it by ±0.4 ms between identical runs: calls 28 and 29). The quick
+ * CPU run (CI) keeps 8.
+ */
 const WAVES = "1";
+const MIN_REQUESTS = args.quick ? "8" : "24";
 const SLO = { ttftMs: 1000, tpotMs: 50 };
 /**
  * At one stream the stack leaves the engine idle between requests (the client's round trip through
@@ -163,7 +169,8 @@ const tsx = (script: string, ...rest: string[]) => ["--import", "tsx", script, .
 async function engineAlone(workload: Workload, levels = LEVELS, pauseMs = 0): Promise<LevelReport[]> {
   const file = `${out}/engine-${workload.name}${pauseMs > 0 ? `-pause${pauseMs}` : ""}`;
   const { code, output } = await runLogged("engine.log", process.execPath, tsx("bench/stack/engine-load.ts",
-    "--concurrency", levels.join(","), "--waves", WAVES, "--prompt", workload.prompt, "--output", workload.output,
+    "--concurrency", levels.join(","), "--waves", WAVES, "--min-requests", MIN_REQUESTS, "--prompt", workload.prompt,
+    "--output", workload.output,
     "--slo-tpot-ms", String(SLO.tpotMs), "--pause-ms", String(pauseMs), "--out", file), engineEnv);
   if (code !== 0) throw new Error(`engine bench failed (exit ${code}):\n${output.slice(-2000)}`);
   return JSON.parse(readFileSync(`${file}.json`, "utf8")).levels;
@@ -193,7 +200,7 @@ async function loadTool(stack: RunningStack, file: string, levels: number[], wav
   output: string, extra: string[] = []): Promise<{ levels: LevelReport[] }> {
   const { code, output: log } = await runLogged("load.log", process.execPath, tsx("bench/load/main.ts",
     "--url", stack.url, "--key", stack.apiKey, "--model", args["model-name"]!, "--concurrency", levels.join(","),
-    "--waves", waves, "--duration", "600", "--prompt", prompt, "--output", output,
+    "--waves", waves, "--min-requests", MIN_REQUESTS, "--duration", "600", "--prompt", prompt, "--output", output,
     "--slo-tpot-ms", String(SLO.tpotMs), "--out", file, "--title", basename(file), "--timeline",
     "--client", args.client!, ...extra), {});
   if (code !== 0) throw new Error(`load tool failed (exit ${code}):\n${log.slice(-2000)}`);
