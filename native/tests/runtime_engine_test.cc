@@ -487,39 +487,6 @@ TEST(device_sampling_runner_applies_the_token_masks_the_engine_waited_for) {
   for (size_t i = 0; i < tokens.size(); ++i) CHECK_EQ(tokens[i], 32 + int32_t(i));
 }
 
-// Constrained decoding over TraceRunner: the tokens position `p` may take.
-std::vector<int32_t> allowed_at(int32_t p) { return {(5 + 3 * p) % kVocab, (40 + 7 * p) % kVocab}; }
-
-std::vector<uint32_t> mask_allowing(const std::vector<int32_t>& ids) {
-  std::vector<uint32_t> mask((kVocab + 31) / 32, 0u);
-  for (int32_t id : ids) mask[id >> 5] |= 1u << (id & 31);
-  return mask;
-}
-
-// What a greedy request constrained by allowed_at must generate: the argmax among the allowed
-// tokens of the logits after the whole sequence, computed directly.
-std::vector<int32_t> constrained_reference(std::vector<int32_t> tokens, int32_t n) {
-  std::vector<int32_t> out;
-  for (int32_t p = 0; p < n; ++p) {
-    const std::vector<float> logits = TraceRunner::reference_logits(tokens);
-    int32_t best = -1;
-    for (int32_t id : allowed_at(p)) if (best < 0 || logits[id] > logits[best]) best = id;
-    out.push_back(best);
-    tokens.push_back(best);
-  }
-  return out;
-}
-
-// Hands over the masks of positions 0 .. n-1, each once the token before it is out, as the worker does.
-void feed_masks(Harness& h, uint64_t id, int32_t n) {
-  for (int32_t p = 0; p < n; ++p) {
-    for (int i = 0; i < 5000 && tokens_of(h.events.events_of(id)).size() < size_t(p); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    const std::vector<uint32_t> mask = mask_allowing(allowed_at(p));
-    h.engine->set_token_mask(id, p, mask.data(), mask.size());
-  }
-}
-
 TEST(a_late_mask_holds_up_only_its_own_request_and_changes_none_of_its_tokens) {
   Harness h(small_options());  // the default 10 s mask timeout
   Request constrained = make_request(prompt_of_length(11, 4), 5);

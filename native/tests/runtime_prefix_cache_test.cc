@@ -351,4 +351,25 @@ TEST(cancelling_one_sharer_leaves_the_others_and_the_cache_intact) {
   CHECK_EQ(h.engine->stats().kv_blocks_used, 0);
 }
 
+TEST(a_row_computed_again_for_a_late_mask_rewrites_a_shared_block_with_the_same_kv) {
+  Harness h(options(true));
+  // 36 prompt tokens: the last one completes block 8, published when first computed. The
+  // constrained request's row is computed again, block 8 rewritten, in every step it waits.
+  Request constrained = request(conversation(32, 4, 1), 3, "t");
+  constrained.sampling.constrained = true;
+  const uint64_t c = h.engine->submit(constrained);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // The same 36 tokens and four more: blocks 0-8 come from the cache, block 8 read while rewritten.
+  std::vector<int32_t> longer = constrained.prompt;
+  for (int32_t t : {7, 8, 9, 10}) longer.push_back(t);
+  const Request free = request(longer, 12, "t");
+  const std::vector<gptoss_event> ev = run(h, free);
+  CHECK(tokens_of(ev) == reference_output(free));
+  CHECK_EQ(ev.back().cached_tokens, 36);
+  CHECK(h.engine->stats().token_mask_deferrals > 0);
+  feed_masks(h, c, 3);
+  CHECK(tokens_of(h.events.wait_finished(c)) == constrained_reference(constrained.prompt, 3));
+  CHECK_EQ(h.engine->stats().kv_blocks_used, 0);
+}
+
 TEST_MAIN()

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -305,6 +306,39 @@ inline void check_outputs_together(Harness& h, const std::vector<Request>& reqs)
     if (tokens_of(h.events.wait_finished(ids[i])) != reference_output(reqs[i])) {
       fail_check(__FILE__, __LINE__, "request " + std::to_string(i) + " differs from its reference output");
     }
+  }
+}
+
+// Constrained decoding over TraceRunner: the tokens position `p` may take.
+inline std::vector<int32_t> allowed_at(int32_t p) { return {(5 + 3 * p) % TraceRunner::kVocab, (40 + 7 * p) % TraceRunner::kVocab}; }
+
+inline std::vector<uint32_t> mask_allowing(const std::vector<int32_t>& ids) {
+  std::vector<uint32_t> mask((TraceRunner::kVocab + 31) / 32, 0u);
+  for (int32_t id : ids) mask[id >> 5] |= 1u << (id & 31);
+  return mask;
+}
+
+// What a greedy request constrained by allowed_at must generate: the argmax among the allowed
+// tokens of the logits after the whole sequence, computed directly.
+inline std::vector<int32_t> constrained_reference(std::vector<int32_t> tokens, int32_t n) {
+  std::vector<int32_t> out;
+  for (int32_t p = 0; p < n; ++p) {
+    const std::vector<float> logits = TraceRunner::reference_logits(tokens);
+    int32_t best = -1;
+    for (int32_t id : allowed_at(p)) if (best < 0 || logits[id] > logits[best]) best = id;
+    out.push_back(best);
+    tokens.push_back(best);
+  }
+  return out;
+}
+
+// Hands over the masks of positions 0 .. n-1, each once the token before it is out, as the worker does.
+inline void feed_masks(Harness& h, uint64_t id, int32_t n) {
+  for (int32_t p = 0; p < n; ++p) {
+    for (int i = 0; i < 5000 && tokens_of(h.events.events_of(id)).size() < size_t(p); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const std::vector<uint32_t> mask = mask_allowing(allowed_at(p));
+    h.engine->set_token_mask(id, p, mask.data(), mask.size());
   }
 }
 
