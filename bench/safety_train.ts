@@ -48,7 +48,7 @@ const OUT = new URL("../gateway/safety/classifier_weights.json", import.meta.url
 // benign (fourth round: out of fold, public role-play requests stay at 0 of 92 flagged).
 // Their benign halves weigh BENIGN_ROLEPLAY_WEIGHT times an ordinary benign prompt: they are the
 // family's look-alikes, a few hundred beside thousands of prompts that share nothing with it
-// (fourth round, out of fold: the fourth set's benign flagged 8.1 -> 5.4 %, no attack lost).
+// (fourth round, out of fold: the fourth set's benign flagged 9.5 -> 6.8 %, one attack lost).
 const BENIGN_ROLEPLAY_WEIGHT = 3;
 // The in-the-wild sources label as jailbreaks every prompt of a jailbreak venue, personas that
 // lift nothing among them (a Gandhi, an attorney, a coding mentor); learned as attacks they taught
