@@ -159,6 +159,15 @@ console.log(
 );
 console.table(wildRows);
 
+// The project's role-play sets, held-out halves, by source, with intervals (issue 21, item 3).
+const { rates: rolePlayDetection, rows: rolePlayRows } = groupRates(
+  Object.fromEntries([...bySource].filter(([source]) => source.startsWith("roleplay-")).sort()),
+);
+console.log(
+  "\nproject's role-play sets, held-out test split (rate = share flagged, Wilson 95 % interval)",
+);
+console.table(rolePlayRows);
+
 const blindAttacks = blind.filter((s) => s.label === "attack");
 const blindBenign = blind.filter((s) => s.label === "benign");
 const blindGroups: Record<string, CorpusSample[]> = {
@@ -324,6 +333,7 @@ Deno.writeTextFileSync(
       blindSplit: blind.length,
       detection,
       wildDetection,
+      rolePlayDetection,
       ...(runBlind ? { blindDetection } : {}),
       thresholdSweep: sweep,
       defaultPolicyOnBenign: {

@@ -213,8 +213,10 @@ function tensorTrust(): Sample[] {
  * sources (the test half is held out): bench/safety_roleplay.json (sources `roleplay-attacks`,
  * `roleplay-benign`), the second set, bench/safety_roleplay_structures.json
  * (`roleplay-structures-attacks`, `roleplay-structures-benign`), and the third,
- * bench/safety_roleplay_family.json (`roleplay-family-attacks`, `roleplay-family-benign`); and an
- * evaluation-only set, bench/safety_roleplay_eval.json (`roleplay-eval-*`, all held out).
+ * bench/safety_roleplay_family.json (`roleplay-family-attacks`, `roleplay-family-benign`); an
+ * evaluation-only set, bench/safety_roleplay_eval.json (`roleplay-eval-*`, all held out); and the
+ * fourth, bench/safety_roleplay_variants.json (`roleplay-variants-*`), split by near-duplicate
+ * cluster like the in-the-wild sources (`CLUSTER_SPLIT_ROLEPLAY`).
  */
 function rolePlay(file: string, prefix: string): Sample[] {
   const set = JSON.parse(Deno.readTextFileSync(new URL(file, import.meta.url)));
@@ -252,6 +254,12 @@ const TRAIN_ONLY_SOURCE = "hard-negatives";
  * nobody trained or tuned on (bench/safety_roleplay_eval.json): held out whole.
  */
 const TEST_ONLY_PREFIX = "roleplay-eval";
+/**
+ * The fourth role-play set (bench/safety_roleplay_variants.json, issue 21, item 3, fourth round),
+ * split by near-duplicate cluster rather than by text, so no reworded copy of a test prompt is
+ * learned; it is added after the in-the-wild sources, whose splits it therefore cannot move.
+ */
+const CLUSTER_SPLIT_PREFIX = "roleplay-variants";
 
 /**
  * The jailbreak prompts of "Do Anything Now" (Shen et al., CCS 2024, verazuo/jailbreak_llms, MIT),
@@ -432,26 +440,30 @@ for (const line of lines) {
   indexSplit[i] = split;
   indexCluster[i] = clusterOf(text);
 }
-const wildSources = [...danInTheWild(), ...promptsChat2026(), ...flowGpt()];
-for (const s of wildSources) {
-  const text = s.text.trim();
-  const key = text.replace(/\s+/g, " ").toLowerCase();
-  if (text === "" || seen.has(key)) continue;
-  seen.add(key);
-  const match = index.nearDuplicateOf(text);
-  const split = match
-    ? indexSplit[match.index]
-    : stableFraction(key) < TEST_SHARE
-    ? "test"
-    : "train";
-  const i = index.add(text);
-  indexSource[i] = s.source;
-  indexSplit[i] = split;
-  // The cluster is the first text of the template; training keeps clusters whole too.
-  indexCluster[i] = match ? indexCluster[match.index] : clusterOf(text);
-  (counts[s.source] ??= { train: 0, test: 0 })[split as "train" | "test"]++;
-  lines.push(JSON.stringify({ ...s, text, split, cluster: indexCluster[i] }));
+/** Adds samples whose split is their near-duplicate cluster's (the first text's hash decides). */
+function addByCluster(samples: Sample[]) {
+  for (const s of samples) {
+    const text = s.text.trim();
+    const key = text.replace(/\s+/g, " ").toLowerCase();
+    if (text === "" || seen.has(key)) continue;
+    seen.add(key);
+    const match = index.nearDuplicateOf(text);
+    const split = match
+      ? indexSplit[match.index]
+      : stableFraction(key) < TEST_SHARE
+      ? "test"
+      : "train";
+    const i = index.add(text);
+    indexSource[i] = s.source;
+    indexSplit[i] = split;
+    // The cluster is the first text of the template; training keeps clusters whole too.
+    indexCluster[i] = match ? indexCluster[match.index] : clusterOf(text);
+    (counts[s.source] ??= { train: 0, test: 0 })[split as "train" | "test"]++;
+    lines.push(JSON.stringify({ ...s, text, split, cluster: indexCluster[i] }));
+  }
 }
+addByCluster([...danInTheWild(), ...promptsChat2026(), ...flowGpt()]);
+addByCluster(rolePlay("./safety_roleplay_variants.json", CLUSTER_SPLIT_PREFIX));
 
 // The blind sources keep only what no other text (of any source or split) already says, exactly
 // or nearly; a near-duplicate is counted against its own source or another.

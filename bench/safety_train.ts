@@ -18,7 +18,9 @@ import {
   WEIGHT_COUNT,
 } from "../gateway/safety/classifier.ts";
 import { textViews } from "../gateway/safety/normalize.ts";
+import { BUILTIN_DETECTORS, type Category, detect } from "../gateway/safety/detect.ts";
 import {
+  type CorpusSample,
   isPersona,
   isPersonaNamingLimits,
   loadCorpus,
@@ -39,28 +41,28 @@ const L2_STRUCTURE = 1e-6;
 const MAX_VALIDATION_FPR = 0.01;
 const OUT = new URL("../gateway/safety/classifier_weights.json", import.meta.url);
 
-// The role-play sets (bench/safety_roleplay*.json) measure one attack family, and the train halves
-// of the first two are what the role-play rules were written from: the classifier learns from
-// their benign halves only (since issue 21, part 3; with the in-the-wild sources, that no longer
-// cost public attacks), never from their attacks, which taught it that role-play vocabulary is an
-// attack (docs/SAFETY.md). The third set (issue 21, item 3) was written for the classifier: the
-// family's sub-families with benign role-play of the same shapes and words beside them, so its
-// attack half is learned too.
-const LEARNED_ROLEPLAY_ATTACKS = "roleplay-family-attacks";
+// The role-play sets (bench/safety_roleplay*.json): until issue 21 item 3 the classifier learned
+// only the benign halves of the first two, whose attacks taught it that role-play vocabulary is an
+// attack (docs/SAFETY.md). Since the third and fourth sets set benign role-play of the same shapes
+// and words beside every attack shape, the train halves of all four are learned, attacks and
+// benign (fourth round: out of fold, public role-play requests stay at 0 of 92 flagged).
+// Their benign halves weigh BENIGN_ROLEPLAY_WEIGHT times an ordinary benign prompt: they are the
+// family's look-alikes, a few hundred beside thousands of prompts that share nothing with it
+// (fourth round, out of fold: the fourth set's benign flagged 9.5 -> 6.8 %, one attack lost).
+const BENIGN_ROLEPLAY_WEIGHT = 3;
 // The in-the-wild sources label as jailbreaks every prompt of a jailbreak venue, personas that
 // lift nothing among them (a Gandhi, an attorney, a coding mentor); learned as attacks they taught
 // the classifier that "act as ..." is one (public role-play requests flagged: 1 -> 4 of 81 on the
 // held-out split). Their persona prompts that name no limit are left out of training.
 const train = loadCorpus().filter((s) =>
   s.split === "train" &&
-  !(s.source.startsWith("roleplay-") && s.label === "attack" &&
-    s.source !== LEARNED_ROLEPLAY_ATTACKS) &&
   !(s.label === "attack" && WILD_SOURCES.includes(s.source) && isPersona(s.text) &&
     !isPersonaNamingLimits(s.text))
 );
 /** Folds of the training split: the threshold is read off scores of models that did not see them. */
 const FOLDS = 5;
 const examples = train.map((s) => ({
+  text: s.text,
   features: features(textViews(s.text).folded.text),
   y: s.label === "attack" ? 1 : 0,
   // Jailbreak-template collections are one group; every other attack source is one.
@@ -86,7 +88,11 @@ function fitWeights(fit: Example[]): Float64Array {
     if (e.y === 1) attackGroups.set(e.group, (attackGroups.get(e.group) ?? 0) + 1);
   }
   const groupWeight = (e: Example) =>
-    e.y === 0 ? 1 : positives / (attackGroups.size * attackGroups.get(e.group)!);
+    e.y === 1
+      ? positives / (attackGroups.size * attackGroups.get(e.group)!)
+      : e.group.startsWith("roleplay-")
+      ? BENIGN_ROLEPLAY_WEIGHT
+      : 1;
   const w = new Float64Array(WEIGHT_COUNT);
   const g2 = new Float64Array(WEIGHT_COUNT).fill(1e-8);
   let seed = 42;
@@ -154,6 +160,37 @@ for (const t of [0.5, 0.6, 0.7, 0.8, 0.9]) {
   );
 }
 const { recall, fpr } = rates(threshold);
+
+// Rules and out-of-fold classifier together, by group of the training split: what a change to
+// the training is judged by (the test split is not looked at while training changes).
+const injectionOnly = { categories: new Set<Category>(["prompt_injection"]) };
+const rulesFire = (text: string) =>
+  detect(text, injectionOnly, { rules: BUILTIN_DETECTORS.rules }).findings.length > 0;
+const isPublicRequest = (s: CorpusSample) =>
+  !s.source.startsWith("roleplay-") && !WILD_SOURCES.includes(s.source) &&
+  !s.source.endsWith("-answers") && s.source !== "hard-negatives";
+const groups: Record<string, (s: CorpusSample) => boolean> = {
+  ...Object.fromEntries(
+    [...new Set(train.map((s) => s.source))].filter((source) => source.startsWith("roleplay-"))
+      .sort().map((source) => [source, (s: CorpusSample) => s.source === source]),
+  ),
+  "in-the-wild persona jailbreaks naming limits": (s) =>
+    s.label === "attack" && WILD_SOURCES.includes(s.source) && isPersonaNamingLimits(s.text),
+  "in-the-wild benign role-play": (s) =>
+    s.label === "benign" && WILD_SOURCES.includes(s.source) && isPersona(s.text),
+  "public benign requests": (s) => s.label === "benign" && isPublicRequest(s),
+  "public role-play requests": (s) => s.source === "awesome-chatgpt-prompts",
+};
+const flaggedOutOfFold: Record<string, string> = {};
+for (const [name, inGroup] of Object.entries(groups)) {
+  const members = examples.filter((_, i) => inGroup(train[i]));
+  const flagged = members.filter((e) => outOfFold.get(e)! >= threshold || rulesFire(e.text));
+  flaggedOutOfFold[name] = `${
+    (flagged.length / members.length * 100).toFixed(1)
+  } % (${flagged.length}/${members.length})`;
+}
+console.log("flagged out of fold, rules + classifier, training split:");
+console.table(flaggedOutOfFold);
 const positives = examples.filter((e) => e.y === 1).length;
 const w = fitWeights(examples);
 

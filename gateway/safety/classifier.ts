@@ -70,7 +70,10 @@ let call = 0;
  * Cue classes of the jailbreak family's structure (issue 21, part 3). A persona jailbreak combines
  * a persona directive with a claim that the persona is free of the model's limits, usually with
  * the refusals it must not give, the harms it will now produce, the model it replaces and a way
- * to keep it in line; benign role-play has the persona without the rest. Words are matched whole
+ * to keep it in line; benign role-play has the persona without the rest. Since issue 21 item 3's
+ * fourth round, two more: spelling a text out in pieces (the word and letter games) and asking for
+ * a method in detail, which next to a harm is the forbidden request whatever the persona's wording
+ * (a bedtime story spelled by two owls has the first without the harm). Words are matched whole
  * or, for entries ending in `*`, by prefix; the n-gram features carry the wording, these the
  * shape, so a new wording of the shape still scores.
  */
@@ -82,10 +85,14 @@ const enum Cue {
   Harm,
   Identity,
   Enforcement,
+  /** Spelling a text out in pieces: letters, syllables, acrostics, alternating turns, backwards. */
+  Spelling,
+  /** A request for a method and its detail: how to, steps, instructions, a recipe, quantities. */
+  Method,
   /** A limit word negated nearby ("no rules", "free of filters") or a word that is one ("unfiltered"). */
   NegatedLimit,
 }
-const CUE_COUNT = 8;
+const CUE_COUNT = 10;
 /** Words of a list written one after another, English first, then Spanish, Portuguese, French and
  * German (the folded view has no accents). */
 const wordList = (words: string) => words.trim().split(/\s+/);
@@ -100,7 +107,7 @@ const CUE_WORDS: Record<Exclude<Cue, Cue.NegatedLimit>, string[]> = {
     guardrail* law laws principle* constrain* regulation* programming alignment scruple*
     conscience values regla* regra* regle* regel* filtro* filtre* etic* etik* ley leyes lei
     leis loi lois gesetz* limite* limitac* censur* politica* directriz* diretriz* richtlinie*
-    valores valeurs safety moderation conduct taboo* restraint* inhibition*
+    valores valeurs safety moderation conduct taboo* restraint* inhibition* regol* filtri
   `),
   [Cue.Negation]: wordList(`
     no not without free freed ignor* bypass* break breaks broken disregard* never zero unbound
@@ -110,17 +117,24 @@ const CUE_WORDS: Record<Exclude<Cue, Cue.NegatedLimit>, string[]> = {
     desvinculad*
     opposite invers* invert* revers* flipp* antithesis delet* strip* false deactivat* undo
     overrid*
+    wipe wiped erase* corrupt* uninstall* suspend* lost gone sank sunk fried burn* silenc*
+    mute muted dropp* shed loose outgrown null abolish* dismantl* destroy* scrapp* forgot*
+    senza nessun*
   `),
   [Cue.Refusal]: wordList(`
     refus* declin* deny denies sorry apolog* warning* disclaimer* can't cannot won't reject*
-    rechaz* recus* aviso* advertencia* avertissement* warnung* ablehn*
+    rechaz* recus* aviso* advertencia* avertissement* warnung* ablehn* rifiut*
   `),
   [Cue.Harm]: wordList(`
     illegal* harmful harm offensive explicit dangerous unethical immoral nsfw violen* drug*
     weapon* malware porn* sexual* profan* swear* crime* criminal* obscen* vulgar* hateful
     racist ilegal* danger* peligros* perigos* gefahr* prejudicial* danin* nociv* explicit*
-    poison* explosiv* bomb* meth hack* steal* launder* stalk* phishing ransomware lethal
-    forbidden
+    poison* explosiv* bomb* meth hack* steal* launder* stalk* phishing ransom* lethal
+    forbidden gun guns firearm* silencer* murder* sarin ricin anthrax bioweapon* fentanyl
+    cocaine heroin lsd mdma opioid* narcotic* counterfeit* forgery forged shoplift* smuggl*
+    blackmail* extort* dox doxx* keylog* spyware trojan* ddos thermite napalm molotov detonat*
+    grenade* terroris* assassinat* tortur* kidnap* traffick* untraceable undetect* burglar*
+    hotwir* lockpick* arson* chloroform cyanide arsenic scam* fraud*
   `),
   [Cue.Identity]: wordList(`
     chatgpt openai gpt llm ai assistant anthropic claude model language bard gemini deepseek
@@ -129,6 +143,14 @@ const CUE_WORDS: Record<Exclude<Cue, Cue.NegatedLimit>, string[]> = {
   [Cue.Enforcement]: wordList(`
     stay* remind* token* lives points deduct* shut terminat* jailbr* mode enabled activat*
     unlock* obey* comply complies must always
+  `),
+  [Cue.Spelling]: wordList(`
+    letter letters syllable* acrostic* alternat* odd spell spelled spelling spelt backwards
+    concatenat* reassembl* relay
+  `),
+  [Cue.Method]: wordList(`
+    how step steps instruction* guide tutorial* recipe* detail* exact* precise* quantit*
+    measurement* dosage* synthes* make making build building cook cooking complete full
   `),
 };
 /** Words that negate a limit by themselves. */
@@ -188,8 +210,8 @@ const structureHash = (...parts: number[]) => {
 class CueTracker {
   private readonly last = new Float64Array(CUE_COUNT).fill(-Infinity);
   private present = 0;
-  /** Bit a * CUE_COUNT + b (a < b) of a 64-bit set, as two words. */
-  private readonly near = new Int32Array(2);
+  /** Bit a * CUE_COUNT + b (a < b) of a 128-bit set, as four words. */
+  private readonly near = new Int32Array(4);
   private negatedLimits = 0;
   private t = 0;
 
