@@ -357,8 +357,13 @@ TEST(a_row_computed_again_for_a_late_mask_rewrites_a_shared_block_with_the_same_
   // constrained request's row is computed again, block 8 rewritten, in every step it waits.
   Request constrained = request(conversation(32, 4, 1), 3, "t");
   constrained.sampling.constrained = true;
+  // Its prompt takes 3 steps of 16 tokens. A request submitted once the third forward has begun
+  // joins the step after it, when block 8 is published.
+  std::atomic<int> forwards{0};
+  h.runner->before_forward = [&](const BatchPlan&) { ++forwards; };
   const uint64_t c = h.engine->submit(constrained);
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (int i = 0; i < 5000 && forwards.load() < 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CHECK_EQ(forwards.load(), 3);
   // The same 36 tokens and four more: blocks 0-8 come from the cache, block 8 read while rewritten.
   std::vector<int32_t> longer = constrained.prompt;
   for (int32_t t : {7, 8, 9, 10}) longer.push_back(t);
