@@ -270,7 +270,8 @@ void Engine::await_masks(const StepPlan& plan) {
   row_sampling_.resize(n_rows);
   const auto now = std::chrono::steady_clock::now();
   const auto timeout = std::chrono::milliseconds(options_.token_mask_timeout_ms);
-  std::vector<size_t> awaited;
+  std::vector<size_t>& awaited = awaited_rows_;
+  awaited.clear();
   for (size_t row = 0; row < n_rows; ++row) {
     row_sampling_[row].allowed = nullptr;
     Sequence& seq = *plan.sampled_seqs[row];

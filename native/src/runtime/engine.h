@@ -113,6 +113,7 @@ class Engine {
   // mask came late (Defer: the row runs again) or its sequence is ending (Drop).
   enum class RowOutcome : char { Sample, Defer, Drop };
   std::vector<RowOutcome> row_outcome_;
+  std::vector<size_t> awaited_rows_;  // await_masks: constrained rows whose mask has not come
   std::vector<uint64_t> finished_;  // ids finished this step
   uint64_t tokens_generated_ = 0;
   uint64_t mask_deferrals_ = 0;
