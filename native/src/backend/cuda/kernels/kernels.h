@@ -239,6 +239,11 @@ const char* tiled_kernel_name(TiledKernel kernel);
 TiledKernel tiled_kernel();
 // For the check and bench tools: every variant in one process.
 void set_tiled_kernel(TiledKernel kernel);
+// The streamed path's tile rows: GPTOSS_STREAMED_TILE (read once; unset: 16;
+// 32: four-fragment tiles, each weight read once up to 32 pairs an expert),
+// unless set_streamed_tile_rows chose since (the check and bench tools).
+int32_t streamed_tile_rows();
+void set_streamed_tile_rows(int32_t rows);
 int32_t moe_tile_rows(MoePath path);
 // The smallest moe_tile_rows of any path: the tile list's size bound.
 int32_t moe_min_tile_rows();
