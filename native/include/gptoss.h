@@ -154,9 +154,11 @@ int gptoss_cancel(gptoss_engine* e, uint64_t request_id);
    generated token (0 = the first), a bitmask of ceil(vocab_size / 32) words, bit (id % 32) of word
    (id / 32) set when token `id` is allowed. The forward pass does not need it: the engine waits for
    it only when it samples that position, so the caller computes mask n+1 while the step that
-   samples token n+1 runs. A mask later than that holds up the step at most a millisecond: then
-   the request's row is computed again in the next step while the others go on. The mask is copied. A mask for a request that has ended meanwhile is
-   dropped (GPTOSS_OK); a wrong size or a mask that allows no token is GPTOSS_ERR_INVALID_ARGUMENT. */
+   samples token n+1 runs. A mask later than that holds up the step's other requests at most a
+   millisecond: then the request's row is computed again in the next step while the others go on
+   (alone in its step, the request waits for its mask). The mask is copied. A mask for a request
+   that has ended meanwhile is dropped (GPTOSS_OK); a wrong size or a mask that allows no token is
+   GPTOSS_ERR_INVALID_ARGUMENT. */
 int gptoss_set_token_mask(gptoss_engine* e, uint64_t request_id, int32_t position, const uint32_t* bits,
                           size_t n_words, char* err, size_t err_len);
 
