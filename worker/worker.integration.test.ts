@@ -239,12 +239,7 @@ test("a cancel on the cancel channel ends the stream and frees the engine sequen
   assert.equal(result!.finishReason, "cancelled");
   assert.ok(result!.usage.completionTokens < 1000);
   // Heartbeats report the engine's stats: the sequence is gone within a few beats.
-  const until = Date.now() + 20 * HEARTBEAT_MS;
-  let beat = await heartbeat();
-  while ((beat.running !== 0 || beat.at < Date.now() - HEARTBEAT_MS) && Date.now() < until) {
-    await new Promise((r) => setTimeout(r, HEARTBEAT_MS / 2));
-    beat = await heartbeat();
-  }
+  const beat = await idleHeartbeat();
   assert.equal(beat.running, 0);
   assert.equal(beat.kvBlocksUsed, 0);
 });
@@ -263,6 +258,36 @@ test("a malformed job fails with invalid_request and the worker goes on", async 
   const [only] = await sink.ended;
   assert.equal(only.type === "error" && only.code, "invalid_request");
   assert.match((await jobOutcome(requestId)).failedReason!, /^invalid_request: invalid job: /);
+  const { result } = await (await submit(chatJob("Still there?"))).finished;
+  assert.ok(result!.usage.completionTokens > 0);
+});
+
+/** Waits (a few heartbeats at most) until the heartbeat shows no running sequence; returns it. */
+async function idleHeartbeat() {
+  const until = Date.now() + 20 * HEARTBEAT_MS;
+  let beat = await heartbeat();
+  while ((beat.running !== 0 || beat.at < Date.now() - HEARTBEAT_MS) && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, HEARTBEAT_MS / 2));
+    beat = await heartbeat();
+  }
+  return beat;
+}
+
+test("a JSON schema xgrammar refuses, found after the job reached the engine, ends it with invalid_request and frees the sequence", async () => {
+  // The worker submits a constrained job at once and compiles its grammar beside the prompt's
+  // forward pass, so the refusal comes while the engine holds the sequence.
+  const schema = JSON.stringify({ type: "object", properties: { a: { type: "string", pattern: "(?<=x)y" } } });
+  const job = chatJob("JSON please", {}, { constraint: { kind: "json_schema", schema } });
+  const { sink, finished } = await submit(job);
+  const events = await sink.ended;
+  const last = events.at(-1)!;
+  assert.equal(last.type === "error" && last.code, "invalid_request");
+  assert.match(last.type === "error" ? last.message : "", /response_format/);
+  assert.ok(!events.some((e) => e.type === "delta"), "no token of an unconstrained draw reaches the client");
+  assert.match((await finished).failedReason!, /^invalid_request: /);
+  const beat = await idleHeartbeat();
+  assert.equal(beat.running, 0);
+  assert.equal(beat.kvBlocksUsed, 0);
   const { result } = await (await submit(chatJob("Still there?"))).finished;
   assert.ok(result!.usage.completionTokens > 0);
 });
