@@ -9,9 +9,10 @@
  *
  * Without --url it starts its own stack (tests/helpers/stack.ts: the Deno
  * gateway, one Node worker with the tiny CPU model, a REDIS_PREFIX of its own).
- * Traffic: streaming and non-streaming chat and completions, clients that hang
- * up mid-stream, and requests that must be refused (bad JSON, wrong types, an
- * unknown model, a wrong key). RSS comes from /proc/<pid>/status.
+ * Traffic: streaming and non-streaming chat and completions, structured outputs
+ * (JSON schemas rotating over 40 shapes) and forced strict tool calls, clients
+ * that hang up mid-stream, and requests that must be refused (bad JSON, wrong
+ * types, an unknown model, a wrong key). RSS comes from /proc/<pid>/status.
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
@@ -140,6 +141,25 @@ async function expectError(res: Response, status: number, code: string | null): 
   return `expected ${status} ${code}, got ${res.status}: ${body.slice(0, 200)}`;
 }
 
+const INTENTS = ["refund", "order_status", "complaint", "other"];
+/** An intent schema, one of 40 shapes: the salt names its third property. */
+const intentSchema = (salt: number) => ({
+  type: "object",
+  properties: {
+    intent: { enum: INTENTS },
+    urgent: { type: "boolean" },
+    [`priority_${salt % 40}`]: { type: "integer", minimum: 1, maximum: 5 },
+  },
+  required: ["intent", "urgent", `priority_${salt % 40}`],
+  additionalProperties: false,
+});
+/** Whether `value` is a complete answer of intentSchema(salt). */
+function isIntent(value: Record<string, unknown>, salt: number): boolean {
+  const priority = value[`priority_${salt % 40}`];
+  return INTENTS.includes(value.intent as string) && typeof value.urgent === "boolean" &&
+    Number.isInteger(priority) && (priority as number) >= 1 && (priority as number) <= 5 && Object.keys(value).length === 3;
+}
+
 const SCENARIOS: Scenario[] = [
   {
     name: "chat stream",
@@ -184,6 +204,44 @@ const SCENARIOS: Scenario[] = [
       await reader.cancel().catch(() => {});
       return null;
     },
+  },
+  {
+    // What a customer-service backend asks for: an intent it can route on. The schemas rotate over
+    // 40 shapes (a property named by the salt), so grammars compile while other requests decode.
+    name: "structured output",
+    weight: 8,
+    run: async (t, salt) => {
+      const stream = salt % 2 === 0;
+      const res = await post(t, "chat/completions", chatBody(t, salt, {
+        max_tokens: 64,
+        stream,
+        response_format: { type: "json_schema", json_schema: { name: "intent", strict: true, schema: intentSchema(salt) } },
+      }));
+      if (stream) return drainStream(res);
+      return expectJson(res, (b) => {
+        const choice = (b.choices as { message: { content: string }; finish_reason: string }[])[0];
+        // A complete intent is about 20 tokens: it always ends within the 64 (masks leave no detour).
+        return choice.finish_reason === "stop" && isIntent(JSON.parse(choice.message.content), salt);
+      });
+    },
+  },
+  {
+    // A forced strict tool: the call's arguments follow its parameters.
+    name: "strict tool call",
+    weight: 5,
+    run: async (t, salt) =>
+      expectJson(
+        await post(t, "chat/completions", chatBody(t, salt, {
+          max_tokens: 64,
+          tools: [{ type: "function", function: { name: "route_ticket", strict: true, parameters: intentSchema(salt) } }],
+          tool_choice: { type: "function", function: { name: "route_ticket" } },
+        })),
+        (b) => {
+          const choice = (b.choices as { message: { tool_calls?: { function: { arguments: string } }[] }; finish_reason: string }[])[0];
+          const call = choice.message.tool_calls?.[0];
+          return choice.finish_reason === "tool_calls" && call !== undefined && isIntent(JSON.parse(call.function.arguments), salt);
+        },
+      ),
   },
   {
     name: "refused: malformed JSON",
