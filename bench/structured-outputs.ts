@@ -150,14 +150,57 @@ const SAMPLING: EngineSampling = {
 const maskTimes: number[] = [];
 const service = await GrammarService.start(64);
 
+/** Submits an unconstrained request; resolves with its finish reason. `onEvents` sees each step's events. */
+function runFree(engine: NativeEngine, sampling: EngineSampling, onEvents?: (events: EngineTokenEvent[]) => void) {
+  return new Promise<string>((resolve) => {
+    engine.submit(prompt, sampling, (events: EngineTokenEvent[]) => {
+      onEvents?.(events);
+      const finish = events.find((event) => event.finish !== undefined)?.finish;
+      if (finish !== undefined) resolve(finish);
+    });
+  });
+}
+
+/**
+ * Submits a constrained request and hands the engine its masks as the worker does: from the grammar
+ * thread, mask n asked for as soon as token n - 1 arrives, while the engine runs its next forward
+ * pass (every token once the value is complete). Resolves with its finish reason; `timeMask` gets
+ * each mask's milliseconds from asking to answer.
+ */
+function runConstrained(
+  engine: NativeEngine,
+  remote: RemoteConstraint,
+  sampling: EngineSampling,
+  timeMask?: (ms: number) => void,
+) {
+  return new Promise<string>((resolve, reject) => {
+    let position = 0;
+    let complete = false;
+    const sendMask = async (token?: number) => {
+      if (complete) return engine.setTokenMask(id, position, ALL_TOKENS_MASK);
+      const asked = performance.now();
+      const step = await remote.advance(token);
+      timeMask?.(performance.now() - asked);
+      if (step.kind === "complete") complete = true;
+      else if (step.kind !== "mask") throw new Error(step.kind);
+      engine.setTokenMask(id, position, step.kind === "mask" ? step.mask : ALL_TOKENS_MASK);
+    };
+    const id = engine.submit(prompt, { ...sampling, constrained: true }, (events: EngineTokenEvent[]) => {
+      for (const event of events) {
+        if (event.token >= 0) position++;
+        if (event.finish !== undefined) return resolve(event.finish);
+        sendMask(event.token).catch(reject);
+      }
+    });
+    sendMask().catch(reject);
+  });
+}
+
 /**
  * Runs `batch` requests of exactly TOKENS tokens at once and returns the mean step time (wall time
- * over the engine's steps). Constrained rows get their masks as the worker hands them over: from
- * the grammar thread, mask n asked for as soon as token n - 1 arrives, while the engine runs its
- * next forward pass.
+ * over the engine's steps), every row constrained or none.
  */
 async function stepTime(engine: NativeEngine, batch: number, constrained: boolean): Promise<number> {
-  const sampling: EngineSampling = { ...SAMPLING, constrained };
   const schema = JSON.stringify(STEP_SCHEMA);
   const remotes = constrained
     ? await Promise.all(Array.from({ length: batch }, async () => {
@@ -168,35 +211,14 @@ async function stepTime(engine: NativeEngine, batch: number, constrained: boolea
     : [];
   const stepsBefore = engine.stats().steps;
   started = performance.now();
-  await Promise.all(Array.from({ length: batch }, (_, i) => {
+  await Promise.all(Array.from({ length: batch }, async (_, i) => {
     const remote = remotes[i] as RemoteConstraint | undefined;
-    let position = 0;
-    let complete = false;
-    return new Promise<void>((resolve, reject) => {
-      const sendMask = async (token?: number) => {
-        if (complete) return engine.setTokenMask(id, position, ALL_TOKENS_MASK);
-        const asked = performance.now();
-        const step = await remote!.advance(token);
-        maskTimes.push(performance.now() - asked);
-        if (step.kind === "complete") {
-          complete = true;
-          return engine.setTokenMask(id, position, ALL_TOKENS_MASK);
-        }
-        if (step.kind !== "mask") throw new Error(step.kind);
-        engine.setTokenMask(id, position, step.mask);
-      };
-      const id = engine.submit(prompt, { ...sampling, seed: i }, (events: EngineTokenEvent[]) => {
-        for (const event of events) {
-          if (event.token >= 0) position++;
-          if (event.finish !== undefined) {
-            remote?.dispose();
-            return event.finish === "length" ? resolve() : reject(new Error(event.finish));
-          }
-          if (remote) sendMask(event.token).catch(reject);
-        }
-      });
-      if (remote) sendMask().catch(reject);
-    });
+    const sampling = { ...SAMPLING, seed: i };
+    const finish = remote
+      ? await runConstrained(engine, remote, sampling, (ms) => maskTimes.push(ms))
+      : await runFree(engine, sampling);
+    remote?.dispose();
+    if (finish !== "length") throw new Error(finish);
   }));
   return ms(started) / (engine.stats().steps - stepsBefore);
 }
@@ -213,46 +235,25 @@ async function coldSchemaBesideBatch(engine: NativeEngine, batch: number, run: n
   let submittedAt = Infinity;
   let started!: () => void;
   const decoding = new Promise<void>((resolve) => (started = resolve));
-  const free = Array.from({ length: batch - 1 }, (_, i) =>
-    new Promise<void>((resolve, reject) => {
-      let last = 0;
-      let tokens = 0;
-      engine.submit(prompt, { ...SAMPLING, seed: i }, (events: EngineTokenEvent[]) => {
-        const now = performance.now();
-        if (last >= submittedAt) gaps.push(now - last);
-        last = now;
-        for (const event of events) {
-          if (event.token >= 0 && ++tokens === 4 && i === 0) started();
-          if (event.finish !== undefined) return event.finish === "length" ? resolve() : reject(new Error(event.finish));
-        }
-      });
-    })
-  );
+  const free = Array.from({ length: batch - 1 }, async (_, i) => {
+    let last = 0;
+    let tokens = 0;
+    const finish = await runFree(engine, { ...SAMPLING, seed: i }, (events) => {
+      const now = performance.now();
+      if (last >= submittedAt) gaps.push(now - last);
+      last = now;
+      tokens += events.filter((event) => event.token >= 0).length;
+      if (i === 0 && tokens >= 4) started();
+    });
+    if (finish !== "length") throw new Error(finish);
+  });
   await decoding;
   // A bounded string compiles one grammar state per length (1–2 s here): longer than a
   // step even of the CPU backend, whose steps at batch 64 outlast a typical tool schema's compile.
   const properties = { ...TOOL_SCHEMA.properties, city: { type: "string", maxLength: 16 }, [`beside_${run}`]: { type: "boolean" } };
   const remote = service.open({ kind: "json_schema", schema: JSON.stringify({ ...TOOL_SCHEMA, properties }) });
   submittedAt = performance.now();
-  const constrained = new Promise<void>((resolve, reject) => {
-    let position = 0;
-    let complete = false;
-    const sendMask = async (token?: number) => {
-      if (complete) return engine.setTokenMask(id, position, ALL_TOKENS_MASK);
-      const step = await remote.advance(token);
-      if (step.kind === "complete") complete = true;
-      else if (step.kind !== "mask") throw new Error(step.kind);
-      engine.setTokenMask(id, position, step.kind === "mask" ? step.mask : ALL_TOKENS_MASK);
-    };
-    const id = engine.submit(prompt, { ...SAMPLING, maxTokens: 8, constrained: true }, (events: EngineTokenEvent[]) => {
-      for (const event of events) {
-        if (event.token >= 0) position++;
-        if (event.finish !== undefined) return resolve();
-        sendMask(event.token).catch(reject);
-      }
-    });
-    sendMask().catch(reject);
-  });
+  const constrained = runConstrained(engine, remote, { ...SAMPLING, maxTokens: 8 });
   const compileMs = await remote.ready;
   await Promise.all([...free, constrained]);
   remote.dispose();
