@@ -132,11 +132,11 @@ export function createJobProcessor(deps: JobProcessorDeps): JobProcessor {
 
   /**
    * Starts the intake before the payload is validated (a 1 024-token prompt takes ≈ 0.1 ms), so
-   * its round trip runs meanwhile; only for a payload whose request id is the job's, whose
-   * gateway id is valid and whose deadline is an integer, so the claim is this job's own. Anything else is left to the
-   * validation, which refuses it. The connection batches a turn's writes until the turn ends
-   * (shared/redis-write-batching.ts), and the validation runs in this turn: the intake is sent
-   * at once, or it would leave only after the validation.
+   * its round trip runs meanwhile; only for a payload whose request id is the job's, whose gateway
+   * id is valid and whose deadline is an integer, so the claim is this job's own. Anything else is
+   * left to the validation, which refuses it. The connection batches a turn's writes until the
+   * turn ends (shared/redis-write-batching.ts), and the validation runs in this turn: the intake is
+   * sent at once, or it would leave only after the validation.
    */
   function intakeBeforeValidation(bullJob: BullJob): Intake | undefined {
     const raw = bullJob.data as { requestId?: unknown; gatewayId?: unknown; deadline?: unknown } | undefined;
