@@ -266,7 +266,6 @@ void Engine::step(std::vector<gptoss_event>& events) {
 void Engine::await_masks(const StepPlan& plan) {
   const size_t n_rows = plan.sampled_seqs.size();
   row_masks_.resize(n_rows);
-  row_outcome_.assign(n_rows, RowOutcome::Sample);
   row_sampling_.resize(n_rows);
   const auto now = std::chrono::steady_clock::now();
   const auto timeout = std::chrono::milliseconds(options_.token_mask_timeout_ms);
@@ -315,6 +314,7 @@ bool Engine::take_mask(const StepPlan& plan, size_t row) {
 }
 
 void Engine::forward_and_sample(const StepPlan& plan) {
+  // Every row's token is used unless await_masks (which a runner may skip) says otherwise.
   row_outcome_.assign(plan.sampled_seqs.size(), RowOutcome::Sample);
   if (runner_->samples_on_device()) {
     row_sampling_.clear();
