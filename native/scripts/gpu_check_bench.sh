@@ -365,7 +365,10 @@ if want profile; then
       mv "$out/kernels_b${b}_cuda_gpu_kern_sum.csv" "$out/kernels_b$b.csv" 2>/dev/null
       rm -f "$out/nsys_b$b.nsys-rep" "$out/nsys_b$b.sqlite"
     else
-      timeout 240 ncu --profile-from-start off --metrics gpu__time_duration.sum --csv "${bench[@]}" \
+      # Clocks and caches as the step leaves them (ncu's defaults lock base clocks and flush L2
+      # before every kernel: cold upper bounds that need not sum to the step).
+      timeout 240 ncu --profile-from-start off --clock-control none --cache-control none \
+        --metrics gpu__time_duration.sum --csv "${bench[@]}" \
         >"$out/kernels_b$b.csv" 2>"$out/profile_b$b.log"
     fi
     # The step time without a profiler attached: the bench stage's figure.
