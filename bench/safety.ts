@@ -24,6 +24,7 @@ import { OutputScanner } from "../gateway/safety/output_scanner.ts";
 import { WordList } from "../gateway/safety/word_list.ts";
 import {
   type CorpusSample,
+  hasJailbreakTwin,
   isPersona as isPersonaText,
   isPersonaNamingLimits as isPersonaNamingLimitsText,
   loadCorpus,
@@ -124,6 +125,7 @@ const withInterval = (r: ReturnType<typeof rate>) => `${pct(r)}, ${wilson(r)}`;
 
 // Held-out in-the-wild figures (issue 21, part 3): the test halves of the prompt-site sources.
 const wildTest = test.filter(isWild);
+const jailbreakTwin = hasJailbreakTwin(corpus);
 const wildGroups: Record<string, CorpusSample[]> = {
   "persona jailbreaks": wildTest.filter((s) => s.label === "attack" && isPersona(s)),
   "persona jailbreaks naming limits": wildTest.filter((s) =>
@@ -135,6 +137,12 @@ const wildGroups: Record<string, CorpusSample[]> = {
     s.label === "benign" && isPersonaNamingLimits(s)
   ),
   "benign, other (FP)": wildTest.filter((s) => s.label === "benign" && !isPersona(s)),
+  "benign role-play without a jailbreak twin (FP)": wildTest.filter((s) =>
+    s.label === "benign" && isPersona(s) && !jailbreakTwin(s)
+  ),
+  "benign role-play with a jailbreak twin (FP)": wildTest.filter((s) =>
+    s.label === "benign" && isPersona(s) && jailbreakTwin(s)
+  ),
 };
 for (const source of WILD_SOURCES) {
   wildGroups[source] = wildTest.filter((s) => s.source === source);

@@ -111,3 +111,17 @@ export const NAMES_LIMITS =
   /\b(rules?|restrict\w*|filter\w*|guidelines?|ethic\w*|moral\w*|censor\w*|polic(y|ies)|limit\w*|laws?|boundar\w*|safeguards?|guardrails?|constraints?)\b/i;
 export const isPersona = (text: string) => PERSONA_OR_ROLE_PLAY.test(text);
 export const isPersonaNamingLimits = (text: string) => isPersona(text) && NAMES_LIMITS.test(text);
+
+/**
+ * Benign texts with a jailbreak twin: a near-duplicate cluster (one template and its rewordings)
+ * holding texts of both labels, the same template listed as a game by one prompt site and as a
+ * jailbreak by another (FlowGPT's game listing holds copies of "Do Anything Now" templates). Their
+ * label contradicts the corpus's own; the in-the-wild false-positive rates are also reported
+ * without them (issue 21, part 3, h27wild; defined before the test split was scored with it).
+ */
+export function hasJailbreakTwin(corpus: CorpusSample[]): (s: CorpusSample) => boolean {
+  const jailbreakClusters = new Set(
+    corpus.filter((s) => s.label === "attack" && s.cluster !== undefined).map((s) => s.cluster),
+  );
+  return (s) => s.label === "benign" && s.cluster !== undefined && jailbreakClusters.has(s.cluster);
+}

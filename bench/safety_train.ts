@@ -21,6 +21,7 @@ import { textViews } from "../gateway/safety/normalize.ts";
 import { BUILTIN_DETECTORS, type Category, detect } from "../gateway/safety/detect.ts";
 import {
   type CorpusSample,
+  hasJailbreakTwin,
   isPersona,
   isPersonaNamingLimits,
   loadCorpus,
@@ -54,7 +55,9 @@ const BENIGN_ROLEPLAY_WEIGHT = 3;
 // lift nothing among them (a Gandhi, an attorney, a coding mentor); learned as attacks they taught
 // the classifier that "act as ..." is one (public role-play requests flagged: 1 -> 4 of 81 on the
 // held-out split). Their persona prompts that name no limit are left out of training.
-const train = loadCorpus().filter((s) =>
+const corpus = loadCorpus();
+const jailbreakTwin = hasJailbreakTwin(corpus);
+const train = corpus.filter((s) =>
   s.split === "train" &&
   !(s.label === "attack" && WILD_SOURCES.includes(s.source) && isPersona(s.text) &&
     !isPersonaNamingLimits(s.text))
@@ -178,6 +181,9 @@ const groups: Record<string, (s: CorpusSample) => boolean> = {
     s.label === "attack" && WILD_SOURCES.includes(s.source) && isPersonaNamingLimits(s.text),
   "in-the-wild benign role-play": (s) =>
     s.label === "benign" && WILD_SOURCES.includes(s.source) && isPersona(s.text),
+  "in-the-wild benign role-play without a jailbreak twin": (s) =>
+    s.label === "benign" && WILD_SOURCES.includes(s.source) && isPersona(s.text) &&
+    !jailbreakTwin(s),
   "public benign requests": (s) => s.label === "benign" && isPublicRequest(s),
   "public role-play requests": (s) => s.source === "awesome-chatgpt-prompts",
 };
