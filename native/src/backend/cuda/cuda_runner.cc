@@ -231,6 +231,8 @@ void CudaRunner::ensure_capacity(const Capacity& need) {
   GPTOSS_CUDA_CHECK(cudaMemsetAsync(attn_split_counters_.get(), 0, attn_split_counters_.bytes(), stream_));
   route_done_ = DeviceBuffer<int32_t>(1);
   GPTOSS_CUDA_CHECK(cudaMemsetAsync(route_done_.get(), 0, route_done_.bytes(), stream_));
+  norm_done_ = DeviceBuffer<int32_t>(1);
+  GPTOSS_CUDA_CHECK(cudaMemsetAsync(norm_done_.get(), 0, norm_done_.bytes(), stream_));
   h_last_ = DeviceBuffer<bf16>(R * m.hidden_size);
   sampling_rows_ = DeviceBuffer<cuda::DeviceSamplingRow>(R);
   sampled_ = DeviceBuffer<SampledToken>(R);
@@ -377,14 +379,24 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
   // Over ranks, attention and MoE outputs are partials at all-reduce sites 0
   // and 1 (alternating, as PeerAllReduce requires).
   stage("o_proj");
+  if (attention_norm_fused(step)) {  // and the norm after it, in its last block
+    cuda::linear_add_rmsnorm(attn_.get(), T, q_dim, w.o_weight, w.o_bias, H, delta_.get(), x_.get(), w.post_norm,
+                             m.rms_norm_eps, h_.get(), norm_done_.get(), stream_);
+    return;
+  }
   float* attn_out = all_reduce_ ? all_reduce_->partial(0, rank_) : delta_.get();
   cuda::linear_bf16(attn_.get(), T, q_dim, w.o_weight, w.o_bias, H, attn_out, stream_);
+}
+
+bool CudaRunner::attention_norm_fused(const Step& step) const {
+  return !all_reduce_ && cuda::linear_add_rmsnorm_serves(step.n_tokens, config_.hidden_size);
 }
 
 void CudaRunner::enqueue_attention_norm(const Step& step, int32_t layer) {
   const ModelConfig& m = config_;
   const cuda::DeviceLayer& w = weights_.layers[layer];
   const int32_t T = step.n_tokens, H = m.hidden_size;
+  if (attention_norm_fused(step)) return;  // done by the output projection
   stage("rmsnorm");
   if (all_reduce_) {
     reduce_add_norm(0, T, w.post_norm);

@@ -122,6 +122,9 @@ class CudaRunner final : public ModelRunner {
   // all-reduces.
   void enqueue_attention(const Step& step, int32_t layer);
   void enqueue_attention_norm(const Step& step, int32_t layer);
+  // Whether the output projection also does the norm after it (one GPU, few
+  // rows: linear_add_rmsnorm), which enqueue_attention_norm then skips.
+  bool attention_norm_fused(const Step& step) const;
   void enqueue_moe(const Step& step, int32_t layer);
   void enqueue_moe_norm(const Step& step, int32_t layer);
   // Over ranks: x_ += the ranks' sum at all-reduce `site`, h_ = its norm.
@@ -190,6 +193,7 @@ class CudaRunner final : public ModelRunner {
   cuda::DeviceBuffer<float> attn_partials_;
   cuda::DeviceBuffer<int32_t> attn_split_counters_;  // attention_decode's, zero between launches
   cuda::DeviceBuffer<int32_t> route_done_;           // router_and_route's, likewise
+  cuda::DeviceBuffer<int32_t> norm_done_;            // linear_add_rmsnorm's, likewise
   // Logits and sampling, sized by cap_.logit_rows.
   cuda::DeviceBuffer<bf16> h_last_;
   cuda::DeviceBuffer<cuda::DeviceSamplingRow> sampling_rows_;

@@ -61,6 +61,18 @@ void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const b
                           const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
 #endif
 
+// linear_bf16 into y, then add_rmsnorm(residual, y, all n_rows rows,
+// norm_weight, eps, out), in one launch: the norm in the GEMV's last block
+// (the attention output projection and the norm after it at batch 1 and 2).
+// Only where linear_add_rmsnorm_serves (else it throws): the GEMV takes the
+// product and n_rows <= GPTOSS_FUSED_NORM_ROWS (default 2, 0: never).
+// done_counter is one int, zero between launches. The norm's bits may differ
+// from add_rmsnorm's (its sum over another number of threads).
+bool linear_add_rmsnorm_serves(int32_t n_rows, int32_t out_dim);
+void linear_add_rmsnorm(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
+                        int32_t out_dim, float* y, float* residual, const bf16* norm_weight, float eps, bf16* out,
+                        int32_t* done_counter, cudaStream_t stream);
+
 // Sets up what linear_bf16 needs on the current device for `stream` before a
 // CUDA graph may capture it (the cuBLASLt handle, the stream's workspace);
 // the CUDA runner calls it for its stream.

@@ -13,6 +13,7 @@
 // measured limits). More rows take cuBLASLt where the build has it
 // (linear_cublaslt.cc), else the tensor-core tiled kernel (gemm_tiled.cuh).
 #include <algorithm>
+#include <cstdlib>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/dependent_launch.cuh"
@@ -20,6 +21,7 @@
 #include "backend/cuda/kernels/gemm_tiled.cuh"
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/moe_route.cuh"
+#include "backend/cuda/kernels/rmsnorm_row.cuh"
 #include "backend/cuda/kernels/rope.cuh"
 
 namespace gptoss::cuda {
@@ -33,6 +35,7 @@ constexpr int kGemvChunkK = 32;        // k of one chunk: 4 lanes x 8 bf16, two 
 constexpr int32_t kGemvMaxBatch = kGemvMaxFrags * kFragRows;  // the most rows one GEMV block row takes
 constexpr int32_t kGemvAnyShapeRows = 2 * kFragRows;          // rows up to which every product takes the GEMV
 constexpr int32_t kFusedRouteMaxRows = 2 * kFragRows;         // router_and_route: routing in the GEMV's last block
+constexpr int kFusedNormVectors = 4;   // linear_add_rmsnorm's norm: float4 vectors a thread, out_dim <= 4096
 
 // Whether the GEMV serves a product (call 25, H100, weight GB/s, GEMV vs
 // cuBLASLt): up to 16 rows every product (unembedding at 16 rows 2.9 TB/s);
@@ -200,6 +203,41 @@ struct RouteOutput {
   }
 };
 
+// The product (DenseOutput), then, in the last block to finish, the norm
+// after it for every row: residual += y, out = rmsnorm(residual) * weight
+// (add_rmsnorm's sums with this block's 256 threads). The block norms the
+// rows one after another, so this serves few rows (fused_norm_rows).
+struct ResidualNormOutput {
+  DenseOutput y;
+  int32_t n_rows;
+  float* residual;
+  const uint16_t* weight;
+  float eps;
+  __nv_bfloat16* out;
+  int32_t* done;  // zero between launches
+  __device__ __forceinline__ int32_t column(int m) const { return y.column(m); }
+  __device__ __forceinline__ void store_pair(int32_t row, int32_t c0, float v0, int32_t c1, float v1) const {
+    y.store_pair(row, c0, v0, c1, v1);
+  }
+  __device__ __forceinline__ void finish() const {
+    if (!last_block_to_finish(done, gridDim.x * gridDim.y)) return;
+    __shared__ float scratch[32];
+    const int32_t dim = y.out_dim;
+    for (int32_t r = 0; r < n_rows; ++r) {
+      float4* xr = reinterpret_cast<float4*>(residual + static_cast<int64_t>(r) * dim);
+      const float4* yr = reinterpret_cast<const float4*>(y.y + static_cast<int64_t>(r) * dim);
+      const auto load = [&](int32_t i) {
+        float4 v = xr[i];
+        const float4 d = __ldcg(yr + i);  // other blocks' stores
+        v.x += d.x, v.y += d.y, v.z += d.z, v.w += d.w;
+        return v;
+      };
+      residual_rmsnorm_row<kGemvWarps * kWarpSize, kFusedNormVectors>(load, xr, dim, weight, eps,
+                                                                      out + static_cast<int64_t>(r) * dim, scratch);
+    }
+  }
+};
+
 // The QKV output rotated and stored (rope.cuh): block b owns the column pairs
 // (j, j + 32), j = 8 (b % 4) .. 8 (b % 4) + 7, of head b / 4, so every
 // rotation pair ends in one thread. x row = token.
@@ -308,6 +346,45 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
   launch_gemv(x, n_rows, in_dim, weight, bias, n_experts,
               RouteOutput{DenseOutput{logits, n_experts}, n_rows, k, tile_rows, experts, weights, groups, done_counter},
               stream);
+}
+
+namespace {
+
+// Rows up to which the output projection takes the norm after it into its
+// last block, GPTOSS_FUSED_NORM_ROWS (default 2; 0 turns it off, for A/B
+// runs). Read once, like GPTOSS_PDL. A one-row norm is a block's latency
+// chain of loads, a sum and stores; in its own kernel it adds a launch and a
+// first memory latency to each of a batch-1 step's 24 layers.
+int32_t fused_norm_rows() {
+  static const int32_t rows = [] {
+    const char* value = std::getenv("GPTOSS_FUSED_NORM_ROWS");
+    return value == nullptr ? 2 : std::max(0, std::atoi(value));
+  }();
+  return rows;
+}
+
+}  // namespace
+
+bool linear_add_rmsnorm_serves(int32_t n_rows, int32_t out_dim) {
+  return n_rows >= 1 && n_rows <= std::min(fused_norm_rows(), kGemvAnyShapeRows) && out_dim % 4 == 0 &&
+         out_dim <= 4 * kGemvWarps * kWarpSize * kFusedNormVectors;
+}
+
+void linear_add_rmsnorm(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
+                        int32_t out_dim, float* y, float* residual, const bf16* norm_weight, float eps, bf16* out,
+                        int32_t* done_counter, cudaStream_t stream) {
+  if (!linear_add_rmsnorm_serves(n_rows, out_dim))
+    throw Error(GPTOSS_ERR_BACKEND, "linear_add_rmsnorm: not for " + std::to_string(n_rows) + " rows of " +
+                                        std::to_string(out_dim));
+  if (in_dim % 8 != 0) throw Error(GPTOSS_ERR_BACKEND, "linear_add_rmsnorm: in_dim must be a multiple of 8");
+  const ResidualNormOutput epilogue{DenseOutput{y, out_dim}, n_rows, residual,
+                                    reinterpret_cast<const uint16_t*>(norm_weight), eps,
+                                    reinterpret_cast<__nv_bfloat16*>(out), done_counter};
+  // One GEMV block row (launch_gemv's choice for these few rows).
+  if (n_rows <= kFragRows)
+    launch_gemv_frags<1>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
+  else
+    launch_gemv_frags<2>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
 }
 
 void linear_bf16_tiled(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,

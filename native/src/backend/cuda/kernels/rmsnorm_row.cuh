@@ -23,16 +23,18 @@ constexpr int kNormMaxVectorsPerThread = 2;  // float4 vectors: dim <= 4096
 // row's terms and the norm weight) is issued before the first store: a store
 // to x_row may alias the loads as far as the compiler knows, so interleaving
 // them would cost one memory latency per vector (a 1-row norm is nothing but
-// that latency). The sum of squares runs in the same order either way.
-template <typename Load>
+// that latency). The sum of squares runs in the same order either way. The
+// block has kThreads threads (the norm kernels' kNormThreads, or a GEMV's
+// whose last block norms its rows, linear.cu) and dim <= 4 kThreads kVectors.
+template <int kThreads = kNormThreads, int kVectors = kNormMaxVectorsPerThread, typename Load>
 __device__ __forceinline__ void residual_rmsnorm_row(Load load, float4* x_row, int32_t dim, const uint16_t* weight,
                                                      float eps, __nv_bfloat16* out_row, float* scratch) {
   const int32_t n_vec = dim / 4;
-  float4 v[kNormMaxVectorsPerThread];
-  uint2 w[kNormMaxVectorsPerThread];
+  float4 v[kVectors];
+  uint2 w[kVectors];
 #pragma unroll
-  for (int i = 0; i < kNormMaxVectorsPerThread; ++i) {
-    const int32_t idx = threadIdx.x + i * kNormThreads;
+  for (int i = 0; i < kVectors; ++i) {
+    const int32_t idx = threadIdx.x + i * kThreads;
     if (idx < n_vec) {
       v[i] = load(idx);
       w[i] = __ldg(reinterpret_cast<const uint2*>(weight) + idx);
@@ -40,8 +42,8 @@ __device__ __forceinline__ void residual_rmsnorm_row(Load load, float4* x_row, i
   }
   float sum_sq = 0.0f;
 #pragma unroll
-  for (int i = 0; i < kNormMaxVectorsPerThread; ++i) {
-    const int32_t idx = threadIdx.x + i * kNormThreads;
+  for (int i = 0; i < kVectors; ++i) {
+    const int32_t idx = threadIdx.x + i * kThreads;
     if (idx < n_vec) {
       if (x_row) x_row[idx] = v[i];
       sum_sq += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
@@ -50,8 +52,8 @@ __device__ __forceinline__ void residual_rmsnorm_row(Load load, float4* x_row, i
   const float inv_rms = rsqrtf(block_sum(sum_sq, scratch) / dim + eps);
   __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out_row);
 #pragma unroll
-  for (int i = 0; i < kNormMaxVectorsPerThread; ++i) {
-    const int32_t idx = threadIdx.x + i * kNormThreads;
+  for (int i = 0; i < kVectors; ++i) {
+    const int32_t idx = threadIdx.x + i * kThreads;
     if (idx < n_vec) {
       const float w0 = __uint_as_float(w[i].x << 16), w1 = __uint_as_float(w[i].x & 0xffff0000u);
       const float w2 = __uint_as_float(w[i].y << 16), w3 = __uint_as_float(w[i].y & 0xffff0000u);

@@ -119,6 +119,48 @@ void check_rmsnorm(Random& rng, Verdicts& v) {
   v.expect_close("add_rmsnorm (gathered rows)", relative_error(to_float(to_host(out2, pick.size() * dim)), ref_pick), kBf16Tol);
 }
 
+// linear_add_rmsnorm (the output projection with the norm after it in its
+// last block) at the 20b's O shape, 1 and 2 rows: the product the same bits
+// as linear_bf16's, the residual the same bits as x + that product, the norm
+// against the float oracle; each case twice, so the done counter must come
+// back to zero.
+void check_linear_add_rmsnorm(Random& rng, Verdicts& v) {
+  const int32_t in = 4096, dim = 2880;
+  auto d_w = to_device(to_bf16(rng.bf16_floats(size_t(dim) * in, 0.05f)));
+  const std::vector<bf16> bias = to_bf16(rng.bf16_floats(dim, 0.5f)), norm = to_bf16(rng.bf16_floats(dim, 1.0f));
+  auto d_b = to_device(bias);
+  auto d_norm = to_device(norm);
+  DeviceBuffer<int32_t> done(1);
+  GPTOSS_CUDA_CHECK(cudaMemset(done.get(), 0, done.bytes()));
+  for (const int32_t rows : {1, 2}) {
+    const std::string tag = std::to_string(rows) + (rows == 1 ? " row" : " rows");
+    if (!linear_add_rmsnorm_serves(rows, dim)) {
+      std::printf("  linear_add_rmsnorm %s: not served (GPTOSS_FUSED_NORM_ROWS), skipped\n", tag.c_str());
+      continue;
+    }
+    auto d_x = to_device(to_bf16(rng.bf16_floats(size_t(rows) * in, 1.0f)));
+    const std::vector<float> residual = rng.bf16_floats(size_t(rows) * dim, 3.0f);
+    auto y_ref = poisoned<float>(residual.size());
+    linear_bf16(d_x.get(), rows, in, d_w.get(), d_b.get(), dim, y_ref.get(), nullptr);
+    const std::vector<float> product = to_host(y_ref, residual.size());
+    std::vector<float> summed = residual;
+    for (size_t i = 0; i < summed.size(); ++i) summed[i] += product[i];
+    std::vector<float> ref(summed.size());
+    cpu::rmsnorm(summed.data(), rows, dim, norm.data(), 1e-5f, ref.data());
+    for (int run = 1; run <= 2; ++run) {
+      auto d_res = to_device(residual);
+      auto y = poisoned<float>(residual.size());
+      auto out = poisoned<bf16>(residual.size());
+      linear_add_rmsnorm(d_x.get(), rows, in, d_w.get(), d_b.get(), dim, y.get(), d_res.get(), d_norm.get(), 1e-5f,
+                         out.get(), done.get(), nullptr);
+      const std::string name = "linear_add_rmsnorm " + tag + ", launch " + std::to_string(run);
+      v.expect(name + ": product == linear_bf16 (bitwise)", to_host(y, residual.size()) == product);
+      v.expect(name + ": residual == x + product (bitwise)", to_host(d_res, residual.size()) == summed);
+      v.expect_close(name + ": norm", relative_error(to_float(to_host(out, residual.size())), ref), kBf16Tol);
+    }
+  }
+}
+
 // add_moe_rmsnorm (the MoE combine folded into the next norm) at the model's
 // width and top-4: against the float oracle, and bit for bit against
 // moe_combine then add_rmsnorm, on all rows and on gathered rows.
@@ -1616,7 +1658,10 @@ int main(int argc, char** argv) {
       check_rmsnorm(rng, v);
       check_add_moe_rmsnorm(rng, v);
     });
-    clock.run("linear", [&] { check_linear(rng, v); });
+    clock.run("linear", [&] {
+      check_linear(rng, v);
+      check_linear_add_rmsnorm(rng, v);
+    });
     clock.run("rope", [&] {
       check_rope(rng, v);
       check_qkv_rope(rng, v);
