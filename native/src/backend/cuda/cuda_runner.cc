@@ -423,24 +423,41 @@ void CudaRunner::enqueue_moe(const Step& step, int32_t layer) {
   cuda::moe_gate_up_swiglu(h_.get(), groups, pairs, w.gate_up, m.swiglu_limit, path,
                            expert_act_.get(), stream_);
   stage("moe_down");
+  const bool last = layer + 1 == m.num_layers;
+  // A one-token step's down product also does the norm after it (the next
+  // layer's input norm, or the final norm of its one logits row).
+  if (!all_reduce_ && !step.one_layer && (!last || T == 1) &&
+      cuda::moe_down_add_rmsnorm_serves(T, pairs, m.num_experts, H)) {
+    cuda::moe_down_add_rmsnorm(expert_act_.get(), groups, pairs, w.down, expert_out_.get(), x_.get(),
+                               pair_slot_.get(), expert_weights_.get(), K, T,
+                               last ? weights_.final_norm : weights_.layers[layer + 1].input_norm, m.rms_norm_eps,
+                               last ? h_last_.get() : h_.get(), norm_done_.get(), stream_);
+    pending_norm_ = PendingNorm::None;
+    return;
+  }
   cuda::moe_down(expert_act_.get(), groups, pairs, w.down, path, expert_out_.get(), stream_);
   if (all_reduce_) {
     stage("moe_combine");
     cuda::moe_combine(expert_out_.get(), pair_slot_.get(), expert_weights_.get(), groups.held_pairs(m.num_experts),
                       T, K, H, all_reduce_->partial(1, rank_), stream_);
   } else {
-    moe_pending_ = true;  // combined by the next norm
+    pending_norm_ = PendingNorm::MoeAndNorm;  // combined by the next norm
   }
 }
 
 void CudaRunner::add_pending_moe_and_norm(const int32_t* rows, int32_t n_rows, const bf16* weight, bf16* out) {
   const ModelConfig& m = config_;
-  if (moe_pending_)
-    cuda::add_moe_rmsnorm(x_.get(), expert_out_.get(), pair_slot_.get(), expert_weights_.get(),
-                          m.experts_per_token, rows, n_rows, m.hidden_size, weight, m.rms_norm_eps, out, stream_);
-  else
-    cuda::add_rmsnorm(x_.get(), nullptr, rows, n_rows, m.hidden_size, weight, m.rms_norm_eps, out, stream_);
-  moe_pending_ = false;
+  switch (pending_norm_) {
+    case PendingNorm::MoeAndNorm:
+      cuda::add_moe_rmsnorm(x_.get(), expert_out_.get(), pair_slot_.get(), expert_weights_.get(),
+                            m.experts_per_token, rows, n_rows, m.hidden_size, weight, m.rms_norm_eps, out, stream_);
+      break;
+    case PendingNorm::Norm:
+      cuda::add_rmsnorm(x_.get(), nullptr, rows, n_rows, m.hidden_size, weight, m.rms_norm_eps, out, stream_);
+      break;
+    case PendingNorm::None: break;
+  }
+  pending_norm_ = PendingNorm::Norm;  // a later call norms x_ again (over ranks: the head's norm)
 }
 
 void CudaRunner::enqueue_moe_norm(const Step& step, int32_t layer) {
@@ -465,7 +482,7 @@ void CudaRunner::reduce_add_norm(int32_t site, int32_t n_tokens, const bf16* nor
 }
 
 void CudaRunner::enqueue_embed(const Step& step) {
-  moe_pending_ = false;
+  pending_norm_ = PendingNorm::Norm;
   stage("embed");
   cuda::embed_tokens(meta_.tokens, step.n_tokens, weights_.embed_tokens, config_.hidden_size, x_.get(),
                      stream_);
@@ -628,20 +645,21 @@ void CudaRunner::forward_layer(const BatchPlan& plan, int32_t layer, const std::
   const int32_t n = static_cast<int32_t>(plan.tokens.size()), H = m.hidden_size;
   if (layer < 0 || layer >= m.num_layers || n == 0 || x.size() != static_cast<size_t>(n) * H)
     throw Error(GPTOSS_ERR_INVALID_ARGUMENT, "forward_layer: a layer of the model and one hidden row per token");
-  const Step step = prepare(plan);
+  Step step = prepare(plan);
+  step.one_layer = true;
   // Padding rows enter as zeros; x is the whole residual (no MoE output of
   // an earlier layer to add).
   const size_t row_bytes = static_cast<size_t>(H) * sizeof(float);
   GPTOSS_CUDA_CHECK(cudaMemsetAsync(x_.get(), 0, step.n_tokens * row_bytes, stream_));
   GPTOSS_CUDA_CHECK(cudaMemcpyAsync(x_.get(), x.data(), n * row_bytes, cudaMemcpyHostToDevice, stream_));
-  moe_pending_ = false;
+  pending_norm_ = PendingNorm::Norm;
   enqueue_layer(step, layer);
   // After the layer, x_ holds the stream between attention and MoE; the MoE
   // output, which a next norm would fold in, is combined into delta_ here.
-  if (moe_pending_)
+  if (pending_norm_ == PendingNorm::MoeAndNorm)
     cuda::moe_combine(expert_out_.get(), pair_slot_.get(), expert_weights_.get(), nullptr, step.n_tokens,
                       m.experts_per_token, H, delta_.get(), stream_);
-  moe_pending_ = false;
+  pending_norm_ = PendingNorm::Norm;
   out.resize(m, n);
   std::vector<bf16> attn(static_cast<size_t>(n) * m.q_dim());
   std::vector<float> after_attention(x.size());

@@ -82,6 +82,7 @@ class CudaRunner final : public ModelRunner {
     int32_t real_logit_rows = 0;
     int32_t n_query_tiles = 0;
     bool decode = false;
+    bool one_layer = false;  // forward_layer's: the layer's outputs stay apart (no norm of the next layer)
   };
   // Device pointers into the metadata buffer, laid out for the step's
   // (padded) token and logits-row counts, tables cap_.max_blocks wide.
@@ -184,10 +185,14 @@ class CudaRunner final : public ModelRunner {
   cuda::DeviceBuffer<uint8_t> phase_scratch_;
   cuda::DeviceView<float> qkv_, expert_out_, logits_;
   cuda::DeviceView<bf16> expert_act_;
-  // x_ still lacks the last MoE output, left un-combined in expert_out_ for
-  // the next norm to add (one GPU). Enqueue-time state: set by enqueue_moe,
-  // cleared by the norm that adds it and at the start of a model pass.
-  bool moe_pending_ = false;
+  // What x_ and h_ still need before the next layer's attention (or the
+  // head) reads h_: the norm of x_ (after the embedding; over ranks the
+  // head's), the last MoE output added first (one GPU: enqueue_moe leaves it
+  // un-combined in expert_out_), or nothing (the down product did both,
+  // moe_down_add_rmsnorm). Enqueue-time state, set by the embedding and
+  // enqueue_moe, cleared by the norm that does it.
+  enum class PendingNorm { Norm, MoeAndNorm, None };
+  PendingNorm pending_norm_ = PendingNorm::Norm;
   cuda::DeviceBuffer<int32_t> experts_, expert_offsets_, pair_token_, pair_slot_, moe_tiles_,
       moe_n_tiles_;
   cuda::DeviceBuffer<float> attn_partials_;

@@ -61,11 +61,16 @@ void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const b
                           const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
 #endif
 
+// Rows up to which a product also does the norm after it, in its last block
+// (linear_add_rmsnorm, moe_down_add_rmsnorm): GPTOSS_FUSED_NORM_ROWS, default
+// 2; 0 never (A/B runs).
+int32_t fused_norm_rows();
+
 // linear_bf16 into y, then add_rmsnorm(residual, y, all n_rows rows,
 // norm_weight, eps, out), in one launch: the norm in the GEMV's last block
 // (the attention output projection and the norm after it at batch 1 and 2).
 // Only where linear_add_rmsnorm_serves (else it throws): the GEMV takes the
-// product and n_rows <= GPTOSS_FUSED_NORM_ROWS (default 2, 0: never).
+// product and n_rows <= fused_norm_rows().
 // done_counter is one int, zero between launches. The norm's bits may differ
 // from add_rmsnorm's (its sum over another number of threads).
 bool linear_add_rmsnorm_serves(int32_t n_rows, int32_t out_dim);
@@ -274,6 +279,18 @@ void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,
 // that one (the gate/up product that made act always sits between).
 void moe_down(const bf16* act, const MoeGroups& groups, int32_t n_pairs, const Mxfp4Experts& w,
               MoePath path, float* y, cudaStream_t stream);
+
+// moe_down into y, then add_moe_rmsnorm(x, y, pair_slot, weights, k, all
+// n_rows rows, norm_weight, eps, out) in the same launch: the next layer's
+// input norm (or the final norm) in the down product's last block. Only
+// where moe_down_add_rmsnorm_serves (else it throws): the GEMV path (a
+// one-token step) and n_rows <= fused_norm_rows(). done_counter is one int,
+// zero between launches. The norm's bits may differ from add_moe_rmsnorm's.
+bool moe_down_add_rmsnorm_serves(int32_t n_rows, int32_t n_pairs, int32_t n_experts, int32_t dim);
+void moe_down_add_rmsnorm(const bf16* act, const MoeGroups& groups, int32_t n_pairs, const Mxfp4Experts& w,
+                          float* y, float* x, const int32_t* pair_slot, const float* weights, int32_t k,
+                          int32_t n_rows, const bf16* norm_weight, float eps, bf16* out, int32_t* done_counter,
+                          cudaStream_t stream);
 
 // delta[t] = sum_j weights[t][j] * y[pair_slot[t * k + j]], j in order, over
 // the pairs grouped before *held_pairs (MoeGroups::held_pairs; null: all).

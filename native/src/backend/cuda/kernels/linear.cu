@@ -348,13 +348,9 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
               stream);
 }
 
-namespace {
-
-// Rows up to which the output projection takes the norm after it into its
-// last block, GPTOSS_FUSED_NORM_ROWS (default 2; 0 turns it off, for A/B
-// runs). Read once, like GPTOSS_PDL. A one-row norm is a block's latency
-// chain of loads, a sum and stores; in its own kernel it adds a launch and a
-// first memory latency to each of a batch-1 step's 24 layers.
+// A one-row norm is a block's latency chain of loads, a sum and stores; in
+// its own kernel it adds a launch and a first memory latency to each of a
+// batch-1 step's 24 layers, twice. Read once, like GPTOSS_PDL.
 int32_t fused_norm_rows() {
   static const int32_t rows = [] {
     const char* value = std::getenv("GPTOSS_FUSED_NORM_ROWS");
@@ -362,8 +358,6 @@ int32_t fused_norm_rows() {
   }();
   return rows;
 }
-
-}  // namespace
 
 bool linear_add_rmsnorm_serves(int32_t n_rows, int32_t out_dim) {
   return n_rows >= 1 && n_rows <= std::min(fused_norm_rows(), kGemvAnyShapeRows) && out_dim % 4 == 0 &&

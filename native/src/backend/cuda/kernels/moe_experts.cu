@@ -30,6 +30,7 @@
 #include "backend/cuda/kernels/gemm_mxfp4_streamed.cuh"
 #include "backend/cuda/kernels/gemm_mxfp4_wgmma.cuh"
 #include "backend/cuda/kernels/kernels.h"
+#include "backend/cuda/kernels/rmsnorm_row.cuh"
 #include "backend/cuda/kernels/sm_count.h"
 
 namespace gptoss::cuda {
@@ -45,6 +46,7 @@ constexpr int32_t kGemvStagedPairs = 8;
 // a time, and the expert count its one-wave grid is sized for.
 constexpr int32_t kGemvOneTokenPairs = 4;
 constexpr int kMaxBlocksPerLane = 4;    // MXFP4 blocks per lane: cols <= 4096
+constexpr int kFusedNormVectors = 4;    // moe_down_add_rmsnorm's norm: float4 vectors a thread, rows <= 4096
 // The GEMV's "tiles" are whole experts: one list entry per expert with pairs.
 constexpr int32_t kGemvTileRows = 1 << 24;
 // The streamed path's tiles: up to two n8 fragments (the default), or four
@@ -218,9 +220,8 @@ __device__ __forceinline__ void apply_row_pair(const RowPairSlice<kBlocksPerLane
 // range reads every weight once. FP4 codes become values through a 16-entry
 // shared table.
 template <bool kSwiglu, int kLayout, int kBlocksPerLane>
-__global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
-    moe_gemv_kernel(const uint16_t* x, const int32_t* row_token, MoeGroups groups,
-                    Mxfp4Experts w, float limit, void* out) {
+__device__ __forceinline__ void moe_gemv(const uint16_t* x, const int32_t* row_token, const MoeGroups& groups,
+                                         const Mxfp4Experts& w, float limit, void* out) {
   extern __shared__ float smem[];
   float* lut = smem;
   uint32_t* xs = reinterpret_cast<uint32_t*>(smem + 16);  // staged x, see staged_index
@@ -271,6 +272,35 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
       }
       cur = nxt;
     }
+  }
+}
+
+// The norm after the down product (MoeDownNorm) in the GEMV's last block:
+// x += the MoE combine, out = rmsnorm(x) * weight, for rows 0 .. n_rows - 1.
+// x == nullptr: none.
+struct MoeDownNorm {
+  float* x;
+  const int32_t* pair_slot;
+  const float* weights;
+  int32_t k, n_rows;
+  const uint16_t* weight;
+  float eps;
+  __nv_bfloat16* out;
+  int32_t* done;  // zero between launches
+};
+
+template <bool kSwiglu, int kLayout, int kBlocksPerLane>
+__global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
+    moe_gemv_kernel(const uint16_t* x, const int32_t* row_token, MoeGroups groups, Mxfp4Experts w, float limit,
+                    void* out, MoeDownNorm norm) {
+  moe_gemv<kSwiglu, kLayout, kBlocksPerLane>(x, row_token, groups, w, limit, out);
+  if constexpr (!kSwiglu) {
+    if (norm.x == nullptr || !last_block_to_finish(norm.done, gridDim.x * gridDim.y)) return;
+    __shared__ float scratch[32];
+    for (int32_t r = 0; r < norm.n_rows; ++r)
+      moe_residual_rmsnorm_row<kGemvWarps * kWarpSize, kFusedNormVectors>(
+          norm.x, static_cast<const float*>(out), norm.pair_slot, norm.weights, norm.k, r, w.rows, norm.weight,
+          norm.eps, norm.out + static_cast<int64_t>(r) * w.rows, scratch);
   }
 }
 
@@ -518,11 +548,12 @@ void check_experts(const Mxfp4Experts& w) {
 
 template <bool kSwiglu, int kLayout, int kBlocksPerLane>
 void launch_gemv_kernel(dim3 grid, const bf16* x, const int32_t* row_token, const MoeGroups& groups,
-                        const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+                        const Mxfp4Experts& w, float limit, void* out, const MoeDownNorm& norm,
+                        cudaStream_t stream) {
   constexpr auto kernel = moe_gemv_kernel<kSwiglu, kLayout, kBlocksPerLane>;
   allow_dynamic_smem<kernel>((16 + 16 * kWarpSize * kBlocksPerLane * kGemvStagedPairs) * sizeof(float));
   const size_t smem = (16 + static_cast<size_t>(w.cols / 2) * kGemvStagedPairs) * sizeof(float);
-  launch_dependent(kernel, grid, kGemvWarps * kWarpSize, smem, stream, x, row_token, groups, w, limit, out);
+  launch_dependent(kernel, grid, kGemvWarps * kWarpSize, smem, stream, x, row_token, groups, w, limit, out, norm);
 }
 
 // One token's pairs (top-k of distinct experts: one pair an expert) are
@@ -535,7 +566,8 @@ void launch_gemv_kernel(dim3 grid, const bf16* x, const int32_t* row_token, cons
 // waves lets the block scheduler balance them.
 template <bool kSwiglu>
 void launch_gemv(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
-                 const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+                 const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream,
+                 const MoeDownNorm& norm = MoeDownNorm{}) {
   const int32_t experts = std::min(w.num_experts, n_pairs);
   const int32_t warp_groups = (w.rows / 2 + kGemvWarps - 1) / kGemvWarps;  // per expert
   const int32_t slots = kGemvBlocksPerSm * multiprocessor_count();
@@ -544,13 +576,13 @@ void launch_gemv(const bf16* x, const int32_t* row_token, const MoeGroups& group
   const dim3 grid((warp_groups + groups_per_block - 1) / groups_per_block, experts);
   const bool single = n_pairs <= kGemvOneTokenPairs, narrow = w.cols <= 32 * kWarpSize * 3;
   if (single && narrow)
-    launch_gemv_kernel<kSwiglu, 1, 3>(grid, x, row_token, groups, w, limit, out, stream);
+    launch_gemv_kernel<kSwiglu, 1, 3>(grid, x, row_token, groups, w, limit, out, norm, stream);
   else if (single)
-    launch_gemv_kernel<kSwiglu, 1, kMaxBlocksPerLane>(grid, x, row_token, groups, w, limit, out, stream);
+    launch_gemv_kernel<kSwiglu, 1, kMaxBlocksPerLane>(grid, x, row_token, groups, w, limit, out, norm, stream);
   else if (narrow)
-    launch_gemv_kernel<kSwiglu, 4, 3>(grid, x, row_token, groups, w, limit, out, stream);
+    launch_gemv_kernel<kSwiglu, 4, 3>(grid, x, row_token, groups, w, limit, out, norm, stream);
   else
-    launch_gemv_kernel<kSwiglu, 4, kMaxBlocksPerLane>(grid, x, row_token, groups, w, limit, out, stream);
+    launch_gemv_kernel<kSwiglu, 4, kMaxBlocksPerLane>(grid, x, row_token, groups, w, limit, out, norm, stream);
 }
 
 template <bool kSwiglu>
@@ -677,6 +709,25 @@ void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,
 void moe_down(const bf16* act, const MoeGroups& groups, int32_t n_pairs, const Mxfp4Experts& w,
               MoePath path, float* y, cudaStream_t stream) {
   launch<false>(act, nullptr, groups, n_pairs, w, 0.0f, path, y, stream);
+}
+
+bool moe_down_add_rmsnorm_serves(int32_t n_rows, int32_t n_pairs, int32_t n_experts, int32_t dim) {
+  return n_rows >= 1 && n_rows <= fused_norm_rows() && moe_path_for(n_pairs, n_experts) == MoePath::Gemv &&
+         dim % 4 == 0 && dim <= 4 * kGemvWarps * kWarpSize * kFusedNormVectors;
+}
+
+void moe_down_add_rmsnorm(const bf16* act, const MoeGroups& groups, int32_t n_pairs, const Mxfp4Experts& w,
+                          float* y, float* x, const int32_t* pair_slot, const float* weights, int32_t k,
+                          int32_t n_rows, const bf16* norm_weight, float eps, bf16* out, int32_t* done_counter,
+                          cudaStream_t stream) {
+  check_experts(w);
+  if (k > kMaxMoeTopK || !moe_down_add_rmsnorm_serves(n_rows, n_pairs, w.num_experts, w.rows))
+    throw Error(GPTOSS_ERR_BACKEND, "moe_down_add_rmsnorm: not for " + std::to_string(n_rows) + " rows, " +
+                                        std::to_string(n_pairs) + " pairs");
+  launch_gemv<false>(act, nullptr, groups, n_pairs, w, 0.0f, y, stream,
+                     MoeDownNorm{x, pair_slot, weights, k, n_rows, reinterpret_cast<const uint16_t*>(norm_weight), eps,
+                                 reinterpret_cast<__nv_bfloat16*>(out), done_counter});
+  GPTOSS_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace gptoss::cuda

@@ -9,8 +9,6 @@
 namespace gptoss::cuda {
 namespace {
 
-constexpr int kMaxMoeTopK = 8;  // experts per token add_moe_rmsnorm sums
-
 // The row of x that output row `out_row` normalizes (`rows` gathers), read
 // once the previous kernel's outputs are visible: every input of these
 // kernels is a previous kernel's output (launch_dependent).
@@ -38,38 +36,15 @@ __global__ void add_rmsnorm_kernel(float* x, const float* delta, const int32_t* 
   residual_rmsnorm_row(load, dr ? xr : nullptr, dim, weight, eps, out + static_cast<int64_t>(out_row) * dim, scratch);
 }
 
-// The added term of row r is moe_combine's: sum_j weights[r][j] *
-// y[pair_slot[r * k + j]], j in order, added to x as moe_combine's output
-// would be (the same bits).
+// The added term is moe_combine's row (moe_residual_rmsnorm_row).
 __global__ void add_moe_rmsnorm_kernel(float* x, const float* y, const int32_t* pair_slot,
                                        const float* weights, int32_t k, const int32_t* rows, int32_t dim,
                                        const uint16_t* weight, float eps, __nv_bfloat16* out) {
   __shared__ float scratch[32];
   const int32_t out_row = blockIdx.x;
   const int64_t src_row = source_row(rows, out_row);
-  float4* xr = reinterpret_cast<float4*>(x + src_row * dim);
-  const float4* yr[kMaxMoeTopK];
-  float wr[kMaxMoeTopK];
-#pragma unroll
-  for (int j = 0; j < kMaxMoeTopK; ++j) {
-    if (j >= k) break;
-    yr[j] = reinterpret_cast<const float4*>(y + static_cast<int64_t>(pair_slot[src_row * k + j]) * dim);
-    wr[j] = weights[src_row * k + j];
-  }
-  const auto load = [&](int32_t idx) {
-    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll
-    for (int j = 0; j < kMaxMoeTopK; ++j) {
-      if (j >= k) break;
-      const float4 v = yr[j][idx];
-      sum.x = fmaf(wr[j], v.x, sum.x), sum.y = fmaf(wr[j], v.y, sum.y);
-      sum.z = fmaf(wr[j], v.z, sum.z), sum.w = fmaf(wr[j], v.w, sum.w);
-    }
-    float4 v = xr[idx];
-    v.x += sum.x, v.y += sum.y, v.z += sum.z, v.w += sum.w;
-    return v;
-  };
-  residual_rmsnorm_row(load, xr, dim, weight, eps, out + static_cast<int64_t>(out_row) * dim, scratch);
+  moe_residual_rmsnorm_row(x, y, pair_slot, weights, k, src_row, dim, weight, eps,
+                           out + static_cast<int64_t>(out_row) * dim, scratch);
 }
 
 }  // namespace

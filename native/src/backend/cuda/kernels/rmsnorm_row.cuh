@@ -63,6 +63,41 @@ __device__ __forceinline__ void residual_rmsnorm_row(Load load, float4* x_row, i
   }
 }
 
+constexpr int kMaxMoeTopK = 8;  // experts per token a MoE-combined norm sums
+
+// residual_rmsnorm_row with the MoE combine as the added term: x[src_row] +=
+// sum_j weights[src_row][j] * y[pair_slot[src_row * k + j]], j in order (the
+// same bits as moe_combine's row added), then normed into out_row. k <= 8.
+template <int kThreads = kNormThreads, int kVectors = kNormMaxVectorsPerThread>
+__device__ __forceinline__ void moe_residual_rmsnorm_row(float* x, const float* y, const int32_t* pair_slot,
+                                                         const float* weights, int32_t k, int64_t src_row,
+                                                         int32_t dim, const uint16_t* weight, float eps,
+                                                         __nv_bfloat16* out_row, float* scratch) {
+  float4* xr = reinterpret_cast<float4*>(x + src_row * dim);
+  const float4* yr[kMaxMoeTopK];
+  float wr[kMaxMoeTopK];
+#pragma unroll
+  for (int j = 0; j < kMaxMoeTopK; ++j) {
+    if (j >= k) break;
+    yr[j] = reinterpret_cast<const float4*>(y + static_cast<int64_t>(pair_slot[src_row * k + j]) * dim);
+    wr[j] = weights[src_row * k + j];
+  }
+  const auto load = [&](int32_t idx) {
+    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+    for (int j = 0; j < kMaxMoeTopK; ++j) {
+      if (j >= k) break;
+      const float4 v = __ldcg(yr[j] + idx);  // in the fused case, other blocks' stores
+      sum.x = fmaf(wr[j], v.x, sum.x), sum.y = fmaf(wr[j], v.y, sum.y);
+      sum.z = fmaf(wr[j], v.z, sum.z), sum.w = fmaf(wr[j], v.w, sum.w);
+    }
+    float4 v = xr[idx];
+    v.x += sum.x, v.y += sum.y, v.z += sum.z, v.w += sum.w;
+    return v;
+  };
+  residual_rmsnorm_row<kThreads, kVectors>(load, xr, dim, weight, eps, out_row, scratch);
+}
+
 inline bool norm_dim_supported(int32_t dim) { return dim % 4 == 0 && dim <= 4 * kNormThreads * kNormMaxVectorsPerThread; }
 
 }  // namespace gptoss::cuda

@@ -1000,7 +1000,40 @@ void check_dependent_launch_chain(Random& rng, MoeFixture& f, Verdicts& v) {
   GPTOSS_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
-// The MoE block below the router: grouping, the fused gate/up + SwiGLU, the
+// moe_down_add_rmsnorm (the norm after the down product in its last block,
+// one-token steps) against moe_down then add_moe_rmsnorm: the down outputs
+// and the residual the same bits, the norm against the float oracle of that
+// residual; twice, so the done counter must come back to zero.
+void check_moe_down_add_rmsnorm(Random& rng, const MoeFixture& f, Verdicts& v, const MoeRun& run,
+                                const DeviceBuffer<float>& d_weights, const std::string& tag) {
+  const int32_t hidden = f.hidden, tokens = run.pairs / f.k;
+  if (!moe_down_add_rmsnorm_serves(tokens, run.pairs, f.experts, hidden)) return;  // GPTOSS_FUSED_NORM_ROWS
+  const std::vector<float> residual = rng.bf16_floats(size_t(tokens) * hidden, 3.0f);
+  const std::vector<bf16> norm = to_bf16(rng.bf16_floats(hidden, 1.0f));
+  auto d_norm = to_device(norm);
+  auto x_two = to_device(residual);
+  auto out_two = poisoned<bf16>(residual.size());
+  add_moe_rmsnorm(x_two.get(), run.y.get(), run.pair_slot.get(), d_weights.get(), f.k, nullptr, tokens, hidden,
+                  d_norm.get(), 1e-5f, out_two.get(), nullptr);
+  const std::vector<float> summed = to_host(x_two, residual.size()), y = to_host(run.y, size_t(run.pairs) * hidden);
+  std::vector<float> ref(summed.size());
+  cpu::rmsnorm(summed.data(), tokens, hidden, norm.data(), 1e-5f, ref.data());
+  DeviceBuffer<int32_t> done(1);
+  GPTOSS_CUDA_CHECK(cudaMemset(done.get(), 0, done.bytes()));
+  for (int launch = 1; launch <= 2; ++launch) {
+    auto x_one = to_device(residual);
+    auto y_one = poisoned<float>(y.size());
+    auto out_one = poisoned<bf16>(residual.size());
+    moe_down_add_rmsnorm(run.act.get(), run.groups(), run.pairs, f.down, y_one.get(), x_one.get(), run.pair_slot.get(),
+                         d_weights.get(), f.k, tokens, d_norm.get(), 1e-5f, out_one.get(), done.get(), nullptr);
+    const std::string name = "moe_down_add_rmsnorm " + tag + ", launch " + std::to_string(launch);
+    v.expect(name + ": down outputs == moe_down (bitwise)", to_host(y_one, y.size()) == y);
+    v.expect(name + ": residual == add_moe_rmsnorm's (bitwise)", to_host(x_one, residual.size()) == summed);
+    v.expect_close(name + ": norm", relative_error(to_float(to_host(out_one, residual.size())), ref), kBf16Tol);
+  }
+}
+
+// The MoE block below the router: grouping, the fused gate/up + SwiGLU, the// The MoE block below the router: grouping, the fused gate/up + SwiGLU, the
 // down product and the combine, for every kernel path.
 void check_moe_step(Random& rng, MoeFixture& f, Verdicts& v, int32_t tokens, MoePath path) {
   const int32_t hidden = f.hidden, inter = f.inter, k = f.k;
@@ -1061,6 +1094,7 @@ void check_moe_step(Random& rng, MoeFixture& f, Verdicts& v, int32_t tokens, Moe
   }
   v.expect_close("moe experts split over 2 ranks, summed == whole " + tag,
                  relative_error(split_delta, to_host(delta, ref_delta.size())), 1e-5);
+  if (path == MoePath::Gemv) check_moe_down_add_rmsnorm(rng, f, v, run, d_weights, tag);
 }
 
 // 1 token on the GEMV: decode of one sequence (moe_path_for); 3 and 40
