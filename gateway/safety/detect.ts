@@ -98,13 +98,18 @@ export function detect(
 
   let injectionScore: number | undefined;
   if (options.categories.has("prompt_injection") && detectors.classifier) {
-    injectionScore = detectors.classifier.score(views.folded.text);
-    if (injectionScore >= detectors.classifier.threshold && views.folded.text.length > 0) {
+    const verdict = detectors.classifier.assess(views.folded.text);
+    injectionScore = verdict.score;
+    if (verdict.flagged && views.folded.text.length > 0) {
+      // A whole-text verdict covers the text; a window's, the window (an injection in a document).
+      const [start, end] = verdict.window
+        ? originalSpan(views.folded, verdict.window.from, verdict.window.to)
+        : [0, text.length];
       findings.push({
         category: "prompt_injection",
         rule: "prompt_injection/classifier",
-        start: 0,
-        end: text.length,
+        start,
+        end,
         score: injectionScore,
       });
     }
