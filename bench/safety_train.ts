@@ -10,15 +10,12 @@
  * scores of the training split (never on the test split) for at most 1 % false positives.
  */
 import {
-  BlockBuckets,
   encodeWeights,
-  type Features,
   features,
   featureScale,
   margin,
   STRUCTURE_SCALE,
   WEIGHT_COUNT,
-  WINDOW_TOKENS,
 } from "../gateway/safety/classifier.ts";
 import { textViews } from "../gateway/safety/normalize.ts";
 import { BUILTIN_DETECTORS, type Category, detect } from "../gateway/safety/detect.ts";
@@ -28,8 +25,6 @@ import {
   isPersona,
   isPersonaNamingLimits,
   loadCorpus,
-  padded,
-  paddingFillers,
   stableFraction,
   WILD_SOURCES,
 } from "./safety_data.ts";
@@ -45,13 +40,6 @@ const PRIOR_BIAS = -3;
 const L2 = 1e-4;
 const L2_STRUCTURE = 1e-6;
 const MAX_VALIDATION_FPR = 0.01;
-/**
- * What windows may add to the whole text's out-of-fold false positives, as a share of the training
- * split's benign clusters (0.1 %: about 4 of them). Not counted: the padded benign prompts (printed
- * below); the same budget on them (2 of 2 743) sets the threshold at 0.999, where windows add
- * 2 of 575 padded public attacks (sixth round).
- */
-const WINDOW_EXTRA_FPR = 0.001;
 const OUT = new URL("../gateway/safety/classifier_weights.json", import.meta.url);
 
 // The role-play sets (bench/safety_roleplay*.json): until issue 21 item 3 the classifier learned
@@ -76,17 +64,9 @@ const train = corpus.filter((s) =>
 );
 /** Folds of the training split: the threshold is read off scores of models that did not see them. */
 const FOLDS = 5;
-type Window = ReturnType<BlockBuckets["windows"]>[number];
-/** A text's folded view, features and windows (none for a text of one window or less). */
-function read(text: string) {
-  const folded = textViews(text).folded.text;
-  const blocks = new BlockBuckets();
-  const f = features(folded, blocks);
-  const windows = f.tokens > WINDOW_TOKENS ? blocks.windows(f, folded.length) : [];
-  return { text, folded, features: f, windows };
-}
 const examples = train.map((s) => ({
-  ...read(s.text),
+  text: s.text,
+  features: features(textViews(s.text).folded.text),
   y: s.label === "attack" ? 1 : 0,
   // Jailbreak-template collections are one group; every other attack source is one.
   group: ["gptfuzz-templates", "jailbreakchat-collection"].includes(s.source)
@@ -95,23 +75,20 @@ const examples = train.map((s) => ({
   // A second, independent hash of the text (of its cluster, for the in-the-wild sources, so that a
   // template's rewordings are not in two folds) picks the fold.
   fold: Math.floor(stableFraction(`validation:${s.cluster ?? s.text}`) * FOLDS),
-  cluster: s.cluster ?? s.text as string | number,
-  share: 1,
+  cluster: s.cluster ?? s.text,
 }));
 type Example = (typeof examples)[number];
 const bias = PRIOR_BIAS;
 
 /** Weights fitted to `fit`, deterministically (a fixed-seed shuffle), so a rerun writes the same. */
 function fitWeights(fit: Example[]): Float64Array {
-  // Counted by share: a long text's windows together count as one text.
-  const total = fit.reduce((sum, e) => sum + e.share, 0);
-  const positives = fit.reduce((sum, e) => sum + e.y * e.share, 0);
-  const classWeight = [total / (2 * (total - positives)), total / (2 * positives)];
+  const positives = fit.filter((e) => e.y === 1).length;
+  const classWeight = [fit.length / (2 * (fit.length - positives)), fit.length / (2 * positives)];
   // Within the attacks, each group weighs the same in total: the few hundred game attacks of
   // Tensor Trust would otherwise teach the model their style and little of the jailbreak templates'.
   const attackGroups = new Map<string, number>();
   for (const e of fit) {
-    if (e.y === 1) attackGroups.set(e.group, (attackGroups.get(e.group) ?? 0) + e.share);
+    if (e.y === 1) attackGroups.set(e.group, (attackGroups.get(e.group) ?? 0) + 1);
   }
   const groupWeight = (e: Example) =>
     e.y === 1
@@ -128,7 +105,7 @@ function fitWeights(fit: Example[]): Float64Array {
     for (const i of order) {
       const e = fit[i];
       const p = 1 / (1 + Math.exp(-margin(e.features, w, bias)));
-      const err = (p - e.y) * classWeight[e.y] * groupWeight(e) * e.share;
+      const err = (p - e.y) * classWeight[e.y] * groupWeight(e);
       const step = (buckets: Uint32Array, x: number, l2: number) => {
         for (const k of buckets) {
           const g = err * x + l2 * w[k];
@@ -146,113 +123,12 @@ function fitWeights(fit: Example[]): Float64Array {
 // Out-of-fold scores: each example scored by the model fitted to the other folds. A single
 // validation fifth, used until issue 21 item 3, gave thresholds from 0.6 to 0.95 for one training
 // set, by which few benign templates it happened to draw; all five fifths give a steadier quantile.
-const sigmoid = (m: number) => 1 / (1 + Math.exp(-m));
-
-// Groups of the training split that training changes are judged by (printed below).
-/** A prompt of the older public sources (not the role-play sets, the in-the-wild sources or answers). */
-const isPublicSource = (s: CorpusSample) =>
-  !s.source.startsWith("roleplay-") && !WILD_SOURCES.includes(s.source) &&
-  !s.source.endsWith("-answers") && s.source !== "hard-negatives";
-const groups: Record<string, (s: CorpusSample) => boolean> = {
-  ...Object.fromEntries(
-    [...new Set(train.map((s) => s.source))].filter((source) => source.startsWith("roleplay-"))
-      .sort().map((source) => [source, (s: CorpusSample) => s.source === source]),
-  ),
-  "in-the-wild persona jailbreaks naming limits": (s) =>
-    s.label === "attack" && WILD_SOURCES.includes(s.source) && isPersonaNamingLimits(s.text),
-  "in-the-wild benign role-play": (s) =>
-    s.label === "benign" && WILD_SOURCES.includes(s.source) && isPersona(s.text),
-  "in-the-wild benign role-play without a jailbreak twin": (s) =>
-    s.label === "benign" && WILD_SOURCES.includes(s.source) && isPersona(s.text) &&
-    !jailbreakTwin(s),
-  "public benign requests": (s) => s.label === "benign" && isPublicSource(s),
-  "public role-play requests": (s) => s.source === "awesome-chatgpt-prompts",
-};
-// Indirect injection (sixth round): the training split's public attacks and role-play-set attacks
-// set inside 2 KB of the split's benign answers on each side (bench/safety_data.ts `padded`).
-const paddedGroups = {
-  "padded public attacks": (s: CorpusSample) => s.label === "attack" && isPublicSource(s),
-  "padded role-play-set attacks": (s: CorpusSample) =>
-    s.label === "attack" && s.source.startsWith("roleplay-"),
-  // Benign prompts inside the same padding: learned as benign windows, so the padding is on both
-  // sides of the window model's data and only the prompt inside tells them apart.
-  "padded public benign requests": groups["public benign requests"],
-  "padded role-play-set benign": (s: CorpusSample) =>
-    s.label === "benign" && s.source.startsWith("roleplay-"),
-  "padded in-the-wild benign role-play": groups["in-the-wild benign role-play"],
-};
-// The fillers in two halves: the window model learns padded prompts of the first, its threshold
-// and the figures below are read off padded prompts of the second. With one set of fillers the
-// model knew every filler of the padded prompts it was checked on (out of fold: 0 of 1 998 padded
-// benign requests flagged, where the held-out split's padding flagged 7 of 2 045).
-const fillers = paddingFillers(corpus, "train");
-const inFirstHalf = (s: CorpusSample) => stableFraction(`filler:${s.text}`) < 0.5;
-/** Each padded prompt with the example it pads (its fold, its group), its text and features. */
-const paddedWith = (fillers: CorpusSample[]) =>
-  Object.fromEntries(
-    Object.entries(paddedGroups).map(([name, inGroup]) => {
-      const members = train.flatMap((s, i) => inGroup(s) ? [i] : []);
-      const texts = padded(members.map((i) => train[i]), fillers);
-      return [name, members.map((i, k) => ({ example: examples[i], ...read(texts[k].text) }))];
-    }),
-  );
-const paddedToLearn = paddedWith(fillers.filter(inFirstHalf));
-const paddedExamples = paddedWith(fillers.filter((s) => !inFirstHalf(s)));
-
-// The window model learns windows as texts of their own: each long benign text's windows as benign
-// (together weighing one text), each padded prompt's windows that hold half the prompt or more as
-// that prompt (together weighing one), beside every whole example. Learning benign windows with
-// the whole-text model made the in-the-wild persona trade-off worse (fifth round); a model of its
-// own, used only on windows, leaves the whole-text scores as they were.
-const windowExamples: Example[] = [...examples];
-const addWindows = (e: Example, windows: Window[]) => {
-  for (const window of windows) {
-    windowExamples.push({ ...e, features: window.features, share: 1 / windows.length });
-  }
-};
-for (const e of examples) if (e.y === 0) addWindows(e, e.windows);
-for (const members of Object.values(paddedToLearn)) {
-  for (const { example, folded, windows } of members) {
-    const inner = textViews(example.text).folded.text.trim();
-    const from = folded.indexOf(inner);
-    if (from < 0) continue;
-    const to = from + inner.length;
-    addWindows(
-      example,
-      windows.filter((w) =>
-        Math.min(w.to, to) - Math.max(w.from, from) >= Math.min(w.to - w.from, to - from) / 2
-      ),
-    );
-  }
-}
-
-/** Out-of-fold scores: the whole text's, and a long text's best window's (0 for a short one). */
-interface Scores {
-  whole: number;
-  window: number;
-}
-const outOfFoldScores = new Map<Example, Scores>();
-const paddedScores = new Map<Features, Scores>();
+const score = (e: Example, w: Float64Array) => 1 / (1 + Math.exp(-margin(e.features, w, bias)));
+const outOfFold = new Map<Example, number>();
 for (let fold = 0; fold < FOLDS; fold++) {
   const w = fitWeights(examples.filter((e) => e.fold !== fold));
-  const windowWeights = fitWeights(windowExamples.filter((e) => e.fold !== fold));
-  const scores = (f: Features, windows: Window[]): Scores => ({
-    whole: sigmoid(margin(f, w, bias)),
-    window: windows.reduce(
-      (best, window) => Math.max(best, sigmoid(margin(window.features, windowWeights, bias))),
-      0,
-    ),
-  });
-  for (const e of examples) {
-    if (e.fold === fold) outOfFoldScores.set(e, scores(e.features, e.windows));
-  }
-  for (const members of Object.values(paddedExamples)) {
-    for (const p of members) {
-      if (p.example.fold === fold) paddedScores.set(p.features, scores(p.features, p.windows));
-    }
-  }
+  for (const e of examples) if (e.fold === fold) outOfFold.set(e, score(e, w));
 }
-const outOfFold = new Map([...outOfFoldScores].map(([e, s]) => [e, s.whole]));
 
 // Threshold: the lowest score that keeps out-of-fold false positives within the budget. Benign
 // prompts count once per near-duplicate cluster (its highest score): the in-the-wild benign
@@ -293,6 +169,24 @@ const { recall, fpr } = rates(threshold);
 const injectionOnly = { categories: new Set<Category>(["prompt_injection"]) };
 const rulesFire = (text: string) =>
   detect(text, injectionOnly, { rules: BUILTIN_DETECTORS.rules }).findings.length > 0;
+const isPublicRequest = (s: CorpusSample) =>
+  !s.source.startsWith("roleplay-") && !WILD_SOURCES.includes(s.source) &&
+  !s.source.endsWith("-answers") && s.source !== "hard-negatives";
+const groups: Record<string, (s: CorpusSample) => boolean> = {
+  ...Object.fromEntries(
+    [...new Set(train.map((s) => s.source))].filter((source) => source.startsWith("roleplay-"))
+      .sort().map((source) => [source, (s: CorpusSample) => s.source === source]),
+  ),
+  "in-the-wild persona jailbreaks naming limits": (s) =>
+    s.label === "attack" && WILD_SOURCES.includes(s.source) && isPersonaNamingLimits(s.text),
+  "in-the-wild benign role-play": (s) =>
+    s.label === "benign" && WILD_SOURCES.includes(s.source) && isPersona(s.text),
+  "in-the-wild benign role-play without a jailbreak twin": (s) =>
+    s.label === "benign" && WILD_SOURCES.includes(s.source) && isPersona(s.text) &&
+    !jailbreakTwin(s),
+  "public benign requests": (s) => s.label === "benign" && isPublicRequest(s),
+  "public role-play requests": (s) => s.source === "awesome-chatgpt-prompts",
+};
 const flaggedOutOfFold: Record<string, string> = {};
 for (const [name, inGroup] of Object.entries(groups)) {
   const members = examples.filter((_, i) => inGroup(train[i]));
@@ -303,67 +197,8 @@ for (const [name, inGroup] of Object.entries(groups)) {
 }
 console.log("flagged out of fold, rules + classifier, training split:");
 console.table(flaggedOutOfFold);
-
-// The window threshold: the lowest at which windows add at most WINDOW_EXTRA_FPR of the training
-// split's benign clusters to those the whole text flags, out of fold (never below the whole
-// text's threshold). Then what windows add, on the groups above and the padded attacks.
-const wholeFlagged = (s: Scores) => s.whole >= threshold;
-const windowOnlyScores = new Map<string | number, number>();
-const wholeFlaggedClusters = new Set<string | number>();
-for (const e of examples) {
-  if (e.y !== 0) continue;
-  const s = outOfFoldScores.get(e)!;
-  if (wholeFlagged(s)) wholeFlaggedClusters.add(e.cluster);
-  else windowOnlyScores.set(e.cluster, Math.max(windowOnlyScores.get(e.cluster) ?? 0, s.window));
-}
-const windowOnly = [...windowOnlyScores].filter(([c]) => !wholeFlaggedClusters.has(c))
-  .map(([, score]) => score).sort((a, b) => b - a);
-const windowThreshold = Math.min(
-  0.999,
-  Math.max(
-    threshold,
-    (windowOnly[Math.floor(benignScores.length * WINDOW_EXTRA_FPR)] ?? threshold) + 1e-6,
-  ),
-);
-const ruleHits = new Map<string, boolean>();
-const rulesFireOnce = (text: string) => {
-  if (!ruleHits.has(text)) ruleHits.set(text, rulesFire(text));
-  return ruleHits.get(text)!;
-};
-const windowRows: Record<string, Record<string, number>> = {};
-for (
-  const [name, t] of [
-    ["whole text only", Infinity],
-    ...[0.95, 0.98, 0.99].map((t) => [`windows at ${t}`, t]),
-    [`windows at ${windowThreshold.toFixed(4)} (chosen)`, windowThreshold],
-  ] as [string, number][]
-) {
-  const flagged = (s: Scores) => wholeFlagged(s) || s.window >= t;
-  const row: Record<string, number> = {
-    "benign clusters, classifier": new Set(
-      examples.filter((e) => e.y === 0 && flagged(outOfFoldScores.get(e)!)).map((e) => e.cluster),
-    ).size,
-  };
-  for (const [group, inGroup] of Object.entries(groups)) {
-    row[group] = examples.filter((e, i) =>
-      inGroup(train[i]) && (flagged(outOfFoldScores.get(e)!) || rulesFireOnce(e.text))
-    ).length;
-  }
-  for (const [group, members] of Object.entries(paddedExamples)) {
-    row[`${group} (${members.length}), classifier`] = members.filter((p) =>
-      flagged(paddedScores.get(p.features)!)
-    ).length;
-    row[`${group}, + rules`] = members.filter((p) =>
-      flagged(paddedScores.get(p.features)!) || rulesFireOnce(p.text)
-    ).length;
-  }
-  windowRows[name] = row;
-}
-console.log("windows, out of fold, training split (counts flagged; groups with the rules):");
-console.table(windowRows);
 const positives = examples.filter((e) => e.y === 1).length;
 const w = fitWeights(examples);
-const windowWeights = fitWeights(windowExamples);
 
 const file = encodeWeights(w, {
   version: new Date().toISOString().slice(0, 10),
@@ -377,14 +212,12 @@ const file = encodeWeights(w, {
     outOfFoldFalsePositiveRate: Number(fpr.toFixed(4)),
     epochs: EPOCHS,
     sources: [...new Set(train.map((s) => s.source))].sort(),
-    windowTokens: WINDOW_TOKENS,
-    windowExamples: windowExamples.length - examples.length,
   },
-}, { weights: windowWeights, threshold: windowThreshold });
+});
 Deno.writeTextFileSync(OUT, JSON.stringify(file, null, 1) + "\n");
 console.log(
   `trained on ${examples.length} (${positives} attacks); out of ${FOLDS} folds: ` +
     `recall ${(recall * 100).toFixed(1)} %, FPR ${(fpr * 100).toFixed(2)} % at threshold ${
       threshold.toFixed(3)
-    }; windows: threshold ${windowThreshold.toFixed(4)}`,
+    }`,
 );

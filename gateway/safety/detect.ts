@@ -98,18 +98,13 @@ export function detect(
 
   let injectionScore: number | undefined;
   if (options.categories.has("prompt_injection") && detectors.classifier) {
-    const verdict = detectors.classifier.assess(views.folded.text);
-    injectionScore = verdict.score;
-    if (verdict.flagged && views.folded.text.length > 0) {
-      // A whole-text verdict covers the text; a window's, the window (an injection in a document).
-      const [start, end] = verdict.window
-        ? originalSpan(views.folded, verdict.window.from, verdict.window.to)
-        : [0, text.length];
+    injectionScore = detectors.classifier.score(views.folded.text);
+    if (injectionScore >= detectors.classifier.threshold && views.folded.text.length > 0) {
       findings.push({
         category: "prompt_injection",
         rule: "prompt_injection/classifier",
-        start,
-        end,
+        start: 0,
+        end: text.length,
         score: injectionScore,
       });
     }
