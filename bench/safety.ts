@@ -6,7 +6,8 @@
  *   node_modules/.bin/deno run --allow-all bench/safety.ts
  *
  * The in-the-wild sources (persona jailbreaks and benign role-play of prompt sites, split train /
- * test by near-duplicate cluster) are reported in a table of their own, by the persona criterion.
+ * test by near-duplicate cluster) are reported in a table of their own, by the persona criterion;
+ * held-out prompts set inside 2 KB of benign text on each side (indirect injection) in another.
  *
  * The blind evaluation (split `blind`: sources never trained on nor read by rule authors, see
  * bench/safety_prepare.ts) runs only when asked, `bench/safety.ts --blind`: it is meant to be run
@@ -28,6 +29,8 @@ import {
   isPersona as isPersonaText,
   isPersonaNamingLimits as isPersonaNamingLimitsText,
   loadCorpus,
+  padded,
+  paddingFillers,
   prompt,
   stableFraction,
   WILD_SOURCES,
@@ -175,6 +178,27 @@ console.log(
   "\nproject's role-play sets, held-out test split (rate = share flagged, Wilson 95 % interval)",
 );
 console.table(rolePlayRows);
+
+// Indirect injection (issue 21, item 3, sixth round): held-out prompts set inside a document, 2 KB
+// of the test split's benign answers on each side (bench/safety_data.ts `padded`, the same texts on
+// every run); the benign prompts padded alike are the false-positive side.
+const testFillers = paddingFillers(corpus, "test");
+const { rates: paddedDetection, rows: paddedRows } = groupRates({
+  "padded public attacks": padded(attacks, testFillers),
+  "padded role-play-set attacks": padded(rolePlayAttacks, testFillers),
+  "padded in-the-wild persona jailbreaks": padded(wildGroups["persona jailbreaks"], testFillers),
+  "padded benign requests (FP)": padded(benign, testFillers),
+  "padded role-play-set benign (FP)": padded(rolePlayBenign, testFillers),
+  "padded in-the-wild benign role-play (FP)": padded(
+    wildGroups["benign role-play (FP)"],
+    testFillers,
+  ),
+});
+console.log(
+  "\nindirect injection: held-out prompts inside 2 KB of benign answers on each side (rate = " +
+    "share flagged, Wilson 95 % interval)",
+);
+console.table(paddedRows);
 
 const blindAttacks = blind.filter((s) => s.label === "attack");
 const blindBenign = blind.filter((s) => s.label === "benign");
@@ -342,6 +366,7 @@ Deno.writeTextFileSync(
       detection,
       wildDetection,
       rolePlayDetection,
+      paddedDetection,
       ...(runBlind ? { blindDetection } : {}),
       thresholdSweep: sweep,
       defaultPolicyOnBenign: {

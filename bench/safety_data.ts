@@ -125,3 +125,33 @@ export function hasJailbreakTwin(corpus: CorpusSample[]): (s: CorpusSample) => b
   );
   return (s) => s.label === "benign" && s.cluster !== undefined && jailbreakClusters.has(s.cluster);
 }
+
+/** Characters of benign text set on each side of a padded sample (`padded`). */
+export const PADDING_CHARS = 2048;
+
+/**
+ * Indirect injection (issue 21, item 3, sixth round): each sample set inside a document, between
+ * benign texts of `fillers` (at least PADDING_CHARS characters on each side, paragraphs apart).
+ * The fillers are drawn by a hash of the sample's text, so the padded set is the same on every
+ * run; draw them from the sample's own split, so nothing crosses the train / test line.
+ */
+export function padded(samples: CorpusSample[], fillers: CorpusSample[]): CorpusSample[] {
+  const side = (s: CorpusSample, name: string) => {
+    const parts: string[] = [];
+    for (let k = 0, chars = 0; chars < PADDING_CHARS; k++) {
+      const filler =
+        fillers[Math.floor(stableFraction(`pad:${name}:${k}:${s.text}`) * fillers.length)];
+      parts.push(filler.text);
+      chars += filler.text.length + 2;
+    }
+    return parts.join("\n\n");
+  };
+  return samples.map((s) => ({
+    ...s,
+    text: `${side(s, "before")}\n\n${s.text}\n\n${side(s, "after")}`,
+  }));
+}
+
+/** The fillers `padded` draws from in one split: a model's answers, benign text of a document's shape. */
+export const paddingFillers = (corpus: CorpusSample[], split: CorpusSample["split"]) =>
+  corpus.filter((s) => s.split === split && s.source === "alpaca-eval-answers");
