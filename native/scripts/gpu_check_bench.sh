@@ -45,8 +45,8 @@
 # loader model20b layers prefix tp profile pdlab moeab tiledab" leaves out those stages (pdlab:
 # decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch;
 # moeab: decode and the 50-token extend again under each arm in GPTOSS_MOEAB, space-separated, each a
-# +-joined VAR=value list, default "GPTOSS_STREAMED_TILE=16 GPTOSS_STREAMED_TILE=32" (the streamed
-# kernel's 16-row tiles, the default, against 32-row ones, same arguments); tiledab: prefill 2k and 8k again under each GPTOSS_TILED value in
+# +-joined VAR=value list, default "GPTOSS_FUSED_NORM_ROWS=1 GPTOSS_FUSED_NORM_ROWS=0" (the norms in
+# the products' last blocks at batch 1, the default, against their own kernels); tiledab: prefill 2k and 8k again under each GPTOSS_TILED value in
 # GPTOSS_TILEDAB, default "wgmma128 mma", the tiled expert kernels, docs/cuda-notes.md "h24fold");
 # GPTOSS_JOBS sets build parallelism; GPTOSS_ARM_TIMEOUT (default 120 s) bounds each A/B arm's run (a
 # kernel that hangs costs no more).
@@ -186,7 +186,7 @@ if want bench; then
     done
   fi
   if want moeab; then
-    for arm in ${GPTOSS_MOEAB:-GPTOSS_STREAMED_TILE=16 GPTOSS_STREAMED_TILE=32}; do
+    for arm in ${GPTOSS_MOEAB:-GPTOSS_FUSED_NORM_ROWS=1 GPTOSS_FUSED_NORM_ROWS=0}; do
       step "decode and the 50-token extend with $arm (expert kernel A/B)"
       # shellcheck disable=SC2086  # an arm's settings are +-joined VAR=value words
       env ${arm//+/ } timeout "${GPTOSS_ARM_TIMEOUT:-120}" "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,8,32,64,128,256 \

@@ -63,7 +63,7 @@ void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const b
 
 // Rows up to which a product also does the norm after it, in its last block
 // (linear_add_rmsnorm, moe_down_add_rmsnorm): GPTOSS_FUSED_NORM_ROWS, default
-// 2; 0 never (A/B runs).
+// 1; 0 never (A/B runs).
 int32_t fused_norm_rows();
 
 // linear_bf16 into y, then add_rmsnorm(residual, y, all n_rows rows,
@@ -256,11 +256,6 @@ const char* tiled_kernel_name(TiledKernel kernel);
 TiledKernel tiled_kernel();
 // For the check and bench tools: every variant in one process.
 void set_tiled_kernel(TiledKernel kernel);
-// The streamed path's tile rows: GPTOSS_STREAMED_TILE (read once; unset: 16;
-// 32: four-fragment tiles, each weight read once up to 32 pairs an expert),
-// unless set_streamed_tile_rows chose since (the check and bench tools).
-int32_t streamed_tile_rows();
-void set_streamed_tile_rows(int32_t rows);
 int32_t moe_tile_rows(MoePath path);
 // The smallest moe_tile_rows of any path: the tile list's size bound.
 int32_t moe_min_tile_rows();

@@ -49,12 +49,7 @@ constexpr int kMaxBlocksPerLane = 4;    // MXFP4 blocks per lane: cols <= 4096
 constexpr int kFusedNormVectors = 4;    // moe_down_add_rmsnorm's norm: float4 vectors a thread, rows <= 4096
 // The GEMV's "tiles" are whole experts: one list entry per expert with pairs.
 constexpr int32_t kGemvTileRows = 1 << 24;
-// The streamed path's tiles: up to two n8 fragments (the default), or four
-// (GPTOSS_STREAMED_TILE=32, see streamed_tile_rows).
-constexpr int32_t kStreamedTileRows = 16;
-constexpr int32_t kStreamedTileRowsWide = 32;
-// The most dynamic shared memory a block may opt in to on sm_90.
-constexpr int kMaxBlockSmem = 227 * 1024;
+constexpr int32_t kStreamedTileRows = 16;  // the streamed path's tiles: up to two n8 fragments
 
 
 __device__ __forceinline__ float swiglu(float gate, float up, float limit) {
@@ -406,7 +401,7 @@ __device__ __forceinline__ BalancedShare balanced_share(int32_t n_tiles, int32_t
 template <bool kSwiglu, class S>
 __global__ void __launch_bounds__(S::kWarps * kWarpSize, S::kMinBlocks)
     moe_streamed_kernel(const uint16_t* x, const int32_t* row_token, MoeGroups groups, Mxfp4Experts w,
-                        int32_t tile_rows, int32_t slots, float limit, void* out) {
+                        int32_t slots, float limit, void* out) {
   if constexpr (kSwiglu) {
     wait_for_previous_kernel();
     allow_next_kernel();
@@ -418,8 +413,8 @@ __global__ void __launch_bounds__(S::kWarps * kWarpSize, S::kMinBlocks)
   if (share.slice < 0 || share.slice >= m_groups) return;  // no m-tiles left for this block
   const int32_t tile = groups.tiles[share.tile];
   const int32_t expert = tile >> 16;
-  const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * tile_rows;
-  const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + tile_rows);
+  const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * kStreamedTileRows;
+  const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + kStreamedTileRows);
   const streamed::Mxfp4Weights weights = expert_weights(w, expert);
   const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
   const auto row_src = [&](int r) -> int64_t { return row_token ? row_token[g_begin + r] : g_begin + r; };
@@ -448,9 +443,9 @@ void allow_dynamic_smem(int bytes) {
 }
 
 // Tiles a step is expected to list (touched experts, more where one has over
-// `tile_rows` pairs); the grid's bound is moe_max_tiles.
-int32_t expected_tiles(int32_t n_pairs, int32_t n_experts, int32_t tile_rows) {
-  return std::max(std::min(n_pairs, n_experts), (n_pairs + tile_rows - 1) / tile_rows);
+// kStreamedTileRows pairs); the grid's bound is moe_max_tiles.
+int32_t expected_tiles(int32_t n_pairs, int32_t n_experts) {
+  return std::max(std::min(n_pairs, n_experts), (n_pairs + kStreamedTileRows - 1) / kStreamedTileRows);
 }
 
 // The grid: up to 4 waves of resident blocks, which the kernel shares among
@@ -469,53 +464,41 @@ int32_t streamed_blocks(int32_t slots, int32_t tiles_bound, int32_t tiles) {
 }
 
 template <bool kSwiglu, class S>
-void launch_streamed_shape(int32_t blocks, int32_t tile_rows, int32_t slots, const bf16* x, const int32_t* row_token,
+void launch_streamed_shape(int32_t blocks, int32_t slots, const bf16* x, const int32_t* row_token,
                            const MoeGroups& groups, const Mxfp4Experts& w, float limit, void* out,
                            cudaStream_t stream) {
   constexpr auto kernel = moe_streamed_kernel<kSwiglu, S>;
-  allow_dynamic_smem<kernel>(std::min(streamed::smem_bytes<S>(decoded::kMaxK), kMaxBlockSmem));
-  if (streamed::smem_bytes<S>(w.cols) > kMaxBlockSmem) {
-    throw Error(GPTOSS_ERR_BACKEND, "streamed experts: " + std::to_string(S::kSlots) + "-row tiles at K = " +
-                                        std::to_string(w.cols) + " need more shared memory than a block has");
-  }
+  allow_dynamic_smem<kernel>(streamed::smem_bytes<S>(decoded::kMaxK));
   launch_dependent(kernel, dim3(blocks), S::kWarps * kWarpSize, streamed::smem_bytes<S>(w.cols), stream,
-                   reinterpret_cast<const uint16_t*>(x), row_token, groups, w, tile_rows, slots, limit, out);
+                   reinterpret_cast<const uint16_t*>(x), row_token, groups, w, slots, limit, out);
 }
 
 // The launch shapes: one fragment while a step has at most 8 pairs (no tile
 // has more), 4-warp blocks, 4 an SM (the few experts of such a step get
 // twice the blocks: batch 1 gate/up 4 x 90 blocks and down 4 x 45, one
-// m-tile a warp); two fragments up to 16 rows, 8-warp blocks, 2 an SM; four
-// fragments (32-row tiles, GPTOSS_STREAMED_TILE=32) one 12-warp block an SM,
-// its staged tokens taking 192 KiB at K = 2 880: 36 K items in flight an SM
-// (two fragments: 48), each weight read once for up to 32 pairs an expert
-// instead of twice. Call 26's four-fragment shape had 8 warps an SM (24.2 ms
-// at b256 against 20.5); 16 warps with 3 items each spill at the 128
-// registers they leave (ptxas: 104 bytes stored, 268 loaded), 12 warps use
-// 155-165 of their 170 and spill nothing.
+// m-tile a warp); two fragments up to 16 rows, 8-warp blocks, 2 an SM.
+// 32-row tiles (four fragments, one 12-warp block an SM, each weight read
+// once up to 32 pairs an expert) lost in call 31 (H100, 20b, whole steps):
+// b256 20.55 vs 20.80 ms, b128 14.17 vs 13.79, b64 11.52 vs 9.88, a 50-token
+// extend 10.42 vs 9.21; deleted.
 using OneFragment = streamed::Shape<1, 4, 4, 3>;
 using TwoFragments = streamed::Shape<2, 8, 2, 3>;
-using FourFragments = streamed::Shape<4, 12, 1, 3>;
 
 template <bool kSwiglu>
 void launch_streamed(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
                      const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
-  const int32_t tile_rows = streamed_tile_rows();
-  const int32_t tiles_bound = moe_max_tiles(n_pairs, w.num_experts, tile_rows);
-  const int32_t tiles = expected_tiles(n_pairs, w.num_experts, tile_rows), sms = multiprocessor_count();
+  const int32_t tiles_bound = moe_max_tiles(n_pairs, w.num_experts, kStreamedTileRows);
+  const int32_t tiles = expected_tiles(n_pairs, w.num_experts), sms = multiprocessor_count();
   auto launch = [&](auto shape) {
     using S = decltype(shape);
     const int32_t slots = S::kMinBlocks * sms;
-    launch_streamed_shape<kSwiglu, S>(streamed_blocks(slots, tiles_bound, tiles), tile_rows, slots, x, row_token,
-                                      groups, w, limit, out, stream);
+    launch_streamed_shape<kSwiglu, S>(streamed_blocks(slots, tiles_bound, tiles), slots, x, row_token, groups, w,
+                                      limit, out, stream);
   };
-  const int32_t most = std::min(n_pairs, tile_rows);  // the most a tile of the step can have
-  if (most <= 8)
+  if (std::min(n_pairs, kStreamedTileRows) <= 8)  // the most a tile of the step can have
     launch(OneFragment{});
-  else if (most <= 16)
-    launch(TwoFragments{});
   else
-    launch(FourFragments{});
+    launch(TwoFragments{});
 }
 
 template <typename Tile, bool kSwiglu>
@@ -630,18 +613,6 @@ std::atomic<TiledKernel>& tiled_kernel_slot() {
   return slot;
 }
 
-// GPTOSS_STREAMED_TILE picks the streamed path's tile rows for A/B runs: 16
-// (the default) or 32. Read once, like GPTOSS_TILED.
-std::atomic<int32_t>& streamed_tile_rows_slot() {
-  static std::atomic<int32_t> slot{[] {
-    const char* value = std::getenv("GPTOSS_STREAMED_TILE");
-    if (value == nullptr || std::strcmp(value, "16") == 0) return kStreamedTileRows;
-    if (std::strcmp(value, "32") == 0) return kStreamedTileRowsWide;
-    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_STREAMED_TILE must be 16 or 32, not '") + value + "'");
-  }()};
-  return slot;
-}
-
 }  // namespace
 
 const char* tiled_kernel_name(TiledKernel kernel) {
@@ -653,14 +624,6 @@ const char* tiled_kernel_name(TiledKernel kernel) {
 }
 
 TiledKernel tiled_kernel() { return tiled_kernel_slot().load(); }
-
-int32_t streamed_tile_rows() { return streamed_tile_rows_slot().load(); }
-
-void set_streamed_tile_rows(int32_t rows) {
-  if (rows != kStreamedTileRows && rows != kStreamedTileRowsWide)
-    throw Error(GPTOSS_ERR_BACKEND, "streamed tile rows must be 16 or 32, not " + std::to_string(rows));
-  streamed_tile_rows_slot().store(rows);
-}
 
 void set_tiled_kernel(TiledKernel kernel) { tiled_kernel_slot().store(kernel); }
 
@@ -691,7 +654,7 @@ MoePath moe_path_for(int32_t n_pairs, int32_t n_experts) {
 int32_t moe_tile_rows(MoePath path) {
   switch (path) {
     case MoePath::Gemv: return kGemvTileRows;
-    case MoePath::Streamed: return streamed_tile_rows();
+    case MoePath::Streamed: return kStreamedTileRows;
     case MoePath::Tiled: break;
   }
   return kTiledRows;
