@@ -255,6 +255,18 @@ std::vector<float> TeacherForcedCheck::run(const std::string& name, const std::v
                     std::fabs(double(got_logits[ka]) - ref_logits[ka]), std::fabs(double(got_logits[kb]) - ref_logits[kb]));
       } else {
         ++mismatches;
+        // Each expert in either choice with both sides' logits, so that a
+        // run shows whether the checked side chose against its own logits.
+        std::printf("  layer %d row %d: experts differ (reference | checked: expert ref-logit checked-logit):", l,
+                    rows[i]);
+        std::vector<int32_t> both = a;
+        both.insert(both.end(), b.begin(), b.end());
+        std::sort(both.begin(), both.end());
+        both.erase(std::unique(both.begin(), both.end()), both.end());
+        for (const int32_t e : both)
+          std::printf(" %s%d %.5f %.5f", std::binary_search(a.begin(), a.end(), e) ? "" : "+", e, ref_logits[e],
+                      got_logits[e]);
+        std::printf("\n");
       }
     }
     std::vector<int32_t> agreeing_rows;
