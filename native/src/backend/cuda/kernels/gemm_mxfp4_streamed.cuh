@@ -37,12 +37,10 @@ constexpr int kItemK = kItemBlocks * 32;
 // A launch shape: kFrags n8 token fragments (a tile of up to 8 kFrags
 // grouped pairs staged), kWarps a block (each streams its own m-tiles),
 // kMinBlocks blocks an SM (__launch_bounds__: 2 x 8 or 4 x 4 warps leave 128
-// registers a thread), kDepth K items a warp keeps in flight, kChains
-// accumulators a fragment (multiply).
-template <int kFrags_, int kWarps_, int kMinBlocks_, int kDepth_, int kChains_ = 1>
+// registers a thread), kDepth K items a warp keeps in flight.
+template <int kFrags_, int kWarps_, int kMinBlocks_, int kDepth_>
 struct Shape {
-  static constexpr int kFrags = kFrags_, kWarps = kWarps_, kMinBlocks = kMinBlocks_, kDepth = kDepth_,
-                       kChains = kChains_;
+  static constexpr int kFrags = kFrags_, kWarps = kWarps_, kMinBlocks = kMinBlocks_, kDepth = kDepth_;
   static constexpr int kSlots = 8 * kFrags;
 };
 
@@ -123,14 +121,16 @@ struct Item {
 };
 
 // acc[f] += this item's 16 rows x token slots 8f..8f+7 (fragments from
-// n_frags on are skipped: their slots hold no tokens). With kChains = 2 each
-// word's second k16 half goes to a second accumulator, summed when the
-// m-tile is done: two mma chains a fragment instead of one (call 31, ncu,
-// batch 64: "stall wait" 2.0 of the 6.05 cycles between a warp's
-// instructions).
-template <int kFrags, int kChains, bool kWide>
+// n_frags on are skipped: their slots hold no tokens). Each word's second
+// k16 half goes to a second accumulator, acc[f][1], summed with acc[f][0]
+// when the m-tile is done: two mma chains a fragment, so a warp waits on a
+// dependent mma half as often (call 31, ncu, batch 64: "stall wait" 2.0 of
+// the 6.05 cycles between a warp's instructions; call 32, whole 20b steps
+// against one chain: b8 5.25 vs 5.37 ms, b64 9.64 vs 9.83, b128 13.43 vs
+// 13.72, b256 20.18 vs 20.71, a 50-token extend 9.01 vs 9.19).
+template <int kFrags, bool kWide>
 __device__ __forceinline__ void multiply(const Item& item, const uint4* xs, int c, int lane, int n_frags,
-                                         float (&acc)[kFrags][kChains][4]) {
+                                         float (&acc)[kFrags][2][4]) {
   constexpr int kSlots = kFrags * 8;
 #pragma unroll
   for (int u = 0; u < 2; ++u) {
@@ -151,7 +151,7 @@ __device__ __forceinline__ void multiply(const Item& item, const uint4* xs, int 
         if (f >= n_frags) break;
         const uint4 b = xv[f * 32];
         tiled::mma_bf16(acc[f][0], a0, b.x, b.y);
-        tiled::mma_bf16(acc[f][kChains - 1], a1, b.z, b.w);
+        tiled::mma_bf16(acc[f][1], a1, b.z, b.w);
       }
     }
   }
@@ -205,7 +205,7 @@ template <class S, typename RowSource, typename Wait, typename Epilogue>
 __device__ __forceinline__ void gemm_tile(const uint16_t* x, const RowSource& row_src, int n_rows,
                                           const Mxfp4Weights& w, int slice, int n_slices,
                                           const Wait& before_staging, const Epilogue& epilogue) {
-  constexpr int kFrags = S::kFrags, kDepth = S::kDepth, kChains = S::kChains;
+  constexpr int kFrags = S::kFrags, kDepth = S::kDepth;
   extern __shared__ uint4 xs[];
   const int lane = threadIdx.x % kWarpSize, g = lane / 4, t = lane % 4;
   const int warp = threadIdx.x / kWarpSize;
@@ -231,7 +231,7 @@ __device__ __forceinline__ void gemm_tile(const uint16_t* x, const RowSource& ro
   stage_tokens<kFrags>(x, w.k, n_rows, row_src, xs);
   __syncthreads();
 
-  float acc[kFrags][kChains][4] = {};
+  float acc[kFrags][2][4] = {};
   for (int i0 = 0; i0 < total; i0 += kDepth) {
 #pragma unroll
     for (int d = 0; d < kDepth; ++d) {
@@ -244,9 +244,9 @@ __device__ __forceinline__ void gemm_tile(const uint16_t* x, const RowSource& ro
       // shape, the first whose scales pass 128 in some lanes of a warp and
       // not in others). The wide variant is exact for every scale.
       if (__any_sync(0xffffffffu, ring[d].wide()))
-        multiply<kFrags, kChains, true>(ring[d], xs, c, lane, n_frags, acc);
+        multiply<kFrags, true>(ring[d], xs, c, lane, n_frags, acc);
       else
-        multiply<kFrags, kChains, false>(ring[d], xs, c, lane, n_frags, acc);
+        multiply<kFrags, false>(ring[d], xs, c, lane, n_frags, acc);
       if (i + kDepth < total) ring[d].load(w, row_of(i + kDepth), (i + kDepth) % items, t);
       if (c == items - 1) {  // the m-tile's sums are complete
         const int n = row_of(i);
@@ -256,9 +256,8 @@ __device__ __forceinline__ void gemm_tile(const uint16_t* x, const RowSource& ro
           float sum[4];
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            sum[e] = kChains == 1 ? acc[f][0][e] : acc[f][0][e] + acc[f][kChains - 1][e];
-#pragma unroll
-            for (int h = 0; h < kChains; ++h) acc[f][h][e] = 0.0f;
+            sum[e] = acc[f][0][e] + acc[f][1][e];
+            acc[f][0][e] = acc[f][1][e] = 0.0f;
           }
           if (stores) {
             epilogue(8 * f + 2 * t, n, sum[0], sum[2]);

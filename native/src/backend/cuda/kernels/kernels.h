@@ -256,11 +256,6 @@ const char* tiled_kernel_name(TiledKernel kernel);
 TiledKernel tiled_kernel();
 // For the check and bench tools: every variant in one process.
 void set_tiled_kernel(TiledKernel kernel);
-// The streamed kernel's accumulators a fragment, 1 or 2 (two mma chains):
-// GPTOSS_STREAMED_CHAINS (read once; unset: 1), unless set_streamed_chains
-// chose since (the check tool).
-int32_t streamed_chains();
-void set_streamed_chains(int32_t chains);
 int32_t moe_tile_rows(MoePath path);
 // The smallest moe_tile_rows of any path: the tile list's size bound.
 int32_t moe_min_tile_rows();

@@ -476,18 +476,15 @@ void launch_streamed_shape(int32_t blocks, int32_t slots, const bf16* x, const i
 // The launch shapes: one fragment while a step has at most 8 pairs (no tile
 // has more), 4-warp blocks, 4 an SM (the few experts of such a step get
 // twice the blocks: batch 1 gate/up 4 x 90 blocks and down 4 x 45, one
-// m-tile a warp); two fragments up to 16 rows, 8-warp blocks, 2 an SM.
+// m-tile a warp); two fragments up to 16 rows, 8-warp blocks, 2 an SM, two K
+// items in flight a warp (with three, their two accumulators a fragment
+// spill past the 128 registers: ptxas, gate/up 20 bytes stored, 72 loaded).
 // 32-row tiles (four fragments, one 12-warp block an SM, each weight read
 // once up to 32 pairs an expert) lost in call 31 (H100, 20b, whole steps):
 // b256 20.55 vs 20.80 ms, b128 14.17 vs 13.79, b64 11.52 vs 9.88, a 50-token
 // extend 10.42 vs 9.21; deleted.
 using OneFragment = streamed::Shape<1, 4, 4, 3>;
-using TwoFragments = streamed::Shape<2, 8, 2, 3>;
-// GPTOSS_STREAMED_CHAINS=2 (A/B, not yet timed): two accumulators a
-// fragment; the two-fragment shape then keeps two K items in flight, not
-// three (with three its gate/up kernel spills past its 128 registers).
-using OneFragmentTwoChains = streamed::Shape<1, 4, 4, 3, 2>;
-using TwoFragmentsTwoChains = streamed::Shape<2, 8, 2, 2, 2>;
+using TwoFragments = streamed::Shape<2, 8, 2, 2>;
 
 template <bool kSwiglu>
 void launch_streamed(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
@@ -500,11 +497,10 @@ void launch_streamed(const bf16* x, const int32_t* row_token, const MoeGroups& g
     launch_streamed_shape<kSwiglu, S>(streamed_blocks(slots, tiles_bound, tiles), slots, x, row_token, groups, w,
                                       limit, out, stream);
   };
-  const bool one = std::min(n_pairs, kStreamedTileRows) <= 8;  // the most a tile of the step can have
-  if (streamed_chains() == 2)
-    one ? launch(OneFragmentTwoChains{}) : launch(TwoFragmentsTwoChains{});
+  if (std::min(n_pairs, kStreamedTileRows) <= 8)  // the most a tile of the step can have
+    launch(OneFragment{});
   else
-    one ? launch(OneFragment{}) : launch(TwoFragments{});
+    launch(TwoFragments{});
 }
 
 template <typename Tile, bool kSwiglu>
@@ -632,30 +628,6 @@ const char* tiled_kernel_name(TiledKernel kernel) {
 TiledKernel tiled_kernel() { return tiled_kernel_slot().load(); }
 
 void set_tiled_kernel(TiledKernel kernel) { tiled_kernel_slot().store(kernel); }
-
-namespace {
-
-// GPTOSS_STREAMED_CHAINS picks the streamed kernel's accumulators a fragment
-// (1, the default, or 2) for A/B runs; read once, like GPTOSS_PDL.
-std::atomic<int32_t>& streamed_chains_slot() {
-  static std::atomic<int32_t> slot{[] {
-    const char* value = std::getenv("GPTOSS_STREAMED_CHAINS");
-    if (value == nullptr || std::strcmp(value, "1") == 0) return 1;
-    if (std::strcmp(value, "2") == 0) return 2;
-    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_STREAMED_CHAINS must be 1 or 2, not '") + value + "'");
-  }()};
-  return slot;
-}
-
-}  // namespace
-
-int32_t streamed_chains() { return streamed_chains_slot().load(); }
-
-void set_streamed_chains(int32_t chains) {
-  if (chains != 1 && chains != 2)
-    throw Error(GPTOSS_ERR_BACKEND, "streamed chains must be 1 or 2, not " + std::to_string(chains));
-  streamed_chains_slot().store(chains);
-}
 
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts) {
   // Measured on an H100 (call 22, 20b shape, whole decode steps): the

@@ -793,7 +793,7 @@ void check_router_and_route(Random& rng, Verdicts& v) {
 std::string moe_path_name(MoePath path) {
   switch (path) {
     case MoePath::Gemv: return "gemv";
-    case MoePath::Streamed: return "streamed" + std::string(streamed_chains() == 2 ? " 2-chain" : "");
+    case MoePath::Streamed: return "streamed";
     case MoePath::Tiled: break;
   }
   return std::string("tiled ") + tiled_kernel_name(tiled_kernel());
@@ -1324,19 +1324,6 @@ void check_tiled_kernels(Random& rng, MoeFixture& f, Verdicts& v) {
   set_tiled_kernel(chosen);
 }
 
-// The streamed path with the accumulator count the groups above did not run
-// (GPTOSS_STREAMED_CHAINS): decode steps of 1-100 tokens (oracle, alone == in
-// the step), the half step and the group sizes of check_moe_streamed (K
-// ending inside a K item, scales past 128). The count is the one it was after.
-void check_streamed_chains(Random& rng, MoeFixture& f, Verdicts& v) {
-  const int32_t chosen = streamed_chains();
-  set_streamed_chains(chosen == 1 ? 2 : 1);
-  for (const int32_t tokens : {1, 2, 8, 40, 100}) check_moe_step(rng, f, v, tokens, MoePath::Streamed);
-  check_moe_half_step(rng, f, v, {MoePath::Streamed});
-  check_moe_streamed(rng, f, v);
-  set_streamed_chains(chosen);
-}
-
 // GPU sampling against the runtime's Sampler on the same logits.
 void check_sampling(Random& rng, Verdicts& v) {
   const int32_t vocab = 201088;
@@ -1718,7 +1705,6 @@ int main(int argc, char** argv) {
     });
     // Late: the other tiled kernel (mma, the fallback) faulting the context would end the check here.
     clock.run("moe tiled kernels", [&] { check_tiled_kernels(rng, *moe, v); });
-    clock.run("moe streamed chains", [&] { check_streamed_chains(rng, *moe, v); });
     moe.reset();
     // Last: under compute-sanitizer (which serializes kernels) the ranks
     // never meet and the all-reduce traps; every other check runs first.
