@@ -27,7 +27,6 @@
 #include <cmath>
 
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/kernels/dependent_launch.cuh"
 #include "backend/cuda/kernels/device_math.cuh"
 #include "backend/cuda/kernels/attention_mma.cuh"
 #include "backend/cuda/kernels/kernels.h"
@@ -223,8 +222,6 @@ __global__ void attention_decode_kernel(AttentionArgs args, int32_t n_splits, fl
   const int32_t span = pos - first_key(pos, args.sliding_window) + 1;
   const int32_t used = splits_used(span, keys_per_split(span, n_splits, kMinSplitKeys));
   if (static_cast<int32_t>(blockIdx.z) >= used) return;  // a split past this token's keys
-  wait_for_previous_kernel();  // q and this step's keys are the QKV kernel's (launch_dependent)
-  allow_next_kernel();
   attend<1>(args, blockIdx.x, 1, blockIdx.z, n_splits, partials);
   if (used == 1) return;  // attend wrote the output
   if (!last_block_to_finish(split_counters + static_cast<int64_t>(blockIdx.x) * gridDim.y + blockIdx.y, used)) return;
@@ -359,8 +356,6 @@ __global__ void __launch_bounds__(kTcWarps * kWarpSize)
   const int32_t per_split = keys_per_split(span, n_splits, kTcMinSplitKeys);
   const int32_t used = splits_used(span, per_split);
   if (static_cast<int32_t>(blockIdx.z) >= used) return;
-  wait_for_previous_kernel();  // q and this step's keys are the QKV kernel's (launch_dependent)
-  allow_next_kernel();
 
   // A fragments of q in bf16, times 1/sqrt(head_dim) (exact: a power of two):
   // this thread's rows lane / 4 (h = 0) and lane / 4 + 8 (h = 1).
@@ -394,8 +389,6 @@ __global__ void attention_merge_kernel(AttentionArgs args, int32_t n_splits, int
   const int32_t span = pos - first_key(pos, args.sliding_window) + 1;
   const int32_t used = splits_used(span, keys_per_split(span, n_splits, min_split_keys));
   if (used == 1) return;
-  wait_for_previous_kernel();  // the partials are the decode kernel's (launch_dependent)
-  allow_next_kernel();
   merge_row(args, row, used, n_splits, partials);
 }
 
@@ -403,8 +396,7 @@ void merge_splits(const AttentionArgs& args, int32_t n_splits, int32_t min_split
                   cudaStream_t stream) {
   if (n_splits == 1) return;
   const int64_t rows = static_cast<int64_t>(args.tokens.n_tokens) * args.n_q_heads;
-  launch_dependent(attention_merge_kernel, dim3((rows + 7) / 8), 256, 0, stream, args, n_splits, min_split_keys,
-                   partials);
+  attention_merge_kernel<<<(rows + 7) / 8, 256, 0, stream>>>(args, n_splits, min_split_keys, partials);
   GPTOSS_CUDA_CHECK_LAUNCH();
 }
 
@@ -423,8 +415,7 @@ void attention_decode(const AttentionArgs& args, int32_t n_splits, float* partia
   if (args.tokens.n_tokens == 0) return;
   const int group = args.n_q_heads / args.n_kv_heads;
   const dim3 grid(args.tokens.n_tokens, args.n_kv_heads, n_splits);
-  launch_dependent(attention_decode_kernel, grid, group * kWarpSize, 0, stream, args, n_splits, partials,
-                   split_counters);
+  attention_decode_kernel<<<grid, group * kWarpSize, 0, stream>>>(args, n_splits, partials, split_counters);
   GPTOSS_CUDA_CHECK_LAUNCH();
 }
 
@@ -435,7 +426,7 @@ void attention_decode_tc(const AttentionArgs& args, int32_t n_splits, float* par
   // A window no longer than a split's minimum is one split.
   const bool one_split = args.sliding_window > 0 && args.sliding_window <= kTcMinSplitKeys;
   const dim3 grid(args.tokens.n_tokens, args.n_kv_heads, one_split ? 1 : std::min(n_splits, kTcSplitBlocks));
-  launch_dependent(attention_decode_tc_kernel, grid, kTcWarps * kWarpSize, 0, stream, args, n_splits, partials);
+  attention_decode_tc_kernel<<<grid, kTcWarps * kWarpSize, 0, stream>>>(args, n_splits, partials);
   GPTOSS_CUDA_CHECK_LAUNCH();
   merge_splits(args, n_splits, kTcMinSplitKeys, partials, stream);
 }
