@@ -52,13 +52,22 @@ bool gemv_serves(int32_t n_rows, int32_t out_dim) {
 // blocks (24 warps, 96 KiB of loads an SM; QKV's 320 blocks in one wave).
 // More fragments hold that many x vectors a chunk too: 2 blocks an SM (128
 // registers a thread; 2 fragments at 3 blocks spilled), and from 4 fragments
-// 2 chunks (still 32-64 KiB of weight loads an SM).
-template <int kFrags>
+// 2 chunks (still 32-64 KiB of weight loads an SM). An epilogue of a
+// product with few blocks (kFewBlocks: the router's 32 columns, two blocks)
+// takes 12 chunks a warp at one block an SM: a K of up to 3 072 in one
+// round, every weight load issued before the kernel waits for its input,
+// where 4 a round left two more memory latencies after the wait (call 31:
+// 12.5 us a layer for 184 KB). A warp sums its chunks in the same order
+// either way (chunk = warp + 8 (round x chunks + u)), so the bits do not change.
+constexpr int kFewBlocksChunks = 12;
+template <int kFrags, typename Epilogue>
 constexpr int gemv_chunks_in_flight() {
+  if constexpr (Epilogue::kFewBlocks) return kFewBlocksChunks;
   return kFrags <= 2 ? 4 : 2;
 }
-template <int kFrags>
+template <int kFrags, typename Epilogue>
 constexpr int gemv_blocks_per_sm() {
+  if constexpr (Epilogue::kFewBlocks) return 1;
   return kFrags == 1 ? 3 : 2;
 }
 constexpr int kDenseMi = 4;            // tiled path: 128-row tiles
@@ -87,10 +96,10 @@ __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
 // one lane's two weight rows) and stores each x row's pair of them
 // (store_pair(row, col_m, y_m, col_m8, y_m8), bias added).
 template <int kFrags, typename Epilogue>
-__global__ void __launch_bounds__(kGemvWarps * kWarpSize, gemv_blocks_per_sm<kFrags>())
+__global__ void __launch_bounds__(kGemvWarps * kWarpSize, gemv_blocks_per_sm<kFrags, Epilogue>())
     gemv_bf16_kernel(const uint16_t* x, int32_t n_rows, int32_t in_dim, const uint16_t* weight,
                      const uint16_t* bias, int32_t out_dim, Epilogue epilogue) {
-  constexpr int kChunks = gemv_chunks_in_flight<kFrags>();
+  constexpr int kChunks = gemv_chunks_in_flight<kFrags, Epilogue>();
   __shared__ float4 partial[kGemvWarps][kFrags][kWarpSize];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const int g = lane / 4, t = lane % 4;
@@ -174,6 +183,7 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, gemv_blocks_per_sm<kFr
 
 // y [n_rows, out_dim] row-major; block b owns the columns 16b .. 16b + 15.
 struct DenseOutput {
+  static constexpr bool kFewBlocks = false;
   float* y;
   int32_t out_dim;
   __device__ __forceinline__ int32_t column(int m) const { return blockIdx.x * kGemvCols + m; }
@@ -187,6 +197,7 @@ struct DenseOutput {
 // The router's logits (DenseOutput), then, in the last block to finish, the
 // MoE routing of all rows (moe_route.cuh): moe_route without its launch.
 struct RouteOutput {
+  static constexpr bool kFewBlocks = true;
   DenseOutput logits;
   int32_t n_rows, k, tile_rows;
   int32_t* experts;
@@ -208,6 +219,7 @@ struct RouteOutput {
 // (add_rmsnorm's sums with this block's 256 threads). The block norms the
 // rows one after another, so this serves few rows (fused_norm_rows).
 struct ResidualNormOutput {
+  static constexpr bool kFewBlocks = false;
   DenseOutput y;
   int32_t n_rows;
   float* residual;
@@ -242,6 +254,7 @@ struct ResidualNormOutput {
 // (j, j + 32), j = 8 (b % 4) .. 8 (b % 4) + 7, of head b / 4, so every
 // rotation pair ends in one thread. x row = token.
 struct RopeOutput {
+  static constexpr bool kFewBlocks = false;
   RopeKvStore rope;
   __device__ __forceinline__ int32_t column(int m) const {
     return (blockIdx.x / 4) * kRopeHeadDim + (m / 8) * kRopePairs + (blockIdx.x % 4) * 8 + m % 8;
@@ -343,9 +356,14 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
     return;
   }
   check_routing_shape(n_experts, k, groups);
-  launch_gemv(x, n_rows, in_dim, weight, bias, n_experts,
-              RouteOutput{DenseOutput{logits, n_experts}, n_rows, k, tile_rows, experts, weights, groups, done_counter},
-              stream);
+  if (in_dim % 8 != 0) throw Error(GPTOSS_ERR_BACKEND, "router_and_route: in_dim must be a multiple of 8");
+  const RouteOutput epilogue{DenseOutput{logits, n_experts}, n_rows, k, tile_rows, experts, weights, groups,
+                             done_counter};
+  // One GEMV block row (launch_gemv's choice for up to 16 rows).
+  if (n_rows <= kFragRows)
+    launch_gemv_frags<1>(x, n_rows, in_dim, weight, bias, n_experts, epilogue, stream);
+  else
+    launch_gemv_frags<2>(x, n_rows, in_dim, weight, bias, n_experts, epilogue, stream);
 }
 
 // A one-row norm is a block's latency chain of loads, a sum and stores; in
