@@ -275,6 +275,20 @@ void launch_gemv_frags(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16
                    weight, bias, out_dim, epilogue);
 }
 
+// Up to 16 rows in one block row of one or two fragments (launch_gemv's
+// choice for them), for the epilogues that serve no more rows: their larger
+// instantiations would be dead code.
+template <typename Epilogue>
+void launch_gemv_few_rows(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
+                          int32_t out_dim, const Epilogue& epilogue, cudaStream_t stream) {
+  if (in_dim % 8 != 0 || n_rows > kGemvAnyShapeRows)
+    throw Error(GPTOSS_ERR_BACKEND, "GEMV with its epilogue: in_dim a multiple of 8 and at most 16 rows");
+  if (n_rows <= kFragRows)
+    launch_gemv_frags<1>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
+  else
+    launch_gemv_frags<2>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
+}
+
 // The fewest fragments that take the step's rows in one block row (more rows
 // than the GEMV serves take several block rows of 8 fragments, each reading
 // the weights again: the checks call it so).
@@ -356,14 +370,10 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
     return;
   }
   check_routing_shape(n_experts, k, groups);
-  if (in_dim % 8 != 0) throw Error(GPTOSS_ERR_BACKEND, "router_and_route: in_dim must be a multiple of 8");
-  const RouteOutput epilogue{DenseOutput{logits, n_experts}, n_rows, k, tile_rows, experts, weights, groups,
-                             done_counter};
-  // One GEMV block row (launch_gemv's choice for up to 16 rows).
-  if (n_rows <= kFragRows)
-    launch_gemv_frags<1>(x, n_rows, in_dim, weight, bias, n_experts, epilogue, stream);
-  else
-    launch_gemv_frags<2>(x, n_rows, in_dim, weight, bias, n_experts, epilogue, stream);
+  launch_gemv_few_rows(
+      x, n_rows, in_dim, weight, bias, n_experts,
+      RouteOutput{DenseOutput{logits, n_experts}, n_rows, k, tile_rows, experts, weights, groups, done_counter},
+      stream);
 }
 
 // A one-row norm is a block's latency chain of loads, a sum and stores; in
@@ -391,15 +401,11 @@ void linear_add_rmsnorm(const bf16* x, int32_t n_rows, int32_t in_dim, const bf1
   if (!linear_add_rmsnorm_serves(n_rows, out_dim))
     throw Error(GPTOSS_ERR_BACKEND, "linear_add_rmsnorm: not for " + std::to_string(n_rows) + " rows of " +
                                         std::to_string(out_dim));
-  if (in_dim % 8 != 0) throw Error(GPTOSS_ERR_BACKEND, "linear_add_rmsnorm: in_dim must be a multiple of 8");
-  const ResidualNormOutput epilogue{DenseOutput{y, out_dim}, n_rows, residual,
-                                    reinterpret_cast<const uint16_t*>(norm_weight), eps,
-                                    reinterpret_cast<__nv_bfloat16*>(out), done_counter};
-  // One GEMV block row (launch_gemv's choice for these few rows).
-  if (n_rows <= kFragRows)
-    launch_gemv_frags<1>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
-  else
-    launch_gemv_frags<2>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
+  launch_gemv_few_rows(x, n_rows, in_dim, weight, bias, out_dim,
+                       ResidualNormOutput{DenseOutput{y, out_dim}, n_rows, residual,
+                                          reinterpret_cast<const uint16_t*>(norm_weight), eps,
+                                          reinterpret_cast<__nv_bfloat16*>(out), done_counter},
+                       stream);
 }
 
 void linear_bf16_tiled(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
