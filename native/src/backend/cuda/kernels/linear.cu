@@ -35,7 +35,6 @@ constexpr int kGemvChunkK = 32;        // k of one chunk: 4 lanes x 8 bf16, two 
 constexpr int32_t kGemvMaxBatch = kGemvMaxFrags * kFragRows;  // the most rows one GEMV block row takes
 constexpr int32_t kGemvAnyShapeRows = 2 * kFragRows;          // rows up to which every product takes the GEMV
 constexpr int32_t kFusedRouteMaxRows = 2 * kFragRows;         // router_and_route: routing in the GEMV's last block
-constexpr int kFusedNormVectors = 4;   // linear_add_rmsnorm's norm: float4 vectors a thread, out_dim <= 4096
 
 // Whether the GEMV serves a product (call 25, H100, weight GB/s, GEMV vs
 // cuBLASLt): up to 16 rows every product (unembedding at 16 rows 2.9 TB/s);
@@ -216,7 +215,7 @@ struct RouteOutput {
 
 // The product (DenseOutput), then, in the last block to finish, the norm
 // after it for every row: residual += y, out = rmsnorm(residual) * weight
-// (add_rmsnorm's sums with this block's 256 threads). The block norms the
+// (add_rmsnorm's, its sums over this block's 256 threads). The block norms the
 // rows one after another, so this serves few rows (fused_norm_rows).
 struct ResidualNormOutput {
   static constexpr bool kFewBlocks = false;
@@ -234,19 +233,9 @@ struct ResidualNormOutput {
   __device__ __forceinline__ void finish() const {
     if (!last_block_to_finish(done, gridDim.x * gridDim.y)) return;
     __shared__ float scratch[32];
-    const int32_t dim = y.out_dim;
-    for (int32_t r = 0; r < n_rows; ++r) {
-      float4* xr = reinterpret_cast<float4*>(residual + static_cast<int64_t>(r) * dim);
-      const float4* yr = reinterpret_cast<const float4*>(y.y + static_cast<int64_t>(r) * dim);
-      const auto load = [&](int32_t i) {
-        float4 v = xr[i];
-        const float4 d = __ldcg(yr + i);  // other blocks' stores
-        v.x += d.x, v.y += d.y, v.z += d.z, v.w += d.w;
-        return v;
-      };
-      residual_rmsnorm_row<kGemvWarps * kWarpSize, kFusedNormVectors>(load, xr, dim, weight, eps,
-                                                                      out + static_cast<int64_t>(r) * dim, scratch);
-    }
+    for (int32_t r = 0; r < n_rows; ++r)
+      delta_residual_rmsnorm_row<kGemvWarps * kWarpSize, kLastBlockNormVectors>(
+          residual, y.y, r, y.out_dim, weight, eps, out + static_cast<int64_t>(r) * y.out_dim, scratch);
   }
 };
 
@@ -391,8 +380,8 @@ int32_t fused_norm_rows() {
 }
 
 bool linear_add_rmsnorm_serves(int32_t n_rows, int32_t out_dim) {
-  return n_rows >= 1 && n_rows <= std::min(fused_norm_rows(), kGemvAnyShapeRows) && out_dim % 4 == 0 &&
-         out_dim <= 4 * kGemvWarps * kWarpSize * kFusedNormVectors;
+  return n_rows >= 1 && n_rows <= std::min(fused_norm_rows(), kGemvAnyShapeRows) &&
+         norm_dim_supported<kGemvWarps * kWarpSize, kLastBlockNormVectors>(out_dim);
 }
 
 void linear_add_rmsnorm(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,

@@ -46,7 +46,6 @@ constexpr int32_t kGemvStagedPairs = 8;
 // a time, and the expert count its one-wave grid is sized for.
 constexpr int32_t kGemvOneTokenPairs = 4;
 constexpr int kMaxBlocksPerLane = 4;    // MXFP4 blocks per lane: cols <= 4096
-constexpr int kFusedNormVectors = 4;    // moe_down_add_rmsnorm's norm: float4 vectors a thread, rows <= 4096
 // The GEMV's "tiles" are whole experts: one list entry per expert with pairs.
 constexpr int32_t kGemvTileRows = 1 << 24;
 constexpr int32_t kStreamedTileRows = 16;  // the streamed path's tiles: up to two n8 fragments
@@ -293,7 +292,7 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, kGemvBlocksPerSm)
     if (norm.x == nullptr || !last_block_to_finish(norm.done, gridDim.x * gridDim.y)) return;
     __shared__ float scratch[32];
     for (int32_t r = 0; r < norm.n_rows; ++r)
-      moe_residual_rmsnorm_row<kGemvWarps * kWarpSize, kFusedNormVectors>(
+      moe_residual_rmsnorm_row<kGemvWarps * kWarpSize, kLastBlockNormVectors>(
           norm.x, static_cast<const float*>(out), norm.pair_slot, norm.weights, norm.k, r, w.rows, norm.weight,
           norm.eps, norm.out + static_cast<int64_t>(r) * w.rows, scratch);
   }
@@ -678,7 +677,7 @@ void moe_down(const bf16* act, const MoeGroups& groups, int32_t n_pairs, const M
 
 bool moe_down_add_rmsnorm_serves(int32_t n_rows, int32_t n_pairs, int32_t n_experts, int32_t dim) {
   return n_rows >= 1 && n_rows <= fused_norm_rows() && moe_path_for(n_pairs, n_experts) == MoePath::Gemv &&
-         dim % 4 == 0 && dim <= 4 * kGemvWarps * kWarpSize * kFusedNormVectors;
+         norm_dim_supported<kGemvWarps * kWarpSize, kLastBlockNormVectors>(dim);
 }
 
 void moe_down_add_rmsnorm(const bf16* act, const MoeGroups& groups, int32_t n_pairs, const Mxfp4Experts& w,

@@ -22,18 +22,8 @@ __global__ void add_rmsnorm_kernel(float* x, const float* delta, const int32_t* 
                                    const uint16_t* weight, float eps, __nv_bfloat16* out) {
   __shared__ float scratch[32];
   const int32_t out_row = blockIdx.x;
-  const int64_t src_row = source_row(rows, out_row);
-  float4* xr = reinterpret_cast<float4*>(x + src_row * dim);
-  const float4* dr = delta ? reinterpret_cast<const float4*>(delta + src_row * dim) : nullptr;
-  const auto load = [&](int32_t idx) {
-    float4 v = xr[idx];
-    if (dr) {
-      const float4 d = dr[idx];
-      v.x += d.x, v.y += d.y, v.z += d.z, v.w += d.w;
-    }
-    return v;
-  };
-  residual_rmsnorm_row(load, dr ? xr : nullptr, dim, weight, eps, out + static_cast<int64_t>(out_row) * dim, scratch);
+  delta_residual_rmsnorm_row(x, delta, source_row(rows, out_row), dim, weight, eps,
+                             out + static_cast<int64_t>(out_row) * dim, scratch);
 }
 
 // The added term is moe_combine's row (moe_residual_rmsnorm_row).

@@ -63,6 +63,26 @@ __device__ __forceinline__ void residual_rmsnorm_row(Load load, float4* x_row, i
   }
 }
 
+// A dense added term: x[row] += delta[row] (none when delta is null: x is
+// then only read), normed into out_row. Delta is read past L1: in a GEMV's
+// last block (linear_add_rmsnorm) it is the other blocks' stores.
+template <int kThreads = kNormThreads, int kVectors = kNormMaxVectorsPerThread>
+__device__ __forceinline__ void delta_residual_rmsnorm_row(float* x, const float* delta, int64_t row, int32_t dim,
+                                                           const uint16_t* weight, float eps, __nv_bfloat16* out_row,
+                                                           float* scratch) {
+  float4* xr = reinterpret_cast<float4*>(x + row * dim);
+  const float4* dr = delta ? reinterpret_cast<const float4*>(delta + row * dim) : nullptr;
+  const auto load = [&](int32_t idx) {
+    float4 v = xr[idx];
+    if (dr) {
+      const float4 d = __ldcg(dr + idx);
+      v.x += d.x, v.y += d.y, v.z += d.z, v.w += d.w;
+    }
+    return v;
+  };
+  residual_rmsnorm_row<kThreads, kVectors>(load, dr ? xr : nullptr, dim, weight, eps, out_row, scratch);
+}
+
 constexpr int kMaxMoeTopK = 8;  // experts per token a MoE-combined norm sums
 
 // residual_rmsnorm_row with the MoE combine as the added term: x[src_row] +=
@@ -98,6 +118,13 @@ __device__ __forceinline__ void moe_residual_rmsnorm_row(float* x, const float* 
   residual_rmsnorm_row<kThreads, kVectors>(load, xr, dim, weight, eps, out_row, scratch);
 }
 
-inline bool norm_dim_supported(int32_t dim) { return dim % 4 == 0 && dim <= 4 * kNormThreads * kNormMaxVectorsPerThread; }
+// A GEMV block that norms rows in its last block (linear_add_rmsnorm,
+// moe_down_add_rmsnorm): float4 vectors a thread, rows of up to 4 096 at 256 threads.
+constexpr int kLastBlockNormVectors = 4;
+
+template <int kThreads = kNormThreads, int kVectors = kNormMaxVectorsPerThread>
+constexpr bool norm_dim_supported(int32_t dim) {
+  return dim % 4 == 0 && dim <= 4 * kThreads * kVectors;
+}
 
 }  // namespace gptoss::cuda
