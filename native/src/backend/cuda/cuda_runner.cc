@@ -364,12 +364,12 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
   args.out = attn_.get();
   stage(kind == AttnKind::Full ? "attention_full" : "attention_sliding");
   if (step.decode) {
-    // Keys split by the token's own range (sliding windows fit one split);
-    // above kMaxSplitTokens the batch fills the GPU and partials would not fit.
+    // Keys split by the token's own range (a 128-key window: two splits of
+    // 64, half the chain of dependent tile loads at batch 1); above
+    // kMaxSplitTokens the batch fills the GPU and partials would not fit.
     const int32_t splits = T <= kMaxSplitTokens ? kMaxSplits : 1;
     if (T < kTensorCoreDecodeTokens)
-      cuda::attention_decode(args, kind == AttnKind::Full ? splits : 1, attn_partials_.get(),
-                             attn_split_counters_.get(), stream_);
+      cuda::attention_decode(args, splits, attn_partials_.get(), attn_split_counters_.get(), stream_);
     else
       cuda::attention_decode_tc(args, splits, attn_partials_.get(), stream_);
   } else {  // prompt tiles

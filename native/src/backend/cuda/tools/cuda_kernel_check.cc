@@ -655,7 +655,7 @@ void check_attention_serving_shapes(Random& rng, Verdicts& v) {
     for (size_t ctx = 0; ctx < contexts.size(); ++ctx) {
       const auto [p, c] = batch(1, ctx);
       const std::string name = kind + " b1 ctx " + std::to_string(contexts[ctx]);
-      check.expect(AttentionKernel::Decode, p, c, window ? 1 : kSplits, "attention_decode" + name);
+      check.expect(AttentionKernel::Decode, p, c, kSplits, "attention_decode" + name);
       check.expect(AttentionKernel::DecodeTc, p, c, kSplits, "attention_decode_tc" + name);
     }
     {
@@ -667,7 +667,7 @@ void check_attention_serving_shapes(Random& rng, Verdicts& v) {
       // at the decode graph's 4 (a padding token at position 0 of a chunk of
       // its own), which is what the runner runs for 3 sequences.
       const auto [p, c] = batch(3, 0);
-      check.expect(AttentionKernel::Decode, p, c, window ? 1 : kSplits,
+      check.expect(AttentionKernel::Decode, p, c, kSplits,
                    "attention_decode" + kind + " 3 tokens ctx 100/1024/4500");
       std::vector<int32_t> pp = p, pc = c;
       pp.push_back(0), pc.push_back(3);
