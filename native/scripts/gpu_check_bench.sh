@@ -6,7 +6,8 @@
 # 1. builds native/ (Release, CUDA sm_90a) while gptoss-gen-model writes a
 #    full-size gpt-oss-20b checkpoint of random weights in the background;
 # 2. per-kernel checks against the CPU ops (fresh random inputs);
-# 3. compute-sanitizer memcheck over a small whole-model run;
+# 3. compute-sanitizer memcheck over a small whole-model run (and, when the
+#    kernel checks fail, the kernel checks again under it with their seed);
 # 4. the runtime engine over the CUDA runner (batch invariance, preemption);
 #    the whole engine through the C API (gptoss-cli --backend cuda, device
 #    sampling, KV sized from GPU memory): greedy tokens vs --backend cpu on
@@ -97,9 +98,13 @@ want kernels && step "kernel checks" &&
 if ! timeout 150 "$tools/gptoss-cuda-kernel-check" 2>&1 | tee "$out/kernel_check.log"; then
   status=1
   seed=$(awk '/seed/ {print $NF; exit}' "$out/kernel_check.log")
-  echo "kernel checks failed; again under compute-sanitizer (seed $seed)"
-  timeout 240 compute-sanitizer --tool memcheck "$tools/gptoss-cuda-kernel-check" --seed "$seed" --group-limit 0 2>&1 |
-    tail -40 | tee "$out/kernel_check_memcheck.log"
+  if want memcheck; then
+    echo "kernel checks failed; again under compute-sanitizer (seed $seed)"
+    timeout 240 compute-sanitizer --tool memcheck "$tools/gptoss-cuda-kernel-check" --seed "$seed" --group-limit 0 2>&1 |
+      tail -40 | tee "$out/kernel_check_memcheck.log"
+  else
+    echo "kernel checks failed (seed $seed); stage memcheck skipped, so no rerun under compute-sanitizer"
+  fi
 fi
 small="$models/small64"
 "$build/gptoss-gen-model" --out "$small" --layers 3 --hidden 256 --intermediate 256 --heads 8 --kv-heads 2 \
