@@ -5,6 +5,7 @@
 // for bit; a batch of sequences keeps each one's rows apart; and a backend
 // with a wrong MoE output or wrong expert choices is caught at the layer that
 // is wrong.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -32,7 +33,7 @@ std::vector<int32_t> sequence_tokens() {
 // The reference with one layer made wrong.
 class Faulty final : public LayerUnderTest {
  public:
-  enum class Fault { MoeScale, NextExpert, FarExpert, RaisedNext };
+  enum class Fault { MoeScale, NextExpert, FarExpert, RaisedNext, PastCut, ReorderedPastCut };
   Faulty(const TeacherForcedCheck& check, int32_t layer, Fault fault)
       : reference_(check), config_(check.config()), layer_(layer), fault_(fault) {}
   void run_layer(int32_t layer, const std::vector<LayerCheckSequence>& batch, const std::vector<float>& x,
@@ -45,15 +46,29 @@ class Faulty final : public LayerUnderTest {
         for (int32_t d = 0; d < config_.hidden_size; ++d) out.moe[size_t(r) * config_.hidden_size + d] *= 1.05f;
         continue;
       }
-      // The (k+1)-th (or (k+2)-th) logit's expert in place of the k-th.
-      const float* logits = &out.router_logits[size_t(r) * E];
+      float* logits = &out.router_logits[size_t(r) * E];
       std::vector<int32_t> order(E);
       std::iota(order.begin(), order.end(), 0);
       std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
-      out.experts[size_t(r) * K + K - 1] = order[fault_ == Fault::FarExpert ? K + 1 : K];
+      int32_t* chosen = &out.experts[size_t(r) * K];
+      if (fault_ == Fault::PastCut || fault_ == Fault::ReorderedPastCut) {
+        // The (k+1)-th logit's expert in place of the (k-1)-th: past the cut
+        // by two ranks, as three logits within the error reorder.
+        std::replace(chosen, chosen + K, order[K - 2], order[K]);
+        // Reordered: the layer's own logits put the (k+1)-th just above the
+        // (k-1)-th and the (k-1)-th just below the k-th, so its choice is its
+        // own top k.
+        if (fault_ == Fault::ReorderedPastCut) {
+          const float above = std::nextafter(logits[order[K - 2]], INFINITY);
+          logits[order[K - 2]] = std::nextafter(logits[order[K - 1]], -INFINITY);
+          logits[order[K]] = above;
+        }
+        continue;
+      }
+      // The (k+1)-th (or (k+2)-th) logit's expert in place of the k-th.
+      chosen[K - 1] = order[fault_ == Fault::FarExpert ? K + 1 : K];
       // RaisedNext: the layer's own logits put the (k+1)-th just above the k-th.
-      if (fault_ == Fault::RaisedNext)
-        out.router_logits[size_t(r) * E + order[K]] = std::nextafter(logits[order[K - 1]], INFINITY);
+      if (fault_ == Fault::RaisedNext) logits[order[K]] = std::nextafter(logits[order[K - 1]], INFINITY);
     }
   }
 
@@ -182,6 +197,26 @@ int main() {
     check(s.router_mismatches == 0 && s.router_error_ties + s.router_near_ties == kPrompt + kDecode,
           "a swap the layer's own logits explain is a tie within the measured error");
     check(s.router_error_ties > 0, "counted as such");
+  }
+  // The (k+1)-th expert in place of the (k-1)-th: a mismatch where the
+  // layer's own logits still rank the dropped one higher, a tie within the
+  // measured error where they reorder the three.
+  {
+    TeacherForcedCheck c(config, weights, &pool, LayerCheckTolerances{});
+    Faulty faulty(c, 2, Faulty::Fault::PastCut);
+    c.run("past the cut", {dense}, faulty);
+    const LayerCheckSummary& s = c.summary();
+    check(s.router_mismatches == kPrompt + kDecode && s.router_error_ties == 0,
+          "a choice against the layer's own logits is a mismatch at any rank");
+    check(s.failures == 1 && s.worst_layer == 2, "only layer 2 fails");
+  }
+  {
+    TeacherForcedCheck c(config, weights, &pool, LayerCheckTolerances{});
+    Faulty faulty(c, 2, Faulty::Fault::ReorderedPastCut);
+    c.run("reordered past the cut", {dense}, faulty);
+    const LayerCheckSummary& s = c.summary();
+    check(s.router_mismatches == 0 && s.router_error_ties == kPrompt + kDecode,
+          "a reorder past the cut that the layer's own logits explain is a tie within the measured error");
   }
   // The (k+2)-th expert: never a near tie, whatever the gap.
   {

@@ -91,11 +91,23 @@ struct LayerCheckSummary {
   int64_t router_rows = 0;        // rows whose expert choice was compared
   int64_t router_near_ties = 0;   // choices that differ where the reference's k-th and
                                   // (k+1)-th logits are within bf16 rounding
-  int64_t router_error_ties = 0;  // ... or where the checked side's own router logits order
-                                  // those two the other way by less than their measured error
+  int64_t router_error_ties = 0;  // ... or that the router logits' measured error explains
+                                  // (explained_by_logit_error)
   int64_t router_mismatches = 0;  // choices that differ anywhere else
   int32_t failures = 0;           // layers with an output past its tolerance
 };
+
+// Whether a checked row's expert choice differs from the reference's only
+// where the router logits' measured error explains it: for every expert the
+// reference chose and the checked side did not, and every expert the checked
+// side chose instead, the checked side's own logits put the second at or
+// above the first, and the reference's gap between them is within the two
+// logits' errors (which the router-logit tolerance judges). Any ranks, not
+// only the k-th and (k+1)-th: three logits within the error can reorder
+// past the cut. A choice against the checked side's own logits is never
+// explained. Both choices sorted.
+bool explained_by_logit_error(const float* ref_logits, const float* got_logits, const std::vector<int32_t>& ref_chosen,
+                              const std::vector<int32_t>& got_chosen);
 
 class TeacherForcedCheck {
  public:
