@@ -87,8 +87,11 @@ __device__ __forceinline__ void barrier_wait(uint64_t* bar, int parity) {
         : "memory");
   } while (!done);
 }
-__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+// The warpgroup's threads meet at named barrier kId (an immediate: with a
+// register id ptxas reserves all 16 barriers).
+template <int kId>
+__device__ __forceinline__ void warpgroup_barrier() {
+  asm volatile("bar.sync %0, %1;\n" ::"n"(kId), "n"(kWarpgroupThreads) : "memory");
 }
 
 // The block's shared memory, carved as smem_bytes lays it out.
@@ -116,8 +119,7 @@ struct Tiles {
 // b = t + 128 i of each step (rows b / 2, block b % 2) and decodes the blocks
 // it copied, so only the scale strip needs a barrier. Decoded tile
 // s % kDecoded is rewritten once every consumer warp has released step
-// s - kDecoded. Rows past the weights (the last column tile) are not decoded:
-// their columns hold stale values that no epilogue stores.
+// s - kDecoded.
 __device__ __forceinline__ void produce(const Tiles& tiles, const Mxfp4Weights& w, int n0, int k_steps, int t) {
   using P = Pipeline;
   constexpr int kBlocksPerThread = P::kN * 2 / kWarpgroupThreads;
@@ -143,7 +145,7 @@ __device__ __forceinline__ void produce(const Tiles& tiles, const Mxfp4Weights& 
     load_codes(step + P::kCodeStages - 1);  // into the slot decoded last step
     tiled::cp_async_commit();
     tiled::cp_async_wait<P::kCodeStages - 1>();  // this thread's codes of `step` are in
-    if (step == 0) named_barrier_sync(kProducerBarrier, kWarpgroupThreads);  // and every thread's strip
+    if (step == 0) warpgroup_barrier<kProducerBarrier>();  // and every thread's strip
     const int slot = step % P::kDecoded;
     if (step >= P::kDecoded) barrier_wait(tiles.empty + slot, (step / P::kDecoded - 1) & 1);
     const uint8_t* codes = tiles.packed + (step % P::kCodeStages) * P::kPackedBytes;
@@ -151,7 +153,6 @@ __device__ __forceinline__ void produce(const Tiles& tiles, const Mxfp4Weights& 
 #pragma unroll
     for (int i = 0; i < kBlocksPerThread; ++i) {
       const int b = t + i * kWarpgroupThreads;
-      if (i * kWarpgroupThreads / 2 >= rows) break;  // the same for the whole warpgroup
       decoded::decode_block(codes + b * 16, tiles.scales, rows, k_blocks, step, b / 2, b % 2, out);
     }
     wgmma::fence_proxy_async();  // the decoded weights, before the products read them
@@ -187,7 +188,10 @@ __device__ __forceinline__ void consume(const Tiles& tiles, const __nv_bfloat16*
   for (int step = 0; step < k_steps; ++step) {
     tiled::cp_async_wait<P::kAStages - 2>();
     wgmma::fence_proxy_async();
-    named_barrier_sync(kConsumerBarrier + consumer, kWarpgroupThreads);  // the warpgroup's A rows of `step`
+    if (consumer == 0)  // the warpgroup's A rows of `step` are in
+      warpgroup_barrier<kConsumerBarrier>();
+    else
+      warpgroup_barrier<kConsumerBarrier + 1>();
     const int slot = step % P::kDecoded;
     barrier_wait(tiles.full + slot, (step / P::kDecoded) & 1);
     const uint32_t a_tile = tiled::smem_addr(tiles.a_stages + (step % P::kAStages) * wgmma::kATileBytes) +
