@@ -106,26 +106,20 @@ __device__ __forceinline__ void fence_operands(float (&d)[kRegs]) {
 #define GPTOSS_WGMMA_D64(i) GPTOSS_WGMMA_D32(i), GPTOSS_WGMMA_D32((i) + 32)
 #define GPTOSS_WGMMA_D128(i) GPTOSS_WGMMA_D64(i), GPTOSS_WGMMA_D64((i) + 64)
 
-// d (64 x 128 f32, this thread's 64) += A (64 x 16, descriptor a) * B (128 x 16, descriptor b)^T.
-__device__ __forceinline__ void mma_async(float (&d)[64], uint64_t a, uint64_t b) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" GPTOSS_WGMMA_P0_63
-               "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-               : GPTOSS_WGMMA_D64(0)
-               : "l"(a), "l"(b), "n"(1)
-               : "memory");
-}
-
-// d (64 x 256 f32, this thread's 128) += A (64 x 16, descriptor a) * B (256 x 16, descriptor b)^T
-// (the warp-specialized tile, gemm_mxfp4_wgmma_ws.cuh).
-__device__ __forceinline__ void mma_async(float (&d)[128], uint64_t a, uint64_t b) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {" GPTOSS_WGMMA_P0_127
-               "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
-               : GPTOSS_WGMMA_D128(0)
-               : "l"(a), "l"(b), "n"(1)
-               : "memory");
-}
+// d (64 x kN f32, this thread's kN / 2) += A (64 x 16, descriptor a) * B (kN x 16, descriptor b)^T,
+// for kN = 128 (here) and 256 (the warp-specialized tile, gemm_mxfp4_wgmma_ws.cuh); the operand
+// numbers of a, b and the scale-d flag follow the kN / 2 accumulators.
+#define GPTOSS_WGMMA_MMA_ASYNC(kN, kPlaceholders, kAccumulators, kA, kB, kScaleD)                      \
+  __device__ __forceinline__ void mma_async(float (&d)[(kN) / 2], uint64_t a, uint64_t b) {             \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #kScaleD ", 0;\n"                                \
+                 "wgmma.mma_async.sync.aligned.m64n" #kN "k16.f32.bf16.bf16 {" kPlaceholders "}, %" #kA \
+                 ", %" #kB ", p, 1, 1, 0, 0;\n}\n"                                                      \
+                 : kAccumulators                                                                        \
+                 : "l"(a), "l"(b), "n"(1)                                                               \
+                 : "memory");                                                                           \
+  }
+GPTOSS_WGMMA_MMA_ASYNC(128, GPTOSS_WGMMA_P0_63, GPTOSS_WGMMA_D64(0), 64, 65, 66)
+GPTOSS_WGMMA_MMA_ASYNC(256, GPTOSS_WGMMA_P0_127, GPTOSS_WGMMA_D128(0), 128, 129, 130)
 
 // The block's C tile (128 A rows x 128 weight rows) of one expert's MXFP4
 // weights; arguments and contract as decoded::gemm_tile. A warpgroup whose 64
