@@ -124,15 +124,18 @@ __device__ __forceinline__ void load_packed_block(uint8_t* dst, const Mxfp4Weigh
   tiled::cp_async16<true>(tiled::smem_addr(dst), w.blocks + block * 16, ok);
 }
 
-// Decodes the MXFP4 block at `codes` (tile row r, block h of K step `step`)
-// into chunks 4h.. of row r of the bf16 tile `out` (8 weights a chunk). The
-// weights are the bf16-rounded products fp4 * 2^(s - 127): 2^126 * 2^(s - 127)
-// is one bf16 for scale bytes s <= 128; larger scales (never in a checkpoint)
-// take two exact multiplies. `scales` is the tile's strip (rows x k_blocks).
-__device__ __forceinline__ void decode_block(const uint8_t* codes_src, const uint8_t* scales, int rows, int k_blocks,
-                                             int step, int r, int h, uint8_t* out) {
-  const uint4 codes = *reinterpret_cast<const uint4*>(codes_src);
-  const uint32_t s = r < rows && step * 2 + h < k_blocks ? scales[r * k_blocks + step * 2 + h] : 127;
+// The scale byte of MXFP4 block h (0, 1) of tile row r in K step `step`
+// from the tile's strip (rows x k_blocks); 127 (x 1) past the weights.
+__device__ __forceinline__ uint32_t block_scale(const uint8_t* scales, int rows, int k_blocks, int step, int r, int h) {
+  return r < rows && step * 2 + h < k_blocks ? scales[r * k_blocks + step * 2 + h] : 127;
+}
+
+// Decodes one MXFP4 block (its 16 bytes of codes, scale byte s) into chunks
+// 4h.. of row r of the bf16 tile `out` (8 weights a chunk). The weights are
+// the bf16-rounded products fp4 * 2^(s - 127): 2^126 * 2^(s - 127) is one
+// bf16 for scale bytes s <= 128; larger scales (never in a checkpoint) take
+// two exact multiplies.
+__device__ __forceinline__ void decode_codes(uint4 codes, uint32_t s, int r, int h, uint8_t* out) {
   auto store = [&](auto two_multiplies) {
     const __nv_bfloat162 first = bf16x2_from_bits((two_multiplies ? 253u : s + 126u) << 7);
     const __nv_bfloat162 second = bf16x2_from_bits(s << 7);
@@ -154,6 +157,13 @@ __device__ __forceinline__ void decode_block(const uint8_t* codes_src, const uin
     store(std::false_type{});
   else
     store(std::true_type{});
+}
+
+// Decodes the MXFP4 block at `codes_src` (tile row r, block h of K step
+// `step`; `scales` the tile's strip, rows x k_blocks) as decode_codes.
+__device__ __forceinline__ void decode_block(const uint8_t* codes_src, const uint8_t* scales, int rows, int k_blocks,
+                                             int step, int r, int h, uint8_t* out) {
+  decode_codes(*reinterpret_cast<const uint4*>(codes_src), block_scale(scales, rows, k_blocks, step, r, h), r, h, out);
 }
 
 // The block's C tile of one expert's MXFP4 weights (blocks [n_rows, k/32, 16],

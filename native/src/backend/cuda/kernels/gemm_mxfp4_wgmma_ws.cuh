@@ -146,14 +146,25 @@ __device__ __forceinline__ void produce(const Tiles& tiles, const Mxfp4Weights& 
     tiled::cp_async_commit();
     tiled::cp_async_wait<P::kCodeStages - 1>();  // this thread's codes of `step` are in
     if (step == 0) warpgroup_barrier<kProducerBarrier>();  // and every thread's strip
+    // Every block's codes and scale first, before the wait for a free tile:
+    // one shared-memory latency a step, not one per block (each decode
+    // branches on its scale).
+    const uint8_t* codes = tiles.packed + (step % P::kCodeStages) * P::kPackedBytes;
+    uint4 block_codes[kBlocksPerThread];
+    uint32_t block_scales[kBlocksPerThread];
+#pragma unroll
+    for (int i = 0; i < kBlocksPerThread; ++i) {
+      const int b = t + i * kWarpgroupThreads;
+      block_codes[i] = *reinterpret_cast<const uint4*>(codes + b * 16);
+      block_scales[i] = decoded::block_scale(tiles.scales, rows, k_blocks, step, b / 2, b % 2);
+    }
     const int slot = step % P::kDecoded;
     if (step >= P::kDecoded) barrier_wait(tiles.empty + slot, (step / P::kDecoded - 1) & 1);
-    const uint8_t* codes = tiles.packed + (step % P::kCodeStages) * P::kPackedBytes;
     uint8_t* out = tiles.decoded + slot * P::kDecodedBytes;
 #pragma unroll
     for (int i = 0; i < kBlocksPerThread; ++i) {
       const int b = t + i * kWarpgroupThreads;
-      decoded::decode_block(codes + b * 16, tiles.scales, rows, k_blocks, step, b / 2, b % 2, out);
+      decoded::decode_codes(block_codes[i], block_scales[i], b / 2, b % 2, out);
     }
     wgmma::fence_proxy_async();  // the decoded weights, before the products read them
     barrier_arrive(tiles.full + slot);
