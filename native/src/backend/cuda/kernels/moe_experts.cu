@@ -13,11 +13,11 @@
 // pairs routed to the expert (up to 8 staged at once), 1 or 4 at a time.
 //
 // Tiled path (prefill, decode beyond 32 pairs an expert): tiles of 128
-// grouped pairs of one expert and 128 output columns, each weight tile
-// decoded once per block into shared memory, then the warpgroup MMA
-// (gemm_mxfp4_wgmma.cuh, the default; gemm_mxfp4_wgmma_ws.cuh, its
-// warp-specialized form) or mma.sync (gemm_mxfp4_decoded.cuh): GPTOSS_TILED,
-// see tiled_kernel.
+// grouped pairs of one expert and 128 output columns (256 for wgmma_ws),
+// each weight tile decoded once per block into shared memory, then the
+// warpgroup MMA (gemm_mxfp4_wgmma.cuh, the default;
+// gemm_mxfp4_wgmma_ws.cuh, its warp-specialized form) or mma.sync
+// (gemm_mxfp4_decoded.cuh): GPTOSS_TILED, see tiled_kernel.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
