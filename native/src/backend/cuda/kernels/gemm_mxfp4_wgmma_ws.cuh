@@ -17,9 +17,9 @@
 //     products and leave them in flight while they wait for the next tile
 //     (wgmma.wait_group 1), so the tensor cores have the next step queued;
 //     once a step's products are done, each consumer warp releases the
-//     decoded tile on its `empty` mbarrier and copies its own 16 A rows of a
-//     later step into the A stage those products read (A stages are private
-//     to the warp that copies them: no barrier between warpgroups for A).
+//     decoded tile on its `empty` mbarrier; each warpgroup copies its own 64
+//     A rows (kAStages stages, two steps ahead) and meets at a named barrier
+//     of its 128 threads a step (no barrier between warpgroups for A).
 // One block an SM: two of 384 threads would have 80 registers each, and a
 // product with 64 accumulators needs at least 90 (ptxas allocates the whole
 // kernel within the launch bound, setmaxnreg notwithstanding).
@@ -44,7 +44,8 @@ constexpr int kConsumerBarrier = 2;
 
 struct Pipeline {
   static constexpr int kN = 256;
-  static constexpr int kAStages = 4;     // a consumer's A rows, copied kAStages - 1 steps ahead
+  static constexpr int kAStages = 4;     // a consumer's A rows, copied kALead steps ahead
+  static constexpr int kALead = kAStages - 2;  // the stage of step s - 2 is free once the warpgroup met at step s
   static constexpr int kDecoded = 3;     // decoded tiles: the producer decodes one step past the two in flight
   static constexpr int kCodeStages = 4;  // packed codes, copied kCodeStages - 1 steps before their decode
   static constexpr int kPackedBytes = kN * decoded::kPackedRowBytes;
@@ -173,8 +174,10 @@ __device__ __forceinline__ void produce(const Tiles& tiles, const Mxfp4Weights& 
 
 // Consumer warpgroup `consumer` (0, 1; thread t of 128): A rows 64 consumer
 // .. + 63 times the decoded tiles, one step's four products left in flight.
-// Warp w copies A rows 16 w .. + 15 of the warpgroup's and overwrites an A
-// stage only after its own wait for the products that read it.
+// Warp w copies A rows 16 w .. + 15 of the warpgroup's. At step s the copies
+// of step s + 2 overwrite step s - 2's stage: every warp of the warpgroup has
+// waited for step s - 2's products (wait_group 1 in step s - 1) before the
+// warpgroup's barrier of step s.
 template <typename Epilogue>
 __device__ __forceinline__ void consume(const Tiles& tiles, const __nv_bfloat16* a, int64_t lda,
                                         const int64_t* row_src, int k, int k_steps, int consumer, int t, int n0,
@@ -195,9 +198,9 @@ __device__ __forceinline__ void consume(const Tiles& tiles, const __nv_bfloat16*
   for (int i = 0; i < P::kN / 2; ++i) acc[i] = 0.0f;
 
   // Commit group j holds this thread's A copies of step j.
-  for (int step = 0; step < P::kAStages - 1; ++step) load_a(step);
+  for (int step = 0; step < P::kALead; ++step) load_a(step);
   for (int step = 0; step < k_steps; ++step) {
-    tiled::cp_async_wait<P::kAStages - 2>();
+    tiled::cp_async_wait<P::kALead - 1>();
     wgmma::fence_proxy_async();
     if (consumer == 0)  // the warpgroup's A rows of `step` are in
       warpgroup_barrier<kConsumerBarrier>();
@@ -213,9 +216,9 @@ __device__ __forceinline__ void consume(const Tiles& tiles, const __nv_bfloat16*
     for (int kk = 0; kk < kStepK / 16; ++kk)
       wgmma::mma_async(acc, wgmma::descriptor(a_tile + 32 * kk), wgmma::descriptor(b_tile + 32 * kk));
     wgmma::commit();
-    wgmma::wait<1>();  // step - 1's products are done: its decoded tile and A stage are free
+    load_a(step + P::kALead);  // into step - 2's stage, while the products run
+    wgmma::wait<1>();          // step - 1's products are done: its decoded tile is free
     if (step > 0 && lane == 0) barrier_arrive(tiles.empty + (step - 1) % P::kDecoded);
-    load_a(step + P::kAStages - 1);  // into step - 1's stage
   }
   wgmma::wait<0>();
   wgmma::fence_operands(acc);
