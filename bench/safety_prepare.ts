@@ -350,8 +350,9 @@ function flowGpt(): Sample[] {
  * Long benign system prompts (issue 21, item 3, seventh round): the task prompts of
  * danielmiessler/fabric (MIT), one `system.md` a pattern ("# IDENTITY and PURPOSE You are an
  * expert ..."), other authors than the blind custom GPT instructions but their length and voice.
- * Split by near-duplicate cluster like the in-the-wild sources; the window model learns its train
- * half, the whole-text model does not (bench/safety_train.ts).
+ * Split by near-duplicate cluster like the in-the-wild sources; the classifier does not learn it
+ * (bench/safety_train.ts): its held-out half measures that shape, its train half is what rule
+ * authors may read.
  */
 function fabricSystemPrompts(): Sample[] {
   const dir = new URL("danielmiessler+fabric/data/patterns/", RAW);
