@@ -33,6 +33,7 @@ import {
   paddingFillers,
   prompt,
   stableFraction,
+  SYSTEM_PROMPT_SOURCE,
   WILD_SOURCES,
 } from "./safety_data.ts";
 import { ClassifierWeightsSchema, InjectionClassifier } from "../gateway/safety/classifier.ts";
@@ -77,7 +78,8 @@ const attacks = test.filter((s) => s.label === "attack" && !isRolePlay(s) && !is
 const isAnswer = (s: CorpusSample) => s.source.endsWith("-answers");
 /** Benign requests: what the false-positive rate is about. Model answers are reported apart. */
 const benign = test.filter((s) =>
-  s.label === "benign" && !isAnswer(s) && !isRolePlay(s) && !isWild(s)
+  s.label === "benign" && !isAnswer(s) && !isRolePlay(s) && !isWild(s) &&
+  s.source !== SYSTEM_PROMPT_SOURCE
 );
 const rolePlayAttacks = test.filter((s) => isRolePlay(s) && s.label === "attack");
 const rolePlayBenign = test.filter((s) => isRolePlay(s) && s.label === "benign");

@@ -95,6 +95,13 @@ export const WILD_SOURCES = [
 ];
 
 /**
+ * Long benign system prompts of another project (bench/safety_prepare.ts, issue 21, item 3,
+ * seventh round): the shape of the blind custom GPT instructions from other authors. Not learned
+ * by the classifier; the held-out half is reported apart from the public benign requests.
+ */
+export const SYSTEM_PROMPT_SOURCE = "fabric-system-prompts";
+
+/**
  * A prompt counts as persona / role-play when it asks the model to be, act as, play or simulate
  * someone or something else. Fixed and committed before the detectors first ran on the first blind
  * source, and kept unchanged for the in-the-wild and second blind sources (docs/SAFETY.md, "Blind

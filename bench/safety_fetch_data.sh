@@ -39,6 +39,10 @@ sources=(
   # GPT instructions (MIT). A space in a path is written %20.
   "CyberAlbSecOP/Awesome_GPT_Super_Prompting 15334d89925d8cd83d26599a75b72202c5b2d243 Latest%20Jailbreaks LICENSE"
   "0xeb/TheBigPromptLibrary 655667d2dd43bad65f189ec49d8606bf3e8d967e CustomInstructions/ChatGPT LICENSE"
+  # Issue 21, item 3, seventh round: long benign system prompts (the task prompts of an LLM tool,
+  # "# IDENTITY and PURPOSE ..."), a benign shape of the blind custom GPT instructions' length
+  # from other authors; split train / test like the in-the-wild sources (MIT).
+  "danielmiessler/fabric 272f04dd3278f99bee49e94a7747b54708745a5d data/patterns LICENSE"
   "HumanCompatibleAI/tensor-trust-data e2385ea9cf448c9641b96e2e39f113ed4979a5b0 benchmarks/hijacking-robustness/v1/hijacking_robustness_dataset.jsonl benchmarks/extraction-robustness/v1/extraction_robustness_dataset.jsonl"
 )
 

@@ -12,7 +12,7 @@
  *
  *   node_modules/.bin/deno run --allow-all bench/safety_prepare.ts
  */
-import { parseCsv, stableFraction } from "./safety_data.ts";
+import { parseCsv, stableFraction, SYSTEM_PROMPT_SOURCE } from "./safety_data.ts";
 import { NearDuplicateIndex } from "./safety_near_duplicates.ts";
 
 const RAW = new URL("./data/safety/raw/", import.meta.url);
@@ -347,6 +347,32 @@ function flowGpt(): Sample[] {
 }
 
 /**
+ * Long benign system prompts (issue 21, item 3, seventh round): the task prompts of
+ * danielmiessler/fabric (MIT), one `system.md` a pattern ("# IDENTITY and PURPOSE You are an
+ * expert ..."), other authors than the blind custom GPT instructions but their length and voice.
+ * Split by near-duplicate cluster like the in-the-wild sources; the classifier does not learn it
+ * (bench/safety_train.ts): its held-out half measures that shape, its train half is what rule
+ * authors may read.
+ */
+function fabricSystemPrompts(): Sample[] {
+  const dir = new URL("danielmiessler+fabric/data/patterns/", RAW);
+  return [...Deno.readDirSync(dir)].filter((e) => e.isDirectory).map((e) => e.name).sort()
+    .flatMap((name) => {
+      try {
+        const text = Deno.readTextFileSync(new URL(`${name}/system.md`, dir));
+        return [{
+          text,
+          label: "benign" as const,
+          source: SYSTEM_PROMPT_SOURCE,
+          lang: langOf(text),
+        }];
+      } catch {
+        return []; // a pattern without a system prompt
+      }
+    });
+}
+
+/**
  * Evaluation only (split blind, issue 21 part 3), chosen before any training: the jailbreaks of
  * CyberAlbSecOP/Awesome_GPT_Super_Prompting's "Latest Jailbreaks" folder (GPL-3.0), 2024-2026
  * prompts for GPT-4o, GPT-5, DeepSeek and others, a later era and other authors than every
@@ -464,6 +490,7 @@ function addByCluster(samples: Sample[]) {
 }
 addByCluster([...danInTheWild(), ...promptsChat2026(), ...flowGpt()]);
 addByCluster(rolePlay("./safety_roleplay_variants.json", CLUSTER_SPLIT_PREFIX));
+addByCluster(fabricSystemPrompts());
 
 // The blind sources keep only what no other text (of any source or split) already says, exactly
 // or nearly; a near-duplicate is counted against its own source or another.

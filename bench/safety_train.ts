@@ -26,6 +26,7 @@ import {
   isPersonaNamingLimits,
   loadCorpus,
   stableFraction,
+  SYSTEM_PROMPT_SOURCE,
   WILD_SOURCES,
 } from "./safety_data.ts";
 
@@ -55,10 +56,13 @@ const BENIGN_ROLEPLAY_WEIGHT = 3;
 // lift nothing among them (a Gandhi, an attorney, a coding mentor); learned as attacks they taught
 // the classifier that "act as ..." is one (public role-play requests flagged: 1 -> 4 of 81 on the
 // held-out split). Their persona prompts that name no limit are left out of training.
+// The long benign system prompts (SYSTEM_PROMPT_SOURCE) are not learned either: they came for a
+// window model that was not adopted (issue 21, item 3, seventh round), and they stay what the
+// held-out split measures the blind custom GPT instructions' shape by.
 const corpus = loadCorpus();
 const jailbreakTwin = hasJailbreakTwin(corpus);
 const train = corpus.filter((s) =>
-  s.split === "train" &&
+  s.split === "train" && s.source !== SYSTEM_PROMPT_SOURCE &&
   !(s.label === "attack" && WILD_SOURCES.includes(s.source) && isPersona(s.text) &&
     !isPersonaNamingLimits(s.text))
 );

@@ -38,6 +38,16 @@ const PatternRuleSchema = z.object({
    * where a pattern has no literal start for the regex engine to look for (an email's "@").
    */
   requires: z.string().min(1).optional(),
+  /**
+   * A second expression a match must follow: some match of `pattern` ends at most `within`
+   * characters before the match ends. A look-behind says the same, but re-reads its whole window
+   * for every match (16 KB of one repeated request cost 5 times main's detection); this is one
+   * scan of the text, and only once the rule's own expression matched.
+   */
+  preceded_by: z.object({
+    pattern: z.string().min(1),
+    within: z.number().int().min(0),
+  }).strict().optional(),
 }).strict();
 
 /**
@@ -102,7 +112,13 @@ export const RuleFileSchema = z.object({
     try {
       const pattern = expandDefinitions(rule.pattern, definitions);
       new RegExp(pattern, `gu${rule.flags}`);
-      return { ...rule, pattern };
+      if (rule.preceded_by === undefined) return { ...rule, pattern };
+      const preceded_by = {
+        ...rule.preceded_by,
+        pattern: expandDefinitions(rule.preceded_by.pattern, definitions),
+      };
+      new RegExp(preceded_by.pattern, `gu${rule.flags}`);
+      return { ...rule, pattern, preceded_by };
     } catch (e) {
       ctx.addIssue({ code: "custom", path: ["rules", i, "pattern"], message: String(e) });
       return rule;
@@ -132,16 +148,41 @@ export interface CompiledRule {
   find(text: string, starts?: readonly number[]): [number, number][];
 }
 
+/**
+ * Keeps the spans that a match of `preceding` ends at most `within` characters before the end of
+ * (`preceded_by` of a pattern rule): one scan for the ends, then one look-up per span.
+ */
+function precededFilter(preceding: RegExp, within: number) {
+  return (text: string, spans: [number, number][]) => {
+    if (spans.length === 0) return spans;
+    const ends: number[] = [];
+    preceding.lastIndex = 0;
+    for (let m = preceding.exec(text); m !== null; m = preceding.exec(text)) {
+      if (m[0].length === 0) preceding.lastIndex++;
+      else ends.push(m.index + m[0].length);
+    }
+    // Spans and ends both ascend: the nearest end at or before each span's end, one pass.
+    let i = -1;
+    return spans.filter(([, end]) => {
+      while (i + 1 < ends.length && ends[i + 1] <= end) i++;
+      return i >= 0 && end - ends[i] <= within;
+    });
+  };
+}
+
 function patternFinder(
   pattern: string,
   flags: string,
   validate?: (match: string) => boolean,
   requires?: string,
+  precededBy?: { pattern: string; within: number },
 ) {
   // exec() on compiled expressions kept for the process: matchAll() would clone them every call.
   const regex = new RegExp(pattern, `gu${flags}`);
   const sticky = new RegExp(pattern, `yu${flags}`);
-  return (text: string, starts?: readonly number[]) => {
+  const preceded = precededBy &&
+    precededFilter(new RegExp(precededBy.pattern, `gu${flags}`), precededBy.within);
+  const find = (text: string, starts?: readonly number[]) => {
     const spans: [number, number][] = [];
     if (requires !== undefined && !text.includes(requires)) return spans;
     if (starts !== undefined) {
@@ -168,6 +209,9 @@ function patternFinder(
     }
     return spans;
   };
+  return preceded
+    ? (text: string, starts?: readonly number[]) => preceded(text, find(text, starts))
+    : find;
 }
 
 /**
@@ -302,6 +346,7 @@ export function compileRuleSet(files: readonly unknown[]): RuleSet {
             rule.flags,
             rule.validator && VALIDATORS[rule.validator],
             rule.requires,
+            rule.preceded_by,
           )
           : repetitionFinder(rule.repetition.max_unit, rule.repetition.min_repeats),
       });

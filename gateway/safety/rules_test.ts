@@ -54,6 +54,37 @@ Deno.test("definitions are written once and used by name in patterns and later d
   );
 });
 
+Deno.test("preceded_by keeps the matches another expression ends shortly before", () => {
+  const set = compileRuleSet([{
+    ...file([{
+      id: "a",
+      view: "folded",
+      pattern: "\\bhow to [a-z]+",
+      preceded_by: { pattern: "\\b{{opener}}\\b", within: 20 },
+    }]),
+    definitions: { opener: "(?:you are|act as)" },
+  }]);
+  const [rule] = set.rules;
+  assert.deepEqual(rule.find("how to fly"), [], "no opener");
+  assert.deepEqual(rule.find("you are bo. how to fly"), [[12, 22]], "opener 12 characters before");
+  assert.deepEqual(rule.find("how to fly, act as bo"), [], "the opener after the match");
+  assert.deepEqual(
+    rule.find("act as bo. a long aside comes here. how to fly; you are bo: how to swim"),
+    [[60, 71]],
+    "only the match within 20 characters of an opener's end",
+  );
+  assert.throws(
+    () =>
+      compileRuleSet([file([{
+        id: "a",
+        view: "folded",
+        pattern: "x",
+        preceded_by: { pattern: "(", within: 1 },
+      }])]),
+    /rules\.0\.pattern/,
+  );
+});
+
 Deno.test("validators named in a rule run on its matches", () => {
   const set = compileRuleSet([
     file([{ id: "card", view: "canonical", pattern: "\\d{16}", validator: "luhn" }]),
