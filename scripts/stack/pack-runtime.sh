@@ -34,10 +34,12 @@ tar -C "$work" -c redis node-include | xzc >"$out/redis-headers.tar.xz"
 
 # node_modules as installed, without what only the browser tests, the type
 # checker and the property tests use, Deno's binary (packed above), type
-# declarations and source maps.
+# declarations, source maps and the TypeScript sources two packages ship beside
+# their built files (openai, zod: Node and tsx load the built ones).
 cd "$root"
 tar -c --exclude='node_modules/@deno' --exclude='node_modules/deno/deno' --exclude='node_modules/playwright-core' \
   --exclude='node_modules/@types' --exclude='node_modules/fast-check' --exclude='node_modules/pure-rand' \
   --exclude='*.d.ts' --exclude='*.d.mts' --exclude='*.d.cts' --exclude='*.map' \
+  --exclude='node_modules/openai/src' --exclude='node_modules/zod/src' \
   --exclude='js-tiktoken/dist/ranks/[!o]*' node_modules | xzc >"$out/node_modules.tar.xz"
 du -b "$out"/* | awk '{ s += $1; print } END { printf "total %.1f MiB\n", s / 1048576 }'
