@@ -48,7 +48,7 @@
 # moeab: decode and the 50-token extend again under each arm in GPTOSS_MOEAB, space-separated, each a
 # +-joined VAR=value list, default "GPTOSS_FUSED_NORM_ROWS=1 GPTOSS_FUSED_NORM_ROWS=0" (the norms in
 # the products' last blocks at batch 1, the default, against their own kernels); tiledab: prefill 2k and 8k again under each GPTOSS_TILED value in
-# GPTOSS_TILEDAB, default "wgmma128 mma wgmma_ws", the tiled expert kernels, docs/cuda-notes.md "h24fold", "h28ws");
+# GPTOSS_TILEDAB, default "wgmma128 mma", the tiled expert kernels, docs/cuda-notes.md "h24fold");
 # GPTOSS_JOBS sets build parallelism; GPTOSS_ARM_TIMEOUT (default 120 s) bounds each A/B arm's run (a
 # kernel that hangs costs no more).
 set -uo pipefail
@@ -200,9 +200,9 @@ if want bench; then
     done
   fi
   if want tiledab; then
-    # Whole prefill steps under each tiled expert kernel (docs/cuda-notes.md "h24prefill", "h24fold", "h28ws");
+    # Whole prefill steps under each tiled expert kernel (docs/cuda-notes.md "h24prefill", "h24fold");
     # the kernels alone at 256 and 1 024 rows an expert are the bench stage's "experts tiled" lines.
-    for arm in ${GPTOSS_TILEDAB:-wgmma128 mma wgmma_ws}; do
+    for arm in ${GPTOSS_TILEDAB:-wgmma128 mma}; do
       step "prefill 2k and 8k with GPTOSS_TILED=$arm (tiled expert kernel A/B)"
       GPTOSS_TILED=$arm timeout "${GPTOSS_ARM_TIMEOUT:-120}" "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 2048,8192 2>&1 |
         awk '/^(prefill (2048|8192) (tok\/s|TFLOP\/s)|error)/ {print; next}
@@ -386,8 +386,8 @@ if want profile; then
   # down launches of a 2 048-token prefill (128-row tiles; --profile-prefill: not the
   # bench's own tile runs before it, which from-start profiling caught first) and of the timed
   # batch-64 decode steps (the streamed kernel, ~8 rows an expert), and the batch-1
-  # expert GEMVs (one row an expert); GPTOSS_NCU_TILED="mma wgmma_ws" adds the prefill run under
-  # each of those tiled kernels (docs/cuda-notes.md "h24prefill", "h28ws"), lines [ncu prefill2048:<kernel>].
+  # expert GEMVs (one row an expert); GPTOSS_NCU_TILED="mma" adds the prefill run under
+  # that tiled kernel (docs/cuda-notes.md "h24prefill"), lines [ncu prefill2048:<kernel>].
   if command -v ncu >/dev/null; then
     tiled_runs=()
     for arm in ${GPTOSS_NCU_TILED:-}; do tiled_runs+=("prefill2048:$arm"); done

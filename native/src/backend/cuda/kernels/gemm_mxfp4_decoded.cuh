@@ -81,14 +81,13 @@ __device__ __forceinline__ uint32_t swizzled(int r, int c) {
 
 // Copies bytes [src, src + n) to dst (same alignment modulo 16 is not
 // assumed): 16-byte cp.async for the aligned middle, plain bytes at the ends.
-// Threads `thread` of `threads` share the copy.
-__device__ __forceinline__ void copy_strip(uint8_t* dst, const uint8_t* src, int n, int thread, int threads) {
+__device__ __forceinline__ void copy_strip(uint8_t* dst, const uint8_t* src, int n) {
   const int head = min(n, static_cast<int>((16 - reinterpret_cast<uintptr_t>(src) % 16) % 16));
   const bool aligned = (reinterpret_cast<uintptr_t>(dst + head) % 16) == 0;
   const int body = aligned ? (n - head) / 16 * 16 : 0;
-  for (int i = thread; i < body / 16; i += threads)
+  for (int i = threadIdx.x; i < body / 16; i += kThreads)
     tiled::cp_async16(tiled::smem_addr(dst + head + 16 * i), src + head + 16 * i, true);
-  for (int i = thread; i < n - body; i += threads) {
+  for (int i = threadIdx.x; i < n - body; i += kThreads) {
     const int j = i < head ? i : i + body;
     dst[j] = src[j];
   }
@@ -96,14 +95,13 @@ __device__ __forceinline__ void copy_strip(uint8_t* dst, const uint8_t* src, int
 
 // Issues the copies of A rows row_src[0 .. kTileM) for the K step at k0
 // into a swizzled tile of 128-byte rows (columns past k read zeros, as do
-// rows without a source), shared by threads `thread` of kCopyThreads. The
-// tile may be a slice of a larger one that starts on a multiple of 8 rows.
-template <int kTileM, int kCopyThreads = kThreads>
+// rows without a source).
+template <int kTileM>
 __device__ __forceinline__ void load_a_step(uint8_t* tile, const __nv_bfloat16* a, int64_t lda,
-                                            const int64_t* row_src, int k0, int k, int thread) {
+                                            const int64_t* row_src, int k0, int k) {
 #pragma unroll
-  for (int i = 0; i < (kTileM * 8 + kCopyThreads - 1) / kCopyThreads; ++i) {
-    const int chunk = thread + i * kCopyThreads;
+  for (int i = 0; i < (kTileM * 8 + kThreads - 1) / kThreads; ++i) {
+    const int chunk = threadIdx.x + i * kThreads;
     if (chunk >= kTileM * 8) break;
     const int r = chunk / 8, c = chunk % 8;
     const int64_t src = row_src[r];
@@ -124,18 +122,15 @@ __device__ __forceinline__ void load_packed_block(uint8_t* dst, const Mxfp4Weigh
   tiled::cp_async16<true>(tiled::smem_addr(dst), w.blocks + block * 16, ok);
 }
 
-// The scale byte of MXFP4 block h (0, 1) of tile row r in K step `step`
-// from the tile's strip (rows x k_blocks); 127 (x 1) past the weights.
-__device__ __forceinline__ uint32_t block_scale(const uint8_t* scales, int rows, int k_blocks, int step, int r, int h) {
-  return r < rows && step * 2 + h < k_blocks ? scales[r * k_blocks + step * 2 + h] : 127;
-}
-
-// Decodes one MXFP4 block (its 16 bytes of codes, scale byte s) into chunks
-// 4h.. of row r of the bf16 tile `out` (8 weights a chunk). The weights are
-// the bf16-rounded products fp4 * 2^(s - 127): 2^126 * 2^(s - 127) is one
-// bf16 for scale bytes s <= 128; larger scales (never in a checkpoint) take
-// two exact multiplies.
-__device__ __forceinline__ void decode_codes(uint4 codes, uint32_t s, int r, int h, uint8_t* out) {
+// Decodes the MXFP4 block at `codes` (tile row r, block h of K step `step`)
+// into chunks 4h.. of row r of the bf16 tile `out` (8 weights a chunk). The
+// weights are the bf16-rounded products fp4 * 2^(s - 127): 2^126 * 2^(s - 127)
+// is one bf16 for scale bytes s <= 128; larger scales (never in a checkpoint)
+// take two exact multiplies. `scales` is the tile's strip (rows x k_blocks).
+__device__ __forceinline__ void decode_block(const uint8_t* codes_src, const uint8_t* scales, int rows, int k_blocks,
+                                             int step, int r, int h, uint8_t* out) {
+  const uint4 codes = *reinterpret_cast<const uint4*>(codes_src);
+  const uint32_t s = r < rows && step * 2 + h < k_blocks ? scales[r * k_blocks + step * 2 + h] : 127;
   auto store = [&](auto two_multiplies) {
     const __nv_bfloat162 first = bf16x2_from_bits((two_multiplies ? 253u : s + 126u) << 7);
     const __nv_bfloat162 second = bf16x2_from_bits(s << 7);
@@ -159,13 +154,6 @@ __device__ __forceinline__ void decode_codes(uint4 codes, uint32_t s, int r, int
     store(std::true_type{});
 }
 
-// Decodes the MXFP4 block at `codes_src` (tile row r, block h of K step
-// `step`; `scales` the tile's strip, rows x k_blocks) as decode_codes.
-__device__ __forceinline__ void decode_block(const uint8_t* codes_src, const uint8_t* scales, int rows, int k_blocks,
-                                             int step, int r, int h, uint8_t* out) {
-  decode_codes(*reinterpret_cast<const uint4*>(codes_src), block_scale(scales, rows, k_blocks, step, r, h), r, h, out);
-}
-
 // The block's C tile of one expert's MXFP4 weights (blocks [n_rows, k/32, 16],
 // scales [n_rows, k/32]), k a multiple of 32 (an odd block count ends in a
 // half step whose missing half is zeros on both sides). row_src and the epilogue as in
@@ -185,11 +173,11 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
   const int k_blocks = w.k / 32, rows = min(kTileN, w.n_rows - n0);
 
   // The scale strip travels with K step 0's copies (the first commit group).
-  copy_strip(scales, w.scales + static_cast<int64_t>(n0) * k_blocks, rows * k_blocks, threadIdx.x, kThreads);
+  copy_strip(scales, w.scales + static_cast<int64_t>(n0) * k_blocks, rows * k_blocks);
 
   auto load_step = [&](int slot, int step) {
     const int k0 = step * kStepK;
-    load_a_step<kTileM>(a_stages + slot * kATileBytes, a, lda, row_src, k0, w.k, threadIdx.x);
+    load_a_step<kTileM>(a_stages + slot * kATileBytes, a, lda, row_src, k0, w.k);
     // One 16-byte MXFP4 block a thread: row threadIdx.x / 2, block threadIdx.x % 2.
     load_packed_block(packed + slot * kPackedBytes + threadIdx.x * 16, w, n0, rows, threadIdx.x / 2, threadIdx.x % 2, k0);
   };

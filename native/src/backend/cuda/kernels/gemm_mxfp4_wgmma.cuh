@@ -85,41 +85,30 @@ __device__ __forceinline__ void fence_operands(float (&d)[kRegs]) {
   for (int i = 0; i < kRegs; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// wgmma's operand lists: the placeholders of 64 and 128 accumulators, and
-// the accumulators d[i ..] as "+f" operands.
+// wgmma's operand lists: the placeholders of 64 accumulators, and the
+// accumulators d[i ..] as "+f" operands.
 #define GPTOSS_WGMMA_P0_31 \
   "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
   "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
 #define GPTOSS_WGMMA_P0_63 \
   GPTOSS_WGMMA_P0_31 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, " \
   "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-#define GPTOSS_WGMMA_P0_127 \
-  GPTOSS_WGMMA_P0_63 ", %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, " \
-  "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, " \
-  "%100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, " \
-  "%116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
 #define GPTOSS_WGMMA_D8(i)                                                                                  \
   "+f"(d[(i)]), "+f"(d[(i) + 1]), "+f"(d[(i) + 2]), "+f"(d[(i) + 3]), "+f"(d[(i) + 4]), "+f"(d[(i) + 5]), \
       "+f"(d[(i) + 6]), "+f"(d[(i) + 7])
 #define GPTOSS_WGMMA_D32(i) \
   GPTOSS_WGMMA_D8(i), GPTOSS_WGMMA_D8((i) + 8), GPTOSS_WGMMA_D8((i) + 16), GPTOSS_WGMMA_D8((i) + 24)
 #define GPTOSS_WGMMA_D64(i) GPTOSS_WGMMA_D32(i), GPTOSS_WGMMA_D32((i) + 32)
-#define GPTOSS_WGMMA_D128(i) GPTOSS_WGMMA_D64(i), GPTOSS_WGMMA_D64((i) + 64)
 
-// d (64 x kN f32, this thread's kN / 2) += A (64 x 16, descriptor a) * B (kN x 16, descriptor b)^T,
-// for kN = 128 (here) and 256 (the warp-specialized tile, gemm_mxfp4_wgmma_ws.cuh); the operand
-// numbers of a, b and the scale-d flag follow the kN / 2 accumulators.
-#define GPTOSS_WGMMA_MMA_ASYNC(kN, kPlaceholders, kAccumulators, kA, kB, kScaleD)                      \
-  __device__ __forceinline__ void mma_async(float (&d)[(kN) / 2], uint64_t a, uint64_t b) {             \
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #kScaleD ", 0;\n"                                \
-                 "wgmma.mma_async.sync.aligned.m64n" #kN "k16.f32.bf16.bf16 {" kPlaceholders "}, %" #kA \
-                 ", %" #kB ", p, 1, 1, 0, 0;\n}\n"                                                      \
-                 : kAccumulators                                                                        \
-                 : "l"(a), "l"(b), "n"(1)                                                               \
-                 : "memory");                                                                           \
-  }
-GPTOSS_WGMMA_MMA_ASYNC(128, GPTOSS_WGMMA_P0_63, GPTOSS_WGMMA_D64(0), 64, 65, 66)
-GPTOSS_WGMMA_MMA_ASYNC(256, GPTOSS_WGMMA_P0_127, GPTOSS_WGMMA_D128(0), 128, 129, 130)
+// d (64 x 128 f32, this thread's 64) += A (64 x 16, descriptor a) * B (128 x 16, descriptor b)^T.
+__device__ __forceinline__ void mma_async(float (&d)[64], uint64_t a, uint64_t b) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" GPTOSS_WGMMA_P0_63
+               "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+               : GPTOSS_WGMMA_D64(0)
+               : "l"(a), "l"(b), "n"(1)
+               : "memory");
+}
 
 // The block's C tile (128 A rows x 128 weight rows) of one expert's MXFP4
 // weights; arguments and contract as decoded::gemm_tile. A warpgroup whose 64
@@ -140,12 +129,11 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
   constexpr int kBlocksPerThread = kN * 2 / kThreads;  // MXFP4 blocks a step: 2 a weight row
 
   // The scale strip travels with the first commit group.
-  decoded::copy_strip(scales, w.scales + static_cast<int64_t>(n0) * k_blocks, rows * k_blocks, threadIdx.x, kThreads);
+  decoded::copy_strip(scales, w.scales + static_cast<int64_t>(n0) * k_blocks, rows * k_blocks);
 
   auto load_a = [&](int step) {
     if (step < k_steps)
-      decoded::load_a_step<kTileM>(a_stages + (step % P::kAStages) * kATileBytes, a, lda, row_src, step * kStepK, w.k,
-                                   threadIdx.x);
+      decoded::load_a_step<kTileM>(a_stages + (step % P::kAStages) * kATileBytes, a, lda, row_src, step * kStepK, w.k);
   };
   // Thread t copies and later decodes blocks t, t + 256, ...: rows b / 2, block b % 2.
   auto load_b = [&](int step) {

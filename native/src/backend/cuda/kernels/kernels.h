@@ -243,16 +243,14 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
 enum class MoePath { Gemv, Streamed, Tiled };
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
 
-// The kernel of the tiled path (docs/cuda-notes.md "h24prefill", "h24fold",
-// "h28ws"), tiles of 128 grouped pairs times decoded weights in shared
-// memory: the warpgroup MMA (128 columns, the default: call 26, 20b prefill
-// 42.4k tok/s at 2k, 43.0k at 8k), mma.sync (128 columns; 34.5k, 35.9k; kept
-// selectable until the 24-layer gate has run on the warpgroup MMA) or the
-// warpgroup MMA warp-specialized (256 columns: a producer warpgroup decodes,
-// two consumer warpgroups issue the products; not yet measured).
-enum class TiledKernel { Wgmma128, Mma, WgmmaWs };
-inline constexpr TiledKernel kTiledKernels[] = {TiledKernel::Wgmma128, TiledKernel::Mma, TiledKernel::WgmmaWs};
-// GPTOSS_TILED's value: wgmma128, mma, wgmma_ws.
+// The kernel of the tiled path (docs/cuda-notes.md "h24prefill", "h24fold"),
+// 128 x 128 tiles of decoded weights in shared memory: the warpgroup MMA (the
+// default: call 26, 20b prefill 42.4k tok/s at 2k, 43.0k at 8k) or mma.sync
+// (34.5k, 35.9k; kept selectable until the 24-layer gate has run on the
+// warpgroup MMA).
+enum class TiledKernel { Wgmma128, Mma };
+inline constexpr TiledKernel kTiledKernels[] = {TiledKernel::Wgmma128, TiledKernel::Mma};
+// GPTOSS_TILED's value: wgmma128, mma.
 const char* tiled_kernel_name(TiledKernel kernel);
 // GPTOSS_TILED (read once; unset: wgmma128), unless set_tiled_kernel chose since.
 TiledKernel tiled_kernel();

@@ -13,11 +13,10 @@
 // pairs routed to the expert (up to 8 staged at once), 1 or 4 at a time.
 //
 // Tiled path (prefill, decode beyond 32 pairs an expert): tiles of 128
-// grouped pairs of one expert and 128 output columns (256 for wgmma_ws),
-// each weight tile decoded once per block into shared memory, then the
-// warpgroup MMA (gemm_mxfp4_wgmma.cuh, the default;
-// gemm_mxfp4_wgmma_ws.cuh, its warp-specialized form) or mma.sync
-// (gemm_mxfp4_decoded.cuh): GPTOSS_TILED, see tiled_kernel.
+// grouped pairs of one expert and 128 output columns, each weight tile
+// decoded once per block into shared memory, then the warpgroup MMA
+// (gemm_mxfp4_wgmma.cuh, the default) or mma.sync (gemm_mxfp4_decoded.cuh):
+// GPTOSS_TILED, see tiled_kernel.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -30,7 +29,6 @@
 #include "backend/cuda/kernels/gemm_mxfp4_decoded.cuh"
 #include "backend/cuda/kernels/gemm_mxfp4_streamed.cuh"
 #include "backend/cuda/kernels/gemm_mxfp4_wgmma.cuh"
-#include "backend/cuda/kernels/gemm_mxfp4_wgmma_ws.cuh"
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/rmsnorm_row.cuh"
 #include "backend/cuda/kernels/sm_count.h"
@@ -320,10 +318,10 @@ struct SwigluEpilogue {
   }
 };
 
-// The tiled kernels' column tiles: the shape, the block's threads, the
-// shared memory a block needs and its product (decoded::gemm_tile's contract).
+// The tiled kernels' column tiles: the shape, the shared memory a block
+// needs and its product (decoded::gemm_tile's contract).
 struct MmaTile {
-  static constexpr int kN = decoded::kTileN, kThreads = decoded::kThreads, kBlocksPerSm = 2;
+  static constexpr int kN = decoded::kTileN, kBlocksPerSm = 2;
   static constexpr int smem_bytes(int k) { return decoded::smem_bytes<4>(k); }
   template <typename Epilogue>
   __device__ static void run(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
@@ -332,7 +330,7 @@ struct MmaTile {
   }
 };
 struct WgmmaTile {
-  static constexpr int kN = wgmma::Pipeline::kN, kThreads = wgmma::kThreads, kBlocksPerSm = wgmma::Pipeline::kBlocksPerSm;
+  static constexpr int kN = wgmma::Pipeline::kN, kBlocksPerSm = wgmma::Pipeline::kBlocksPerSm;
   static constexpr int smem_bytes(int k) { return wgmma::smem_bytes(k); }
   template <typename Epilogue>
   __device__ static void run(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
@@ -340,23 +338,12 @@ struct WgmmaTile {
     wgmma::gemm_tile(a, lda, row_src, valid_rows, w, n0, epilogue);
   }
 };
-struct WgmmaWsTile {
-  static constexpr int kN = wgmma_ws::Pipeline::kN, kThreads = wgmma_ws::kThreads,
-                       kBlocksPerSm = wgmma_ws::Pipeline::kBlocksPerSm;
-  static constexpr int smem_bytes(int k) { return wgmma_ws::smem_bytes(k); }
-  template <typename Epilogue>
-  __device__ static void run(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
-                             const decoded::Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
-    wgmma_ws::gemm_tile(a, lda, row_src, valid_rows, w, n0, epilogue);
-  }
-};
 constexpr int kTiledRows = 128;  // grouped pairs a block, every tiled kernel
-static_assert(decoded::tile_m<4>() == kTiledRows && wgmma::kTileM == kTiledRows &&
-              2 * wgmma_ws::kConsumerRows == kTiledRows);
+static_assert(decoded::tile_m<4>() == kTiledRows && wgmma::kTileM == kTiledRows);
 
 // One block per (column tile, expert tile); tiles past the step's count exit.
 template <typename Tile, bool kSwiglu>
-__global__ void __launch_bounds__(Tile::kThreads, Tile::kBlocksPerSm)
+__global__ void __launch_bounds__(decoded::kThreads, Tile::kBlocksPerSm)
     moe_tiled_kernel(const __nv_bfloat16* x, const int32_t* row_token, MoeGroups groups,
                      Mxfp4Experts w, float limit, void* out) {
   __shared__ int64_t row_src[kTiledRows];
@@ -521,8 +508,8 @@ void launch_tiled_kernel(const bf16* x, const int32_t* row_token, const MoeGroup
   constexpr auto kernel = moe_tiled_kernel<Tile, kSwiglu>;
   allow_dynamic_smem<kernel>(Tile::smem_bytes(decoded::kMaxK));
   const dim3 grid((w.rows + Tile::kN - 1) / Tile::kN, moe_max_tiles(n_pairs, w.num_experts, kTiledRows));
-  kernel<<<grid, Tile::kThreads, Tile::smem_bytes(w.cols), stream>>>(reinterpret_cast<const __nv_bfloat16*>(x),
-                                                                     row_token, groups, w, limit, out);
+  kernel<<<grid, decoded::kThreads, Tile::smem_bytes(w.cols), stream>>>(reinterpret_cast<const __nv_bfloat16*>(x),
+                                                                        row_token, groups, w, limit, out);
 }
 
 template <bool kSwiglu>
@@ -533,8 +520,6 @@ void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& grou
       return launch_tiled_kernel<WgmmaTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
     case TiledKernel::Mma:
       return launch_tiled_kernel<MmaTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
-    case TiledKernel::WgmmaWs:
-      return launch_tiled_kernel<WgmmaWsTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   }
 }
 
@@ -624,7 +609,7 @@ std::atomic<TiledKernel>& tiled_kernel_slot() {
     if (value == nullptr) return TiledKernel::Wgmma128;
     for (const TiledKernel kernel : kTiledKernels)
       if (std::strcmp(value, tiled_kernel_name(kernel)) == 0) return kernel;
-    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_TILED must be wgmma128, mma or wgmma_ws, not '") + value + "'");
+    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_TILED must be wgmma128 or mma, not '") + value + "'");
   }()};
   return slot;
 }
@@ -635,7 +620,6 @@ const char* tiled_kernel_name(TiledKernel kernel) {
   switch (kernel) {
     case TiledKernel::Wgmma128: return "wgmma128";
     case TiledKernel::Mma: return "mma";
-    case TiledKernel::WgmmaWs: return "wgmma_ws";
   }
   return "?";
 }
