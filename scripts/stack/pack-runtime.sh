@@ -4,7 +4,7 @@
 # machine's node binary, the Deno binary from node_modules, redis-server with
 # the shared libraries it links, Node's N-API headers and the runtime part of
 # node_modules, each compressed with xz. scripts/stack/runtime.sh unpacks them
-# there. Output: .stack-runtime/ (git-ignored), about 57 MiB; run it again after
+# there. Output: .stack-runtime/ (git-ignored), about 60 MiB; run it again after
 # `npm ci` or a dependency change.
 #
 #   scripts/stack/pack-runtime.sh [OUT_DIR]
