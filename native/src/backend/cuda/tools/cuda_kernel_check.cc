@@ -1033,7 +1033,7 @@ void check_moe_down_add_rmsnorm(Random& rng, const MoeFixture& f, Verdicts& v, c
   }
 }
 
-// The MoE block below the router: grouping, the fused gate/up + SwiGLU, the// The MoE block below the router: grouping, the fused gate/up + SwiGLU, the
+// The MoE block below the router: grouping, the fused gate/up + SwiGLU, the
 // down product and the combine, for every kernel path.
 void check_moe_step(Random& rng, MoeFixture& f, Verdicts& v, int32_t tokens, MoePath path) {
   const int32_t hidden = f.hidden, inter = f.inter, k = f.k;
