@@ -26,6 +26,7 @@ import { WordList } from "../gateway/safety/word_list.ts";
 import {
   type CorpusSample,
   hasJailbreakTwin,
+  isOrdinaryBenignRequest,
   isPersona as isPersonaText,
   isPersonaNamingLimits as isPersonaNamingLimitsText,
   loadCorpus,
@@ -33,7 +34,6 @@ import {
   paddingFillers,
   prompt,
   stableFraction,
-  SYSTEM_PROMPT_SOURCE,
   WILD_SOURCES,
 } from "./safety_data.ts";
 import { ClassifierWeightsSchema, InjectionClassifier } from "../gateway/safety/classifier.ts";
@@ -76,11 +76,7 @@ const isRolePlay = (s: CorpusSample) => s.source.startsWith("roleplay-");
 const isWild = (s: CorpusSample) => WILD_SOURCES.includes(s.source);
 const attacks = test.filter((s) => s.label === "attack" && !isRolePlay(s) && !isWild(s));
 const isAnswer = (s: CorpusSample) => s.source.endsWith("-answers");
-/** Benign requests: what the false-positive rate is about. Model answers are reported apart. */
-const benign = test.filter((s) =>
-  s.label === "benign" && !isAnswer(s) && !isRolePlay(s) && !isWild(s) &&
-  s.source !== SYSTEM_PROMPT_SOURCE
-);
+const benign = test.filter(isOrdinaryBenignRequest);
 const rolePlayAttacks = test.filter((s) => isRolePlay(s) && s.label === "attack");
 const rolePlayBenign = test.filter((s) => isRolePlay(s) && s.label === "benign");
 const answers = test.filter((s) => s.label === "benign" && isAnswer(s));

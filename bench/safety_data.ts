@@ -102,6 +102,15 @@ export const WILD_SOURCES = [
 export const SYSTEM_PROMPT_SOURCE = "fabric-system-prompts";
 
 /**
+ * Benign requests of the public sources: what the false-positive rate and the latency rows are
+ * about. Left out: model answers, the project's role-play sets, the in-the-wild sources and the
+ * long system prompts, each reported apart.
+ */
+export const isOrdinaryBenignRequest = (s: CorpusSample) =>
+  s.label === "benign" && !s.source.endsWith("-answers") && !s.source.startsWith("roleplay-") &&
+  !WILD_SOURCES.includes(s.source) && s.source !== SYSTEM_PROMPT_SOURCE;
+
+/**
  * A prompt counts as persona / role-play when it asks the model to be, act as, play or simulate
  * someone or something else. Fixed and committed before the detectors first ran on the first blind
  * source, and kept unchanged for the in-the-wild and second blind sources (docs/SAFETY.md, "Blind

@@ -28,13 +28,7 @@ import { compileRuleSet } from "../gateway/safety/rules.ts";
 import payloadRules from "../gateway/safety/rules/dangerous_payload.json" with { type: "json" };
 import secretRules from "../gateway/safety/rules/secrets.json" with { type: "json" };
 import piiRules from "../gateway/safety/rules/pii.json" with { type: "json" };
-import {
-  type CorpusSample,
-  loadCorpus,
-  prompt,
-  SYSTEM_PROMPT_SOURCE,
-  WILD_SOURCES,
-} from "./safety_data.ts";
+import { isOrdinaryBenignRequest, loadCorpus, prompt } from "./safety_data.ts";
 
 const tree = Deno.args[0] === "--tree" ? Deno.args[1] : undefined;
 const revision = tree ?? Deno.args[0] ?? "HEAD~1";
@@ -76,13 +70,11 @@ const variants: Record<string, Detect> = {
 };
 
 const test = loadCorpus().filter((s) => s.split === "test");
-// The same text as bench/safety.ts's latency rows: the in-the-wild sources left out.
-const ordinary = (s: CorpusSample) =>
-  s.label === "benign" && !s.source.endsWith("-answers") && !s.source.startsWith("roleplay-") &&
-  !WILD_SOURCES.includes(s.source) && s.source !== SYSTEM_PROMPT_SOURCE;
+// The same text as bench/safety.ts's latency rows.
+const ordinary = test.filter(isOrdinaryBenignRequest);
 const prompts = {
-  "4 KB English instructions": prompt(test.filter((s) => ordinary(s) && s.lang === "en"), 4096),
-  "4 KB Chinese instructions": prompt(test.filter((s) => ordinary(s) && s.lang === "zh"), 4096),
+  "4 KB English instructions": prompt(ordinary.filter((s) => s.lang === "en"), 4096),
+  "4 KB Chinese instructions": prompt(ordinary.filter((s) => s.lang === "zh"), 4096),
   "4 KB jailbreak text": prompt(
     test.filter((s) => s.source === "gptfuzz-templates" || s.source === "jailbreakchat-collection"),
     4096,
