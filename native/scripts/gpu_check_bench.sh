@@ -49,7 +49,8 @@
 # +-joined VAR=value list, default "GPTOSS_FUSED_NORM_ROWS=1 GPTOSS_FUSED_NORM_ROWS=0" (the norms in
 # the products' last blocks at batch 1, the default, against their own kernels); tiledab: prefill 2k and 8k again under each GPTOSS_TILED value in
 # GPTOSS_TILEDAB, default "wgmma128 mma", the tiled expert kernels, docs/cuda-notes.md "h24fold");
-# GPTOSS_JOBS sets build parallelism; GPTOSS_ARM_TIMEOUT (default 120 s) bounds each A/B arm's run (a
+# GPTOSS_NCU_SOURCE="gemv1 decode64 prefill2048" adds ncu's full set at source level for those profile runs
+# (files ncu_src_<run>.*); GPTOSS_JOBS sets build parallelism; GPTOSS_ARM_TIMEOUT (default 120 s) bounds each A/B arm's run (a
 # kernel that hangs costs no more).
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
@@ -404,6 +405,19 @@ if want profile; then
         "$tools/gptoss-cuda-bench" --random "$models/20b" "${args[@]}" >"$out/ncu_moe_${run/:/_}.log" 2>&1
       grep -E "moe_tiled|moe_streamed|moe_gemv|Duration|Throughput|Achieved Occupancy|Warp Cycles Per Issued|stall|Stall" \
         "$out/ncu_moe_${run/:/_}.log" | sed "s/^/[ncu $run] /" | head -60 | tee -a "$out/profile.log"
+      # The same kernel line by line (GPTOSS_NCU_SOURCE lists the runs): every SASS instruction's
+      # issue count, stall reasons and memory traffic, next to the CUDA line it came from (-lineinfo),
+      # which says which part of the kernel holds the time before any new variant is written.
+      if [[ " ${GPTOSS_NCU_SOURCE:-} " == *" $run "* ]]; then
+        env ${tiled:+GPTOSS_TILED=$tiled} timeout 200 ncu --profile-from-start $from --kernel-name regex:$kernel \
+          --launch-count 1 --set full --import-source yes -f -o "$out/ncu_src_$run" \
+          "$tools/gptoss-cuda-bench" --random "$models/20b" "${args[@]}" >"$out/ncu_src_$run.log" 2>&1
+        ncu -i "$out/ncu_src_$run.ncu-rep" --page source --csv --print-source cuda,sass \
+          >"$out/ncu_src_$run.csv" 2>>"$out/ncu_src_$run.log" ||
+          ncu -i "$out/ncu_src_$run.ncu-rep" --page source --csv >"$out/ncu_src_$run.csv" 2>>"$out/ncu_src_$run.log"
+        ncu -i "$out/ncu_src_$run.ncu-rep" --page details --print-details all >"$out/ncu_src_${run}_details.txt" 2>&1
+        echo "[ncu source $run] $(wc -l <"$out/ncu_src_$run.csv") lines in ncu_src_$run.csv" | tee -a "$out/profile.log"
+      fi
     done
   fi
 fi

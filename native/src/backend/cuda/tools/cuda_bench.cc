@@ -1,7 +1,7 @@
 // gptoss-cuda-bench: throughput of the CUDA runner at a checkpoint's shape.
 //
 //   gptoss-cuda-bench (--model DIR | --random DIR) [--batches 1,8,...]
-//                     [--context 1024] [--prefill 512,2048,8192] [--json FILE]
+//                     [--context 1024] [--prefill 512,1024,2048,8192] [--json FILE]
 //                     [--profile-batch B] [--profile-prefill LEN] [--micro 0|1]
 //
 // --model loads DIR's checkpoint through the loader; --random reads only
@@ -302,7 +302,7 @@ void bench_tiled_kernels(Results& r, const ModelConfig& c) {
 
 int main(int argc, char** argv) {
   std::string model, random_dir, json;
-  std::vector<int32_t> batches = {1, 8, 32, 64, 128, 256}, prefills = {512, 2048, 8192};
+  std::vector<int32_t> batches = {1, 8, 32, 64, 128, 256}, prefills = {512, 1024, 2048, 8192};
   int32_t context = 1024, steps = 20, profile_batch = 0, profile_prefill = 0;
   bool micro = true;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -379,7 +379,7 @@ int main(int argc, char** argv) {
         if (len == profile_prefill) GPTOSS_CUDA_CHECK(cudaProfilerStop());
         r.add("prefill " + std::to_string(len) + " tok/s", len / step_s);
         r.add("prefill " + std::to_string(len) + " TFLOP/s", len / step_s * prefill_flops_per_token(cfg, len) / 1e12);
-        if (len == 512) r.add("TTFT 512 ms", step_s * 1e3);
+        if (len == 512 || len == 1024) r.add("TTFT " + std::to_string(len) + " ms", step_s * 1e3);
         StageTimer timer;
         runner->set_stage_timer(&timer);
         runner->forward_sampled(plan, rows, out);
