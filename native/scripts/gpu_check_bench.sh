@@ -47,7 +47,7 @@
 # decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch;
 # moeab: decode and the 50-token extend again under each arm in GPTOSS_MOEAB, space-separated, each a
 # +-joined VAR=value list, default "GPTOSS_FUSED_NORM_ROWS=1 GPTOSS_FUSED_NORM_ROWS=0" (the norms in
-# the products' last blocks at batch 1, the default, against their own kernels); tiledab: prefill 2k and 8k again under each GPTOSS_TILED value in
+# the products' last blocks at batch 1, the default, against their own kernels); tiledab: prefill 1k, 2k and 8k again under each GPTOSS_TILED value in
 # GPTOSS_TILEDAB, default "wgmma128 mma", the tiled expert kernels, docs/cuda-notes.md "h24fold");
 # GPTOSS_NCU_SOURCE="gemv1 decode64 prefill2048" adds ncu's full set at source level for those profile runs
 # (files ncu_src_<run>.*); GPTOSS_JOBS sets build parallelism; GPTOSS_ARM_TIMEOUT (default 120 s) bounds each A/B arm's run (a
@@ -204,9 +204,9 @@ if want bench; then
     # Whole prefill steps under each tiled expert kernel (docs/cuda-notes.md "h24prefill", "h24fold");
     # the kernels alone at 256 and 1 024 rows an expert are the bench stage's "experts tiled" lines.
     for arm in ${GPTOSS_TILEDAB:-wgmma128 mma}; do
-      step "prefill 2k and 8k with GPTOSS_TILED=$arm (tiled expert kernel A/B)"
-      GPTOSS_TILED=$arm timeout "${GPTOSS_ARM_TIMEOUT:-120}" "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 2048,8192 2>&1 |
-        awk '/^(prefill (2048|8192) (tok\/s|TFLOP\/s)|error)/ {print; next}
+      step "prefill 1k, 2k and 8k with GPTOSS_TILED=$arm (tiled expert kernel A/B)"
+      GPTOSS_TILED=$arm timeout "${GPTOSS_ARM_TIMEOUT:-120}" "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 1024,2048,8192 --micro 0 2>&1 |
+        awk '/^(prefill (1024|2048|8192) (tok\/s|TFLOP\/s)|TTFT 1024|error)/ {print; next}
              /stage shares, prefill/ {on = 1; print; next} /stage shares|^[^ ]/ {on = 0} on && /moe_/' |
         sed "s/^/[GPTOSS_TILED=$arm] /" | tee -a "$out/bench_random_tiledab.log" || status=1
     done

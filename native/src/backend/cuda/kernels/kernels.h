@@ -247,10 +247,11 @@ MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
 // 128 x 128 tiles of decoded weights in shared memory: the warpgroup MMA (the
 // default: call 26, 20b prefill 42.4k tok/s at 2k, 43.0k at 8k) or mma.sync
 // (34.5k, 35.9k; kept selectable until the 24-layer gate has run on the
-// warpgroup MMA).
-enum class TiledKernel { Wgmma128, Mma };
-inline constexpr TiledKernel kTiledKernels[] = {TiledKernel::Wgmma128, TiledKernel::Mma};
-// GPTOSS_TILED's value: wgmma128, mma.
+// warpgroup MMA); wgmma_fitted is wgmma128 with each expert's last, partial
+// tile on swapped operands (A/B against wgmma128, docs/cuda-notes.md call 36).
+enum class TiledKernel { Wgmma128, WgmmaFitted, Mma };
+inline constexpr TiledKernel kTiledKernels[] = {TiledKernel::Wgmma128, TiledKernel::WgmmaFitted, TiledKernel::Mma};
+// GPTOSS_TILED's value: wgmma128, wgmma_fitted, mma.
 const char* tiled_kernel_name(TiledKernel kernel);
 // GPTOSS_TILED (read once; unset: wgmma128), unless set_tiled_kernel chose since.
 TiledKernel tiled_kernel();
