@@ -41,6 +41,8 @@ def main():
     per = read(path)
     total_ms = sum(ns for ns, _ in per.values()) / 1e6 / steps
     launches = sum(n for _, n in per.values()) / steps
+    if step_ms <= 0:  # no bench figure in this run (stage bench skipped): shares of the kernel time
+        step_ms = total_ms
     print(f"{label}: {launches:.0f} kernels a step, {total_ms:.3f} ms of kernel time of a {step_ms:.3f} ms step "
           f"({100 * total_ms / step_ms:.1f} %; gaps {step_ms - total_ms:.3f} ms)")
     for name, (ns, n) in sorted(per.items(), key=lambda kv: -kv[1][0])[:10]:
