@@ -49,6 +49,7 @@
 # +-joined VAR=value list, default "GPTOSS_FUSED_NORM_ROWS=1 GPTOSS_FUSED_NORM_ROWS=0" (the norms in
 # the products' last blocks at batch 1, the default, against their own kernels); tiledab: prefill 1k, 2k and 8k again under each GPTOSS_TILED value in
 # GPTOSS_TILEDAB, default "wgmma128 mma", the tiled expert kernels, docs/cuda-notes.md "h24fold");
+# GPTOSS_PROFILE_BATCHES (default "1 64") are the decode batches of the per-kernel profile;
 # GPTOSS_NCU_SOURCE="gemv1 decode64 prefill2048" adds ncu's full set at source level for those profile runs
 # (files ncu_src_<run>.*); GPTOSS_JOBS sets build parallelism; GPTOSS_ARM_TIMEOUT (default 120 s) bounds each A/B arm's run (a
 # kernel that hangs costs no more).
@@ -360,9 +361,9 @@ if want tp; then
 fi
 
 if want profile; then
-  step "profile: device time per kernel of decode steps at batch 1 and 64 (20b shape, context 1024)"
+  step "profile: device time per kernel of decode steps at batch ${GPTOSS_PROFILE_BATCHES:-1 64} (20b shape, context 1024)"
   [ -n "$gen_pid" ] && wait "$gen_pid" 2>/dev/null
-  for b in 1 64; do
+  for b in ${GPTOSS_PROFILE_BATCHES:-1 64}; do
     bench=("$tools/gptoss-cuda-bench" --random "$models/20b" --batches $b --prefill 16 --steps 10 --profile-batch $b)
     if command -v nsys >/dev/null; then
       timeout 150 nsys profile -t cuda --cuda-graph-trace=node --capture-range=cudaProfilerApi -f true \
