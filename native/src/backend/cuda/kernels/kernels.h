@@ -56,6 +56,11 @@ void linear_bf16_gemv(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
                       const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
 void linear_bf16_tiled(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                        const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
+// The GEMV's 16-column m-tiles a block from 17 rows (1 or 2; the same bits):
+// GPTOSS_GEMV_MTILES (read once; unset: 1), unless set_gemv_m_tiles chose since.
+int gemv_m_tiles();
+// For the check and bench tools: both in one process.
+void set_gemv_m_tiles(int tiles);
 #if GPTOSS_WITH_CUBLASLT
 void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                           const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);

@@ -10,11 +10,15 @@
 // FMAs per weight vector, which at batch 8 made the GEMV issue-bound at ~1/3
 // of the bandwidth. Every block reads all its rows of x, rows / 16 bytes per
 // weight byte, so with many rows x's reads bound it (gemv_serves has the
-// measured limits); from 17 rows a block owns two such 16-column tiles and
-// applies each x vector to both (gemv_m_tiles). More rows take cuBLASLt where the build has it
-// (linear_cublaslt.cc), else the tensor-core tiled kernel (gemm_tiled.cuh).
+// measured limits); from 17 rows a block can own two such 16-column tiles
+// and apply each x vector to both (gemv_m_tiles). More rows take cuBLASLt
+// where the build has it (linear_cublaslt.cc), else the tensor-core tiled
+// kernel (gemm_tiled.cuh).
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <cstring>
+#include <string>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/dependent_launch.cuh"
@@ -291,14 +295,16 @@ void launch_gemv_frags(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16
 // M-tiles a block owns from 17 rows, where x's reads through L2 (rows / 16
 // bytes a weight byte, every block) bound the GEMV: two halve them (call 33's
 // 50-token extend: QKV's 320 blocks pull 118 MB of x for 29.5 MB of weights).
-// GPTOSS_GEMV_MTILES=1 keeps one, for A/B runs; the bits are the same. Read
-// once, like GPTOSS_PDL.
-int gemv_m_tiles() {
-  static const int tiles = [] {
+// One stays the default until a device call has timed both
+// (docs/cuda-notes.md call 36); the bits are the same.
+std::atomic<int>& gemv_m_tiles_slot() {
+  static std::atomic<int> slot{[] {
     const char* value = std::getenv("GPTOSS_GEMV_MTILES");
-    return value != nullptr && std::atoi(value) == 1 ? 1 : 2;
-  }();
-  return tiles;
+    if (value == nullptr || std::strcmp(value, "1") == 0) return 1;
+    if (std::strcmp(value, "2") == 0) return 2;
+    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_GEMV_MTILES must be 1 or 2, not '") + value + "'");
+  }()};
+  return slot;
 }
 
 template <int kFrags, typename Epilogue>
@@ -370,6 +376,13 @@ void add_bias_rows(float* y, const bf16* bias, int32_t n_rows, int32_t out_dim, 
   const int blocks = static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 4096));
   add_bias_rows_kernel<<<blocks, threads, 0, stream>>>(y, bias, n, out_dim);
   GPTOSS_CUDA_CHECK_LAUNCH();
+}
+
+int gemv_m_tiles() { return gemv_m_tiles_slot().load(); }
+
+void set_gemv_m_tiles(int tiles) {
+  if (tiles != 1 && tiles != 2) throw Error(GPTOSS_ERR_BACKEND, "set_gemv_m_tiles: 1 or 2");
+  gemv_m_tiles_slot().store(tiles);
 }
 
 #if !GPTOSS_WITH_CUBLASLT

@@ -173,6 +173,13 @@ void bench_decode_products(Results& r, const ModelConfig& c, const bf16* x) {
       const std::string shape = std::to_string(rows) + "x" + std::to_string(s.in) + "->" + std::to_string(s.out);
       r.add("gemv bf16 " + shape + " GB/s",
             rate([&](const bf16* w) { linear_bf16_gemv(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
+      if (rows > 16) {  // the other m-tile count
+        const int tiles = gemv_m_tiles();
+        set_gemv_m_tiles(3 - tiles);
+        r.add("gemv bf16 " + std::to_string(3 - tiles) + " m-tiles " + shape + " GB/s",
+              rate([&](const bf16* w) { linear_bf16_gemv(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
+        set_gemv_m_tiles(tiles);
+      }
 #if GPTOSS_WITH_CUBLASLT
       r.add("cublaslt bf16 " + shape + " GB/s",
             rate([&](const bf16* w) { linear_bf16_cublaslt(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
