@@ -203,7 +203,7 @@ if want bench; then
   fi
   if want tiledab; then
     # Whole prefill steps under each tiled expert kernel (docs/cuda-notes.md "h24prefill", "h24fold");
-    # the kernels alone at 160, 256 and 1 024 rows an expert are the bench stage's "experts tiled" lines.
+    # the kernels alone at 256 and 1 024 rows an expert are the bench stage's "experts tiled" lines.
     for arm in ${GPTOSS_TILEDAB:-wgmma128 mma}; do
       step "prefill 1k, 2k and 8k with GPTOSS_TILED=$arm (tiled expert kernel A/B)"
       GPTOSS_TILED=$arm timeout "${GPTOSS_ARM_TIMEOUT:-120}" "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1 --prefill 1024,2048,8192 --micro 0 2>&1 |

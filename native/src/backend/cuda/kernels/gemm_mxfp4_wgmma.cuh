@@ -85,144 +85,37 @@ __device__ __forceinline__ void fence_operands(float (&d)[kRegs]) {
   for (int i = 0; i < kRegs; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// wgmma's operand lists: the placeholders of the accumulators (8 at a time),
-// and the accumulators d[i ..] as "+f" operands.
-#define GPTOSS_WGMMA_P0_7 "%0, %1, %2, %3, %4, %5, %6, %7"
-#define GPTOSS_WGMMA_P8_15 "%8, %9, %10, %11, %12, %13, %14, %15"
-#define GPTOSS_WGMMA_P16_23 "%16, %17, %18, %19, %20, %21, %22, %23"
-#define GPTOSS_WGMMA_P24_31 "%24, %25, %26, %27, %28, %29, %30, %31"
-#define GPTOSS_WGMMA_P32_39 "%32, %33, %34, %35, %36, %37, %38, %39"
-#define GPTOSS_WGMMA_P40_47 "%40, %41, %42, %43, %44, %45, %46, %47"
-#define GPTOSS_WGMMA_P48_55 "%48, %49, %50, %51, %52, %53, %54, %55"
-#define GPTOSS_WGMMA_P56_63 "%56, %57, %58, %59, %60, %61, %62, %63"
-#define GPTOSS_WGMMA_P0_15 GPTOSS_WGMMA_P0_7 ", " GPTOSS_WGMMA_P8_15
-#define GPTOSS_WGMMA_P0_23 GPTOSS_WGMMA_P0_15 ", " GPTOSS_WGMMA_P16_23
-#define GPTOSS_WGMMA_P0_31 GPTOSS_WGMMA_P0_23 ", " GPTOSS_WGMMA_P24_31
-#define GPTOSS_WGMMA_P0_39 GPTOSS_WGMMA_P0_31 ", " GPTOSS_WGMMA_P32_39
-#define GPTOSS_WGMMA_P0_47 GPTOSS_WGMMA_P0_39 ", " GPTOSS_WGMMA_P40_47
-#define GPTOSS_WGMMA_P0_55 GPTOSS_WGMMA_P0_47 ", " GPTOSS_WGMMA_P48_55
-#define GPTOSS_WGMMA_P0_63 GPTOSS_WGMMA_P0_55 ", " GPTOSS_WGMMA_P56_63
+// wgmma's operand lists: the placeholders of 64 accumulators, and the
+// accumulators d[i ..] as "+f" operands.
+#define GPTOSS_WGMMA_P0_31 \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
+  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define GPTOSS_WGMMA_P0_63 \
+  GPTOSS_WGMMA_P0_31 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, " \
+  "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
 #define GPTOSS_WGMMA_D8(i)                                                                                  \
   "+f"(d[(i)]), "+f"(d[(i) + 1]), "+f"(d[(i) + 2]), "+f"(d[(i) + 3]), "+f"(d[(i) + 4]), "+f"(d[(i) + 5]), \
       "+f"(d[(i) + 6]), "+f"(d[(i) + 7])
-#define GPTOSS_WGMMA_D16(i) GPTOSS_WGMMA_D8(i), GPTOSS_WGMMA_D8((i) + 8)
-#define GPTOSS_WGMMA_D32(i) GPTOSS_WGMMA_D16(i), GPTOSS_WGMMA_D16((i) + 16)
+#define GPTOSS_WGMMA_D32(i) \
+  GPTOSS_WGMMA_D8(i), GPTOSS_WGMMA_D8((i) + 8), GPTOSS_WGMMA_D8((i) + 16), GPTOSS_WGMMA_D8((i) + 24)
+#define GPTOSS_WGMMA_D64(i) GPTOSS_WGMMA_D32(i), GPTOSS_WGMMA_D32((i) + 32)
 
-// d (64 x N f32, this thread's N / 2) += A (64 x 16, descriptor a) * B (N x 16, descriptor b)^T,
-// both K-major: the placeholders of the N / 2 accumulators, then those of the two descriptors and
-// of the scale (accumulate) flag, which follow them ("%8", "%9", "%10" for N = 16).
-#define GPTOSS_WGMMA_ASYNC(N, PLACEHOLDERS, DESC_A, DESC_B, SCALE, ...)                                   \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " SCALE ", 0;\n"                                        \
-               "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.bf16.bf16 {" PLACEHOLDERS "}, " DESC_A ", " \
-               DESC_B ", p, 1, 1, 0, 0;\n}\n"                                                            \
-               : __VA_ARGS__                                                                              \
-               : "l"(a), "l"(b), "n"(1)                                                                   \
-               : "memory")
-
-template <int N>
-__device__ __forceinline__ void mma_async(float (&d)[N / 2], uint64_t a, uint64_t b) {
-  static_assert(N % 16 == 0 && N >= 16 && N <= 128, "wgmma m64nNk16 here: N a multiple of 16 up to 128");
-  if constexpr (N == 16) GPTOSS_WGMMA_ASYNC(16, GPTOSS_WGMMA_P0_7, "%8", "%9", "%10", GPTOSS_WGMMA_D8(0));
-  if constexpr (N == 32) GPTOSS_WGMMA_ASYNC(32, GPTOSS_WGMMA_P0_15, "%16", "%17", "%18", GPTOSS_WGMMA_D16(0));
-  if constexpr (N == 48)
-    GPTOSS_WGMMA_ASYNC(48, GPTOSS_WGMMA_P0_23, "%24", "%25", "%26", GPTOSS_WGMMA_D16(0), GPTOSS_WGMMA_D8(16));
-  if constexpr (N == 64) GPTOSS_WGMMA_ASYNC(64, GPTOSS_WGMMA_P0_31, "%32", "%33", "%34", GPTOSS_WGMMA_D32(0));
-  if constexpr (N == 80)
-    GPTOSS_WGMMA_ASYNC(80, GPTOSS_WGMMA_P0_39, "%40", "%41", "%42", GPTOSS_WGMMA_D32(0), GPTOSS_WGMMA_D8(32));
-  if constexpr (N == 96)
-    GPTOSS_WGMMA_ASYNC(96, GPTOSS_WGMMA_P0_47, "%48", "%49", "%50", GPTOSS_WGMMA_D32(0), GPTOSS_WGMMA_D16(32));
-  if constexpr (N == 112)
-    GPTOSS_WGMMA_ASYNC(112, GPTOSS_WGMMA_P0_55, "%56", "%57", "%58", GPTOSS_WGMMA_D32(0), GPTOSS_WGMMA_D16(32),
-                       GPTOSS_WGMMA_D8(48));
-  if constexpr (N == 128)
-    GPTOSS_WGMMA_ASYNC(128, GPTOSS_WGMMA_P0_63, "%64", "%65", "%66", GPTOSS_WGMMA_D32(0), GPTOSS_WGMMA_D32(32));
+// d (64 x 128 f32, this thread's 64) += A (64 x 16, descriptor a) * B (128 x 16, descriptor b)^T.
+__device__ __forceinline__ void mma_async(float (&d)[64], uint64_t a, uint64_t b) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" GPTOSS_WGMMA_P0_63
+               "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+               : GPTOSS_WGMMA_D64(0)
+               : "l"(a), "l"(b), "n"(1)
+               : "memory");
 }
 
-// The products of a block of 128 A rows: warpgroup w multiplies A rows
-// 64w .. 64w + 63 by all 128 weight rows (m64n128k16; C row = A row), and
-// skips them when all its rows are past valid_rows.
-struct TokenRowProducts {
-  float acc[Pipeline::kN / 2];
-  int warpgroup;
-  bool has_rows;
-  __device__ TokenRowProducts(int valid_rows) : acc{}, warpgroup(threadIdx.x / 128), has_rows(warpgroup * 64 < valid_rows) {}
-  __device__ __forceinline__ void issue(uint32_t a_tile, uint32_t b_tile) {
-    if (!has_rows) return;
-    a_tile += warpgroup * 64 * decoded::kRowBytes;
-    fence();
-#pragma unroll
-    for (int kk = 0; kk < kStepK / 16; ++kk) mma_async<Pipeline::kN>(acc, descriptor(a_tile + 32 * kk), descriptor(b_tile + 32 * kk));
-    commit();
-  }
-  // Accumulator 4j + e: row 16 warp + lane / 4 (+ 8 for e >= 2), columns
-  // 8j + 2 (lane % 4) (+ 1 for odd e) of the warpgroup's 64 x kN.
-  template <typename Epilogue>
-  __device__ __forceinline__ void store(int n0, const Epilogue& epilogue) const {
-    const int warp = (threadIdx.x / kWarpSize) % 4, lane = threadIdx.x % kWarpSize;
-    const int r = warpgroup * 64 + 16 * warp + lane / 4;
-#pragma unroll
-    for (int j = 0; j < Pipeline::kN / 8; ++j) {
-      const int n = n0 + 8 * j + 2 * (lane % 4);
-      epilogue(r, n, acc[4 * j], acc[4 * j + 1]);
-      epilogue(r + 8, n, acc[4 * j + 2], acc[4 * j + 3]);
-    }
-  }
-};
-
-// The products of a tile of kRows <= 128 A rows with the operands swapped:
-// warpgroup w multiplies weight rows 64w .. 64w + 63 by the kRows A rows
-// (m64nk16 with n = kRows; C^T), so a tile of 17 rows costs the tensor cores
-// 32 rows, not the 64 or 128 of A rows a warpgroup (an expert's last tile
-// of a prefill: issue 15's 2k and 1k prompts lose 11-20 % of the expert
-// products to them). The same products of the same K steps per output.
-template <int kRows>
-struct WeightRowProducts {
-  float acc[kRows / 2];
-  int warpgroup;
-  bool has_rows;  // weight rows: a product's last column tile may hold 64
-  __device__ WeightRowProducts(int weight_rows)
-      : acc{}, warpgroup(threadIdx.x / 128), has_rows(warpgroup * 64 < weight_rows) {}
-  __device__ __forceinline__ void issue(uint32_t a_tile, uint32_t b_tile) {
-    if (!has_rows) return;
-    b_tile += warpgroup * 64 * decoded::kRowBytes;
-    fence();
-#pragma unroll
-    for (int kk = 0; kk < kStepK / 16; ++kk) mma_async<kRows>(acc, descriptor(b_tile + 32 * kk), descriptor(a_tile + 32 * kk));
-    commit();
-  }
-  // Accumulator 4j + e: weight row 64 warpgroup + 16 warp + lane / 4 (+ 8
-  // for e >= 2), A rows 8j + 2 (lane % 4) (+ 1 for odd e). The epilogue takes
-  // an A row's two adjacent weight rows (gate and up): lanes 4 apart hold
-  // weight rows g and g + 1 (g even), so each gives the other one value: the
-  // even lane stores A row 8j + 2 (lane % 4), the odd lane the next.
-  template <typename Epilogue>
-  __device__ __forceinline__ void store(int n0, const Epilogue& epilogue) const {
-    const int warp = (threadIdx.x / kWarpSize) % 4, lane = threadIdx.x % kWarpSize;
-    const bool odd = (lane / 4) % 2 == 1;
-    const int n = n0 + warpgroup * 64 + 16 * warp + (lane / 4) - (odd ? 1 : 0);
-#pragma unroll
-    for (int j = 0; j < kRows / 8; ++j) {
-      const int r = 8 * j + 2 * (lane % 4);
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {  // weight rows g, then g + 8
-        const float mine_r = acc[4 * j + 2 * h], mine_r1 = acc[4 * j + 2 * h + 1];
-        const float theirs = __shfl_xor_sync(0xffffffffu, odd ? mine_r : mine_r1, 4);
-        if (odd)
-          epilogue(r + 1, n + 8 * h, theirs, mine_r1);
-        else
-          epilogue(r, n + 8 * h, mine_r, theirs);
-      }
-    }
-  }
-};
-
-// The block's C tile (up to 128 A rows x 128 weight rows) of one expert's
-// MXFP4 weights; arguments and contract as decoded::gemm_tile. `products`
-// multiplies each K step's A tile by its decoded weight tile and, after the
-// last step, holds the block's results.
-template <typename Products>
-__device__ __forceinline__ void run_pipeline(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src,
-                                             const Mxfp4Weights& w, int n0, Products& products) {
+// The block's C tile (128 A rows x 128 weight rows) of one expert's MXFP4
+// weights; arguments and contract as decoded::gemm_tile. A warpgroup whose 64
+// rows are all past valid_rows skips its products.
+template <typename Epilogue>
+__device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
+                                          const Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
   using P = Pipeline;
   constexpr int kN = P::kN;
   extern __shared__ __align__(128) uint8_t smem_raw[];
@@ -263,6 +156,12 @@ __device__ __forceinline__ void run_pipeline(const __nv_bfloat16* a, int64_t lda
     }
   };
 
+  const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / kWarpSize) % 4, lane = threadIdx.x % kWarpSize;
+  const bool has_rows = warpgroup * 64 < valid_rows;
+  float acc[kN / 2];
+#pragma unroll
+  for (int i = 0; i < kN / 2; ++i) acc[i] = 0.0f;
+
   // Commit group j (j < 0: the prologue) holds A(j + kLeadA) and the packed
   // weights of j + kLeadB.
   for (int j = -P::kLeadB; j < 0; ++j) {
@@ -283,49 +182,28 @@ __device__ __forceinline__ void run_pipeline(const __nv_bfloat16* a, int64_t lda
     load_a(step + P::kLeadA);
     load_b(step + P::kLeadB);
     tiled::cp_async_commit();
-    products.issue(tiled::smem_addr(a_stages + (step % P::kAStages) * kATileBytes),
-                   tiled::smem_addr(decoded_tiles + (step % P::kDecoded) * P::kDecodedBytes));
+
+    if (has_rows) {
+      const uint32_t a_tile = tiled::smem_addr(a_stages + (step % P::kAStages) * kATileBytes) + warpgroup * 64 * decoded::kRowBytes;
+      const uint32_t b_tile = tiled::smem_addr(decoded_tiles + (step % P::kDecoded) * P::kDecodedBytes);
+      fence();
+#pragma unroll
+      for (int kk = 0; kk < kStepK / 16; ++kk) mma_async(acc, descriptor(a_tile + 32 * kk), descriptor(b_tile + 32 * kk));
+      commit();
+    }
     decode(step + 1);  // while the tensor cores work
     wait<0>();
   }
-  fence_operands(products.acc);
+  fence_operands(acc);
   tiled::cp_async_wait<0>();
-}
-
-// The block's C tile (128 A rows x 128 weight rows) of one expert's MXFP4
-// weights; arguments and contract as decoded::gemm_tile. A warpgroup whose 64
-// rows are all past valid_rows skips its products.
-template <typename Epilogue>
-__device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
-                                          const Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
-  TokenRowProducts products(valid_rows);
-  run_pipeline(a, lda, row_src, w, n0, products);
-  products.store(n0, epilogue);
-}
-
-template <int kRows, typename Epilogue>
-__device__ __forceinline__ void gemm_tile_swapped(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src,
-                                                  const Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
-  WeightRowProducts<kRows> products(min(Pipeline::kN, w.n_rows - n0));
-  run_pipeline(a, lda, row_src, w, n0, products);
-  products.store(n0, epilogue);
-}
-
-// gemm_tile, but a tile of fewer than 128 rows (an expert's last) takes the
-// swapped products of the 16-row multiple that holds its rows.
-template <typename Epilogue>
-__device__ __forceinline__ void gemm_tile_fitted(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src,
-                                                 int valid_rows, const Mxfp4Weights& w, int n0,
-                                                 const Epilogue& epilogue) {
-  switch ((valid_rows + 15) / 16) {
-    case 1: return gemm_tile_swapped<16>(a, lda, row_src, w, n0, epilogue);
-    case 2: return gemm_tile_swapped<32>(a, lda, row_src, w, n0, epilogue);
-    case 3: return gemm_tile_swapped<48>(a, lda, row_src, w, n0, epilogue);
-    case 4: return gemm_tile_swapped<64>(a, lda, row_src, w, n0, epilogue);
-    case 5: return gemm_tile_swapped<80>(a, lda, row_src, w, n0, epilogue);
-    case 6: return gemm_tile_swapped<96>(a, lda, row_src, w, n0, epilogue);
-    case 7: return gemm_tile_swapped<112>(a, lda, row_src, w, n0, epilogue);
-    default: return gemm_tile(a, lda, row_src, valid_rows, w, n0, epilogue);
+  // Accumulator 4j + e: row 16 warp + lane / 4 (+ 8 for e >= 2), columns
+  // 8j + 2 (lane % 4) (+ 1 for odd e) of the warpgroup's 64 x kN.
+  const int r = warpgroup * 64 + 16 * warp + lane / 4;
+#pragma unroll
+  for (int j = 0; j < kN / 8; ++j) {
+    const int n = n0 + 8 * j + 2 * (lane % 4);
+    epilogue(r, n, acc[4 * j], acc[4 * j + 1]);
+    epilogue(r + 8, n, acc[4 * j + 2], acc[4 * j + 3]);
   }
 }
 

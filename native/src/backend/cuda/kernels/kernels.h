@@ -56,11 +56,6 @@ void linear_bf16_gemv(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
                       const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
 void linear_bf16_tiled(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                        const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
-// The GEMV's 16-column m-tiles a block from 17 rows (1 or 2; the same bits):
-// GPTOSS_GEMV_MTILES (read once; unset: 1), unless set_gemv_m_tiles chose since.
-int gemv_m_tiles();
-// For the check and bench tools: both in one process.
-void set_gemv_m_tiles(int tiles);
 #if GPTOSS_WITH_CUBLASLT
 void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,
                           const bf16* bias, int32_t out_dim, float* y, cudaStream_t stream);
@@ -252,11 +247,10 @@ MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
 // 128 x 128 tiles of decoded weights in shared memory: the warpgroup MMA (the
 // default: call 26, 20b prefill 42.4k tok/s at 2k, 43.0k at 8k) or mma.sync
 // (34.5k, 35.9k; kept selectable until the 24-layer gate has run on the
-// warpgroup MMA); wgmma_fitted is wgmma128 with each expert's last, partial
-// tile on swapped operands (A/B against wgmma128, docs/cuda-notes.md call 36).
-enum class TiledKernel { Wgmma128, WgmmaFitted, Mma };
-inline constexpr TiledKernel kTiledKernels[] = {TiledKernel::Wgmma128, TiledKernel::WgmmaFitted, TiledKernel::Mma};
-// GPTOSS_TILED's value: wgmma128, wgmma_fitted, mma.
+// warpgroup MMA).
+enum class TiledKernel { Wgmma128, Mma };
+inline constexpr TiledKernel kTiledKernels[] = {TiledKernel::Wgmma128, TiledKernel::Mma};
+// GPTOSS_TILED's value: wgmma128, mma.
 const char* tiled_kernel_name(TiledKernel kernel);
 // GPTOSS_TILED (read once; unset: wgmma128), unless set_tiled_kernel chose since.
 TiledKernel tiled_kernel();

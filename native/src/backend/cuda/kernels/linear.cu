@@ -10,15 +10,10 @@
 // FMAs per weight vector, which at batch 8 made the GEMV issue-bound at ~1/3
 // of the bandwidth. Every block reads all its rows of x, rows / 16 bytes per
 // weight byte, so with many rows x's reads bound it (gemv_serves has the
-// measured limits); from 17 rows a block can own two such 16-column tiles
-// and apply each x vector to both (gemv_m_tiles). More rows take cuBLASLt
-// where the build has it (linear_cublaslt.cc), else the tensor-core tiled
-// kernel (gemm_tiled.cuh).
+// measured limits). More rows take cuBLASLt where the build has it
+// (linear_cublaslt.cc), else the tensor-core tiled kernel (gemm_tiled.cuh).
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
-#include <cstring>
-#include <string>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/dependent_launch.cuh"
@@ -32,7 +27,7 @@
 namespace gptoss::cuda {
 namespace {
 
-constexpr int kGemvCols = 16;          // output columns of one GEMV m-tile: the mma's m
+constexpr int kGemvCols = 16;          // output columns a GEMV block owns: the mma's m
 constexpr int kFragRows = 8;           // x rows of one n8 fragment: the mma's n
 constexpr int kGemvMaxFrags = 8;       // fragments a GEMV block handles at most
 constexpr int kGemvWarps = 8;          // the block's warps split K
@@ -64,13 +59,9 @@ bool gemv_serves(int32_t n_rows, int32_t out_dim) {
 // 12.5 us a layer for 184 KB). A warp sums its chunks in the same order
 // either way (chunk = warp + 8 (round x chunks + u)), so the bits do not change.
 constexpr int kFewBlocksChunks = 12;
-// Two m-tiles hold two tiles' weight vectors and accumulators: at 8
-// fragments one chunk a round keeps the registers of 2 blocks an SM (the
-// weight bytes in flight an SM stay those of one m-tile at 2 chunks).
-template <int kFrags, int kMTiles, typename Epilogue>
+template <int kFrags, typename Epilogue>
 constexpr int gemv_chunks_in_flight() {
   if constexpr (Epilogue::kFewBlocks) return kFewBlocksChunks;
-  if constexpr (kMTiles * kFrags >= 16) return 1;
   return kFrags <= 2 ? 4 : 2;
 }
 template <int kFrags, typename Epilogue>
@@ -100,58 +91,47 @@ __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
 // so a row's result depends on neither the other rows nor how many rows the
 // step has (nor on kFrags: each fragment's sums are its own).
 //
-// Block b owns the m-tiles kMTiles b .. kMTiles b + kMTiles - 1, and every
-// m-tile's sums are those of a block of one: the same chunks in the same
-// warps, added in the same order, so the bits depend on kMTiles no more than
-// on the rows. The epilogue names an m-tile's columns (column(tile, m),
-// m < 16; m and m + 8 are one lane's two weight rows) and stores each x
-// row's pair of them (store_pair(row, col_m, y_m, col_m8, y_m8), bias added).
-template <int kFrags, int kMTiles, typename Epilogue>
+// The epilogue names the block's columns (column(m), m < 16; m and m + 8 are
+// one lane's two weight rows) and stores each x row's pair of them
+// (store_pair(row, col_m, y_m, col_m8, y_m8), bias added).
+template <int kFrags, typename Epilogue>
 __global__ void __launch_bounds__(kGemvWarps * kWarpSize, gemv_blocks_per_sm<kFrags, Epilogue>())
     gemv_bf16_kernel(const uint16_t* x, int32_t n_rows, int32_t in_dim, const uint16_t* weight,
                      const uint16_t* bias, int32_t out_dim, Epilogue epilogue) {
-  constexpr int kChunks = gemv_chunks_in_flight<kFrags, kMTiles, Epilogue>();
+  constexpr int kChunks = gemv_chunks_in_flight<kFrags, Epilogue>();
   __shared__ float4 partial[kGemvWarps][kFrags][kWarpSize];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const int g = lane / 4, t = lane % 4;
   const int32_t row0 = blockIdx.y * kFrags * kFragRows;
-  const int32_t tile0 = blockIdx.x * kMTiles;
   // Fragments with x rows (warp-uniform): a 9-row step multiplies 2 of 2.
   const int n_frags = min(kFrags, (n_rows - row0 + kFragRows - 1) / kFragRows);
+  const int32_t col_lo = epilogue.column(g), col_hi = epilogue.column(g + 8);
   const int32_t n_vec = in_dim / 8;
   const int32_t n_chunks = (in_dim + kGemvChunkK - 1) / kGemvChunkK;
   constexpr int32_t kRoundChunks = kGemvWarps * kChunks;
   const int32_t rounds = (n_chunks + kRoundChunks - 1) / kRoundChunks;
   const uint4* w = reinterpret_cast<const uint4*>(weight);
-  const uint4 *w_lo[kMTiles], *w_hi[kMTiles];
-#pragma unroll
-  for (int i = 0; i < kMTiles; ++i) {
-    const int32_t col_lo = epilogue.column(tile0 + i, g), col_hi = epilogue.column(tile0 + i, g + 8);
-    w_lo[i] = col_lo < out_dim ? w + static_cast<int64_t>(col_lo) * n_vec : nullptr;
-    w_hi[i] = col_hi < out_dim ? w + static_cast<int64_t>(col_hi) * n_vec : nullptr;
-  }
+  const uint4* w_lo = col_lo < out_dim ? w + static_cast<int64_t>(col_lo) * n_vec : nullptr;
+  const uint4* w_hi = col_hi < out_dim ? w + static_cast<int64_t>(col_hi) * n_vec : nullptr;
   const uint4* xr = reinterpret_cast<const uint4*>(x) + static_cast<int64_t>(row0 + g) * n_vec;  // fragment 0's row
   const auto vector_of = [&](int32_t round, int u) {  // this lane's vector of slot u's chunk
     return 4 * (warp + kGemvWarps * (round * kChunks + u)) + t;
   };
   const uint4 zero = make_uint4(0, 0, 0, 0);
-  uint4 lo[kMTiles][kChunks], hi[kMTiles][kChunks], xv[kChunks][kFrags];
+  uint4 lo[kChunks], hi[kChunks], xv[kChunks][kFrags];
   const auto load_weights = [&](int32_t round) {
 #pragma unroll
     for (int u = 0; u < kChunks; ++u) {
       const int32_t v = vector_of(round, u);
-#pragma unroll
-      for (int i = 0; i < kMTiles; ++i) {
-        lo[i][u] = w_lo[i] && v < n_vec ? load_streaming(w_lo[i] + v) : zero;
-        hi[i][u] = w_hi[i] && v < n_vec ? load_streaming(w_hi[i] + v) : zero;
-      }
+      lo[u] = w_lo && v < n_vec ? load_streaming(w_lo + v) : zero;
+      hi[u] = w_hi && v < n_vec ? load_streaming(w_hi + v) : zero;
     }
   };
 
   load_weights(0);
   wait_for_previous_kernel();  // x is the previous kernel's output (launch_dependent)
   allow_next_kernel();
-  float acc[kMTiles][kFrags][4] = {};
+  float acc[kFrags][4] = {};
   for (int32_t round = 0; round < rounds; ++round) {
     if (round > 0) load_weights(round);
 #pragma unroll
@@ -166,54 +146,46 @@ __global__ void __launch_bounds__(kGemvWarps * kWarpSize, gemv_blocks_per_sm<kFr
 #pragma unroll
     for (int u = 0; u < kChunks; ++u) {
       if (warp + kGemvWarps * (round * kChunks + u) >= n_chunks) break;  // warp-uniform
+      const uint32_t a0[4] = {lo[u].x, hi[u].x, lo[u].y, hi[u].y};
+      const uint32_t a1[4] = {lo[u].z, hi[u].z, lo[u].w, hi[u].w};
 #pragma unroll
-      for (int i = 0; i < kMTiles; ++i) {
-        const uint32_t a0[4] = {lo[i][u].x, hi[i][u].x, lo[i][u].y, hi[i][u].y};
-        const uint32_t a1[4] = {lo[i][u].z, hi[i][u].z, lo[i][u].w, hi[i][u].w};
-#pragma unroll
-        for (int f = 0; f < kFrags; ++f) {
-          if (f >= n_frags) break;  // warp-uniform
-          tiled::mma_bf16(acc[i][f], a0, xv[u][f].x, xv[u][f].y);
-          tiled::mma_bf16(acc[i][f], a1, xv[u][f].z, xv[u][f].w);
-        }
+      for (int f = 0; f < kFrags; ++f) {
+        if (f >= n_frags) break;  // warp-uniform
+        tiled::mma_bf16(acc[f], a0, xv[u][f].x, xv[u][f].y);
+        tiled::mma_bf16(acc[f], a1, xv[u][f].z, xv[u][f].w);
       }
     }
   }
 
   // Accumulator r of fragment f in lane (g, t) is column m = g + 8 (r / 2),
-  // x row 8f + 2t + r % 2. One m-tile at a time through shared memory.
+  // x row 8f + 2t + r % 2.
 #pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt) {
-    if (mt > 0) __syncthreads();  // the previous m-tile's partials are read
+  for (int f = 0; f < kFrags; ++f) partial[warp][f][lane] = make_float4(acc[f][0], acc[f][1], acc[f][2], acc[f][3]);
+  __syncthreads();
+  for (int i = threadIdx.x; i < n_frags * kWarpSize * 2; i += blockDim.x) {
+    const int f = i / (kWarpSize * 2), src = i / 2 % kWarpSize, r = i % 2;
+    float lo = 0.0f, hi = 0.0f;
 #pragma unroll
-    for (int f = 0; f < kFrags; ++f)
-      partial[warp][f][lane] = make_float4(acc[mt][f][0], acc[mt][f][1], acc[mt][f][2], acc[mt][f][3]);
-    __syncthreads();
-    for (int i = threadIdx.x; i < n_frags * kWarpSize * 2; i += blockDim.x) {
-      const int f = i / (kWarpSize * 2), src = i / 2 % kWarpSize, r = i % 2;
-      float lo = 0.0f, hi = 0.0f;
-#pragma unroll
-      for (int k = 0; k < kGemvWarps; ++k) {
-        const float* p = reinterpret_cast<const float*>(&partial[k][f][src]);
-        lo += p[r], hi += p[r + 2];
-      }
-      const int m = src / 4;
-      const int32_t row = row0 + f * kFragRows + 2 * (src % 4) + r, c_lo = epilogue.column(tile0 + mt, m),
-                    c_hi = epilogue.column(tile0 + mt, m + 8);
-      if (row < n_rows)
-        epilogue.store_pair(row, c_lo, lo + (bias && c_lo < out_dim ? bf16_bits_to_float(bias[c_lo]) : 0.0f), c_hi,
-                            hi + (bias && c_hi < out_dim ? bf16_bits_to_float(bias[c_hi]) : 0.0f));
+    for (int k = 0; k < kGemvWarps; ++k) {
+      const float* p = reinterpret_cast<const float*>(&partial[k][f][src]);
+      lo += p[r], hi += p[r + 2];
     }
+    const int m = src / 4;
+    const int32_t row = row0 + f * kFragRows + 2 * (src % 4) + r, c_lo = epilogue.column(m),
+                  c_hi = epilogue.column(m + 8);
+    if (row < n_rows)
+      epilogue.store_pair(row, c_lo, lo + (bias && c_lo < out_dim ? bf16_bits_to_float(bias[c_lo]) : 0.0f), c_hi,
+                          hi + (bias && c_hi < out_dim ? bf16_bits_to_float(bias[c_hi]) : 0.0f));
   }
   epilogue.finish();
 }
 
-// y [n_rows, out_dim] row-major; m-tile i owns the columns 16i .. 16i + 15.
+// y [n_rows, out_dim] row-major; block b owns the columns 16b .. 16b + 15.
 struct DenseOutput {
   static constexpr bool kFewBlocks = false;
   float* y;
   int32_t out_dim;
-  __device__ __forceinline__ int32_t column(int32_t tile, int m) const { return tile * kGemvCols + m; }
+  __device__ __forceinline__ int32_t column(int m) const { return blockIdx.x * kGemvCols + m; }
   __device__ __forceinline__ void store_pair(int32_t row, int32_t c0, float v0, int32_t c1, float v1) const {
     if (c0 < out_dim) y[static_cast<int64_t>(row) * out_dim + c0] = v0;
     if (c1 < out_dim) y[static_cast<int64_t>(row) * out_dim + c1] = v1;
@@ -231,7 +203,7 @@ struct RouteOutput {
   float* weights;
   MoeGroups groups;
   int32_t* done;  // zero between launches
-  __device__ __forceinline__ int32_t column(int32_t tile, int m) const { return logits.column(tile, m); }
+  __device__ __forceinline__ int32_t column(int m) const { return logits.column(m); }
   __device__ __forceinline__ void store_pair(int32_t row, int32_t c0, float v0, int32_t c1, float v1) const {
     logits.store_pair(row, c0, v0, c1, v1);
   }
@@ -254,7 +226,7 @@ struct ResidualNormOutput {
   float eps;
   __nv_bfloat16* out;
   int32_t* done;  // zero between launches
-  __device__ __forceinline__ int32_t column(int32_t tile, int m) const { return y.column(tile, m); }
+  __device__ __forceinline__ int32_t column(int m) const { return y.column(m); }
   __device__ __forceinline__ void store_pair(int32_t row, int32_t c0, float v0, int32_t c1, float v1) const {
     y.store_pair(row, c0, v0, c1, v1);
   }
@@ -267,53 +239,29 @@ struct ResidualNormOutput {
   }
 };
 
-// The QKV output rotated and stored (rope.cuh): m-tile i owns the column
-// pairs (j, j + 32), j = 8 (i % 4) .. 8 (i % 4) + 7, of head i / 4, so every
+// The QKV output rotated and stored (rope.cuh): block b owns the column pairs
+// (j, j + 32), j = 8 (b % 4) .. 8 (b % 4) + 7, of head b / 4, so every
 // rotation pair ends in one thread. x row = token.
 struct RopeOutput {
   static constexpr bool kFewBlocks = false;
   RopeKvStore rope;
-  __device__ __forceinline__ int32_t column(int32_t tile, int m) const {
-    return (tile / 4) * kRopeHeadDim + (m / 8) * kRopePairs + (tile % 4) * 8 + m % 8;
+  __device__ __forceinline__ int32_t column(int m) const {
+    return (blockIdx.x / 4) * kRopeHeadDim + (m / 8) * kRopePairs + (blockIdx.x % 4) * 8 + m % 8;
   }
   __device__ __forceinline__ void store_pair(int32_t t, int32_t c0, float a, int32_t, float b) const {
     rope.store_pair(t, rope.tokens.token_pos[t], rope.slot(t), c0 / kRopeHeadDim, c0 % kRopeHeadDim, a, b);
   }
   __device__ __forceinline__ void finish() const {}
 };
-static_assert(kGemvCols * 4 == kRopeHeadDim, "RopeOutput: four GEMV m-tiles a head");
-
-template <int kFrags, int kMTiles = 1, typename Epilogue>
-void launch_gemv_frags(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
-                       int32_t out_dim, const Epilogue& epilogue, cudaStream_t stream) {
-  constexpr int32_t kBlockRows = kFrags * kFragRows, kBlockCols = kMTiles * kGemvCols;
-  const dim3 grid((out_dim + kBlockCols - 1) / kBlockCols, (n_rows + kBlockRows - 1) / kBlockRows);
-  launch_dependent(gemv_bf16_kernel<kFrags, kMTiles, Epilogue>, grid, kGemvWarps * kWarpSize, 0, stream, x, n_rows,
-                   in_dim, weight, bias, out_dim, epilogue);
-}
-
-// M-tiles a block owns from 17 rows, where x's reads through L2 (rows / 16
-// bytes a weight byte, every block) bound the GEMV: two halve them (call 33's
-// 50-token extend: QKV's 320 blocks pull 118 MB of x for 29.5 MB of weights).
-// One stays the default until a device call has timed both
-// (docs/cuda-notes.md call 36); the bits are the same.
-std::atomic<int>& gemv_m_tiles_slot() {
-  static std::atomic<int> slot{[] {
-    const char* value = std::getenv("GPTOSS_GEMV_MTILES");
-    if (value == nullptr || std::strcmp(value, "1") == 0) return 1;
-    if (std::strcmp(value, "2") == 0) return 2;
-    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_GEMV_MTILES must be 1 or 2, not '") + value + "'");
-  }()};
-  return slot;
-}
+static_assert(kGemvCols * 4 == kRopeHeadDim, "RopeOutput: four GEMV blocks a head");
 
 template <int kFrags, typename Epilogue>
-void launch_gemv_many_rows(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
-                           int32_t out_dim, const Epilogue& epilogue, cudaStream_t stream) {
-  if (gemv_m_tiles() == 2)
-    launch_gemv_frags<kFrags, 2>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
-  else
-    launch_gemv_frags<kFrags, 1>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
+void launch_gemv_frags(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
+                       int32_t out_dim, const Epilogue& epilogue, cudaStream_t stream) {
+  constexpr int32_t kBlockRows = kFrags * kFragRows;
+  const dim3 grid((out_dim + kGemvCols - 1) / kGemvCols, (n_rows + kBlockRows - 1) / kBlockRows);
+  launch_dependent(gemv_bf16_kernel<kFrags, Epilogue>, grid, kGemvWarps * kWarpSize, 0, stream, x, n_rows, in_dim,
+                   weight, bias, out_dim, epilogue);
 }
 
 // Up to 16 rows in one block row of one or two fragments (launch_gemv's
@@ -343,9 +291,9 @@ void launch_gemv(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weig
   else if (n_rows <= 2 * kFragRows)
     launch_gemv_frags<2>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
   else if (n_rows <= 4 * kFragRows)
-    launch_gemv_many_rows<4>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
+    launch_gemv_frags<4>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
   else
-    launch_gemv_many_rows<8>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
+    launch_gemv_frags<8>(x, n_rows, in_dim, weight, bias, out_dim, epilogue, stream);
 }
 
 __global__ void __launch_bounds__(tiled::kThreads)
@@ -376,13 +324,6 @@ void add_bias_rows(float* y, const bf16* bias, int32_t n_rows, int32_t out_dim, 
   const int blocks = static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 4096));
   add_bias_rows_kernel<<<blocks, threads, 0, stream>>>(y, bias, n, out_dim);
   GPTOSS_CUDA_CHECK_LAUNCH();
-}
-
-int gemv_m_tiles() { return gemv_m_tiles_slot().load(); }
-
-void set_gemv_m_tiles(int tiles) {
-  if (tiles != 1 && tiles != 2) throw Error(GPTOSS_ERR_BACKEND, "set_gemv_m_tiles: 1 or 2");
-  gemv_m_tiles_slot().store(tiles);
 }
 
 #if !GPTOSS_WITH_CUBLASLT

@@ -338,16 +338,6 @@ struct WgmmaTile {
     wgmma::gemm_tile(a, lda, row_src, valid_rows, w, n0, epilogue);
   }
 };
-// An expert's last tile, of fewer than 128 pairs, with the operands swapped
-// (wgmma::gemm_tile_fitted): the tensor cores work on its pairs rounded up
-// to 16, not to 64.
-struct WgmmaFittedTile : WgmmaTile {
-  template <typename Epilogue>
-  __device__ static void run(const __nv_bfloat16* a, int64_t lda, const int64_t* row_src, int valid_rows,
-                             const decoded::Mxfp4Weights& w, int n0, const Epilogue& epilogue) {
-    wgmma::gemm_tile_fitted(a, lda, row_src, valid_rows, w, n0, epilogue);
-  }
-};
 constexpr int kTiledRows = 128;  // grouped pairs a block, every tiled kernel
 static_assert(decoded::tile_m<4>() == kTiledRows && wgmma::kTileM == kTiledRows);
 
@@ -528,8 +518,6 @@ void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& grou
   switch (tiled_kernel()) {
     case TiledKernel::Wgmma128:
       return launch_tiled_kernel<WgmmaTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
-    case TiledKernel::WgmmaFitted:
-      return launch_tiled_kernel<WgmmaFittedTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
     case TiledKernel::Mma:
       return launch_tiled_kernel<MmaTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   }
@@ -621,7 +609,7 @@ std::atomic<TiledKernel>& tiled_kernel_slot() {
     if (value == nullptr) return TiledKernel::Wgmma128;
     for (const TiledKernel kernel : kTiledKernels)
       if (std::strcmp(value, tiled_kernel_name(kernel)) == 0) return kernel;
-    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_TILED must be wgmma128, wgmma_fitted or mma, not '") + value + "'");
+    throw Error(GPTOSS_ERR_BACKEND, std::string("GPTOSS_TILED must be wgmma128 or mma, not '") + value + "'");
   }()};
   return slot;
 }
@@ -631,7 +619,6 @@ std::atomic<TiledKernel>& tiled_kernel_slot() {
 const char* tiled_kernel_name(TiledKernel kernel) {
   switch (kernel) {
     case TiledKernel::Wgmma128: return "wgmma128";
-    case TiledKernel::WgmmaFitted: return "wgmma_fitted";
     case TiledKernel::Mma: return "mma";
   }
   return "?";

@@ -173,13 +173,6 @@ void bench_decode_products(Results& r, const ModelConfig& c, const bf16* x) {
       const std::string shape = std::to_string(rows) + "x" + std::to_string(s.in) + "->" + std::to_string(s.out);
       r.add("gemv bf16 " + shape + " GB/s",
             rate([&](const bf16* w) { linear_bf16_gemv(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
-      if (rows > 16) {  // the other m-tile count
-        const int tiles = gemv_m_tiles();
-        set_gemv_m_tiles(3 - tiles);
-        r.add("gemv bf16 " + std::to_string(3 - tiles) + " m-tiles " + shape + " GB/s",
-              rate([&](const bf16* w) { linear_bf16_gemv(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
-        set_gemv_m_tiles(tiles);
-      }
 #if GPTOSS_WITH_CUBLASLT
       r.add("cublaslt bf16 " + shape + " GB/s",
             rate([&](const bf16* w) { linear_bf16_cublaslt(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
@@ -268,7 +261,7 @@ void bench_experts(Results& r, const ModelConfig& c) {
 // The tiled path's kernels (GPTOSS_TILED's values) alone at a prefill's rows
 // an expert, every expert: 256 (2 048 tokens, top-4 of 32) and 1 024
 // (8 192), each expert exactly that many (a prefill's uneven routing adds
-// partial tiles), and 160 (a full tile and a partial one of 32), in TFLOP/s of the products (2 x rows x cols a pair). The
+// partial tiles), in TFLOP/s of the products (2 x rows x cols a pair). The
 // tiled kernel is the one it was after.
 void bench_tiled_kernels(Results& r, const ModelConfig& c) {
   const int32_t experts = c.num_experts, hidden = c.hidden_size, inter = c.intermediate_size;
@@ -282,7 +275,7 @@ void bench_tiled_kernels(Results& r, const ModelConfig& c) {
       tiles(moe_max_tiles(most_pairs, experts, tile_rows)), n_tiles(1);
   const MoeGroups groups{offsets.get(), pair_token.get(), pair_slot.get(), tiles.get(), n_tiles.get()};
   const TiledKernel before = tiled_kernel();
-  for (const int32_t per_expert : {160, 256, 1024}) {
+  for (const int32_t per_expert : {256, 1024}) {
     const int32_t pairs = per_expert * experts;
     std::vector<int32_t> route(pairs);  // one expert a token (k = 1), experts interleaved
     for (int32_t i = 0; i < pairs; ++i) route[i] = i % experts;
