@@ -80,16 +80,6 @@ __device__ __forceinline__ bool last_block_to_finish(int32_t* counter, int32_t n
   return last;
 }
 
-// FP4 E2M1 code -> value (OCP MX): 0, 0.5, 1, 1.5, 2, 3, 4, 6 and negatives.
-// Built from the bits (exponent e, mantissa m): e > 0 is 2^(e-1) * (1 + m/2),
-// e = 0 is m/2; no table, so no local-memory indexing.
-__device__ __forceinline__ float fp4_e2m1_value(uint32_t code) {
-  const uint32_t em = code & 7u;
-  const uint32_t magnitude =
-      em >= 2u ? (((em >> 1) + 126u) << 23) | ((em & 1u) << 22) : (em ? 0x3f000000u : 0u);
-  return __uint_as_float(magnitude | ((code & 8u) << 28));
-}
-
 // E8M0 scale byte -> 2^(s - 127), exact (s = 0 is the subnormal 2^-127).
 __device__ __forceinline__ float e8m0_value(uint8_t s) {
   return s == 0 ? __uint_as_float(0x00400000u) : __uint_as_float(static_cast<uint32_t>(s) << 23);

@@ -49,6 +49,9 @@ constexpr int kMaxBlocksPerLane = 4;    // MXFP4 blocks per lane: cols <= 4096
 // The GEMV's "tiles" are whole experts: one list entry per expert with pairs.
 constexpr int32_t kGemvTileRows = 1 << 24;
 constexpr int32_t kStreamedTileRows = 16;  // the streamed path's tiles: up to two n8 fragments
+// 2^126 in both halves of a bf16 pair: decode_word's codes times 2^-126 times
+// this are the codes' values.
+constexpr uint32_t kTwoPow126Pair = (253u << 7) | (253u << 23);
 
 
 __device__ __forceinline__ float swiglu(float gate, float up, float limit) {
@@ -97,11 +100,11 @@ struct RowPairSlice {
   }
 };
 
-// Staged x: the pair's values 2j and 2j + 1 of MXFP4 block b share one word
-// (bf16 pairs), at [p / kPairs][j][b][p % kPairs]: lane b reads consecutive
-// words (no bank conflicts) while it decodes block b, one word for two values
-// (shared-memory bandwidth is what bounds the decode), and a group of kPairs
-// pairs is one 16-byte read.
+// Staged x: word j of MXFP4 block b (j = 4q + i) holds the pair's values
+// 8q + i and 8q + i + 4 (bf16 pairs), the order streamed::decode_word gives a
+// code word's weights, at [p / kPairs][j][b][p % kPairs]: lane b reads
+// consecutive words (no bank conflicts) while it decodes block b, one word for
+// two values, and a group of kPairs pairs is one 16-byte read.
 template <int kPairs>
 __device__ __forceinline__ int32_t staged_index(int32_t p, int32_t j, int32_t b, int32_t n_blocks) {
   return (((p / kPairs) * 16 + j) * n_blocks + b) * kPairs + p % kPairs;
@@ -128,7 +131,8 @@ __device__ __forceinline__ void stage_pairs(const uint16_t* x, const int32_t* ro
     for (int i = 0; i < kLoads; ++i) {
       const int32_t id = base + threadIdx.x + i * kThreads, p = id / row_vectors, c = id % row_vectors;
       if (id >= total) break;
-      const uint32_t words[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
+      const uint4 d = streamed::to_decode_order(v[i]);
+      const uint32_t words[4] = {d.x, d.y, d.z, d.w};
 #pragma unroll
       for (int j = 0; j < 4; ++j) xs[staged_index<kPairs>(p, (c % 4) * 4 + j, c / 4, n_blocks)] = words[j];
     }
@@ -137,13 +141,20 @@ __device__ __forceinline__ void stage_pairs(const uint16_t* x, const int32_t* ro
 
 // Pairs p0 .. p0 + kN - 1 of the staged rows (stored in groups of kLayout,
 // see staged_index) times the row pair the warp holds: per pair and output,
-// the block's 32 values, scaled once per block; blocks in lane order; the
-// warp's lanes by warp_sum. The same order for any kN, so a pair's result
-// does not depend on how many pairs share the pass. Pairs of the group past
-// `n` are computed from stale words and not stored.
+// the block's 32 values in order, scaled once per block; blocks in lane
+// order; the warp's lanes by warp_sum. The same order for any kN, so a pair's
+// result does not depend on how many pairs share the pass. Pairs of the group
+// past `n` are computed from stale words and not stored.
+//
+// A code word's eight weights are decoded as streamed::decode_word does (bit
+// moves, then one bf16 multiply by 2^126 a value pair: the code's exact
+// value), not looked up: the table lookup cost a shift, a mask, an address and
+// a shared load a value, 45 % of the kernel's instructions (call 36's
+// source-level profile), and the kernel is issue-bound. Each weight is the
+// same float as the table's, so the sums are the same bits.
 template <bool kSwiglu, int kN, int kLayout, int kBlocksPerLane>
 __device__ __forceinline__ void apply_row_pair(const RowPairSlice<kBlocksPerLane>& cur, const uint32_t* xs,
-                                               const float* lut, int32_t p0, int32_t n, int32_t g0, int32_t pair,
+                                               int32_t p0, int32_t n, int32_t g0, int32_t pair,
                                                int lane, int32_t n_blocks, int32_t rows, float limit, void* out) {
   const uint32_t* xg = xs + staged_index<kLayout>(p0, 0, 0, n_blocks);
   float acc[2][kN] = {};
@@ -154,32 +165,34 @@ __device__ __forceinline__ void apply_row_pair(const RowPairSlice<kBlocksPerLane
     float part[2][kN] = {};
 #pragma unroll 1
     for (int q = 0; q < 4; ++q) {  // rolled: unrolled, it keeps 128 loads in flight in registers
-      uint32_t word[2];
+      uint32_t xw[4][kN];
 #pragma unroll
-      for (int r = 0; r < 2; ++r)
-        word[r] = q == 0 ? cur.q[r][i].x : q == 1 ? cur.q[r][i].y : q == 2 ? cur.q[r][i].z : cur.q[r][i].w;
-#pragma unroll
-      for (int e2 = 0; e2 < 4; ++e2) {
-        const uint32_t* xv = xg + ((q * 4 + e2) * n_blocks + b) * kLayout;
-        uint32_t xw[kN];
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t* xv = xg + ((q * 4 + j) * n_blocks + b) * kLayout;
         if constexpr (kN == 4) {
           const uint4 v4 = *reinterpret_cast<const uint4*>(xv);
-          xw[0] = v4.x, xw[1] = v4.y, xw[2] = v4.z, xw[3] = v4.w;
+          xw[j][0] = v4.x, xw[j][1] = v4.y, xw[j][2] = v4.z, xw[j][3] = v4.w;
         } else {
 #pragma unroll
-          for (int p = 0; p < kN; ++p) xw[p] = xv[p];
+          for (int p = 0; p < kN; ++p) xw[j][p] = xv[p];
         }
+      }
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {  // values 2 * e2 (low half) and 2 * e2 + 1
-          const int e = 2 * e2 + h;
-          float xp[kN];
+      for (int r = 0; r < 2; ++r) {
+        uint32_t wp[4];  // the weights {8q + j, 8q + j + 4} as a bf16 pair
+        streamed::decode_word(q == 0 ? cur.q[r][i].x : q == 1 ? cur.q[r][i].y : q == 2 ? cur.q[r][i].z : cur.q[r][i].w,
+                              wp);
 #pragma unroll
-          for (int p = 0; p < kN; ++p) xp[p] = __uint_as_float(h == 0 ? xw[p] << 16 : xw[p] & 0xffff0000u);
+        for (int j = 0; j < 4; ++j) wp[j] = streamed::bf16x2_mul(wp[j], kTwoPow126Pair);
+        // Values 8q .. 8q + 3 (the pairs' low halves), then 8q + 4 .. 8q + 7.
 #pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const float wv = lut[(word[r] >> (4 * e)) & 0xfu];
+        for (int h = 0; h < 2; ++h) {
 #pragma unroll
-            for (int p = 0; p < kN; ++p) part[r][p] = fmaf(wv, xp[p], part[r][p]);
+          for (int j = 0; j < 4; ++j) {
+            const float wv = __uint_as_float(h == 0 ? wp[j] << 16 : wp[j] & 0xffff0000u);
+#pragma unroll
+            for (int p = 0; p < kN; ++p)
+              part[r][p] = fmaf(wv, __uint_as_float(h == 0 ? xw[j][p] << 16 : xw[j][p] & 0xffff0000u), part[r][p]);
           }
         }
       }
@@ -211,14 +224,11 @@ __device__ __forceinline__ void apply_row_pair(const RowPairSlice<kBlocksPerLane
 // and a row pair's weights, held in registers, are applied to all of them,
 // kLayout at a time (a lone last pair of a group of 4 alone: four at a time
 // costs about twice the arithmetic of one): a decode batch within the GEMV's
-// range reads every weight once. FP4 codes become values through a 16-entry
-// shared table.
+// range reads every weight once.
 template <bool kSwiglu, int kLayout, int kBlocksPerLane>
 __device__ __forceinline__ void moe_gemv(const uint16_t* x, const int32_t* row_token, const MoeGroups& groups,
                                          const Mxfp4Experts& w, float limit, void* out) {
-  extern __shared__ float smem[];
-  float* lut = smem;
-  uint32_t* xs = reinterpret_cast<uint32_t*>(smem + 16);  // staged x, see staged_index
+  extern __shared__ uint32_t xs[];  // staged x, see staged_index
   const int lane = threadIdx.x % kWarpSize;
   // launch_dependent: the gate/up product follows the routing that wrote the
   // grouping; the down product follows the gate/up product, the grouping is
@@ -234,7 +244,6 @@ __device__ __forceinline__ void moe_gemv(const uint16_t* x, const int32_t* row_t
   const int32_t n_blocks = w.cols / 32, row_pairs = w.rows / 2;
   const int32_t first = blockIdx.x * kGemvWarps + threadIdx.x / kWarpSize;
   const int32_t stride = gridDim.x * kGemvWarps;
-  if (threadIdx.x < 16) lut[threadIdx.x] = fp4_e2m1_value(threadIdx.x);
 
   RowPairSlice<kBlocksPerLane> cur{};
   if (first < row_pairs) cur.load(w, expert, first, lane, n_blocks);
@@ -245,7 +254,7 @@ __device__ __forceinline__ void moe_gemv(const uint16_t* x, const int32_t* row_t
 
   for (int32_t g0 = g_begin; g0 < g_end; g0 += kGemvStagedPairs) {
     const int32_t staged = min(kGemvStagedPairs, g_end - g0);
-    __syncthreads();  // the previous rows are consumed (and the table is written)
+    __syncthreads();  // the previous rows are consumed
     stage_pairs<kLayout>(x, row_token, g0, staged, w.cols, xs);
     __syncthreads();
     for (int32_t pair = first; pair < row_pairs; pair += stride) {
@@ -259,9 +268,9 @@ __device__ __forceinline__ void moe_gemv(const uint16_t* x, const int32_t* row_t
       for (int32_t p0 = 0; p0 < staged; p0 += kLayout) {
         const int32_t n = min(kLayout, staged - p0);
         if (n == 1)
-          apply_row_pair<kSwiglu, 1, kLayout>(cur, xs, lut, p0, n, g0, pair, lane, n_blocks, w.rows, limit, out);
+          apply_row_pair<kSwiglu, 1, kLayout>(cur, xs, p0, n, g0, pair, lane, n_blocks, w.rows, limit, out);
         else
-          apply_row_pair<kSwiglu, kLayout, kLayout>(cur, xs, lut, p0, n, g0, pair, lane, n_blocks, w.rows, limit,
+          apply_row_pair<kSwiglu, kLayout, kLayout>(cur, xs, p0, n, g0, pair, lane, n_blocks, w.rows, limit,
                                                     out);
       }
       cur = nxt;
@@ -535,8 +544,8 @@ void launch_gemv_kernel(dim3 grid, const bf16* x, const int32_t* row_token, cons
                         const Mxfp4Experts& w, float limit, void* out, const MoeDownNorm& norm,
                         cudaStream_t stream) {
   constexpr auto kernel = moe_gemv_kernel<kSwiglu, kLayout, kBlocksPerLane>;
-  allow_dynamic_smem<kernel>((16 + 16 * kWarpSize * kBlocksPerLane * kGemvStagedPairs) * sizeof(float));
-  const size_t smem = (16 + static_cast<size_t>(w.cols / 2) * kGemvStagedPairs) * sizeof(float);
+  allow_dynamic_smem<kernel>(16 * kWarpSize * kBlocksPerLane * kGemvStagedPairs * sizeof(uint32_t));
+  const size_t smem = static_cast<size_t>(w.cols / 2) * kGemvStagedPairs * sizeof(uint32_t);
   launch_dependent(kernel, grid, kGemvWarps * kWarpSize, smem, stream, x, row_token, groups, w, limit, out, norm);
 }
 
