@@ -93,22 +93,44 @@ __device__ __forceinline__ void copy_strip(uint8_t* dst, const uint8_t* src, int
   }
 }
 
-// Issues the copies of A rows row_src[0 .. kTileM) for the K step at k0
-// into a swizzled tile of 128-byte rows (columns past k read zeros, as do
-// rows without a source).
+// A thread's copies of the A rows row_src[0 .. kTileM) into swizzled tiles
+// of 128-byte rows, one K step at a time (columns past k read zeros, as do
+// rows without a source). Chunk threadIdx.x + i * kThreads of every step is
+// column chunk threadIdx.x % 8 of row threadIdx.x / 8 + i * kThreads / 8, so
+// the source rows and the destination are read and computed once a tile and
+// a step only adds its k0: per step, that arithmetic (64-bit row products,
+// the swizzle, the shared row_src reads) was 27 % of the wgmma tile's
+// instructions (call 36's source-level profile). Offsets are 32-bit
+// elements (the launcher bounds A's size); -1: no source row.
 template <int kTileM>
-__device__ __forceinline__ void load_a_step(uint8_t* tile, const __nv_bfloat16* a, int64_t lda,
-                                            const int64_t* row_src, int k0, int k) {
+struct ACopies {
+  static_assert(kTileM * 8 % kThreads == 0, "whole rounds of 16-byte chunks");
+  static constexpr int kRounds = kTileM * 8 / kThreads, kRowsARound = kThreads / 8;
+  int32_t offset[kRounds];
+  uint32_t dst;  // round 0's chunk in the tile; round i is i row groups further
+  int32_t col;   // the chunk's first column
+
+  __device__ __forceinline__ ACopies(int64_t lda, const int64_t* row_src) {
+    const int r = threadIdx.x / 8, c = threadIdx.x % 8;
+    col = c * 8;
+    dst = swizzled(r, c);  // r + i * kRowsARound has r's swizzle: kRowsARound is a multiple of 8
 #pragma unroll
-  for (int i = 0; i < (kTileM * 8 + kThreads - 1) / kThreads; ++i) {
-    const int chunk = threadIdx.x + i * kThreads;
-    if (chunk >= kTileM * 8) break;
-    const int r = chunk / 8, c = chunk % 8;
-    const int64_t src = row_src[r];
-    const bool ok = src >= 0 && k0 + c * 8 < k;
-    tiled::cp_async16(tiled::smem_addr(tile) + swizzled(r, c), a + (ok ? src * lda + k0 + c * 8 : 0), ok);
+    for (int i = 0; i < kRounds; ++i) {
+      const int64_t src = row_src[r + i * kRowsARound];
+      offset[i] = src >= 0 ? static_cast<int32_t>(src * lda) + col : -1;
+    }
   }
-}
+
+  __device__ __forceinline__ void issue(uint8_t* tile, const __nv_bfloat16* a, int k0, int k) const {
+    const uint32_t base = tiled::smem_addr(tile) + dst;
+    const bool in_k = k0 + col < k;
+#pragma unroll
+    for (int i = 0; i < kRounds; ++i) {
+      const bool ok = in_k && offset[i] >= 0;
+      tiled::cp_async16(base + i * kRowsARound * kRowBytes, a + (ok ? offset[i] + k0 : 0), ok);
+    }
+  }
+};
 
 // Issues the copy of MXFP4 block h (0, 1) of tile row r (of `rows` with
 // weights) for the K step at k0 to dst (16 bytes). A row's 32 bytes a step
@@ -175,9 +197,10 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
   // The scale strip travels with K step 0's copies (the first commit group).
   copy_strip(scales, w.scales + static_cast<int64_t>(n0) * k_blocks, rows * k_blocks);
 
+  const ACopies<kTileM> a_copies(lda, row_src);
   auto load_step = [&](int slot, int step) {
     const int k0 = step * kStepK;
-    load_a_step<kTileM>(a_stages + slot * kATileBytes, a, lda, row_src, k0, w.k);
+    a_copies.issue(a_stages + slot * kATileBytes, a, k0, w.k);
     // One 16-byte MXFP4 block a thread: row threadIdx.x / 2, block threadIdx.x % 2.
     load_packed_block(packed + slot * kPackedBytes + threadIdx.x * 16, w, n0, rows, threadIdx.x / 2, threadIdx.x % 2, k0);
   };

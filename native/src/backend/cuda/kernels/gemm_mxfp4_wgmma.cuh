@@ -131,9 +131,9 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
   // The scale strip travels with the first commit group.
   decoded::copy_strip(scales, w.scales + static_cast<int64_t>(n0) * k_blocks, rows * k_blocks);
 
+  const decoded::ACopies<kTileM> a_copies(lda, row_src);
   auto load_a = [&](int step) {
-    if (step < k_steps)
-      decoded::load_a_step<kTileM>(a_stages + (step % P::kAStages) * kATileBytes, a, lda, row_src, step * kStepK, w.k);
+    if (step < k_steps) a_copies.issue(a_stages + (step % P::kAStages) * kATileBytes, a, step * kStepK, w.k);
   };
   // Thread t copies and later decodes blocks t, t + 256, ...: rows b / 2, block b % 2.
   auto load_b = [&](int step) {
@@ -186,9 +186,12 @@ __device__ __forceinline__ void gemm_tile(const __nv_bfloat16* a, int64_t lda, c
     if (has_rows) {
       const uint32_t a_tile = tiled::smem_addr(a_stages + (step % P::kAStages) * kATileBytes) + warpgroup * 64 * decoded::kRowBytes;
       const uint32_t b_tile = tiled::smem_addr(decoded_tiles + (step % P::kDecoded) * P::kDecodedBytes);
+      // A K slice of 16 is 32 bytes further: 2 in the descriptor's address
+      // field, which cannot carry (shared addresses are below 2^18).
+      const uint64_t a_desc = descriptor(a_tile), b_desc = descriptor(b_tile);
       fence();
 #pragma unroll
-      for (int kk = 0; kk < kStepK / 16; ++kk) mma_async(acc, descriptor(a_tile + 32 * kk), descriptor(b_tile + 32 * kk));
+      for (int kk = 0; kk < kStepK / 16; ++kk) mma_async(acc, a_desc + 2 * kk, b_desc + 2 * kk);
       commit();
     }
     decode(step + 1);  // while the tensor cores work

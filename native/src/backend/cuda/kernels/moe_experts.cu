@@ -19,6 +19,7 @@
 // GPTOSS_TILED, see tiled_kernel.
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -524,6 +525,10 @@ void launch_tiled_kernel(const bf16* x, const int32_t* row_token, const MoeGroup
 template <bool kSwiglu>
 void launch_tiled(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
                   const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
+  // decoded::ACopies addresses A rows by 32-bit element offsets; A has at
+  // most n_pairs rows (the grouped activations; the tokens are fewer).
+  if (static_cast<int64_t>(n_pairs) * w.cols > INT32_MAX)
+    throw Error(GPTOSS_ERR_BACKEND, "MXFP4 experts: a tiled step's activations must hold fewer than 2^31 values");
   switch (tiled_kernel()) {
     case TiledKernel::Wgmma128:
       return launch_tiled_kernel<WgmmaTile, kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
