@@ -166,6 +166,17 @@ for (const t of [0.5, 0.6, 0.7, 0.8, 0.9]) {
     `  out of fold at ${t}: recall ${(recall * 100).toFixed(1)} %, FPR ${(fpr * 100).toFixed(2)} %`,
   );
 }
+// Recall at fixed out-of-fold false-positive budgets: two models compared at the threshold rule
+// above may sit at different false-positive rates (the linear model at the 0.6 floor uses 0.76 %
+// of the 1 % budget), so the curve is what a change to the model is compared by.
+for (const budget of [0.0025, 0.005, 0.0075, 0.01]) {
+  const at = rates((benignScores[Math.floor(benignScores.length * budget)] ?? 0) + 1e-6);
+  console.log(
+    `  out of fold, ${budget * 100} % budget: recall ${(at.recall * 100).toFixed(1)} %, FPR ${
+      (at.fpr * 100).toFixed(2)
+    } %`,
+  );
+}
 const { recall, fpr } = rates(threshold);
 
 // Rules and out-of-fold classifier together, by group of the training split: what a change to
@@ -191,15 +202,20 @@ const groups: Record<string, (s: CorpusSample) => boolean> = {
   "public benign requests": (s) => s.label === "benign" && isPublicRequest(s),
   "public role-play requests": (s) => s.source === "awesome-chatgpt-prompts",
 };
-const flaggedOutOfFold: Record<string, string> = {};
+// The classifier alone as well: the rules were written from this split and catch nearly every
+// role-play-set attack in it, so with them a change to the model barely shows.
+const flaggedOutOfFold: Record<string, Record<string, string>> = {};
+const share = (n: number, of: number) => `${(n / of * 100).toFixed(1)} % (${n}/${of})`;
 for (const [name, inGroup] of Object.entries(groups)) {
   const members = examples.filter((_, i) => inGroup(train[i]));
+  const byClassifier = members.filter((e) => outOfFold.get(e)! >= threshold);
   const flagged = members.filter((e) => outOfFold.get(e)! >= threshold || rulesFire(e.text));
-  flaggedOutOfFold[name] = `${
-    (flagged.length / members.length * 100).toFixed(1)
-  } % (${flagged.length}/${members.length})`;
+  flaggedOutOfFold[name] = {
+    "rules + classifier": share(flagged.length, members.length),
+    "classifier": share(byClassifier.length, members.length),
+  };
 }
-console.log("flagged out of fold, rules + classifier, training split:");
+console.log("flagged out of fold, training split:");
 console.table(flaggedOutOfFold);
 const positives = examples.filter((e) => e.y === 1).length;
 const w = fitWeights(examples);
