@@ -43,7 +43,7 @@
 #    prefill 2k and decode batch 64;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b layers prefix tp profile pdlab moeab tiledab" leaves out those stages (pdlab:
+# loader model20b layers prefix tp profile pdlab moeab tiledab baseab" leaves out those stages (pdlab:
 # decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch;
 # moeab: decode and the 50-token extend again under each arm in GPTOSS_MOEAB, space-separated, each a
 # +-joined VAR=value list, default "GPTOSS_FUSED_NORM_ROWS=1 GPTOSS_FUSED_NORM_ROWS=0" (the norms in
@@ -51,7 +51,10 @@
 # GPTOSS_TILEDAB, default "wgmma128 mma", the tiled expert kernels, docs/cuda-notes.md "h24fold");
 # GPTOSS_PROFILE_BATCHES (default "1 64") are the decode batches of the per-kernel profile;
 # GPTOSS_NCU_SOURCE="gemv1 decode64 prefill2048" adds ncu's full set at source level for those profile runs
-# (files ncu_src_<run>.*); GPTOSS_JOBS sets build parallelism; GPTOSS_ARM_TIMEOUT (default 120 s) bounds each A/B arm's run (a
+# (files ncu_src_<run>.*); GPTOSS_BASE_TAR=<file> (`git archive <commit> native` of an earlier commit)
+# adds stage "baseab": that tree's gptoss-cuda-bench, built while the checks run, and this tree's
+# alternately (base, head, base, head) at decode 1, 64, 256 and prefill 1k, 2k, 8k, so that a change
+# is timed against its baseline on the same card in the same call; GPTOSS_JOBS sets build parallelism; GPTOSS_ARM_TIMEOUT (default 120 s) bounds each A/B arm's run (a
 # kernel that hangs costs no more).
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"  # native/
@@ -95,6 +98,15 @@ grep -h "gptoss: dense" "$out/build.log" | tail -1 | tee -a "$out/device.txt"
 tools="$build/src/backend/cuda"
 [ -x "$tools/gptoss-cuda-bench" ] || { echo "CUDA backend not built (no CUDA compiler found?)"; exit 1; }
 echo "built"
+base_pid=
+if [ -n "${GPTOSS_BASE_TAR:-}" ] && want baseab; then
+  base_src=/tmp/gptoss-base
+  rm -rf "$base_src" && mkdir -p "$base_src" && tar xf "$GPTOSS_BASE_TAR" -C "$base_src" &&
+    ( cmake -S "$base_src/native" -B "$base_src/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DGPTOSS_CUBLASLT="${GPTOSS_CUBLASLT:-ON}" &&
+      cmake --build "$base_src/build" -j"${GPTOSS_JOBS:-$(nproc)}" --target gptoss-cuda-bench ) >"$out/build_base.log" 2>&1 &
+  base_pid=$!
+fi
 
 want kernels && step "kernel checks" &&
 if ! timeout 150 "$tools/gptoss-cuda-kernel-check" 2>&1 | tee "$out/kernel_check.log"; then
@@ -424,6 +436,23 @@ if want profile; then
   fi
 fi
 
+if [ -n "$base_pid" ]; then
+  step "baseline A/B: ${GPTOSS_BASE_TAR} against this tree, alternating"
+  if wait "$base_pid"; then
+    for round in 1 2; do
+      for arm in base head; do
+        bin="$tools/gptoss-cuda-bench"
+        [ "$arm" = base ] && bin="/tmp/gptoss-base/build/src/backend/cuda/gptoss-cuda-bench"
+        timeout "${GPTOSS_ARM_TIMEOUT:-120}" "$bin" --random "$models/20b" --batches 1,64,256 --prefill 1024,2048,8192 \
+          --micro 0 2>&1 | grep -E "^(decode batch|extend|prefill (1024|2048|8192) tok/s|TTFT 1024|error)" |
+          sed "s/^/[$arm $round] /" | tee -a "$out/bench_baseab.log" || status=1
+      done
+    done
+  else
+    echo "baseline build failed:"; tail -20 "$out/build_base.log"; status=1
+  fi
+fi
+
 step "summary"
 {
   grep -h -E "FAIL|checks:|greedy continuations|identical" "$out"/kernel_check.log "$out"/model_check_*.log "$out"/engine_check.log 2>/dev/null
@@ -437,7 +466,7 @@ step "summary"
   cat "$out/bench_random_pdl.log" 2>/dev/null
   # the expert products alone, streamed vs the kernels before it (docs/cuda-notes.md "h22marlin")
   grep -h -E "^experts " "$out/bench_random.log" 2>/dev/null
-  cat "$out/bench_random_moeab.log" "$out/bench_random_tiledab.log" 2>/dev/null
+  cat "$out/bench_random_moeab.log" "$out/bench_random_tiledab.log" "$out/bench_baseab.log" 2>/dev/null
   # the expert stages of each step (docs/cuda-notes.md "h15moe")
   grep -h -E "stage shares|moe_(gate_up_swiglu|down) |^(decode batch [0-9]+ step ms)" "$out/bench_random.log" 2>/dev/null |
     sed "s/^/[moe] /"
