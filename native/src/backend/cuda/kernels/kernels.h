@@ -234,8 +234,8 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
                       float* weights, const MoeGroups& groups, int32_t* done_counter, cudaStream_t stream);
 
 // Which kernel runs an expert product: the GEMV (decode of one sequence; one
-// expert a block row, CUDA cores), the streamed kernel (up to 32 pairs an
-// expert: each touched expert's MXFP4 weights streamed into registers once
+// expert a block row, CUDA cores), the streamed kernel (up to 22 pairs an
+// expert on average: each touched expert's MXFP4 weights streamed into registers once
 // per 16 of its pairs, gemm_mxfp4_streamed.cuh, the step's tiles sharing
 // whole waves of blocks evenly), or the tiled kernel over tiles of 128
 // grouped pairs of one expert (prefill), each weight tile decoded into shared

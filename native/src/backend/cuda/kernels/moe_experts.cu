@@ -1,7 +1,7 @@
 // The MXFP4 expert products, dequantisation fused into every kernel.
 //
-// Streamed path (decode from 2 sequences, short extends: up to 32 pairs an
-// expert): weights streamed into registers, tokens in shared memory, tensor
+// Streamed path (decode from 2 sequences, short extends: up to 22 pairs an
+// expert on average): weights streamed into registers, tokens in shared memory, tensor
 // cores (gemm_mxfp4_streamed.cuh); the step's tiles share whole waves of
 // blocks evenly (balanced_share).
 //
@@ -12,7 +12,7 @@
 // per lane) while the next one's loads are in flight, and applies it to the
 // pairs routed to the expert (up to 8 staged at once), 1 or 4 at a time.
 //
-// Tiled path (prefill, decode beyond 32 pairs an expert): tiles of 128
+// Tiled path (prefill, decode beyond 22 pairs an expert): tiles of 128
 // grouped pairs of one expert and 128 output columns, each weight tile
 // decoded once per block into shared memory, then the warpgroup MMA
 // (gemm_mxfp4_wgmma.cuh, the default) or mma.sync (gemm_mxfp4_decoded.cuh):
@@ -50,6 +50,9 @@ constexpr int kMaxBlocksPerLane = 4;    // MXFP4 blocks per lane: cols <= 4096
 // The GEMV's "tiles" are whole experts: one list entry per expert with pairs.
 constexpr int32_t kGemvTileRows = 1 << 24;
 constexpr int32_t kStreamedTileRows = 16;  // the streamed path's tiles: up to two n8 fragments
+// The streamed path's limit: steps of up to this many pairs an expert on
+// average (moe_path_for); the 128-row tiles beyond.
+constexpr int32_t kStreamedMaxAveragePairs = 22;
 // 2^126 in both halves of a bf16 pair: decode_word's codes times 2^-126 times
 // this are the codes' values.
 constexpr uint32_t kTwoPow126Pair = (253u << 7) | (253u << 23);
@@ -599,7 +602,7 @@ void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, in
 }
 
 // GPTOSS_MOE_KERNEL picks the expert kernel for A/B runs: auto (the rule
-// below), streamed (the streamed kernel up to 32 pairs an expert, one token
+// below), streamed (the streamed kernel up to 22 pairs an expert, one token
 // included; 128-row tiles beyond), gemv, or tiled (128-row tiles for every
 // step). Read once, like GPTOSS_PDL.
 enum class MoeKernelChoice { Auto, Streamed, Gemv, Tiled };
@@ -655,7 +658,11 @@ MoePath moe_path_for(int32_t n_pairs, int32_t n_experts) {
   // kernel's balanced grid: b2 3.39 ms, b8 5.34, b32 8.08, b64 9.80, b128
   // 13.63, b256 20.50, a 50-token extend 9.08; b1 on the GEMV 2.71-2.80 ms
   // (three tensor-core GEMVs measured 2.74-2.84: within that noise, deleted).
-  const bool few = n_pairs <= 32 * n_experts;
+  // Call 38 (H100, 20b, whole steps, the tiles' copies addressed once a tile
+  // since call 37), streamed against 128-row tiles: b128 13.75 vs 15.37 ms,
+  // b160 15.47 vs 15.97, b192 17.03 vs 16.53, b224 19.36 vs 17.03, b256 20.58
+  // vs 17.63: the tiles from 22 pairs an expert on average.
+  const bool few = n_pairs <= kStreamedMaxAveragePairs * n_experts;
   switch (moe_kernel_choice()) {
     case MoeKernelChoice::Streamed: return few ? MoePath::Streamed : MoePath::Tiled;
     case MoeKernelChoice::Gemv: return MoePath::Gemv;
