@@ -79,26 +79,30 @@ __device__ __forceinline__ bool gemv_expert_pairs(const MoeGroups& groups, Exper
 // Two adjacent weight rows of one expert as one lane holds them: its MXFP4
 // blocks lane, lane + 32, ... (16 bytes each), their scales and the biases.
 // For gate/up the two rows are the gate and up rows of one SwiGLU output; for
-// down, two output columns.
+// down, two output columns. Scales and biases stay the loaded bits until
+// used: converted in load(), the next row pair's prefetch waited there for
+// its loads before the current pair's arithmetic (call 37's source-level
+// profile: the scale conversion was the kernel's largest long-scoreboard
+// stall).
 template <int kBlocksPerLane>
 struct RowPairSlice {
   uint4 q[2][kBlocksPerLane];
-  float scale[2][kBlocksPerLane];
-  float bias[2];
+  uint8_t scale[2][kBlocksPerLane];  // E8M0
+  uint16_t bias[2];                  // bf16
 
   __device__ __forceinline__ void load(const Mxfp4Experts& w, int32_t expert, int32_t pair,
                                        int lane, int32_t n_blocks) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int64_t row = static_cast<int64_t>(expert) * w.rows + 2 * pair + r;
-      bias[r] = bf16_bits_to_float(__ldg(w.bias + row));
+      bias[r] = __ldg(w.bias + row);
 #pragma unroll
       for (int i = 0; i < kBlocksPerLane; ++i) {
         const int32_t b = lane + i * kWarpSize;
         const bool ok = b < n_blocks;
         q[r][i] = ok ? __ldg(reinterpret_cast<const uint4*>(w.blocks + (row * n_blocks + b) * 16))
                      : make_uint4(0, 0, 0, 0);
-        scale[r][i] = ok ? e8m0_value(__ldg(w.scales + row * n_blocks + b)) : 0.0f;
+        scale[r][i] = ok ? __ldg(w.scales + row * n_blocks + b) : uint8_t{0};
       }
     }
   }
@@ -204,12 +208,13 @@ __device__ __forceinline__ void apply_row_pair(const RowPairSlice<kBlocksPerLane
 #pragma unroll
     for (int r = 0; r < 2; ++r)
 #pragma unroll
-      for (int p = 0; p < kN; ++p) acc[r][p] = fmaf(part[r][p], cur.scale[r][i], acc[r][p]);
+      for (int p = 0; p < kN; ++p) acc[r][p] = fmaf(part[r][p], e8m0_value(cur.scale[r][i]), acc[r][p]);
   }
 #pragma unroll
   for (int p = 0; p < kN; ++p) {
     if (p >= n) break;
-    const float v0 = warp_sum(acc[0][p]) + cur.bias[0], v1 = warp_sum(acc[1][p]) + cur.bias[1];
+    const float v0 = warp_sum(acc[0][p]) + bf16_bits_to_float(cur.bias[0]),
+                v1 = warp_sum(acc[1][p]) + bf16_bits_to_float(cur.bias[1]);
     if (lane != 0) continue;
     const int64_t g = g0 + p0 + p;
     if constexpr (kSwiglu) {
