@@ -66,6 +66,12 @@ __device__ __forceinline__ void decode_word(uint32_t w, uint32_t (&pairs)[4]) {
   pairs[3] = ((w & 0x70007000u) >> 6) | (w & 0x80008000u);
 }
 
+// Code word j (values 8j .. 8j + 7) of a 16-byte MXFP4 block; a select, not
+// an indexed read, so that v stays in registers.
+__device__ __forceinline__ uint32_t code_word(const uint4& v, int j) {
+  return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
+}
+
 // Eight token values (x0..x7 as bf16 pairs {0, 1}, {2, 3}, ...) in
 // decode_word's order.
 __device__ __forceinline__ uint4 to_decode_order(uint4 v) {
@@ -136,8 +142,7 @@ __device__ __forceinline__ void multiply(const Item& item, const uint4* xs, int 
   for (int u = 0; u < 2; ++u) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const uint32_t word[2] = {j == 0 ? item.q[0][u].x : j == 1 ? item.q[0][u].y : j == 2 ? item.q[0][u].z : item.q[0][u].w,
-                                j == 0 ? item.q[1][u].x : j == 1 ? item.q[1][u].y : j == 2 ? item.q[1][u].z : item.q[1][u].w};
+      const uint32_t word[2] = {code_word(item.q[0][u], j), code_word(item.q[1][u], j)};
       uint32_t even[4], odd[4];
       decode_word(word[0], even);
       decode_word(word[1], odd);
