@@ -9,15 +9,21 @@
 // add_bias_rows: a bf16 bias beside a float output is not a combination every
 // cuBLASLt kernel takes).
 //
-// Batch invariance: each weight shape gets one algorithm, chosen once from
-// the heuristic at kReferenceRows rows with no split-K reduction, and every
-// row count reuses it; so a row's result is the same instruction sequence
-// whichever step it is in. A row count the algorithm rejects falls back to
-// the tiled kernel (said once on stderr).
+// Batch invariance: each weight shape gets one algorithm per regime, chosen
+// once from the heuristic at the regime's reference row count with no split-K
+// reduction, and every row count of the regime reuses it; so a row's result
+// is the same instruction sequence whichever step of the regime it is in
+// (the same promise the GEMV makes below 65 rows and the MoE paths make per
+// path). Two regimes because one algorithm does not serve both: the one the
+// heuristic picks for a 2 048-row prefill streams a 256-row decode step's
+// weights at a third of the copy rate (call 36: 2.35 ms of cuBLASLt in a
+// 21.1 ms batch-256 step; call 25: 766 GB/s for QKV at 64 rows). A row count
+// the algorithm rejects falls back to the tiled kernel (said once on stderr).
 #include <cublasLt.h>
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -31,7 +37,11 @@
 namespace gptoss::cuda {
 namespace {
 
-constexpr int32_t kReferenceRows = 2048;
+// Decode steps (up to kDecodeMaxRows rows) and prefill steps each get the
+// algorithm the heuristic picks at their reference row count.
+constexpr int32_t kDecodeMaxRows = 512;
+constexpr int32_t kDecodeReferenceRows = 256;
+constexpr int32_t kPrefillReferenceRows = 2048;
 constexpr size_t kWorkspaceBytes = 32u << 20;
 constexpr uintptr_t kOperandAlignment = 256;
 
@@ -81,7 +91,7 @@ class CublasLt {
   bool matmul(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, int32_t out_dim, float* y,
               cudaStream_t stream) {
     std::lock_guard<std::mutex> lock(mu_);
-    const cublasLtMatmulAlgo_t* algo = algorithm(in_dim, out_dim);
+    const cublasLtMatmulAlgo_t* algo = algorithm(reference_rows(n_rows), in_dim, out_dim);
     Layouts& l = layouts(n_rows, in_dim, out_dim, algo);
     if (!algo || !l.algo_fits) return false;
     const float one = 1.0f, zero = 0.0f;
@@ -114,13 +124,23 @@ class CublasLt {
     check_cublas(cublasLtMatrixLayoutCreate(&l.d, CUDA_R_32F, out_dim, n_rows, out_dim), "layout D");
   }
 
-  // The shape's one algorithm (null: cuBLASLt offers none).
-  const cublasLtMatmulAlgo_t* algorithm(int32_t in_dim, int32_t out_dim) {
-    const auto key = std::make_pair(in_dim, out_dim);
+  // The regime of n_rows, named by its reference row count. GPTOSS_CUBLASLT_DECODE_ALGO=0 gives
+  // every row count the prefill algorithm (the rule before call 39), for A/B runs; read once.
+  static int32_t reference_rows(int32_t n_rows) {
+    static const bool decode_algo = [] {
+      const char* value = std::getenv("GPTOSS_CUBLASLT_DECODE_ALGO");
+      return value == nullptr || std::atoi(value) != 0;
+    }();
+    return decode_algo && n_rows <= kDecodeMaxRows ? kDecodeReferenceRows : kPrefillReferenceRows;
+  }
+
+  // The algorithm of a shape and regime (null: cuBLASLt offers none).
+  const cublasLtMatmulAlgo_t* algorithm(int32_t ref_rows, int32_t in_dim, int32_t out_dim) {
+    const auto key = std::make_tuple(ref_rows, in_dim, out_dim);
     auto it = algos_.find(key);
     if (it == algos_.end()) {
       Layouts ref;
-      make_layouts(ref, kReferenceRows, in_dim, out_dim);
+      make_layouts(ref, ref_rows, in_dim, out_dim);
       cublasLtMatmulPreference_t pref = nullptr;
       check_cublas(cublasLtMatmulPreferenceCreate(&pref), "preference");
       const uint64_t workspace = kWorkspaceBytes;
@@ -136,7 +156,9 @@ class CublasLt {
       cublasLtMatmulPreferenceDestroy(pref);
       std::optional<cublasLtMatmulAlgo_t> algo;
       if (status == CUBLAS_STATUS_SUCCESS && found > 0) algo = result.algo;
-      else std::fprintf(stderr, "gptoss: cuBLASLt has no algorithm for %d -> %d; the tiled kernel runs it\n", in_dim, out_dim);
+      else
+        std::fprintf(stderr, "gptoss: cuBLASLt has no algorithm for %d -> %d at %d rows; the tiled kernel runs it\n",
+                     in_dim, out_dim, ref_rows);
       it = algos_.emplace(key, algo).first;
     }
     return it->second ? &*it->second : nullptr;
@@ -164,7 +186,7 @@ class CublasLt {
   cublasLtHandle_t handle_ = nullptr;
   cublasLtMatmulDesc_t desc_ = nullptr;
   std::map<cudaStream_t, DeviceBuffer<uint8_t>> workspaces_;
-  std::map<std::pair<int32_t, int32_t>, std::optional<cublasLtMatmulAlgo_t>> algos_;
+  std::map<std::tuple<int32_t, int32_t, int32_t>, std::optional<cublasLtMatmulAlgo_t>> algos_;  // (ref rows, in, out)
   std::map<std::tuple<int32_t, int32_t, int32_t>, Layouts> layouts_;
 };
 

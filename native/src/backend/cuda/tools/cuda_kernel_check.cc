@@ -299,11 +299,13 @@ void check_linear(Random& rng, Verdicts& v) {
   // The 20b's decode shapes at batch 1, 2, 8, 13, 40 and 64 (QKV, O, router; a
   // vocabulary slice: GEMV blocks of 1, 2, 4 and 8 fragments), small ones
   // whose K is no multiple of the GEMV's 32-wide chunk or whose columns end
-  // inside a 16-column block, and more rows than one GEMV block takes.
+  // inside a 16-column block, and more rows than one GEMV block takes (300:
+  // cuBLASLt's decode algorithm for the whole and the half; 1 100: its
+  // prefill algorithm for both).
   const Case cases[] = {{1, 2880, 5120},  {2, 2880, 5120},  {8, 2880, 5120}, {13, 2880, 5120}, {64, 2880, 5120},
                         {1, 4096, 2880},  {5, 4096, 2880},  {40, 4096, 2880}, {1, 2880, 32},   {8, 2880, 32},
                         {64, 2880, 32},   {2, 2880, 20008}, {3, 2880, 20000}, {33, 2880, 20008}, {1, 40, 24},
-                        {8, 72, 9},       {37, 2880, 1000}, {23, 72, 9},     {300, 2880, 640}};
+                        {8, 72, 9},       {37, 2880, 1000}, {23, 72, 9},     {300, 2880, 640}, {1100, 2880, 640}};
   for (const Case& c : cases) {
     const std::vector<float> x = rng.bf16_floats(size_t(c.rows) * c.in, 1.0f);
     const std::vector<bf16> w = to_bf16(rng.bf16_floats(size_t(c.out) * c.in, 0.05f));
