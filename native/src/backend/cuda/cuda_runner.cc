@@ -87,7 +87,12 @@ CudaRunner::CudaRunner(const ModelConfig& config, cuda::DeviceWeights weights, c
     throw Error(GPTOSS_ERR_MODEL, "the CUDA backend supports head_dim 64 only (model has " +
                                       std::to_string(config_.head_dim) + ")");
   if (owns_stream_) GPTOSS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  cuda::prepare_linear_bf16(stream_);  // before any decode graph captures a product
+  // Before any decode graph captures a product: QKV, output projection, router, unembedding.
+  const int32_t q_dim = shape_.q_heads * config_.head_dim, hidden = config_.hidden_size;
+  cuda::prepare_linear_bf16(stream_, {{hidden, q_dim + 2 * shape_.kv_heads * config_.head_dim},
+                                      {q_dim, hidden},
+                                      {hidden, config_.num_experts},
+                                      {hidden, static_cast<int32_t>(shape_.vocab.size())}});
   inv_freq_ = DeviceBuffer<float>(rope_.inv_freq.size());
   GPTOSS_CUDA_CHECK(cudaMemcpy(inv_freq_.get(), rope_.inv_freq.data(), inv_freq_.bytes(),
                                cudaMemcpyHostToDevice));

@@ -78,10 +78,16 @@ void linear_add_rmsnorm(const bf16* x, int32_t n_rows, int32_t in_dim, const bf1
                         int32_t out_dim, float* y, float* residual, const bf16* norm_weight, float eps, bf16* out,
                         int32_t* done_counter, cudaStream_t stream);
 
+// A dense product's weight shape: in_dim -> out_dim.
+struct LinearShape {
+  int32_t in_dim, out_dim;
+};
+
 // Sets up what linear_bf16 needs on the current device for `stream` before a
-// CUDA graph may capture it (the cuBLASLt handle, the stream's workspace);
-// the CUDA runner calls it for its stream.
-void prepare_linear_bf16(cudaStream_t stream);
+// CUDA graph may capture it (the cuBLASLt handle, the stream's workspace,
+// and the algorithms of `shapes` where they are chosen by timing); the CUDA
+// runner calls it for its stream with its products' shapes.
+void prepare_linear_bf16(cudaStream_t stream, const std::vector<LinearShape>& shapes);
 
 // y[r][o] += bias[o] for r < n_rows, o < out_dim.
 void add_bias_rows(float* y, const bf16* bias, int32_t n_rows, int32_t out_dim, cudaStream_t stream);

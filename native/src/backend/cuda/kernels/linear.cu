@@ -327,7 +327,7 @@ void add_bias_rows(float* y, const bf16* bias, int32_t n_rows, int32_t out_dim, 
 }
 
 #if !GPTOSS_WITH_CUBLASLT
-void prepare_linear_bf16(cudaStream_t) {}  // the own kernels need nothing set up
+void prepare_linear_bf16(cudaStream_t, const std::vector<LinearShape>&) {}  // the own kernels need nothing set up
 #endif
 
 void linear_bf16_gemv(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight,

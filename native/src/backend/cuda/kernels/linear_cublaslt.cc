@@ -17,10 +17,13 @@
 // path). Two regimes because one algorithm does not serve both: the one the
 // heuristic picks for a 2 048-row prefill streams a 256-row decode step's
 // weights at a third of the copy rate (call 36: 2.35 ms of cuBLASLt in a
-// 21.1 ms batch-256 step; call 25: 766 GB/s for QKV at 64 rows). A row count
-// the algorithm rejects falls back to the tiled kernel (said once on stderr).
+// 21.1 ms batch-256 step; call 25: 766 GB/s for QKV at 64 rows). The decode
+// algorithm is the heuristic's pick or, under GPTOSS_CUBLASLT_DECODE_ALGO=timed,
+// the fastest of its candidates timed when the runner starts. A row count the
+// algorithm rejects falls back to the tiled kernel (said once on stderr).
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -29,6 +32,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
@@ -42,6 +46,12 @@ namespace {
 constexpr int32_t kDecodeMaxRows = 512;
 constexpr int32_t kDecodeReferenceRows = 256;
 constexpr int32_t kPrefillReferenceRows = 2048;
+// The timed decode choice: candidates, launches each, weight copies of at
+// least the L2's size, and the most scratch it allocates.
+constexpr int kTimedCandidates = 8;
+constexpr size_t kTimedLaunches = 20;
+constexpr size_t kL2FlushBytes = 128u << 20;
+constexpr size_t kMaxTimedBytes = 512u << 20;
 constexpr size_t kWorkspaceBytes = 32u << 20;
 constexpr uintptr_t kOperandAlignment = 256;
 
@@ -81,10 +91,17 @@ class CublasLt {
     return *instance;
   }
 
-  // Allocates `stream`'s workspace now, not inside a graph capture.
-  void prepare(cudaStream_t stream) {
+  // Allocates `stream`'s workspace now, not inside a graph capture; under
+  // GPTOSS_CUBLASLT_DECODE_ALGO=timed also times the decode candidates of
+  // `shapes` (a capture cannot time anything).
+  void prepare(cudaStream_t stream, const std::vector<LinearShape>& shapes) {
     std::lock_guard<std::mutex> lock(mu_);
     workspace(stream);
+    if (decode_choice() != DecodeChoice::kTimed) return;
+    for (const LinearShape& s : shapes) {
+      const auto key = std::make_tuple(kDecodeReferenceRows, s.in_dim, s.out_dim);
+      if (!algos_.count(key)) algos_.emplace(key, fastest(stream, s.in_dim, s.out_dim));
+    }
   }
 
   // False when the shape's algorithm cannot run this row count.
@@ -124,14 +141,92 @@ class CublasLt {
     check_cublas(cublasLtMatrixLayoutCreate(&l.d, CUDA_R_32F, out_dim, n_rows, out_dim), "layout D");
   }
 
-  // The regime of n_rows, named by its reference row count. GPTOSS_CUBLASLT_DECODE_ALGO=0 gives
-  // every row count the prefill algorithm (the rule before call 39), for A/B runs; read once.
-  static int32_t reference_rows(int32_t n_rows) {
-    static const bool decode_algo = [] {
-      const char* value = std::getenv("GPTOSS_CUBLASLT_DECODE_ALGO");
-      return value == nullptr || std::atoi(value) != 0;
+  // How decode steps choose: kNone, the prefill algorithm (the rule before
+  // call 39); kHeuristic, the heuristic's first pick at kDecodeReferenceRows;
+  // kTimed, the fastest of its first kTimedCandidates there, timed once by
+  // prepare (shapes it was not given take the heuristic's pick).
+  // GPTOSS_CUBLASLT_DECODE_ALGO = 0 | heuristic | timed, read once.
+  enum class DecodeChoice { kNone, kHeuristic, kTimed };
+  static DecodeChoice decode_choice() {
+    static const DecodeChoice choice = [] {
+      const std::string value = std::getenv("GPTOSS_CUBLASLT_DECODE_ALGO") ? std::getenv("GPTOSS_CUBLASLT_DECODE_ALGO") : "";
+      return value == "0" ? DecodeChoice::kNone : value == "timed" ? DecodeChoice::kTimed : DecodeChoice::kHeuristic;
     }();
-    return decode_algo && n_rows <= kDecodeMaxRows ? kDecodeReferenceRows : kPrefillReferenceRows;
+    return choice;
+  }
+
+  // The regime of n_rows, named by its reference row count.
+  static int32_t reference_rows(int32_t n_rows) {
+    return decode_choice() != DecodeChoice::kNone && n_rows <= kDecodeMaxRows ? kDecodeReferenceRows
+                                                                               : kPrefillReferenceRows;
+  }
+
+  // Up to `wanted` of the heuristic's algorithms for the shape at `rows`, best
+  // first, none with a split-K reduction or more than the workspace.
+  std::vector<cublasLtMatmulHeuristicResult_t> candidates(int32_t rows, int32_t in_dim, int32_t out_dim, int wanted) {
+    Layouts ref;
+    make_layouts(ref, rows, in_dim, out_dim);
+    cublasLtMatmulPreference_t pref = nullptr;
+    check_cublas(cublasLtMatmulPreferenceCreate(&pref), "preference");
+    const uint64_t workspace = kWorkspaceBytes;
+    const uint32_t no_split_reduction = CUBLASLT_REDUCTION_SCHEME_NONE;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                         sizeof(workspace));
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &no_split_reduction,
+                                         sizeof(no_split_reduction));
+    std::vector<cublasLtMatmulHeuristicResult_t> results(wanted);
+    int found = 0;
+    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(handle_, desc_, ref.a, ref.b, ref.d, ref.d, pref,
+                                                                 wanted, results.data(), &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    results.resize(status == CUBLAS_STATUS_SUCCESS ? found : 0);
+    return results;
+  }
+
+  // The candidate that runs kDecodeReferenceRows rows fastest, each timed over
+  // weight copies that together exceed the L2 (as a step streams a layer's
+  // weights from DRAM); the heuristic's first pick if the copies do not fit
+  // kMaxTimedBytes (the unembedding: one launch a step, where the heuristic's
+  // pick is good). Values do not matter to the timing: the buffers are zeros.
+  std::optional<cublasLtMatmulAlgo_t> fastest(cudaStream_t stream, int32_t in_dim, int32_t out_dim) {
+    const int32_t rows = kDecodeReferenceRows;
+    const std::vector<cublasLtMatmulHeuristicResult_t> found = candidates(rows, in_dim, out_dim, kTimedCandidates);
+    if (found.empty()) return std::nullopt;
+    const size_t matrix = (size_t(in_dim) * out_dim * sizeof(bf16) + 255) / 256 * 256;
+    const size_t copies = std::max<size_t>(2, (kL2FlushBytes + matrix - 1) / matrix);
+    if (copies * matrix > kMaxTimedBytes) return found[0].algo;
+    DeviceBuffer<uint8_t> weights(copies * matrix);
+    DeviceBuffer<bf16> x(size_t(rows) * in_dim);
+    DeviceBuffer<float> y(size_t(rows) * out_dim);
+    GPTOSS_CUDA_CHECK(cudaMemsetAsync(weights.get(), 0, weights.bytes(), stream));
+    GPTOSS_CUDA_CHECK(cudaMemsetAsync(x.get(), 0, x.bytes(), stream));
+    Layouts l;
+    make_layouts(l, rows, in_dim, out_dim);
+    cudaEvent_t start = nullptr, stop = nullptr;
+    GPTOSS_CUDA_CHECK(cudaEventCreate(&start));
+    GPTOSS_CUDA_CHECK(cudaEventCreate(&stop));
+    const float one = 1.0f, zero = 0.0f;
+    auto run = [&](const cublasLtMatmulAlgo_t& algo, size_t i) {
+      return cublasLtMatmul(handle_, desc_, &one, weights.get() + (i % copies) * matrix, l.a, x.get(), l.b, &zero,
+                            y.get(), l.d, y.get(), l.d, &algo, workspace(stream), kWorkspaceBytes, stream);
+    };
+    size_t best = 0;
+    float best_ms = -1.0f;
+    for (size_t c = 0; c < found.size(); ++c) {
+      if (run(found[c].algo, 0) != CUBLAS_STATUS_SUCCESS) continue;  // the warm-up; an algorithm may refuse
+      GPTOSS_CUDA_CHECK(cudaEventRecord(start, stream));
+      for (size_t i = 0; i < kTimedLaunches; ++i) check_cublas(run(found[c].algo, i + 1), "timed matmul");
+      GPTOSS_CUDA_CHECK(cudaEventRecord(stop, stream));
+      GPTOSS_CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0.0f;
+      GPTOSS_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      if (best_ms < 0.0f || ms < best_ms) best = c, best_ms = ms;
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    std::fprintf(stderr, "gptoss: cuBLASLt %d -> %d at %d rows: candidate %zu of %zu is fastest (%.1f us)\n", in_dim,
+                 out_dim, rows, best, found.size(), best_ms < 0.0f ? 0.0 : 1e3 * best_ms / kTimedLaunches);
+    return found[best].algo;
   }
 
   // The algorithm of a shape and regime (null: cuBLASLt offers none).
@@ -139,23 +234,9 @@ class CublasLt {
     const auto key = std::make_tuple(ref_rows, in_dim, out_dim);
     auto it = algos_.find(key);
     if (it == algos_.end()) {
-      Layouts ref;
-      make_layouts(ref, ref_rows, in_dim, out_dim);
-      cublasLtMatmulPreference_t pref = nullptr;
-      check_cublas(cublasLtMatmulPreferenceCreate(&pref), "preference");
-      const uint64_t workspace = kWorkspaceBytes;
-      const uint32_t no_split_reduction = CUBLASLT_REDUCTION_SCHEME_NONE;
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
-                                           sizeof(workspace));
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &no_split_reduction,
-                                           sizeof(no_split_reduction));
-      cublasLtMatmulHeuristicResult_t result{};
-      int found = 0;
-      const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(handle_, desc_, ref.a, ref.b, ref.d, ref.d, pref,
-                                                                   1, &result, &found);
-      cublasLtMatmulPreferenceDestroy(pref);
+      const std::vector<cublasLtMatmulHeuristicResult_t> found = candidates(ref_rows, in_dim, out_dim, 1);
       std::optional<cublasLtMatmulAlgo_t> algo;
-      if (status == CUBLAS_STATUS_SUCCESS && found > 0) algo = result.algo;
+      if (!found.empty()) algo = found[0].algo;
       else
         std::fprintf(stderr, "gptoss: cuBLASLt has no algorithm for %d -> %d at %d rows; the tiled kernel runs it\n",
                      in_dim, out_dim, ref_rows);
@@ -192,7 +273,9 @@ class CublasLt {
 
 }  // namespace
 
-void prepare_linear_bf16(cudaStream_t stream) { CublasLt::get().prepare(stream); }
+void prepare_linear_bf16(cudaStream_t stream, const std::vector<LinearShape>& shapes) {
+  CublasLt::get().prepare(stream, shapes);
+}
 
 void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16* weight, const bf16* bias,
                           int32_t out_dim, float* y, cudaStream_t stream) {

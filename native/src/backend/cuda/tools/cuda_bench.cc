@@ -150,18 +150,18 @@ void record_shares(Results& r, const std::string& phase, StageTimer& timer) {
 // exceed the 50 MB L2, so that every call streams its weights from DRAM as in
 // a real step (a repeated call on one 29 MB matrix would read it from L2).
 void bench_decode_products(Results& r, const ModelConfig& c, const bf16* x) {
-  struct Shape { int32_t in, out; };
-  const Shape shapes[] = {{c.hidden_size, c.q_dim() + 2 * c.kv_dim()},
-                          {c.q_dim(), c.hidden_size},
-                          {c.hidden_size, c.num_experts},
-                          {c.hidden_size, c.vocab_size}};
+  const std::vector<LinearShape> shapes = {{c.hidden_size, c.q_dim() + 2 * c.kv_dim()},
+                                           {c.q_dim(), c.hidden_size},
+                                           {c.hidden_size, c.num_experts},
+                                           {c.hidden_size, c.vocab_size}};
+  prepare_linear_bf16(nullptr, shapes);  // as the runner does: the algorithms it would choose
   const int64_t pool_bytes = std::max<int64_t>(int64_t(c.vocab_size) * c.hidden_size * 2, int64_t(256) << 20);
   DeviceBuffer<bf16> pool(pool_bytes / 2);
   fill_random_bf16(pool.get(), pool.size(), 11, 0.02f, nullptr);
   constexpr int32_t kMaxRows = 256;
   DeviceBuffer<float> y(size_t(kMaxRows) * c.vocab_size);
-  for (const Shape& s : shapes) {
-    const int64_t matrix = (int64_t(s.in) * s.out * 2 + 255) / 256 * 256;
+  for (const LinearShape& s : shapes) {
+    const int64_t matrix = (int64_t(s.in_dim) * s.out_dim * 2 + 255) / 256 * 256;
     const int32_t copies = static_cast<int32_t>(std::min<int64_t>(pool_bytes / matrix, 1024));
     const int32_t launches = std::max(copies, 20);
     auto rate = [&](auto product) {
@@ -169,16 +169,16 @@ void bench_decode_products(Results& r, const ModelConfig& c, const bf16* x) {
         for (int32_t i = 0; i < launches; ++i)
           product(reinterpret_cast<const bf16*>(reinterpret_cast<const uint8_t*>(pool.get()) + (i % copies) * matrix));
       });
-      return double(s.in) * s.out * 2 * launches / ms / 1e6;
+      return double(s.in_dim) * s.out_dim * 2 * launches / ms / 1e6;
     };
     for (const int32_t rows : {1, 8, 64, kMaxRows}) {
-      const std::string shape = std::to_string(rows) + "x" + std::to_string(s.in) + "->" + std::to_string(s.out);
+      const std::string shape = std::to_string(rows) + "x" + std::to_string(s.in_dim) + "->" + std::to_string(s.out_dim);
       if (rows < kMaxRows)
         r.add("gemv bf16 " + shape + " GB/s",
-              rate([&](const bf16* w) { linear_bf16_gemv(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
+              rate([&](const bf16* w) { linear_bf16_gemv(x, rows, s.in_dim, w, nullptr, s.out_dim, y.get(), nullptr); }));
 #if GPTOSS_WITH_CUBLASLT
       r.add("cublaslt bf16 " + shape + " GB/s",
-            rate([&](const bf16* w) { linear_bf16_cublaslt(x, rows, s.in, w, nullptr, s.out, y.get(), nullptr); }));
+            rate([&](const bf16* w) { linear_bf16_cublaslt(x, rows, s.in_dim, w, nullptr, s.out_dim, y.get(), nullptr); }));
 #endif
     }
   }
