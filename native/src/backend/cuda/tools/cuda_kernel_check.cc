@@ -695,6 +695,9 @@ void check_attention_serving_shapes(Random& rng, Verdicts& v) {
     add_chunk_tiles(0, 50, tile_first, tile_n);
     check.expect(AttentionKernel::Prefill, ep, ec, 1, "attention_prefill" + kind + " extend 50 over 2048 cached",
                  tile_first, tile_n);
+    // The same tokens one by one (GPTOSS_EXTEND_ATTENTION=per_token).
+    check.expect(AttentionKernel::DecodeTc, ep, ec, kSplits,
+                 "attention_decode_tc" + kind + " extend 50 over 2048 cached, token by token");
 
     check_prefill_prompts(check, v, kind, contexts);
   }
