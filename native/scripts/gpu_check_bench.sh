@@ -51,7 +51,7 @@
 # GPTOSS_TILEDAB, default "wgmma128 mma", the tiled expert kernels, docs/cuda-notes.md "h24fold");
 # GPTOSS_PROFILE_BATCHES (default "1 64") are the decode batches of the per-kernel profile;
 # GPTOSS_NCU_SOURCE="gemv1 decode64 prefill2048" adds ncu's full set at source level for those profile runs
-# (files ncu_src_<run>.*); GPTOSS_BASE_TAR=<file> (`git archive <commit> native` of an earlier commit)
+# (files ncu_src_<run>.*; decode<N> is the streamed kernel's run at GPTOSS_NCU_DECODE_BATCH=N, default 64); GPTOSS_BASE_TAR=<file> (`git archive <commit> native` of an earlier commit)
 # adds stage "baseab": that tree's gptoss-cuda-bench, built while the checks run, and this tree's
 # alternately (base, head, base, head) at decode 1, 64, 256 and prefill 1k, 2k, 8k, so that a change
 # is timed against its baseline on the same card in the same call; GPTOSS_JOBS sets build parallelism; GPTOSS_ARM_TIMEOUT (default 120 s) bounds each A/B arm's run (a
@@ -399,18 +399,20 @@ if want profile; then
   # throughput, occupancy and warp-stall sections for the first gate/up and
   # down launches of a 2 048-token prefill (128-row tiles; --profile-prefill: not the
   # bench's own tile runs before it, which from-start profiling caught first) and of the timed
-  # batch-64 decode steps (the streamed kernel, ~8 rows an expert), and the batch-1
+  # batch-64 decode steps (the streamed kernel, 16 rows an expert; GPTOSS_NCU_DECODE_BATCH=32:
+  # 4, one fragment like a 50-token extend's 6), and the batch-1
   # expert GEMVs (one row an expert); GPTOSS_NCU_TILED="mma" adds the prefill run under
   # that tiled kernel (docs/cuda-notes.md "h24prefill"), lines [ncu prefill2048:<kernel>].
   if command -v ncu >/dev/null; then
     tiled_runs=()
     for arm in ${GPTOSS_NCU_TILED:-}; do tiled_runs+=("prefill2048:$arm"); done
-    for run in prefill2048 decode64 gemv1 ${tiled_runs[@]+"${tiled_runs[@]}"}; do
+    for run in prefill2048 "decode${GPTOSS_NCU_DECODE_BATCH:-64}" gemv1 ${tiled_runs[@]+"${tiled_runs[@]}"}; do
       kernel=moe_tiled tiled=
       case $run in
         prefill2048*) args=(--batches 1 --prefill 2048 --steps 2 --profile-prefill 2048) from=off
           tiled=${run#prefill2048} tiled=${tiled#:} ;;
-        decode64) args=(--batches 64 --prefill 16 --steps 2 --profile-batch 64) from=off kernel=moe_streamed ;;
+        decode*) args=(--batches "${run#decode}" --prefill 16 --steps 2 --profile-batch "${run#decode}") from=off
+          kernel=moe_streamed ;;
         gemv1) args=(--batches 1 --prefill 16 --steps 2 --profile-batch 1) from=off kernel=moe_gemv ;;
       esac
       env ${tiled:+GPTOSS_TILED=$tiled} timeout 150 ncu --profile-from-start $from --kernel-name regex:$kernel --launch-count 2 \
