@@ -210,7 +210,7 @@ if want bench; then
       # shellcheck disable=SC2086  # an arm's settings are +-joined VAR=value words
       env ${arm//+/ } timeout "${GPTOSS_ARM_TIMEOUT:-120}" "$tools/gptoss-cuda-bench" --random "$models/20b" --batches 1,2,8,32,64,128,256 \
         --prefill 512 --micro 0 2>&1 |
-        grep -E "^(decode batch|extend)" | sed "s/^/[$arm] /" | tee -a "$out/bench_random_moeab.log" || status=1
+        grep -E "^(decode batch|extend|gptoss: cuBLASLt)" | sed "s/^/[$arm] /" | tee -a "$out/bench_random_moeab.log" || status=1
     done
   fi
   if want tiledab; then
