@@ -245,8 +245,10 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
 // per 16 of its pairs, gemm_mxfp4_streamed.cuh, the step's tiles sharing
 // whole waves of blocks evenly), or the tiled kernel over tiles of 128
 // grouped pairs of one expert (prefill), each weight tile decoded into shared
-// memory (moe_path_for has the measured rule).
-enum class MoePath { Gemv, Streamed, Tiled };
+// memory (moe_path_for has the measured rule). StreamedNarrow is the streamed
+// kernel over tiles of 8 pairs (one n8 fragment, its deeper launch shape) for
+// steps of few pairs an expert, under GPTOSS_STREAMED_NARROW (an A/B arm).
+enum class MoePath { Gemv, Streamed, StreamedNarrow, Tiled };
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
 
 // The kernel of the tiled path (docs/cuda-notes.md "h24prefill", "h24fold"),

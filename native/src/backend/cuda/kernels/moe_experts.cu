@@ -50,6 +50,7 @@ constexpr int kMaxBlocksPerLane = 4;    // MXFP4 blocks per lane: cols <= 4096
 // The GEMV's "tiles" are whole experts: one list entry per expert with pairs.
 constexpr int32_t kGemvTileRows = 1 << 24;
 constexpr int32_t kStreamedTileRows = 16;  // the streamed path's tiles: up to two n8 fragments
+constexpr int32_t kStreamedNarrowTileRows = 8;  // StreamedNarrow's: one fragment
 // The streamed path's limit: steps of up to this many pairs an expert on
 // average (moe_path_for); the 128-row tiles beyond.
 constexpr int32_t kStreamedMaxAveragePairs = 22;
@@ -428,8 +429,9 @@ __global__ void __launch_bounds__(S::kWarps * kWarpSize, S::kMinBlocks)
   if (share.slice < 0 || share.slice >= m_groups) return;  // no m-tiles left for this block
   const int32_t tile = groups.tiles[share.tile];
   const int32_t expert = tile >> 16;
-  const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * kStreamedTileRows;
-  const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + kStreamedTileRows);
+  // A tile is S::kSlots pairs: the routing's tile rows for this shape (see launch_streamed).
+  const int32_t g_begin = groups.expert_offsets[expert] + (tile & 0xffff) * S::kSlots;
+  const int32_t g_end = min(groups.expert_offsets[expert + 1], g_begin + S::kSlots);
   const streamed::Mxfp4Weights weights = expert_weights(w, expert);
   const uint16_t* bias = w.bias + static_cast<int64_t>(expert) * w.rows;
   const auto row_src = [&](int r) -> int64_t { return row_token ? row_token[g_begin + r] : g_begin + r; };
@@ -458,9 +460,9 @@ void allow_dynamic_smem(int bytes) {
 }
 
 // Tiles a step is expected to list (touched experts, more where one has over
-// kStreamedTileRows pairs); the grid's bound is moe_max_tiles.
-int32_t expected_tiles(int32_t n_pairs, int32_t n_experts) {
-  return std::max(std::min(n_pairs, n_experts), (n_pairs + kStreamedTileRows - 1) / kStreamedTileRows);
+// tile_rows pairs); the grid's bound is moe_max_tiles.
+int32_t expected_tiles(int32_t n_pairs, int32_t n_experts, int32_t tile_rows) {
+  return std::max(std::min(n_pairs, n_experts), (n_pairs + tile_rows - 1) / tile_rows);
 }
 
 // The grid: up to 4 waves of resident blocks, which the kernel shares among
@@ -501,18 +503,23 @@ void launch_streamed_shape(int32_t blocks, int32_t slots, const bf16* x, const i
 using OneFragment = streamed::Shape<1, 4, 4, 3>;
 using TwoFragments = streamed::Shape<2, 8, 2, 2>;
 
+static_assert(OneFragment::kSlots == kStreamedNarrowTileRows && TwoFragments::kSlots == kStreamedTileRows);
+
+// Streamed (16-row tiles): one fragment when no tile can have more than 8
+// pairs (a step of at most 8; tile 0 of every expert), else two.
+// StreamedNarrow (8-row tiles): always one.
 template <bool kSwiglu>
 void launch_streamed(const bf16* x, const int32_t* row_token, const MoeGroups& groups, int32_t n_pairs,
-                     const Mxfp4Experts& w, float limit, void* out, cudaStream_t stream) {
-  const int32_t tiles_bound = moe_max_tiles(n_pairs, w.num_experts, kStreamedTileRows);
-  const int32_t tiles = expected_tiles(n_pairs, w.num_experts), sms = multiprocessor_count();
+                     const Mxfp4Experts& w, float limit, int32_t tile_rows, void* out, cudaStream_t stream) {
+  const int32_t tiles_bound = moe_max_tiles(n_pairs, w.num_experts, tile_rows);
+  const int32_t tiles = expected_tiles(n_pairs, w.num_experts, tile_rows), sms = multiprocessor_count();
   auto launch = [&](auto shape) {
     using S = decltype(shape);
     const int32_t slots = S::kMinBlocks * sms;
     launch_streamed_shape<kSwiglu, S>(streamed_blocks(slots, tiles_bound, tiles), slots, x, row_token, groups, w,
                                       limit, out, stream);
   };
-  if (std::min(n_pairs, kStreamedTileRows) <= 8)  // the most a tile of the step can have
+  if (std::min(n_pairs, tile_rows) <= OneFragment::kSlots)  // the most a tile of the step can have
     launch(OneFragment{});
   else
     launch(TwoFragments{});
@@ -596,8 +603,8 @@ void launch(const bf16* x, const int32_t* row_token, const MoeGroups& groups, in
   if (n_pairs == 0) return;
   if (path == MoePath::Gemv) {
     launch_gemv<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
-  } else if (path == MoePath::Streamed) {
-    launch_streamed<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
+  } else if (path == MoePath::Streamed || path == MoePath::StreamedNarrow) {
+    launch_streamed<kSwiglu>(x, row_token, groups, n_pairs, w, limit, moe_tile_rows(path), out, stream);
   } else {
     launch_tiled<kSwiglu>(x, row_token, groups, n_pairs, w, limit, out, stream);
   }
@@ -621,6 +628,17 @@ MoeKernelChoice moe_kernel_choice() {
                                         value + "'");
   }();
   return choice;
+}
+
+// GPTOSS_STREAMED_NARROW=N: steps of at most N pairs an expert on average
+// (and more than one token's) take StreamedNarrow; unset or 0: none do.
+// Read once.
+int32_t streamed_narrow_max_average_pairs() {
+  static const int32_t pairs = [] {
+    const char* value = std::getenv("GPTOSS_STREAMED_NARROW");
+    return value == nullptr ? 0 : std::max(0, std::atoi(value));
+  }();
+  return pairs;
 }
 
 std::atomic<TiledKernel>& tiled_kernel_slot() {
@@ -673,6 +691,7 @@ MoePath moe_path_for(int32_t n_pairs, int32_t n_experts) {
     case MoeKernelChoice::Auto: break;
   }
   if (8 * n_pairs <= n_experts) return MoePath::Gemv;
+  if (n_pairs <= streamed_narrow_max_average_pairs() * n_experts) return MoePath::StreamedNarrow;
   return few ? MoePath::Streamed : MoePath::Tiled;
 }
 
@@ -680,12 +699,13 @@ int32_t moe_tile_rows(MoePath path) {
   switch (path) {
     case MoePath::Gemv: return kGemvTileRows;
     case MoePath::Streamed: return kStreamedTileRows;
+    case MoePath::StreamedNarrow: return kStreamedNarrowTileRows;
     case MoePath::Tiled: break;
   }
   return kTiledRows;
 }
 
-int32_t moe_min_tile_rows() { return kStreamedTileRows; }
+int32_t moe_min_tile_rows() { return kStreamedNarrowTileRows; }
 
 
 void moe_gate_up_swiglu(const bf16* x, const MoeGroups& groups, int32_t n_pairs,

@@ -799,6 +799,7 @@ std::string moe_path_name(MoePath path) {
   switch (path) {
     case MoePath::Gemv: return "gemv";
     case MoePath::Streamed: return "streamed";
+    case MoePath::StreamedNarrow: return "streamed narrow";
     case MoePath::Tiled: break;
   }
   return std::string("tiled ") + tiled_kernel_name(tiled_kernel());
@@ -1106,11 +1107,15 @@ void check_moe_step(Random& rng, MoeFixture& f, Verdicts& v, int32_t tokens, Moe
 // tokens on it: GPTOSS_MOE_KERNEL=gemv.
 // 1, 2, 3, 8, 40 and 100 tokens streamed: one and two pairs an expert
 // staged in one n8 fragment, uneven tiles of up to 16 pairs, and up to 13
-// pairs an expert (decode at 2-100 sequences). 40 and 700 tokens tiled.
+// pairs an expert (decode at 2-100 sequences); 3, 40 and 100 tokens over
+// 8-row tiles (StreamedNarrow: an expert of 9-13 pairs in two tiles). 40 and
+// 700 tokens tiled.
 void check_moe(Random& rng, MoeFixture& f, Verdicts& v) {
   for (const auto& [tokens, path] : {std::pair{1, MoePath::Gemv}, std::pair{3, MoePath::Gemv}, std::pair{40, MoePath::Gemv},
                                      std::pair{1, MoePath::Streamed}, std::pair{2, MoePath::Streamed}, std::pair{3, MoePath::Streamed},
                                      std::pair{8, MoePath::Streamed}, std::pair{40, MoePath::Streamed}, std::pair{100, MoePath::Streamed},
+                                     std::pair{3, MoePath::StreamedNarrow}, std::pair{40, MoePath::StreamedNarrow},
+                                     std::pair{100, MoePath::StreamedNarrow},
                                      std::pair{40, MoePath::Tiled}, std::pair{700, MoePath::Tiled}})
     check_moe_step(rng, f, v, tokens, path);
 }
