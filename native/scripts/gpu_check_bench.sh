@@ -51,7 +51,8 @@
 # GPTOSS_TILEDAB, default "wgmma128 mma", the tiled expert kernels, docs/cuda-notes.md "h24fold");
 # GPTOSS_PROFILE_BATCHES (default "1 64") are the decode batches of the per-kernel profile;
 # GPTOSS_NCU_SOURCE="gemv1 decode64 prefill2048" adds ncu's full set at source level for those profile runs
-# (files ncu_src_<run>.*; decode<N> is the streamed kernel's run at GPTOSS_NCU_DECODE_BATCH=N, default 64); GPTOSS_BASE_TAR=<file> (`git archive <commit> native` of an earlier commit)
+# (files ncu_src_<run>.*; decode<N> is the streamed kernel's run at GPTOSS_NCU_DECODE_BATCH=N, default 64);
+# GPTOSS_NCU_RUNS (default "prefill2048 decode<N> gemv1") names the expert kernels' ncu runs (any decode<N>); GPTOSS_BASE_TAR=<file> (`git archive <commit> native` of an earlier commit)
 # adds stage "baseab": that tree's gptoss-cuda-bench, built while the checks run, and this tree's
 # alternately (base, head, base, head) at decode 1, 64, 256 and prefill 1k, 2k, 8k, so that a change
 # is timed against its baseline on the same card in the same call; GPTOSS_JOBS sets build parallelism; GPTOSS_ARM_TIMEOUT (default 120 s) bounds each A/B arm's run (a
@@ -406,7 +407,7 @@ if want profile; then
   if command -v ncu >/dev/null; then
     tiled_runs=()
     for arm in ${GPTOSS_NCU_TILED:-}; do tiled_runs+=("prefill2048:$arm"); done
-    for run in prefill2048 "decode${GPTOSS_NCU_DECODE_BATCH:-64}" gemv1 ${tiled_runs[@]+"${tiled_runs[@]}"}; do
+    for run in ${GPTOSS_NCU_RUNS:-prefill2048 decode${GPTOSS_NCU_DECODE_BATCH:-64} gemv1} ${tiled_runs[@]+"${tiled_runs[@]}"}; do
       kernel=moe_tiled tiled=
       case $run in
         prefill2048*) args=(--batches 1 --prefill 2048 --steps 2 --profile-prefill 2048) from=off
