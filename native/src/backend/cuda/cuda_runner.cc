@@ -1,9 +1,7 @@
 #include "backend/cuda/cuda_runner.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 
 #include "backend/cuda/cuda_check.h"
 #include "common/error.h"
@@ -26,25 +24,10 @@ constexpr int32_t kMaxGraphTokens = 512;  // decode steps above this run without
 // (graph_bucket): 3 sequences run as 4 tokens, on tensor cores.
 constexpr int32_t kTensorCoreDecodeTokens = 4;
 constexpr int32_t kPartialFloats = 64 + 2;
-// The longest chunk a step may have for its tokens to attend one by one
-// (GPTOSS_EXTEND_ATTENTION=per_token): a 50-token turn over a cached prompt
-// is 50 x 8 KV heads x up to 16 key splits of blocks, where the prefill
-// kernel has 4 query tiles x 8 heads walking all keys (issue 19's warm step).
-constexpr int32_t kPerTokenAttentionMaxChunk = 64;
 // Work buffers reserved when sizing the KV cache: a step of this many tokens
 // and logits rows must fit beside the cache.
 constexpr int32_t kReserveTokens = 8192;
 constexpr int32_t kReserveLogitRows = 256;
-
-// GPTOSS_EXTEND_ATTENTION: "per_token" lets short extends attend with the
-// decode kernels; anything else keeps the prefill kernel for them. Read once.
-bool per_token_extend_attention() {
-  static const bool on = [] {
-    const char* value = std::getenv("GPTOSS_EXTEND_ATTENTION");
-    return value != nullptr && std::string(value) == "per_token";
-  }();
-  return on;
-}
 
 int32_t round_up_pow2(int32_t n) {
   int32_t p = 1;
@@ -266,10 +249,6 @@ CudaRunner::Step CudaRunner::prepare(const BatchPlan& plan) {
   const int32_t n_chunks = static_cast<int32_t>(plan.chunks.size());
   s.decode = n_chunks > 0 && std::all_of(plan.chunks.begin(), plan.chunks.end(),
                                          [](const ChunkPlan& c) { return c.n_tokens == 1; });
-  s.per_token_attention =
-      s.decode || (per_token_extend_attention() && n_chunks > 0 && n_real <= kMaxSplitTokens &&
-                   std::all_of(plan.chunks.begin(), plan.chunks.end(),
-                               [](const ChunkPlan& c) { return c.n_tokens <= kPerTokenAttentionMaxChunk; }));
   const bool graph = s.decode && use_graphs_ && !timer_ && n_real <= kMaxGraphTokens;
   s.n_tokens = graph ? graph_bucket(n_real) : n_real;
   s.real_logit_rows = plan.num_logit_rows();
@@ -389,7 +368,7 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
   args.n_kv_heads = shape_.kv_heads;
   args.out = attn_.get();
   stage(kind == AttnKind::Full ? "attention_full" : "attention_sliding");
-  if (step.per_token_attention) {
+  if (step.decode) {
     // Keys split by the token's own range (a 128-key window: two splits of
     // 64, half the chain of dependent tile loads at batch 1); above
     // kMaxSplitTokens the batch fills the GPU and partials would not fit.

@@ -82,10 +82,6 @@ class CudaRunner final : public ModelRunner {
     int32_t real_logit_rows = 0;
     int32_t n_query_tiles = 0;
     bool decode = false;
-    // Every token attends with the decode kernels (its own key range, split
-    // over blocks): decode steps and, under GPTOSS_EXTEND_ATTENTION=per_token,
-    // steps whose chunks are all short extends.
-    bool per_token_attention = false;
     bool one_layer = false;  // forward_layer's: the layer's outputs stay apart (no norm of the next layer)
   };
   // Device pointers into the metadata buffer, laid out for the step's

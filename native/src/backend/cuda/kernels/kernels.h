@@ -247,7 +247,7 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
 // grouped pairs of one expert (prefill), each weight tile decoded into shared
 // memory (moe_path_for has the measured rule). StreamedNarrow is the streamed
 // kernel over tiles of 8 pairs (one n8 fragment, its deeper launch shape) for
-// steps of few pairs an expert, under GPTOSS_STREAMED_NARROW (an A/B arm).
+// steps of up to 4 pairs an expert on average.
 enum class MoePath { Gemv, Streamed, StreamedNarrow, Tiled };
 MoePath moe_path_for(int32_t n_pairs, int32_t n_experts);
 

@@ -3,7 +3,8 @@
 // Streamed path (decode from 2 sequences, short extends: up to 22 pairs an
 // expert on average): weights streamed into registers, tokens in shared memory, tensor
 // cores (gemm_mxfp4_streamed.cuh); the step's tiles share whole waves of
-// blocks evenly (balanced_share).
+// blocks evenly (balanced_share). Tiles of 16 pairs, or of 8 (StreamedNarrow)
+// up to 4 pairs an expert on average.
 //
 // GEMV path (decode of one sequence): each warp walks row
 // pairs of one expert (for gate/up:
@@ -630,13 +631,17 @@ MoeKernelChoice moe_kernel_choice() {
   return choice;
 }
 
-// GPTOSS_STREAMED_NARROW=N: steps of at most N pairs an expert on average
-// (and more than one token's) take StreamedNarrow; unset or 0: none do.
-// Read once.
+// Steps of up to this many pairs an expert on average (and more than one
+// token's) take StreamedNarrow: call 39 (H100, 20b, whole steps, up to 8
+// against the 16-row tiles): b8 5.17 vs 5.33 ms, b32 9.22 vs 9.51, but b64
+// (8 an expert) 12.37 vs 11.11 and a 50-token extend (6) 10.91 vs 10.40 —
+// there the experts with 9-16 pairs read their weights twice.
+// GPTOSS_STREAMED_NARROW=N overrides it (0: never). Read once.
+constexpr int32_t kStreamedNarrowMaxAveragePairs = 4;
 int32_t streamed_narrow_max_average_pairs() {
   static const int32_t pairs = [] {
     const char* value = std::getenv("GPTOSS_STREAMED_NARROW");
-    return value == nullptr ? 0 : std::max(0, std::atoi(value));
+    return value == nullptr ? kStreamedNarrowMaxAveragePairs : std::max(0, std::atoi(value));
   }();
   return pairs;
 }
