@@ -36,6 +36,18 @@ constexpr int32_t kGemvMaxBatch = kGemvMaxFrags * kFragRows;  // the most rows o
 constexpr int32_t kGemvAnyShapeRows = 2 * kFragRows;          // rows up to which every product takes the GEMV
 constexpr int32_t kFusedRouteMaxRows = 2 * kFragRows;         // router_and_route: routing in the GEMV's last block
 
+// QKV's and O's GEMV limit (below). Since call 39 cuBLASLt's decode-step
+// algorithm streamed 1 422 / 1 041 GB/s for QKV / O at 64 rows against the
+// GEMV's 876 / 980, so GPTOSS_GEMV_MAX_ROWS (16 to 64; read once) moves it for
+// A/B runs (docs/cuda-notes.md, next steps after the tenth session).
+int32_t gemv_wide_max_rows() {
+  static const int32_t rows = [] {
+    const char* value = std::getenv("GPTOSS_GEMV_MAX_ROWS");
+    return value == nullptr ? kGemvMaxBatch : std::clamp(std::atoi(value), kGemvAnyShapeRows, kGemvMaxBatch);
+  }();
+  return rows;
+}
+
 // Whether the GEMV serves a product (call 25, H100, weight GB/s, GEMV vs
 // cuBLASLt): up to 16 rows every product (unembedding at 16 rows 2.9 TB/s);
 // at 64 rows QKV 5120 and O 2880 columns (877 vs 766, 979 vs 715: cuBLASLt
@@ -43,7 +55,7 @@ constexpr int32_t kFusedRouteMaxRows = 2 * kFragRows;         // router_and_rout
 // 2 419: x's reads bound the GEMV) nor the router (32 columns, 2 blocks:
 // 14 vs 26).
 bool gemv_serves(int32_t n_rows, int32_t out_dim) {
-  return n_rows <= kGemvAnyShapeRows || (n_rows <= kGemvMaxBatch && out_dim >= 1024 && out_dim <= 8192);
+  return n_rows <= kGemvAnyShapeRows || (n_rows <= gemv_wide_max_rows() && out_dim >= 1024 && out_dim <= 8192);
 }
 
 // Chunks a warp loads before it multiplies them, and blocks an SM, by the

@@ -143,8 +143,8 @@ void record_shares(Results& r, const std::string& phase, StageTimer& timer) {
 }
 
 // The decode step's dense products (QKV, attention output, router,
-// unembedding) at 1, 8 and 64 rows through the GEMV and, where built, at those
-// and 256 rows (a batch-256 step; beyond the GEMV's range) through cuBLASLt:
+// unembedding) at 1, 8, 16, 32 and 64 rows through the GEMV and, where built, at
+// those and 256 rows (a batch-256 step; beyond the GEMV's range) through cuBLASLt:
 // GB/s of weight bytes. Launched back to back on one stream (kernel after
 // kernel, as in a graph replay), cycling through weight copies that together
 // exceed the 50 MB L2, so that every call streams its weights from DRAM as in
@@ -171,7 +171,7 @@ void bench_decode_products(Results& r, const ModelConfig& c, const bf16* x) {
       });
       return double(s.in_dim) * s.out_dim * 2 * launches / ms / 1e6;
     };
-    for (const int32_t rows : {1, 8, 64, kMaxRows}) {
+    for (const int32_t rows : {1, 8, 16, 32, 64, kMaxRows}) {
       const std::string shape = std::to_string(rows) + "x" + std::to_string(s.in_dim) + "->" + std::to_string(s.out_dim);
       if (rows < kMaxRows)
         r.add("gemv bf16 " + shape + " GB/s",
