@@ -265,7 +265,7 @@ class CublasLt {
     while (cost[chosen] < 0.0f || cost[chosen] > best * kTimedTolerance) ++chosen;
     std::fprintf(stderr,
                  "gptoss: cuBLASLt %d -> %d, decode steps: candidate %zu of %zu (0: the prefill algorithm), "
-                 "%.1f us at 64 + 256 rows (prefill algorithm %.1f)\n",
+                 "%.1f us over the timed row counts (prefill algorithm %.1f)\n",
                  in_dim, out_dim, chosen, tried.size(), cost[chosen], cost[0]);
     return tried[chosen];
   }

@@ -149,12 +149,13 @@ void record_shares(Results& r, const std::string& phase, StageTimer& timer) {
 // kernel, as in a graph replay), cycling through weight copies that together
 // exceed the 50 MB L2, so that every call streams its weights from DRAM as in
 // a real step (a repeated call on one 29 MB matrix would read it from L2).
+// cuBLASLt runs the algorithms the runner chose for these shapes when it was
+// made (prepare_linear_bf16), before this.
 void bench_decode_products(Results& r, const ModelConfig& c, const bf16* x) {
   const std::vector<LinearShape> shapes = {{c.hidden_size, c.q_dim() + 2 * c.kv_dim()},
                                            {c.q_dim(), c.hidden_size},
                                            {c.hidden_size, c.num_experts},
                                            {c.hidden_size, c.vocab_size}};
-  prepare_linear_bf16(nullptr, shapes);  // as the runner does: the algorithms it would choose
   const int64_t pool_bytes = std::max<int64_t>(int64_t(c.vocab_size) * c.hidden_size * 2, int64_t(256) << 20);
   DeviceBuffer<bf16> pool(pool_bytes / 2);
   fill_random_bf16(pool.get(), pool.size(), 11, 0.02f, nullptr);
