@@ -95,6 +95,13 @@ export const WorkerConfigSchema = z.object({
    * same tenant that start with the same tokens.
    */
   ENGINE_PREFIX_CACHING: bool(true),
+  /**
+   * CUDA: choose every kernel as for a prefill whatever a step's size, so a
+   * request's tokens never depend on what it was batched with, on chunking or
+   * on a prefix-cache hit (vLLM's VLLM_BATCH_INVARIANT); small batches get
+   * slower. The CPU backend is always batch invariant.
+   */
+  ENGINE_BATCH_INVARIANT: bool(false),
   WORKER_ID: z.string().optional(),
   HEARTBEAT_MS: int(1000).pipe(z.number().positive()),
   /** On SIGTERM, running jobs get this long to finish before they go back to the queue (to be resumed elsewhere). */

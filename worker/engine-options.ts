@@ -17,6 +17,7 @@ export function engineOptions(config: WorkerConfig): EngineOptions {
     numThreads: config.ENGINE_THREADS,
     tokenMaskTimeoutMs: config.ENGINE_TOKEN_MASK_TIMEOUT_MS,
     enablePrefixCaching: config.ENGINE_PREFIX_CACHING,
+    batchInvariant: config.ENGINE_BATCH_INVARIANT,
     ...(config.ENGINE_BACKEND === "paced"
       ? {
         paceStepUs: config.ENGINE_PACE_STEP_US,

@@ -57,6 +57,10 @@ typedef struct {
   const char* tp_all_reduce;      /* cuda, tensor_parallel > 1: "peer" (the peer-to-peer kernel fused
                                      with the residual add and norm; NULL = this) or "nccl" (NCCL's
                                      all-reduce, then add + norm; needs NCCL and a GPU per rank) */
+  int32_t batch_invariant;        /* cuda: 1 = every kernel chosen as for a prefill whatever a step's
+                                     size, so a token's bits do not depend on its batch, on chunking or
+                                     on a prefix-cache hit (slower small batches); 0 = default: the
+                                     fastest kernel for each step's size. cpu: always invariant */
 } gptoss_engine_config;
 
 #define GPTOSS_MAX_TOP_LOGPROBS 20

@@ -273,6 +273,13 @@ void optional_string(Napi::Env env, const Napi::Object& o, const char* name, std
   out = o.Get(name).As<Napi::String>();
 }
 
+// An optional boolean option; left out: `fallback`.
+bool optional_bool(Napi::Env env, const Napi::Object& o, const char* name, bool fallback) {
+  if (!has_field(o, name)) return fallback;
+  if (!o.Get(name).IsBoolean()) throw_invalid(env, std::string("options.") + name + " must be a boolean");
+  return o.Get(name).As<Napi::Boolean>().Value();
+}
+
 EngineConfig read_config(Napi::Env env, Napi::Value value) {
   if (!value.IsObject()) throw_invalid(env, "options must be an object");
   Napi::Object o = value.As<Napi::Object>();
@@ -302,11 +309,8 @@ EngineConfig read_config(Napi::Env env, Napi::Value value) {
   if (has_field(o, "pacePrefillUsPerToken")) {
     cfg.pace_prefill_us_per_token = int_field(o, "options", "pacePrefillUsPerToken");
   }
-  if (has_field(o, "enablePrefixCaching")) {
-    const Napi::Value enable = o.Get("enablePrefixCaching");
-    if (!enable.IsBoolean()) throw_invalid(env, "options.enablePrefixCaching must be a boolean");
-    cfg.disable_prefix_caching = enable.As<Napi::Boolean>().Value() ? 0 : 1;
-  }
+  cfg.disable_prefix_caching = optional_bool(env, o, "enablePrefixCaching", true) ? 0 : 1;
+  cfg.batch_invariant = optional_bool(env, o, "batchInvariant", false) ? 1 : 0;
   return config;
 }
 

@@ -26,6 +26,8 @@ export interface EngineOptions {
   tokenMaskTimeoutMs?: number;
   /** Reuse the KV of prompt prefixes seen before with the same cache salt (default true). */
   enablePrefixCaching?: boolean;
+  /** cuda: kernels chosen without regard to a step's size, so a token's bits never depend on its batch (default false; cpu: always so). */
+  batchInvariant?: boolean;
   /** backend "paced": one step, µs (default 4000). */
   paceStepUs?: number;
   /** backend "paced": each prompt token of a step beyond a chunk's first, µs (default 35). */

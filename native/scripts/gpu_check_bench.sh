@@ -257,21 +257,23 @@ fi
 
 if want prefix; then
   step "prefix caching: greedy tokens on vs off (small model), TTFT and 32 conversations at the 20b shape"
-  # Twice: with the serving kernels, whose streamed expert product (decode, short extends) sums K
-  # in another order than the 128-row tiles (prefill), so a token's bits depend on the kind of
-  # step it lands in; then with the tiles for every step (GPTOSS_MOE_KERNEL=tiled), where they do
-  # not: a difference left there would be the cache's.
+  # Three times: with the serving kernels, which pick kernels by a step's rows (the streamed
+  # expert product and the GEMVs at decode and short extends; tiles and cuBLASLt at prefill), so a
+  # token's bits depend on the kind of step it lands in; with the tiles for every expert step
+  # (GPTOSS_MOE_KERNEL=tiled); and batch invariant (--batch-invariant: every kernel as for a
+  # prefill), where nothing depends on the step: a difference left there would be the cache's.
   : >"$out/prefix.log"
-  for kernel in auto tiled; do
+  for arm in auto tiled invariant; do
     for caching in enable no-enable; do
-      GPTOSS_MOE_KERNEL=$kernel timeout 60 "$build/gptoss-cli" --model "$small" --backend cuda --shared-prefix 256 \
-        --random-prompt 40 --warm-up prefix --batch 8 --max-tokens 32 --max-model-len 512 --$caching-prefix-caching \
-        >"$out/prefix_small_${kernel}_$caching.log" 2>&1 || { status=1; tail -3 "$out/prefix_small_${kernel}_$caching.log"; }
+      env GPTOSS_MOE_KERNEL=$([ $arm = tiled ] && echo tiled || echo auto) timeout 60 "$build/gptoss-cli" \
+        --model "$small" --backend cuda --shared-prefix 256 --random-prompt 40 --warm-up prefix --batch 8 \
+        --max-tokens 32 --max-model-len 512 --$caching-prefix-caching $([ $arm = invariant ] && echo --batch-invariant) \
+        >"$out/prefix_small_${arm}_$caching.log" 2>&1 || { status=1; tail -3 "$out/prefix_small_${arm}_$caching.log"; }
     done
-    tail -1 "$out/prefix_small_${kernel}_enable.log"
-    python3 "$here/scripts/greedy_agreement.py" "$out/prefix_small_${kernel}_enable.log" \
-      "$out/prefix_small_${kernel}_no-enable.log" \
-      "prefix cache greedy agreement on vs off (cuda, small, GPTOSS_MOE_KERNEL=$kernel)" 2>&1 | tee -a "$out/prefix.log"
+    tail -1 "$out/prefix_small_${arm}_enable.log"
+    python3 "$here/scripts/greedy_agreement.py" "$out/prefix_small_${arm}_enable.log" \
+      "$out/prefix_small_${arm}_no-enable.log" \
+      "prefix cache greedy agreement on vs off (cuda, small, kernels: $arm)" 2>&1 | tee -a "$out/prefix.log"
   done
   # Each run loads the checkpoint; both kinds warm the engine up first, cold with an unrelated prompt.
   big=(--model "$models/20b" --backend cuda --shared-prefix 2048 --random-prompt 50 --max-model-len 4096

@@ -67,6 +67,7 @@ struct Args {
   float gpu_memory_utilization = 0.9f;
   int32_t block_size = 0;
   bool prefix_caching = true;
+  bool batch_invariant = false;
   bool quiet = false;
   bool json = false;
 };
@@ -81,7 +82,8 @@ struct Args {
                "  [--top-k K] [--min-p P] [--presence-penalty X] [--frequency-penalty X] [--seed S]\n"
                "  [--max-num-seqs N] [--max-model-len N] [--max-batched-tokens N] [--kv-cache-mb N]\n"
                "  [--gpu-memory-utilization U] [--block-size N] [--enable-prefix-caching |\n"
-               "  --no-enable-prefix-caching] [--shared-prefix N] [--warm-up prefix|unrelated] [--quiet] [--json]\n",
+               "  --no-enable-prefix-caching] [--batch-invariant] [--shared-prefix N] [--warm-up prefix|unrelated]\n"
+               "  [--quiet] [--json]\n",
                problem);
   std::exit(2);
 }
@@ -109,6 +111,7 @@ Args parse_args(int argc, char** argv) {
     if (flag == "--json") { a.json = true; continue; }
     if (flag == "--enable-prefix-caching") { a.prefix_caching = true; continue; }
     if (flag == "--no-enable-prefix-caching") { a.prefix_caching = false; continue; }
+    if (flag == "--batch-invariant") { a.batch_invariant = true; continue; }
     if (i + 1 >= argc) usage(("missing value for " + flag).c_str());
     const std::string v = argv[++i];
     auto num = [&] {
@@ -227,6 +230,7 @@ int main(int argc, char** argv) {
   cfg.num_threads = args.threads;
   cfg.block_size = args.block_size;
   cfg.disable_prefix_caching = args.prefix_caching ? 0 : 1;
+  cfg.batch_invariant = args.batch_invariant ? 1 : 0;
 
   Run run;
   gptoss_engine* engine = nullptr;

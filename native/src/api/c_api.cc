@@ -64,6 +64,7 @@ int gptoss_engine_create(const gptoss_engine_config* cfg, gptoss_event_fn on_eve
     if (cfg->moe_sharding != nullptr) runner.moe_sharding = gptoss::parse_moe_sharding(cfg->moe_sharding);
     if (cfg->tp_all_reduce != nullptr) runner.tp_all_reduce = gptoss::parse_tp_all_reduce(cfg->tp_all_reduce);
     runner.num_threads = cfg->num_threads;
+    runner.batch_invariant = cfg->batch_invariant != 0;
     if (cfg->pace_step_us != 0) runner.pace.step_us = cfg->pace_step_us;
     if (cfg->pace_prefill_us_per_token != 0) runner.pace.prefill_us_per_token = cfg->pace_prefill_us_per_token;
     gptoss::EngineOptions options;

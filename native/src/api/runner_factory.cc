@@ -3,6 +3,7 @@
 #include "common/error.h"
 #ifdef GPTOSS_WITH_CUDA
 #include "backend/cuda/cuda_runner.h"
+#include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/tensor_parallel_runner.h"
 #endif
 
@@ -22,6 +23,7 @@ std::unique_ptr<ModelRunner> make_model_runner(const RunnerOptions& o) {
   }
   if (o.backend == "cuda") {
 #ifdef GPTOSS_WITH_CUDA
+    if (o.batch_invariant) cuda::set_batch_invariant(true);  // else GPTOSS_BATCH_INVARIANT's choice
     if (o.tensor_parallel > 1)
       return make_cuda_tensor_parallel_runner(o.model_dir, o.tensor_parallel, o.moe_sharding, o.tp_all_reduce);
     return make_cuda_runner(o.model_dir);

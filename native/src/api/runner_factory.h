@@ -18,6 +18,10 @@ struct RunnerOptions {
   MoeSharding moe_sharding = MoeSharding::Intermediate;  // how experts shard when tensor_parallel > 1
   TpAllReduce tp_all_reduce = TpAllReduce::Peer;          // how cuda ranks sum their partials
   int32_t num_threads = 0;
+  // cuda: every kernel chosen as for a prefill, whatever a step's row count,
+  // so a token's bits never depend on its batch (cuda/kernels/kernels.h,
+  // set_batch_invariant); the cpu backend always computes so.
+  bool batch_invariant = false;
   PacedTiming pace;  // backend "paced" only
 };
 

@@ -45,7 +45,7 @@ constexpr int32_t kMaxQueryTiles = 65535;
 // registers (at 128 they spill).
 template <int kWarps>
 __global__ void __launch_bounds__(kWarps * kWarpSize, kWarps <= 4 ? 4 : 1)
-    attention_prefill_kernel(AttentionArgs args, QueryTiles tiles) {
+    attention_prefill_kernel(AttentionArgs args, QueryTiles tiles, bool aligned_key_tiles) {
   __shared__ __align__(128) uint8_t kv_s[kStages][2][kKeys * kRowBytes];  // [stage][K, V]
   // Q passes through the last stage: its fragments are in registers before
   // that stage takes its first tile (iteration 0, after a barrier).
@@ -93,7 +93,12 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, kWarps <= 4 ? 4 : 1)
   }
   const uint32_t visible = args.sliding_window > 0 ? args.sliding_window : INT32_MAX;
   const int32_t first_pos = tok.token_pos[first];
-  const int32_t key_begin = args.sliding_window > 0 ? max(0, first_pos - args.sliding_window + 1) : 0;
+  // A sliding window's first key tile starts at the tile's first visible key,
+  // or (batch_invariant) at the multiple of kKeys below it: then every row
+  // sums its keys in the same tiles whichever query tile it is in, and the
+  // keys before its window are masked (exact zeros).
+  const int32_t window_begin = args.sliding_window > 0 ? max(0, first_pos - args.sliding_window + 1) : 0;
+  const int32_t key_begin = aligned_key_tiles ? window_begin / kKeys * kKeys : window_begin;
   const int32_t last_pos = tok.token_pos[first + n_tokens - 1], key_end = last_pos + 1;
   // Keys from here to first_pos are visible to every row of the tile.
   const int32_t last_lo = args.sliding_window > 0 ? max(0, last_pos - args.sliding_window + 1) : 0;
@@ -167,7 +172,7 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, kWarps <= 4 ? 4 : 1)
 template <int kWarps>
 void launch_prefill(const AttentionArgs& args, const QueryTiles& tiles, cudaStream_t stream) {
   const dim3 grid(args.n_kv_heads, tiles.n_tiles, 1);
-  attention_prefill_kernel<kWarps><<<grid, kWarps * kWarpSize, 0, stream>>>(args, tiles);
+  attention_prefill_kernel<kWarps><<<grid, kWarps * kWarpSize, 0, stream>>>(args, tiles, batch_invariant());
   GPTOSS_CUDA_CHECK_LAUNCH();
 }
 

@@ -21,6 +21,22 @@
 
 namespace gptoss::cuda {
 
+// ---- kernel selection -------------------------------------------------------------
+
+// Batch-invariant kernels (the engine's batch_invariant option): every
+// launcher below that picks its kernel by the step's row count (the GEMVs,
+// the streamed expert kernels, the norms fused into a product's last block,
+// cuBLASLt's decode-step algorithms, the fused routing, the CUDA-core decode
+// attention) takes the one it takes for a prefill instead, and prefill
+// attention walks keys in tiles aligned to position 0. Then a token's bits
+// depend only on its own sequence: the same alone or in any batch, in one
+// prefill or after a prefix-cache hit, in one chunk or several. Off by
+// default: the row-count kernels are what make small steps fast. Process-wide
+// like GPTOSS_TILED: GPTOSS_BATCH_INVARIANT=1 (read once), or the runner
+// factory before the runner's first step.
+void set_batch_invariant(bool on);
+bool batch_invariant();
+
 // ---- embedding and normalisation ----------------------------------------------
 
 // out[r] = float(table[tokens[r]]).
@@ -63,7 +79,7 @@ void linear_bf16_cublaslt(const bf16* x, int32_t n_rows, int32_t in_dim, const b
 
 // Rows up to which a product also does the norm after it, in its last block
 // (linear_add_rmsnorm, moe_down_add_rmsnorm): GPTOSS_FUSED_NORM_ROWS, default
-// 1; 0 never (A/B runs).
+// 1; 0 never (A/B runs, and batch_invariant()).
 int32_t fused_norm_rows();
 
 // linear_bf16 into y, then add_rmsnorm(residual, y, all n_rows rows,

@@ -55,6 +55,7 @@ int32_t gemv_wide_max_rows() {
 // 2 419: x's reads bound the GEMV) nor the router (32 columns, 2 blocks:
 // 14 vs 26).
 bool gemv_serves(int32_t n_rows, int32_t out_dim) {
+  if (batch_invariant()) return false;
   return n_rows <= kGemvAnyShapeRows || (n_rows <= gemv_wide_max_rows() && out_dim >= 1024 && out_dim <= 8192);
 }
 
@@ -365,7 +366,7 @@ void router_and_route(const bf16* x, int32_t n_rows, int32_t in_dim, const bf16*
                       float* weights, const MoeGroups& groups, int32_t* done_counter, cudaStream_t stream) {
   // At 64 rows the routing in the last block cost more than the two kernels
   // (call 25: 0.95 vs 0.71 ms a batch-64 step).
-  if (n_rows > kFusedRouteMaxRows) {
+  if (n_rows > kFusedRouteMaxRows || batch_invariant()) {
     linear_bf16(x, n_rows, in_dim, weight, bias, n_experts, logits, stream);
     moe_route(logits, n_rows, n_experts, k, tile_rows, experts, weights, groups, stream);
     return;
@@ -388,7 +389,7 @@ int32_t fused_norm_rows() {
     const char* value = std::getenv("GPTOSS_FUSED_NORM_ROWS");
     return value == nullptr ? 1 : std::max(0, std::atoi(value));
   }();
-  return rows;
+  return batch_invariant() ? 0 : rows;
 }
 
 bool linear_add_rmsnorm_serves(int32_t n_rows, int32_t out_dim) {

@@ -102,7 +102,7 @@ class CublasLt {
   void prepare(cudaStream_t stream, const std::vector<LinearShape>& shapes) {
     std::lock_guard<std::mutex> lock(mu_);
     workspace(stream);
-    if (decode_choice() != DecodeChoice::kTimed) return;
+    if (decode_choice() != DecodeChoice::kTimed || batch_invariant()) return;  // no decode algorithms
     for (const LinearShape& s : shapes) {
       const auto key = std::make_tuple(kDecodeReferenceRows, s.in_dim, s.out_dim);
       if (!algos_.count(key)) algos_.emplace(key, fastest(stream, s.in_dim, s.out_dim));
@@ -165,8 +165,9 @@ class CublasLt {
 
   // The regime of n_rows, named by its reference row count.
   static int32_t reference_rows(int32_t n_rows) {
-    return decode_choice() != DecodeChoice::kNone && n_rows <= kDecodeMaxRows ? kDecodeReferenceRows
-                                                                               : kPrefillReferenceRows;
+    return !batch_invariant() && decode_choice() != DecodeChoice::kNone && n_rows <= kDecodeMaxRows
+               ? kDecodeReferenceRows
+               : kPrefillReferenceRows;
   }
 
   // Up to `wanted` of the heuristic's algorithms for the shape at `rows`, best

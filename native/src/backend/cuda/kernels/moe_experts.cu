@@ -688,6 +688,7 @@ MoePath moe_path_for(int32_t n_pairs, int32_t n_experts) {
   // since call 37), streamed against 128-row tiles: b128 13.75 vs 15.37 ms,
   // b160 15.47 vs 15.97, b192 17.03 vs 16.53, b224 19.36 vs 17.03, b256 20.58
   // vs 17.63: the tiles from 22 pairs an expert on average.
+  if (batch_invariant()) return MoePath::Tiled;
   const bool few = n_pairs <= kStreamedMaxAveragePairs * n_experts;
   switch (moe_kernel_choice()) {
     case MoeKernelChoice::Streamed: return few ? MoePath::Streamed : MoePath::Tiled;

@@ -898,18 +898,17 @@ std::vector<int32_t> choose_experts(Random& rng, int32_t tokens, bool skewed) {
   return chosen;
 }
 
-// The expert GEMV's batch invariance: a token's activations and down outputs
-// are the same bits alone (batch-1 grid, one pair at a time), with a second
-// token (experts shared: several pairs on one row pair's weights) and in a
-// 12-token step (four pairs at a time). The 40-token GEMV case of check_moe
-// stages x in several rounds.
-void check_moe_gemv_invariance(Random& rng, MoeFixture& f, Verdicts& v) {
-  const int32_t tokens = 12;
+// An expert path's batch invariance: a token's activations and down outputs
+// are the same bits alone, with a second token (experts shared) and in a
+// step of `tokens` (the GEMV at 12: four pairs at a time; its 40-token case in
+// check_moe stages x in several rounds; the tiles at 300: skewed experts with
+// several tiles, a token's pairs at other rows of them).
+void check_moe_invariance(Random& rng, MoeFixture& f, Verdicts& v, MoePath path, int32_t tokens) {
   const auto d_x = to_device(to_bf16(rng.bf16_floats(size_t(tokens) * f.hidden, 1.0f)));
   const auto d_chosen = to_device(choose_experts(rng, tokens, true));
   // The first n tokens' activations and outputs, in token-major pair order.
   auto run = [&](int32_t n) {
-    const MoeRun r(f, d_x, d_chosen, n, MoePath::Gemv);
+    const MoeRun r(f, d_x, d_chosen, n, path);
     const std::vector<int32_t> slot = to_host(r.pair_slot, r.pairs);
     const std::vector<bf16> act = to_host(r.act, size_t(r.pairs) * f.inter);
     const std::vector<float> y = to_host(r.y, size_t(r.pairs) * f.hidden);
@@ -925,10 +924,86 @@ void check_moe_gemv_invariance(Random& rng, MoeFixture& f, Verdicts& v) {
     return std::equal(part.begin(), part.end(), whole.begin());
   };
   const auto one = run(1), two = run(2), all = run(tokens);
-  v.expect("moe gemv 1 token alone == with a second token (bitwise)",
+  const std::string name = "moe " + moe_path_name(path);
+  v.expect(name + " 1 token alone == with a second token (bitwise)",
            same_prefix(one.first, two.first) && same_prefix(one.second, two.second));
-  v.expect("moe gemv 2 tokens alone == in a 12-token step (bitwise)",
+  v.expect(name + " 2 tokens alone == in a " + std::to_string(tokens) + "-token step (bitwise)",
            same_prefix(two.first, all.first) && same_prefix(two.second, all.second));
+}
+
+// Batch-invariant mode (set_batch_invariant): each launcher that picks its
+// kernel by row count gives a row the bits it gets in a prefill-sized step.
+// Dense products at the 20b's shapes (QKV, O, router, a vocabulary slice) at
+// 1, 7, 50 and 300 rows against the first rows of 1 100; the experts take the
+// tiles (their invariance at 1, 2 and 300 tokens); no norm is fused into a
+// product; prefill attention gives the 50 tokens of an extend after 2 048
+// cached (query tiles from 2 048: a prefix-cache hit) the bits they get in the
+// whole 2 098-token prompt in one chunk and in chunks of 37, 61 and 2 000
+// (tiles from other offsets), full and sliding. Decode attention is the
+// tensor-core kernel at every batch (its invariance:
+// check_attention_serving_shapes).
+void check_batch_invariant_mode(Random& rng, MoeFixture& f, Verdicts& v) {
+  set_batch_invariant(true);
+  const auto same_bits = [](const std::vector<float>& part, const std::vector<float>& whole) {
+    return part.size() <= whole.size() && std::memcmp(part.data(), whole.data(), part.size() * sizeof(float)) == 0;
+  };
+  struct Shape {
+    int32_t in, out;
+    const char* name;
+  };
+  for (const Shape& sh : {Shape{2880, 5120, "qkv"}, Shape{4096, 2880, "o"}, Shape{2880, 32, "router"},
+                          Shape{2880, 20008, "vocabulary slice"}}) {
+    constexpr int32_t kWhole = 1100;
+    const auto d_x = to_device(to_bf16(rng.bf16_floats(size_t(kWhole) * sh.in, 1.0f)));
+    const auto d_w = to_device(to_bf16(rng.bf16_floats(size_t(sh.out) * sh.in, 0.05f)));
+    const auto d_b = to_device(to_bf16(rng.bf16_floats(sh.out, 0.5f)));
+    const auto run = [&](int32_t n) {
+      auto y = poisoned<float>(size_t(n) * sh.out);
+      linear_bf16(d_x.get(), n, sh.in, d_w.get(), d_b.get(), sh.out, y.get(), nullptr);
+      return to_host(y, size_t(n) * sh.out);
+    };
+    const std::vector<float> whole = run(kWhole);
+    for (const int32_t n : {1, 7, 50, 300})
+      v.expect(std::string("batch-invariant linear_bf16 ") + sh.name + ": " + std::to_string(n) +
+                   " rows == the first of " + std::to_string(kWhole) + " (bitwise)",
+               same_bits(run(n), whole));
+  }
+  v.expect("batch-invariant: the experts take the tiles at every step, no norm is fused into a product",
+           moe_path_for(f.k, f.experts) == MoePath::Tiled && moe_path_for(64 * f.k, f.experts) == MoePath::Tiled &&
+               !linear_add_rmsnorm_serves(1, f.hidden) && !moe_down_add_rmsnorm_serves(1, f.k, f.experts, f.hidden));
+  check_moe_invariance(rng, f, v, MoePath::Tiled, 300);
+
+  constexpr int32_t kCached = 2048, kNew = 50, kPrompt = kCached + kNew;
+  for (const int32_t window : {0, 128}) {
+    const std::string kind = window ? "sliding" : "full";
+    TestKv kv(rng, AttentionCheck::hkv * AttentionCheck::hd, 1, kPrompt);
+    AttentionCheck check{rng, v, kv, window};
+    const std::vector<float> qkv = rng.bf16_floats(size_t(kPrompt) * AttentionCheck::width, 1.5f);
+    std::vector<int32_t> pos(kPrompt), chunk(kPrompt, 0), last(kNew);
+    std::iota(pos.begin(), pos.end(), 0);
+    std::iota(last.begin(), last.end(), kCached);
+    std::vector<float> ref;
+    std::vector<int32_t> tile_first, tile_n;
+    add_chunk_tiles(0, kNew, tile_first, tile_n);
+    const std::vector<float> extend =
+        check.run(AttentionKernel::Prefill, std::vector<int32_t>(pos.begin() + kCached, pos.end()),
+                  std::vector<int32_t>(kNew, 0), 1,
+                  std::vector<float>(qkv.begin() + size_t(kCached) * AttentionCheck::width, qkv.end()), ref,
+                  tile_first, tile_n);
+    v.expect_close("batch-invariant attention_prefill " + kind + ": extend 50 over 2048 cached", relative_error(extend, ref),
+                   2 * kBf16Tol);
+    tile_first.clear(), tile_n.clear();
+    add_chunk_tiles(0, kPrompt, tile_first, tile_n);
+    v.expect("batch-invariant attention_prefill " + kind + ": extend == the same tokens in one 2098-token chunk",
+             same_bits(extend, check.run(AttentionKernel::Prefill, pos, chunk, 1, qkv, ref, tile_first, tile_n, last)));
+    tile_first.clear(), tile_n.clear();
+    add_chunk_tiles(0, 37, tile_first, tile_n);
+    add_chunk_tiles(37, 61, tile_first, tile_n);
+    add_chunk_tiles(98, kPrompt - 98, tile_first, tile_n);
+    v.expect("batch-invariant attention_prefill " + kind + ": extend == the same tokens in chunks of 37, 61, 2000",
+             same_bits(extend, check.run(AttentionKernel::Prefill, pos, chunk, 1, qkv, ref, tile_first, tile_n, last)));
+  }
+  set_batch_invariant(false);
 }
 
 // Programmatic dependent launch (dependent_launch.cuh): the decode chain of a
@@ -1702,7 +1777,8 @@ int main(int argc, char** argv) {
     std::unique_ptr<MoeFixture> moe;
     clock.run("moe weights", [&] { moe = std::make_unique<MoeFixture>(rng); });
     clock.run("moe", [&] { check_moe(rng, *moe, v); });
-    clock.run("moe gemv invariance", [&] { check_moe_gemv_invariance(rng, *moe, v); });
+    clock.run("moe gemv invariance", [&] { check_moe_invariance(rng, *moe, v, MoePath::Gemv, 12); });
+    clock.run("batch-invariant mode", [&] { check_batch_invariant_mode(rng, *moe, v); });
     clock.run("moe expert tiles", [&] { check_moe_expert_tiles(rng, *moe, v, {6, 32, 256, 2048}); });
     clock.run("moe half step", [&] { check_moe_half_step(rng, *moe, v, {MoePath::Streamed, MoePath::Tiled, MoePath::Gemv}); });
     clock.run("moe streamed", [&] { check_moe_streamed(rng, *moe, v); });
