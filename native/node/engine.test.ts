@@ -358,6 +358,25 @@ describe("NativeEngine lifecycle", () => {
     assert.deepEqual(await run({ tensorParallel: 2 }), one);
     assert.deepEqual(await run({ tensorParallel: 2, moeSharding: "experts" }), one);
   });
+
+  it("takes batchInvariant (the CPU backend always is: the same tokens either way) and checks its type", async () => {
+    const prompts = [promptOf(40, 1), promptOf(90, 2)];
+    const run = async (extra: Partial<EngineOptions>) => {
+      const engine = new NativeEngine(options(extra));
+      try {
+        const streams = prompts.map((p) => generate(engine, p, sampling({ maxTokens: 10 })));
+        return await Promise.all(streams.map(async (st) => tokens(await st.done)));
+      } finally {
+        await engine.close();
+      }
+    };
+    assert.deepEqual(await run({ batchInvariant: true }), await run({ batchInvariant: false }));
+    assertEngineError(
+      () => new NativeEngine(options({ batchInvariant: 1 as unknown as boolean })),
+      "invalid_argument",
+      /batchInvariant must be a boolean/,
+    );
+  });
 });
 
 describe("the paced backend (benches: a GPU's time per step, no computation)", () => {
