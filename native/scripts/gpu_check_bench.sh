@@ -136,8 +136,10 @@ if want layers; then
   grep -E "FAIL|^layer check|layer-check:" "$out/layer_check_small.log"
 fi
 
-step "engine over the CUDA runner (small model): batch invariance, preemption"
+step "engine over the CUDA runner (small model): batch invariance, preemption; default and batch-invariant kernels"
 timeout 180 "$tools/gptoss-cuda-engine-check" --model "$small" 2>&1 | tee "$out/engine_check.log" || status=1
+GPTOSS_BATCH_INVARIANT=1 timeout 180 "$tools/gptoss-cuda-engine-check" --model "$small" 2>&1 |
+  sed "s/^/[batch invariant] /" | tee "$out/engine_check_invariant.log" || status=1
 
 if want cli; then
   step "gptoss-cli greedy tokens, --backend cuda vs cpu (small model, 8 prompts together)"
@@ -460,7 +462,7 @@ fi
 
 step "summary"
 {
-  grep -h -E "FAIL|checks:|greedy continuations|identical" "$out"/kernel_check.log "$out"/model_check_*.log "$out"/engine_check.log 2>/dev/null
+  grep -h -E "FAIL|checks:|greedy continuations|identical" "$out"/kernel_check.log "$out"/model_check_*.log "$out"/engine_check*.log 2>/dev/null
   grep -h "gptoss: dense" "$out/device.txt" 2>/dev/null
   grep -h -E "^layer check|GATE" "$out"/layer_check_small.log "$out"/layer_check_20b.log 2>/dev/null
   grep -h -E "ERROR SUMMARY|memcheck exit" "$out/memcheck.log" 2>/dev/null
