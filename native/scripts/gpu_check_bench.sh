@@ -8,7 +8,8 @@
 # 2. per-kernel checks against the CPU ops (fresh random inputs);
 # 3. compute-sanitizer memcheck over a small whole-model run (and, when the
 #    kernel checks fail, the kernel checks again under it with their seed);
-# 4. the runtime engine over the CUDA runner (batch invariance, preemption);
+# 4. the runtime engine over the CUDA runner (batch invariance, preemption), with the
+#    default kernels and again batch invariant (GPTOSS_BATCH_INVARIANT=1);
 #    the whole engine through the C API (gptoss-cli --backend cuda, device
 #    sampling, KV sized from GPU memory): greedy tokens vs --backend cpu on
 #    the small model, decode tokens/s at the 20b shape for batch 1 and 64;
@@ -24,7 +25,8 @@
 #    the checkpoint through the loader (load time, batch 1, prefill 512);
 # 6. torch's bf16 matmul at the same shapes, the dense-product ceiling;
 # 7. prefix caching (gptoss-cli --shared-prefix/--warm-up): greedy tokens
-#    with and without caching on the small model; at the 20b shape, TTFT of a
+#    with and without caching on the small model (serving kernels, expert
+#    tiles only, --batch-invariant); at the 20b shape, TTFT of a
 #    2048-token shared prompt + 50-token turn cold vs warm, and 32 such
 #    conversations at once with caching on and off (output tokens/s);
 # 8. tensor parallel (stage "tp"): the two-rank all-reduce's latency (peer
