@@ -68,6 +68,17 @@ function generate(
 const tokens = (events: EngineTokenEvent[]) => events.filter((e) => e.token >= 0).map((e) => e.token);
 const promptOf = (n: number, salt: number) => Array.from({ length: n }, (_, i) => (i * 7919 + salt * 104729 + 17) % 201088);
 
+/** Each prompt's greedy tokens (10) from a fresh engine with `extra` options, all submitted together. */
+async function greedyTogether(prompts: number[][], extra: Partial<EngineOptions>): Promise<number[][]> {
+  const engine = new NativeEngine(options(extra));
+  try {
+    const streams = prompts.map((p) => generate(engine, p, sampling({ maxTokens: 10 })));
+    return await Promise.all(streams.map(async (st) => tokens(await st.done)));
+  } finally {
+    await engine.close();
+  }
+}
+
 async function waitFor(pred: () => boolean) {
   for (let i = 0; i < 2000 && !pred(); i++) await new Promise((r) => setTimeout(r, 2));
   assert.ok(pred(), "condition not reached in time");
@@ -345,32 +356,17 @@ describe("NativeEngine lifecycle", () => {
 
   it("gives one rank's greedy tokens with the model sharded over two, in both MoE layouts", async () => {
     const prompts = [[1, 2, 3], promptOf(40, 1), promptOf(90, 2)];
-    const run = async (extra: Partial<EngineOptions>) => {
-      const engine = new NativeEngine(options(extra));
-      try {
-        const streams = prompts.map((p) => generate(engine, p, sampling({ maxTokens: 10 })));
-        return await Promise.all(streams.map(async (st) => tokens(await st.done)));
-      } finally {
-        await engine.close();
-      }
-    };
-    const one = await run({});
-    assert.deepEqual(await run({ tensorParallel: 2 }), one);
-    assert.deepEqual(await run({ tensorParallel: 2, moeSharding: "experts" }), one);
+    const one = await greedyTogether(prompts, {});
+    assert.deepEqual(await greedyTogether(prompts, { tensorParallel: 2 }), one);
+    assert.deepEqual(await greedyTogether(prompts, { tensorParallel: 2, moeSharding: "experts" }), one);
   });
 
   it("takes batchInvariant (the CPU backend always is: the same tokens either way) and checks its type", async () => {
     const prompts = [promptOf(40, 1), promptOf(90, 2)];
-    const run = async (extra: Partial<EngineOptions>) => {
-      const engine = new NativeEngine(options(extra));
-      try {
-        const streams = prompts.map((p) => generate(engine, p, sampling({ maxTokens: 10 })));
-        return await Promise.all(streams.map(async (st) => tokens(await st.done)));
-      } finally {
-        await engine.close();
-      }
-    };
-    assert.deepEqual(await run({ batchInvariant: true }), await run({ batchInvariant: false }));
+    assert.deepEqual(
+      await greedyTogether(prompts, { batchInvariant: true }),
+      await greedyTogether(prompts, { batchInvariant: false }),
+    );
     assertEngineError(
       () => new NativeEngine(options({ batchInvariant: 1 as unknown as boolean })),
       "invalid_argument",
