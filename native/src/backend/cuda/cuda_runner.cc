@@ -368,20 +368,10 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
   args.n_kv_heads = shape_.kv_heads;
   args.out = attn_.get();
   stage(kind == AttnKind::Full ? "attention_full" : "attention_sliding");
-  if (step.decode && cuda::batch_invariant()) {
-    // One kernel and kMaxSplits splits at every batch (a token's split
-    // depends on its own keys only), kMaxSplitTokens tokens at a time: the
-    // partials buffer's size.
-    for (int32_t first = 0; first < T; first += kMaxSplitTokens) {
-      cuda::AttentionArgs part = args;
-      part.qkv += static_cast<int64_t>(first) * qkv_width;
-      part.tokens.token_pos += first;
-      part.tokens.token_chunk += first;
-      part.tokens.n_tokens = std::min(kMaxSplitTokens, T - first);
-      part.out += static_cast<int64_t>(first) * q_dim;
-      cuda::attention_decode_tc(part, kMaxSplits, attn_partials_.get(), stream_);
-    }
-  } else if (step.decode) {
+  // Batch invariant: decode tokens too go through the prefill kernel (a
+  // one-token query tile each), which is what a mixed step gives them, so a
+  // token's attention bits never depend on the kind of step it lands in.
+  if (step.decode && !cuda::batch_invariant()) {
     // Keys split by the token's own range (a 128-key window: two splits of
     // 64, half the chain of dependent tile loads at batch 1); above
     // kMaxSplitTokens the batch fills the GPU and partials would not fit.
@@ -390,7 +380,7 @@ void CudaRunner::enqueue_attention(const Step& step, int32_t layer) {
       cuda::attention_decode(args, splits, attn_partials_.get(), attn_split_counters_.get(), stream_);
     else
       cuda::attention_decode_tc(args, splits, attn_partials_.get(), stream_);
-  } else {  // prompt tiles
+  } else {  // query tiles: prompt chunks (and, batch invariant, decode tokens)
     cuda::attention_prefill(args, cuda::QueryTiles{meta_.tile_first, meta_.tile_n, step.n_query_tiles},
                             stream_);
   }

@@ -26,9 +26,10 @@ namespace gptoss::cuda {
 // Batch-invariant kernels (the engine's batch_invariant option): every
 // launcher below that picks its kernel by the step's row count (the GEMVs,
 // the streamed expert kernels, the norms fused into a product's last block,
-// cuBLASLt's decode-step algorithms, the fused routing, the CUDA-core decode
-// attention) takes the one it takes for a prefill instead, and prefill
-// attention walks keys in tiles aligned to position 0. Then a token's bits
+// cuBLASLt's decode-step algorithms, the fused routing) takes the one it takes
+// for a prefill instead, the runner sends decode tokens through the prefill
+// attention kernel (one-token query tiles, as a mixed step does), and that
+// kernel walks keys in tiles aligned to position 0. Then a token's bits
 // depend only on its own sequence: the same alone or in any batch, in one
 // prefill or after a prefix-cache hit, in one chunk or several. Off by
 // default: the row-count kernels are what make small steps fast. Process-wide

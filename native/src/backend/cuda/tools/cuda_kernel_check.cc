@@ -939,9 +939,9 @@ void check_moe_invariance(Random& rng, MoeFixture& f, Verdicts& v, MoePath path,
 // product; prefill attention gives the 50 tokens of an extend after 2 048
 // cached (query tiles from 2 048: a prefix-cache hit) the bits they get in the
 // whole 2 098-token prompt in one chunk and in chunks of 37, 61 and 2 000
-// (tiles from other offsets), full and sliding. Decode attention is the
-// tensor-core kernel at every batch (its invariance:
-// check_attention_serving_shapes).
+// (tiles from other offsets) and, the last one, alone in a one-token tile (a
+// decode token: the runner's decode steps take that kernel in the mode), full
+// and sliding.
 void check_batch_invariant_mode(Random& rng, MoeFixture& f, Verdicts& v) {
   set_batch_invariant(true);
   const auto same_bits = [](const std::vector<float>& part, const std::vector<float>& whole) {
@@ -1002,6 +1002,12 @@ void check_batch_invariant_mode(Random& rng, MoeFixture& f, Verdicts& v) {
     add_chunk_tiles(98, kPrompt - 98, tile_first, tile_n);
     v.expect("batch-invariant attention_prefill " + kind + ": extend == the same tokens in chunks of 37, 61, 2000",
              same_bits(extend, check.run(AttentionKernel::Prefill, pos, chunk, 1, qkv, ref, tile_first, tile_n, last)));
+    const size_t row = size_t(AttentionCheck::hq) * AttentionCheck::hd;
+    const std::vector<float> alone =
+        check.run(AttentionKernel::Prefill, {kPrompt - 1}, {0}, 1,
+                  std::vector<float>(qkv.end() - AttentionCheck::width, qkv.end()), ref, {0}, {1});
+    v.expect("batch-invariant attention_prefill " + kind + ": the last token alone in a one-token tile == in the extend",
+             std::memcmp(alone.data(), extend.data() + (kNew - 1) * row, row * sizeof(float)) == 0);
   }
   set_batch_invariant(false);
 }
