@@ -26,7 +26,7 @@
 # 6. torch's bf16 matmul at the same shapes, the dense-product ceiling;
 # 7. prefix caching (gptoss-cli --shared-prefix/--warm-up): greedy tokens
 #    with and without caching on the small model (serving kernels, expert
-#    tiles only, --batch-invariant); at the 20b shape, TTFT of a
+#    tiles only, --batch-invariant); stage "prefix20b": at the 20b shape, TTFT of a
 #    2048-token shared prompt + 50-token turn cold vs warm, and 32 such
 #    conversations at once with caching on and off (output tokens/s);
 # 8. tensor parallel (stage "tp"): the two-rank all-reduce's latency (peer
@@ -45,7 +45,7 @@
 #    prefill 2k and decode batch 64;
 # then prints a short table last. Logs go to OUT_DIR (default $OUT or ./gpu-out).
 # GPTOSS_SKIP="kernels modelsmall memcheck cli cli20b depth hfsmall bench torch
-# loader model20b layers prefix tp profile pdlab moeab tiledab baseab" leaves out those stages (pdlab:
+# loader model20b layers prefix prefix20b tp profile pdlab moeab tiledab baseab" leaves out those stages (pdlab:
 # decode at batch 1 and 8 again in short runs, GPTOSS_PDL=0 and 1, programmatic dependent launch;
 # moeab: decode and the 50-token extend again under each arm in GPTOSS_MOEAB, space-separated, each a
 # +-joined VAR=value list, default "GPTOSS_FUSED_NORM_ROWS=1 GPTOSS_FUSED_NORM_ROWS=0" (the norms in
@@ -86,7 +86,7 @@ configure "${GPTOSS_CUBLASLT:-ON}" &&
 # The 20b checkpoint (about 13.7 GB) is written while the rest builds.
 gen_pid=
 gpus=$(nvidia-smi -L | wc -l)
-if want bench || want loader || want model20b || want cli20b || want layers || want prefix ||
+if want bench || want loader || want model20b || want cli20b || want layers || want prefix20b ||
   { want tp && [ "$gpus" -ge 2 ]; }; then
   ( time "$build/gptoss-gen-model" --preset 20b --out "$models/20b" ) >"$out/gen20b.log" 2>&1 &
   gen_pid=$!
@@ -260,7 +260,7 @@ if want model20b; then
 fi
 
 if want prefix; then
-  step "prefix caching: greedy tokens on vs off (small model), TTFT and 32 conversations at the 20b shape"
+  step "prefix caching: greedy tokens on vs off (small model)"
   # Three times: with the serving kernels, which pick kernels by a step's rows (the streamed
   # expert product and the GEMVs at decode and short extends; tiles and cuBLASLt at prefill), so a
   # token's bits depend on the kind of step it lands in; with the tiles for every expert step
@@ -273,7 +273,8 @@ if want prefix; then
     for caching in enable no-enable; do
       env GPTOSS_MOE_KERNEL=$([ $arm = tiled ] && echo tiled || echo auto) timeout 60 "$build/gptoss-cli" \
         --model "$small" --backend cuda --shared-prefix 256 --random-prompt 40 --warm-up prefix \
-        --batch $([ $arm = invariant ] && echo 32 || echo 8) --max-tokens 32 --max-model-len 512 --$caching-prefix-caching $([ $arm = invariant ] && echo --batch-invariant) \
+        --batch $([ $arm = invariant ] && echo 32 || echo 8) --max-tokens 32 --max-model-len 512 \
+        --$caching-prefix-caching $([ $arm = invariant ] && echo --batch-invariant) \
         >"$out/prefix_small_${arm}_$caching.log" 2>&1 || { status=1; tail -3 "$out/prefix_small_${arm}_$caching.log"; }
     done
     tail -1 "$out/prefix_small_${arm}_enable.log"
@@ -281,6 +282,10 @@ if want prefix; then
       "$out/prefix_small_${arm}_no-enable.log" \
       "prefix cache greedy agreement on vs off (cuda, small, kernels: $arm)" 2>&1 | tee -a "$out/prefix.log"
   done
+fi
+
+if want prefix20b; then
+  step "prefix caching at the 20b shape: TTFT cold vs warm, 32 conversations with caching on and off"
   # Each run loads the checkpoint; both kinds warm the engine up first, cold with an unrelated prompt.
   big=(--model "$models/20b" --backend cuda --shared-prefix 2048 --random-prompt 50 --max-model-len 4096
        --max-batched-tokens 8192 --quiet --json)
