@@ -270,11 +270,15 @@ if want prefix; then
   # across prompts, and the warm one not.
   : >"$out/prefix.log"
   for arm in auto tiled invariant; do
+    case $arm in
+      auto) kernel=auto prompts=8 mode= ;;
+      tiled) kernel=tiled prompts=8 mode= ;;
+      invariant) kernel=auto prompts=32 mode=--batch-invariant ;;
+    esac
     for caching in enable no-enable; do
-      env GPTOSS_MOE_KERNEL=$([ $arm = tiled ] && echo tiled || echo auto) timeout 60 "$build/gptoss-cli" \
-        --model "$small" --backend cuda --shared-prefix 256 --random-prompt 40 --warm-up prefix \
-        --batch $([ $arm = invariant ] && echo 32 || echo 8) --max-tokens 32 --max-model-len 512 \
-        --$caching-prefix-caching $([ $arm = invariant ] && echo --batch-invariant) \
+      GPTOSS_MOE_KERNEL=$kernel timeout 60 "$build/gptoss-cli" --model "$small" --backend cuda --shared-prefix 256 \
+        --random-prompt 40 --warm-up prefix --batch $prompts --max-tokens 32 --max-model-len 512 \
+        --$caching-prefix-caching $mode \
         >"$out/prefix_small_${arm}_$caching.log" 2>&1 || { status=1; tail -3 "$out/prefix_small_${arm}_$caching.log"; }
     done
     tail -1 "$out/prefix_small_${arm}_enable.log"

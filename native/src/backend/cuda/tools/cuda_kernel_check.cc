@@ -38,6 +38,13 @@ namespace {
 constexpr double kFloatTol = 1e-4;
 constexpr double kBf16Tol = 5e-3;
 
+// Whether `part` holds the bits of the first part.size() values of `whole`
+// (memcmp: -0 is not +0, and a NaN equals its own bits).
+template <typename T>
+bool same_bits(const std::vector<T>& part, const std::vector<T>& whole) {
+  return part.size() <= whole.size() && std::memcmp(part.data(), whole.data(), part.size() * sizeof(T)) == 0;
+}
+
 // The CPU oracles' threads: every core (the GPU hosts have 16). The ops give
 // each thread whole output rows, so results do not depend on the count.
 ThreadPool& oracle_pool() {
@@ -457,10 +464,10 @@ void check_qkv_rope(Random& rng, Verdicts& v) {
                               " heads, K " + std::to_string(sh.in);
       const std::vector<float> a = to_host(y_two, size_t(n) * width), f = to_host(y_fused, size_t(n) * width);
       v.expect("qkv_rope_and_store_kv == linear_bf16 + rope_and_store_kv (qkv), " + tag,
-               std::equal(a.begin(), a.end(), f.begin(), [](float p, float q) { return std::memcmp(&p, &q, 4) == 0; }));
+               same_bits(a, f));
       const std::vector<bf16> ca = to_host(kv.d_pool, kv.d_pool.size()), cf = to_host(fused_pool, fused_pool.size());
       v.expect("qkv_rope_and_store_kv == linear_bf16 + rope_and_store_kv (cache), " + tag,
-               std::memcmp(ca.data(), cf.data(), ca.size() * sizeof(bf16)) == 0);
+               same_bits(ca, cf));
     }
   }
 }
@@ -944,9 +951,6 @@ void check_moe_invariance(Random& rng, MoeFixture& f, Verdicts& v, MoePath path,
 // and sliding.
 void check_batch_invariant_mode(Random& rng, MoeFixture& f, Verdicts& v) {
   set_batch_invariant(true);
-  const auto same_bits = [](const std::vector<float>& part, const std::vector<float>& whole) {
-    return part.size() <= whole.size() && std::memcmp(part.data(), whole.data(), part.size() * sizeof(float)) == 0;
-  };
   struct Shape {
     int32_t in, out;
     const char* name;
@@ -1007,7 +1011,7 @@ void check_batch_invariant_mode(Random& rng, MoeFixture& f, Verdicts& v) {
         check.run(AttentionKernel::Prefill, {kPrompt - 1}, {0}, 1,
                   std::vector<float>(qkv.end() - AttentionCheck::width, qkv.end()), ref, {0}, {1});
     v.expect("batch-invariant attention_prefill " + kind + ": the last token alone in a one-token tile == in the extend",
-             std::memcmp(alone.data(), extend.data() + (kNew - 1) * row, row * sizeof(float)) == 0);
+             same_bits(alone, std::vector<float>(extend.end() - std::ptrdiff_t(row), extend.end())));
   }
   set_batch_invariant(false);
 }
